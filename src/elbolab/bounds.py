@@ -1,0 +1,90 @@
+"""The `Bound` record: a negative ELBO as named per-example terms, in nats."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+LN2 = math.log(2.0)
+
+
+def nats_to_bpd(nats: Tensor | float, dims: int) -> Tensor | float:
+    """Bits per dimension: nats / (D ln 2)."""
+    return nats / (dims * LN2)
+
+
+def log_mean_exp(x: Tensor, dim: int = 0) -> Tensor:
+    """log (1/K) Σ_k exp(x_k), computed stably along `dim`."""
+    return torch.logsumexp(x, dim=dim) - math.log(x.shape[dim])
+
+
+def mean_ci95(values: Tensor) -> tuple[float, float]:
+    """Sample mean and the half-width of its normal-approximation 95% interval."""
+    values = values.detach().double().flatten()
+    n = values.numel()
+    if n == 0:
+        raise ValueError("mean_ci95 needs at least one value")
+    mean = values.mean().item()
+    if n == 1:
+        return mean, float("nan")
+    return mean, 1.959963984540054 * values.std(unbiased=True).item() / math.sqrt(n)
+
+
+@dataclass(frozen=True, eq=False)
+class Bound:
+    """−ELBO per example as named terms, each of shape [B], in nats.
+
+    `per_step` holds per-timestep detail ([B, T]) where a model has one.
+    `discrete` is False when the terms are densities of continuous data.
+    """
+
+    terms: Mapping[str, Tensor]
+    dims: int
+    per_step: Tensor | None = None
+    discrete: bool = True
+    extras: Mapping[str, Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.terms:
+            raise ValueError("a Bound needs at least one term")
+        shapes = {tuple(t.shape) for t in self.terms.values()}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+            raise ValueError(f"every term must have the same shape [B]; got {shapes}")
+
+    @property
+    def total(self) -> Tensor:
+        """The whole negative ELBO, Σ of the terms, shape [B]."""
+        return torch.stack(list(self.terms.values())).sum(0)
+
+    def bits_per_dim(self) -> Tensor:
+        """total / (D ln 2), shape [B]."""
+        return nats_to_bpd(self.total, self.dims)
+
+    def terms_bpd(self) -> dict[str, Tensor]:
+        """Each term in bits per dimension."""
+        return {k: nats_to_bpd(v, self.dims) for k, v in self.terms.items()}
+
+    def detach(self) -> "Bound":
+        """The same record with every tensor detached."""
+        det = lambda t: None if t is None else t.detach()  # noqa: E731
+        return Bound(
+            {k: v.detach() for k, v in self.terms.items()}, self.dims, det(self.per_step),
+            self.discrete, {k: v.detach() for k, v in self.extras.items()},
+        )
+
+    @staticmethod
+    def cat(bounds: list["Bound"]) -> "Bound":
+        """Concatenate records of the same model along the batch dimension."""
+        first = bounds[0]
+        per_step = None
+        if first.per_step is not None:
+            per_step = torch.cat([b.per_step for b in bounds])
+        return Bound(
+            {k: torch.cat([b.terms[k] for b in bounds]) for k in first.terms},
+            first.dims, per_step, first.discrete,
+            {k: torch.cat([b.extras[k] for b in bounds]) for k in first.extras},
+        )

@@ -1,0 +1,108 @@
+"""The image-data record, the registry of named data sets, and level scaling."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from elbolab.errors import DataError
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True, eq=False)
+class ImageData:
+    """Images stored as integer levels 0..K-1, shape [N, C, H, W], with labels if any."""
+
+    name: str
+    images: Tensor  # uint8 (levels ≤ 256) [N, C, H, W]
+    levels: int
+    labels: Tensor | None = None  # int64 [N]
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4:
+            raise DataError(f"{self.name}: images must be [N, C, H, W], got shape {tuple(self.images.shape)}")
+        if self.images.shape[0] == 0:
+            raise DataError(f"{self.name}: the data set is empty")
+        if not 2 <= self.levels <= 256:
+            raise DataError(f"{self.name}: levels must be between 2 and 256, got {self.levels}")
+        if self.labels is not None and self.labels.shape[0] != self.images.shape[0]:
+            raise DataError(f"{self.name}: {self.labels.shape[0]} labels for {self.images.shape[0]} images")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def dims(self) -> int:
+        """D, the number of pixel values in one image (the bits/dim denominator)."""
+        c, h, w = self.shape
+        return c * h * w
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def model_range(self, index: Tensor | slice | None = None) -> Tensor:
+        """Images (all, or those at `index`) as floats in the model's range [-1, 1]."""
+        images = self.images if index is None else self.images[index]
+        return to_model(images, self.levels)
+
+    def subset(self, n: int) -> "ImageData":
+        """The first n images (all of them if n exceeds the size)."""
+        labels = None if self.labels is None else self.labels[:n]
+        return ImageData(self.name, self.images[:n], self.levels, labels)
+
+
+def to_model(levels_tensor: Tensor, levels: int) -> Tensor:
+    """Integer levels 0..K-1 → floats in [-1, 1]: x = 2k/(K-1) - 1."""
+    return levels_tensor.float() * (2.0 / (levels - 1)) - 1.0
+
+
+def to_levels(x: Tensor, levels: int) -> Tensor:
+    """Floats in [-1, 1] → the nearest integer level, as uint8."""
+    return torch.round((x.clamp(-1, 1) + 1) * ((levels - 1) / 2)).to(torch.uint8)
+
+
+Loader = Callable[[str, Path], ImageData]
+_REGISTRY: dict[str, Loader] = {}
+
+
+def register(name: str) -> Callable[[Loader], Loader]:
+    """Register a named data set's loader(split, data_dir) -> ImageData."""
+    def deco(fn: Loader) -> Loader:
+        _REGISTRY[name] = fn
+        return fn
+    return deco
+
+
+def dataset_names() -> list[str]:
+    """Names of the registered data sets."""
+    return sorted(_REGISTRY)
+
+
+def default_data_dir() -> Path:
+    """The cache folder for downloaded data: $ELBOLAB_DATA, else ~/.cache/elbolab/data."""
+    env = os.environ.get("ELBOLAB_DATA")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "elbolab" / "data"
+
+
+def load_data(spec: str, split: str = "train", data_dir: str | Path | None = None) -> ImageData:
+    """Load a registered data set by name, or images from a path (folder or .npz)."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    if spec in _REGISTRY:
+        return _REGISTRY[spec](split, root)
+    path = Path(spec).expanduser()
+    if path.suffix == ".npz" or path.is_dir():
+        from elbolab.data.files import load_path
+        return load_path(path, split)
+    if not path.exists() and os.sep not in spec and "." not in spec:
+        raise DataError(f"unknown data set {spec!r}; choose one of {', '.join(dataset_names())}, a folder of images or an .npz file")
+    raise DataError(f"{spec}: no such data set, folder or .npz file")
