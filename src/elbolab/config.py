@@ -87,20 +87,23 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def with_overrides(cfg: Any, overrides: Mapping[str, Any]) -> Any:
-    """A copy of `cfg` with dotted keys replaced (`model.latent_dim=16`), typed by the fields."""
+def with_overrides(cfg: Any, overrides: Mapping[str, Any], prefix: str = "") -> Any:
+    """A copy of `cfg` with dotted keys replaced (`latent_dim=16`), typed by the fields.
+
+    `prefix` names the section in error messages (`model.`).
+    """
     data = to_dict(cfg)
     for dotted, value in overrides.items():
         node = data
         parts = dotted.split(".")
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
-                raise ConfigError(f"unknown config key {dotted!r}")
+                raise ConfigError(f"unknown config key {prefix + dotted!r}")
             node = node[part]
         if parts[-1] not in node:
-            raise ConfigError(f"unknown config key {dotted!r}; known keys here: {', '.join(sorted(node))}")
+            raise ConfigError(f"unknown config key {prefix + dotted!r}; known keys: {', '.join(sorted(node))}")
         node[parts[-1]] = value
-    return from_dict(type(cfg), data)
+    return from_dict(type(cfg), data, prefix)
 
 
 def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, str]:

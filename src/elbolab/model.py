@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from elbolab.bounds import Bound
-from elbolab.data.base import to_levels
+from elbolab.data.base import ImageData, to_levels
 from elbolab.errors import DataError
 
 
@@ -29,6 +29,8 @@ class GenerativeModel(nn.Module):
         self.config = config
         self.shape = tuple(int(s) for s in shape)
         self.levels = int(levels)
+        #: the optimiser step the trainer is on (for schedules inside the loss, e.g. KL warm-up)
+        self.train_step = 0
 
     @property
     def dims(self) -> int:
@@ -70,3 +72,33 @@ class GenerativeModel(nn.Module):
 
     def decode(self, z: Tensor) -> Tensor:
         raise NotImplementedError(f"{self.kind} has no decoder")
+
+    @torch.no_grad()
+    def interpolate(self, x0: Tensor, x1: Tensor, frames: int) -> Tensor:
+        """Frames along the slerp between encode(x0) and encode(x1), decoded: [B, frames, C, H, W] levels."""
+        z0, z1 = self.encode(x0), self.encode(x1)
+        weights = torch.linspace(0, 1, frames, device=z0.device)
+        return torch.stack([self.decode(slerp(z0, z1, w)) for w in weights], dim=1)
+
+
+def slerp(z0: Tensor, z1: Tensor, w: Tensor | float) -> Tensor:
+    """Spherical interpolation per example (Shoemake 1985); linear where the two are parallel."""
+    a, b = z0.flatten(1), z1.flatten(1)
+    cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
+    omega = torch.arccos(cos.clamp(-1 + 1e-7, 1 - 1e-7))[:, None]
+    sin = torch.sin(omega)
+    w = torch.as_tensor(w, dtype=a.dtype, device=a.device)
+    parallel = sin.abs() < 1e-6
+    out = torch.where(parallel, (1 - w) * a + w * b,
+                      (torch.sin((1 - w) * omega) * a + torch.sin(w * omega) * b) / torch.where(parallel, 1.0, sin))
+    return out.view_as(z0)
+
+
+@torch.no_grad()
+def dataset_bound(model: GenerativeModel, data: ImageData, n: int | None = None, batch_size: int = 256,
+                  **elbo_kwargs: Any) -> Bound:
+    """The model's bound on the first n images of `data` (all if n is None), in batches."""
+    n = len(data) if n is None else min(n, len(data))
+    device = model.device
+    return Bound.cat([model.elbo(data.model_range(slice(i, min(i + batch_size, n))).to(device),
+                                 **elbo_kwargs).detach() for i in range(0, n, batch_size)])

@@ -1,0 +1,195 @@
+"""The `elbolab` command line: train | eval | sample | interpolate | compare | report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from elbolab.errors import ElbolabError
+
+MODEL_CHOICES = ("vae", "diffusion", "latent-diffusion")
+
+
+def _echo_json(obj: dict) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=False, default=float))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="elbolab")
+def cli() -> None:
+    """Train and compare VAEs, diffusion and latent diffusion under one evidence lower bound."""
+
+
+@cli.command()
+@click.argument("kind", type=click.Choice(MODEL_CHOICES))
+@click.option("--data", default="digits", show_default=True, help="Data set name, image folder or .npz file.")
+@click.option("--data-dir", default=None, help="Where named data sets live / are downloaded ($ELBOLAB_DATA).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--steps", type=int, default=None, help="Training steps (train.steps).")
+@click.option("--config", "config_file", default=None, help="JSON or YAML file with model.* and train.* keys.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. model.beta=0.5.")
+@click.option("--seed", type=int, default=None, help="Random seed (train.seed).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--autoencoder", default=None, type=click.Path(), help="latent-diffusion: reuse this trained VAE run.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(kind: str, data: str, data_dir: str | None, out: str, steps: int | None, config_file: str | None,
+          sets: tuple[str, ...], seed: int | None, resume: bool, autoencoder: str | None, quiet: bool) -> None:
+    """Train a model KIND on a data set into a run folder."""
+    import torch
+
+    from elbolab.config import parse_set, read_config_file
+    from elbolab.data import load_data
+    from elbolab.train.loop import Trainer
+    from elbolab.train.run import (CHECKPOINT_FILE, RunConfig, build_model, read_run_config, resolve_configs,
+                                   save_run_config)
+
+    run_dir = Path(out)
+    overrides = parse_set(sets)
+    if steps is not None:
+        overrides["train.steps"] = str(steps)
+    if seed is not None:
+        overrides["train.seed"] = str(seed)
+    if autoencoder is not None:
+        overrides["model.autoencoder"] = str(Path(autoencoder).resolve())
+    has_checkpoint = (run_dir / CHECKPOINT_FILE).is_file()
+    if resume:
+        if not has_checkpoint:
+            raise ElbolabError(f"{run_dir}: nothing to resume (no {CHECKPOINT_FILE})")
+        cfg = read_run_config(run_dir)
+        if cfg.kind != kind:
+            raise ElbolabError(f"{run_dir} holds a {cfg.kind} run, not {kind}")
+        if steps is not None:
+            cfg = replace(cfg, train=replace(cfg.train, steps=steps))
+    else:
+        if has_checkpoint:
+            raise ElbolabError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        file_data = read_config_file(config_file) if config_file else None
+        model_cfg, train_cfg = resolve_configs(kind, file_data, overrides)
+        probe = load_data(data, "test", data_dir)
+        cfg = RunConfig(kind, data, data_dir, probe.shape, probe.levels, model_cfg, train_cfg)
+    train_data = load_data(cfg.data, "train", cfg.data_dir)
+    test_data = load_data(cfg.data, "test", cfg.data_dir)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg)
+    if hasattr(model, "prepare"):
+        model.prepare(train_data, cfg)  # e.g. latent diffusion: fit the autoencoder, measure the latent scale
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_run_config(run_dir, cfg)
+    trainer = Trainer(model, train_data, test_data, cfg.train, run_dir, progress=not quiet)
+    if resume:
+        trainer.load_checkpoint()
+    metrics = trainer.fit()
+    click.echo(f"{kind} on {cfg.data}: step {metrics['step']}, test {metrics['test_bpd']:.4f} "
+               f"± {metrics['test_bpd_ci95']:.4f} bits/dim (EMA weights, {cfg.train.eval_n} test images); "
+               f"run saved in {run_dir}")
+
+
+@cli.command(name="eval")
+@click.argument("run_dir", type=click.Path())
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
+@click.option("--n", type=int, default=None, help="Number of images (default: the whole split).")
+@click.option("--iwae", "iwae_k", type=int, default=100, show_default=True,
+              help="VAE: importance samples for the IWAE bound (0 = skip).")
+@click.option("--exact", is_flag=True, help="Diffusion: sum all T steps instead of the Monte-Carlo estimate.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def evaluate(run_dir: str, split: str, n: int | None, iwae_k: int, exact: bool, as_json: bool, seed: int) -> None:
+    """Bound terms and bits/dim with 95% intervals, for a trained run."""
+    from elbolab.evaluate.run import evaluate_run
+
+    result = evaluate_run(Path(run_dir), split=split, n=n, iwae_k=iwae_k, exact=exact, seed=seed)
+    if as_json:
+        _echo_json(result)
+        return
+    b = result["bpd"]
+    click.echo(f"{result['model']} on {result['data']} ({split}, n={result['n']}): "
+               f"{b['total']:.4f} ± {b['ci95']:.4f} bits/dim")
+    for name, value in b["terms"].items():
+        click.echo(f"  {name:>16}: {value:.4f} bits/dim  ({result['nats']['terms'][name]:.2f} nats)")
+    if "iwae" in result:
+        click.echo(f"  IWAE (k={result['iwae']['k']}): {result['iwae']['bpd']:.4f} ± {result['iwae']['ci95']:.4f} bits/dim")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--n", type=int, default=64, show_default=True)
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="A .png grid or an .npz of levels.")
+@click.option("--sampler", default=None, help="Diffusion: ancestral | ddim | dpm-solver++.")
+@click.option("--steps", type=int, default=None, help="Diffusion: number of sampling steps (NFE).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def sample(run_dir: str, n: int, out: str, sampler: str | None, steps: int | None, seed: int) -> None:
+    """Draw N samples from a trained run."""
+    import torch
+
+    from elbolab.report.grid import save_images
+    from elbolab.train.run import load_run
+
+    if n < 1:
+        raise ElbolabError("--n must be at least 1")
+    cfg, model = load_run(Path(run_dir))
+    kwargs = {k: v for k, v in (("sampler", sampler), ("steps", steps)) if v is not None}
+    if kwargs and model.kind == "vae":
+        raise ElbolabError("--sampler and --steps apply to diffusion runs; a VAE samples in one decoder pass")
+    generator = torch.Generator(model.device).manual_seed(seed)
+    images = model.sample(n, generator=generator, **kwargs)
+    path = save_images(images, cfg.levels, out, nrow=int(n ** 0.5 + 0.999))
+    click.echo(f"wrote {n} samples to {path}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False))
+@click.option("--pairs", type=int, default=6, show_default=True, help="Pairs of test images.")
+@click.option("--frames", type=int, default=10, show_default=True, help="Frames per pair, ends included.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int) -> None:
+    """Slerp in latent space between pairs of test images; one row per pair."""
+    import torch
+
+    from elbolab.data import load_data
+    from elbolab.report.grid import save_images
+    from elbolab.train.run import load_run
+
+    if pairs < 1 or frames < 2:
+        raise ElbolabError("--pairs must be ≥ 1 and --frames ≥ 2")
+    cfg, model = load_run(Path(run_dir))
+    data = load_data(cfg.data, "test", cfg.data_dir)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(data), generator=g)[: 2 * pairs]
+    if len(idx) < 2 * pairs:
+        raise ElbolabError(f"the test split has only {len(data)} images, too few for {pairs} pairs")
+    x = data.model_range(idx).to(model.device)
+    rows = model.interpolate(x[:pairs], x[pairs:], frames)
+    path = save_images(rows.flatten(0, 1), cfg.levels, out, nrow=frames)
+    click.echo(f"wrote {pairs} interpolations of {frames} frames to {path}")
+
+
+def main() -> None:
+    """Entry point: one-line errors and a non-zero exit code instead of tracebacks."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ElbolabError as exc:
+        click.echo(f"error: {exc}", err=True)
+        from elbolab.train.loop import TrainingInterrupted
+        sys.exit(130 if isinstance(exc, TrainingInterrupted) else 1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Plots, image grids and the HTML/Markdown report."""

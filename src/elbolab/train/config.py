@@ -1,0 +1,29 @@
+"""The training configuration, saved into every run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser, schedule, EMA, evaluation and checkpoint cadence."""
+
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1      # cosine decay ends at lr × this
+    warmup_steps: int = 100        # linear learning-rate warm-up
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    grad_clip: float = 1.0         # max global gradient norm, 0 = off
+    ema_decay: float = 0.999
+    eval_every: int = 500          # steps between test evaluations (0 = only at the end)
+    eval_n: int = 256              # test images in each periodic evaluation
+    checkpoint_every: int = 500    # steps between checkpoints
+    seed: int = 0
+    threads: int = 0               # torch CPU threads, 0 = torch's default
+    device: str = "auto"           # auto | cpu | cuda | cuda:N
+    precision: Literal["fp32", "bf16"] = "fp32"

@@ -1,0 +1,136 @@
+"""A run folder: the resolved config, model kinds, building and loading models."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from elbolab.config import flatten, from_dict, to_dict, with_overrides
+from elbolab.errors import ConfigError, ElbolabError
+from elbolab.model import GenerativeModel
+from elbolab.train.checkpoint import atomic_write_json, load_tensors
+from elbolab.train.config import TrainConfig
+
+# kind -> (module, config class, model class); imported lazily so `elbolab --help` stays fast
+MODEL_KINDS: dict[str, tuple[str, str, str]] = {
+    "vae": ("elbolab.vae", "VAEConfig", "VAE"),
+    "diffusion": ("elbolab.diffusion", "DiffusionConfig", "DiffusionModel"),
+    "latent-diffusion": ("elbolab.latent", "LatentDiffusionConfig", "LatentDiffusion"),
+}
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+WEIGHTS_FILE = "model.safetensors"
+LOG_FILE = "log.jsonl"
+METRICS_FILE = "metrics.json"
+
+
+def model_classes(kind: str) -> tuple[type, type[GenerativeModel]]:
+    """(config class, model class) of a model kind."""
+    if kind not in MODEL_KINDS:
+        raise ConfigError(f"unknown model {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
+    module, cfg_name, model_name = MODEL_KINDS[kind]
+    mod = importlib.import_module(module)
+    return getattr(mod, cfg_name), getattr(mod, model_name)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything needed to rebuild a run: model kind and config, data, training."""
+
+    kind: str
+    data: str
+    data_dir: str | None
+    shape: tuple[int, int, int]
+    levels: int
+    model: Any
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "data": self.data, "data_dir": self.data_dir, "shape": list(self.shape),
+                "levels": self.levels, "model": to_dict(self.model), "train": to_dict(self.train)}
+
+    @staticmethod
+    def from_json(obj: dict[str, Any]) -> "RunConfig":
+        try:
+            cfg_cls, _ = model_classes(obj["kind"])
+            return RunConfig(obj["kind"], obj["data"], obj.get("data_dir"), tuple(obj["shape"]), int(obj["levels"]),
+                             from_dict(cfg_cls, obj["model"], "model."), from_dict(TrainConfig, obj["train"], "train."))
+        except KeyError as exc:
+            raise ElbolabError(f"run config is missing the key {exc}") from None
+
+
+def resolve_configs(kind: str, file_data: dict[str, Any] | None, overrides: dict[str, str]) -> tuple[Any, TrainConfig]:
+    """Defaults ← config file ← `--set` overrides, for the `model.*` and `train.*` sections."""
+    cfg_cls, _ = model_classes(kind)
+    merged = flatten(file_data or {})
+    merged.update(overrides)
+    model_cfg, train_cfg = cfg_cls(), TrainConfig()
+    model_over, train_over = {}, {}
+    for key, value in merged.items():
+        section, _, rest = key.partition(".")
+        if section == "model" and rest:
+            model_over[rest] = value
+        elif section == "train" and rest:
+            train_over[rest] = value
+        else:
+            raise ConfigError(f"unknown config key {key!r}; keys start with 'model.' or 'train.'")
+    return with_overrides(model_cfg, model_over, "model."), with_overrides(train_cfg, train_over, "train.")
+
+
+def build_model(cfg: RunConfig) -> GenerativeModel:
+    """A freshly initialised model for a run config (seed the RNG first)."""
+    _, model_cls = model_classes(cfg.kind)
+    return model_cls(cfg.model, cfg.shape, cfg.levels)
+
+
+def save_run_config(run_dir: Path, cfg: RunConfig) -> None:
+    atomic_write_json(Path(run_dir) / CONFIG_FILE, cfg.to_json())
+
+
+def read_run_config(run_dir: Path) -> RunConfig:
+    """The resolved config of an existing run, with a clear error if the folder is not a run."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not Path(run_dir).is_dir():
+        raise ElbolabError(f"{run_dir}: no such run folder")
+    if not path.is_file():
+        raise ElbolabError(f"{run_dir}: not an elbolab run (no {CONFIG_FILE})")
+    try:
+        return RunConfig.from_json(json.loads(path.read_text()))
+    except json.JSONDecodeError as exc:
+        raise ElbolabError(f"{path}: corrupt run config ({exc})") from None
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' → the first CUDA device if there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available")
+    return device
+
+
+def load_run(run_dir: Path, device: str = "auto") -> tuple[RunConfig, GenerativeModel]:
+    """A trained run's config and its model with the EMA weights, in eval mode."""
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    model = build_model(cfg)
+    weights = run_dir / WEIGHTS_FILE
+    if weights.is_file():
+        tensors, _ = load_tensors(weights)
+    elif (run_dir / CHECKPOINT_FILE).is_file():
+        all_tensors, _ = load_tensors(run_dir / CHECKPOINT_FILE)
+        tensors = {k[4:]: v for k, v in all_tensors.items() if k.startswith("ema.")}
+    else:
+        raise ElbolabError(f"{run_dir}: the run has no weights yet (no {WEIGHTS_FILE} or {CHECKPOINT_FILE})")
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise ElbolabError(f"{run_dir}: weights do not match the run's config ({str(exc).splitlines()[0]})") from None
+    return cfg, model.to(pick_device(device)).eval()
