@@ -170,10 +170,10 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int) -> N
     click.echo(f"wrote {pairs} interpolations of {frames} frames to {path}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors and a non-zero exit code instead of tracebacks."""
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args=argv, prog_name="elbolab", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
@@ -183,12 +183,14 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except ElbolabError as exc:
-        click.echo(f"error: {exc}", err=True)
         from elbolab.train.loop import TrainingInterrupted
+
+        click.echo(f"error: {exc}", err=True)
         sys.exit(130 if isinstance(exc, TrainingInterrupted) else 1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,42 @@
+"""Shared fixtures: the real data beside the repository, and the command line run in-process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # one core per worker: the workers share the machine
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    """Every test starts from the same global seed."""
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `elbolab ARGS...` in this process; returns (exit code, stdout, stderr)."""
+    from elbolab.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return int(exc.value.code or 0), out, err
+
+    return run

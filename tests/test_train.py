@@ -1,0 +1,95 @@
+"""Training: a run stopped after a checkpoint and resumed ends bit-identical to an uninterrupted one."""
+
+import json
+
+import pytest
+import torch
+
+from elbolab.data import load_data
+from elbolab.errors import ElbolabError
+from elbolab.train.checkpoint import load_tensors
+from elbolab.train.config import TrainConfig
+from elbolab.train.loop import Trainer, TrainingInterrupted, lr_at
+from elbolab.train.run import CHECKPOINT_FILE, LOG_FILE, WEIGHTS_FILE, RunConfig, build_model
+from elbolab.vae import VAEConfig
+
+CFG = TrainConfig(steps=12, batch_size=32, eval_every=6, eval_n=64, checkpoint_every=5, warmup_steps=3, seed=7)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data("digits", "train").subset(256), load_data("digits", "test").subset(64)
+
+
+def _trainer(run_dir, digits, callbacks=()):
+    train, test = digits
+    cfg = RunConfig("vae", "digits", None, train.shape, train.levels, VAEConfig(net="tiny"), CFG)
+    torch.manual_seed(CFG.seed)
+    return Trainer(build_model(cfg), train, test, CFG, run_dir, callbacks=callbacks, progress=False)
+
+
+def _weights(run_dir):
+    return load_tensors(run_dir / CHECKPOINT_FILE)[0]
+
+
+def _stop_at(step, exc):
+    def callback(current, _record):
+        if current == step:
+            raise exc
+    return callback
+
+
+def test_resume_after_a_crash_is_bit_identical(tmp_path, digits):
+    _trainer(tmp_path / "whole", digits).fit()
+    with pytest.raises(RuntimeError):
+        _trainer(tmp_path / "cut", digits, (_stop_at(8, RuntimeError("power cut")),)).fit()
+    assert json.loads((tmp_path / "cut" / "checkpoint.json").read_text())["step"] == 5
+    resumed = _trainer(tmp_path / "cut", digits)
+    resumed.load_checkpoint()
+    assert resumed.step == 5
+    resumed.fit()
+    whole, cut = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    assert whole.keys() == cut.keys()
+    for key in whole:
+        assert torch.equal(whole[key], cut[key]), key
+    # the log holds each step once, in order
+    steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / LOG_FILE).read_text().splitlines()]
+    assert steps == list(range(1, 13))
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resumes_identically(tmp_path, digits):
+    _trainer(tmp_path / "whole", digits).fit()
+    with pytest.raises(TrainingInterrupted, match="step 9"):
+        _trainer(tmp_path / "cut", digits, (_stop_at(9, KeyboardInterrupt()),)).fit()
+    resumed = _trainer(tmp_path / "cut", digits)
+    resumed.load_checkpoint()
+    assert resumed.step == 9
+    resumed.fit()
+    a, b = load_tensors(tmp_path / "whole" / WEIGHTS_FILE)[0], load_tensors(tmp_path / "cut" / WEIGHTS_FILE)[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, digits):
+    (tmp_path / CHECKPOINT_FILE).write_bytes(b"not a safetensors file")
+    with pytest.raises(ElbolabError, match="corrupt or unreadable checkpoint"):
+        _trainer(tmp_path, digits).load_checkpoint()
+
+
+def test_no_temporary_files_are_left_behind(tmp_path, digits):
+    _trainer(tmp_path, digits).fit()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_nan_loss_stops_with_a_message(tmp_path, digits):
+    trainer = _trainer(tmp_path, digits)
+    trainer.model.loss = lambda x: torch.full((x.shape[0],), float("nan"))
+    with pytest.raises(ElbolabError, match="lower train.lr"):
+        trainer.fit()
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    cfg = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    lrs = [lr_at(s, cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert lr_at(100, cfg) == pytest.approx(0.1)

@@ -1,0 +1,122 @@
+"""The VAE's bound against a linear-Gaussian oracle whose log p(x) is exact, and the model's behaviour."""
+
+import math
+
+import pytest
+import torch
+
+from elbolab.bounds import mean_ci95
+from elbolab.likelihoods import normal_log_prob
+from elbolab.vae import VAE, VAEConfig, elbo_terms, free_bits_kl, iwae_bound
+
+D, d, SIGMA = 6, 3, 0.5
+
+
+@pytest.fixture
+def oracle():
+    """x = W z + b + σ ε with orthogonal columns in W, so the exact posterior is diagonal."""
+    g = torch.Generator().manual_seed(3)
+    q, _ = torch.linalg.qr(torch.randn(D, d, generator=g, dtype=torch.float64))
+    scales = torch.tensor([2.0, 1.0, 0.4], dtype=torch.float64)
+    w, b = q * scales, torch.randn(D, generator=g, dtype=torch.float64)
+    z = torch.randn(64, d, generator=g, dtype=torch.float64)
+    x = z @ w.T + b + SIGMA * torch.randn(64, D, generator=g, dtype=torch.float64)
+    cov = w @ w.T + SIGMA ** 2 * torch.eye(D, dtype=torch.float64)
+    log_px = torch.distributions.MultivariateNormal(b, cov).log_prob(x)
+    post_var = 1.0 / (1.0 + scales ** 2 / SIGMA ** 2)
+    post_mean = ((x - b) @ w / SIGMA ** 2) * post_var
+
+    def log_lik(zs, xs=x):
+        return normal_log_prob(xs, zs @ w.T + b, 2 * math.log(SIGMA)).sum(1)
+
+    return x, log_px, post_mean, post_var.log().expand_as(post_mean), log_lik
+
+
+def test_with_the_exact_posterior_the_elbo_equals_log_px(oracle):
+    x, log_px, mean, logvar, log_lik = oracle
+    # log p(x,z) − log q(z|x) is the constant log p(x) at every z when q is the true posterior
+    recon, kl = elbo_terms(mean, logvar, log_lik, samples=1, kl="sampled")
+    assert torch.allclose(-(recon + kl), log_px, atol=1e-4 * D)
+    # the analytic-KL estimator agrees in expectation
+    reps = 20_000
+    recon, kl = elbo_terms(mean.repeat(reps, 1), logvar.repeat(reps, 1), lambda z: log_lik(z, x.repeat(reps, 1)))
+    estimate, half_width = mean_ci95(-(recon + kl) - log_px.repeat(reps))
+    assert abs(estimate) < 1.5 * half_width  # ≈ 3 standard errors
+    assert half_width < 1e-3 * D  # the check has the power to see a 1e-3 nats/dim error
+
+
+def test_any_other_encoder_gives_a_lower_bound(oracle):
+    x, log_px, mean, logvar, log_lik = oracle
+    g = torch.Generator().manual_seed(5)
+    for shift, log_scale in [(0.3, 0.0), (0.0, 1.0), (-1.0, -1.0)]:
+        wrong_mean = mean + shift * torch.randn(mean.shape, generator=g, dtype=torch.float64)
+        wrong_logvar = logvar + log_scale
+        recon, kl = elbo_terms(wrong_mean, wrong_logvar, log_lik, samples=4000)
+        elbo = -(recon + kl)
+        assert (elbo <= log_px + 1e-2).all()
+        assert (log_px - elbo).mean() > 1e-2
+
+
+def test_iwae_rises_with_k_towards_log_px(oracle):
+    x, log_px, mean, logvar, log_lik = oracle
+    worse_mean, worse_logvar = mean * 0.7, logvar + 0.7
+    repeats = 200  # average the estimator over independent draws to see its expectation
+    xs = x.repeat(repeats, 1)
+    big_mean, big_logvar = worse_mean.repeat(repeats, 1), worse_logvar.repeat(repeats, 1)
+
+    def log_lik_rep(zs):
+        return log_lik(zs, xs)
+
+    gaps = []
+    for k in (1, 10, 100):
+        bound = -iwae_bound(big_mean, big_logvar, log_lik_rep, k).view(repeats, -1).mean(0)
+        gaps.append((log_px - bound).mean().item())
+    assert gaps[0] > gaps[1] > gaps[2] > -1e-3
+    assert gaps[2] < 0.25 * gaps[0]
+
+
+def test_free_bits_hold_each_dimension_at_lambda():
+    kl = torch.tensor([[0.01, 2.0], [0.03, 3.0]])
+    assert torch.allclose(free_bits_kl(kl, 0.5), torch.tensor([2.5, 3.5]))
+    assert torch.allclose(free_bits_kl(kl, 0.0), kl.sum(1))
+
+
+@pytest.mark.parametrize("latent", ["flat", "spatial"])
+@pytest.mark.parametrize("likelihood", ["logistic", "gaussian"])
+def test_vae_contract_on_digit_shaped_input(latent, likelihood):
+    model = VAE(VAEConfig(latent=latent, likelihood=likelihood, net="tiny"), (1, 8, 8), 17)
+    x = torch.randint(0, 17, (5, 1, 8, 8)).float() / 8 - 1
+    bound = model.elbo(x)
+    assert set(bound.terms) == {"reconstruction", "kl"} and bound.total.shape == (5,)
+    assert (bound.terms["kl"] >= 0).all() and (bound.terms["reconstruction"] > 0).all()
+    model.loss(x).mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    s = model.sample(3, generator=torch.Generator().manual_seed(0))
+    assert s.dtype == torch.uint8 and s.shape == (3, 1, 8, 8) and s.max() <= 16
+    assert model.decode(model.encode(x)).shape == (5, 1, 8, 8)
+    assert model.elbo(x, k=20).terms["iwae"].shape == (5,)
+
+
+def test_bernoulli_vae_on_binary_data_and_colour_32px():
+    binary = VAE(VAEConfig(likelihood="bernoulli", net="tiny"), (1, 28, 28), 2)
+    x = (torch.rand(2, 1, 28, 28) > 0.5).float() * 2 - 1
+    assert torch.isfinite(binary.elbo(x).total).all()
+    colour = VAE(VAEConfig(net="tiny", latent="spatial"), (3, 32, 32), 256)
+    assert colour.encode(torch.zeros(2, 3, 32, 32)).shape == (2, 4, 8, 8)
+
+
+def test_kl_warmup_scales_beta():
+    model = VAE(VAEConfig(net="tiny", beta=2.0, kl_warmup_steps=100), (1, 8, 8), 17)
+    model.train_step = 25
+    assert model.beta_now() == pytest.approx(0.5)
+    model.train_step = 1000
+    assert model.beta_now() == pytest.approx(2.0)
+
+
+def test_wrong_shape_and_nan_input_are_refused():
+    from elbolab.errors import DataError
+    model = VAE(VAEConfig(net="tiny"), (1, 8, 8), 17)
+    with pytest.raises(DataError, match="shape"):
+        model.elbo(torch.zeros(2, 1, 28, 28))
+    with pytest.raises(DataError, match="NaN"):
+        model.elbo(torch.full((2, 1, 8, 8), float("nan")))
