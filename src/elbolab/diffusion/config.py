@@ -1,0 +1,53 @@
+"""The diffusion model's configuration, saved into every run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from elbolab.diffusion.schedule import Schedule
+from elbolab.errors import ConfigError
+from elbolab.nets.unet import UNetConfig
+
+SAMPLER_NAMES = ("ancestral", "ddim", "dpm-solver++")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Chain, parameterisation, objective, network and sampling defaults.
+
+    Defaults suit 8×8 digits on a CPU. `variance` is p_θ(x_{t−1}|x_t)'s: fixed "small" (β̃),
+    fixed "large" (β) or "learned" (interpolated, trained by the "vlb" or "hybrid" loss).
+    """
+
+    T: int = 1000
+    schedule: Literal["linear", "cosine"] = "cosine"
+    parameterisation: Literal["eps", "x0", "v"] = "eps"
+    loss: Literal["simple", "vlb", "hybrid"] = "simple"
+    variance: Literal["small", "large", "learned"] = "small"
+    timesteps: Literal["uniform", "importance"] = "uniform"
+    hybrid_weight: float = 0.001          # λ in L_simple + λ L_vlb (Nichol & Dhariwal 2021, eq. 16)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    sampler: Literal["ancestral", "ddim", "dpm-solver++"] = "ancestral"
+    sample_steps: int | None = None       # None: all T steps
+    eta: float = 0.0                      # DDIM's η
+    encode_steps: int = 100               # DDIM steps of encode/decode (at most T are used)
+    elbo_method: Literal["mc", "exact"] = "mc"
+    elbo_samples: int = 16                # Monte-Carlo draws of t per example for method "mc"
+    max_batch: int = 1024                 # (example, step) pairs per network call when evaluating the bound
+
+    def __post_init__(self) -> None:
+        Schedule(self.schedule, self.T)  # checks T against the schedule
+        if self.variance == "learned" and self.loss == "simple":
+            raise ConfigError("a learned variance gets no gradient from L_simple; use loss=hybrid or loss=vlb")
+        if self.loss == "hybrid" and self.variance != "learned":
+            raise ConfigError("the hybrid loss trains a learned variance; set variance=learned (or use loss=simple)")
+        if self.sample_steps is not None and not 1 <= self.sample_steps <= self.T:
+            raise ConfigError(f"sample_steps must be between 1 and T = {self.T}, got {self.sample_steps}")
+        if self.encode_steps < 1:
+            raise ConfigError(f"encode_steps must be ≥ 1, got {self.encode_steps}")
+        if self.eta < 0:
+            raise ConfigError(f"eta must be ≥ 0, got {self.eta}")
+        if self.elbo_samples < 2 or self.max_batch < 1 or self.hybrid_weight < 0:
+            raise ConfigError("elbo_samples must be ≥ 2, max_batch ≥ 1 and hybrid_weight ≥ 0")
+        self.unet.spec()  # checks the network's overrides

@@ -1,0 +1,76 @@
+"""The reverse process p_θ(x_s | x_t): a denoiser's output as (x̂_0, ε̂), and the step's variance.
+
+A *denoiser* is any callable `denoiser(x_t, t)`, t a float64 [B] tensor of times in [0, 1],
+returning the prediction named by `prediction` (ε̂, x̂_0 or v̂) shaped like x_t, or a pair
+(prediction, v) where v is the learned-variance interpolation (Nichol & Dhariwal 2021, eq. 15).
+The network, an analytic oracle in the tests, or a model with clipping all fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Union
+
+import torch
+from torch import Tensor
+
+from elbolab.diffusion.forward import expand, posterior_log_variance
+from elbolab.diffusion.parameterisation import x0_and_eps
+from elbolab.diffusion.schedule import Schedule, alpha, log_beta, sigma
+from elbolab.errors import ConfigError
+
+Denoiser = Callable[[Tensor, Tensor], Union[Tensor, tuple[Tensor, Tensor]]]
+Variance = Literal["small", "large", "learned"]
+VARIANCES = ("small", "large", "learned")
+
+
+@dataclass(frozen=True)
+class Denoised:
+    """A denoiser's answer at (x_t, t): the data and noise predictions, and v if it learns the variance."""
+
+    x0_hat: Tensor
+    eps_hat: Tensor
+    v: Tensor | None = None
+
+
+def batch_times(t: Tensor | float, x: Tensor) -> Tensor:
+    """t as a float64 [B] tensor on x's device."""
+    t = torch.as_tensor(t, dtype=torch.float64, device=x.device)
+    return t.expand(x.shape[0]) if t.ndim == 0 else t
+
+
+def denoise(denoiser: Denoiser, x_t: Tensor, t: Tensor | float, schedule: Schedule,
+            prediction: str = "eps") -> Denoised:
+    """Evaluate the denoiser at (x_t, t) and convert its prediction to (x̂_0, ε̂) (Salimans & Ho 2022, §4)."""
+    t = batch_times(t, x_t)
+    out = denoiser(x_t, t)
+    pred, v = out if isinstance(out, tuple) else (out, None)
+    log_snr = schedule.log_snr(t)
+    x0_hat, eps_hat = x0_and_eps(pred.to(x_t.dtype), prediction, x_t, expand(alpha(log_snr), x_t),
+                                 expand(sigma(log_snr), x_t))
+    return Denoised(x0_hat, eps_hat, None if v is None else v.to(x_t.dtype))
+
+
+def small_log_variance(schedule: Schedule, t: Tensor, s: Tensor) -> Tensor:
+    """log β̃(t, s), with the step into s = 0 given β̃(2t, t) instead of 0 (Nichol & Dhariwal 2021, §3.1's clipping)."""
+    into_data = s <= 0
+    t_hi = torch.where(into_data, (2 * t).clamp(max=1.0), t)
+    s_lo = torch.where(into_data, t, s)
+    return posterior_log_variance(schedule.log_snr(t_hi), schedule.log_snr(s_lo))
+
+
+def reverse_log_variance(schedule: Schedule, t: Tensor | float, s: Tensor | float, variance: str,
+                         like: Tensor, v: Tensor | None = None) -> Tensor:
+    """log σ² of p_θ(x_s|x_t), shaped to broadcast with `like`: β̃ ("small"), β ("large") or
+    v log β + (1 − v) log β̃ ("learned"; Nichol & Dhariwal 2021, eq. 15)."""
+    t, s = batch_times(t, like), batch_times(s, like)
+    if variance == "small":
+        return expand(small_log_variance(schedule, t, s), like)
+    large = expand(log_beta(schedule.log_snr(t), schedule.log_snr(s)), like)
+    if variance == "large":
+        return large
+    if variance == "learned":
+        if v is None:
+            raise ConfigError("variance 'learned' needs a denoiser that returns (prediction, v)")
+        return v * large + (1 - v) * expand(small_log_variance(schedule, t, s), like)
+    raise ConfigError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")
