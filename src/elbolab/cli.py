@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -39,55 +38,19 @@ def cli() -> None:
 def train(kind: str, data: str, data_dir: str | None, out: str, steps: int | None, config_file: str | None,
           sets: tuple[str, ...], seed: int | None, resume: bool, autoencoder: str | None, quiet: bool) -> None:
     """Train a model KIND on a data set into a run folder."""
-    import torch
+    from elbolab.config import parse_set
+    from elbolab.train.api import train_run
 
-    from elbolab.config import parse_set, read_config_file
-    from elbolab.data import load_data
-    from elbolab.train.loop import Trainer
-    from elbolab.train.run import (CHECKPOINT_FILE, RunConfig, build_model, read_run_config, resolve_configs,
-                                   save_run_config)
-
-    run_dir = Path(out)
-    overrides = parse_set(sets)
-    if steps is not None:
-        overrides["train.steps"] = str(steps)
+    overrides: dict[str, str] = dict(parse_set(sets))
     if seed is not None:
         overrides["train.seed"] = str(seed)
     if autoencoder is not None:
         overrides["model.autoencoder"] = str(Path(autoencoder).resolve())
-    has_checkpoint = (run_dir / CHECKPOINT_FILE).is_file()
-    if resume:
-        if not has_checkpoint:
-            raise ElbolabError(f"{run_dir}: nothing to resume (no {CHECKPOINT_FILE})")
-        cfg = read_run_config(run_dir)
-        if cfg.kind != kind:
-            raise ElbolabError(f"{run_dir} holds a {cfg.kind} run, not {kind}")
-        if steps is not None:
-            cfg = replace(cfg, train=replace(cfg.train, steps=steps))
-    else:
-        if has_checkpoint:
-            raise ElbolabError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-        file_data = read_config_file(config_file) if config_file else None
-        model_cfg, train_cfg = resolve_configs(kind, file_data, overrides)
-        probe = load_data(data, "test", data_dir)
-        cfg = RunConfig(kind, data, data_dir, probe.shape, probe.levels, model_cfg, train_cfg)
-    train_data = load_data(cfg.data, "train", cfg.data_dir)
-    test_data = load_data(cfg.data, "test", cfg.data_dir)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg)
-    if hasattr(model, "prepare"):
-        model.prepare(train_data, cfg)  # e.g. latent diffusion: fit the autoencoder, measure the latent scale
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_run_config(run_dir, cfg)
-    trainer = Trainer(model, train_data, test_data, cfg.train, run_dir, progress=not quiet)
-    if resume:
-        trainer.load_checkpoint()
-    metrics = trainer.fit()
+    cfg, metrics = train_run(kind, data, out, data_dir=data_dir, overrides=overrides, config_file=config_file,
+                             resume=resume, steps=steps, progress=not quiet)
     click.echo(f"{kind} on {cfg.data}: step {metrics['step']}, test {metrics['test_bpd']:.4f} "
                f"± {metrics['test_bpd_ci95']:.4f} bits/dim (EMA weights, {cfg.train.eval_n} test images); "
-               f"run saved in {run_dir}")
+               f"run saved in {out}")
 
 
 @cli.command(name="eval")

@@ -11,6 +11,7 @@ class TrainConfig:
     """Optimiser, schedule, EMA, evaluation and checkpoint cadence."""
 
     steps: int = 2000
+    max_seconds: float = 0.0       # stop early once this much wall-clock training time is spent (0 = no limit)
     batch_size: int = 128
     lr: float = 2e-3
     min_lr_ratio: float = 0.1      # cosine decay ends at lr × this

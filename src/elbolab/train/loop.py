@@ -123,6 +123,10 @@ class Trainer:
         self.step += 1
         return {"step": self.step, "loss": loss.item(), "grad_norm": grad_norm.item(), "lr": lr_at(self.step - 1, cfg)}
 
+    def _out_of_time(self, started: float) -> bool:
+        """True once `max_seconds` of training (this session) have passed."""
+        return self.cfg.max_seconds > 0 and time.perf_counter() - started >= self.cfg.max_seconds
+
     def fit(self) -> dict:
         """Train to `cfg.steps`, evaluating and checkpointing on the way; returns the final metrics."""
         cfg = self.cfg
@@ -136,7 +140,7 @@ class Trainer:
             task = bar.add_task(f"{self.model.kind}", total=cfg.steps, completed=self.step, loss=float("nan"),
                                 bpd="–", ips=0.0)
             try:
-                while self.step < cfg.steps:
+                while self.step < cfg.steps and not self._out_of_time(started):
                     record = self.train_step()
                     record["images_per_s"] = ((self.step - start_step) * cfg.batch_size
                                               / max(1e-9, time.perf_counter() - started))
@@ -144,7 +148,7 @@ class Trainer:
                         last_eval = self.evaluate()
                         record.update(last_eval)
                     self._log(record)
-                    if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or self._out_of_time(started):
                         self.save_checkpoint()
                     for callback in self.callbacks:
                         callback(self.step, record)
