@@ -42,10 +42,9 @@ def batch_times(t: Tensor | float, x: Tensor) -> Tensor:
 def denoise(denoiser: Denoiser, x_t: Tensor, t: Tensor | float, schedule: Schedule,
             prediction: str = "eps") -> Denoised:
     """Evaluate the denoiser at (x_t, t) and convert its prediction to (x̂_0, ε̂) (Salimans & Ho 2022, §4)."""
-    t = batch_times(t, x_t)
-    out = denoiser(x_t, t)
+    out = denoiser(x_t, batch_times(t, x_t))
     pred, v = out if isinstance(out, tuple) else (out, None)
-    log_snr = schedule.log_snr(t)
+    log_snr = schedule.log_snr(torch.as_tensor(t, dtype=torch.float64))  # a scalar, or [B]
     x0_hat, eps_hat = x0_and_eps(pred.to(x_t.dtype), prediction, x_t, expand(alpha(log_snr), x_t),
                                  expand(sigma(log_snr), x_t))
     return Denoised(x0_hat, eps_hat, None if v is None else v.to(x_t.dtype))
@@ -63,7 +62,7 @@ def reverse_log_variance(schedule: Schedule, t: Tensor | float, s: Tensor | floa
                          like: Tensor, v: Tensor | None = None) -> Tensor:
     """log σ² of p_θ(x_s|x_t), shaped to broadcast with `like`: β̃ ("small"), β ("large") or
     v log β + (1 − v) log β̃ ("learned"; Nichol & Dhariwal 2021, eq. 15)."""
-    t, s = batch_times(t, like), batch_times(s, like)
+    t, s = torch.as_tensor(t, dtype=torch.float64), torch.as_tensor(s, dtype=torch.float64)
     if variance == "small":
         return expand(small_log_variance(schedule, t, s), like)
     large = expand(log_beta(schedule.log_snr(t), schedule.log_snr(s)), like)

@@ -67,17 +67,22 @@ def ddim(denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: Schedule, *, p
 def dpm_solver_pp(denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: Schedule, *,
                   prediction: str = "eps") -> Tensor:
     """DPM-Solver++(2M): x_s = (σ_s/σ_t) x_t − α_s (e^{−h} − 1) D, h = λ'_s − λ'_t, λ' = log(α/σ) = λ/2,
-    D = (1 + 1/2r) x̂_0 − (1/2r) x̂_0,prev, r = h_prev/h; first order on the first step (Lu et al. 2022, Alg. 2)."""
+    D = (1 + 1/2r) x̂_0 − (1/2r) x̂_0,prev, r = h_prev/h (Lu et al. 2022, Alg. 2).
+
+    First order (D = x̂_0, i.e. DDIM) on the first step and on the last one into the smallest
+    positive time, whose h dwarfs the step before it (Lu et al.'s "lower order final").
+    """
     x = x_T
+    steps = pairs(grid)
     previous: tuple[Tensor, Tensor] | None = None  # (x̂_0, h) of the step before
-    for t, s in pairs(grid):
+    for n, (t, s) in enumerate(steps):
         d = denoise(denoiser, x, t, schedule, prediction)
         if s <= 0:
             return d.x0_hat
         lam_t, lam_s = _lam(schedule, t), _lam(schedule, s)
         h = 0.5 * (lam_s - lam_t)
         D = d.x0_hat
-        if previous is not None:
+        if previous is not None and n < len(steps) - 2:
             x0_prev, h_prev = previous
             half_inv_r = expand(h / (2 * h_prev), x)
             D = (1 + half_inv_r) * d.x0_hat - half_inv_r * x0_prev

@@ -7,6 +7,7 @@ t_i = i/T, so ᾱ_i = α²(t_i) and β_i = 1 − ᾱ_i/ᾱ_{i−1}. All of it is
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -65,6 +66,12 @@ def cosine_log_alpha_bar(t: Tensor, T: int) -> Tensor:
 LOG_ALPHA_BAR = {"linear": linear_log_alpha_bar, "cosine": cosine_log_alpha_bar}
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _scalar_log_snr(name: str, T: int, t: float) -> float:
+    """λ at one time, cached: samplers ask for the same grid times at every step."""
+    return log_snr_from_log_alpha_bar(LOG_ALPHA_BAR[name](torch.tensor(t, dtype=torch.float64), T)).item()
+
+
 @dataclass(frozen=True)
 class Schedule:
     """A named variance-preserving schedule for a T-step model: λ(t), and what derives from it."""
@@ -81,7 +88,10 @@ class Schedule:
 
     def log_snr(self, t: Tensor | float) -> Tensor:
         """λ(t) = log SNR(t), float64; +∞ at t = 0 (VDM's −γ(t))."""
-        return log_snr_from_log_alpha_bar(LOG_ALPHA_BAR[self.name](_as_time(t), self.T))
+        t = _as_time(t)
+        if t.ndim == 0 and t.device.type == "cpu":  # a sampler's grid time: remembered
+            return torch.tensor(_scalar_log_snr(self.name, self.T, t.item()), dtype=torch.float64)
+        return log_snr_from_log_alpha_bar(LOG_ALPHA_BAR[self.name](t, self.T))
 
     def times(self, i: Tensor | int) -> Tensor:
         """t_i = i/T, float64."""
