@@ -16,12 +16,11 @@ from torch import Tensor, nn
 from elbolab.bounds import Bound
 from elbolab.diffusion.bound import exact_bound, mc_bound, vlb_term
 from elbolab.diffusion.config import DiffusionConfig
-from elbolab.diffusion.forward import q_sample
+from elbolab.diffusion.forward import expand, q_sample
 from elbolab.diffusion.parameterisation import x0_and_eps
 from elbolab.diffusion.reverse import Denoiser, denoise
 from elbolab.diffusion.samplers import ddim, ddim_invert, run_sampler
 from elbolab.diffusion.schedule import Schedule, alpha, sigma, time_grid
-from elbolab.diffusion.forward import expand
 from elbolab.diffusion.timesteps import LossSecondMomentResampler, draw_steps
 from elbolab.errors import ConfigError
 
@@ -98,19 +97,20 @@ class GaussianDiffusion(nn.Module):
 
     # ---- the bound
     def elbo(self, x_0: Tensor, method: str | None = None, samples: int | None = None, discrete: bool = True,
-             generator: torch.Generator | None = None) -> Bound:
+             generator: torch.Generator | None = None, clip: bool = False) -> Bound:
         """−ELBO per example in nats: `exact` (all T terms) or `mc` (Monte Carlo over t, importance-sampled
-        once the resampler has a history) — see `bound.exact_bound` / `bound.mc_bound`."""
+        once the resampler has a history) — see `bound.exact_bound` / `bound.mc_bound`. With `clip` the
+        reverse process is the one `sample(clip=True)` draws from (x̂_0 clipped to [−1, 1])."""
         cfg = self.config
         method = method or cfg.elbo_method
-        raw, prediction = self.denoiser()
+        denoiser, prediction = self.denoiser(clip)
         kw = dict(prediction=prediction, variance=cfg.variance, levels=self.levels if discrete else None,
                   generator=generator, max_batch=cfg.max_batch)
         if method == "exact":
-            return exact_bound(raw, x_0, self.schedule, **kw)
+            return exact_bound(denoiser, x_0, self.schedule, **kw)
         if method == "mc":
             proposal = self.resampler.probabilities() if self.resampler.ready() else None
-            return mc_bound(raw, x_0, self.schedule, samples=samples or cfg.elbo_samples, proposal=proposal, **kw)
+            return mc_bound(denoiser, x_0, self.schedule, samples=samples or cfg.elbo_samples, proposal=proposal, **kw)
         raise ConfigError(f"unknown bound method {method!r}; choose exact or mc")
 
     # ---- sampling
@@ -127,9 +127,11 @@ class GaussianDiffusion(nn.Module):
                            prediction=prediction, variance=variance or cfg.variance,
                            eta=cfg.eta if eta is None else eta, generator=generator)
 
-    def encode(self, x_0: Tensor, steps: int | None = None, clip: bool = False, fixed_point: int = 0) -> Tensor:
-        """x_0 → x_T by DDIM inversion over `steps` (None: the config's encode_steps)."""
+    def encode(self, x_0: Tensor, steps: int | None = None, clip: bool = False,
+               fixed_point: int | None = None) -> Tensor:
+        """x_0 → x_T by DDIM inversion over `steps`, each refined `fixed_point` times (None: the config's)."""
         denoiser, prediction = self.denoiser(clip)
+        fixed_point = self.config.encode_fixed_point if fixed_point is None else fixed_point
         return ddim_invert(denoiser, x_0, self._encode_grid(steps), self.schedule, prediction=prediction,
                            fixed_point=fixed_point)
 

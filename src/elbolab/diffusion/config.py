@@ -32,6 +32,7 @@ class DiffusionConfig:
     sample_steps: int | None = None       # None: all T steps
     eta: float = 0.0                      # DDIM's η
     encode_steps: int = 100               # DDIM steps of encode/decode (at most T are used)
+    encode_fixed_point: int = 1           # refinements of each inversion step (0: plain DDIM inversion)
     elbo_method: Literal["mc", "exact"] = "mc"
     elbo_samples: int = 16                # Monte-Carlo draws of t per example for method "mc"
     max_batch: int = 1024                 # (example, step) pairs per network call when evaluating the bound
@@ -44,8 +45,8 @@ class DiffusionConfig:
             raise ConfigError("the hybrid loss trains a learned variance; set variance=learned (or use loss=simple)")
         if self.sample_steps is not None and not 1 <= self.sample_steps <= self.T:
             raise ConfigError(f"sample_steps must be between 1 and T = {self.T}, got {self.sample_steps}")
-        if self.encode_steps < 1:
-            raise ConfigError(f"encode_steps must be ≥ 1, got {self.encode_steps}")
+        if self.encode_steps < 1 or self.encode_fixed_point < 0:
+            raise ConfigError("encode_steps must be ≥ 1 and encode_fixed_point ≥ 0")
         if self.eta < 0:
             raise ConfigError(f"eta must be ≥ 0, got {self.eta}")
         if self.elbo_samples < 2 or self.max_batch < 1 or self.hybrid_weight < 0:

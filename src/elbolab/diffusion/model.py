@@ -40,9 +40,11 @@ class DiffusionModel(GenerativeModel):
     def elbo(self, x: Tensor, method: str | None = None, samples: int | None = None, discrete: bool = True,
              generator: torch.Generator | None = None) -> Bound:
         """−ELBO per example in nats: terms prior (L_T), diffusion (Σ_{t≥2} L_{t−1}), reconstruction (L_0);
-        `method` "exact" (all T steps, with per_step [B, T]) or "mc" (with extras["stderr"])."""
+        `method` "exact" (all T steps, with per_step [B, T]) or "mc" (with extras["stderr"]).
+
+        It bounds the model `sample` draws from: x̂_0 clipped to [−1, 1] in every reverse step."""
         self.check_input(x)
-        return self.diffusion.elbo(x, method, samples, discrete, generator)
+        return self.diffusion.elbo(x, method, samples, discrete, generator, clip=True)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, sampler: str | None = None,
