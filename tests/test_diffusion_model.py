@@ -147,7 +147,7 @@ def test_sample_with_the_config_defaults_and_learned_variance():
 
 
 def test_encode_decode_shapes():
-    model = tiny_model()
+    model = tiny_model(encode_steps=4)
     x = digits(3)
     z = model.encode(x, steps=5)
     assert z.shape == x.shape and z.dtype == torch.float32 and torch.isfinite(z).all()
@@ -159,7 +159,7 @@ def test_encode_decode_shapes():
 
 def test_a_few_training_steps_lower_the_loss():
     model = tiny_model()
-    x = digits(32)
+    x = digits(16)
     fixed = lambda: model.loss(x, generator=torch.Generator().manual_seed(0)).mean()  # noqa: E731
     before = fixed().item()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)

@@ -106,7 +106,6 @@ def test_ddim_with_eta_one_is_ancestral_sampling_with_the_posterior_variance():
 
 @pytest.mark.parametrize("name,steps,opts", [
     ("ancestral", 1000, {}),
-    ("ancestral", 1000, {"variance": "large"}),
     ("ddim", 1000, {}),
     ("dpm-solver++", 20, {}),
 ])
@@ -147,7 +146,7 @@ def test_dpm_solver_is_second_order():
 def test_ddim_encode_then_decode_returns_the_input():
     schedule = Schedule("cosine", 1000)
     x = 0.2 + math.sqrt(0.3) * torch.randn(64, 2, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    grid = time_grid(1000)
+    grid = time_grid(1000, 500)
     errors = []
     for fixed_point in (0, 1):
         z = ddim_invert(gaussian_eps(schedule), x, grid, schedule, fixed_point=fixed_point)
