@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from elbolab.machine import machine_info
+
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def machine() -> dict[str, Any]:
-    """Platform, processor count, torch version and threads, and the accelerator if any."""
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    if torch.cuda.is_available():
-        info["cuda_device"] = torch.cuda.get_device_name(0)
-    return info
+    """The machine a benchmark ran on (elbolab.machine.machine_info)."""
+    return machine_info()
 
 
 def print_table(rows: list[dict[str, Any]], title: str) -> None:

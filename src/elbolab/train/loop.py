@@ -29,12 +29,13 @@ class TrainingInterrupted(ElbolabError):
     """Ctrl-C during training: a checkpoint was written and the run can be resumed."""
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay from lr to lr·min_lr_ratio at the last step."""
+def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay from lr to lr·min_lr_ratio at the last step — or at the end of
+    the wall-clock budget (`time_fraction` of max_seconds spent), whichever comes first."""
     if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     span = max(1, cfg.steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    progress = min(1.0, max((step - cfg.warmup_steps) / span, time_fraction))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -56,6 +57,7 @@ class Trainer:
         self.eval_model = copy.deepcopy(model).eval()
         self.data_generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
+        self._started: float | None = None
 
     # ---- checkpoints
     def save_checkpoint(self) -> None:
@@ -105,8 +107,9 @@ class Trainer:
         cfg = self.cfg
         idx = torch.randint(len(self.train_data), (cfg.batch_size,), generator=self.data_generator)
         x = self.train_data.model_range(idx).to(self.device)
+        lr = lr_at(self.step, cfg, self._time_fraction())
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.step, cfg)
+            group["lr"] = lr
         self.model.train()
         self.model.train_step = self.step
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
@@ -121,11 +124,17 @@ class Trainer:
         self.optimizer.step()
         self.ema.update(self.model)
         self.step += 1
-        return {"step": self.step, "loss": loss.item(), "grad_norm": grad_norm.item(), "lr": lr_at(self.step - 1, cfg)}
+        return {"step": self.step, "loss": loss.item(), "grad_norm": grad_norm.item(), "lr": lr}
 
-    def _out_of_time(self, started: float) -> bool:
+    def _time_fraction(self) -> float:
+        """Share of the wall-clock budget spent in this session (0 without a budget)."""
+        if self.cfg.max_seconds <= 0 or self._started is None:
+            return 0.0
+        return (time.perf_counter() - self._started) / self.cfg.max_seconds
+
+    def _out_of_time(self) -> bool:
         """True once `max_seconds` of training (this session) have passed."""
-        return self.cfg.max_seconds > 0 and time.perf_counter() - started >= self.cfg.max_seconds
+        return self._time_fraction() >= 1.0
 
     def fit(self) -> dict:
         """Train to `cfg.steps`, evaluating and checkpointing on the way; returns the final metrics."""
@@ -136,11 +145,12 @@ class Trainer:
                    TextColumn("{task.fields[ips]:.0f} img/s"), TimeRemainingColumn()]
         last_eval = {"test_bpd": float("nan")}
         started, start_step = time.perf_counter(), self.step
+        self._started = started
         with Progress(*columns, disable=not self.progress, transient=False) as bar:
             task = bar.add_task(f"{self.model.kind}", total=cfg.steps, completed=self.step, loss=float("nan"),
                                 bpd="–", ips=0.0)
             try:
-                while self.step < cfg.steps and not self._out_of_time(started):
+                while self.step < cfg.steps and not self._out_of_time():
                     record = self.train_step()
                     record["images_per_s"] = ((self.step - start_step) * cfg.batch_size
                                               / max(1e-9, time.perf_counter() - started))
@@ -148,7 +158,7 @@ class Trainer:
                         last_eval = self.evaluate()
                         record.update(last_eval)
                     self._log(record)
-                    if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or self._out_of_time(started):
+                    if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or self._out_of_time():
                         self.save_checkpoint()
                     for callback in self.callbacks:
                         callback(self.step, record)

@@ -1,0 +1,1 @@
+"""Experiments: `compare` puts each contrast between the VAE and diffusion to the test."""

@@ -1,0 +1,85 @@
+"""`elbolab compare` and `elbolab report` end to end on digits, with tiny models and budgets."""
+
+import json
+import math
+
+import pytest
+
+from elbolab.experiments.compare import KINDS, CompareConfig, run_compare
+from elbolab.report.render import save_grids, write_report
+
+TINY = {"vae": {"model.net": "tiny", "train.batch_size": 64},
+        "diffusion": {"model.unet.preset": "tiny", "model.T": 100, "model.encode_steps": 10,
+                      "model.elbo_samples": 4, "train.batch_size": 64},
+        "latent-diffusion": {"model.vae.net": "tiny", "model.diffusion.unet.preset": "tiny", "model.diffusion.T": 100,
+                             "model.diffusion.encode_steps": 10, "model.diffusion.elbo_samples": 4,
+                             "train.batch_size": 64}}
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    cfg = CompareConfig(budget=4.0, n_eval=64, n_samples=32, speed_n=8, nfe=(2, 5), quality_steps=5, rd_examples=4,
+                        beta_sweep=(4.0,), sweep_budget_fraction=0.5, overrides=TINY)
+    messages = []
+    results, images = run_compare(cfg, out, log=messages.append, progress=False)
+    grids = save_grids(images, results["data"]["levels"], out)
+    paths = write_report(results, out, grids)
+    return out, results, paths, messages
+
+
+def test_compare_trains_and_measures_every_model(compared):
+    out, results, paths, _ = compared
+    assert set(results["models"]) == set(KINDS)
+    for kind, r in results["models"].items():
+        b = r["bound"]["bpd"]
+        assert math.isfinite(b["total"]) and b["total"] > 0 and b["ci95"] > 0, kind
+        assert r["train_steps"] > 0 and (out / "runs" / kind / "model.safetensors").is_file()
+        assert r["quality"]["n_samples"] == 32 and math.isfinite(r["quality"]["fd"])
+        assert r["sharpness"]["samples"]["laplacian_variance_ratio"] > 0
+        assert all(row["images_per_second"] > 0 for row in r["speed"])
+    assert results["models"]["vae"]["information"]["latent_dims"] == 16
+    curve = results["models"]["diffusion"]["information"]["curve"]
+    assert curve[0]["distortion_rmse"] == 0.0 and curve[-1]["rate_bpd"] < curve[0]["rate_bpd"]
+    assert results["models"]["diffusion"]["information"]["identity_residual_nats"] < 1e-6
+
+
+def test_every_contrast_has_a_rule_and_a_verdict(compared):
+    _, results, _, _ = compared
+    titles = [c["title"] for c in results["contrasts"]]
+    assert len(titles) == 8 and len(set(titles)) == 8
+    for c in results["contrasts"]:
+        assert c["verdict"] in ("supported", "not supported", "inconclusive")
+        assert c["claim"] and c["measured"] and c["rule"]
+
+
+def test_report_files_are_written_and_consistent(compared):
+    out, results, paths, _ = compared
+    saved = json.loads(paths["json"].read_text())
+    assert saved["models"]["vae"]["bound"]["bpd"]["total"] == pytest.approx(results["models"]["vae"]["bound"]["bpd"]["total"])
+    md = paths["markdown"].read_text()
+    assert "## The contrasts, measured" in md and md.count("**Verdict:") == 8
+    for name in ("bound_terms.png", "per_step.png", "rate_distortion.png", "information.png", "speed.png",
+                 "samples_vae.png", "samples_diffusion.png", "interpolation_vae.png"):
+        assert (out / name).is_file(), name
+        assert name in md
+    assert "<table>" in paths["html"].read_text()
+
+
+def test_a_second_compare_reuses_finished_runs(compared, tmp_path):
+    out, _, _, _ = compared
+    from elbolab.experiments.compare import train_models
+    messages = []
+    cfg = CompareConfig(budget=4.0, overrides=TINY)
+    train_models(cfg, out, messages.append, progress=False)
+    assert all("reusing" in m for m in messages)
+
+
+def test_report_command_on_existing_runs(compared, run_cli, tmp_path):
+    out, _, _, _ = compared
+    code, stdout, err = run_cli("report", out / "runs" / "vae", out / "runs" / "diffusion", "--out", tmp_path / "r",
+                                "--n-samples", "16")
+    assert code == 0, err
+    assert (tmp_path / "r" / "report.md").is_file() and "supported" in stdout
+    code, _, err = run_cli("report", out / "runs" / "vae", out / "runs" / "vae", "--out", tmp_path / "r2")
+    assert code == 1 and err.startswith("error:")
