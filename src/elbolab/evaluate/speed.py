@@ -1,0 +1,56 @@
+"""Wall-clock speed: seconds per sampled image (with the caller's NFE) and training images per second."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+
+def _synchronize(device: str | torch.device | None) -> None:
+    """Wait for queued GPU work so that the clock measures it."""
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_calls(fn: Callable[[], Any], calls: int, warmup: int = 1,
+                device: str | torch.device | None = None) -> list[float]:
+    """Seconds taken by each of `calls` calls of fn, after `warmup` untimed calls (time.perf_counter)."""
+    if calls < 1:
+        raise ValueError("time at least one call")
+    for _ in range(warmup):
+        fn()
+    _synchronize(device)
+    seconds = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def _machine(device: str | torch.device | None) -> dict[str, Any]:
+    """Where the timing ran: device and torch's CPU thread count."""
+    return {"device": str(device or "cpu"), "torch_threads": torch.get_num_threads()}
+
+
+def time_sampling(sample: Callable[[int], Any], n: int, *, nfe: int | None = None, repeats: int = 3,
+                  warmup: int = 1, device: str | torch.device | None = None) -> dict[str, Any]:
+    """Seconds per image and images/s of `sample(n)` (median over repeats); NFE is the caller's figure."""
+    if n < 1:
+        raise ValueError("sample at least one image")
+    per_call = statistics.median(timed_calls(lambda: sample(n), repeats, warmup, device))
+    return {"n": n, "repeats": repeats, "seconds_per_call": per_call, "seconds_per_image": per_call / n,
+            "images_per_second": n / per_call if per_call > 0 else float("inf"), "nfe": nfe,
+            "seconds_per_image_per_nfe": per_call / n / nfe if nfe else None, **_machine(device)}
+
+
+def time_training(step: Callable[[], Any], batch_size: int, *, steps: int = 10, warmup: int = 2,
+                  device: str | torch.device | None = None) -> dict[str, Any]:
+    """Training throughput of one optimiser step on `batch_size` images: seconds per step and images/s."""
+    total = sum(timed_calls(step, steps, warmup, device))
+    return {"steps": steps, "batch_size": batch_size, "seconds_per_step": total / steps,
+            "images_per_second": steps * batch_size / total if total > 0 else float("inf"), **_machine(device)}

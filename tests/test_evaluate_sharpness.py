@@ -1,0 +1,57 @@
+"""Sharpness: analytic patterns, the identity ratio on real digits, and monotone decay under blur."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter
+
+from elbolab.data import load_data
+from elbolab.evaluate.sharpness import high_frequency_share, laplacian_variance, radial_power_spectrum, sharpness
+
+
+def checkerboard(size: int = 8) -> torch.Tensor:
+    """A 0/1 checkerboard, [1, 1, size, size] levels of a binary image."""
+    i = torch.arange(size)
+    return ((i[:, None] + i[None, :]) % 2).to(torch.uint8)[None, None]
+
+
+def cosine(size: int, cycles: int, levels: int = 256) -> torch.Tensor:
+    """A horizontal cosine grating with `cycles` periods across the image, as levels [1, 1, size, size]."""
+    x = torch.arange(size, dtype=torch.float64)
+    row = 0.5 + 0.5 * torch.cos(2 * torch.pi * cycles * x / size)
+    return torch.round(row.expand(size, size) * (levels - 1)).to(torch.uint8)[None, None]
+
+
+def blurred(images: torch.Tensor, sigma: float, levels: int) -> torch.Tensor:
+    """Gaussian-blurred level images, rounded back to levels."""
+    out = gaussian_filter(images.double().numpy(), sigma=(0, 0, sigma, sigma), mode="nearest")
+    return torch.from_numpy(np.clip(np.round(out), 0, levels - 1).astype(np.uint8))
+
+
+def test_analytic_patterns():
+    board = checkerboard()
+    assert laplacian_variance(board, 2).item() == pytest.approx(16.0)  # response ±4 everywhere
+    assert high_frequency_share(board, 2).item() == pytest.approx(1.0)  # all power at the Nyquist corner
+    assert high_frequency_share(cosine(32, 2), 256).item() == pytest.approx(0.0, abs=1e-4)
+    assert high_frequency_share(torch.full((1, 1, 8, 8), 3, dtype=torch.uint8), 4).item() == 0.0
+    radius, power = radial_power_spectrum(cosine(32, 5), 256)
+    assert radius[power.argmax()].item() == pytest.approx(5 / 32)
+
+
+def test_ratio_is_one_against_itself_and_falls_monotonically_with_blur():
+    test = load_data("digits", "test")
+    same = sharpness(test.images, test.images, 17)
+    assert same["laplacian_variance_ratio"] == 1.0 and same["high_frequency_share_ratio"] == 1.0
+    ratios = [sharpness(blurred(test.images, s, 17), test.images, 17) for s in (0.5, 1.0, 2.0)]
+    for key in ("laplacian_variance_ratio", "high_frequency_share_ratio"):
+        series = [1.0] + [r[key] for r in ratios]
+        assert all(a > b for a, b in zip(series, series[1:])), (key, series)
+    assert ratios[-1]["laplacian_variance_ratio"] < 0.2
+
+
+def test_colour_images_are_averaged_to_grey():
+    grey = checkerboard()
+    colour = grey.expand(-1, 3, -1, -1).contiguous()
+    assert laplacian_variance(colour, 2).item() == pytest.approx(laplacian_variance(grey, 2).item())
