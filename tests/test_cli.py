@@ -26,7 +26,8 @@ def vae_run(tmp_path_factory):
 
 
 def test_train_and_eval_reach_well_below_the_uniform_baseline(vae_run, run_cli):
-    code, out, _ = run_cli("eval", vae_run, "--json", "--iwae", "100")
+    code, out, _ = run_cli("eval", vae_run, "--json", "--iwae", "100", "--skip", "speed", "--skip", "interpolation",
+                           "--skip", "information", "--n-samples", "64")
     assert code == 0
     result = json.loads(out)
     assert result["model"] == "vae" and result["data"] == "digits" and result["split"] == "test"
@@ -36,6 +37,7 @@ def test_train_and_eval_reach_well_below_the_uniform_baseline(vae_run, run_cli):
     assert result["bpd"]["ci95"] > 0
     assert result["nats"]["total"] == pytest.approx(result["bpd"]["total"] * 64 * math.log(2))
     assert result["iwae"]["bpd"] <= result["bpd"]["total"]
+    assert result["quality"]["n_samples"] == 64 and result["sharpness"]["samples"]["laplacian_variance_ratio"] > 0
     # the run folder holds what DESIGN.md promises
     for name in ("config.json", "model.safetensors", "checkpoint.safetensors", "metrics.json", "log.jsonl"):
         assert (vae_run / name).is_file(), name

@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from elbolab.evaluate.run import EvalConfig
 from elbolab.experiments.compare import KINDS, CompareConfig, run_compare
 from elbolab.report.render import save_grids, write_report
 
@@ -19,8 +20,10 @@ TINY = {"vae": {"model.net": "tiny", "train.batch_size": 64},
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
-    cfg = CompareConfig(budget=4.0, n_eval=64, n_samples=32, speed_n=8, nfe=(2, 5), quality_steps=5, rd_examples=4,
-                        beta_sweep=(4.0,), sweep_budget_fraction=0.5, overrides=TINY)
+    evaluation = EvalConfig(n_eval=64, iwae_n=32, n_samples=32, speed_n=8, nfe=(2, 5), quality_steps=5,
+                            rd_examples=4)
+    cfg = CompareConfig(budget=4.0, evaluation=evaluation, beta_sweep=(4.0,), sweep_budget_fraction=0.5,
+                        overrides=TINY)
     messages = []
     results, images = run_compare(cfg, out, log=messages.append, progress=False)
     grids = save_grids(images, results["data"]["levels"], out)

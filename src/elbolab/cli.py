@@ -56,17 +56,29 @@ def train(kind: str, data: str, data_dir: str | None, out: str, steps: int | Non
 @cli.command(name="eval")
 @click.argument("run_dir", type=click.Path())
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
-@click.option("--n", type=int, default=None, help="Number of images (default: the whole split).")
+@click.option("--n", type=int, default=None, help="Images for the bound (default: the whole split).")
 @click.option("--iwae", "iwae_k", type=int, default=100, show_default=True,
               help="VAE: importance samples for the IWAE bound (0 = skip).")
 @click.option("--exact", is_flag=True, help="Diffusion: sum all T steps instead of the Monte-Carlo estimate.")
+@click.option("--n-samples", type=int, default=256, show_default=True, help="Samples for quality and sharpness.")
+@click.option("--skip", multiple=True, type=click.Choice(["speed", "quality", "sharpness", "interpolation",
+                                                          "information"]), help="Leave a measurement out.")
+@click.option("--only-bound", is_flag=True, help="Only the bound (skip every other measurement).")
+@click.option("--features", type=click.Choice(["builtin", "inception", "auto"]), default="builtin",
+              show_default=True, help="Feature network for the Fréchet distance.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def evaluate(run_dir: str, split: str, n: int | None, iwae_k: int, exact: bool, as_json: bool, seed: int) -> None:
-    """Bound terms and bits/dim with 95% intervals, for a trained run."""
-    from elbolab.evaluate.run import evaluate_run
+def evaluate(run_dir: str, split: str, n: int | None, iwae_k: int, exact: bool, n_samples: int,
+             skip: tuple[str, ...], only_bound: bool, features: str, as_json: bool, seed: int) -> None:
+    """Bound terms and bits/dim with 95% intervals, sample quality, sharpness, speed, information."""
+    from elbolab.evaluate.run import PARTS, EvalConfig, evaluate_run
 
-    result = evaluate_run(Path(run_dir), split=split, n=n, iwae_k=iwae_k, exact=exact, seed=seed)
+    if n is not None and n < 1 or n_samples < 2:
+        raise ElbolabError("--n must be at least 1 and --n-samples at least 2")
+    parts = ("likelihood",) if only_bound else tuple(p for p in PARTS if p not in skip)
+    cfg = EvalConfig(seed=seed, n_eval=n, exact=exact, iwae_k=iwae_k, n_samples=n_samples, parts=parts)
+    log = (lambda _: None) if as_json else (lambda m: click.echo(f"[eval] {m}", err=True))
+    result = evaluate_run(Path(run_dir), split=split, cfg=cfg, features_kind=features, log=log)
     if as_json:
         _echo_json(result)
         return
@@ -76,7 +88,18 @@ def evaluate(run_dir: str, split: str, n: int | None, iwae_k: int, exact: bool, 
     for name, value in b["terms"].items():
         click.echo(f"  {name:>16}: {value:.4f} bits/dim  ({result['nats']['terms'][name]:.2f} nats)")
     if "iwae" in result:
-        click.echo(f"  IWAE (k={result['iwae']['k']}): {result['iwae']['bpd']:.4f} ± {result['iwae']['ci95']:.4f} bits/dim")
+        i = result["iwae"]
+        click.echo(f"  IWAE (k={i['k']}, n={i['n']}): {i['bpd']:.4f} ± {i['ci95']:.4f} bits/dim")
+    if "quality" in result:
+        q = result["quality"]
+        click.echo(f"  Fréchet distance {q['fd']:.3f}, KID {q['kid']:.4f}, precision {q['precision']:.2f}, "
+                   f"recall {q['recall']:.2f} ({q['n_samples']} samples, {q['feature_net']})")
+    if "sharpness" in result:
+        s = result["sharpness"]["samples"]
+        click.echo(f"  sharpness of samples (× test): Laplacian {s['laplacian_variance_ratio']:.2f}, "
+                   f"high-frequency share {s['high_frequency_share_ratio']:.2f}")
+    for row in result.get("speed", []):
+        click.echo(f"  sampling {row['sampler']:>12} NFE {row['nfe']:>4}: {row['images_per_second']:.1f} images/s")
 
 
 @cli.command()

@@ -1,43 +1,168 @@
-"""`elbolab eval`: everything measured about one trained run, as one JSON-ready dict."""
+"""Everything measured about one trained model, through its contract, as one JSON-ready dict.
+
+`elbolab eval`, `compare` and `report` all call `measure`; each part can be switched off.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from elbolab.bounds import mean_ci95, nats_to_bpd
+from elbolab.bounds import mean_ci95
 from elbolab.data import load_data
+from elbolab.data.base import ImageData, to_model
+from elbolab.evaluate.information import diffusion_rate_distortion, rmse_255, vae_information
+from elbolab.evaluate.interpolation import interpolation_smoothness
 from elbolab.evaluate.likelihood import dataset_bound, summarize_bound
+from elbolab.evaluate.quality import sample_quality
+from elbolab.evaluate.sharpness import sharpness
+from elbolab.evaluate.speed import time_sampling, timed_calls
+from elbolab.model import GenerativeModel
+
+PARTS = ("likelihood", "speed", "quality", "sharpness", "interpolation", "information")
+Log = Callable[[str], None]
 
 
-def likelihood_kwargs(kind: str, exact: bool) -> dict[str, Any]:
-    """How each model kind is asked for its test bound (diffusion: Monte Carlo unless `exact`)."""
-    if kind in ("diffusion", "latent-diffusion"):
-        return {"method": "exact" if exact else "mc"}
-    return {}
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to measure and on how many images."""
+
+    seed: int = 0
+    n_eval: int | None = None                  # test images for the bound (None: the whole split)
+    exact: bool = False                        # diffusion kinds: all T steps instead of Monte Carlo
+    iwae_k: int = 100                          # VAE: importance samples (0 = skip)
+    iwae_n: int = 200                          # VAE: test images for the IWAE bound
+    n_samples: int = 256                       # samples for quality and sharpness
+    speed_n: int = 16                          # images per timing
+    nfe: tuple[int, ...] = (10, 20, 50)        # diffusion sampling steps timed
+    quality_sampler: str = "dpm-solver++"
+    quality_steps: int = 50
+    rd_examples: int = 16                      # images for diffusion's exact per-step bound
+    parts: tuple[str, ...] = PARTS
 
 
-def evaluate_run(run_dir: Path, split: str = "test", n: int | None = None, iwae_k: int = 100, exact: bool = False,
-                 seed: int = 0, batch_size: int = 256) -> dict[str, Any]:
-    """Bound terms and bits/dim with 95% intervals; the IWAE bound for VAEs."""
+def sample_kwargs(kind: str, sampler: str | None = None, steps: int | None = None) -> dict[str, Any]:
+    """How each kind is asked for samples: diffusion kinds take a sampler and NFE, the VAE nothing."""
+    return {} if kind == "vae" else {"sampler": sampler, "steps": steps}
+
+
+def seeded_sampler(model: GenerativeModel, seed: int, **kwargs: Any) -> Callable[[int], torch.Tensor]:
+    """n ↦ n samples, from a fixed seed."""
+    return lambda n: model.sample(n, generator=torch.Generator(model.device).manual_seed(seed), **kwargs)
+
+
+def speed_table(kind: str, model: GenerativeModel, cfg: EvalConfig) -> list[dict[str, Any]]:
+    """Sampling speed per sampler and NFE (the VAE: one decoder pass)."""
+    if kind == "vae":
+        return [{"sampler": "decoder", **time_sampling(seeded_sampler(model, cfg.seed), cfg.speed_n, nfe=1,
+                                                       repeats=1)}]
+    return [{"sampler": sampler, **time_sampling(seeded_sampler(model, cfg.seed, sampler=sampler, steps=nfe),
+                                                 cfg.speed_n, nfe=nfe, repeats=1)}
+            for sampler in ("ddim", "dpm-solver++", "ancestral") for nfe in cfg.nfe]
+
+
+def model_bound(kind: str, model: GenerativeModel, test: ImageData, cfg: EvalConfig) -> dict[str, Any]:
+    """Test-set bound in nats and bits/dim with 95% intervals; the VAE's IWAE bound beside it."""
+    torch.manual_seed(cfg.seed)
+    kwargs = {} if kind == "vae" else {"method": "exact" if cfg.exact else "mc"}
+    start = time.perf_counter()
+    result = summarize_bound(dataset_bound(model, test, cfg.n_eval, 256, **kwargs))
+    result["n"] = min(cfg.n_eval or len(test), len(test))
+    result["seconds"] = time.perf_counter() - start
+    if kind == "vae" and cfg.iwae_k > 1:
+        n_iwae = min(cfg.n_eval or len(test), cfg.iwae_n)
+        start = time.perf_counter()
+        iwae = dataset_bound(model, test, n_iwae, 64, k=cfg.iwae_k).bits_per_dim()
+        mean, ci = mean_ci95(iwae)
+        result["iwae"] = {"k": cfg.iwae_k, "n": n_iwae, "bpd": mean, "ci95": ci,
+                          "seconds": time.perf_counter() - start}
+    return result
+
+
+def encode_timing(model: GenerativeModel, x: torch.Tensor) -> float | None:
+    """Seconds per image for `encode` (median of 3), None where the model has no encoder."""
+    try:
+        per_call = sorted(timed_calls(lambda: model.encode(x), 3))[1]
+    except NotImplementedError:
+        return None
+    return per_call / len(x)
+
+
+def measure(kind: str, model: GenerativeModel, test: ImageData, cfg: EvalConfig, features: Any = None,
+            log: Log = lambda _: None) -> tuple[dict[str, Any], dict[str, torch.Tensor | None]]:
+    """The measurements named in `cfg.parts`, and the images behind them (samples, reconstructions, frames)."""
+    unknown = set(cfg.parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown evaluation parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    parts = set(cfg.parts)
+    r: dict[str, Any] = {"kind": kind, "objective": model.objective,
+                         "parameters": sum(p.numel() for p in model.parameters())}
+    images: dict[str, torch.Tensor | None] = {"samples": None, "reconstructions": None, "interpolation": None}
+    if "likelihood" in parts:
+        log(f"{kind}: bound on {cfg.n_eval or len(test)} test images")
+        r["bound"] = model_bound(kind, model, test, cfg)
+    if "speed" in parts:
+        log(f"{kind}: sampling speed")
+        r["speed"] = speed_table(kind, model, cfg)
+    if parts & {"quality", "sharpness"}:
+        log(f"{kind}: {cfg.n_samples} samples for quality and sharpness")
+        kw = sample_kwargs(kind, cfg.quality_sampler, cfg.quality_steps)
+        start = time.perf_counter()
+        images["samples"] = seeded_sampler(model, cfg.seed, **kw)(cfg.n_samples).cpu()
+        r["quality_samples"] = {"n": cfg.n_samples, "seconds": time.perf_counter() - start, **kw}
+    if "quality" in parts:
+        reference = test.images[: max(cfg.n_samples, min(len(test), 2000))]
+        r["quality"] = sample_quality(images["samples"], reference, test.levels, features,
+                                      reference_name=f"{len(reference)} {test.name} test images", seed=cfg.seed)
+    if "sharpness" in parts:
+        r["sharpness"] = {"samples": sharpness(images["samples"], test.images, test.levels)}
+    x = test.model_range(slice(0, min(len(test), cfg.n_samples))).to(model.device)
+    seconds = encode_timing(model, x[: cfg.speed_n]) if parts & {"speed", "sharpness", "interpolation"} else None
+    if seconds is not None:
+        r["encode_seconds_per_image"] = seconds
+        images["reconstructions"] = model.decode(model.encode(x)).cpu()
+        r["reconstruction_rmse"] = rmse_255(to_model(images["reconstructions"], test.levels), x.cpu()).mean().item()
+        if "sharpness" in parts:
+            r["sharpness"]["reconstructions"] = sharpness(images["reconstructions"], test.images, test.levels)
+    if "interpolation" in parts and seconds is not None:
+        log(f"{kind}: interpolation")
+        pairs = min(8, len(x) // 2)
+        images["interpolation"] = model.interpolate(x[:pairs], x[pairs:2 * pairs], 9).cpu()
+        r["interpolation"] = interpolation_smoothness(images["interpolation"], test.levels, features)
+    if kind == "diffusion":
+        r["encode_steps"] = min(model.config.encode_steps, model.config.T)
+    if kind == "vae":
+        r["encoder_parameters"] = sum(p.numel() for n, p in model.named_parameters()
+                                      if n.startswith(("encoder.", "to_posterior.")))
+    if "information" in parts:
+        log(f"{kind}: information")
+        if kind == "vae":
+            r["information"] = vae_information(model, test)
+        elif kind == "diffusion":
+            r["information"] = diffusion_rate_distortion(model, test, n=cfg.rd_examples,
+                                                         generator=torch.Generator().manual_seed(cfg.seed))
+        elif kind == "latent-diffusion":
+            r["autoencoder_bound"] = summarize_bound(dataset_bound(model.vae, test, cfg.n_eval, 256))
+            r["information"] = vae_information(model.vae, test)
+    return r, images
+
+
+def evaluate_run(run_dir: Path, split: str = "test", cfg: EvalConfig = EvalConfig(), features_kind: str = "builtin",
+                 log: Log = lambda _: None) -> dict[str, Any]:
+    """`elbolab eval`: the run's measurements with the bound's nats/bpd at the top level."""
+    from elbolab.evaluate.features import select_features
     from elbolab.train.run import load_run
 
-    cfg, model = load_run(run_dir)
-    data = load_data(cfg.data, split, cfg.data_dir)
-    n = len(data) if n is None else min(n, len(data))
-    torch.manual_seed(seed)
-    started = time.perf_counter()
-    bound = dataset_bound(model, data, n, batch_size, **likelihood_kwargs(cfg.kind, exact))
-    result: dict[str, Any] = {"model": cfg.kind, "data": cfg.data, "split": split, "n": n, "dims": bound.dims,
-                              "levels": cfg.levels, "objective": model.objective, **summarize_bound(bound),
-                              "likelihood_seconds": time.perf_counter() - started}
-    if cfg.kind == "vae" and iwae_k > 1:
-        started = time.perf_counter()
-        iwae = dataset_bound(model, data, n, max(1, batch_size // 4), k=iwae_k).total
-        mean, ci = mean_ci95(nats_to_bpd(iwae, bound.dims))
-        result["iwae"] = {"k": iwae_k, "bpd": mean, "ci95": ci, "nats": mean_ci95(iwae)[0],
-                          "seconds": time.perf_counter() - started}
-    return result
+    run_cfg, model = load_run(run_dir)
+    data = load_data(run_cfg.data, split, run_cfg.data_dir)
+    features = None
+    if set(cfg.parts) & {"quality", "interpolation"}:
+        features, why_not = select_features(run_cfg.data, features_kind, data_dir=run_cfg.data_dir)
+    result, _ = measure(run_cfg.kind, model, data, cfg, features, log)
+    bound = result.pop("bound", {})
+    return {"model": run_cfg.kind, "data": run_cfg.data, "split": split, "n": bound.get("n"), "dims": data.dims,
+            "levels": run_cfg.levels, **bound, **result}

@@ -8,47 +8,31 @@ could come out either way, and states the rule it applied.
 from __future__ import annotations
 
 import json
-import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
+from typing import Any
 
 from elbolab.data import load_data
-from elbolab.data.base import ImageData, to_model
-from elbolab.evaluate.information import diffusion_rate_distortion, rmse_255, vae_information
-from elbolab.evaluate.interpolation import interpolation_smoothness
-from elbolab.evaluate.likelihood import dataset_bound, summarize_bound
-from elbolab.evaluate.quality import sample_quality
-from elbolab.evaluate.sharpness import sharpness
-from elbolab.evaluate.speed import time_sampling, timed_calls
+from elbolab.data.base import ImageData
+from elbolab.evaluate.information import vae_information
+from elbolab.evaluate.run import EvalConfig, Log, measure
 from elbolab.machine import machine_info
-from elbolab.model import GenerativeModel
 from elbolab.train.api import train_run
 from elbolab.train.checkpoint import atomic_write_json
-from elbolab.train.run import METRICS_FILE, CHECKPOINT_FILE, load_run
+from elbolab.train.run import CHECKPOINT_FILE, METRICS_FILE, load_run
 
 KINDS = ("vae", "diffusion", "latent-diffusion")
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """What `compare` trains and measures."""
+    """What `compare` trains, and how it measures (`evaluation`)."""
 
     data: str = "digits"
     data_dir: str | None = None
     budget: float = 60.0                       # training seconds per model
     seed: int = 0
-    n_eval: int | None = None                  # test images for the bounds (None: the whole split)
-    n_samples: int = 256                       # samples per model for quality and sharpness
-    speed_n: int = 16                          # images per timing
-    nfe: tuple[int, ...] = (10, 20, 50)        # diffusion sampling steps timed
-    quality_sampler: str = "dpm-solver++"
-    quality_steps: int = 50
-    rd_examples: int = 16                      # images for the exact per-step bound (T network passes each)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
     beta_sweep: tuple[float, ...] = (0.25, 4.0)  # extra VAEs placed on the rate–distortion axes
     sweep_budget_fraction: float = 0.25        # of `budget`, per β-sweep VAE
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per kind: extra --set keys
@@ -87,111 +71,15 @@ def train_models(cfg: CompareConfig, out: Path, log: Log, progress: bool) -> dic
     return runs
 
 
-def sample_kwargs(kind: str, sampler: str | None = None, steps: int | None = None) -> dict[str, Any]:
-    """How each kind is asked for samples: diffusion kinds take a sampler and NFE, the VAE nothing."""
-    if kind == "vae":
-        return {}
-    return {"sampler": sampler, "steps": steps}
-
-
-def _sampler(model: GenerativeModel, seed: int, **kwargs: Any) -> Callable[[int], torch.Tensor]:
-    """n ↦ n samples, from a fixed seed."""
-    return lambda n: model.sample(n, generator=torch.Generator(model.device).manual_seed(seed), **kwargs)
-
-
-def speed_table(kind: str, model: GenerativeModel, cfg: CompareConfig) -> list[dict[str, Any]]:
-    """Sampling speed per sampler and NFE (the VAE: one decoder pass)."""
-    if kind == "vae":
-        return [{"sampler": "decoder", **time_sampling(_sampler(model, cfg.seed), cfg.speed_n, nfe=1, repeats=1)}]
-    rows = []
-    for sampler in ("ddim", "dpm-solver++", "ancestral"):
-        for nfe in cfg.nfe:
-            rows.append({"sampler": sampler, **time_sampling(_sampler(model, cfg.seed, sampler=sampler, steps=nfe),
-                                                             cfg.speed_n, nfe=nfe, repeats=1)})
-    return rows
-
-
-def model_bound(kind: str, model: GenerativeModel, test: ImageData, cfg: CompareConfig) -> dict[str, Any]:
-    """Test-set bound in nats and bits/dim with 95% intervals (diffusion kinds: Monte Carlo over t)."""
-    torch.manual_seed(cfg.seed)
-    kwargs = {} if kind == "vae" else {"method": "mc"}
-    start = time.perf_counter()
-    result = summarize_bound(dataset_bound(model, test, cfg.n_eval, 256, **kwargs))
-    result["seconds"] = time.perf_counter() - start
-    if kind == "vae":
-        iwae = dataset_bound(model, test, cfg.n_eval, 64, k=100).bits_per_dim()
-        result["iwae_k100_bpd"] = iwae.double().mean().item()
-    return result
-
-
-def reconstructions(kind: str, model: GenerativeModel, x: torch.Tensor) -> torch.Tensor | None:
-    """One encode–decode round trip as levels (None where a model has no encoder)."""
-    try:
-        return model.decode(model.encode(x))
-    except NotImplementedError:
-        return None
-
-
-def encode_timing(model: GenerativeModel, x: torch.Tensor) -> float | None:
-    """Seconds per image for `encode` (median of 3), None where the model has no encoder."""
-    try:
-        per_call = sorted(timed_calls(lambda: model.encode(x), 3))[1]
-    except NotImplementedError:
-        return None
-    return per_call / len(x)
-
-
 def measure_run(kind: str, run_dir: Path, cfg: CompareConfig, test: ImageData, features: Any,
                 log: Log) -> dict[str, Any]:
-    """Everything `compare` measures on one trained run; image tensors come back beside the numbers."""
+    """`evaluate.measure` on a trained run, with its training figures beside."""
     _, model = load_run(run_dir)
     metrics = json.loads((run_dir / METRICS_FILE).read_text())
-    log(f"{kind}: bound on {cfg.n_eval or len(test)} test images")
-    r: dict[str, Any] = {"kind": kind, "objective": model.objective,
-                         "parameters": sum(p.numel() for p in model.parameters()),
-                         "train_steps": metrics["step"], "train_images_per_s": metrics["train_images_per_s"],
-                         "train_seconds": metrics["train_seconds"], "bound": model_bound(kind, model, test, cfg)}
-    log(f"{kind}: sampling speed")
-    r["speed"] = speed_table(kind, model, cfg)
-    log(f"{kind}: {cfg.n_samples} samples, quality and sharpness")
-    quality_kwargs = sample_kwargs(kind, cfg.quality_sampler, cfg.quality_steps)
-    start = time.perf_counter()
-    samples = _sampler(model, cfg.seed, **quality_kwargs)(cfg.n_samples).cpu()
-    r["quality_samples"] = {"n": cfg.n_samples, "seconds": time.perf_counter() - start, **quality_kwargs}
-    reference = test.images[: max(cfg.n_samples, min(len(test), 2000))]
-    r["quality"] = sample_quality(samples, reference, test.levels, features,
-                                  reference_name=f"{len(reference)} {test.name} test images", seed=cfg.seed)
-    r["sharpness"] = {"samples": sharpness(samples, test.images, test.levels)}
-    x = test.model_range(slice(0, min(len(test), cfg.n_samples))).to(model.device)
-    seconds = encode_timing(model, x[: cfg.speed_n])
-    recon = None
-    if seconds is not None:
-        r["encode_seconds_per_image"] = seconds
-        recon = model.decode(model.encode(x)).cpu()
-        r["reconstruction_rmse"] = rmse_255(to_model(recon, test.levels), x.cpu()).mean().item()
-        r["sharpness"]["reconstructions"] = sharpness(recon, test.images, test.levels)
-        log(f"{kind}: interpolation")
-        pairs = min(8, len(x) // 2)
-        frames = model.interpolate(x[:pairs], x[pairs:2 * pairs], 9).cpu()
-        r["interpolation"] = interpolation_smoothness(frames, test.levels, features)
-    else:
-        frames = None
-    if kind == "diffusion":
-        r["encode_steps"] = min(model.config.encode_steps, model.config.T)
-    log(f"{kind}: information")
-    if kind == "vae":
-        r["information"] = vae_information(model, test)
-    elif kind == "diffusion":
-        r["information"] = diffusion_rate_distortion(model, test, n=cfg.rd_examples,
-                                                     generator=torch.Generator().manual_seed(cfg.seed))
-    elif kind == "latent-diffusion":
-        r["autoencoder_bound"] = summarize_bound(dataset_bound(model.vae, test, cfg.n_eval, 256))
-        r["encoder_parameters"] = sum(p.numel() for p in model.vae.encoder.parameters())
-    if kind == "vae":
-        r["encoder_parameters"] = sum(p.numel() for n, p in model.named_parameters()
-                                      if n.startswith(("encoder.", "to_posterior.")))
-    images = {"samples": samples, "reconstructions": recon, "interpolation": frames}
-    return {"result": r, "images": images}
+    result, images = measure(kind, model, test, cfg.evaluation, features, log)
+    result.update({"train_steps": metrics["step"], "train_images_per_s": metrics["train_images_per_s"],
+                   "train_seconds": metrics["train_seconds"]})
+    return {"result": result, "images": images}
 
 
 def beta_sweep(cfg: CompareConfig, out: Path, test: ImageData, log: Log, progress: bool) -> list[dict[str, Any]]:
@@ -231,7 +119,7 @@ def run_compare(cfg: CompareConfig, out: Path, log: Log = print, progress: bool 
     vae_info = measured["vae"]["information"]
     sweep_all = sweep + [{"beta": 1.0, "rate_bpd": vae_info["rate_bpd"],
                           "distortion_rmse": vae_info["distortion_rmse"]}]
-    contrasts = judge(measured, sweep_all, test.dims, cfg.quality_steps)
+    contrasts = judge(measured, sweep_all, test.dims, cfg.evaluation.quality_steps)
     results = {"config": asdict(cfg), "machine": machine_info(),
                "data": {"name": cfg.data, "shape": list(test.shape), "levels": test.levels, "dims": test.dims,
                         "n_test": len(test)},
@@ -419,6 +307,8 @@ def measure_runs(run_dirs: list[Path], n_samples: int = 256, features_kind: str 
     from elbolab.errors import ElbolabError
     from elbolab.train.run import read_run_config
 
+    if len({Path(r).resolve() for r in run_dirs}) != len(run_dirs):
+        raise ElbolabError("the same run folder was given twice")
     configs = {Path(r): read_run_config(Path(r)) for r in run_dirs}
     kinds = [c.kind for c in configs.values()]
     if len(set(kinds)) != len(kinds):
@@ -427,7 +317,7 @@ def measure_runs(run_dirs: list[Path], n_samples: int = 256, features_kind: str 
     if len(datas) != 1:
         raise ElbolabError("the runs were trained on different data sets; a report compares runs on one data set")
     data, data_dir = datas.pop()
-    cfg = CompareConfig(data=data, data_dir=data_dir, n_samples=n_samples, beta_sweep=())
+    cfg = CompareConfig(data=data, data_dir=data_dir, beta_sweep=(), evaluation=EvalConfig(n_samples=n_samples))
     test = load_data(data, "test", data_dir)
     features, why_not = select_features(data, features_kind, data_dir=data_dir)
     measured, images = {}, {}
@@ -443,5 +333,5 @@ def measure_runs(run_dirs: list[Path], n_samples: int = 256, features_kind: str 
                         "n_test": len(test)},
                "feature_net": {"name": features.name, "inception_unavailable_because": why_not},
                "models": measured, "beta_sweep": [], "vae_beta": 1.0,
-               "contrasts": judge(measured, sweep, test.dims, cfg.quality_steps)}
+               "contrasts": judge(measured, sweep, test.dims, cfg.evaluation.quality_steps)}
     return results, images

@@ -50,7 +50,7 @@ def train_run(kind: str, data: str, out: str | Path, *, data_dir: str | None = N
     save_run_config(run_dir, cfg)
     if hasattr(model, "prepare"):
         # e.g. latent diffusion: train or load the autoencoder, measure the latent scale
-        model.prepare(train_data, test_data, cfg, run_dir)
+        model.prepare(train_data, test_data, cfg, run_dir, progress=progress)
     trainer = Trainer(model, train_data, test_data, cfg.train, run_dir, progress=progress)
     if resume:
         trainer.load_checkpoint()
