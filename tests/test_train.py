@@ -93,3 +93,40 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
     assert lr_at(100, cfg) == pytest.approx(0.1)
+
+
+def test_a_resumed_budgeted_run_keeps_the_time_already_spent(tmp_path, digits):
+    from dataclasses import replace
+
+    import elbolab.train.loop as loop
+
+    train, test = digits
+    cfg = replace(CFG, steps=1000, max_seconds=100.0, checkpoint_every=3)
+    run = RunConfig("vae", "digits", None, train.shape, train.levels, VAEConfig(net="tiny"), cfg)
+    clock = [0.0]
+
+    def trainer(callbacks=()):
+        torch.manual_seed(0)
+        model = build_model(run)
+        loss = model.loss
+
+        def slow_loss(x):  # every training step "takes" 10 s of wall-clock time
+            clock[0] += 10.0
+            return loss(x)
+
+        model.loss = slow_loss
+        return Trainer(model, train, test, cfg, tmp_path, callbacks=callbacks, progress=False)
+
+    real = loop.time.perf_counter
+    loop.time.perf_counter = lambda: clock[0]
+    try:
+        with pytest.raises(RuntimeError):
+            trainer((_stop_at(7, RuntimeError("cut")),)).fit()
+        resumed = trainer()
+        resumed.load_checkpoint()
+        assert resumed.step == 6 and resumed.seconds_before == pytest.approx(60.0)
+        metrics = resumed.fit()
+    finally:
+        loop.time.perf_counter = real
+    # 6 steps before the cut and 4 after fill the 100 s budget: the resumed run does not get a fresh one
+    assert metrics["step"] == 10 and metrics["train_seconds"] == pytest.approx(100.0)

@@ -34,6 +34,17 @@ def mean_ci95(values: Tensor) -> tuple[float, float]:
     return mean, 1.959963984540054 * values.std(unbiased=True).item() / math.sqrt(n)
 
 
+def json_ready(obj):
+    """Replace NaN and ±inf by None (JSON has no such numbers), recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    return obj
+
+
 @dataclass(frozen=True, eq=False)
 class Bound:
     """−ELBO per example as named terms, each of shape [B], in nats.

@@ -14,7 +14,9 @@ MODEL_CHOICES = ("vae", "diffusion", "latent-diffusion")
 
 
 def _echo_json(obj: dict) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=False, default=float))
+    from elbolab.bounds import json_ready
+
+    click.echo(json.dumps(json_ready(obj), indent=2, sort_keys=False, default=float, allow_nan=False))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -165,16 +167,23 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int) -> N
 @click.option("--n-samples", type=int, default=256, show_default=True, help="Samples per model for quality.")
 @click.option("--features", type=click.Choice(["builtin", "inception", "auto"]), default="builtin",
               show_default=True, help="Feature network for the Fréchet distance.")
+@click.option("--quick", is_flag=True, help="Small evaluation (fewer images, samples and steps): a smoke test.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int, n_samples: int, features: str,
-            quiet: bool) -> None:
+            quick: bool, quiet: bool) -> None:
     """The main job: train a VAE, diffusion and latent diffusion under one budget, measure, judge, report."""
+    from elbolab.evaluate.run import EvalConfig
     from elbolab.experiments.compare import CompareConfig, run_compare
     from elbolab.report.render import save_grids, write_report
 
     if budget <= 0 or n_samples < 2:
         raise ElbolabError("--budget must be positive and --n-samples at least 2")
-    cfg = CompareConfig(data=data, data_dir=data_dir, budget=budget, seed=seed, n_samples=n_samples)
+    evaluation = EvalConfig(seed=seed, n_samples=n_samples)
+    if quick:
+        evaluation = EvalConfig(seed=seed, n_eval=100, iwae_n=50, n_samples=min(n_samples, 64), speed_n=8,
+                                nfe=(5, 10), quality_steps=10, rd_examples=4)
+    cfg = CompareConfig(data=data, data_dir=data_dir, budget=budget, seed=seed, evaluation=evaluation,
+                        beta_sweep=(4.0,) if quick else CompareConfig.beta_sweep)
     out_dir = Path(out)
     results, images = run_compare(cfg, out_dir, log=lambda m: click.echo(f"[compare] {m}", err=True),
                                   progress=not quiet, features_kind=features)

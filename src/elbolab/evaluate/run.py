@@ -64,7 +64,8 @@ def speed_table(kind: str, model: GenerativeModel, cfg: EvalConfig) -> list[dict
     for name, nfe, kw in settings:
         draw = seeded_sampler(model, cfg.seed, **kw)
         draw(2)
-        rows.append({"sampler": name, **time_sampling(draw, cfg.speed_n, nfe=nfe, repeats=1, warmup=0)})
+        rows.append({"sampler": name, **time_sampling(draw, cfg.speed_n, nfe=nfe, repeats=1, warmup=0,
+                                                      device=model.device)})
     return rows
 
 
@@ -88,11 +89,14 @@ def model_bound(kind: str, model: GenerativeModel, test: ImageData, cfg: EvalCon
 
 def timed_round_trip(model: GenerativeModel, x: torch.Tensor) -> tuple[float, torch.Tensor] | None:
     """(seconds per image for `encode`, decode(encode(x)) as levels); None where the model has no encoder."""
+    synchronize = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
+    synchronize()
     start = time.perf_counter()
     try:
         z = model.encode(x)
     except NotImplementedError:
         return None
+    synchronize()
     seconds = (time.perf_counter() - start) / len(x)
     return seconds, model.decode(z).cpu()
 
@@ -148,7 +152,7 @@ def measure(kind: str, model: GenerativeModel, test: ImageData, cfg: EvalConfig,
             r["information"] = vae_information(model, test)
         elif kind == "diffusion":
             r["information"] = diffusion_rate_distortion(model, test, n=cfg.rd_examples,
-                                                         generator=torch.Generator().manual_seed(cfg.seed))
+                                                         generator=torch.Generator(model.device).manual_seed(cfg.seed))
         elif kind == "latent-diffusion":
             r["autoencoder_bound"] = summarize_bound(dataset_bound(model.vae, test, cfg.n_eval, 256))
             r["information"] = vae_information(model.vae, test)

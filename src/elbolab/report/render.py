@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from elbolab.bounds import json_ready
 from elbolab.report import figures
 from elbolab.report.figures import LABELS
 
@@ -114,7 +115,7 @@ def write_report(results: dict[str, Any], out: Path, grids: dict[str, str]) -> d
     """results.json, report.md, report.html and the figures, into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     figs = draw_figures(results, out)
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+    (out / "results.json").write_text(json.dumps(json_ready(results), indent=2, default=float, allow_nan=False) + "\n")
     (out / "report.md").write_text(markdown(results, figs, grids))
     (out / "report.html").write_text(to_html(results, figs, grids))
     return {"markdown": out / "report.md", "html": out / "report.html", "json": out / "results.json"}

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from elbolab.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -28,3 +30,16 @@ class TrainConfig:
     threads: int = 0               # torch CPU threads, 0 = torch's default
     device: str = "auto"           # auto | cpu | cuda | cuda:N
     precision: Literal["fp32", "bf16"] = "fp32"
+
+    def __post_init__(self) -> None:
+        positive = {"steps": self.steps, "batch_size": self.batch_size, "eval_n": self.eval_n,
+                    "checkpoint_every": self.checkpoint_every}
+        for name, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"train.{name} must be at least 1, got {value}")
+        if self.lr <= 0 or self.max_seconds < 0 or self.eval_every < 0 or self.warmup_steps < 0:
+            raise ConfigError("train.lr must be positive; max_seconds, eval_every and warmup_steps not negative")
+        if not 0 <= self.ema_decay < 1 or not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError("train.ema_decay must be in [0, 1) and train.min_lr_ratio in [0, 1]")
+        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise ConfigError(f"train.device must be auto, cpu or cuda[:N], got {self.device!r}")

@@ -7,12 +7,17 @@ from torch import Tensor, nn
 
 
 class EMA:
-    """shadow ← shadow + (1 − d)(θ − shadow), d = min(decay, (1 + n)/(10 + n)) (warm-up as in TF's EMA)."""
+    """shadow ← shadow + (1 − d)(θ − shadow), d = min(decay, (1 + n)/(10 + n)) (warm-up as in TF's EMA).
+
+    Only parameters are averaged; buffers (a timestep resampler's history, a measured latent scale) are
+    copied as they are.
+    """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
         self.updates = 0
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.averaged = {name for name, _ in model.named_parameters()}
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
@@ -20,7 +25,7 @@ class EMA:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
+            if k in self.averaged and v.dtype.is_floating_point:
                 self.shadow[k].lerp_(v, 1.0 - d)
             else:
                 self.shadow[k].copy_(v)

@@ -57,6 +57,7 @@ class Trainer:
         self.eval_model = copy.deepcopy(model).eval()
         self.data_generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
+        self.seconds_before = 0.0          # training time of earlier sessions of this run (from the checkpoint)
         self._started: float | None = None
 
     # ---- checkpoints
@@ -65,9 +66,11 @@ class Trainer:
         optim_tensors, optim_meta = flatten_optimizer(self.optimizer.state_dict())
         tensors = {**{f"model.{k}": v for k, v in self.model.state_dict().items()}, **self.ema.state_tensors(),
                    **optim_tensors, **rng_tensors(self.data_generator)}
-        state = {"step": self.step, "ema_updates": self.ema.updates, "optimizer": optim_meta}
+        state = {"step": self.step, "ema_updates": self.ema.updates, "optimizer": optim_meta,
+                 "train_seconds": self.seconds_trained()}
         save_tensors(self.run_dir / CHECKPOINT_FILE, tensors, state)
-        atomic_write_json(self.run_dir / "checkpoint.json", {"step": self.step, "ema_updates": self.ema.updates})
+        atomic_write_json(self.run_dir / "checkpoint.json", {"step": self.step, "ema_updates": self.ema.updates,
+                                                             "train_seconds": state["train_seconds"]})
 
     def load_checkpoint(self) -> None:
         """Restore everything `save_checkpoint` wrote."""
@@ -79,6 +82,7 @@ class Trainer:
         self.optimizer.load_state_dict(unflatten_optimizer(tensors, state["optimizer"]))
         restore_rng(tensors, self.data_generator)
         self.step = int(state["step"])
+        self.seconds_before = float(state.get("train_seconds", 0.0))
         self._truncate_log()
 
     def _truncate_log(self) -> None:
@@ -126,11 +130,16 @@ class Trainer:
         self.step += 1
         return {"step": self.step, "loss": loss.item(), "grad_norm": grad_norm.item(), "lr": lr}
 
+    def seconds_trained(self) -> float:
+        """Wall-clock training time of this run so far, earlier sessions included."""
+        session = 0.0 if self._started is None else time.perf_counter() - self._started
+        return self.seconds_before + session
+
     def _time_fraction(self) -> float:
-        """Share of the wall-clock budget spent in this session (0 without a budget)."""
-        if self.cfg.max_seconds <= 0 or self._started is None:
+        """Share of the wall-clock budget spent, across sessions (0 without a budget)."""
+        if self.cfg.max_seconds <= 0:
             return 0.0
-        return (time.perf_counter() - self._started) / self.cfg.max_seconds
+        return self.seconds_trained() / self.cfg.max_seconds
 
     def _out_of_time(self) -> bool:
         """True once `max_seconds` of training (this session) have passed."""
@@ -172,7 +181,7 @@ class Trainer:
         final = self.evaluate()
         metrics = {"step": self.step, **final,
                    "train_images_per_s": (self.step - start_step) * cfg.batch_size / max(elapsed, 1e-9),
-                   "train_seconds": elapsed, "objective": self.model.objective}
+                   "train_seconds": self.seconds_before + elapsed, "objective": self.model.objective}
         save_tensors(self.run_dir / WEIGHTS_FILE, self.ema.shadow)
         atomic_write_json(self.run_dir / METRICS_FILE, metrics)
         return metrics

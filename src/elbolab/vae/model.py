@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from elbolab.bounds import Bound
+from elbolab.errors import DataError
 from elbolab.likelihoods import pixel_likelihood
 from elbolab.model import GenerativeModel
 from elbolab.nets.conv import ConvDecoder, ConvEncoder
@@ -39,7 +40,7 @@ class VAE(GenerativeModel):
         super().__init__(config, shape, levels)
         c, h, w = self.shape
         if h != w:
-            raise ValueError(f"the VAE's networks need square images, got {h}×{w}")
+            raise DataError(f"the VAE's networks need square images, got {h}×{w}")
         self.likelihood = pixel_likelihood(config.likelihood, levels)
         flat = config.latent == "flat"
         enc_out = 64 if flat else 2 * config.latent_channels
