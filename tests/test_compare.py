@@ -87,3 +87,21 @@ def test_report_command_on_existing_runs(compared, run_cli, tmp_path):
     assert (tmp_path / "r" / "report.md").is_file() and "supported" in stdout
     code, _, err = run_cli("report", out / "runs" / "vae", out / "runs" / "vae", "--out", tmp_path / "r2")
     assert code == 1 and err.startswith("error:")
+
+
+def test_compare_refuses_runs_trained_with_other_settings(compared):
+    from elbolab.errors import ElbolabError
+    from elbolab.experiments.compare import train_models
+
+    out, _, _, _ = compared
+    with pytest.raises(ElbolabError, match="other settings"):
+        train_models(CompareConfig(budget=9.0, overrides=TINY), out, lambda _: None, progress=False)
+
+
+def test_compare_command_end_to_end(run_cli, tmp_path):
+    code, out, err = run_cli("compare", "--out", tmp_path / "c", "--budget", "1.5", "--quick", "--quiet")
+    assert code == 0, err
+    assert (tmp_path / "c" / "report.html").is_file() and (tmp_path / "c" / "results.json").is_file()
+    results = json.loads((tmp_path / "c" / "results.json").read_text())
+    assert len(results["contrasts"]) == 8
+    assert sum(line.strip().split()[0] in ("supported", "not", "inconclusive") for line in out.splitlines()) == 8

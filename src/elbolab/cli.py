@@ -73,7 +73,8 @@ def train(kind: str, data: str, data_dir: str | None, out: str, steps: int | Non
 def evaluate(run_dir: str, split: str, n: int | None, iwae_k: int, exact: bool, n_samples: int,
              skip: tuple[str, ...], only_bound: bool, features: str, as_json: bool, seed: int) -> None:
     """Bound terms and bits/dim with 95% intervals, sample quality, sharpness, speed, information."""
-    from elbolab.evaluate.run import PARTS, EvalConfig, evaluate_run
+    from elbolab.evaluate.run import PARTS, EvalConfig
+    from elbolab.experiments.compare import evaluate_run
 
     if n is not None and n < 1 or n_samples < 2:
         raise ElbolabError("--n must be at least 1 and --n-samples at least 2")
@@ -180,7 +181,7 @@ def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int,
         raise ElbolabError("--budget must be positive and --n-samples at least 2")
     evaluation = EvalConfig(seed=seed, n_samples=n_samples)
     if quick:
-        evaluation = EvalConfig(seed=seed, n_eval=100, iwae_n=50, n_samples=min(n_samples, 64), speed_n=8,
+        evaluation = EvalConfig(seed=seed, n_eval=100, iwae_n=50, n_samples=min(n_samples, 32), speed_n=8,
                                 nfe=(5, 10), quality_steps=10, rd_examples=4)
     cfg = CompareConfig(data=data, data_dir=data_dir, budget=budget, seed=seed, evaluation=evaluation,
                         beta_sweep=(4.0,) if quick else CompareConfig.beta_sweep)

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from elbolab.bounds import mean_ci95
-from elbolab.data import load_data
 from elbolab.data.base import ImageData, to_model
 from elbolab.evaluate.information import diffusion_rate_distortion, rmse_255, vae_information
 from elbolab.evaluate.interpolation import interpolation_smoothness
@@ -157,20 +155,3 @@ def measure(kind: str, model: GenerativeModel, test: ImageData, cfg: EvalConfig,
             r["autoencoder_bound"] = summarize_bound(dataset_bound(model.vae, test, cfg.n_eval, 256))
             r["information"] = vae_information(model.vae, test)
     return r, images
-
-
-def evaluate_run(run_dir: Path, split: str = "test", cfg: EvalConfig = EvalConfig(), features_kind: str = "builtin",
-                 log: Log = lambda _: None) -> dict[str, Any]:
-    """`elbolab eval`: the run's measurements with the bound's nats/bpd at the top level."""
-    from elbolab.evaluate.features import select_features
-    from elbolab.train.run import load_run
-
-    run_cfg, model = load_run(run_dir)
-    data = load_data(run_cfg.data, split, run_cfg.data_dir)
-    features = None
-    if set(cfg.parts) & {"quality", "interpolation"}:
-        features, why_not = select_features(run_cfg.data, features_kind, data_dir=run_cfg.data_dir)
-    result, _ = measure(run_cfg.kind, model, data, cfg, features, log)
-    bound = result.pop("bound", {})
-    return {"model": run_cfg.kind, "data": run_cfg.data, "split": split, "n": bound.get("n"), "dims": data.dims,
-            "levels": run_cfg.levels, **bound, **result}

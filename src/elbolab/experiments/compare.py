@@ -57,6 +57,20 @@ def default_overrides(side: int, cfg: CompareConfig) -> dict[str, dict[str, Any]
     return out
 
 
+def check_settings(run_dir: Path, kind: str, overrides: dict[str, Any]) -> None:
+    """Refuse to reuse a run in `run_dir` that was trained with other settings than these."""
+    from elbolab.errors import ElbolabError
+    from elbolab.train.run import CONFIG_FILE, read_run_config, resolve_configs
+
+    if not (run_dir / CONFIG_FILE).is_file():
+        return
+    saved = read_run_config(run_dir)
+    model_cfg, train_cfg = resolve_configs(kind, None, {k: v for k, v in overrides.items()})
+    if saved.model != model_cfg or saved.train != train_cfg:
+        raise ElbolabError(f"{run_dir} holds a {kind} run trained with other settings (budget, seed or model); "
+                           f"choose another --out or delete it")
+
+
 def train_models(cfg: CompareConfig, out: Path, log: Log, progress: bool) -> dict[str, Path]:
     """Train (or pick up) the three runs; a finished run is reused, an interrupted one resumed."""
     runs = {}
@@ -64,6 +78,7 @@ def train_models(cfg: CompareConfig, out: Path, log: Log, progress: bool) -> dic
     for kind, overrides in default_overrides(side, cfg).items():
         run_dir = out / "runs" / kind
         runs[kind] = run_dir
+        check_settings(run_dir, kind, overrides)
         if (run_dir / METRICS_FILE).is_file():
             log(f"{kind}: reusing the finished run in {run_dir}")
             continue
@@ -92,6 +107,7 @@ def beta_sweep(cfg: CompareConfig, out: Path, test: ImageData, log: Log, progres
         run_dir = out / "runs" / f"vae-beta{beta:g}"
         overrides = {**default_overrides(test.shape[-1], cfg)["vae"], "model.beta": beta,
                      "train.max_seconds": cfg.budget * cfg.sweep_budget_fraction}
+        check_settings(run_dir, "vae", overrides)
         if not (run_dir / METRICS_FILE).is_file():
             log(f"β-sweep: VAE with β = {beta:g} for {overrides['train.max_seconds']:.0f} s")
             train_run("vae", cfg.data, run_dir, data_dir=cfg.data_dir, overrides=overrides,
@@ -337,3 +353,19 @@ def measure_runs(run_dirs: list[Path], n_samples: int = 256, features_kind: str 
                "models": measured, "beta_sweep": [], "vae_beta": 1.0,
                "contrasts": judge(measured, sweep, test.dims, cfg.evaluation.quality_steps)}
     return results, images
+
+
+def evaluate_run(run_dir: Path, split: str = "test", cfg: EvalConfig = EvalConfig(), features_kind: str = "builtin",
+                 log: Log = lambda _: None) -> dict[str, Any]:
+    """`elbolab eval`: the run's measurements with the bound's nats/bpd at the top level."""
+    from elbolab.evaluate.features import select_features
+
+    run_cfg, model = load_run(run_dir)
+    data = load_data(run_cfg.data, split, run_cfg.data_dir)
+    features = None
+    if set(cfg.parts) & {"quality", "interpolation"}:
+        features, why_not = select_features(run_cfg.data, features_kind, data_dir=run_cfg.data_dir)
+    result, _ = measure(run_cfg.kind, model, data, cfg, features, log)
+    bound = result.pop("bound", {})
+    return {"model": run_cfg.kind, "data": run_cfg.data, "split": split, "n": bound.get("n"), "dims": data.dims,
+            "levels": run_cfg.levels, **bound, **result}
