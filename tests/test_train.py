@@ -130,3 +130,23 @@ def test_a_resumed_budgeted_run_keeps_the_time_already_spent(tmp_path, digits):
         loop.time.perf_counter = real
     # 6 steps before the cut and 4 after fill the 100 s budget: the resumed run does not get a fresh one
     assert metrics["step"] == 10 and metrics["train_seconds"] == pytest.approx(100.0)
+
+
+def test_a_real_ctrl_c_stops_at_a_step_boundary(tmp_path, digits):
+    import os
+    import signal
+
+    _trainer(tmp_path / "whole", digits).fit()
+
+    def send_sigint(step, _record):
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives mid-run; the loop finishes the step it is in
+
+    with pytest.raises(TrainingInterrupted, match="step 4"):
+        _trainer(tmp_path / "cut", digits, (send_sigint,)).fit()
+    resumed = _trainer(tmp_path / "cut", digits)
+    resumed.load_checkpoint()
+    resumed.fit()
+    a, b = load_tensors(tmp_path / "whole" / WEIGHTS_FILE)[0], load_tensors(tmp_path / "cut" / WEIGHTS_FILE)[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import signal
 import time
 from pathlib import Path
 from typing import Callable
@@ -37,6 +38,24 @@ def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
     span = max(1, cfg.steps - cfg.warmup_steps)
     progress = min(1.0, max((step - cfg.warmup_steps) / span, time_fraction))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class _StepBoundaryInterrupt:
+    """Ctrl-C sets a flag that the loop reads between steps, so a checkpoint never holds half a step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C as it is
+            self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 class Trainer:
@@ -158,8 +177,11 @@ class Trainer:
         with Progress(*columns, disable=not self.progress, transient=False) as bar:
             task = bar.add_task(f"{self.model.kind}", total=cfg.steps, completed=self.step, loss=float("nan"),
                                 bpd="–", ips=0.0)
+            stop = _StepBoundaryInterrupt()
             try:
                 while self.step < cfg.steps and not self._out_of_time():
+                    if stop.requested:
+                        raise KeyboardInterrupt
                     record = self.train_step()
                     record["images_per_s"] = ((self.step - start_step) * cfg.batch_size
                                               / max(1e-9, time.perf_counter() - started))
@@ -177,6 +199,8 @@ class Trainer:
                 self.save_checkpoint()
                 raise TrainingInterrupted(f"interrupted at step {self.step}; checkpoint saved in {self.run_dir}, "
                                           f"continue with --resume") from None
+            finally:
+                stop.restore()
         elapsed = time.perf_counter() - started
         final = self.evaluate()
         metrics = {"step": self.step, **final,
