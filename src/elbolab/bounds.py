@@ -17,6 +17,11 @@ def nats_to_bpd(nats: Tensor | float, dims: int) -> Tensor | float:
     return nats / (dims * LN2)
 
 
+def sum_per_example(x: Tensor) -> Tensor:
+    """Sum over every dimension but the first: elementwise log-terms → one value per example, [B]."""
+    return x.flatten(1).sum(1)
+
+
 def log_mean_exp(x: Tensor, dim: int = 0) -> Tensor:
     """log (1/K) Σ_k exp(x_k), computed stably along `dim`."""
     return torch.logsumexp(x, dim=dim) - math.log(x.shape[dim])

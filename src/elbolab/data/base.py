@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from elbolab.errors import DataError
+from elbolab.likelihoods import level_of
 
 SPLITS = ("train", "test")
 
@@ -66,7 +67,7 @@ def to_model(levels_tensor: Tensor, levels: int) -> Tensor:
 
 def to_levels(x: Tensor, levels: int) -> Tensor:
     """Floats in [-1, 1] → the nearest integer level, as uint8."""
-    return torch.round((x.clamp(-1, 1) + 1) * ((levels - 1) / 2)).to(torch.uint8)
+    return level_of(x, levels).to(torch.uint8)
 
 
 Loader = Callable[[str, Path], ImageData]

@@ -16,23 +16,18 @@ import math
 import torch
 from torch import Tensor
 
-from elbolab.bounds import Bound
+from elbolab.bounds import Bound, sum_per_example
 from elbolab.diffusion.forward import expand, posterior_coefficients, q_marginal, q_sample
 from elbolab.diffusion.reverse import Denoised, Denoiser, denoise, reverse_log_variance, small_log_variance
 from elbolab.diffusion.schedule import Schedule
 from elbolab.likelihoods import discretized_gaussian_log_prob, normal_kl, normal_log_prob
 
 
-def per_example(x: Tensor) -> Tensor:
-    """Sum over every dimension but the first."""
-    return x.flatten(1).sum(1)
-
-
 def prior_term(x_0: Tensor, schedule: Schedule) -> Tensor:
     """L_T = KL(q(x_T|x_0) ‖ N(0, I)) per example (Ho et al. 2020, eq. 5)."""
     x_0 = x_0.double()
     mean, var = q_marginal(x_0, schedule.log_snr(torch.ones((), dtype=torch.float64)))
-    return per_example(normal_kl(mean, torch.log(var).expand_as(mean)))
+    return sum_per_example(normal_kl(mean, torch.log(var).expand_as(mean)))
 
 
 def decoder_log_prob(x_0: Tensor, mean: Tensor, log_var: Tensor, levels: int | None) -> Tensor:
@@ -61,7 +56,7 @@ def vlb_term(x_0: Tensor, denoised: Denoised, i: Tensor, schedule: Schedule, var
     kl = normal_kl(expand(b, x_0) * (x_0 - x0_hat), expand(small_log_variance(schedule, t, s), x_0), 0.0, log_var)
     nll = -decoder_log_prob(x_0, x0_hat, log_var, levels)
     first = (i == 1).to(x_0.device).view(-1, *(1,) * (x_0.ndim - 1))
-    return per_example(torch.where(first, nll, kl))
+    return sum_per_example(torch.where(first, nll, kl))
 
 
 def step_terms(denoiser: Denoiser, x_0: Tensor, i: Tensor, eps: Tensor, schedule: Schedule, *,

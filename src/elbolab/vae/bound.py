@@ -11,14 +11,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from elbolab.bounds import log_mean_exp
+from elbolab.bounds import log_mean_exp, sum_per_example
 from elbolab.likelihoods import normal_kl, normal_log_prob
 
 LogLikelihood = Callable[[Tensor], Tensor]  # z [B, ...] -> log p(x|z) [B]
-
-
-def _flat_sum(t: Tensor) -> Tensor:
-    return t.flatten(1).sum(1)
 
 
 def reparameterize(mean: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -45,10 +41,10 @@ def elbo_terms(mean: Tensor, logvar: Tensor, log_likelihood: LogLikelihood, samp
         z = reparameterize(mean, logvar, generator)
         recon.append(-log_likelihood(z))
         if kl == "sampled":
-            kl_hat.append(_flat_sum(normal_log_prob(z, mean, logvar) - normal_log_prob(z, 0.0, 0.0)))
+            kl_hat.append(sum_per_example(normal_log_prob(z, mean, logvar) - normal_log_prob(z, 0.0, 0.0)))
     reconstruction = torch.stack(recon).mean(0)
     if kl == "analytic":
-        return reconstruction, _flat_sum(kl_per_dim(mean, logvar))
+        return reconstruction, sum_per_example(kl_per_dim(mean, logvar))
     if kl == "sampled":
         return reconstruction, torch.stack(kl_hat).mean(0)
     raise ValueError(f"kl must be 'analytic' or 'sampled', got {kl!r}")
@@ -61,7 +57,7 @@ def iwae_bound(mean: Tensor, logvar: Tensor, log_likelihood: LogLikelihood, k: i
     for _ in range(k):
         z = reparameterize(mean, logvar, generator)
         log_prior_over_q = normal_log_prob(z, 0.0, 0.0) - normal_log_prob(z, mean, logvar)
-        log_w.append(log_likelihood(z) + _flat_sum(log_prior_over_q))
+        log_w.append(log_likelihood(z) + sum_per_example(log_prior_over_q))
     return -log_mean_exp(torch.stack(log_w), dim=0)
 
 
@@ -71,7 +67,7 @@ def free_bits_kl(kl_dims: Tensor, free_bits: float) -> Tensor:
     Dimensions whose batch-mean KL is below λ contribute the constant λ (no gradient).
     """
     if free_bits <= 0:
-        return _flat_sum(kl_dims)
+        return sum_per_example(kl_dims)
     flat = kl_dims.flatten(1)
     below = flat.mean(0, keepdim=True) < free_bits
     return torch.where(below, torch.full_like(flat, free_bits), flat).sum(1)
