@@ -150,3 +150,22 @@ def test_a_real_ctrl_c_stops_at_a_step_boundary(tmp_path, digits):
     a, b = load_tensors(tmp_path / "whole" / WEIGHTS_FILE)[0], load_tensors(tmp_path / "cut" / WEIGHTS_FILE)[0]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_first_stage_leaves_the_rest_of_the_budget_to_the_trainer(tmp_path):
+    import json
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from elbolab.latent import LatentDiffusionConfig
+    from elbolab.latent.stages import AUTOENCODER_DIR, stage_one_seconds
+    from elbolab.train.api import stage_budget
+
+    budget = replace(CFG, max_seconds=60.0)
+    assert stage_budget(budget, SimpleNamespace(stage_one_seconds=25.0)).max_seconds == pytest.approx(35.0)
+    assert stage_budget(budget, SimpleNamespace()).max_seconds == 60.0          # one-stage models
+    assert stage_budget(CFG, SimpleNamespace(stage_one_seconds=25.0)) == CFG   # no budget, nothing to split
+    (tmp_path / AUTOENCODER_DIR).mkdir()
+    (tmp_path / AUTOENCODER_DIR / "metrics.json").write_text(json.dumps({"train_seconds": 25.0}))
+    assert stage_one_seconds(LatentDiffusionConfig(), tmp_path) == 25.0
+    assert stage_one_seconds(LatentDiffusionConfig(autoencoder=str(tmp_path)), tmp_path) == 0.0  # reused VAE

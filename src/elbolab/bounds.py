@@ -80,10 +80,6 @@ class Bound:
         """total / (D ln 2), shape [B]."""
         return nats_to_bpd(self.total, self.dims)
 
-    def terms_bpd(self) -> dict[str, Tensor]:
-        """Each term in bits per dimension."""
-        return {k: nats_to_bpd(v, self.dims) for k, v in self.terms.items()}
-
     def detach(self) -> "Bound":
         """The same record with every tensor detached."""
         det = lambda t: None if t is None else t.detach()  # noqa: E731

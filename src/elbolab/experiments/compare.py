@@ -44,11 +44,9 @@ def default_overrides(side: int, cfg: CompareConfig) -> dict[str, dict[str, Any]
     common = {"train.max_seconds": cfg.budget, "train.steps": 1_000_000, "train.seed": cfg.seed,
               "train.eval_every": 0, "train.checkpoint_every": 500}
     out = {kind: dict(common) for kind in KINDS}
-    # latent diffusion spends the budget on two stages: stage 1 (the autoencoder) takes max_seconds·a/(a + s)
-    # for step caps a, s, stage 2 the whole max_seconds; with a = s and max_seconds = 2/3 budget they total one
-    # budget: 1/3 autoencoder, 2/3 latent diffusion
+    # latent diffusion spends the one budget on two stages: stage 1 (the autoencoder) takes budget·a/(a + s)
+    # for step caps a and s, stage 2 what is left; equal caps split it in half
     out["latent-diffusion"]["model.autoencoder_steps"] = common["train.steps"]
-    out["latent-diffusion"]["train.max_seconds"] = cfg.budget * 2 / 3
     if side <= 16:
         out["diffusion"]["model.unet.preset"] = "tiny"
         out["latent-diffusion"]["model.diffusion.unet.preset"] = "tiny"

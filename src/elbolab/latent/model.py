@@ -43,6 +43,8 @@ class LatentDiffusion(GenerativeModel):
         self.register_buffer("scale", torch.zeros(()))
         #: the run's total optimiser steps, set by `prepare`; the last `joint_finetune_steps` of them are joint
         self.total_steps: int | None = None
+        #: training seconds stage 1 (this run's own autoencoder) spent of the run's wall-clock budget
+        self.stage_one_seconds = 0.0
 
     def _diffusion_for(self, vae: VAE) -> GaussianDiffusion:
         """The chain over continuous latents, with a UNet sized for the latent grid [c, r, r]."""

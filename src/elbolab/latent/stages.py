@@ -8,6 +8,8 @@ The training layer is imported lazily: it sits above this package.
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,7 @@ def prepare(model: "LatentDiffusion", train_data: ImageData, test_data: ImageDat
     from elbolab.train.run import CHECKPOINT_FILE, save_run_config
 
     model.total_steps = run_cfg.train.steps
+    model.stage_one_seconds = stage_one_seconds(model.config, run_dir)
     if model.prepared or (run_dir / CHECKPOINT_FILE).is_file():
         return
     cfg = model.config
@@ -43,6 +46,17 @@ def prepare(model: "LatentDiffusion", train_data: ImageData, test_data: ImageDat
     if model.config != before:  # a reused VAE of another architecture: the run's config must rebuild it
         save_run_config(run_dir, replace(run_cfg, model=model.config))
     model.measure_scale(train_data, cfg.scale_images)
+    model.stage_one_seconds = stage_one_seconds(cfg, run_dir)
+
+
+def stage_one_seconds(cfg: LatentDiffusionConfig, run_dir: Path) -> float:
+    """Training seconds this run spent on its own autoencoder (0 when it reuses a trained VAE run)."""
+    from elbolab.train.run import METRICS_FILE
+
+    metrics = run_dir / AUTOENCODER_DIR / METRICS_FILE
+    if cfg.autoencoder is not None or not metrics.is_file():
+        return 0.0
+    return float(json.loads(metrics.read_text()).get("train_seconds", 0.0))
 
 
 def load_autoencoder(path: Path, device: str = "auto") -> VAE:

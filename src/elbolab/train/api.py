@@ -11,9 +11,18 @@ import torch
 from elbolab.config import read_config_file
 from elbolab.data import load_data
 from elbolab.errors import ElbolabError
+from elbolab.train.config import TrainConfig
 from elbolab.train.loop import Trainer
 from elbolab.train.run import (CHECKPOINT_FILE, RunConfig, build_model, read_run_config, resolve_configs,
                                save_run_config)
+
+
+def stage_budget(train_cfg: TrainConfig, model: Any) -> TrainConfig:
+    """The trainer's share of a wall-clock budget: what a first stage run by `prepare` left of it."""
+    spent = getattr(model, "stage_one_seconds", 0.0)
+    if train_cfg.max_seconds <= 0 or spent <= 0:
+        return train_cfg
+    return replace(train_cfg, max_seconds=max(train_cfg.max_seconds - spent, 1.0))
 
 
 def train_run(kind: str, data: str, out: str | Path, *, data_dir: str | None = None,
@@ -51,7 +60,7 @@ def train_run(kind: str, data: str, out: str | Path, *, data_dir: str | None = N
     if hasattr(model, "prepare"):
         # e.g. latent diffusion: train or load the autoencoder, measure the latent scale
         model.prepare(train_data, test_data, cfg, run_dir, progress=progress)
-    trainer = Trainer(model, train_data, test_data, cfg.train, run_dir, progress=progress)
+    trainer = Trainer(model, train_data, test_data, stage_budget(cfg.train, model), run_dir, progress=progress)
     if resume:
         trainer.load_checkpoint()
     return cfg, trainer.fit()
