@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from elbolab.evaluate.speed import synchronize
 from elbolab.machine import machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -50,10 +51,9 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
 
 def timed(fn, *args, **kwargs) -> tuple[Any, float]:
     """(fn(*args, **kwargs), seconds), synchronising CUDA around the call."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    device = "cuda" if torch.cuda.is_available() else None
+    synchronize(device)
     start = time.perf_counter()
     out = fn(*args, **kwargs)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    synchronize(device)
     return out, time.perf_counter() - start

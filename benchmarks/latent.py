@@ -41,7 +41,7 @@ from elbolab.data import DataWarning, load_data  # noqa: E402
 from elbolab.diffusion import DiffusionConfig, DiffusionModel  # noqa: E402
 from elbolab.evaluate.likelihood import dataset_bound, summarize_bound  # noqa: E402
 from elbolab.evaluate.speed import timed_calls  # noqa: E402
-from elbolab.latent import AUTOENCODER_DIR  # noqa: E402
+from elbolab.train.stages import AUTOENCODER_DIR  # noqa: E402
 from elbolab.train.api import train_run  # noqa: E402
 from elbolab.train.run import load_run  # noqa: E402
 

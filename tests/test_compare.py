@@ -20,47 +20,47 @@ TINY = {"vae": {"model.net": "tiny", "train.batch_size": 64},
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
-    evaluation = EvalConfig(n_eval=64, iwae_n=32, n_samples=32, speed_n=8, nfe=(2, 5), quality_steps=5,
-                            rd_examples=4)
+    evaluation = EvalConfig(n_eval=64, iwae_n=32, n_samples=32, speed_n=8, nfe=(2, 5), quality_steps=5)
     cfg = CompareConfig(budget=4.0, evaluation=evaluation, beta_sweep=(4.0,), sweep_budget_fraction=0.5,
                         overrides=TINY)
     messages = []
     results, images = run_compare(cfg, out, log=messages.append, progress=False)
-    grids = save_grids(images, results["data"]["levels"], out)
+    grids = save_grids(images, results.data.levels, out)
     paths = write_report(results, out, grids)
     return out, results, paths, messages
 
 
 def test_compare_trains_and_measures_every_model(compared):
     out, results, paths, _ = compared
-    assert set(results["models"]) == set(KINDS)
-    for kind, r in results["models"].items():
-        b = r["bound"]["bpd"]
-        assert math.isfinite(b["total"]) and b["total"] > 0 and b["ci95"] > 0, kind
-        assert r["train_steps"] > 0 and (out / "runs" / kind / "model.safetensors").is_file()
-        assert r["quality"]["n_samples"] == 32 and math.isfinite(r["quality"]["fd"])
-        assert r["sharpness"]["samples"]["laplacian_variance_ratio"] > 0
-        assert all(row["images_per_second"] > 0 for row in r["speed"])
-    assert results["models"]["vae"]["information"]["latent_dims"] == 16
-    curve = results["models"]["diffusion"]["information"]["curve"]
-    assert curve[0]["distortion_rmse"] == 0.0 and curve[-1]["rate_bpd"] < curve[0]["rate_bpd"]
-    info = results["models"]["diffusion"]["information"]
-    assert abs(info["mc_minus_exact_nats"]) <= 4 * info["mc_minus_exact_se_nats"]
+    assert set(results.models) == set(KINDS)
+    for kind, run in results.models.items():
+        r = run.measurement
+        b = r.bound.bpd
+        assert math.isfinite(b.total) and b.total > 0 and b.ci95 > 0, kind
+        assert run.train_steps > 0 and (out / "runs" / kind / "model.safetensors").is_file()
+        assert r.quality["n_samples"] == 32 and math.isfinite(r.quality["fd"])
+        assert r.sharpness["samples"]["laplacian_variance_ratio"] > 0
+        assert all(row.images_per_second > 0 for row in r.speed)
+    assert results.models["vae"].measurement.information.latent.latent_dims == 16
+    info = results.models["diffusion"].measurement.information.chain
+    assert info.curve[0].distortion_rmse == 0.0 and info.curve[-1].rate_bpd < info.curve[0].rate_bpd
+    assert abs(info.mc_minus_exact_nats) <= 4 * info.mc_minus_exact_se_nats
 
 
 def test_every_contrast_has_a_rule_and_a_verdict(compared):
     _, results, _, _ = compared
-    titles = [c["title"] for c in results["contrasts"]]
+    titles = [c.title for c in results.contrasts]
     assert len(titles) == 8 and len(set(titles)) == 8
-    for c in results["contrasts"]:
-        assert c["verdict"] in ("supported", "not supported", "inconclusive")
-        assert c["claim"] and c["measured"] and c["rule"]
+    for c in results.contrasts:
+        assert c.verdict in ("supported", "not supported", "inconclusive")
+        assert c.claim and c.measured and c.rule
 
 
 def test_report_files_are_written_and_consistent(compared):
     out, results, paths, _ = compared
     saved = json.loads(paths["json"].read_text())
-    assert saved["models"]["vae"]["bound"]["bpd"]["total"] == pytest.approx(results["models"]["vae"]["bound"]["bpd"]["total"])
+    assert saved["models"]["vae"]["measurement"]["bound"]["bpd"]["total"] == pytest.approx(
+        results.models["vae"].measurement.bound.bpd.total)
     md = paths["markdown"].read_text()
     assert "## The contrasts, measured" in md and md.count("**Verdict:") == 8
     for name in ("bound_terms.png", "per_step.png", "rate_distortion.png", "information.png", "speed.png",

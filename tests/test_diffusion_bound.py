@@ -193,7 +193,7 @@ def test_an_x0_predictor_returning_the_true_x0_zeroes_every_diffusion_kl():
         lam = schedule.log_snr(t)
         return (x_t - expand(sigma(lam), x_t) * eps) / expand(alpha(lam), x_t)
 
-    bound = exact_bound(true_x0, x, schedule, prediction="x0", variance="small", eps=eps.expand_as(x))
+    bound = exact_bound(true_x0, x, schedule, parameterisation="x0", variance="small", eps=eps.expand_as(x))
     assert bound.per_step[:, 1:].abs().max() < 1e-10
     # L_0 is the Gaussian decoder's density at its own mean: −log N(x; x, β̃_2) per dimension
     log_var = small_log_variance(schedule, torch.tensor(1 / 200), torch.tensor(0.0))

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from elbolab.bounds import Estimator
 from elbolab.config import from_dict, to_dict, with_overrides
 from elbolab.diffusion import DiffusionConfig, DiffusionModel
 from elbolab.errors import ConfigError, DataError
@@ -66,19 +67,21 @@ def test_bound_terms_are_finite_with_the_right_shapes():
     model = tiny_model()
     x = digits(4)
     for method in ("exact", "mc"):
-        bound = model.elbo(x, method=method, samples=4, generator=torch.Generator().manual_seed(0))
+        bound = model.elbo(x, Estimator(method, None if method == "exact" else 4), torch.Generator().manual_seed(0))
         assert set(bound.terms) == {"prior", "diffusion", "reconstruction"}
         assert all(v.shape == (4,) and torch.isfinite(v).all() for v in bound.terms.values())
         assert bound.dims == 64 and bound.discrete
         assert torch.isfinite(bound.bits_per_dim()).all()
-    exact = model.elbo(x, method="exact")
+    exact = model.elbo(x, Estimator("exact"))
     assert exact.per_step.shape == (4, 20)
     torch.testing.assert_close(exact.per_step.sum(1) + exact.terms["prior"], exact.total)
-    mc = model.elbo(x, method="mc", samples=3)
+    mc = model.elbo(x, Estimator("mc", 3))
     assert mc.extras["stderr"].shape == (4,) and mc.per_step is None
-    assert not model.elbo(x, method="exact", discrete=False).discrete
-    with pytest.raises(ConfigError):
-        model.elbo(x, method="sum")
+    assert not model.diffusion.elbo(x, Estimator("exact"), discrete=False).discrete
+    with pytest.raises(ConfigError, match="no 'iwae' bound"):
+        model.elbo(x, Estimator("iwae", 5))
+    with pytest.raises(ConfigError, match="unknown bound estimator"):
+        Estimator("sum")
     with pytest.raises(DataError):
         model.elbo(torch.zeros(2, 1, 8, 9))
 
@@ -127,7 +130,7 @@ def test_importance_sampler_history_is_saved_with_the_model():
     torch.testing.assert_close(clone.diffusion.resampler.probabilities(), resampler.probabilities())
     assert not torch.allclose(resampler.probabilities(), torch.full((20,), 1 / 20, dtype=torch.float64))
     # with a history the Monte-Carlo bound draws t from it, and is still finite
-    bound = model.elbo(digits(3), method="mc", samples=4)
+    bound = model.elbo(digits(3), Estimator("mc", 4))
     assert torch.isfinite(bound.total).all()
 
 

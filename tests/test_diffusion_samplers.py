@@ -80,7 +80,7 @@ def test_one_step_returns_the_denoiser_mean_at_t_1():
     x_T = torch.randn(4, 3, dtype=torch.float64)
     for name in ("ancestral", "ddim", "dpm-solver++"):
         out = run_sampler(name, lambda x, t: torch.full_like(x, 0.25), x_T, time_grid(50, 1), schedule,
-                          prediction="x0")
+                          parameterisation="x0")
         assert torch.equal(out, torch.full_like(x_T, 0.25))
 
 
@@ -114,7 +114,7 @@ def test_samplers_with_the_exact_denoiser_match_the_mixture(name, steps, opts):
     n = 2000
     g = torch.Generator().manual_seed(11)
     x_T = torch.randn(n, 1, generator=g, dtype=torch.float64)
-    out = run_sampler(name, mixture_x0(schedule), x_T, time_grid(1000, steps), schedule, prediction="x0",
+    out = run_sampler(name, mixture_x0(schedule), x_T, time_grid(1000, steps), schedule, parameterisation="x0",
                       generator=g, **opts).squeeze(1)
     result = stats.ks_2samp(out.numpy(), mixture_samples(n, seed=12).numpy())
     assert result.pvalue > 0.01, (name, steps, result)
@@ -125,7 +125,7 @@ def test_the_mixture_check_rejects_a_coarse_sampler():
     schedule = Schedule("cosine", 1000)
     g = torch.Generator().manual_seed(11)
     out = ddim(mixture_x0(schedule), torch.randn(2000, 1, generator=g, dtype=torch.float64), time_grid(1000, 10),
-               schedule, prediction="x0").squeeze(1)
+               schedule, parameterisation="x0").squeeze(1)
     assert stats.ks_2samp(out.numpy(), mixture_samples(2000, seed=12).numpy()).pvalue < 0.01
 
 
@@ -135,10 +135,10 @@ def test_dpm_solver_is_second_order():
     x_T = torch.randn(500, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     denoiser = mixture_x0(schedule)
     grid = lambda k: time_grid(1000, k)  # noqa: E731
-    ref = dpm_solver_pp(denoiser, x_T, grid(1000), schedule, prediction="x0")
-    err = {k: (dpm_solver_pp(denoiser, x_T, grid(k), schedule, prediction="x0") - ref).abs().mean().item()
+    ref = dpm_solver_pp(denoiser, x_T, grid(1000), schedule, parameterisation="x0")
+    err = {k: (dpm_solver_pp(denoiser, x_T, grid(k), schedule, parameterisation="x0") - ref).abs().mean().item()
            for k in (25, 50)}
-    err_ddim = {k: (ddim(denoiser, x_T, grid(k), schedule, prediction="x0") - ref).abs().mean().item()
+    err_ddim = {k: (ddim(denoiser, x_T, grid(k), schedule, parameterisation="x0") - ref).abs().mean().item()
                 for k in (25, 50)}
     assert err[25] / err[50] > 3.0 and err_ddim[25] / err_ddim[50] < 2.5 and err[50] < err_ddim[50] / 3, (err, err_ddim)
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from elbolab.bounds import Bound, mean_ci95
-from elbolab.diffusion import DiffusionConfig, GaussianDiffusion, Schedule, exact_bound
+from elbolab.bounds import Bound, Estimator, mean_ci95
+from elbolab.diffusion import DiffusionConfig, Schedule, exact_bound
 from elbolab.diffusion.forward import expand
 from elbolab.diffusion.schedule import alpha, sigma
 from elbolab.errors import ConfigError, ElbolabError
@@ -148,7 +148,7 @@ def test_with_the_exact_posterior_the_bound_is_below_log_px_and_tight(oracle, va
     # where the true reverse variance is β ("large"), so "small" pays about 0.7 nats per latent dimension.
     assert gap.max() < {"large": 0.1, "small": 4 * 0.8}[variance], gap.max()
     print(f"\nexact posterior, variance {variance}: gap −bound − log p(x) {gap.mean():.4f} nats (d = 4)")
-    assert one.discrete is False and one.dims == 16 and set(one.terms) == {"reconstruction", "entropy", "latent_prior"}
+    assert one.discrete is False and one.dims == 16 and set(one.terms) == {"reconstruction", "neg_entropy", "latent_prior"}
     torch.testing.assert_close(one.extras["latent_prior.log_scale"], torch.full((48,), 4 * math.log(S),
                                                                                 dtype=torch.float64))
     parts = sum(one.extras[f"latent_prior.{k}"] for k in ("prior", "diffusion", "reconstruction", "log_scale"))
@@ -187,7 +187,7 @@ def test_the_model_computes_the_same_bound(oracle):
     xs = x.repeat(repeats, 1, 1, 1)
     g = torch.Generator().manual_seed(4)
     for method in ("exact", "mc"):
-        bound = model.elbo(xs, method=method, generator=g)
+        bound = model.elbo(xs, Estimator(method), g)
         assert bound.discrete and bound.dims == 16
         estimates = bound.total.view(repeats, -1)
         diff, half_width = mean_ci95((estimates - exact).flatten())
@@ -230,13 +230,11 @@ def test_joint_finetuning_reaches_the_autoencoder_only_in_its_last_steps():
                                 joint_finetune_steps=3)
     model = LatentDiffusion(cfg, (1, 8, 8), 17)
     model.scale.fill_(1.0)
-    model.total_steps = 10
     x = torch.rand(4, 1, 8, 8) * 2 - 1
     for step, joint in ((2, False), (7, True)):
         model.zero_grad(set_to_none=True)
-        model.train_step = step
-        model.loss(x).mean().backward()
-        assert model.joint_now() is joint
+        model.loss(x, step, 10).mean().backward()
+        assert model.joint_at(step, 10) is joint
         reached = [p.grad is not None and p.grad.abs().sum() > 0 for p in model.vae.parameters()]
         assert any(reached) is joint and all(p.grad is not None for p in model.diffusion.net.parameters())
 
@@ -283,7 +281,7 @@ def test_the_diffusion_prior_tightens_the_vaes_bound_with_the_same_autoencoder(t
         assert torch.equal(a, b)  # the frozen autoencoder is the stage-1 VAE, bit for bit
     torch.manual_seed(1)
     vae_bpd = dataset_bound(vae, test).bits_per_dim()
-    ld_bpd = dataset_bound(model, test, method="mc").bits_per_dim()
+    ld_bpd = dataset_bound(model, test, estimator=Estimator("mc")).bits_per_dim()
     (v, v_ci), (l, l_ci) = mean_ci95(vae_bpd), mean_ci95(ld_bpd)
     diff, diff_ci = mean_ci95(ld_bpd - vae_bpd)  # paired: the same test images
     print(f"\ndigits test bits/dim, same autoencoder: VAE ELBO {v:.4f} ± {v_ci:.4f}, "
@@ -299,8 +297,8 @@ def test_eval_sample_interpolate_and_resume_through_the_library(tiny_run, tmp_pa
     test = load_data("digits", "test")
     cfg, model = load_run(tiny_run)
     assert model.prepared and model.kind == "latent-diffusion" and model.latent_shape == (2, 4, 4)
-    bound = dataset_bound(model, test, 64, method="mc")
-    assert set(bound.terms) == {"reconstruction", "entropy", "latent_prior"} and bound.discrete and bound.dims == 64
+    bound = dataset_bound(model, test, 64, estimator=Estimator("mc"))
+    assert set(bound.terms) == {"reconstruction", "neg_entropy", "latent_prior"} and bound.discrete and bound.dims == 64
     assert all(torch.isfinite(t).all() for t in (*bound.terms.values(), *bound.extras.values()))
     torch.testing.assert_close(bound.total, sum(bound.terms.values()))
     parts = sum(bound.extras[f"latent_prior.{k}"] for k in ("prior", "diffusion", "reconstruction", "log_scale"))
@@ -343,8 +341,8 @@ def test_command_line_reuses_a_trained_autoencoder(tiny_run, run_cli, tmp_path):
     assert code == 0, err
     result = json.loads(out)
     assert result["model"] == "latent-diffusion" and set(result["nats"]["terms"]) == {
-        "reconstruction", "entropy", "latent_prior"}
-    assert set(result["autoencoder_bound"]["nats"]["terms"]) == {"reconstruction", "kl"}  # the same VAE's ELBO
+        "reconstruction", "neg_entropy", "latent_prior"}
+    assert set(result["components"]["autoencoder"]["nats"]["terms"]) == {"reconstruction", "kl"}  # the same VAE's ELBO
     assert result["nats"]["total"] == pytest.approx(sum(result["nats"]["terms"].values()), rel=1e-9)
     assert math.isfinite(result["bpd"]["total"]) and result["bpd"]["ci95"] > 0
     code, _, err = run_cli("sample", run, "--n", "4", "--steps", "8", "--sampler", "ddim", "--out", tmp_path / "s.npz")

@@ -82,7 +82,7 @@ def test_no_temporary_files_are_left_behind(tmp_path, digits):
 
 def test_a_nan_loss_stops_with_a_message(tmp_path, digits):
     trainer = _trainer(tmp_path, digits)
-    trainer.model.loss = lambda x: torch.full((x.shape[0],), float("nan"))
+    trainer.model.loss = lambda x, step, total_steps: torch.full((x.shape[0],), float("nan"))
     with pytest.raises(ElbolabError, match="lower train.lr"):
         trainer.fit()
 
@@ -110,9 +110,9 @@ def test_a_resumed_budgeted_run_keeps_the_time_already_spent(tmp_path, digits):
         model = build_model(run)
         loss = model.loss
 
-        def slow_loss(x):  # every training step "takes" 10 s of wall-clock time
+        def slow_loss(x, step, total_steps):  # every training step "takes" 10 s of wall-clock time
             clock[0] += 10.0
-            return loss(x)
+            return loss(x, step, total_steps)
 
         model.loss = slow_loss
         return Trainer(model, train, test, cfg, tmp_path, callbacks=callbacks, progress=False)
@@ -155,16 +155,14 @@ def test_a_real_ctrl_c_stops_at_a_step_boundary(tmp_path, digits):
 def test_a_first_stage_leaves_the_rest_of_the_budget_to_the_trainer(tmp_path):
     import json
     from dataclasses import replace
-    from types import SimpleNamespace
 
     from elbolab.latent import LatentDiffusionConfig
-    from elbolab.latent.stages import AUTOENCODER_DIR, stage_one_seconds
-    from elbolab.train.api import stage_budget
+    from elbolab.train.stages import AUTOENCODER_DIR, stage_budget, stage_one_seconds
 
     budget = replace(CFG, max_seconds=60.0)
-    assert stage_budget(budget, SimpleNamespace(stage_one_seconds=25.0)).max_seconds == pytest.approx(35.0)
-    assert stage_budget(budget, SimpleNamespace()).max_seconds == 60.0          # one-stage models
-    assert stage_budget(CFG, SimpleNamespace(stage_one_seconds=25.0)) == CFG   # no budget, nothing to split
+    assert stage_budget(budget, 25.0).max_seconds == pytest.approx(35.0)
+    assert stage_budget(budget, 0.0).max_seconds == 60.0          # one-stage models
+    assert stage_budget(CFG, 25.0) == CFG   # no budget, nothing to split
     (tmp_path / AUTOENCODER_DIR).mkdir()
     (tmp_path / AUTOENCODER_DIR / "metrics.json").write_text(json.dumps({"train_seconds": 25.0}))
     assert stage_one_seconds(LatentDiffusionConfig(), tmp_path) == 25.0

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from elbolab.errors import ConfigError
+
 import torch
 from torch import Tensor
 
@@ -15,6 +17,15 @@ LN2 = math.log(2.0)
 def nats_to_bpd(nats: Tensor | float, dims: int) -> Tensor | float:
     """Bits per dimension: nats / (D ln 2)."""
     return nats / (dims * LN2)
+
+
+#: model range [−1, 1] → 0..255, the scale distortions are reported on (Ho et al. 2020, Fig. 5)
+RMSE_SCALE = 127.5
+
+
+def rmse_255(x_hat: Tensor, x: Tensor) -> Tensor:
+    """Per-example root-mean-square error on the 0–255 scale, [B]."""
+    return (x_hat - x).pow(2).flatten(1).mean(1).sqrt() * RMSE_SCALE
 
 
 def sum_per_example(x: Tensor) -> Tensor:
@@ -100,3 +111,45 @@ class Bound:
             first.dims, per_step, first.discrete,
             {k: torch.cat([b.extras[k] for b in bounds]) for k in first.extras},
         )
+
+
+#: the ways `elbo` can estimate a bound (see `Estimator`)
+ESTIMATOR_METHODS = ("exact", "mc", "iwae")
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """How a model's `elbo` estimates its bound: one record every model accepts.
+
+    "exact": every term computed (diffusion: all T steps); "mc": Monte Carlo with `samples`
+    draws per example and a standard error in `Bound.extras["stderr"]`; "iwae": the
+    importance-weighted bound with k = `samples` (Burda et al. 2016). `samples=None` takes the
+    model's default. A model refuses, with a clear error, a method it does not offer.
+    """
+
+    method: str = "exact"
+    samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in ESTIMATOR_METHODS:
+            raise ConfigError(f"unknown bound estimator {self.method!r}; choose one of {', '.join(ESTIMATOR_METHODS)}")
+        if self.method == "exact" and self.samples is not None:
+            raise ConfigError("the exact bound takes no number of samples")
+        if self.samples is not None and self.samples < 1:
+            raise ConfigError(f"an estimator needs at least 1 sample, got {self.samples}")
+
+    @classmethod
+    def parse(cls, text: str) -> "Estimator":
+        """"exact", "mc", "mc:16", "iwae:100" → an Estimator (the command line's form)."""
+        method, _, count = text.strip().partition(":")
+        try:
+            return cls(method, int(count) if count else None)
+        except ValueError:
+            raise ConfigError(f"cannot read the estimator {text!r}; write exact, mc, mc:K or iwae:K") from None
+
+    def describe(self) -> str:
+        """A short name for reports: "exact", "mc (K=16)", "iwae (k=100)"."""
+        if self.method == "exact":
+            return "exact"
+        letter = "k" if self.method == "iwae" else "K"
+        return self.method if self.samples is None else f"{self.method} ({letter}={self.samples})"

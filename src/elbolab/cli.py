@@ -9,8 +9,7 @@ from pathlib import Path
 import click
 
 from elbolab.errors import ElbolabError
-
-MODEL_CHOICES = ("vae", "diffusion", "latent-diffusion")
+from elbolab.registry import MODEL_KINDS
 
 
 def _echo_json(obj: dict) -> None:
@@ -26,7 +25,7 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("kind", type=click.Choice(MODEL_CHOICES))
+@click.argument("kind", type=click.Choice(list(MODEL_KINDS)))
 @click.option("--data", default="digits", show_default=True, help="Data set name, image folder or .npz file.")
 @click.option("--data-dir", default=None, help="Where named data sets live / are downloaded ($ELBOLAB_DATA).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run folder.")
@@ -61,7 +60,10 @@ def train(kind: str, data: str, data_dir: str | None, out: str, steps: int | Non
 @click.option("--n", type=int, default=None, help="Images for the bound (default: the whole split).")
 @click.option("--iwae", "iwae_k", type=int, default=100, show_default=True,
               help="VAE: importance samples for the IWAE bound (0 = skip).")
-@click.option("--exact", is_flag=True, help="Diffusion: sum all T steps instead of the Monte-Carlo estimate.")
+@click.option("--exact", is_flag=True, help="Diffusion: sum all T steps instead of the Monte-Carlo estimate "
+              "(the same as --estimator exact).")
+@click.option("--estimator", default=None, metavar="exact|mc[:K]|iwae:k",
+              help="How the bound is estimated (default: the model's own, see its capabilities).")
 @click.option("--n-samples", type=int, default=256, show_default=True, help="Samples for quality and sharpness.")
 @click.option("--skip", multiple=True, type=click.Choice(["speed", "quality", "sharpness", "interpolation",
                                                           "information"]), help="Leave a measurement out.")
@@ -70,23 +72,27 @@ def train(kind: str, data: str, data_dir: str | None, out: str, steps: int | Non
               show_default=True, help="Feature network for the Fréchet distance.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def evaluate(run_dir: str, split: str, n: int | None, iwae_k: int, exact: bool, n_samples: int,
+def evaluate(run_dir: str, split: str, n: int | None, iwae_k: int, exact: bool, estimator: str | None, n_samples: int,
              skip: tuple[str, ...], only_bound: bool, features: str, as_json: bool, seed: int) -> None:
     """Bound terms and bits/dim with 95% intervals, sample quality, sharpness, speed, information."""
+    from elbolab.bounds import Estimator
     from elbolab.evaluate.run import PARTS, EvalConfig
-    from elbolab.experiments.compare import evaluate_run
+    from elbolab.experiments.runs import evaluate_run
 
     if n is not None and n < 1 or n_samples < 2:
         raise ElbolabError("--n must be at least 1 and --n-samples at least 2")
+    if exact and estimator is not None:
+        raise ElbolabError("give --exact or --estimator, not both")
+    chosen = Estimator("exact") if exact else (Estimator.parse(estimator) if estimator else None)
     parts = ("likelihood",) if only_bound else tuple(p for p in PARTS if p not in skip)
-    cfg = EvalConfig(seed=seed, n_eval=n, exact=exact, iwae_k=iwae_k, n_samples=n_samples, parts=parts)
+    cfg = EvalConfig(seed=seed, n_eval=n, estimator=chosen, iwae_k=iwae_k, n_samples=n_samples, parts=parts)
     log = (lambda _: None) if as_json else (lambda m: click.echo(f"[eval] {m}", err=True))
     result = evaluate_run(Path(run_dir), split=split, cfg=cfg, features_kind=features, log=log)
     if as_json:
         _echo_json(result)
         return
     b = result["bpd"]
-    click.echo(f"{result['model']} on {result['data']} ({split}, n={result['n']}): "
+    click.echo(f"{result['model']} on {result['data']} ({split}, n={result['n']}, estimator {result['estimator']}): "
                f"{b['total']:.4f} ± {b['ci95']:.4f} bits/dim")
     for name, value in b["terms"].items():
         click.echo(f"  {name:>16}: {value:.4f} bits/dim  ({result['nats']['terms'][name]:.2f} nats)")
@@ -109,7 +115,7 @@ def evaluate(run_dir: str, split: str, n: int | None, iwae_k: int, exact: bool, 
 @click.argument("run_dir", type=click.Path())
 @click.option("--n", type=int, default=64, show_default=True)
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="A .png grid or an .npz of levels.")
-@click.option("--sampler", default=None, help="Diffusion: ancestral | ddim | dpm-solver++.")
+@click.option("--sampler", default=None, help="Diffusion: ancestral | ddim | dpm-solver++ (a VAE: decoder).")
 @click.option("--steps", type=int, default=None, help="Diffusion: number of sampling steps (NFE).")
 @click.option("--seed", type=int, default=0, show_default=True)
 def sample(run_dir: str, n: int, out: str, sampler: str | None, steps: int | None, seed: int) -> None:
@@ -122,11 +128,8 @@ def sample(run_dir: str, n: int, out: str, sampler: str | None, steps: int | Non
     if n < 1:
         raise ElbolabError("--n must be at least 1")
     cfg, model = load_run(Path(run_dir))
-    kwargs = {k: v for k, v in (("sampler", sampler), ("steps", steps)) if v is not None}
-    if kwargs and model.kind == "vae":
-        raise ElbolabError("--sampler and --steps apply to diffusion runs; a VAE samples in one decoder pass")
     generator = torch.Generator(model.device).manual_seed(seed)
-    images = model.sample(n, generator=generator, **kwargs)
+    images = model.sample(n, generator=generator, sampler=sampler, steps=steps)
     path = save_images(images, cfg.levels, out, nrow=int(n ** 0.5 + 0.999))
     click.echo(f"wrote {n} samples to {path}")
 
@@ -182,13 +185,13 @@ def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int,
     evaluation = EvalConfig(seed=seed, n_samples=n_samples)
     if quick:
         evaluation = EvalConfig(seed=seed, n_eval=100, iwae_n=50, n_samples=min(n_samples, 32), speed_n=8,
-                                nfe=(5, 10), quality_steps=10, rd_examples=4)
+                                nfe=(5, 10), quality_steps=10)
     cfg = CompareConfig(data=data, data_dir=data_dir, budget=budget, seed=seed, evaluation=evaluation,
                         beta_sweep=(4.0,) if quick else CompareConfig.beta_sweep)
     out_dir = Path(out)
     results, images = run_compare(cfg, out_dir, log=lambda m: click.echo(f"[compare] {m}", err=True),
                                   progress=not quiet, features_kind=features)
-    grids = save_grids(images, results["data"]["levels"], out_dir)
+    grids = save_grids(images, results.data.levels, out_dir)
     paths = write_report(results, out_dir, grids)
     _print_verdicts(results)
     click.echo(f"report: {paths['markdown']} and {paths['html']}")
@@ -202,21 +205,21 @@ def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int,
               show_default=True)
 def report(run_dirs: tuple[str, ...], out: str, n_samples: int, features: str) -> None:
     """Measure trained runs side by side and write the report (contrasts need a VAE and a diffusion run)."""
-    from elbolab.experiments.compare import measure_runs
+    from elbolab.experiments.runs import measure_runs
     from elbolab.report.render import save_grids, write_report
 
     results, images = measure_runs([Path(r) for r in run_dirs], n_samples=n_samples, features_kind=features,
                                    log=lambda m: click.echo(f"[report] {m}", err=True))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = write_report(results, out_dir, save_grids(images, results["data"]["levels"], out_dir))
+    paths = write_report(results, out_dir, save_grids(images, results.data.levels, out_dir))
     _print_verdicts(results)
     click.echo(f"report: {paths['markdown']} and {paths['html']}")
 
 
-def _print_verdicts(results: dict) -> None:
-    for c in results["contrasts"]:
-        click.echo(f"{c['verdict']:>14}  {c['title']}")
+def _print_verdicts(results) -> None:
+    for c in results.contrasts:
+        click.echo(f"{c.verdict:>14}  {c.title}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,35 +2,77 @@
 
 from __future__ import annotations
 
+import difflib
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from elbolab.bounds import Bound
+from elbolab.bounds import Bound, Estimator
 from elbolab.data.base import ImageData, to_levels
-from elbolab.errors import DataError
+from elbolab.errors import ConfigError, DataError
+from elbolab.records import Information
+
+#: the sampler name of a model that samples with one decoder pass
+DECODER = "decoder"
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """What mapping an image to the model's latent costs: learned parameters and network passes per image."""
+
+    learned_parameters: int
+    network_passes: int
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model offers, declared: evaluation, comparison and the report read these, never a kind string.
+
+    `samplers` are the names `sample(sampler=...)` accepts (the first is the default; a one-pass model
+    has only "decoder"), `max_steps` the most network evaluations a sampler may take (None: any),
+    `sample_options` the further keywords `sample` takes, `estimators` the `Estimator.method`s that
+    `elbo` accepts (the first is the default), `encoding` the cost of `encode` (None: it does not encode).
+    """
+
+    samplers: tuple[str, ...]
+    max_steps: int | None
+    sample_options: tuple[str, ...]
+    estimators: tuple[str, ...]
+    default_estimator: Estimator
+    encoding: Encoding | None
+
+    @property
+    def one_pass(self) -> bool:
+        """True for a model that samples with a single decoder pass."""
+        return self.samplers == (DECODER,)
+
+    def steps_for(self, requested: tuple[int, ...]) -> tuple[int, ...]:
+        """The NFEs of `requested` this model can take (1 for a one-pass model)."""
+        if self.one_pass:
+            return (1,)
+        return tuple(k for k in requested if self.max_steps is None or k <= self.max_steps)
 
 
 class GenerativeModel(nn.Module):
     """A latent-variable model over images x given in the model's range [-1, 1].
 
-    Subclasses set `kind`, take `(config, shape, levels)` and implement `elbo`,
-    `loss` and `sample`; `encode`/`decode` where the model has them. Everything that
-    returns images returns integer levels (uint8, [N, C, H, W]), the data's own scale.
+    Subclasses set `kind`, take `(config, shape, levels)`, declare `capabilities` and implement
+    `_elbo`, `loss`, `_sample` and `information`; `encode`/`decode` where they declare an encoding.
+    Everything that returns images returns integer levels (uint8, [N, C, H, W]), the data's own scale.
     """
 
     kind: ClassVar[str] = ""
     #: the name of the objective `loss` optimises, for reports ("β-ELBO", "L_simple", ...)
     objective: ClassVar[str] = ""
+    capabilities: Capabilities
 
     def __init__(self, config: Any, shape: tuple[int, int, int], levels: int) -> None:
         super().__init__()
         self.config = config
         self.shape = tuple(int(s) for s in shape)
         self.levels = int(levels)
-        #: the optimiser step the trainer is on (for schedules inside the loss, e.g. KL warm-up)
-        self.train_step = 0
 
     @property
     def dims(self) -> int:
@@ -55,23 +97,73 @@ class GenerativeModel(nn.Module):
         return to_levels(x, self.levels)
 
     # ---- the contract
-    def elbo(self, x: Tensor, **kwargs: Any) -> Bound:
-        """The negative ELBO per example, in nats, as named terms."""
+    def elbo(self, x: Tensor, estimator: Estimator | None = None, generator: torch.Generator | None = None) -> Bound:
+        """The negative ELBO per example, in nats, as named terms, estimated as `estimator` says
+        (None: the model's default); a method the model does not offer is a clear error."""
+        self.check_input(x)
+        return self._elbo(x, self.check_estimator(estimator), generator)
+
+    def check_estimator(self, estimator: Estimator | None) -> Estimator:
+        """The estimator to use: the default for None, a clear error for a method this model does not offer."""
+        caps = self.capabilities
+        if estimator is None:
+            return caps.default_estimator
+        if not isinstance(estimator, Estimator):
+            raise ConfigError(f"elbo takes an Estimator record, got {estimator!r}")
+        if estimator.method not in caps.estimators:
+            raise ConfigError(f"the {self.kind} model has no {estimator.method!r} bound; it offers "
+                              f"{', '.join(caps.estimators)}")
+        return estimator
+
+    def loss(self, x: Tensor, step: int = 0, total_steps: int | None = None) -> Tensor:
+        """The training objective per example, shape [B]; the trainer passes the optimiser step it is on and
+        the run's total steps, for schedules inside the loss (e.g. KL warm-up)."""
         raise NotImplementedError
 
-    def loss(self, x: Tensor) -> Tensor:
-        """The training objective per example, shape [B]."""
-        raise NotImplementedError
-
-    def sample(self, n: int, generator: torch.Generator | None = None, **kwargs: Any) -> Tensor:
-        """n images as integer levels."""
-        raise NotImplementedError
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, sampler: str | None = None,
+               steps: int | None = None, **options: Any) -> Tensor:
+        """n images as integer levels, drawn by `sampler` over `steps` network evaluations (None: the
+        model's defaults); any other keyword must be one of `capabilities.sample_options`."""
+        caps = self.capabilities
+        unknown = sorted(set(options) - set(caps.sample_options))
+        if unknown:
+            allowed = ["sampler", "steps", *caps.sample_options]
+            close = difflib.get_close_matches(unknown[0], allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{self.kind}.sample got an unknown keyword {unknown[0]!r}{hint}; it takes "
+                              f"{', '.join(allowed)}")
+        if sampler is not None and sampler not in caps.samplers:
+            raise ConfigError(f"the {self.kind} model has no sampler {sampler!r}; choose one of "
+                              f"{', '.join(caps.samplers)}")
+        if steps is not None and not (1 <= steps and (caps.max_steps is None or steps <= caps.max_steps)):
+            limit = "any number ≥ 1" if caps.max_steps is None else f"1 to {caps.max_steps}"
+            raise ConfigError(f"the {self.kind} model samples with {limit} steps, got {steps}")
+        if n < 1:
+            raise ConfigError(f"sample at least one image, got n = {n}")
+        return self._sample(n, generator, sampler, steps, **options)
 
     def encode(self, x: Tensor) -> Tensor:
         raise NotImplementedError(f"{self.kind} has no encoder")
 
     def decode(self, z: Tensor) -> Tensor:
         raise NotImplementedError(f"{self.kind} has no decoder")
+
+    def information(self, data: ImageData, n: int = 1000, generator: torch.Generator | None = None) -> Information:
+        """What the model's own latent carries about x, on the first n images of `data`."""
+        raise NotImplementedError
+
+    def components(self) -> dict[str, "GenerativeModel"]:
+        """Named sub-models that are models in their own right (latent diffusion: its autoencoder)."""
+        return {}
+
+    # ---- what subclasses implement
+    def _elbo(self, x: Tensor, estimator: Estimator, generator: torch.Generator | None) -> Bound:
+        raise NotImplementedError
+
+    def _sample(self, n: int, generator: torch.Generator | None, sampler: str | None, steps: int | None,
+                **options: Any) -> Tensor:
+        raise NotImplementedError
 
     @torch.no_grad()
     def interpolate(self, x0: Tensor, x1: Tensor, frames: int) -> Tensor:
@@ -96,9 +188,9 @@ def slerp(z0: Tensor, z1: Tensor, w: Tensor | float) -> Tensor:
 
 @torch.no_grad()
 def dataset_bound(model: GenerativeModel, data: ImageData, n: int | None = None, batch_size: int = 256,
-                  **elbo_kwargs: Any) -> Bound:
+                  estimator: Estimator | None = None, generator: torch.Generator | None = None) -> Bound:
     """The model's bound on the first n images of `data` (all if n is None), in batches."""
     n = len(data) if n is None else min(n, len(data))
     device = model.device
-    return Bound.cat([model.elbo(data.model_range(slice(i, min(i + batch_size, n))).to(device),
-                                 **elbo_kwargs).detach() for i in range(0, n, batch_size)])
+    return Bound.cat([model.elbo(data.model_range(slice(i, min(i + batch_size, n))).to(device), estimator,
+                                 generator).detach() for i in range(0, n, batch_size)])

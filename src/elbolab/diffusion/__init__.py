@@ -2,7 +2,7 @@
 
 from elbolab.diffusion.bound import exact_bound, mc_bound, prior_term, step_terms, vlb_term
 from elbolab.diffusion.chain import GaussianDiffusion
-from elbolab.diffusion.config import SAMPLER_NAMES, DiffusionConfig
+from elbolab.diffusion.config import DiffusionConfig
 from elbolab.diffusion.forward import q_marginal, q_posterior, q_sample, q_step
 from elbolab.diffusion.model import DiffusionModel
 from elbolab.diffusion.reverse import Denoised, denoise, reverse_log_variance
@@ -11,7 +11,7 @@ from elbolab.diffusion.schedule import Schedule, step_grid, time_grid
 from elbolab.diffusion.timesteps import LossSecondMomentResampler
 
 __all__ = [
-    "SAMPLERS", "SAMPLER_NAMES", "Denoised", "DiffusionConfig", "DiffusionModel", "GaussianDiffusion",
+    "SAMPLERS", "Denoised", "DiffusionConfig", "DiffusionModel", "GaussianDiffusion",
     "LossSecondMomentResampler", "Schedule", "ancestral", "ddim", "ddim_invert", "denoise", "dpm_solver_pp",
     "exact_bound", "mc_bound", "prior_term", "q_marginal", "q_posterior", "q_sample", "q_step",
     "reverse_log_variance", "run_sampler", "step_grid", "step_terms", "time_grid", "vlb_term",

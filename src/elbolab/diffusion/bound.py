@@ -49,10 +49,10 @@ def vlb_term(x_0: Tensor, denoised: Denoised, i: Tensor, schedule: Schedule, var
     x0_hat = denoised.x0_hat.double()
     if stop_mean_grad:
         x0_hat = x0_hat.detach()
-    v = None if denoised.v is None else denoised.v.double()
+    var_interp = None if denoised.var_interp is None else denoised.var_interp.double()
     t, s = schedule.times(i.to(x_0.device)), schedule.times(i.to(x_0.device) - 1)
     _, b = posterior_coefficients(schedule.log_snr(t), schedule.log_snr(s))
-    log_var = reverse_log_variance(schedule, t, s, variance, x_0, v)
+    log_var = reverse_log_variance(schedule, t, s, variance, x_0, var_interp)
     kl = normal_kl(expand(b, x_0) * (x_0 - x0_hat), expand(small_log_variance(schedule, t, s), x_0), 0.0, log_var)
     nll = -decoder_log_prob(x_0, x0_hat, log_var, levels)
     first = (i == 1).to(x_0.device).view(-1, *(1,) * (x_0.ndim - 1))
@@ -60,12 +60,12 @@ def vlb_term(x_0: Tensor, denoised: Denoised, i: Tensor, schedule: Schedule, var
 
 
 def step_terms(denoiser: Denoiser, x_0: Tensor, i: Tensor, eps: Tensor, schedule: Schedule, *,
-               prediction: str = "eps", variance: str = "small", levels: int | None = None) -> Tensor:
+               parameterisation: str = "eps", variance: str = "small", levels: int | None = None) -> Tensor:
     """L_{i−1} per example at x_i = α_i x_0 + σ_i ε (one draw of x_i per term)."""
     x_0 = x_0.double()
     t = schedule.times(i.to(x_0.device))
     x_t = q_sample(x_0, schedule.log_snr(t), eps.double())
-    return vlb_term(x_0, denoise(denoiser, x_t, t, schedule, prediction), i, schedule, variance, levels)
+    return vlb_term(x_0, denoise(denoiser, x_t, t, schedule, parameterisation), i, schedule, variance, levels)
 
 
 def _terms_for_pairs(denoiser: Denoiser, x_0: Tensor, example: Tensor, i: Tensor, schedule: Schedule,
@@ -81,7 +81,7 @@ def _terms_for_pairs(denoiser: Denoiser, x_0: Tensor, example: Tensor, i: Tensor
     return torch.cat(out)
 
 
-def exact_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, prediction: str = "eps",
+def exact_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, parameterisation: str = "eps",
                 variance: str = "small", levels: int | None = None, eps: Tensor | None = None,
                 generator: torch.Generator | None = None, max_batch: int = 1024) -> Bound:
     """−ELBO with all T terms, one draw of x_i per term (`eps`, if given, is shared by every step).
@@ -93,14 +93,14 @@ def exact_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, predicti
     example = torch.arange(B, device=device).repeat(T)
     i = torch.arange(1, T + 1, device=device).repeat_interleave(B)
     terms = _terms_for_pairs(denoiser, x_0, example, i, schedule, eps, generator, max_batch,
-                             prediction=prediction, variance=variance, levels=levels)
+                             parameterisation=parameterisation, variance=variance, levels=levels)
     per_step = terms.view(T, B).T
     return Bound({"prior": prior_term(x_0, schedule), "diffusion": per_step[:, 1:].sum(1),
                   "reconstruction": per_step[:, 0]}, _dims(x_0), per_step, discrete=levels is not None)
 
 
 def mc_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, samples: int, proposal: Tensor | None = None,
-             prediction: str = "eps", variance: str = "small", levels: int | None = None,
+             parameterisation: str = "eps", variance: str = "small", levels: int | None = None,
              generator: torch.Generator | None = None, max_batch: int = 1024) -> Bound:
     """−ELBO from K = `samples` independent estimates per example, each L_T + L_0 + L_{i−1}/q(i), i ~ q on {2..T}.
 
@@ -120,7 +120,7 @@ def mc_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, samples: in
     example = torch.arange(B, device=device).repeat(2 * samples)
     steps = torch.cat([i, torch.ones_like(i)])
     terms = _terms_for_pairs(denoiser, x_0, example, steps, schedule, None, generator, max_batch,
-                             prediction=prediction, variance=variance, levels=levels)
+                             parameterisation=parameterisation, variance=variance, levels=levels)
     diffusion = (terms[:B * samples] / q[i - 2]).view(samples, B)
     reconstruction = terms[B * samples:].view(samples, B)
     estimates = diffusion + reconstruction

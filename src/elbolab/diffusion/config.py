@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from elbolab.diffusion.samplers import SAMPLERS
 from elbolab.diffusion.schedule import Schedule
 from elbolab.errors import ConfigError
 from elbolab.nets.unet import UNetConfig
-
-SAMPLER_NAMES = ("ancestral", "ddim", "dpm-solver++")
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ class DiffusionConfig:
     timesteps: Literal["uniform", "importance"] = "uniform"
     hybrid_weight: float = 0.001          # λ in L_simple + λ L_vlb (Nichol & Dhariwal 2021, eq. 16)
     unet: UNetConfig = field(default_factory=UNetConfig)
-    sampler: Literal["ancestral", "ddim", "dpm-solver++"] = "ancestral"
+    sampler: str = "ancestral"            # a name in `samplers.SAMPLERS`
     sample_steps: int | None = None       # None: all T steps
     eta: float = 0.0                      # DDIM's η
     encode_steps: int = 100               # DDIM steps of encode/decode (at most T are used)
@@ -37,8 +36,16 @@ class DiffusionConfig:
     elbo_samples: int = 16                # Monte-Carlo draws of t per example for method "mc"
     max_batch: int = 1024                 # (example, step) pairs per network call when evaluating the bound
 
+    @classmethod
+    def sized_for(cls, side: int) -> "DiffusionConfig":
+        """The configuration `compare` starts from for images of this side: for small images (≤ 16 px, e.g.
+        digits) the tiny UNet, whose size (~0.18M) is near the VAE's (~0.3M)."""
+        return cls(unet=UNetConfig(preset="tiny")) if side <= 16 else cls()
+
     def __post_init__(self) -> None:
         Schedule(self.schedule, self.T)  # checks T against the schedule
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if self.variance == "learned" and self.loss == "simple":
             raise ConfigError("a learned variance gets no gradient from L_simple; use loss=hybrid or loss=vlb")
         if self.loss == "hybrid" and self.variance != "learned":

@@ -5,11 +5,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from elbolab.bounds import Bound
-from elbolab.diffusion.chain import GaussianDiffusion
+from elbolab.bounds import Bound, Estimator
+from elbolab.data.base import ImageData
+from elbolab.diffusion.chain import GaussianDiffusion, build_net
 from elbolab.diffusion.config import DiffusionConfig
-from elbolab.model import GenerativeModel
-from elbolab.nets.unet import UNet
+from elbolab.diffusion.information import chain_rate_distortion
+from elbolab.diffusion.samplers import SAMPLERS
+from elbolab.model import Capabilities, Encoding, GenerativeModel
+from elbolab.records import Information
+
+#: what `sample` takes beyond the sampler and NFE: DDIM's η and the reverse variance of the ancestral sampler
+SAMPLE_OPTIONS = ("eta", "variance")
 
 OBJECTIVES = {"simple": "L_simple (ε-MSE)", "vlb": "L_vlb (the bound, bits/dim)",
               "hybrid": "L_hybrid = L_simple + λ L_vlb (learned variance)"}
@@ -23,38 +29,47 @@ class DiffusionModel(GenerativeModel):
     def __init__(self, config: DiffusionConfig, shape: tuple[int, int, int], levels: int) -> None:
         super().__init__(config, shape, levels)
         c, h, w = self.shape
-        out_channels = 2 * c if config.variance == "learned" else c
-        net = UNet(c, out_channels, config.unet, image_size=max(h, w))
-        self.diffusion = GaussianDiffusion(config, net, levels)
+        self.diffusion = GaussianDiffusion(config, build_net(config, c, max(h, w)), levels)
 
     @property
     def objective(self) -> str:  # type: ignore[override]
         """The name of what `loss` optimises."""
         return OBJECTIVES[self.config.loss]
 
-    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    @property
+    def capabilities(self) -> Capabilities:
+        """Every sampler over 1..T steps; the bound exact (all T steps) or by Monte Carlo over t; DDIM inversion."""
+        cfg = self.config
+        samplers = (cfg.sampler, *(name for name in SAMPLERS if name != cfg.sampler))
+        passes = min(cfg.encode_steps, cfg.T) * (1 + cfg.encode_fixed_point)
+        return Capabilities(samplers=samplers, max_steps=cfg.T, sample_options=SAMPLE_OPTIONS,
+                            estimators=("mc", "exact"), default_estimator=self.diffusion.default_estimator(),
+                            encoding=Encoding(0, passes))
+
+    def loss(self, x: Tensor, step: int = 0, total_steps: int | None = None,
+             generator: torch.Generator | None = None) -> Tensor:
         """The configured objective per example, [B] (see `GaussianDiffusion.loss`)."""
         self.check_input(x)
         return self.diffusion.loss(x, generator)
 
-    def elbo(self, x: Tensor, method: str | None = None, samples: int | None = None, discrete: bool = True,
-             generator: torch.Generator | None = None) -> Bound:
+    def _elbo(self, x: Tensor, estimator: Estimator, generator: torch.Generator | None) -> Bound:
         """−ELBO per example in nats: terms prior (L_T), diffusion (Σ_{t≥2} L_{t−1}), reconstruction (L_0);
-        `method` "exact" (all T steps, with per_step [B, T]) or "mc" (with extras["stderr"]).
+        "exact" (all T steps, with per_step [B, T]) or "mc" (with extras["stderr"]).
 
         It bounds the model `sample` draws from: x̂_0 clipped to [−1, 1] in every reverse step."""
-        self.check_input(x)
-        return self.diffusion.elbo(x, method, samples, discrete, generator, clip=True)
+        return self.diffusion.elbo(x, estimator, generator=generator, clip=True)
 
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, sampler: str | None = None,
-               steps: int | None = None, eta: float | None = None, variance: str | None = None,
-               **_: object) -> Tensor:
-        """n images as uint8 levels: x_T ~ N(0, I), then `sampler` ("ancestral" | "ddim" | "dpm-solver++")
-        over `steps` network evaluations, x̂_0 clipped to [−1, 1] at every step."""
+    def _sample(self, n: int, generator: torch.Generator | None, sampler: str | None, steps: int | None,
+                eta: float | None = None, variance: str | None = None) -> Tensor:
+        """x_T ~ N(0, I), then `sampler` ("ancestral" | "ddim" | "dpm-solver++") over `steps` network
+        evaluations, x̂_0 clipped to [−1, 1] at every step."""
         x = self.diffusion.sample((n, *self.shape), sampler, steps, eta, variance, clip=True, generator=generator,
                                   device=self.device)
         return self.to_levels(x)
+
+    def information(self, data: ImageData, n: int = 16, generator: torch.Generator | None = None) -> Information:
+        """Progressive rate–distortion along t on the first n images (the exact T-step bound of each)."""
+        return Information(chain=chain_rate_distortion(self.diffusion, data, n, generator=generator))
 
     @torch.no_grad()
     def encode(self, x: Tensor, steps: int | None = None) -> Tensor:

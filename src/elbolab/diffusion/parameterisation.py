@@ -41,12 +41,13 @@ def to_v(x0_hat: Tensor, eps_hat: Tensor, alpha: Tensor, sigma: Tensor) -> Tenso
     return alpha * eps_hat - sigma * x0_hat
 
 
-def x0_and_eps(prediction: Tensor, kind: str, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
-    """(x̂_0, ε̂) from a network output that predicts `kind` ∈ {eps, x0, v}."""
-    if kind == "eps":
-        return eps_to_x0(prediction, x_t, alpha, sigma), prediction
-    if kind == "x0":
-        return prediction, x0_to_eps(prediction, x_t, alpha, sigma)
-    if kind == "v":
-        return v_to_x0(prediction, x_t, alpha, sigma), v_to_eps(prediction, x_t, alpha, sigma)
-    raise ConfigError(f"unknown parameterisation {kind!r}; choose one of {', '.join(PARAMETERISATIONS)}")
+def x0_and_eps(output: Tensor, parameterisation: str, x_t: Tensor, alpha: Tensor,
+               sigma: Tensor) -> tuple[Tensor, Tensor]:
+    """(x̂_0, ε̂) from a network output that predicts `parameterisation` ∈ {eps, x0, v}."""
+    if parameterisation == "eps":
+        return eps_to_x0(output, x_t, alpha, sigma), output
+    if parameterisation == "x0":
+        return output, x0_to_eps(output, x_t, alpha, sigma)
+    if parameterisation == "v":
+        return v_to_x0(output, x_t, alpha, sigma), v_to_eps(output, x_t, alpha, sigma)
+    raise ConfigError(f"unknown parameterisation {parameterisation!r}; choose one of {', '.join(PARAMETERISATIONS)}")

@@ -1,8 +1,9 @@
 """The reverse process p_θ(x_s | x_t): a denoiser's output as (x̂_0, ε̂), and the step's variance.
 
 A *denoiser* is any callable `denoiser(x_t, t)`, t a float64 [B] tensor of times in [0, 1],
-returning the prediction named by `prediction` (ε̂, x̂_0 or v̂) shaped like x_t, or a pair
-(prediction, v) where v is the learned-variance interpolation (Nichol & Dhariwal 2021, eq. 15).
+returning the output named by `parameterisation` (ε̂, x̂_0 or v̂) shaped like x_t, or a pair
+(output, var_interp) where var_interp ∈ [0, 1] is the learned-variance interpolation
+(Nichol & Dhariwal 2021, eq. 15; their v, renamed here so it is not mistaken for v-prediction).
 The network, an analytic oracle in the tests, or a model with clipping all fit.
 """
 
@@ -26,11 +27,11 @@ VARIANCES = ("small", "large", "learned")
 
 @dataclass(frozen=True)
 class Denoised:
-    """A denoiser's answer at (x_t, t): the data and noise predictions, and v if it learns the variance."""
+    """A denoiser's answer at (x_t, t): the data and noise predictions, and var_interp if it learns the variance."""
 
     x0_hat: Tensor
     eps_hat: Tensor
-    v: Tensor | None = None
+    var_interp: Tensor | None = None
 
 
 def batch_times(t: Tensor | float, x: Tensor) -> Tensor:
@@ -40,14 +41,14 @@ def batch_times(t: Tensor | float, x: Tensor) -> Tensor:
 
 
 def denoise(denoiser: Denoiser, x_t: Tensor, t: Tensor | float, schedule: Schedule,
-            prediction: str = "eps") -> Denoised:
+            parameterisation: str = "eps") -> Denoised:
     """Evaluate the denoiser at (x_t, t) and convert its prediction to (x̂_0, ε̂) (Salimans & Ho 2022, §4)."""
     out = denoiser(x_t, batch_times(t, x_t))
-    pred, v = out if isinstance(out, tuple) else (out, None)
+    output, var_interp = out if isinstance(out, tuple) else (out, None)
     log_snr = schedule.log_snr(torch.as_tensor(t, dtype=torch.float64))  # a scalar, or [B]
-    x0_hat, eps_hat = x0_and_eps(pred.to(x_t.dtype), prediction, x_t, expand(alpha(log_snr), x_t),
+    x0_hat, eps_hat = x0_and_eps(output.to(x_t.dtype), parameterisation, x_t, expand(alpha(log_snr), x_t),
                                  expand(sigma(log_snr), x_t))
-    return Denoised(x0_hat, eps_hat, None if v is None else v.to(x_t.dtype))
+    return Denoised(x0_hat, eps_hat, None if var_interp is None else var_interp.to(x_t.dtype))
 
 
 def small_log_variance(schedule: Schedule, t: Tensor, s: Tensor) -> Tensor:
@@ -59,9 +60,9 @@ def small_log_variance(schedule: Schedule, t: Tensor, s: Tensor) -> Tensor:
 
 
 def reverse_log_variance(schedule: Schedule, t: Tensor | float, s: Tensor | float, variance: str,
-                         like: Tensor, v: Tensor | None = None) -> Tensor:
+                         like: Tensor, var_interp: Tensor | None = None) -> Tensor:
     """log σ² of p_θ(x_s|x_t), shaped to broadcast with `like`: β̃ ("small"), β ("large") or
-    v log β + (1 − v) log β̃ ("learned"; Nichol & Dhariwal 2021, eq. 15)."""
+    w log β + (1 − w) log β̃ with w = var_interp ("learned"; Nichol & Dhariwal 2021, eq. 15)."""
     t, s = torch.as_tensor(t, dtype=torch.float64), torch.as_tensor(s, dtype=torch.float64)
     if variance == "small":
         return expand(small_log_variance(schedule, t, s), like)
@@ -69,7 +70,7 @@ def reverse_log_variance(schedule: Schedule, t: Tensor | float, s: Tensor | floa
     if variance == "large":
         return large
     if variance == "learned":
-        if v is None:
-            raise ConfigError("variance 'learned' needs a denoiser that returns (prediction, v)")
-        return v * large + (1 - v) * expand(small_log_variance(schedule, t, s), like)
+        if var_interp is None:
+            raise ConfigError("variance 'learned' needs a denoiser that returns (output, var_interp)")
+        return var_interp * large + (1 - var_interp) * expand(small_log_variance(schedule, t, s), like)
     raise ConfigError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")

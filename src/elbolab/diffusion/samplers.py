@@ -33,26 +33,26 @@ def _lam(schedule: Schedule, t: float) -> Tensor:
     return schedule.log_snr(torch.tensor(t, dtype=torch.float64))
 
 
-def ancestral(denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: Schedule, *, prediction: str = "eps",
+def ancestral(denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: Schedule, *, parameterisation: str = "eps",
               variance: str = "small", generator: torch.Generator | None = None) -> Tensor:
     """x_s = μ̃(x_t, x̂_0) + σ z with σ² = β̃, β or the learned interpolation (Ho et al. 2020, Alg. 2)."""
     x = x_T
     for t, s in pairs(grid):
-        d = denoise(denoiser, x, t, schedule, prediction)
+        d = denoise(denoiser, x, t, schedule, parameterisation)
         if s <= 0:
             return d.x0_hat
         a, b = posterior_coefficients(_lam(schedule, t), _lam(schedule, s))
-        log_var = reverse_log_variance(schedule, t, s, variance, x, d.v)
+        log_var = reverse_log_variance(schedule, t, s, variance, x, d.var_interp)
         x = expand(a, x) * x + expand(b, x) * d.x0_hat + torch.exp(0.5 * log_var) * _noise(x, generator)
     return x
 
 
-def ddim(denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: Schedule, *, prediction: str = "eps",
+def ddim(denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: Schedule, *, parameterisation: str = "eps",
          eta: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
     """x_s = α_s x̂_0 + sqrt(σ_s² − σ_η²) ε̂ + σ_η z, σ_η² = η² β̃(t, s) (Song et al. 2021, eq. 12)."""
     x = x_T
     for t, s in pairs(grid):
-        d = denoise(denoiser, x, t, schedule, prediction)
+        d = denoise(denoiser, x, t, schedule, parameterisation)
         if s <= 0:
             return d.x0_hat
         lam_t, lam_s = _lam(schedule, t), _lam(schedule, s)
@@ -65,7 +65,7 @@ def ddim(denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: Schedule, *, p
 
 
 def dpm_solver_pp(denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: Schedule, *,
-                  prediction: str = "eps") -> Tensor:
+                  parameterisation: str = "eps") -> Tensor:
     """DPM-Solver++(2M): x_s = (σ_s/σ_t) x_t − α_s (e^{−h} − 1) D, h = λ'_s − λ'_t, λ' = log(α/σ) = λ/2,
     D = (1 + 1/2r) x̂_0 − (1/2r) x̂_0,prev, r = h_prev/h (Lu et al. 2022, Alg. 2).
 
@@ -76,7 +76,7 @@ def dpm_solver_pp(denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: Sched
     steps = pairs(grid)
     previous: tuple[Tensor, Tensor] | None = None  # (x̂_0, h) of the step before
     for n, (t, s) in enumerate(steps):
-        d = denoise(denoiser, x, t, schedule, prediction)
+        d = denoise(denoiser, x, t, schedule, parameterisation)
         if s <= 0:
             return d.x0_hat
         lam_t, lam_s = _lam(schedule, t), _lam(schedule, s)
@@ -91,7 +91,7 @@ def dpm_solver_pp(denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: Sched
     return x
 
 
-def ddim_invert(denoiser: Denoiser, x_0: Tensor, grid: Tensor, schedule: Schedule, *, prediction: str = "eps",
+def ddim_invert(denoiser: Denoiser, x_0: Tensor, grid: Tensor, schedule: Schedule, *, parameterisation: str = "eps",
                 fixed_point: int = 0) -> Tensor:
     """x_0 → x_T by DDIM (η = 0) run backwards: x_t = α_t (x_s − σ_s ε̂)/α_s + σ_t ε̂ (Song et al. 2021, eq. 13).
 
@@ -103,10 +103,10 @@ def ddim_invert(denoiser: Denoiser, x_0: Tensor, grid: Tensor, schedule: Schedul
         lam_t, lam_s = _lam(schedule, t), _lam(schedule, s)
         a_t, s_t, a_s, s_s = (expand(f(lam), x) for f, lam in
                               ((alpha, lam_t), (sigma, lam_t), (alpha, lam_s), (sigma, lam_s)))
-        eps_hat = denoise(denoiser, x, s if s > 0 else t, schedule, prediction).eps_hat
+        eps_hat = denoise(denoiser, x, s if s > 0 else t, schedule, parameterisation).eps_hat
         x_t = a_t * (x - s_s * eps_hat) / a_s + s_t * eps_hat
         for _ in range(fixed_point):
-            eps_hat = denoise(denoiser, x_t, t, schedule, prediction).eps_hat
+            eps_hat = denoise(denoiser, x_t, t, schedule, parameterisation).eps_hat
             x_t = a_t * (x - s_s * eps_hat) / a_s + s_t * eps_hat
         x = x_t
     return x
@@ -116,13 +116,13 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {"ancestral": ancestral, "ddim": dd
 
 
 def run_sampler(name: str, denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: Schedule, *,
-                prediction: str = "eps", variance: str = "small", eta: float = 0.0,
+                parameterisation: str = "eps", variance: str = "small", eta: float = 0.0,
                 generator: torch.Generator | None = None) -> Tensor:
     """Run the sampler called `name` with the options that apply to it."""
     if name == "ancestral":
-        return ancestral(denoiser, x_T, grid, schedule, prediction=prediction, variance=variance, generator=generator)
+        return ancestral(denoiser, x_T, grid, schedule, parameterisation=parameterisation, variance=variance, generator=generator)
     if name == "ddim":
-        return ddim(denoiser, x_T, grid, schedule, prediction=prediction, eta=eta, generator=generator)
+        return ddim(denoiser, x_T, grid, schedule, parameterisation=parameterisation, eta=eta, generator=generator)
     if name == "dpm-solver++":
-        return dpm_solver_pp(denoiser, x_T, grid, schedule, prediction=prediction)
+        return dpm_solver_pp(denoiser, x_T, grid, schedule, parameterisation=parameterisation)
     raise ConfigError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")

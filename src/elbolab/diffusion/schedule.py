@@ -129,11 +129,6 @@ def log_sigma2(log_snr: Tensor) -> Tensor:
     return -F.softplus(log_snr)
 
 
-def snr(log_snr: Tensor) -> Tensor:
-    """SNR = α²/σ² = e^λ."""
-    return torch.exp(log_snr)
-
-
 def log_beta(log_snr_t: Tensor, log_snr_s: Tensor) -> Tensor:
     """log σ²_{t|s} = log(1 − ᾱ_t/ᾱ_s), s < t: the forward step's variance (VDM, eq. 5)."""
     return torch.log(-torch.expm1(F.softplus(-log_snr_s) - F.softplus(-log_snr_t)))

@@ -1,25 +1,26 @@
-"""Everything measured about one trained model, through its contract, as one JSON-ready dict.
+"""Everything measured about one trained model, through its contract, as one typed record.
 
-`elbolab eval`, `compare` and `report` all call `measure`; each part can be switched off.
+`elbolab eval`, `compare` and `report` all call `measure`; each part can be switched off. It reads
+the model's declared capabilities (samplers and step counts, estimators, encoding, components) and
+its own `information` hook, so it reads the same way for every model.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
-from elbolab.bounds import mean_ci95
+from elbolab.bounds import Estimator, mean_ci95, rmse_255
 from elbolab.data.base import ImageData, to_model
-from elbolab.evaluate.information import diffusion_rate_distortion, rmse_255, vae_information
 from elbolab.evaluate.interpolation import interpolation_smoothness
-from elbolab.evaluate.likelihood import dataset_bound, summarize_bound
 from elbolab.evaluate.quality import sample_quality
 from elbolab.evaluate.sharpness import sharpness
-from elbolab.evaluate.speed import time_sampling
-from elbolab.model import GenerativeModel
+from elbolab.evaluate.speed import synchronize, time_sampling
+from elbolab.model import GenerativeModel, dataset_bound
+from elbolab.records import BoundSummary, Information, Record, SpeedRow
 
 PARTS = ("likelihood", "speed", "quality", "sharpness", "interpolation", "information")
 Log = Callable[[str], None]
@@ -31,21 +32,59 @@ class EvalConfig:
 
     seed: int = 0
     n_eval: int | None = None                  # test images for the bound (None: the whole split)
-    exact: bool = False                        # diffusion kinds: all T steps instead of Monte Carlo
-    iwae_k: int = 100                          # VAE: importance samples (0 = skip)
-    iwae_n: int = 200                          # VAE: test images for the IWAE bound
+    estimator: Estimator | None = None         # how the bound is estimated (None: the model's default)
+    iwae_k: int = 100                          # importance samples for models with an IWAE bound (0 = skip)
+    iwae_n: int = 200                          # test images for the IWAE bound
     n_samples: int = 256                       # samples for quality and sharpness
     speed_n: int = 16                          # images per timing
-    nfe: tuple[int, ...] = (10, 20, 50)        # diffusion sampling steps timed
-    quality_sampler: str = "dpm-solver++"
+    nfe: tuple[int, ...] = (10, 20, 50)        # sampling steps timed (a one-pass model: 1)
+    quality_sampler: str = "dpm-solver++"      # used where the model has it (else its default sampler)
     quality_steps: int = 50
-    rd_examples: int = 16                      # images for diffusion's exact per-step bound
+    information_n: int | None = None           # images for the information hook (None: the model's default)
     parts: tuple[str, ...] = PARTS
 
 
-def sample_kwargs(kind: str, sampler: str | None = None, steps: int | None = None) -> dict[str, Any]:
-    """How each kind is asked for samples: diffusion kinds take a sampler and NFE, the VAE nothing."""
-    return {} if kind == "vae" else {"sampler": sampler, "steps": steps}
+@dataclass(frozen=True)
+class IWAESummary(Record):
+    """The importance-weighted bound in bits/dim on n test images, with its 95% interval."""
+
+    k: int
+    n: int
+    bpd: float
+    ci95: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class QualitySamples(Record):
+    """How the samples behind quality and sharpness were drawn."""
+
+    n: int
+    seconds: float
+    sampler: str
+    steps: int
+
+
+@dataclass(frozen=True)
+class Measurement(Record):
+    """What `measure` found about one model; a part that was not measured is None (or empty)."""
+
+    kind: str
+    objective: str
+    parameters: int
+    encoder_parameters: int | None = None      # learned parameters of `encode` (None: the model has no encoder)
+    encode_passes: int | None = None           # network passes per image of `encode`
+    bound: BoundSummary | None = None
+    iwae: IWAESummary | None = None
+    components: dict[str, BoundSummary] = field(default_factory=dict)  # e.g. latent diffusion's autoencoder
+    speed: tuple[SpeedRow, ...] = ()
+    quality_samples: QualitySamples | None = None
+    quality: dict[str, Any] | None = None
+    sharpness: dict[str, dict[str, Any]] | None = None   # "samples" and, where the model encodes, "reconstructions"
+    encode_seconds_per_image: float | None = None
+    reconstruction_rmse: float | None = None
+    interpolation: dict[str, Any] | None = None
+    information: Information | None = None
 
 
 def seeded_sampler(model: GenerativeModel, seed: int, **kwargs: Any) -> Callable[[int], torch.Tensor]:
@@ -53,105 +92,110 @@ def seeded_sampler(model: GenerativeModel, seed: int, **kwargs: Any) -> Callable
     return lambda n: model.sample(n, generator=torch.Generator(model.device).manual_seed(seed), **kwargs)
 
 
-def speed_table(kind: str, model: GenerativeModel, cfg: EvalConfig) -> list[dict[str, Any]]:
-    """Sampling speed per sampler and NFE (the VAE: one decoder pass), each after a 2-image warm-up."""
-    settings = [("decoder", 1, {})] if kind == "vae" else \
-        [(sampler, nfe, {"sampler": sampler, "steps": nfe}) for sampler in ("ddim", "dpm-solver++", "ancestral")
-         for nfe in cfg.nfe]
+def speed_table(model: GenerativeModel, cfg: EvalConfig) -> tuple[SpeedRow, ...]:
+    """Sampling speed of every sampler the model declares at every NFE it takes, each after a 2-image warm-up."""
+    caps = model.capabilities
     rows = []
-    for name, nfe, kw in settings:
-        draw = seeded_sampler(model, cfg.seed, **kw)
-        draw(2)
-        rows.append({"sampler": name, **time_sampling(draw, cfg.speed_n, nfe=nfe, repeats=1, warmup=0,
-                                                      device=model.device)})
-    return rows
+    for sampler in caps.samplers:
+        for nfe in caps.steps_for(cfg.nfe):
+            draw = seeded_sampler(model, cfg.seed, sampler=sampler, steps=nfe)
+            draw(2)
+            timing = time_sampling(draw, cfg.speed_n, nfe=nfe, repeats=1, warmup=0, device=model.device)
+            rows.append(SpeedRow(sampler=sampler, nfe=nfe, n=timing["n"], repeats=timing["repeats"],
+                                 seconds_per_call=timing["seconds_per_call"],
+                                 seconds_per_image=timing["seconds_per_image"],
+                                 images_per_second=timing["images_per_second"], device=timing["device"],
+                                 torch_threads=timing["torch_threads"]))
+    return tuple(rows)
 
 
-def model_bound(kind: str, model: GenerativeModel, test: ImageData, cfg: EvalConfig) -> dict[str, Any]:
-    """Test-set bound in nats and bits/dim with 95% intervals; the VAE's IWAE bound beside it."""
-    torch.manual_seed(cfg.seed)
-    kwargs = {} if kind == "vae" else {"method": "exact" if cfg.exact else "mc"}
+def summarize(model: GenerativeModel, test: ImageData, n: int | None, estimator: Estimator | None,
+              seed: int) -> BoundSummary:
+    """The model's test-set bound, timed, with the estimator it used."""
+    torch.manual_seed(seed)
+    estimator = model.check_estimator(estimator)
     start = time.perf_counter()
-    result = summarize_bound(dataset_bound(model, test, cfg.n_eval, 256, **kwargs))
-    result["n"] = min(cfg.n_eval or len(test), len(test))
-    result["seconds"] = time.perf_counter() - start
-    if kind == "vae" and cfg.iwae_k > 1:
-        n_iwae = min(cfg.n_eval or len(test), cfg.iwae_n)
-        start = time.perf_counter()
-        iwae = dataset_bound(model, test, n_iwae, 64, k=cfg.iwae_k).bits_per_dim()
-        mean, ci = mean_ci95(iwae)
-        result["iwae"] = {"k": cfg.iwae_k, "n": n_iwae, "bpd": mean, "ci95": ci,
-                          "seconds": time.perf_counter() - start}
-    return result
+    bound = dataset_bound(model, test, n, 256, estimator)
+    return BoundSummary.of(bound, estimator.describe(), time.perf_counter() - start)
 
 
-def timed_round_trip(model: GenerativeModel, x: torch.Tensor) -> tuple[float, torch.Tensor] | None:
-    """(seconds per image for `encode`, decode(encode(x)) as levels); None where the model has no encoder."""
-    synchronize = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
-    synchronize()
+def iwae_summary(model: GenerativeModel, test: ImageData, cfg: EvalConfig) -> IWAESummary:
+    """The IWAE bound with k = cfg.iwae_k on at most cfg.iwae_n test images."""
+    n = min(cfg.n_eval or len(test), cfg.iwae_n, len(test))
     start = time.perf_counter()
-    try:
-        z = model.encode(x)
-    except NotImplementedError:
-        return None
-    synchronize()
+    mean, ci = mean_ci95(dataset_bound(model, test, n, 64, Estimator("iwae", cfg.iwae_k)).bits_per_dim())
+    return IWAESummary(cfg.iwae_k, n, mean, ci, time.perf_counter() - start)
+
+
+def quality_sampling(model: GenerativeModel, cfg: EvalConfig) -> tuple[str, int]:
+    """(sampler, NFE) for the quality samples: the configured one where the model has it."""
+    caps = model.capabilities
+    sampler = cfg.quality_sampler if cfg.quality_sampler in caps.samplers else caps.samplers[0]
+    steps = caps.steps_for((cfg.quality_steps,))
+    return sampler, steps[0] if steps else int(caps.max_steps)
+
+
+def timed_round_trip(model: GenerativeModel, x: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """(seconds per image for `encode`, decode(encode(x)) as levels)."""
+    synchronize(x.device)
+    start = time.perf_counter()
+    z = model.encode(x)
+    synchronize(x.device)
     seconds = (time.perf_counter() - start) / len(x)
     return seconds, model.decode(z).cpu()
 
 
-def measure(kind: str, model: GenerativeModel, test: ImageData, cfg: EvalConfig, features: Any = None,
-            log: Log = lambda _: None) -> tuple[dict[str, Any], dict[str, torch.Tensor | None]]:
+def measure(model: GenerativeModel, test: ImageData, cfg: EvalConfig, features: Any = None,
+            log: Log = lambda _: None) -> tuple[Measurement, dict[str, torch.Tensor | None]]:
     """The measurements named in `cfg.parts`, and the images behind them (samples, reconstructions, frames)."""
     unknown = set(cfg.parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown evaluation parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
-    parts = set(cfg.parts)
-    r: dict[str, Any] = {"kind": kind, "objective": model.objective,
-                         "parameters": sum(p.numel() for p in model.parameters())}
+    parts, kind, caps = set(cfg.parts), model.kind, model.capabilities
+    found: dict[str, Any] = {}
     images: dict[str, torch.Tensor | None] = {"samples": None, "reconstructions": None, "interpolation": None}
     if "likelihood" in parts:
         log(f"{kind}: bound on {cfg.n_eval or len(test)} test images")
-        r["bound"] = model_bound(kind, model, test, cfg)
+        found["bound"] = summarize(model, test, cfg.n_eval, cfg.estimator, cfg.seed)
+        if "iwae" in caps.estimators and cfg.iwae_k > 1:
+            found["iwae"] = iwae_summary(model, test, cfg)
+        found["components"] = {name: summarize(part, test, cfg.n_eval, None, cfg.seed)
+                               for name, part in model.components().items()}
     if "speed" in parts:
         log(f"{kind}: sampling speed")
-        r["speed"] = speed_table(kind, model, cfg)
+        found["speed"] = speed_table(model, cfg)
     if parts & {"quality", "sharpness"}:
         log(f"{kind}: {cfg.n_samples} samples for quality and sharpness")
-        kw = sample_kwargs(kind, cfg.quality_sampler, cfg.quality_steps)
+        sampler, steps = quality_sampling(model, cfg)
         start = time.perf_counter()
-        images["samples"] = seeded_sampler(model, cfg.seed, **kw)(cfg.n_samples).cpu()
-        r["quality_samples"] = {"n": cfg.n_samples, "seconds": time.perf_counter() - start, **kw}
+        images["samples"] = seeded_sampler(model, cfg.seed, sampler=sampler, steps=steps)(cfg.n_samples).cpu()
+        found["quality_samples"] = QualitySamples(cfg.n_samples, time.perf_counter() - start, sampler, steps)
     if "quality" in parts:
         reference = test.images[: max(cfg.n_samples, min(len(test), 2000))]
-        r["quality"] = sample_quality(images["samples"], reference, test.levels, features,
-                                      reference_name=f"{len(reference)} {test.name} test images", seed=cfg.seed)
+        found["quality"] = sample_quality(images["samples"], reference, test.levels, features,
+                                          reference_name=f"{len(reference)} {test.name} test images", seed=cfg.seed)
     if "sharpness" in parts:
-        r["sharpness"] = {"samples": sharpness(images["samples"], test.images, test.levels)}
+        found["sharpness"] = {"samples": sharpness(images["samples"], test.images, test.levels)}
     x = test.model_range(slice(0, min(len(test), cfg.n_samples, 64))).to(model.device)
-    round_trip = timed_round_trip(model, x) if parts & {"speed", "sharpness", "interpolation"} else None
-    if round_trip is not None:
-        r["encode_seconds_per_image"], images["reconstructions"] = round_trip
-        r["reconstruction_rmse"] = rmse_255(to_model(images["reconstructions"], test.levels), x.cpu()).mean().item()
-        if "sharpness" in parts:
-            r["sharpness"]["reconstructions"] = sharpness(images["reconstructions"], test.images, test.levels)
-    if "interpolation" in parts and round_trip is not None:
-        log(f"{kind}: interpolation")
-        pairs = min(8, len(x) // 2)
-        images["interpolation"] = model.interpolate(x[:pairs], x[pairs:2 * pairs], 9).cpu()
-        r["interpolation"] = interpolation_smoothness(images["interpolation"], test.levels, features)
-    if kind == "diffusion":
-        r["encode_steps"] = min(model.config.encode_steps, model.config.T)
-    if kind == "vae":
-        r["encoder_parameters"] = sum(p.numel() for n, p in model.named_parameters()
-                                      if n.startswith(("encoder.", "to_posterior.")))
+    if caps.encoding is not None:
+        found["encoder_parameters"] = caps.encoding.learned_parameters
+        found["encode_passes"] = caps.encoding.network_passes
+        if parts & {"speed", "sharpness", "interpolation"}:
+            found["encode_seconds_per_image"], images["reconstructions"] = timed_round_trip(model, x)
+            found["reconstruction_rmse"] = rmse_255(to_model(images["reconstructions"], test.levels),
+                                                    x.cpu()).mean().item()
+            if "sharpness" in parts:
+                found["sharpness"]["reconstructions"] = sharpness(images["reconstructions"], test.images,
+                                                                  test.levels)
+        if "interpolation" in parts:
+            log(f"{kind}: interpolation")
+            pairs = min(8, len(x) // 2)
+            images["interpolation"] = model.interpolate(x[:pairs], x[pairs:2 * pairs], 9).cpu()
+            found["interpolation"] = interpolation_smoothness(images["interpolation"], test.levels, features)
     if "information" in parts:
         log(f"{kind}: information")
-        if kind == "vae":
-            r["information"] = vae_information(model, test)
-        elif kind == "diffusion":
-            r["information"] = diffusion_rate_distortion(model, test, n=cfg.rd_examples,
-                                                         generator=torch.Generator(model.device).manual_seed(cfg.seed))
-        elif kind == "latent-diffusion":
-            r["autoencoder_bound"] = summarize_bound(dataset_bound(model.vae, test, cfg.n_eval, 256))
-            r["information"] = vae_information(model.vae, test)
-    return r, images
+        generator = torch.Generator(model.device).manual_seed(cfg.seed)
+        kwargs = {} if cfg.information_n is None else {"n": cfg.information_n}
+        found["information"] = model.information(test, generator=generator, **kwargs)
+    return Measurement(kind=kind, objective=model.objective, parameters=sum(p.numel() for p in model.parameters()),
+                       **found), images

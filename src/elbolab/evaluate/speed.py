@@ -9,7 +9,7 @@ from typing import Any, Callable
 import torch
 
 
-def _synchronize(device: str | torch.device | None) -> None:
+def synchronize(device: str | torch.device | None) -> None:
     """Wait for queued GPU work so that the clock measures it."""
     if device is not None and torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
@@ -22,12 +22,12 @@ def timed_calls(fn: Callable[[], Any], calls: int, warmup: int = 1,
         raise ValueError("time at least one call")
     for _ in range(warmup):
         fn()
-    _synchronize(device)
+    synchronize(device)
     seconds = []
     for _ in range(calls):
         start = time.perf_counter()
         fn()
-        _synchronize(device)
+        synchronize(device)
         seconds.append(time.perf_counter() - start)
     return seconds
 

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from elbolab.bounds import Bound
+from elbolab.bounds import Bound, sum_per_example
 from elbolab.likelihoods import LOG_2PI
 
 LatentPrior = Callable[[Tensor], Bound]  # u [B, ...] -> the diffusion's −ELBO on u, in nats
@@ -24,13 +24,13 @@ LatentPrior = Callable[[Tensor], Bound]  # u [B, ...] -> the diffusion's −ELBO
 
 def negative_entropy(logvar: Tensor) -> Tensor:
     """−H[q(z|x)] = −½ Σ_j (1 + log 2π + log σ_j²) for a diagonal Gaussian q, per example [B]."""
-    return -0.5 * (1.0 + LOG_2PI + logvar.double()).flatten(1).sum(1)
+    return -0.5 * sum_per_example(1.0 + LOG_2PI + logvar.double())
 
 
 def latent_bound(z: Tensor, logvar: Tensor, log_likelihood: Callable[[Tensor], Tensor], latent_prior: LatentPrior,
                  log_scale: float | Tensor, dims: int, discrete: bool = True) -> Bound:
     """−ELBO at one draw z ~ q(z|x) (module docstring's equation): terms `reconstruction` = −log p(x|z),
-    `entropy` = −H[q(z|x)] and `latent_prior` = L_ψ(z/s) + d log s, each [B] nats, over `dims` data dimensions.
+    `neg_entropy` = −H[q(z|x)] and `latent_prior` = L_ψ(z/s) + d log s, each [B] nats, over `dims` data dimensions.
 
     `extras` holds the latent prior's own terms as `latent_prior.<name>` and its Jacobian term
     `latent_prior.log_scale`; `per_step` is the latent chain's, where it has one.
@@ -41,7 +41,7 @@ def latent_bound(z: Tensor, logvar: Tensor, log_likelihood: Callable[[Tensor], T
     jacobian = torch.full((z.shape[0],), z[0].numel() * log_scale.item(), dtype=torch.float64, device=z.device)
     extras = {f"latent_prior.{k}": v.double() for k, v in {**prior.terms, **prior.extras}.items()}
     extras["latent_prior.log_scale"] = jacobian
-    terms = {"reconstruction": -log_likelihood(z).double(), "entropy": negative_entropy(logvar),
+    terms = {"reconstruction": -log_likelihood(z).double(), "neg_entropy": negative_entropy(logvar),
              "latent_prior": prior.total.double() + jacobian}
     return Bound(terms, dims, prior.per_step, discrete, extras)
 

@@ -46,11 +46,19 @@ class LatentDiffusionConfig:
     diffusion: DiffusionConfig = field(default_factory=_latent_diffusion)
     autoencoder: str | None = None        # path of a trained VAE run to reuse (`elbolab train --autoencoder RUN`)
     autoencoder_steps: int = 2000         # stage-1 optimiser steps when no run is given
+    stage_one_fraction: float = 0.5       # of a wall-clock budget (train.max_seconds), the share stage 1 may take
     joint_finetune_steps: int = 0         # last steps of stage 2 that also update the autoencoder (0 = frozen)
     scale_images: int = 10000             # training images the latent scale s is measured on
+
+    @classmethod
+    def sized_for(cls, side: int) -> "LatentDiffusionConfig":
+        """The configuration `compare` starts from for images of this side (the defaults suit 8 to 32 px)."""
+        return cls()
 
     def __post_init__(self) -> None:
         if self.vae.latent != "spatial":
             raise ConfigError("latent diffusion needs a VAE with spatial latents (model.vae.latent=spatial)")
         if self.autoencoder_steps < 1 or self.joint_finetune_steps < 0 or self.scale_images < 2:
             raise ConfigError("autoencoder_steps must be ≥ 1, joint_finetune_steps ≥ 0 and scale_images ≥ 2")
+        if not 0 < self.stage_one_fraction < 1:
+            raise ConfigError(f"model.stage_one_fraction must be in (0, 1), got {self.stage_one_fraction}")

@@ -1,6 +1,6 @@
 """Latent diffusion (Rombach et al. 2022; Vahdat et al. 2021): a VAE's z, modelled by a diffusion model.
 
-Training has two stages (see `stages`): the autoencoder first, then the diffusion model over u = z/s with
+Training has two stages (see `elbolab.train.stages`): the autoencoder first, then the diffusion model over u = z/s with
 z ~ q(z|x) from the frozen encoder. The bound is a true bound on log p(x) (see `bound`).
 """
 
@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from elbolab.bounds import Bound
+from elbolab.bounds import Bound, Estimator
 from elbolab.data.base import ImageData
-from elbolab.diffusion.chain import GaussianDiffusion
+from elbolab.diffusion.chain import GaussianDiffusion, build_net
+from elbolab.diffusion.model import SAMPLE_OPTIONS
+from elbolab.diffusion.samplers import SAMPLERS
 from elbolab.errors import ElbolabError
 from elbolab.latent.bound import latent_bound, total_std
 from elbolab.latent.config import LatentDiffusionConfig
-from elbolab.model import GenerativeModel
-from elbolab.nets.unet import UNet
+from elbolab.model import Capabilities, Encoding, GenerativeModel
+from elbolab.records import Information
 from elbolab.vae.bound import reparameterize
 from elbolab.vae.model import VAE
 
@@ -41,17 +41,11 @@ class LatentDiffusion(GenerativeModel):
         self.diffusion = self._diffusion_for(self.vae)
         #: s, the latent scale; 0 until measured from the data (`measure_scale`), then saved with the weights
         self.register_buffer("scale", torch.zeros(()))
-        #: the run's total optimiser steps, set by `prepare`; the last `joint_finetune_steps` of them are joint
-        self.total_steps: int | None = None
-        #: training seconds stage 1 (this run's own autoencoder) spent of the run's wall-clock budget
-        self.stage_one_seconds = 0.0
 
     def _diffusion_for(self, vae: VAE) -> GaussianDiffusion:
         """The chain over continuous latents, with a UNet sized for the latent grid [c, r, r]."""
         c, r, _ = vae.latent_shape
-        cfg = self.config.diffusion
-        net = UNet(c, 2 * c if cfg.variance == "learned" else c, cfg.unet, image_size=r)
-        return GaussianDiffusion(cfg, net, levels=None)
+        return GaussianDiffusion(self.config.diffusion, build_net(self.config.diffusion, c, r), levels=None)
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -112,24 +106,36 @@ class LatentDiffusion(GenerativeModel):
         self.scale.fill_(s)
         return s
 
-    def prepare(self, train_data: ImageData, test_data: ImageData, run_cfg: Any, run_dir: Path | str,
-                progress: bool = True) -> None:
-        """Stage 1 before the trainer's stage 2: load or train the autoencoder, measure s (see `stages.prepare`)."""
-        from elbolab.latent.stages import prepare
+    # ---- the contract
+    @property
+    def capabilities(self) -> Capabilities:
+        """The latent chain's samplers (then one decoder pass) and estimators; the autoencoder's one-pass encoder."""
+        cfg = self.config.diffusion
+        samplers = (cfg.sampler, *(name for name in SAMPLERS if name != cfg.sampler))
+        encoder = sum(p.numel() for n, p in self.vae.named_parameters() if n.startswith("encoder."))
+        return Capabilities(samplers=samplers, max_steps=cfg.T, sample_options=SAMPLE_OPTIONS,
+                            estimators=("mc", "exact"), default_estimator=self.diffusion.default_estimator(),
+                            encoding=Encoding(encoder, 1))
 
-        prepare(self, train_data, test_data, run_cfg, Path(run_dir), progress)
+    def components(self) -> dict[str, GenerativeModel]:
+        """The autoencoder, a VAE in its own right: its ELBO is the bound the latent prior improves on."""
+        return {"autoencoder": self.vae}
+
+    def information(self, data: ImageData, n: int = 1000, generator: torch.Generator | None = None) -> Information:
+        """The autoencoder's latent: rate, active units, distortion."""
+        return self.vae.information(data, n, generator)
 
     # ---- training
-    def joint_now(self) -> bool:
-        """Whether the current step is one of the last `joint_finetune_steps` (autoencoder trained too)."""
+    def joint_at(self, step: int, total_steps: int | None) -> bool:
+        """Whether `step` is one of the last `joint_finetune_steps` of `total_steps` (autoencoder trained too)."""
         k = self.config.joint_finetune_steps
-        return k > 0 and self.total_steps is not None and self.train_step >= self.total_steps - k
+        return k > 0 and total_steps is not None and step >= total_steps - k
 
-    def loss(self, x: Tensor) -> Tensor:
+    def loss(self, x: Tensor, step: int = 0, total_steps: int | None = None) -> Tensor:
         """The diffusion objective on u = z/s, z ~ q(z|x) from the frozen encoder, per example [B]; in joint
         steps plus the whole bound in bits/dim, with gradients into the autoencoder."""
         self.check_input(x)
-        joint = self.joint_now()
+        joint = self.joint_at(step, total_steps)
         self.vae.requires_grad_(joint)
         if not joint:
             with torch.no_grad():
@@ -138,35 +144,43 @@ class LatentDiffusion(GenerativeModel):
             return self.diffusion.loss(z / self._s(z))
         mean, logvar = self.vae.posterior(x)
         z = reparameterize(mean, logvar)
-        bound = self._bound_at(x, z, logvar, method="mc", samples=2)
+        bound = self._bound_at(x, z, logvar, Estimator("mc", 2))
         return self.diffusion.loss((z / self._s(z)).detach()) + bound.bits_per_dim().float()
 
     # ---- the bound
-    def _bound_at(self, x: Tensor, z: Tensor, logvar: Tensor, method: str | None, samples: int | None,
+    def _bound_at(self, x: Tensor, z: Tensor, logvar: Tensor, estimator: Estimator,
                   generator: torch.Generator | None = None) -> Bound:
-        """The bound at a given draw z ~ q(z|x) (`bound.latent_bound`), the latent chain's bound by `method`."""
+        """The bound at a given draw z ~ q(z|x) (`bound.latent_bound`), the latent chain's bound by `estimator`."""
         return latent_bound(
             z, logvar, lambda z_: self.vae.log_likelihood(x, z_),
-            lambda u: self.diffusion.elbo(u, method, samples, discrete=False, generator=generator),
+            lambda u: self.diffusion.elbo(u, estimator, discrete=False, generator=generator),
             self.log_scale(), self.dims, discrete=True)
 
-    def elbo(self, x: Tensor, method: str | None = None, samples: int | None = None,
-             generator: torch.Generator | None = None) -> Bound:
-        """−ELBO per example in nats at one z ~ q(z|x): terms `reconstruction` (−log p(x|z), discretised),
-        `entropy` (−H[q(z|x)]) and `latent_prior` (L_ψ(z/s) + d log s); the latent chain's terms in `extras`.
-        `method`/`samples` are the latent chain's ("mc" or "exact"; see `GaussianDiffusion.elbo`)."""
-        self.check_input(x)
+    def _elbo(self, x: Tensor, estimator: Estimator, generator: torch.Generator | None) -> Bound:
+        """−ELBO per example in nats: terms `reconstruction` (−log p(x|z), discretised), `neg_entropy`
+        (−H[q(z|x)]) and `latent_prior` (L_ψ(z/s) + d log s); the latent chain's terms in `extras`.
+
+        "exact": at one z ~ q(z|x), the latent chain's bound with all its T steps. "mc" with K draws: the mean
+        of K independent estimates, each at its own z ~ q(z|x) with two Monte-Carlo draws of t in the latent
+        chain, and the standard error of that mean in extras["stderr"] (both sources of noise in it)."""
         mean, logvar = self.vae.posterior(x)
-        z = reparameterize(mean, logvar, generator)
-        return self._bound_at(x, z, logvar, method, samples, generator)
+        if estimator.method == "exact":
+            return self._bound_at(x, reparameterize(mean, logvar, generator), logvar, estimator, generator)
+        K = estimator.samples or self.config.diffusion.elbo_samples
+        rep = lambda t: t.repeat(K, *(1,) * (t.ndim - 1))  # noqa: E731  (draw k of example b at row k·B + b)
+        z = reparameterize(rep(mean), rep(logvar), generator)
+        draws = self._bound_at(rep(x), z, rep(logvar), Estimator("mc", 2), generator)
+        fold = lambda t: t.view(K, x.shape[0]).mean(0)  # noqa: E731
+        extras = {k: fold(v) for k, v in draws.extras.items() if k != "latent_prior.stderr"}
+        total = draws.total.view(K, x.shape[0])
+        extras["stderr"] = total.std(0) / math.sqrt(K) if K > 1 else torch.zeros_like(total[0])
+        return Bound({k: fold(v) for k, v in draws.terms.items()}, self.dims, None, draws.discrete, extras)
 
     # ---- sampling and the latent path
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, sampler: str | None = None,
-               steps: int | None = None, eta: float | None = None, variance: str | None = None,
-               **_: object) -> Tensor:
-        """n images as levels: u_T ~ N(0, I), `sampler` over `steps` network evaluations → u_0,
-        then one decoder pass on z = s·u_0 (the decoder's mean)."""
+    def _sample(self, n: int, generator: torch.Generator | None, sampler: str | None, steps: int | None,
+                eta: float | None = None, variance: str | None = None) -> Tensor:
+        """u_T ~ N(0, I), `sampler` over `steps` network evaluations → u_0, then one decoder pass on z = s·u_0
+        (the decoder's mean), all n latents decoded in one batch."""
         u = self.diffusion.sample((n, *self.latent_shape), sampler, steps, eta, variance, clip=False,
                                   generator=generator, device=self.scale.device)
         return self.decode(u)

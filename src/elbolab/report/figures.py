@@ -1,14 +1,16 @@
-"""The report's figures, each drawn from the results dict of `compare` (or `report`)."""
+"""The report's figures, each drawn from the typed results of `compare` (or `report`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from elbolab.evaluate.run import Measurement  # noqa: E402
+from elbolab.records import RatePoint, SpeedRow, SweepPoint  # noqa: E402
 
 COLOURS = {"vae": "#1f77b4", "diffusion": "#d62728", "latent-diffusion": "#2ca02c"}
 LABELS = {"vae": "VAE", "diffusion": "diffusion", "latent-diffusion": "latent diffusion"}
@@ -21,25 +23,25 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def bound_terms(models: dict[str, Any], path: Path) -> Path:
+def bound_terms(models: dict[str, Measurement], path: Path) -> Path:
     """Stacked bars: each model's −ELBO split into its named terms, bits/dim, with the 95% interval."""
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     for i, (kind, res) in enumerate(models.items()):
         bottom = 0.0
-        for name, value in res["bound"]["bpd"]["terms"].items():
+        for name, value in res.bound.bpd.terms.items():
             ax.bar(i, value, bottom=bottom, color=COLOURS.get(kind), alpha=0.35 + 0.2 * (bottom > 0),
                    edgecolor="black", linewidth=0.5)
-            if abs(value) > 0.04 * res["bound"]["bpd"]["total"]:
+            if abs(value) > 0.04 * res.bound.bpd.total:
                 ax.text(i, bottom + value / 2, name, ha="center", va="center", fontsize=7)
             bottom += value
-        ax.errorbar(i, res["bound"]["bpd"]["total"], yerr=res["bound"]["bpd"]["ci95"], color="black", capsize=4)
+        ax.errorbar(i, res.bound.bpd.total, yerr=res.bound.bpd.ci95, color="black", capsize=4)
     ax.set_xticks(range(len(models)), [LABELS.get(k, k) for k in models])
     ax.set_ylabel("−ELBO, bits/dim (lower is better)")
     ax.set_title("One bound, its terms per model")
     return _save(fig, path)
 
 
-def per_step_terms(per_step_bpd: list[float], path: Path) -> Path:
+def per_step_terms(per_step_bpd: tuple[float, ...], path: Path) -> Path:
     """Diffusion's bound along the chain: L_{t−1} for t = 1..T (log scale)."""
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
     ax.semilogy(range(1, len(per_step_bpd) + 1), [max(v, 1e-12) for v in per_step_bpd], color=COLOURS["diffusion"])
@@ -49,15 +51,15 @@ def per_step_terms(per_step_bpd: list[float], path: Path) -> Path:
     return _save(fig, path)
 
 
-def rate_distortion(diffusion_curve: list[dict], vae_points: list[dict], path: Path) -> Path:
+def rate_distortion(diffusion_curve: tuple[RatePoint, ...], vae_points: tuple[SweepPoint, ...], path: Path) -> Path:
     """Diffusion's progressive-coding curve and the VAE β-sweep on the same axes."""
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     if diffusion_curve:
-        ax.plot([r["rate_bpd"] for r in diffusion_curve], [r["distortion_rmse"] for r in diffusion_curve],
+        ax.plot([r.rate_bpd for r in diffusion_curve], [r.distortion_rmse for r in diffusion_curve],
                 "o-", ms=3, color=COLOURS["diffusion"], label="diffusion, progressive coding along t")
     for p in vae_points:
-        ax.plot(p["rate_bpd"], p["distortion_rmse"], "s", color=COLOURS["vae"])
-        ax.annotate(f"β={p['beta']:g}", (p["rate_bpd"], p["distortion_rmse"]), fontsize=7,
+        ax.plot(p.rate_bpd, p.distortion_rmse, "s", color=COLOURS["vae"])
+        ax.annotate(f"β={p.beta:g}", (p.rate_bpd, p.distortion_rmse), fontsize=7,
                     xytext=(4, 4), textcoords="offset points")
     if vae_points:
         ax.plot([], [], "s", color=COLOURS["vae"], label="VAE, rate KL(q‖p) vs reconstruction")
@@ -69,17 +71,17 @@ def rate_distortion(diffusion_curve: list[dict], vae_points: list[dict], path: P
     return _save(fig, path)
 
 
-def information_curve(curve: list[dict], vae_rate_bpd: float | None, path: Path) -> Path:
-    """How much information x_t keeps about x_0 along t, against the VAE's bottleneck."""
+def information_curve(curve: tuple[RatePoint, ...], latent_rates: dict[str, float], path: Path) -> Path:
+    """How much information x_t keeps about x_0 along t, against each learned latent's rate (a bottleneck)."""
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
-    rows = [r for r in curve if r["step"] > 0]
-    ts = [r["t"] for r in rows]
-    ax.plot(ts, [r["capacity_bpd"] for r in rows], color=COLOURS["diffusion"],
+    rows = [r for r in curve if r.step > 0]
+    ts = [r.t for r in rows]
+    ax.plot(ts, [r.capacity_bpd for r in rows], color=COLOURS["diffusion"],
             label="ceiling on I(x_0; x_t): Σ ½ log(1 + SNR·Var x_0)")
-    ax.plot(ts, [r["bits_to_recover_bpd"] for r in rows], "--", color=COLOURS["diffusion"],
+    ax.plot(ts, [r.bits_to_recover_bpd for r in rows], "--", color=COLOURS["diffusion"],
             label="bits still needed to recover x_0 from x_t")
-    if vae_rate_bpd is not None:
-        ax.axhline(vae_rate_bpd, color=COLOURS["vae"], label="VAE rate KL(q(z|x)‖p(z)) ≥ I(x; z)")
+    for kind, rate in latent_rates.items():
+        ax.axhline(rate, color=COLOURS.get(kind), label=f"{LABELS.get(kind, kind)} rate KL(q(z|x)‖p(z)) ≥ I(x; z)")
     ax.set_xlabel("t")
     ax.set_ylabel("bits/dim")
     ax.set_title("Information destroyed gradually vs. a one-step bottleneck")
@@ -87,16 +89,16 @@ def information_curve(curve: list[dict], vae_rate_bpd: float | None, path: Path)
     return _save(fig, path)
 
 
-def speed(models: dict[str, Any], path: Path) -> Path:
+def speed(models: dict[str, Measurement], path: Path) -> Path:
     """Sampling images/s against NFE, per model and sampler."""
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     for kind, res in models.items():
-        by_sampler: dict[str, list] = {}
-        for row in res.get("speed", []):
-            by_sampler.setdefault(row["sampler"], []).append(row)
+        by_sampler: dict[str, list[SpeedRow]] = {}
+        for row in res.speed:
+            by_sampler.setdefault(row.sampler, []).append(row)
         for sampler, rows in by_sampler.items():
             style = {"ddim": "o-", "dpm-solver++": "^-", "ancestral": "s:", "decoder": "*"}.get(sampler, "o-")
-            ax.loglog([r["nfe"] for r in rows], [r["images_per_second"] for r in rows], style, color=COLOURS.get(kind),
+            ax.loglog([r.nfe for r in rows], [r.images_per_second for r in rows], style, color=COLOURS.get(kind),
                       ms=8 if sampler == "decoder" else 4, label=f"{LABELS.get(kind, kind)} {sampler}")
     ax.set_xlabel("network evaluations per image (NFE)")
     ax.set_ylabel("images / s")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from elbolab.bounds import json_ready
+from elbolab.experiments.results import CompareResults
 from elbolab.report import figures
 from elbolab.report.figures import LABELS
 
@@ -24,39 +24,37 @@ def _f(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def draw_figures(results: dict[str, Any], out: Path) -> dict[str, str]:
+def draw_figures(results: CompareResults, out: Path) -> dict[str, str]:
     """Every figure the results support, as {name: relative path}."""
-    models = results["models"]
-    made = {"bound_terms": figures.bound_terms(models, out / "bound_terms.png")}
-    info = models.get("diffusion", {}).get("information")
-    vae_info = models.get("vae", {}).get("information")
-    if info:
-        made["per_step"] = figures.per_step_terms(info["per_step_bpd"], out / "per_step.png")
-        made["information"] = figures.information_curve(info["curve"], vae_info and vae_info["rate_bpd"],
-                                                        out / "information.png")
-    points = list(results.get("beta_sweep", []))
-    if vae_info:
-        points.append({"beta": results.get("vae_beta", 1.0), "rate_bpd": vae_info["rate_bpd"],
-                       "distortion_rmse": vae_info["distortion_rmse"]})
-    if info or points:
-        made["rate_distortion"] = figures.rate_distortion(info["curve"] if info else [], points,
+    models = results.measured()
+    made = {"bound_terms": figures.bound_terms({k: m for k, m in models.items() if m.bound}, out / "bound_terms.png")}
+    chains = [m.information.chain for m in models.values() if m.information and m.information.chain]
+    rates = {kind: m.information.latent.rate_bpd for kind, m in models.items() if m.information and m.information.latent}
+    chain = chains[0] if chains else None
+    if chain:
+        made["per_step"] = figures.per_step_terms(chain.per_step_bpd, out / "per_step.png")
+        made["information"] = figures.information_curve(chain.curve, rates, out / "information.png")
+    if chain or results.beta_sweep:
+        made["rate_distortion"] = figures.rate_distortion(chain.curve if chain else (), results.beta_sweep,
                                                           out / "rate_distortion.png")
     made["speed"] = figures.speed(models, out / "speed.png")
     return {k: Path(v).name for k, v in made.items()}
 
 
-def summary_rows(results: dict[str, Any]) -> list[list[str]]:
+def summary_rows(results: CompareResults) -> list[list[str]]:
     """One row per model: the numbers a reader compares first."""
     rows = []
-    for kind, r in results["models"].items():
-        b = r["bound"]["bpd"]
-        fastest = max(r.get("speed", []), key=lambda s: s["images_per_second"], default={})
-        q = r.get("quality", {})
-        sharp = r.get("sharpness", {}).get("samples", {})
-        rows.append([LABELS.get(kind, kind), f"{_f(b['total'])} ± {_f(b['ci95'])}", _f(r["parameters"]),
-                     f"{_f(r['train_steps'])} ({_f(r['train_images_per_s'], 0)} img/s)",
+    for kind, run in results.models.items():
+        r = run.measurement
+        b = r.bound.bpd
+        fastest = max(r.speed, key=lambda s: s.images_per_second, default=None)
+        q = r.quality or {}
+        sharp = (r.sharpness or {}).get("samples", {})
+        rows.append([LABELS.get(kind, kind), f"{_f(b.total)} ± {_f(b.ci95)}", _f(r.parameters),
+                     f"{_f(run.train_steps)} ({_f(run.train_images_per_s, 0)} img/s)",
                      _f(q.get("fd"), 2), _f(sharp.get("laplacian_variance_ratio"), 2),
-                     f"{_f(fastest.get('images_per_second'), 1)} @ NFE {fastest.get('nfe', '–')}"])
+                     f"{_f(fastest.images_per_second if fastest else None, 1)} @ NFE "
+                     f"{fastest.nfe if fastest else '–'}"])
     return rows
 
 
@@ -64,22 +62,22 @@ SUMMARY_HEADER = ["model", "−ELBO bits/dim (95% CI)", "parameters", "training 
                   "sharpness (×test)", "fastest sampling img/s"]
 
 
-def markdown(results: dict[str, Any], figs: dict[str, str], grids: dict[str, str]) -> str:
+def markdown(results: CompareResults, figs: dict[str, str], grids: dict[str, str]) -> str:
     """The report as Markdown."""
-    d = results["data"]
-    lines = [f"# elbolab compare — {d['name']}", "",
-             f"{d['n_test']} test images of shape {tuple(d['shape'])}, {d['levels']} levels "
-             f"(D = {d['dims']}); training budget {results['config']['budget']:.0f} s per model on "
-             f"{results['machine'].get('processor', '?')} ({results['machine'].get('torch_threads')} threads).", "",
+    d = results.data
+    lines = [f"# elbolab compare — {d.name}", "",
+             f"{d.n_test} test images of shape {tuple(d.shape)}, {d.levels} levels "
+             f"(D = {d.dims}); training budget {_f(results.config['budget'], 0)} s per model on "
+             f"{results.machine.get('processor', '?')} ({results.machine.get('torch_threads')} threads).", "",
              "## Summary", "", "| " + " | ".join(SUMMARY_HEADER) + " |", "|" + "---|" * len(SUMMARY_HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in summary_rows(results)]
-    lines += ["", "Objectives trained: " + "; ".join(f"{LABELS.get(k, k)}: {r['objective']}"
-                                                    for k, r in results["models"].items()), "",
+    lines += ["", "Objectives trained: " + "; ".join(f"{LABELS.get(k, k)}: {r.measurement.objective}"
+                                                    for k, r in results.models.items()), "",
               "## The contrasts, measured", ""]
-    for c in results["contrasts"]:
-        lines += [f"### {c['title']}", "", f"*Claim.* {c['claim']}", "",
-                  f"*Measured.* {c['measured']}", "", f"*Rule.* {c['rule']}", "",
-                  f"**Verdict: {VERDICT_MARK.get(c['verdict'], c['verdict'])}**", ""]
+    for c in results.contrasts:
+        lines += [f"### {c.title}", "", f"*Claim.* {c.claim}", "",
+                  f"*Measured.* {c.measured}", "", f"*Rule.* {c.rule}", "",
+                  f"**Verdict: {VERDICT_MARK.get(c.verdict, c.verdict)}**", ""]
     lines += ["## Figures", ""]
     lines += [f"![{name}]({path})" for name, path in figs.items()]
     lines += ["", "## Samples and interpolations", ""]
@@ -88,34 +86,34 @@ def markdown(results: dict[str, Any], figs: dict[str, str], grids: dict[str, str
     return "\n".join(lines) + "\n"
 
 
-def to_html(md_results: dict[str, Any], figs: dict[str, str], grids: dict[str, str]) -> str:
+def to_html(md_results: CompareResults, figs: dict[str, str], grids: dict[str, str]) -> str:
     """The same report as a self-contained HTML page (images referenced beside it)."""
     r = md_results
     esc = html.escape
     rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in summary_rows(r))
     head = "".join(f"<th>{esc(h)}</th>" for h in SUMMARY_HEADER)
     contrasts = "".join(
-        f"<section><h3>{esc(c['title'])}</h3><p><em>Claim.</em> {esc(c['claim'])}</p>"
-        f"<p><em>Measured.</em> {esc(c['measured'])}</p><p><em>Rule.</em> {esc(c['rule'])}</p>"
-        f"<p class='v {c['verdict'].replace(' ', '-')}'>Verdict: {esc(VERDICT_MARK.get(c['verdict'], c['verdict']))}"
-        f"</p></section>" for c in r["contrasts"])
+        f"<section><h3>{esc(c.title)}</h3><p><em>Claim.</em> {esc(c.claim)}</p>"
+        f"<p><em>Measured.</em> {esc(c.measured)}</p><p><em>Rule.</em> {esc(c.rule)}</p>"
+        f"<p class='v {c.verdict.replace(' ', '-')}'>Verdict: {esc(VERDICT_MARK.get(c.verdict, c.verdict))}"
+        f"</p></section>" for c in r.contrasts)
     imgs = "".join(f"<figure><img src='{esc(p)}' alt='{esc(n)}'><figcaption>{esc(n)}</figcaption></figure>"
                    for n, p in {**figs, **grids}.items())
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>elbolab compare — {esc(r['data']['name'])}</title>
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>elbolab compare — {esc(r.data.name)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.45}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}}
 th{{background:#f3f3f3}}figure{{display:inline-block;margin:.5rem}}img{{max-width:28rem;image-rendering:pixelated}}
 .v{{font-weight:bold}}.supported{{color:#176e2a}}.not-supported{{color:#a11}}.inconclusive{{color:#555}}</style>
-</head><body><h1>elbolab compare — {esc(r['data']['name'])}</h1>
+</head><body><h1>elbolab compare — {esc(r.data.name)}</h1>
 <table><tr>{head}</tr>{rows}</table><h2>The contrasts, measured</h2>{contrasts}<h2>Figures</h2>{imgs}
 </body></html>"""
 
 
-def write_report(results: dict[str, Any], out: Path, grids: dict[str, str]) -> dict[str, Path]:
+def write_report(results: CompareResults, out: Path, grids: dict[str, str]) -> dict[str, Path]:
     """results.json, report.md, report.html and the figures, into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     figs = draw_figures(results, out)
-    (out / "results.json").write_text(json.dumps(json_ready(results), indent=2, default=float, allow_nan=False) + "\n")
+    (out / "results.json").write_text(json.dumps(results.to_json(), indent=2, default=float, allow_nan=False) + "\n")
     (out / "report.md").write_text(markdown(results, figs, grids))
     (out / "report.html").write_text(to_html(results, figs, grids))
     return {"markdown": out / "report.md", "html": out / "report.html", "json": out / "results.json"}

@@ -10,19 +10,12 @@ import torch
 
 from elbolab.config import read_config_file
 from elbolab.data import load_data
+from elbolab.data.base import ImageData
 from elbolab.errors import ElbolabError
-from elbolab.train.config import TrainConfig
 from elbolab.train.loop import Trainer
 from elbolab.train.run import (CHECKPOINT_FILE, RunConfig, build_model, read_run_config, resolve_configs,
                                save_run_config)
-
-
-def stage_budget(train_cfg: TrainConfig, model: Any) -> TrainConfig:
-    """The trainer's share of a wall-clock budget: what a first stage run by `prepare` left of it."""
-    spent = getattr(model, "stage_one_seconds", 0.0)
-    if train_cfg.max_seconds <= 0 or spent <= 0:
-        return train_cfg
-    return replace(train_cfg, max_seconds=max(train_cfg.max_seconds - spent, 1.0))
+from elbolab.train.stages import run_first_stage, stage_budget
 
 
 def train_run(kind: str, data: str, out: str | Path, *, data_dir: str | None = None,
@@ -47,20 +40,28 @@ def train_run(kind: str, data: str, out: str | Path, *, data_dir: str | None = N
             overrides["train.steps"] = steps
         file_data = read_config_file(config_file) if config_file else None
         model_cfg, train_cfg = resolve_configs(kind, file_data, overrides)
-        probe = load_data(data, "test", data_dir)
-        cfg = RunConfig(kind, data, data_dir, probe.shape, probe.levels, model_cfg, train_cfg)
-    train_data = load_data(cfg.data, "train", cfg.data_dir)
-    test_data = load_data(cfg.data, "test", cfg.data_dir)
+        test_data = load_data(data, "test", data_dir)
+        cfg = RunConfig(kind, data, data_dir, test_data.shape, test_data.levels, model_cfg, train_cfg)
+    if resume:
+        test_data = load_data(cfg.data, "test", cfg.data_dir)
+    return cfg, fit_run(cfg, run_dir, load_data(cfg.data, "train", cfg.data_dir), test_data, resume=resume,
+                        progress=progress)
+
+
+def fit_run(cfg: RunConfig, run_dir: Path, train_data: ImageData, test_data: ImageData, *, resume: bool = False,
+            progress: bool = True) -> dict:
+    """Train the run `cfg` into `run_dir` on data already loaded (a first stage first, where the model has one);
+    with `resume`, from the run's checkpoint. Returns the final metrics."""
+    run_dir = Path(run_dir)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_run_config(run_dir, cfg)
-    if hasattr(model, "prepare"):
-        # e.g. latent diffusion: train or load the autoencoder, measure the latent scale
-        model.prepare(train_data, test_data, cfg, run_dir, progress=progress)
-    trainer = Trainer(model, train_data, test_data, stage_budget(cfg.train, model), run_dir, progress=progress)
+    # e.g. latent diffusion: train or load the autoencoder, measure the latent scale
+    spent = run_first_stage(model, train_data, test_data, cfg, run_dir, progress)
+    trainer = Trainer(model, train_data, test_data, stage_budget(cfg.train, spent), run_dir, progress=progress)
     if resume:
         trainer.load_checkpoint()
-    return cfg, trainer.fit()
+    return trainer.fit()

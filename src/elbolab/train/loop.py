@@ -134,9 +134,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        self.model.train_step = self.step
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-            loss = self.model.loss(x).mean()
+            loss = self.model.loss(x, self.step, cfg.steps).mean()
         if not torch.isfinite(loss):
             raise ElbolabError(f"the loss became {loss.item()} at step {self.step}; lower train.lr "
                                f"(now {cfg.lr}) or resume from the last checkpoint")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,30 +12,15 @@ import torch
 from elbolab.config import flatten, from_dict, to_dict, with_overrides
 from elbolab.errors import ConfigError, ElbolabError
 from elbolab.model import GenerativeModel
+from elbolab.registry import MODEL_KINDS, model_classes  # noqa: F401  (re-exported for the training layer's callers)
 from elbolab.train.checkpoint import atomic_write_json, load_tensors
 from elbolab.train.config import TrainConfig
-
-# kind -> (module, config class, model class); imported lazily so `elbolab --help` stays fast
-MODEL_KINDS: dict[str, tuple[str, str, str]] = {
-    "vae": ("elbolab.vae", "VAEConfig", "VAE"),
-    "diffusion": ("elbolab.diffusion", "DiffusionConfig", "DiffusionModel"),
-    "latent-diffusion": ("elbolab.latent", "LatentDiffusionConfig", "LatentDiffusion"),
-}
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 WEIGHTS_FILE = "model.safetensors"
 LOG_FILE = "log.jsonl"
 METRICS_FILE = "metrics.json"
-
-
-def model_classes(kind: str) -> tuple[type, type[GenerativeModel]]:
-    """(config class, model class) of a model kind."""
-    if kind not in MODEL_KINDS:
-        raise ConfigError(f"unknown model {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
-    module, cfg_name, model_name = MODEL_KINDS[kind]
-    mod = importlib.import_module(module)
-    return getattr(mod, cfg_name), getattr(mod, model_name)
 
 
 @dataclass(frozen=True)
@@ -65,14 +49,10 @@ class RunConfig:
             raise ElbolabError(f"run config is missing the key {exc}") from None
 
 
-def resolve_configs(kind: str, file_data: dict[str, Any] | None, overrides: dict[str, str]) -> tuple[Any, TrainConfig]:
-    """Defaults ← config file ← `--set` overrides, for the `model.*` and `train.*` sections."""
-    cfg_cls, _ = model_classes(kind)
-    merged = flatten(file_data or {})
-    merged.update(overrides)
-    model_cfg, train_cfg = cfg_cls(), TrainConfig()
+def apply_overrides(model_cfg: Any, train_cfg: TrainConfig, overrides: dict[str, Any]) -> tuple[Any, TrainConfig]:
+    """Typed configs with dotted `model.*` / `train.*` keys (the command line's `--set`) applied."""
     model_over, train_over = {}, {}
-    for key, value in merged.items():
+    for key, value in overrides.items():
         section, _, rest = key.partition(".")
         if section == "model" and rest:
             model_over[rest] = value
@@ -81,6 +61,14 @@ def resolve_configs(kind: str, file_data: dict[str, Any] | None, overrides: dict
         else:
             raise ConfigError(f"unknown config key {key!r}; keys start with 'model.' or 'train.'")
     return with_overrides(model_cfg, model_over, "model."), with_overrides(train_cfg, train_over, "train.")
+
+
+def resolve_configs(kind: str, file_data: dict[str, Any] | None, overrides: dict[str, str]) -> tuple[Any, TrainConfig]:
+    """Defaults ← config file ← `--set` overrides, for the `model.*` and `train.*` sections."""
+    cfg_cls, _ = model_classes(kind)
+    merged = flatten(file_data or {})
+    merged.update(overrides)
+    return apply_overrides(cfg_cls(), TrainConfig(), merged)
 
 
 def build_model(cfg: RunConfig) -> GenerativeModel:

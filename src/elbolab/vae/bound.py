@@ -28,6 +28,12 @@ def kl_per_dim(mean: Tensor, logvar: Tensor) -> Tensor:
     return normal_kl(mean, logvar)
 
 
+def reconstruction_draws(mean: Tensor, logvar: Tensor, log_likelihood: LogLikelihood, samples: int,
+                         generator: torch.Generator | None = None) -> Tensor:
+    """−log p(x|z_k) for `samples` draws z_k ~ q(z|x), [K, B]: the Monte-Carlo draws of the reconstruction term."""
+    return torch.stack([-log_likelihood(reparameterize(mean, logvar, generator)) for _ in range(samples)])
+
+
 def elbo_terms(mean: Tensor, logvar: Tensor, log_likelihood: LogLikelihood, samples: int = 1,
                kl: str = "analytic", generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """(−E_q[log p(x|z)], KL(q‖p)) per example, the two terms of −ELBO (Kingma & Welling 2014, eq. 7).

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from elbolab.bounds import Bound
+from elbolab.bounds import Bound, Estimator, sum_per_example
+from elbolab.data.base import ImageData
 from elbolab.errors import DataError
 from elbolab.likelihoods import pixel_likelihood
-from elbolab.model import GenerativeModel
+from elbolab.model import DECODER, Capabilities, Encoding, GenerativeModel
 from elbolab.nets.conv import ConvDecoder, ConvEncoder
-from elbolab.vae.bound import elbo_terms, free_bits_kl, iwae_bound, kl_per_dim, reparameterize
+from elbolab.records import Information
+from elbolab.vae.bound import free_bits_kl, iwae_bound, kl_per_dim, reconstruction_draws, reparameterize
+from elbolab.vae.information import latent_rate
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,11 @@ class VAEConfig:
     beta: float = 1.0             # weight of the KL term in the training loss
     kl_warmup_steps: int = 0      # β rises linearly from 0 over these steps
     free_bits: float = 0.0        # nats per latent dimension (batch mean), 0 = off
+
+    @classmethod
+    def sized_for(cls, side: int) -> "VAEConfig":
+        """The configuration `compare` starts from for images of this side (the defaults suit 8 to 32 px)."""
+        return cls()
 
 
 class VAE(GenerativeModel):
@@ -71,37 +80,51 @@ class VAE(GenerativeModel):
 
     def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
         """log p(x|z) summed over pixels, [B]."""
-        return self.likelihood.log_prob(x, self.decoder_params(z)).flatten(1).sum(1)
+        return sum_per_example(self.likelihood.log_prob(x, self.decoder_params(z)))
 
     # ---- the contract
-    def elbo(self, x: Tensor, k: int = 1, samples: int = 1, generator: torch.Generator | None = None) -> Bound:
-        """−ELBO as `reconstruction` + `kl`; with k > 1 the IWAE bound as the single term `iwae`."""
-        self.check_input(x)
+    @property
+    def capabilities(self) -> Capabilities:
+        """One decoder pass; the ELBO by Monte Carlo over z (K draws) or the IWAE bound; a one-pass encoder."""
+        encoder = sum(p.numel() for n, p in self.named_parameters() if n.startswith(("encoder.", "to_posterior.")))
+        return Capabilities(samplers=(DECODER,), max_steps=1, sample_options=("mean",), estimators=("mc", "iwae"),
+                            default_estimator=Estimator("mc", 1), encoding=Encoding(encoder, 1))
+
+    def _elbo(self, x: Tensor, estimator: Estimator, generator: torch.Generator | None) -> Bound:
+        """−ELBO as `reconstruction` + `kl` (K draws of z, analytic KL); "iwae": the IWAE bound as the term `iwae`."""
         mean, logvar = self.posterior(x)
         log_lik = lambda z: self.log_likelihood(x, z)  # noqa: E731
-        if k > 1:
-            return Bound({"iwae": iwae_bound(mean, logvar, log_lik, k, generator=generator)}, self.dims)
-        reconstruction, kl = elbo_terms(mean, logvar, log_lik, samples, generator=generator)
-        return Bound({"reconstruction": reconstruction, "kl": kl}, self.dims)
+        if estimator.method == "iwae":
+            return Bound({"iwae": iwae_bound(mean, logvar, log_lik, estimator.samples or 100, generator=generator)},
+                         self.dims)
+        draws = reconstruction_draws(mean, logvar, log_lik, estimator.samples or 1, generator)
+        kl = sum_per_example(kl_per_dim(mean, logvar))
+        # the KL is exact: the Monte-Carlo error is the reconstruction's, over K draws of z
+        extras = {"stderr": draws.std(0) / math.sqrt(len(draws))} if len(draws) > 1 else {}
+        return Bound({"reconstruction": draws.mean(0), "kl": kl}, self.dims, extras=extras)
 
-    def beta_now(self) -> float:
-        """β after linear KL warm-up at the current training step."""
+    def beta_at(self, step: int) -> float:
+        """β after linear KL warm-up at optimiser step `step`."""
         warm = self.config.kl_warmup_steps
-        return self.config.beta * (min(1.0, self.train_step / warm) if warm > 0 else 1.0)
+        return self.config.beta * (min(1.0, step / warm) if warm > 0 else 1.0)
 
-    def loss(self, x: Tensor) -> Tensor:
+    def loss(self, x: Tensor, step: int = 0, total_steps: int | None = None) -> Tensor:
         """reconstruction + β·KL (free bits applied per latent dimension), per example."""
         mean, logvar = self.posterior(x)
         z = reparameterize(mean, logvar)
         reconstruction = -self.log_likelihood(x, z)
         kl = free_bits_kl(kl_per_dim(mean, logvar), self.config.free_bits)
-        return reconstruction + self.beta_now() * kl
+        return reconstruction + self.beta_at(step) * kl
 
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, mean: bool = True, **_: object) -> Tensor:
+    def _sample(self, n: int, generator: torch.Generator | None, sampler: str | None, steps: int | None,
+                mean: bool = True) -> Tensor:
         """z ~ N(0, I), one decoder pass; the decoder's mean (default) or a draw from p(x|z)."""
         z = torch.randn((n, *self.latent_shape), generator=generator, device=self.device)
         return self.decode(z, mean=mean, generator=generator)
+
+    def information(self, data: ImageData, n: int = 1000, generator: torch.Generator | None = None) -> Information:
+        """The rate and active units of z, and the distortion of the mean reconstruction."""
+        return Information(latent=latent_rate(self, data, n))
 
     def encode(self, x: Tensor) -> Tensor:
         """The posterior mean E_q[z|x]."""

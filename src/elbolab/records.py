@@ -1,0 +1,187 @@
+"""Typed results shared by models, `eval`, `compare` and `report`: frozen dataclasses with `to_json`.
+
+No layer indexes another's nested dicts by string: a renamed field fails where it is read, at once.
+This module sits at the bottom of the package (it imports only `bounds`), so a model's own
+`information` hook can return these records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from elbolab.bounds import Bound, json_ready, mean_ci95, nats_to_bpd
+
+
+class Record:
+    """A frozen result record: `to_json` gives plain JSON-ready data (NaN → None)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return json_ready(_plain(self))
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------- the bound
+
+@dataclass(frozen=True)
+class Figure(Record):
+    """A mean with the half-width of its 95% interval."""
+
+    mean: float
+    ci95: float
+
+
+@dataclass(frozen=True)
+class UnitSummary(Record):
+    """The bound in one unit (nats per image or bits per dimension): total and terms, each with its 95% interval."""
+
+    total: float
+    ci95: float
+    terms: dict[str, float]
+    terms_ci95: dict[str, float]
+
+
+@dataclass(frozen=True)
+class BoundSummary(Record):
+    """A test-set bound: nats and bits/dim, how it was estimated, on how many images, at what cost."""
+
+    nats: UnitSummary
+    bpd: UnitSummary
+    discrete: bool
+    n: int
+    estimator: str
+    seconds: float = float("nan")
+    mc_stderr_nats: float | None = None     # mean Monte-Carlo standard error of one example's estimate
+
+    @staticmethod
+    def of(bound: Bound, estimator: str, seconds: float = float("nan")) -> "BoundSummary":
+        """Means over the examples of a `Bound`, with 95% half-widths, in both units."""
+        units = {}
+        for unit, scale in (("nats", lambda t: t), ("bpd", lambda t: nats_to_bpd(t, bound.dims))):
+            total, ci = mean_ci95(scale(bound.total))
+            stats = {k: mean_ci95(scale(v)) for k, v in bound.terms.items()}
+            units[unit] = UnitSummary(total, ci, {k: m for k, (m, _) in stats.items()},
+                                      {k: c for k, (_, c) in stats.items()})
+        stderr = bound.extras.get("stderr")
+        return BoundSummary(units["nats"], units["bpd"], bound.discrete, int(bound.total.shape[0]), estimator,
+                            seconds, None if stderr is None else stderr.double().mean().item())
+
+
+# ---------------------------------------------------------------- speed
+
+@dataclass(frozen=True)
+class SpeedRow(Record):
+    """Sampling speed of one sampler at one number of network evaluations (median over repeats)."""
+
+    sampler: str
+    nfe: int
+    n: int
+    repeats: int
+    seconds_per_call: float
+    seconds_per_image: float
+    images_per_second: float
+    device: str
+    torch_threads: int
+
+
+# ---------------------------------------------------------------- information
+
+@dataclass(frozen=True)
+class LatentRate(Record):
+    """A learned encoder's latent: rate KL(q(z|x)‖p(z)) (an upper bound on I(x; z)), per-dimension KL,
+    active units and the distortion of the mean reconstruction (RMSE on the 0–255 scale)."""
+
+    rate_nats: float
+    rate_ci95_nats: float
+    rate_bpd: float
+    kl_per_dim_nats: tuple[float, ...]
+    latent_dims: int
+    active_units: int
+    active_threshold: float
+    distortion_rmse: float
+    n: int
+
+
+@dataclass(frozen=True)
+class RatePoint(Record):
+    """One point of diffusion's progressive rate–distortion curve (at step `step`, time t)."""
+
+    step: int
+    t: float
+    rate_bpd: float
+    distortion_rmse: float
+    bits_to_recover_bpd: float
+    capacity_bpd: float
+
+
+@dataclass(frozen=True)
+class ChainRateDistortion(Record):
+    """A diffusion chain's rate–distortion along t, its exact per-step bound, and the Monte-Carlo check."""
+
+    curve: tuple[RatePoint, ...]
+    n: int
+    T: int
+    exact_bpd: float
+    mc_minus_exact_nats: float
+    mc_minus_exact_se_nats: float
+    per_step_bpd: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Information(Record):
+    """What a model's `information` hook reports about its own latent: a learned code, a chain along t, or both."""
+
+    latent: LatentRate | None = None
+    chain: ChainRateDistortion | None = None
+
+
+# ---------------------------------------------------------------- contrasts and the comparison
+
+VERDICTS = ("supported", "not supported", "inconclusive")
+
+
+@dataclass(frozen=True)
+class Contrast(Record):
+    """One contrast between the models: the claim, what was measured, the rule applied and its verdict."""
+
+    title: str
+    claim: str
+    measured: str
+    rule: str
+    verdict: str
+    numbers: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"a verdict is one of {', '.join(VERDICTS)}, got {self.verdict!r}")
+
+
+@dataclass(frozen=True)
+class SweepPoint(Record):
+    """A VAE of the β-sweep on the rate–distortion axes."""
+
+    beta: float
+    rate_bpd: float
+    distortion_rmse: float
+    budget_seconds: float = float("nan")
+
+
+@dataclass(frozen=True)
+class DataInfo(Record):
+    """The data set a comparison ran on."""
+
+    name: str
+    shape: tuple[int, ...]
+    levels: int
+    dims: int
+    n_test: int

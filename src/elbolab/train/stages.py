@@ -1,0 +1,104 @@
+"""Staged training: models whose training starts with a stage of its own, run before the trainer's main stage.
+
+Latent diffusion trains (or loads) its autoencoder first, as a VAE run of its own inside the run folder,
+then measures the latent scale s; the trainer then trains the latent diffusion prior. A model class is
+registered in `FIRST_STAGES`; every other model has no first stage. `run_first_stage` is safe to call
+again: a model whose scale is set, a run that already has a checkpoint (resume: the checkpoint holds the
+autoencoder's weights and s) and a finished autoencoder run are all left as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from elbolab.data.base import ImageData
+from elbolab.errors import ElbolabError
+from elbolab.latent.config import LatentDiffusionConfig
+from elbolab.latent.model import LatentDiffusion
+from elbolab.model import GenerativeModel
+from elbolab.train.config import TrainConfig
+from elbolab.train.loop import Trainer
+from elbolab.train.run import CHECKPOINT_FILE, METRICS_FILE, WEIGHTS_FILE, RunConfig, build_model, load_run, \
+    read_run_config, save_run_config
+from elbolab.vae.model import VAE
+
+#: where stage 1 trains the autoencoder, inside the latent diffusion run
+AUTOENCODER_DIR = "autoencoder"
+
+FirstStage = Callable[[GenerativeModel, ImageData, ImageData, RunConfig, Path, bool], float]
+
+
+def stage_budget(train_cfg: TrainConfig, spent: float) -> TrainConfig:
+    """The main stage's share of a wall-clock budget: what a first stage that took `spent` seconds left of it."""
+    if train_cfg.max_seconds <= 0 or spent <= 0:
+        return train_cfg
+    return replace(train_cfg, max_seconds=max(train_cfg.max_seconds - spent, 1.0))
+
+
+def run_first_stage(model: GenerativeModel, train_data: ImageData, test_data: ImageData, run_cfg: RunConfig,
+                    run_dir: Path, progress: bool = True) -> float:
+    """Run the model's registered first stage, if it has one; returns the training seconds it spent of the budget."""
+    stage = FIRST_STAGES.get(type(model))
+    return 0.0 if stage is None else stage(model, train_data, test_data, run_cfg, Path(run_dir), progress)
+
+
+# ---------------------------------------------------------------- latent diffusion: the autoencoder
+
+def latent_first_stage(model: LatentDiffusion, train_data: ImageData, test_data: ImageData, run_cfg: RunConfig,
+                       run_dir: Path, progress: bool = True) -> float:
+    """Load (`config.autoencoder`) or train the autoencoder into `run_dir/autoencoder`, adopt it, measure s."""
+    if not (model.prepared or (run_dir / CHECKPOINT_FILE).is_file()):
+        cfg = model.config
+        if cfg.autoencoder is not None:
+            vae = load_autoencoder(Path(cfg.autoencoder), run_cfg.train.device)
+        else:
+            vae = train_autoencoder(model, train_data, test_data, run_cfg, run_dir / AUTOENCODER_DIR, progress)
+        before = model.config
+        model.to(next(vae.parameters()).device)
+        model.adopt_autoencoder(vae)
+        if model.config != before:  # a reused VAE of another architecture: the run's config must rebuild it
+            save_run_config(run_dir, replace(run_cfg, model=model.config))
+        model.measure_scale(train_data, cfg.scale_images)
+    return stage_one_seconds(model.config, run_dir)
+
+
+def stage_one_seconds(cfg: LatentDiffusionConfig, run_dir: Path) -> float:
+    """Training seconds this run spent on its own autoencoder (0 when it reuses a trained VAE run)."""
+    metrics = run_dir / AUTOENCODER_DIR / METRICS_FILE
+    if cfg.autoencoder is not None or not metrics.is_file():
+        return 0.0
+    return float(json.loads(metrics.read_text()).get("train_seconds", 0.0))
+
+
+def load_autoencoder(path: Path, device: str = "auto") -> VAE:
+    """A trained VAE run's model (EMA weights), with a clear error for anything else."""
+    kind = read_run_config(path).kind
+    if kind != "vae":
+        raise ElbolabError(f"{path} holds a {kind} run; the autoencoder must be a VAE run")
+    return load_run(path, device)[1]
+
+
+def train_autoencoder(model: LatentDiffusion, train_data: ImageData, test_data: ImageData, run_cfg: RunConfig,
+                      folder: Path, progress: bool = True) -> VAE:
+    """Stage 1: the VAE `config.vae` trained by the library's Trainer into `folder`, a VAE run of its own, for
+    `autoencoder_steps` steps and `stage_one_fraction` of the wall-clock budget (resumed from its checkpoint if it
+    was cut short; kept if it finished)."""
+    cfg = model.config
+    if not (folder / WEIGHTS_FILE).is_file():
+        train = replace(run_cfg.train, steps=cfg.autoencoder_steps,
+                        max_seconds=run_cfg.train.max_seconds * cfg.stage_one_fraction)
+        vae_run = RunConfig("vae", run_cfg.data, run_cfg.data_dir, run_cfg.shape, run_cfg.levels, cfg.vae, train)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_run_config(folder, vae_run)
+        trainer = Trainer(build_model(vae_run), train_data, test_data, train, folder, progress=progress)
+        if (folder / CHECKPOINT_FILE).is_file():
+            trainer.load_checkpoint()
+        trainer.fit()
+    return load_autoencoder(folder, run_cfg.train.device)
+
+
+#: model class → its first stage
+FIRST_STAGES: dict[type, FirstStage] = {LatentDiffusion: latent_first_stage}
