@@ -221,3 +221,16 @@ def test_no_import_points_up_the_layers_lazy_ones_included():
 def test_the_registry_points_only_down():
     for module, _, _ in MODEL_KINDS.values():
         assert _layer(_top(module)) < _layer("registry"), module
+
+
+# ---------------------------------------------------------------- effects and verdicts
+
+@pytest.mark.parametrize("low, high, direction, verdict", [
+    (0.1, 0.5, 1, "supported"), (-0.5, -0.1, 1, "not supported"), (-0.1, 0.3, 1, "inconclusive"),
+    (-0.5, -0.1, -1, "supported"), (0.1, 0.5, -1, "not supported"), (float("nan"), 1.0, 1, "inconclusive"),
+])
+def test_an_effect_decides_its_verdict_from_its_interval(low, high, direction, verdict):
+    from elbolab.records import Effect
+
+    mid = 0.0 if math.isnan(low) else (low + high) / 2
+    assert Effect("gap", mid, low, high, "test", direction=direction).verdict() == verdict

@@ -8,6 +8,7 @@ This module sits at the bottom of the package (it imports only `bounds`), so a m
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,8 +152,46 @@ VERDICTS = ("supported", "not supported", "inconclusive")
 
 
 @dataclass(frozen=True)
+class Effect(Record):
+    """An effect size with its 95% interval [low, high] and the test that produced it.
+
+    `null` is the value of "no effect" and `direction` the side the claim predicts (+1: above the
+    null, −1: below). `min_detectable` is the smallest effect the test could have detected (e.g.
+    1.96 × its standard error), where known.
+    """
+
+    name: str
+    value: float
+    low: float
+    high: float
+    test: str
+    null: float = 0.0
+    direction: int = 1
+    min_detectable: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.direction not in (1, -1):
+            raise ValueError(f"direction is +1 or −1, got {self.direction}")
+        if not self.low <= self.high:
+            raise ValueError(f"an interval needs low ≤ high, got [{self.low}, {self.high}]")
+
+    def verdict(self) -> str:
+        """supported: the interval excludes the null on the claimed side; not supported: on the other side;
+        inconclusive: it contains the null (or the interval is not finite)."""
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            return "inconclusive"
+        above, below = self.low > self.null, self.high < self.null
+        if (above and self.direction > 0) or (below and self.direction < 0):
+            return "supported"
+        if above or below:
+            return "not supported"
+        return "inconclusive"
+
+
+@dataclass(frozen=True)
 class Contrast(Record):
-    """One contrast between the models: the claim, what was measured, the rule applied and its verdict."""
+    """One contrast between the models: the claim, what was measured, the rule applied and its verdict;
+    where the verdict rests on an effect, the effect with its interval; the figure that shows it."""
 
     title: str
     claim: str
@@ -160,6 +199,9 @@ class Contrast(Record):
     rule: str
     verdict: str
     numbers: dict[str, Any] = dataclasses.field(default_factory=dict)
+    effect: Effect | None = None
+    figure: str | None = None                  # the name of the figure or image grid that shows it
+    per_seed: tuple[float, ...] = ()           # the effect in each seed's run, where several seeds ran
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
