@@ -172,7 +172,7 @@ class Effect(Record):
     def __post_init__(self) -> None:
         if self.direction not in (1, -1):
             raise ValueError(f"direction is +1 or −1, got {self.direction}")
-        if not self.low <= self.high:
+        if self.low > self.high:
             raise ValueError(f"an interval needs low ≤ high, got [{self.low}, {self.high}]")
 
     def verdict(self) -> str:
