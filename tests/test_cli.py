@@ -46,6 +46,15 @@ def test_train_and_eval_reach_well_below_the_uniform_baseline(vae_run, run_cli):
         assert (vae_run / name).is_file(), name
 
 
+def test_eval_prints_what_it_measured_and_only_that(vae_run, run_cli):
+    code, out, err = run_cli("eval", vae_run, "--only-bound", "--n", "50", "--estimator", "mc:4")
+    assert code == 0, err
+    assert "n=50, estimator mc (K=4)" in out and "reconstruction" in out and "kl" in out
+    assert "Fréchet" not in out and "sampling" not in out and "sharpness" not in out
+    code, out, err = run_cli("eval", vae_run, "--only-bound", "--n", "20", "--estimator", "exact")
+    assert code == 1 and err.strip() == "error: the vae model has no 'exact' bound; it offers mc, iwae"
+
+
 def test_sample_and_interpolate_write_images(vae_run, run_cli, tmp_path):
     code, out, _ = run_cli("sample", vae_run, "--n", "16", "--out", tmp_path / "s.png")
     assert code == 0 and "16 samples" in out

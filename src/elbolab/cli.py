@@ -96,18 +96,18 @@ def evaluate(run_dir: str, split: str, n: int | None, iwae_k: int, exact: bool, 
                f"{b['total']:.4f} ± {b['ci95']:.4f} bits/dim")
     for name, value in b["terms"].items():
         click.echo(f"  {name:>16}: {value:.4f} bits/dim  ({result['nats']['terms'][name]:.2f} nats)")
-    if "iwae" in result:
+    if result.get("iwae"):
         i = result["iwae"]
         click.echo(f"  IWAE (k={i['k']}, n={i['n']}): {i['bpd']:.4f} ± {i['ci95']:.4f} bits/dim")
-    if "quality" in result:
+    if result.get("quality"):
         q = result["quality"]
         click.echo(f"  Fréchet distance {q['fd']:.3f}, KID {q['kid']:.4f}, precision {q['precision']:.2f}, "
                    f"recall {q['recall']:.2f} ({q['n_samples']} samples, {q['feature_net']})")
-    if "sharpness" in result:
+    if result.get("sharpness"):
         s = result["sharpness"]["samples"]
         click.echo(f"  sharpness of samples (× test): Laplacian {s['laplacian_variance_ratio']:.2f}, "
                    f"high-frequency share {s['high_frequency_share_ratio']:.2f}")
-    for row in result.get("speed", []):
+    for row in result.get("speed") or []:
         click.echo(f"  sampling {row['sampler']:>12} NFE {row['nfe']:>4}: {row['images_per_second']:.1f} images/s")
 
 

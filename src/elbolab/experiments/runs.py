@@ -69,6 +69,7 @@ def evaluate_run(run_dir: Path, split: str = "test", cfg: EvalConfig = EvalConfi
                  log: Log = lambda _: None) -> dict[str, Any]:
     """`elbolab eval`: the run's measurements as one JSON object, with the bound's nats/bpd at the top level."""
     run_cfg, model = load_run(run_dir)
+    model.check_estimator(cfg.estimator)  # a bound the model does not offer is refused before any work
     data = load_data(run_cfg.data, split, run_cfg.data_dir)
     features = None
     if set(cfg.parts) & {"quality", "interpolation"}:

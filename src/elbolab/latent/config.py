@@ -36,7 +36,8 @@ def _latent_diffusion() -> DiffusionConfig:
 
 @dataclass(frozen=True)
 class LatentDiffusionConfig:
-    """Stage 1: the autoencoder (`vae`, trained for `autoencoder_steps`, or the VAE run at `autoencoder`).
+    """Stage 1: the autoencoder (`vae`, trained for `autoencoder_steps` and at most `stage_one_fraction` of a
+    wall-clock budget, or the VAE run at `autoencoder`).
     Stage 2: `diffusion` over u = z/s, z ~ q(z|x) from the frozen encoder; s is measured from the data
     (on at most `scale_images` training images). The last `joint_finetune_steps` steps of stage 2 also
     train the autoencoder, on the whole bound.
@@ -45,7 +46,7 @@ class LatentDiffusionConfig:
     vae: VAEConfig = field(default_factory=_latent_vae)
     diffusion: DiffusionConfig = field(default_factory=_latent_diffusion)
     autoencoder: str | None = None        # path of a trained VAE run to reuse (`elbolab train --autoencoder RUN`)
-    autoencoder_steps: int = 2000         # stage-1 optimiser steps when no run is given
+    autoencoder_steps: int | None = None  # stage-1 optimiser steps when no run is given (None: the run's train.steps)
     stage_one_fraction: float = 0.5       # of a wall-clock budget (train.max_seconds), the share stage 1 may take
     joint_finetune_steps: int = 0         # last steps of stage 2 that also update the autoencoder (0 = frozen)
     scale_images: int = 10000             # training images the latent scale s is measured on
@@ -58,7 +59,8 @@ class LatentDiffusionConfig:
     def __post_init__(self) -> None:
         if self.vae.latent != "spatial":
             raise ConfigError("latent diffusion needs a VAE with spatial latents (model.vae.latent=spatial)")
-        if self.autoencoder_steps < 1 or self.joint_finetune_steps < 0 or self.scale_images < 2:
+        if (self.autoencoder_steps is not None and self.autoencoder_steps < 1) or self.joint_finetune_steps < 0 \
+                or self.scale_images < 2:
             raise ConfigError("autoencoder_steps must be ≥ 1, joint_finetune_steps ≥ 0 and scale_images ≥ 2")
         if not 0 < self.stage_one_fraction < 1:
             raise ConfigError(f"model.stage_one_fraction must be in (0, 1), got {self.stage_one_fraction}")

@@ -88,7 +88,7 @@ def train_autoencoder(model: LatentDiffusion, train_data: ImageData, test_data: 
     was cut short; kept if it finished)."""
     cfg = model.config
     if not (folder / WEIGHTS_FILE).is_file():
-        train = replace(run_cfg.train, steps=cfg.autoencoder_steps,
+        train = replace(run_cfg.train, steps=cfg.autoencoder_steps or run_cfg.train.steps,
                         max_seconds=run_cfg.train.max_seconds * cfg.stage_one_fraction)
         vae_run = RunConfig("vae", run_cfg.data, run_cfg.data_dir, run_cfg.shape, run_cfg.levels, cfg.vae, train)
         folder.mkdir(parents=True, exist_ok=True)
