@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from elbolab.atomic import atomic_write_bytes, atomic_write_text
 from elbolab.data.base import ImageData, default_data_dir, load_data, to_model
 from elbolab.errors import DataError, ElbolabError
 
@@ -237,13 +238,13 @@ def _load_cached(weights: Path, meta: Path, expected: dict[str, Any]) -> Classif
 
 def _save(net: ClassifierNet, info: dict[str, Any], weights: Path, meta: Path) -> None:
     """Write weights (safetensors) and metadata (JSON); warn instead of failing on a read-only folder."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     try:
         weights.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
-        meta.write_text(json.dumps(info, indent=2) + "\n")
-    except OSError as err:
+        atomic_write_bytes(weights, save({k: v.contiguous() for k, v in net.state_dict().items()}))
+        atomic_write_text(meta, json.dumps(info, indent=2) + "\n")
+    except (OSError, ElbolabError) as err:
         warnings.warn(f"could not cache the feature network in {weights.parent}: {err}", stacklevel=3)
 
 
