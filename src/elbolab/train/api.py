@@ -110,8 +110,8 @@ def train_run(kind: str, data: str | None, out: str | Path, *, data_dir: str | N
         model.prepare(train_data, test_data, cfg, run_dir, progress=progress)
     trainer = Trainer(model, train_data, test_data, stage_budget(cfg.train, model), run_dir, progress=progress,
                       say=say)
+    trainer.remove_temporary_files()
     if resume:
-        trainer.remove_temporary_files()
         if list_checkpoints(run_dir):
             trainer.load_checkpoint()
         else:
