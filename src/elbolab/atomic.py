@@ -53,6 +53,8 @@ def temp_path(path: Path) -> Path:
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """Call `write(file)` on a fresh temporary file, then put it in place of `path` atomically."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, a device (/dev/full), a pipe: never replace it
+        raise ElbolabError(f"{path}: not a regular file; refusing to write over it")
     tmp = temp_path(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

@@ -143,7 +143,7 @@ def sample(run_dir: str, n: int, out: str, sampler: str | None, steps: int | Non
     if n < 1 or batch_size < 1 or (steps is not None and steps < 1):
         raise ElbolabError(f"--n ({n}), --batch-size ({batch_size}) and --steps ({steps}) must be at least 1")
     target = Path(out)
-    to_folder = target.suffix == "" or target.is_dir()
+    to_folder = target.is_dir() or (target.suffix == "" and not target.exists())
     if to_folder:
         check_output_folder(target)
     else:
@@ -266,9 +266,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # usage errors too: one line, like every other error
+        command = exc.ctx.command_path if getattr(exc, "ctx", None) else "elbolab"
+        hint = f" (see {command} --help)" if isinstance(exc, click.UsageError) else ""
+        click.echo(f"error: {exc.format_message()}{hint}".replace("\n", " "), err=True)
+        sys.exit(1)
     except ElbolabError as exc:
         from elbolab.train.loop import TrainingInterrupted
 

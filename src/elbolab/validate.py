@@ -50,10 +50,10 @@ def check_output_folder(path: str | Path, option: str = "--out") -> Path:
 def check_output_file(path: str | Path, suffixes: tuple[str, ...], option: str = "--out") -> None:
     """`path` names a file with one of `suffixes` in a folder that exists and can be written."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ElbolabError(f"{option} {path}: exists and is not a regular file")
     if path.suffix.lower() not in suffixes:
         raise ElbolabError(f"{option} {path}: write {' or '.join(suffixes)}")
-    if path.is_dir():
-        raise ElbolabError(f"{option} {path}: is a folder, not a file")
     if not path.parent.is_dir():
         raise ElbolabError(f"{option} {path}: the folder {path.parent} does not exist")
     check_output_folder(path.parent, option)
