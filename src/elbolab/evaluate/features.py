@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import platform
 import time
 import warnings
@@ -326,6 +327,7 @@ def inception_features(weights_path: str | Path | None = None, device: str = "cp
         raise FeatureNetUnavailable(
             f"torch-fidelity is not installed ({_one_line(err)}); pip install 'elbolab[fid]'") from err
     path = _inception_weights_path(weights_path)
+    os.environ.setdefault("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "1")  # torch-fidelity's torch.load: tensors only, no pickle
     if path is None and not allow_download:
         raise FeatureNetUnavailable(f"Inception-v3 weights {INCEPTION_WEIGHTS} are not in the torch hub cache "
                                     f"and downloading is off")
