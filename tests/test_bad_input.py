@@ -141,6 +141,9 @@ CASES = {
         run / "model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}")))], "corrupt"),
     "eval with a corrupt run config": (lambda t, r: ["eval", str(_copy_run(r, t, lambda run: _write(
         run / "config.json", b"{\"kind\": ")))], "corrupt run config"),
+    "compare over runs on other data": (lambda t, r: ["compare", "--data", "digits", "--out", str(t / "c"),
+                                                      "--budget", "1"] if shutil.copytree(
+        r / "unlabelled", t / "c" / "runs" / "vae") else [], "holds a run on"),
     # labels the built-in feature network needs
     "eval quality on unlabelled data": (lambda t, r: ["eval", str(r / "unlabelled")], "has no labels"),
     "compare on unlabelled data": (lambda t, r: ["compare", "--data", str(r / "unlabelled.npz"), "--out",

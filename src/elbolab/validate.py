@@ -104,7 +104,7 @@ def validate_train(kind: str, data: str | None, out: str | Path, *, data_dir: st
                    resume: bool = False, steps: int | None = None) -> None:
     """Everything `train_run` needs, checked before it starts: config, run folder, data, model, disk."""
     from elbolab.config import flatten, read_config_file
-    from elbolab.train.api import _resumed_config
+    from elbolab.train.api import resumed_config
     from elbolab.train.run import CHECKPOINT_FILE, resolve_configs
 
     out = Path(out)
@@ -113,7 +113,7 @@ def validate_train(kind: str, data: str | None, out: str | Path, *, data_dir: st
     if steps is not None:
         merged["train.steps"] = steps
     if resume:
-        cfg, _ = _resumed_config(out, kind, data, merged)
+        cfg, _ = resumed_config(out, kind, data, merged)
         data, data_dir, model_cfg = cfg.data, cfg.data_dir, cfg.model
     else:
         if (out / CHECKPOINT_FILE).is_file():
@@ -137,11 +137,15 @@ def validate_eval(run_dir: str | Path, split: str, features: str, parts: tuple[s
 def validate_compare(data: str, data_dir: str | None, out: str | Path, features: str) -> None:
     """`compare`'s data loads and has labels for the features chosen; its output folder is writable with
     room for the checkpoints of its models."""
-    from elbolab.train.run import MODEL_KINDS, model_classes
+    from elbolab.train.run import MODEL_KINDS, model_classes, read_run_config
 
     check_output_folder(out)
     probe = check_data(data, data_dir)
     check_labels(probe, features)
+    for config in sorted(Path(out).glob("runs/*/config.json")):
+        saved = read_run_config(config.parent)
+        if (saved.data, saved.data_dir) != (data, data_dir):
+            raise ElbolabError(f"{config.parent} holds a run on {saved.data}, not {data}; choose another --out")
     needed = 0
     for kind in MODEL_KINDS:
         needed += checkpoint_bytes(parameter_count(kind, probe, model_classes(kind)[0]()))

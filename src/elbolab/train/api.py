@@ -60,7 +60,7 @@ def record_changes(run_dir: Path, trainer: Trainer, changes: Changes, say: Say) 
     say(f"resume at step {trainer.step}: {listed} (recorded in {CONFIG_HISTORY_FILE})")
 
 
-def _resumed_config(run_dir: Path, kind: str, data: str | None, overrides: dict[str, Any]) -> tuple[RunConfig, Changes]:
+def resumed_config(run_dir: Path, kind: str, data: str | None, overrides: dict[str, Any]) -> tuple[RunConfig, Changes]:
     """The config a resumed run continues with: the saved one, with the changes allowed."""
     if not (run_dir / CONFIG_FILE).is_file():
         raise ElbolabError(f"{run_dir}: nothing to resume (not a run folder: no {CONFIG_FILE})")
@@ -89,7 +89,7 @@ def train_run(kind: str, data: str | None, out: str | Path, *, data_dir: str | N
         merged["train.steps"] = steps
     changes: Changes = {}
     if resume:
-        cfg, changes = _resumed_config(run_dir, kind, data, merged)
+        cfg, changes = resumed_config(run_dir, kind, data, merged)
     else:
         if (run_dir / CHECKPOINT_FILE).is_file():
             raise ElbolabError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")

@@ -209,7 +209,7 @@ class Trainer:
             fh.write(json.dumps(record) + "\n")
 
     def log_event(self, event: str, **fields) -> None:
-        """A line in the run's log (and on stderr) for something other than a training step."""
+        """A line in the run's log for something other than a training step (a rollback, a config change)."""
         self._log({"step": self.step, "event": event, **fields})
 
     # ---- non-finite values
