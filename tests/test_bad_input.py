@@ -200,7 +200,7 @@ def test_a_full_disk_is_refused_before_training(tmp_path, run_cli, monkeypatch):
                                   ["eval", "{t}/missing-run"]])
 def test_the_console_script_gives_one_line_and_exit_1(tmp_path, args):
     proc = subprocess.run([sys.executable, "-m", "elbolab.cli", *[a.format(t=tmp_path) for a in args]],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error:")
 
@@ -210,7 +210,15 @@ def test_json_to_a_full_device_is_one_line(runs):
     with open("/dev/full", "w") as full:
         proc = subprocess.run([sys.executable, "-m", "elbolab.cli", "eval", str(runs / "vae"), "--json",
                                "--only-bound", "--n", "4"], stdout=full, stderr=subprocess.PIPE, text=True,
-                              timeout=120)
+                              timeout=120, check=False)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip() == "error: No space left on device"
     assert json.loads((runs / "vae" / "metrics.json").read_text())["step"] == 2
+
+
+def test_features_none_evaluates_unlabelled_data_without_quality(runs, run_cli):
+    code, out, err = run_cli("eval", runs / "unlabelled", "--features", "none", "--json", "--skip", "speed",
+                             "--skip", "information", "--n", "8", "--iwae", "0", "--n-samples", "8")
+    assert code == 0, err
+    result = json.loads(out)
+    assert "quality" not in result and "interpolation" not in result and result["bpd"]["total"] > 0

@@ -87,7 +87,7 @@ def test_sigkill_at_seven_moments_then_resume_is_bit_identical(tmp_path, run_cli
     for name, run in runs.items():
         # a run killed before its config was written is not a run yet: it is started again, as a user would
         resume = ["--resume"] if killed[name]["config"] else []
-        code, out, err = run_cli("train", "vae", "--out", run, *ARGS, *resume)
+        code, _, err = run_cli("train", "vae", "--out", run, *ARGS, *resume)
         assert code == 0, f"{name}: {err}"
         weights = load_tensors(run / WEIGHTS_FILE)[0]
         assert weights.keys() == reference.keys()

@@ -53,7 +53,7 @@ def test_inner_bins_closer_to_the_mean_hold_more_mass(log_prob, mean, log_scale,
 @given(mean=st.floats(-0.8, 0.8), levels=st.integers(3, 64), a=log_scales, b=log_scales)
 def test_the_mass_at_the_mean_level_shrinks_as_the_scale_grows(log_prob, mean, levels, a, b):
     k = round((mean + 1) / 2 * (levels - 1))
-    at = lambda s: _all_levels(log_prob, -1 + 2 * k / (levels - 1), s, levels)[k].item()  # noqa: E731
+    at = lambda s: _all_levels(log_prob, -1 + 2 * k / (levels - 1), s, levels)[k].item()
     small, large = min(a, b), max(a, b)
     assert at(small) >= at(large) - 1e-9
 
@@ -63,7 +63,7 @@ def test_the_mass_at_the_mean_level_shrinks_as_the_scale_grows(log_prob, mean, l
 def test_bernoulli_is_normalised_and_increasing_in_its_logit(logit, other):
     lp = bernoulli_log_prob(torch.tensor([-1.0, 1.0], dtype=torch.float64), torch.full((2,), logit, dtype=torch.float64))
     assert torch.isfinite(lp).all() and abs(torch.logsumexp(lp, 0).item()) < 1e-9
-    one = lambda v: bernoulli_log_prob(torch.tensor(1.0, dtype=torch.float64), torch.tensor(v, dtype=torch.float64))  # noqa: E731
+    one = lambda v: bernoulli_log_prob(torch.tensor(1.0, dtype=torch.float64), torch.tensor(v, dtype=torch.float64))
     lo, hi = sorted((logit, other))
     assert one(lo) <= one(hi) + 1e-12
 
@@ -71,7 +71,7 @@ def test_bernoulli_is_normalised_and_increasing_in_its_logit(logit, other):
 @FAST
 @given(m1=means, m2=means, v1=st.floats(-5, 5), v2=st.floats(-5, 5))
 def test_gaussian_kl_is_finite_non_negative_and_zero_only_at_equality(m1, m2, v1, v2):
-    t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    t = lambda v: torch.tensor(v, dtype=torch.float64)
     kl = normal_kl(t(m1), t(v1), t(m2), t(v2)).item()
     assert math.isfinite(kl) and kl >= -1e-12
     assert normal_kl(t(m1), t(v1), t(m1), t(v1)).item() == pytest.approx(0.0, abs=1e-12)

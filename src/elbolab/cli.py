@@ -55,7 +55,8 @@ def train(kind: str, data: str | None, data_dir: str | None, out: str, steps: in
             overrides[key] = str(value)
     if steps is not None and steps < 1:
         raise ElbolabError(f"--steps {steps}: must be at least 1")
-    options = dict(data_dir=data_dir, overrides=overrides, config_file=config_file, resume=resume, steps=steps)
+    options = {"data_dir": data_dir, "overrides": overrides, "config_file": config_file, "resume": resume,
+               "steps": steps}
     validate_train(kind, data, out, **options)
     cfg, metrics = train_run(kind, data, out, progress=not quiet, **options)
     click.echo(f"{kind} on {cfg.data}: step {metrics['step']}, test {metrics['test_bpd']:.4f} "

@@ -7,8 +7,9 @@ a temporary file renamed into place, so only one batch is held at a time and a c
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch

@@ -14,20 +14,20 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from elbolab.atomic import TEMP_SUFFIX, atomic_write_json, atomic_write_text
 from elbolab.bounds import mean_ci95
 from elbolab.data.base import ImageData
 from elbolab.errors import ElbolabError
 from elbolab.model import GenerativeModel, dataset_bound
-from elbolab.atomic import TEMP_SUFFIX, atomic_write_json, atomic_write_text
-from elbolab.train.checkpoint import (CheckpointError, flatten_optimizer, load_tensors, module_spec,
-                                      nonfinite_tensors, optimizer_spec, restore_rng, rng_spec, rng_tensors,
-                                      save_tensors, unflatten_optimizer)
+from elbolab.train.checkpoint import (CheckpointError, flatten_optimizer, load_tensors, module_spec, nonfinite_tensors,
+                                      optimizer_spec, restore_rng, rng_spec, rng_tensors, save_tensors,
+                                      unflatten_optimizer)
 from elbolab.train.config import TrainConfig
 from elbolab.train.ema import EMA
 from elbolab.train.run import (CHECKPOINT_DIR, CHECKPOINT_FILE, LOG_FILE, METRICS_FILE, WEIGHTS_FILE, checkpoint_path,
@@ -40,6 +40,7 @@ STATE_KEYS = ("step", "ema_updates", "optimizer", "train_seconds")
 
 
 def say_on_stderr(message: str) -> None:
+    """Where the trainer says what it did about a fault, by default: one line on stderr."""
     print(message, file=sys.stderr, flush=True)
 
 
