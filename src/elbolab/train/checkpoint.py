@@ -101,12 +101,17 @@ def load_tensors(path: Path, spec: Spec | None = None) -> tuple[dict[str, Tensor
     return tensors, state
 
 
-def check_spec(path: Path, tensors: Mapping[str, Tensor], spec: Spec) -> None:
-    """Every tensor `spec` names is present with its shape and dtype."""
+def check_spec(path: Path, tensors: Mapping[str, Tensor], spec: Spec,
+               exact: tuple[str, ...] = ("model.", "ema.")) -> None:
+    """Every tensor `spec` names is present with its shape and dtype, and none else under the `exact` prefixes."""
     missing = [k for k in spec if k not in tensors]
     if missing:
         raise CheckpointError(f"{path}: checkpoint does not fit the model (missing tensors "
                               f"{', '.join(missing[:3])}{' …' if len(missing) > 3 else ''})")
+    extra = [k for k in tensors if k.startswith(exact) and k not in spec]
+    if extra:
+        raise CheckpointError(f"{path}: checkpoint does not fit the model (tensors the model does not have: "
+                              f"{', '.join(extra[:3])}{' …' if len(extra) > 3 else ''})")
     for name, (shape, dtype) in spec.items():
         t = tensors[name]
         if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
