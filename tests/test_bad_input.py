@@ -93,7 +93,7 @@ CASES = {
                                                  str(_corrupt_pickle(t / "d")))(t, r), "truncated or corrupt"),
     # arrays
     ".npz that is not a zip": (lambda t, r: _train("--data", str(_write(t / "x.npz", b"PK-not-really")))(t, r),
-                               "not a readable .npz file"),
+                               "not a readable .npz file (not a zip archive"),
     ".npz of floats": (lambda t, r: _train("--data", str(_npz(t / "f.npz", images=np.ones((9, 8, 8)))))(t, r),
                        "store integer levels"),
     ".npz with a 2-D array": (lambda t, r: _train("--data", str(_npz(t / "s.npz",

@@ -259,7 +259,10 @@ def _print_verdicts(results: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: one-line errors and a non-zero exit code instead of tracebacks."""
+    """Entry point: one-line errors and a non-zero exit code instead of tracebacks; warnings in one line."""
+    import warnings
+
+    warnings.formatwarning = lambda message, category, *_args, **_kw: f"warning: {message}\n"
     try:
         cli.main(args=argv, prog_name="elbolab", standalone_mode=False)
     except click.exceptions.Exit as exc:
