@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from elbolab.config import flatten, read_config_file, to_dict
+from elbolab.data import load_data
 from elbolab.errors import ConfigError, ElbolabError
 from elbolab.train.config import TrainConfig
 from elbolab.train.loop import Say, Trainer, say_on_stderr
@@ -81,8 +82,6 @@ def train_run(kind: str, data: str | None, out: str | Path, *, data_dir: str | N
     On resume, `overrides` (and a config file) may change the keys in `RESUMABLE`; the changes are recorded,
     and a change to any other key is refused.
     """
-    from elbolab.data import load_data
-
     run_dir = Path(out)
     merged = {**flatten(read_config_file(config_file) if config_file else {}), **(overrides or {})}
     if steps is not None:
