@@ -9,7 +9,7 @@ steps. The EMA weights are then measured:
 
 - sampling images/s of each sampler (ancestral, ddim, dpm-solver++) at 10/20/50 steps on
   --sample-n images and at 1000 steps on --long-n images; NFE per image is counted, not assumed;
-- test bits/dim, the Monte-Carlo bound (`elbo(method="mc")`, --elbo-samples draws of t per
+- test bits/dim, the Monte-Carlo bound (`elbo(Estimator("mc", K))`, --elbo-samples draws of t per
   image, each with its own L_0) on the first --n-test test images, with its 95% interval, and
   its cost in network passes per image, counted by a hook on the UNet (the exact bound costs T).
 
@@ -48,7 +48,9 @@ from common import SHARED_DATA, print_table, timed, write_results  # noqa: E402
 
 from elbolab.data import DataWarning, load_data  # noqa: E402
 from elbolab.diffusion import DiffusionModel  # noqa: E402
-from elbolab.evaluate.likelihood import dataset_bound, summarize_bound  # noqa: E402
+from elbolab.bounds import Estimator  # noqa: E402
+from elbolab.model import dataset_bound  # noqa: E402
+from elbolab.records import BoundSummary  # noqa: E402
 from elbolab.evaluate.speed import timed_calls  # noqa: E402
 from elbolab.nets.unet import UNetConfig  # noqa: E402
 from elbolab.train.config import TrainConfig  # noqa: E402
@@ -294,9 +296,9 @@ def likelihood_row(args: argparse.Namespace, model: DiffusionModel, test: Any,
     n = min(args.n_test, len(test))
     counter = PassCounter(model.diffusion.net)
     torch.manual_seed(args.seed + 1)
-    bound, seconds = timed(dataset_bound, model, test, n, 256, method="mc", samples=args.elbo_samples)
+    bound, seconds = timed(dataset_bound, model, test, n, 256, Estimator("mc", args.elbo_samples))
     counter.remove()
-    summary = summarize_bound(bound)
+    summary = BoundSummary.of(bound, "mc").to_json()
     steps, train_s = trainer_metrics["step"], trainer_metrics["train_seconds"]
     budget = f"{args.train_seconds:.0f} s budget: " if args.train_seconds > 0 else ""
     terms = summary["bpd"]["terms"]

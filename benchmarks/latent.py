@@ -39,7 +39,9 @@ from common import SHARED_DATA, print_table, timed, write_results  # noqa: E402
 from elbolab.bounds import mean_ci95  # noqa: E402
 from elbolab.data import DataWarning, load_data  # noqa: E402
 from elbolab.diffusion import DiffusionConfig, DiffusionModel  # noqa: E402
-from elbolab.evaluate.likelihood import dataset_bound, summarize_bound  # noqa: E402
+from elbolab.bounds import Estimator  # noqa: E402
+from elbolab.model import dataset_bound  # noqa: E402
+from elbolab.records import BoundSummary  # noqa: E402
 from elbolab.evaluate.speed import timed_calls  # noqa: E402
 from elbolab.train.stages import AUTOENCODER_DIR  # noqa: E402
 from elbolab.train.api import train_run  # noqa: E402
@@ -80,13 +82,13 @@ def bound_rows(model, vae, test, n: int, seed: int) -> tuple[list[dict], dict]:
     """Bits/dim of the autoencoder's ELBO and of the latent diffusion bound on the same images, with intervals."""
     torch.manual_seed(seed)
     (vae_bound, vae_s) = timed(dataset_bound, vae, test, n, 250)
-    (ld_bound, ld_s) = timed(dataset_bound, model, test, n, 250, method="mc")
+    (ld_bound, ld_s) = timed(dataset_bound, model, test, n, 250, Estimator("mc"))
     diff, diff_ci = mean_ci95(ld_bound.bits_per_dim() - vae_bound.bits_per_dim())
     rows = []
     for name, bound, seconds in (("VAE ELBO, N(0, I) prior", vae_bound, vae_s),
                                  ("latent diffusion bound", ld_bound, ld_s)):
-        s = summarize_bound(bound)
-        terms = {k: s["bpd"]["terms"].get(k) for k in ("reconstruction", "kl", "entropy", "latent_prior")}
+        s = BoundSummary.of(bound, "default").to_json()
+        terms = {k: s["bpd"]["terms"].get(k) for k in ("reconstruction", "kl", "neg_entropy", "latent_prior")}
         rows.append({"bound": name, "bits/dim": s["bpd"]["total"], "ci95": s["bpd"]["ci95"], **terms,
                      "eval_s": seconds})
     return rows, {"paired_difference_bpd": diff, "paired_difference_ci95": diff_ci,

@@ -19,9 +19,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED_DATA, print_table, timed, write_results  # noqa: E402
 
-from elbolab.bounds import mean_ci95, nats_to_bpd  # noqa: E402
+from elbolab.bounds import Estimator, mean_ci95, nats_to_bpd  # noqa: E402
 from elbolab.data import load_data  # noqa: E402
-from elbolab.evaluate.likelihood import dataset_bound, summarize_bound  # noqa: E402
+from elbolab.model import dataset_bound  # noqa: E402
+from elbolab.records import BoundSummary  # noqa: E402
 from elbolab.train.config import TrainConfig  # noqa: E402
 from elbolab.train.loop import Trainer  # noqa: E402
 from elbolab.train.run import RunConfig, build_model, load_run, save_run_config  # noqa: E402
@@ -56,8 +57,8 @@ def main() -> None:
         _, model = load_run(run)
     torch.manual_seed(1)
     elbo, elbo_s = timed(dataset_bound, model, test, args.n_test, 250)
-    iwae, iwae_s = timed(dataset_bound, model, test, args.n_test, 50, k=args.iwae_k)
-    summary = summarize_bound(elbo)
+    iwae, iwae_s = timed(dataset_bound, model, test, args.n_test, 50, Estimator("iwae", args.iwae_k))
+    summary = BoundSummary.of(elbo, "mc").to_json()
     iwae_bpd, iwae_ci = mean_ci95(nats_to_bpd(iwae.total, iwae.dims))
     row = {"data": "fashion-mnist", "net": args.net, "params": sum(p.numel() for p in model.parameters()),
            "steps": args.steps, "train_img_per_s": metrics["train_images_per_s"],

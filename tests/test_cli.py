@@ -42,7 +42,7 @@ def test_train_and_eval_reach_well_below_the_uniform_baseline(vae_run, run_cli):
     assert result["iwae"]["bpd"] <= same_n["bpd"]["total"]  # the IWAE bound is tighter on the same 200 images
     assert result["quality"]["n_samples"] == 64 and result["sharpness"]["samples"]["laplacian_variance_ratio"] > 0
     # the run folder holds what DESIGN.md promises
-    for name in ("config.json", "model.safetensors", "checkpoint.safetensors", "metrics.json", "log.jsonl"):
+    for name in ("config.json", "model.safetensors", "checkpoint.json", "metrics.json", "log.jsonl"):
         assert (vae_run / name).is_file(), name
 
 

@@ -60,7 +60,7 @@ def test_eval_json_reports_the_three_terms_with_intervals(diffusion_run, run_cli
     assert 0 <= bpd["terms"]["prior"] < 1e-3
     assert result["mc_stderr_nats"] > 0
     assert result["objective"].startswith("L_simple")
-    for name in ("config.json", "model.safetensors", "checkpoint.safetensors", "metrics.json", "log.jsonl"):
+    for name in ("config.json", "model.safetensors", "checkpoint.json", "metrics.json", "log.jsonl"):
         assert (diffusion_run / name).is_file(), name
 
 

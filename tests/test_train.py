@@ -10,7 +10,7 @@ from elbolab.errors import ElbolabError
 from elbolab.train.checkpoint import load_tensors
 from elbolab.train.config import TrainConfig
 from elbolab.train.loop import Trainer, TrainingInterrupted, lr_at
-from elbolab.train.run import CHECKPOINT_FILE, LOG_FILE, WEIGHTS_FILE, RunConfig, build_model
+from elbolab.train.run import LOG_FILE, WEIGHTS_FILE, RunConfig, build_model, checkpoint_path, list_checkpoints
 from elbolab.vae import VAEConfig
 
 CFG = TrainConfig(steps=12, batch_size=32, eval_every=6, eval_n=64, checkpoint_every=5, warmup_steps=3, seed=7)
@@ -29,7 +29,7 @@ def _trainer(run_dir, digits, callbacks=()):
 
 
 def _weights(run_dir):
-    return load_tensors(run_dir / CHECKPOINT_FILE)[0]
+    return load_tensors(list_checkpoints(run_dir)[0])[0]
 
 
 def _stop_at(step, exc):
@@ -70,7 +70,8 @@ def test_ctrl_c_saves_a_checkpoint_and_resumes_identically(tmp_path, digits):
 
 
 def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, digits):
-    (tmp_path / CHECKPOINT_FILE).write_bytes(b"not a safetensors file")
+    checkpoint_path(tmp_path, 5).parent.mkdir()
+    checkpoint_path(tmp_path, 5).write_bytes(b"not a safetensors file")
     with pytest.raises(ElbolabError, match="corrupt or unreadable checkpoint"):
         _trainer(tmp_path, digits).load_checkpoint()
 
@@ -80,11 +81,12 @@ def test_no_temporary_files_are_left_behind(tmp_path, digits):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_a_nan_loss_stops_with_a_message(tmp_path, digits):
+def test_a_loss_that_stays_nan_stops_with_one_line_after_the_rollbacks(tmp_path, digits):
     trainer = _trainer(tmp_path, digits)
     trainer.model.loss = lambda x, step, total_steps: torch.full((x.shape[0],), float("nan"))
-    with pytest.raises(ElbolabError, match="lower train.lr"):
+    with pytest.raises(ElbolabError, match="diverged.*after 3 rollbacks.*lower train.lr") as exc:
         trainer.fit()
+    assert len(str(exc.value).splitlines()) == 1
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor():

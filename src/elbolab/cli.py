@@ -26,29 +26,38 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("kind", type=click.Choice(list(MODEL_KINDS)))
-@click.option("--data", default="digits", show_default=True, help="Data set name, image folder or .npz file.")
+@click.option("--data", default=None, help="Data set name, image folder or .npz file  [default: digits; on "
+              "--resume: the run's]")
 @click.option("--data-dir", default=None, help="Where named data sets live / are downloaded ($ELBOLAB_DATA).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @click.option("--steps", type=int, default=None, help="Training steps (train.steps).")
 @click.option("--config", "config_file", default=None, help="JSON or YAML file with model.* and train.* keys.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. model.beta=0.5.")
 @click.option("--seed", type=int, default=None, help="Random seed (train.seed).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its newest good checkpoint; --set "
+              "may change train.lr, steps, max_seconds, cadences, precision (recorded in config-history.jsonl).")
 @click.option("--autoencoder", default=None, type=click.Path(), help="latent-diffusion: reuse this trained VAE run.")
+@click.option("--deterministic", is_flag=True, help="Deterministic GPU kernels (train.deterministic); slower.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(kind: str, data: str, data_dir: str | None, out: str, steps: int | None, config_file: str | None,
-          sets: tuple[str, ...], seed: int | None, resume: bool, autoencoder: str | None, quiet: bool) -> None:
+def train(kind: str, data: str | None, data_dir: str | None, out: str, steps: int | None, config_file: str | None,
+          sets: tuple[str, ...], seed: int | None, resume: bool, autoencoder: str | None, deterministic: bool,
+          quiet: bool) -> None:
     """Train a model KIND on a data set into a run folder."""
     from elbolab.config import parse_set
     from elbolab.train.api import train_run
+    from elbolab.validate import validate_train
 
     overrides: dict[str, str] = dict(parse_set(sets))
-    if seed is not None:
-        overrides["train.seed"] = str(seed)
-    if autoencoder is not None:
-        overrides["model.autoencoder"] = str(Path(autoencoder).resolve())
-    cfg, metrics = train_run(kind, data, out, data_dir=data_dir, overrides=overrides, config_file=config_file,
-                             resume=resume, steps=steps, progress=not quiet)
+    for key, value in (("train.seed", seed), ("train.deterministic", deterministic or None),
+                       ("model.autoencoder", autoencoder and str(Path(autoencoder).resolve()))):
+        if value is not None:
+            overrides[key] = str(value)
+    if steps is not None and steps < 1:
+        raise ElbolabError(f"--steps {steps}: must be at least 1")
+    options = {"data_dir": data_dir, "overrides": overrides, "config_file": config_file, "resume": resume,
+               "steps": steps}
+    validate_train(kind, data, out, **options)
+    cfg, metrics = train_run(kind, data, out, progress=not quiet, **options)
     click.echo(f"{kind} on {cfg.data}: step {metrics['step']}, test {metrics['test_bpd']:.4f} "
                f"± {metrics['test_bpd_ci95']:.4f} bits/dim (EMA weights, {cfg.train.eval_n} test images); "
                f"run saved in {out}")
@@ -68,8 +77,8 @@ def train(kind: str, data: str, data_dir: str | None, out: str, steps: int | Non
 @click.option("--skip", multiple=True, type=click.Choice(["speed", "quality", "sharpness", "interpolation",
                                                           "information"]), help="Leave a measurement out.")
 @click.option("--only-bound", is_flag=True, help="Only the bound (skip every other measurement).")
-@click.option("--features", type=click.Choice(["builtin", "inception", "auto"]), default="builtin",
-              show_default=True, help="Feature network for the Fréchet distance.")
+@click.option("--features", type=click.Choice(["builtin", "inception", "auto", "none"]), default="builtin",
+              show_default=True, help="Feature network for the Fréchet distance (none: skip quality, interpolation).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def evaluate(run_dir: str, split: str, n: int | None, iwae_k: int, exact: bool, estimator: str | None, n_samples: int,
@@ -78,13 +87,17 @@ def evaluate(run_dir: str, split: str, n: int | None, iwae_k: int, exact: bool, 
     from elbolab.bounds import Estimator
     from elbolab.evaluate.run import PARTS, EvalConfig
     from elbolab.experiments.runs import evaluate_run
+    from elbolab.validate import validate_eval
 
-    if n is not None and n < 1 or n_samples < 2:
-        raise ElbolabError("--n must be at least 1 and --n-samples at least 2")
+    if n is not None and n < 1 or n_samples < 2 or iwae_k < 0:
+        raise ElbolabError(f"--n ({n}) must be at least 1, --n-samples ({n_samples}) at least 2, --iwae ({iwae_k}) ≥ 0")
     if exact and estimator is not None:
         raise ElbolabError("give --exact or --estimator, not both")
     chosen = Estimator("exact") if exact else (Estimator.parse(estimator) if estimator else None)
     parts = ("likelihood",) if only_bound else tuple(p for p in PARTS if p not in skip)
+    if features == "none":
+        parts = tuple(p for p in parts if p not in ("quality", "interpolation"))
+    validate_eval(run_dir, split, features, parts)
     cfg = EvalConfig(seed=seed, n_eval=n, estimator=chosen, iwae_k=iwae_k, n_samples=n_samples, parts=parts)
     log = (lambda _: None) if as_json else (lambda m: click.echo(f"[eval] {m}", err=True))
     result = evaluate_run(Path(run_dir), split=split, cfg=cfg, features_kind=features, log=log)
@@ -114,24 +127,48 @@ def evaluate(run_dir: str, split: str, n: int | None, iwae_k: int, exact: bool, 
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--n", type=int, default=64, show_default=True)
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="A .png grid or an .npz of levels.")
+@click.option("--out", "out", required=True, type=click.Path(),
+              help="A .png grid, an .npz of levels, or a folder (one PNG per sample).")
 @click.option("--sampler", default=None, help="Diffusion: ancestral | ddim | dpm-solver++ (a VAE: decoder).")
 @click.option("--steps", type=int, default=None, help="Diffusion: number of sampling steps (NFE).")
+@click.option("--batch-size", type=int, default=1000, show_default=True,
+              help="Samples drawn at a time; .npz and folders are written as they come, in bounded memory.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def sample(run_dir: str, n: int, out: str, sampler: str | None, steps: int | None, seed: int) -> None:
+@click.option("--deterministic", is_flag=True, help="Deterministic GPU kernels.")
+def sample(run_dir: str, n: int, out: str, sampler: str | None, steps: int | None, batch_size: int, seed: int,
+           deterministic: bool) -> None:
     """Draw N samples from a trained run."""
+    import numpy as np
     import torch
 
     from elbolab.report.grid import save_images
+    from elbolab.sampling import sample_batches, write_npz, write_png_folder
+    from elbolab.train.loop import use_deterministic_algorithms
     from elbolab.train.run import load_run
+    from elbolab.validate import check_output_file, check_output_folder
 
-    if n < 1:
-        raise ElbolabError("--n must be at least 1")
+    if n < 1 or batch_size < 1 or (steps is not None and steps < 1):
+        raise ElbolabError(f"--n ({n}), --batch-size ({batch_size}) and --steps ({steps}) must be at least 1")
+    target = Path(out)
+    to_folder = target.is_dir() or (target.suffix == "" and not target.exists())
+    if to_folder:
+        check_output_folder(target)
+    else:
+        check_output_file(target, (".png", ".npz"))
+    if deterministic:
+        use_deterministic_algorithms()
     cfg, model = load_run(Path(run_dir))
-    generator = torch.Generator(model.device).manual_seed(seed)
-    images = model.sample(n, generator=generator, sampler=sampler, steps=steps)
-    path = save_images(images, cfg.levels, out, nrow=int(n ** 0.5 + 0.999))
-    click.echo(f"wrote {n} samples to {path}")
+    kwargs = {k: v for k, v in (("sampler", sampler), ("steps", steps)) if v is not None}
+    model.check_sampling(**kwargs)  # a sampler or step count the model lacks is refused before any file is written
+    batches = sample_batches(model, n, batch_size, seed, **kwargs)
+    if to_folder:
+        write_png_folder(target, batches, cfg.levels)
+    elif target.suffix == ".npz":
+        write_npz(target, batches, n, cfg.levels)
+    else:
+        images = torch.from_numpy(np.concatenate(list(batches)))
+        save_images(images, cfg.levels, target, nrow=int(n ** 0.5 + 0.999))
+    click.echo(f"wrote {n} samples to {target}")
 
 
 @cli.command()
@@ -176,12 +213,16 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int) -> N
 def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int, n_samples: int, features: str,
             quick: bool, quiet: bool) -> None:
     """The main job: train a VAE, diffusion and latent diffusion under one budget, measure, judge, report."""
+    from elbolab.validate import validate_compare
+
+    if not budget > 0 or n_samples < 2:
+        raise ElbolabError(f"--budget ({budget}) must be positive and --n-samples ({n_samples}) at least 2")
+    validate_compare(data, data_dir, out, features)
+
     from elbolab.evaluate.run import EvalConfig
     from elbolab.experiments.compare import CompareConfig, run_compare
     from elbolab.report.render import save_grids, write_report
 
-    if budget <= 0 or n_samples < 2:
-        raise ElbolabError("--budget must be positive and --n-samples at least 2")
     evaluation = EvalConfig(seed=seed, n_samples=n_samples)
     if quick:
         evaluation = EvalConfig(seed=seed, n_eval=100, iwae_n=50, n_samples=min(n_samples, 32), speed_n=8,
@@ -223,7 +264,10 @@ def _print_verdicts(results) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: one-line errors and a non-zero exit code instead of tracebacks."""
+    """Entry point: one-line errors and a non-zero exit code instead of tracebacks; warnings in one line."""
+    import warnings
+
+    warnings.formatwarning = lambda message, category, *_args, **_kw: f"warning: {message}\n"
     try:
         cli.main(args=argv, prog_name="elbolab", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -231,14 +275,20 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # usage errors too: one line, like every other error
+        command = exc.ctx.command_path if getattr(exc, "ctx", None) else "elbolab"
+        hint = f" (see {command} --help)" if isinstance(exc, click.UsageError) else ""
+        click.echo(f"error: {exc.format_message()}{hint}".replace("\n", " "), err=True)
+        sys.exit(1)
     except ElbolabError as exc:
         from elbolab.train.loop import TrainingInterrupted
 
         click.echo(f"error: {exc}", err=True)
         sys.exit(130 if isinstance(exc, TrainingInterrupted) else 1)
+    except OSError as exc:  # a file system fault no check foresaw: still one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

@@ -3,13 +3,39 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
 import types
 import typing
 from pathlib import Path
 from typing import Any, Mapping
 
 from elbolab.errors import ConfigError
+
+
+def require(key: str, value: Any, ok: bool, allowed: str) -> None:
+    """A ConfigError naming the key, the value and what is allowed, unless `ok`."""
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is out of range; it must be {allowed}")
+
+
+def unknown_key(key: str, known: list[str]) -> ConfigError:
+    """The error for an unknown key, suggesting the closest known one."""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
+    return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def dotted_keys(cfg: Any, prefix: str = "") -> list[str]:
+    """Every settable key of a config dataclass, dotted and prefixed (`model.unet.preset`)."""
+    return [prefix + k for k in flatten(to_dict(cfg))]
+
+
+def _type_name(annotation: Any) -> str:
+    """How an allowed type reads in an error message."""
+    names = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -27,10 +53,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key}: cannot read {value!r} as {annotation}")
+        allowed = " or ".join("none" if a is type(None) else _type_name(a) for a in args)
+        raise ConfigError(f"{key}: cannot read {value!r}; allowed: {allowed}")
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, args))}")
+            raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {', '.join(map(str, args))}")
         return value
     if origin is tuple:
         if isinstance(value, str):
@@ -46,16 +73,24 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             if str(value).lower() in ("false", "0", "no", "off"):
                 return False
             raise ValueError(value)
+        if annotation in (int, float) and isinstance(value, bool):
+            raise ValueError(value)
         if annotation is int:
-            if isinstance(value, float) and not value.is_integer():
+            number = float(value) if isinstance(value, (str, float)) else value
+            if isinstance(number, float) and not number.is_integer():
                 raise ValueError(value)
-            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+            return int(number)
         if annotation is float:
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(value)
+            return number
         if annotation is str:
+            if isinstance(value, (dict, list)):
+                raise ValueError(value)
             return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: cannot read {value!r} as {getattr(annotation, '__name__', annotation)}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{key}: cannot read {value!r}; allowed: {_type_name(annotation)}") from None
     return value
 
 
@@ -71,11 +106,11 @@ def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in names:
-            raise ConfigError(f"unknown config key {full!r}; known keys: {', '.join(sorted(names))}")
+            raise unknown_key(full, [prefix + n for n in names])
         annotation = hints[key]
         if dataclasses.is_dataclass(annotation):
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{full}: expected a mapping")
+                raise ConfigError(f"{full}: {value!r} is not allowed; expected a mapping of {full}.* keys")
             kwargs[key] = from_dict(annotation, value, full + ".")
         else:
             kwargs[key] = _coerce(value, annotation, full)
@@ -93,27 +128,38 @@ def with_overrides(cfg: Any, overrides: Mapping[str, Any], prefix: str = "") -> 
     `prefix` names the section in error messages (`model.`).
     """
     data = to_dict(cfg)
+    known = dotted_keys(cfg, prefix)
     for dotted, value in overrides.items():
         node = data
         parts = dotted.split(".")
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
-                raise ConfigError(f"unknown config key {prefix + dotted!r}")
+                raise unknown_key(prefix + dotted, known)
             node = node[part]
         if parts[-1] not in node:
-            raise ConfigError(f"unknown config key {prefix + dotted!r}; known keys: {', '.join(sorted(node))}")
+            raise unknown_key(prefix + dotted, known)
+        if isinstance(node[parts[-1]], dict):
+            inner = [k for k in known if k.startswith(f"{prefix}{dotted}.")]
+            raise ConfigError(f"{prefix}{dotted} is a section, not a value; set one of {', '.join(inner)}")
         node[parts[-1]] = value
     return from_dict(type(cfg), data, prefix)
 
 
 def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, str]:
     """`key=value` strings → a mapping; a malformed item is a ConfigError."""
-    out = {}
+    out: dict[str, str] = {}
     for item in items:
-        if "=" not in item:
+        key, eq, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or not key:
             raise ConfigError(f"--set expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key.strip()] = value.strip()
+        if not value:
+            raise ConfigError(f"--set {key}: no value given (write {key}=VALUE)")
+        if any(c.isspace() for c in key):
+            raise ConfigError(f"--set {key!r}: a key has no spaces")
+        if key in out:
+            raise ConfigError(f"--set {key} given twice ({out[key]!r} and {value!r})")
+        out[key] = value
     return out
 
 

@@ -125,6 +125,13 @@ class GenerativeModel(nn.Module):
                steps: int | None = None, **options: Any) -> Tensor:
         """n images as integer levels, drawn by `sampler` over `steps` network evaluations (None: the
         model's defaults); any other keyword must be one of `capabilities.sample_options`."""
+        self.check_sampling(sampler, steps, **options)
+        if n < 1:
+            raise ConfigError(f"sample at least one image, got n = {n}")
+        return self._sample(n, generator, sampler, steps, **options)
+
+    def check_sampling(self, sampler: str | None = None, steps: int | None = None, **options: Any) -> None:
+        """A clear error for a sampler, step count or keyword this model does not declare."""
         caps = self.capabilities
         unknown = sorted(set(options) - set(caps.sample_options))
         if unknown:
@@ -139,9 +146,6 @@ class GenerativeModel(nn.Module):
         if steps is not None and not (1 <= steps and (caps.max_steps is None or steps <= caps.max_steps)):
             limit = "any number ≥ 1" if caps.max_steps is None else f"1 to {caps.max_steps}"
             raise ConfigError(f"the {self.kind} model samples with {limit} steps, got {steps}")
-        if n < 1:
-            raise ConfigError(f"sample at least one image, got n = {n}")
-        return self._sample(n, generator, sampler, steps, **options)
 
     def encode(self, x: Tensor) -> Tensor:
         raise NotImplementedError(f"{self.kind} has no encoder")

@@ -129,6 +129,9 @@ def load_folder(root: Path, split: str) -> ImageData:
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """Every array in an .npz file (pickled objects refused), in the order they were saved."""
+    with open(path, "rb") as fh:  # neither a zip nor an .npy: numpy would call it a pickle
+        if not zipfile.is_zipfile(fh) and fh.seek(0) == 0 and fh.read(6) != b"\x93NUMPY":
+            raise data_error(path, "not a readable .npz file (not a zip archive; save arrays with numpy.savez)")
     try:
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import platform
 import time
 import warnings
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from elbolab.atomic import atomic_write_bytes, atomic_write_text
 from elbolab.data.base import ImageData, default_data_dir, load_data, to_model
 from elbolab.errors import DataError, ElbolabError
 
@@ -237,13 +239,13 @@ def _load_cached(weights: Path, meta: Path, expected: dict[str, Any]) -> Classif
 
 def _save(net: ClassifierNet, info: dict[str, Any], weights: Path, meta: Path) -> None:
     """Write weights (safetensors) and metadata (JSON); warn instead of failing on a read-only folder."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     try:
         weights.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
-        meta.write_text(json.dumps(info, indent=2) + "\n")
-    except OSError as err:
+        atomic_write_bytes(weights, save({k: v.contiguous() for k, v in net.state_dict().items()}))
+        atomic_write_text(meta, json.dumps(info, indent=2) + "\n")
+    except (OSError, ElbolabError) as err:
         warnings.warn(f"could not cache the feature network in {weights.parent}: {err}", stacklevel=3)
 
 
@@ -325,6 +327,7 @@ def inception_features(weights_path: str | Path | None = None, device: str = "cp
         raise FeatureNetUnavailable(
             f"torch-fidelity is not installed ({_one_line(err)}); pip install 'elbolab[fid]'") from err
     path = _inception_weights_path(weights_path)
+    os.environ.setdefault("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "1")  # torch-fidelity's torch.load: tensors only, no pickle
     if path is None and not allow_download:
         raise FeatureNetUnavailable(f"Inception-v3 weights {INCEPTION_WEIGHTS} are not in the torch hub cache "
                                     f"and downloading is off")

@@ -69,7 +69,7 @@ class LatentDiffusion(GenerativeModel):
         """log s (float64), with a clear error before the scale is measured."""
         if not self.prepared:
             raise ElbolabError("the latent diffusion model has no latent scale yet: train or load its "
-                               "autoencoder first (`prepare`, as `elbolab train latent-diffusion` does)")
+                               "autoencoder first (its first stage, as `elbolab train latent-diffusion` does)")
         return torch.log(self.scale.double())
 
     def _s(self, like: Tensor) -> Tensor:

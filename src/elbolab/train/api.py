@@ -2,56 +2,104 @@
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from elbolab.config import read_config_file
+from elbolab.config import flatten, read_config_file, to_dict
 from elbolab.data import load_data
 from elbolab.data.base import ImageData
-from elbolab.errors import ElbolabError
-from elbolab.train.loop import Trainer
-from elbolab.train.run import (CHECKPOINT_FILE, RunConfig, build_model, read_run_config, resolve_configs,
-                               save_run_config)
+from elbolab.errors import ConfigError, ElbolabError
+from elbolab.train.loop import Say, Trainer, say_on_stderr
+from elbolab.train.run import (CHECKPOINT_FILE, CONFIG_FILE, CONFIG_HISTORY_FILE, RunConfig, apply_overrides,
+                               build_model, list_checkpoints, read_run_config, resolve_configs, save_run_config)
 from elbolab.train.stages import run_first_stage, stage_budget
 
+#: keys `--resume --set` may change: they steer the rest of the run, not what its checkpoint means
+RESUMABLE = frozenset(f"train.{k}" for k in (
+    "lr", "min_lr_ratio", "warmup_steps", "steps", "max_seconds", "checkpoint_every", "eval_every", "eval_n",
+    "precision", "keep_checkpoints", "nonfinite_patience", "max_rollbacks", "grad_clip", "weight_decay",
+    "adam_beta1", "adam_beta2", "ema_decay", "threads", "device", "deterministic"))
 
-def train_run(kind: str, data: str, out: str | Path, *, data_dir: str | None = None,
+Changes = dict[str, tuple[Any, Any]]
+
+
+def resume_config(saved: RunConfig, overrides: dict[str, Any]) -> tuple[RunConfig, Changes]:
+    """The saved config with the changes `--resume` may make, and those changes; any other is a ConfigError."""
+    model_cfg, train_cfg = apply_overrides(saved.model, saved.train, overrides)
+    old = flatten({"model": to_dict(saved.model), "train": to_dict(saved.train)})
+    new = flatten({"model": to_dict(model_cfg), "train": to_dict(train_cfg)})
+    changes = {k: (old[k], new[k]) for k in old if old[k] != new[k]}
+    for key, (before, after) in changes.items():
+        if key not in RESUMABLE:
+            raise ConfigError(f"{key} cannot change on --resume ({before!r} → {after!r}): the checkpoint was "
+                              f"trained with {before!r}; start a new run (another --out) to change it")
+    return replace(saved, model=model_cfg, train=train_cfg), changes
+
+
+def record_changes(run_dir: Path, trainer: Trainer, changes: Changes, say: Say) -> None:
+    """Write config changes made on resume to the run's log, its config history and stderr."""
+    if not changes:
+        return
+    entry = {"step": trainer.step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+             "changes": {k: list(v) for k, v in changes.items()}}
+    with open(run_dir / CONFIG_HISTORY_FILE, "a") as fh:
+        fh.write(json.dumps(entry) + "\n")
+    trainer.log_event("config-change", changes=entry["changes"])
+    listed = ", ".join(f"{k} {a!r} → {b!r}" for k, (a, b) in changes.items())
+    say(f"resume at step {trainer.step}: {listed} (recorded in {CONFIG_HISTORY_FILE})")
+
+
+def resumed_config(run_dir: Path, kind: str, data: str | None, overrides: dict[str, Any]) -> tuple[RunConfig, Changes]:
+    """The config a resumed run continues with: the saved one, with the changes allowed."""
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ElbolabError(f"{run_dir}: nothing to resume (not a run folder: no {CONFIG_FILE})")
+    saved = read_run_config(run_dir)
+    if saved.kind != kind:
+        raise ElbolabError(f"{run_dir} holds a {saved.kind} run, not {kind}")
+    if data is not None and data != saved.data:
+        raise ConfigError(f"--data {data} cannot change on --resume: the run was trained on {saved.data}")
+    return resume_config(saved, overrides)
+
+
+def train_run(kind: str, data: str | None, out: str | Path, *, data_dir: str | None = None,
               overrides: dict[str, Any] | None = None, config_file: str | Path | None = None,
-              resume: bool = False, steps: int | None = None, progress: bool = True) -> tuple[RunConfig, dict]:
-    """Train (or resume) one model into a run folder; returns its config and final metrics."""
+              resume: bool = False, steps: int | None = None, progress: bool = True,
+              say: Say = say_on_stderr) -> tuple[RunConfig, dict]:
+    """Train (or resume) one model into a run folder; returns its config and final metrics.
+
+    On resume, `overrides` (and a config file) may change the keys in `RESUMABLE`; the changes are recorded,
+    and a change to any other key is refused.
+    """
     run_dir = Path(out)
-    has_checkpoint = (run_dir / CHECKPOINT_FILE).is_file()
+    merged = {**flatten(read_config_file(config_file) if config_file else {}), **(overrides or {})}
+    if steps is not None:
+        merged["train.steps"] = steps
+    changes: Changes = {}
     if resume:
-        if not has_checkpoint:
-            raise ElbolabError(f"{run_dir}: nothing to resume (no {CHECKPOINT_FILE})")
-        cfg = read_run_config(run_dir)
-        if cfg.kind != kind:
-            raise ElbolabError(f"{run_dir} holds a {cfg.kind} run, not {kind}")
-        if steps is not None:
-            cfg = replace(cfg, train=replace(cfg.train, steps=steps))
+        cfg, changes = resumed_config(run_dir, kind, data, merged)
     else:
-        if has_checkpoint:
+        if (run_dir / CHECKPOINT_FILE).is_file():
             raise ElbolabError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-        overrides = dict(overrides or {})
-        if steps is not None:
-            overrides["train.steps"] = steps
-        file_data = read_config_file(config_file) if config_file else None
-        model_cfg, train_cfg = resolve_configs(kind, file_data, overrides)
+        model_cfg, train_cfg = resolve_configs(kind, None, merged)
+        data = data or "digits"
         test_data = load_data(data, "test", data_dir)
         cfg = RunConfig(kind, data, data_dir, test_data.shape, test_data.levels, model_cfg, train_cfg)
     if resume:
         test_data = load_data(cfg.data, "test", cfg.data_dir)
     return cfg, fit_run(cfg, run_dir, load_data(cfg.data, "train", cfg.data_dir), test_data, resume=resume,
-                        progress=progress)
+                        progress=progress, say=say, changes=changes)
 
 
 def fit_run(cfg: RunConfig, run_dir: Path, train_data: ImageData, test_data: ImageData, *, resume: bool = False,
-            progress: bool = True) -> dict:
+            progress: bool = True, say: Say = say_on_stderr, changes: Changes | None = None) -> dict:
     """Train the run `cfg` into `run_dir` on data already loaded (a first stage first, where the model has one);
-    with `resume`, from the run's checkpoint. Returns the final metrics."""
+    with `resume`, from the run's newest good checkpoint, recording `changes` made to its config. Returns the
+    final metrics."""
     run_dir = Path(run_dir)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -61,7 +109,13 @@ def fit_run(cfg: RunConfig, run_dir: Path, train_data: ImageData, test_data: Ima
     save_run_config(run_dir, cfg)
     # e.g. latent diffusion: train or load the autoencoder, measure the latent scale
     spent = run_first_stage(model, train_data, test_data, cfg, run_dir, progress)
-    trainer = Trainer(model, train_data, test_data, stage_budget(cfg.train, spent), run_dir, progress=progress)
+    trainer = Trainer(model, train_data, test_data, stage_budget(cfg.train, spent), run_dir, progress=progress,
+                      say=say)
+    trainer.remove_temporary_files()
     if resume:
-        trainer.load_checkpoint()
+        if list_checkpoints(run_dir):
+            trainer.load_checkpoint()
+        else:
+            say(f"{run_dir}: no checkpoint yet; starting the run from step 0")
+        record_changes(run_dir, trainer, changes or {}, say)
     return trainer.fit()

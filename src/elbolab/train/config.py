@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from elbolab.errors import ConfigError
+from elbolab.config import require
 
 
 @dataclass(frozen=True)
@@ -30,16 +30,21 @@ class TrainConfig:
     threads: int = 0               # torch CPU threads, 0 = torch's default
     device: str = "auto"           # auto | cpu | cuda | cuda:N
     precision: Literal["fp32", "bf16"] = "fp32"
+    keep_checkpoints: int = 3      # the newest K checkpoints are kept in checkpoints/
+    nonfinite_patience: int = 3    # non-finite steps in a row before rolling back to the last good checkpoint
+    max_rollbacks: int = 3         # rollbacks (each halving the learning rate) before the run stops
+    deterministic: bool = False    # deterministic algorithms (cuDNN/cuBLAS) on the GPU; the CPU always is
 
     def __post_init__(self) -> None:
-        positive = {"steps": self.steps, "batch_size": self.batch_size, "eval_n": self.eval_n,
-                    "checkpoint_every": self.checkpoint_every}
-        for name, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"train.{name} must be at least 1, got {value}")
-        if self.lr <= 0 or self.max_seconds < 0 or self.eval_every < 0 or self.warmup_steps < 0:
-            raise ConfigError("train.lr must be positive; max_seconds, eval_every and warmup_steps not negative")
-        if not 0 <= self.ema_decay < 1 or not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError("train.ema_decay must be in [0, 1) and train.min_lr_ratio in [0, 1]")
-        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
-            raise ConfigError(f"train.device must be auto, cpu or cuda[:N], got {self.device!r}")
+        for name in ("steps", "batch_size", "eval_n", "checkpoint_every", "keep_checkpoints", "nonfinite_patience"):
+            require(f"train.{name}", getattr(self, name), getattr(self, name) >= 1, "an integer ≥ 1")
+        for name in ("max_seconds", "eval_every", "warmup_steps", "weight_decay", "grad_clip", "threads",
+                     "max_rollbacks", "seed"):
+            require(f"train.{name}", getattr(self, name), getattr(self, name) >= 0, "a number ≥ 0")
+        require("train.lr", self.lr, self.lr > 0, "a number > 0")
+        require("train.ema_decay", self.ema_decay, 0 <= self.ema_decay < 1, "a number in [0, 1)")
+        require("train.min_lr_ratio", self.min_lr_ratio, 0 <= self.min_lr_ratio <= 1, "a number in [0, 1]")
+        for name in ("adam_beta1", "adam_beta2"):
+            require(f"train.{name}", getattr(self, name), 0 <= getattr(self, name) < 1, "a number in [0, 1)")
+        require("train.device", self.device, self.device in ("auto", "cpu") or self.device.startswith("cuda"),
+                "auto, cpu or cuda[:N]")

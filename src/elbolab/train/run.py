@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from elbolab.config import flatten, from_dict, to_dict, with_overrides
+from elbolab.config import dotted_keys, flatten, from_dict, to_dict, unknown_key, with_overrides
 from elbolab.errors import ConfigError, ElbolabError
 from elbolab.model import GenerativeModel
 from elbolab.registry import MODEL_KINDS, model_classes  # noqa: F401  (re-exported for the training layer's callers)
@@ -17,10 +17,31 @@ from elbolab.train.checkpoint import atomic_write_json, load_tensors
 from elbolab.train.config import TrainConfig
 
 CONFIG_FILE = "config.json"
-CHECKPOINT_FILE = "checkpoint.safetensors"
+#: the index of the newest checkpoint (step, file, hash): present once a run has written a checkpoint
+CHECKPOINT_FILE = "checkpoint.json"
+#: the last `train.keep_checkpoints` checkpoints, `checkpoints/step-000500.safetensors`
+CHECKPOINT_DIR = "checkpoints"
+#: where runs written before the checkpoint folder kept their one checkpoint (still read)
+LEGACY_CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS_FILE = "model.safetensors"
 LOG_FILE = "log.jsonl"
 METRICS_FILE = "metrics.json"
+#: every change made to a run's config on resume, one JSON line each
+CONFIG_HISTORY_FILE = "config-history.jsonl"
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """Where the checkpoint of `step` lives (zero-padded, so names sort like steps)."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"step-{step:06d}.safetensors"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """A run's checkpoint files, newest first (temporary files excluded; a legacy file last)."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    found = [p for p in folder.glob("step-*.safetensors") if p.is_file()] if folder.is_dir() else []
+    found.sort(key=lambda p: (len(p.name), p.name), reverse=True)
+    legacy = Path(run_dir) / LEGACY_CHECKPOINT
+    return found + ([legacy] if legacy.is_file() else [])
 
 
 @dataclass(frozen=True)
@@ -49,26 +70,31 @@ class RunConfig:
             raise ElbolabError(f"run config is missing the key {exc}") from None
 
 
-def apply_overrides(model_cfg: Any, train_cfg: TrainConfig, overrides: dict[str, Any]) -> tuple[Any, TrainConfig]:
-    """Typed configs with dotted `model.*` / `train.*` keys (the command line's `--set`) applied."""
+def split_sections(merged: dict[str, Any], known: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Dotted keys → (`model.*` overrides, `train.*` overrides), prefixes removed; other keys are errors."""
     model_over, train_over = {}, {}
-    for key, value in overrides.items():
+    for key, value in merged.items():
         section, _, rest = key.partition(".")
         if section == "model" and rest:
             model_over[rest] = value
         elif section == "train" and rest:
             train_over[rest] = value
         else:
-            raise ConfigError(f"unknown config key {key!r}; keys start with 'model.' or 'train.'")
-    return with_overrides(model_cfg, model_over, "model."), with_overrides(train_cfg, train_over, "train.")
+            raise unknown_key(key, known)
+    return model_over, train_over
 
 
 def resolve_configs(kind: str, file_data: dict[str, Any] | None, overrides: dict[str, str]) -> tuple[Any, TrainConfig]:
     """Defaults ← config file ← `--set` overrides, for the `model.*` and `train.*` sections."""
     cfg_cls, _ = model_classes(kind)
-    merged = flatten(file_data or {})
-    merged.update(overrides)
-    return apply_overrides(cfg_cls(), TrainConfig(), merged)
+    return apply_overrides(cfg_cls(), TrainConfig(), {**flatten(file_data or {}), **overrides})
+
+
+def apply_overrides(model_cfg: Any, train_cfg: TrainConfig, merged: dict[str, Any]) -> tuple[Any, TrainConfig]:
+    """Both sections with dotted `model.*`/`train.*` keys replaced, typed and checked."""
+    known = dotted_keys(model_cfg, "model.") + dotted_keys(train_cfg, "train.")
+    model_over, train_over = split_sections(merged, known)
+    return with_overrides(model_cfg, model_over, "model."), with_overrides(train_cfg, train_over, "train.")
 
 
 def build_model(cfg: RunConfig) -> GenerativeModel:
@@ -110,13 +136,14 @@ def load_run(run_dir: Path, device: str = "auto") -> tuple[RunConfig, Generative
     cfg = read_run_config(run_dir)
     model = build_model(cfg)
     weights = run_dir / WEIGHTS_FILE
+    checkpoints = list_checkpoints(run_dir)
     if weights.is_file():
         tensors, _ = load_tensors(weights)
-    elif (run_dir / CHECKPOINT_FILE).is_file():
-        all_tensors, _ = load_tensors(run_dir / CHECKPOINT_FILE)
+    elif checkpoints:
+        all_tensors, _ = load_tensors(checkpoints[0])
         tensors = {k[4:]: v for k, v in all_tensors.items() if k.startswith("ema.")}
     else:
-        raise ElbolabError(f"{run_dir}: the run has no weights yet (no {WEIGHTS_FILE} or {CHECKPOINT_FILE})")
+        raise ElbolabError(f"{run_dir}: the run has no weights yet (no {WEIGHTS_FILE} or checkpoint)")
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:
