@@ -178,6 +178,7 @@ LAYERS = [
     {"vae", "diffusion"},
     {"latent"},
     {"train", "evaluate", "registry"},
+    {"interop"},
     {"experiments"},
     {"report"},
     {"cli"},
