@@ -13,6 +13,7 @@ from elbolab.data.base import ImageData
 from elbolab.errors import ElbolabError
 from elbolab.evaluate.features import select_features
 from elbolab.evaluate.run import EvalConfig, Log, measure
+from elbolab.evaluate.speed import PassCounter
 from elbolab.experiments.results import CompareResults, RunResult
 from elbolab.experiments.verdicts import judge, sweep_point
 from elbolab.machine import machine_info
@@ -97,20 +98,6 @@ def evaluate_diffusers(path: Path, data_name: str, data_dir: str | None = None, 
     if found.bound is not None:
         source["bound_network_passes_per_image"] = passes.images / found.bound.n
     return {**_eval_json(model.kind, data_name, split, data, found), **source}
-
-
-class PassCounter:
-    """Counts the images a network is run on (a forward hook), until removed."""
-
-    def __init__(self, net: Any) -> None:
-        self.images = 0
-        self._handle = net.register_forward_hook(self._count)
-
-    def _count(self, module: Any, inputs: tuple, output: Any) -> None:
-        self.images += int(inputs[0].shape[0])
-
-    def remove(self) -> None:
-        self._handle.remove()
 
 
 def _features(cfg: EvalConfig, data_name: str, features_kind: str, data_dir: str | None) -> Any:
