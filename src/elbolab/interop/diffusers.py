@@ -24,7 +24,7 @@ from elbolab.diffusion.tabulated import TabulatedSchedule
 from elbolab.errors import ElbolabError
 from elbolab.model import GenerativeModel
 from elbolab.nets.diffusers_unet import DiffusersUNet, require_diffusers
-from elbolab.train.run import load_run, read_run_config
+from elbolab.train.run import load_run, pick_device, read_run_config
 
 #: diffusers' prediction_type → elbolab's parameterisation
 PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
@@ -52,12 +52,12 @@ class DiffusersModel(DiffusionModel):
         self.diffusion = GaussianDiffusion(chain, DiffusersUNet(unet, chain.T), levels, schedule=schedule)
 
 
-def chain_config(config: Any) -> tuple[DiffusionConfig, bool]:
+def chain_config(config: dict[str, Any]) -> tuple[DiffusionConfig, bool]:
     """(elbolab's chain configuration, whether x̂_0 is clipped to [−1, 1]) for a scheduler's config.
 
     The chain's schedule is the scheduler's table (`scheduler_schedule`), given to `GaussianDiffusion`
     in place of the config's named one."""
-    get = config.get if hasattr(config, "get") else lambda key, default=None: getattr(config, key, default)
+    get = config.get
     prediction = get("prediction_type", "epsilon")
     if prediction not in PREDICTION_TYPES:
         raise ElbolabError(f"prediction_type {prediction!r} has no elbolab parameterisation; "
@@ -112,8 +112,9 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise ElbolabError(f"{path}: unreadable diffusers config ({exc})") from None
 
 
-def load_diffusers(path: Path, shape: tuple[int, int, int], levels: int) -> DiffusersModel:
-    """The diffusers model saved in `path` as an elbolab model for images of `shape` with `levels` levels."""
+def load_diffusers(path: Path, shape: tuple[int, int, int], levels: int, device: str = "auto") -> DiffusersModel:
+    """The diffusers model saved in `path` as an elbolab model for images of `shape` with `levels` levels, in eval
+    mode on `device` ("auto": the first GPU if there is one)."""
     diffusers = require_diffusers()
     unet_dir, scheduler_dir = diffusers_folders(path)
     unet_cfg = _read_config(unet_dir / "config.json")
@@ -127,7 +128,7 @@ def load_diffusers(path: Path, shape: tuple[int, int, int], levels: int) -> Diff
     scheduler = getattr(diffusers, scheduler_cfg["_class_name"]).from_config(scheduler_cfg)
     unet = diffusers.UNet2DModel.from_pretrained(unet_dir, local_files_only=True, low_cpu_mem_usage=False)
     unet = unet.float().eval()
-    return DiffusersModel(unet, scheduler, shape, levels, source=str(path)).eval()
+    return DiffusersModel(unet, scheduler, shape, levels, source=str(path)).to(pick_device(device)).eval()
 
 
 def check_unet(cfg: dict[str, Any], shape: tuple[int, int, int], learned_variance: bool) -> None:
