@@ -9,7 +9,7 @@ steps. The EMA weights are then measured:
 
 - sampling images/s of each sampler (ancestral, ddim, dpm-solver++) at 10/20/50 steps on
   --sample-n images and at 1000 steps on --long-n images; NFE per image is counted, not assumed;
-- test bits/dim, the Monte-Carlo bound (`elbo(Estimator("mc", K))`, --elbo-samples draws of t per
+- test bits/dim, the Monte-Carlo bound (`elbo(method="mc")`, --elbo-samples draws of t per
   image, each with its own L_0) on the first --n-test test images, with its 95% interval, and
   its cost in network passes per image, counted by a hook on the UNet (the exact bound costs T).
 
@@ -46,13 +46,14 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED_DATA, print_table, timed, write_results  # noqa: E402
 
+from elbolab.bounds import Estimator  # noqa: E402
 from elbolab.data import DataWarning, load_data  # noqa: E402
 from elbolab.diffusion import DiffusionModel  # noqa: E402
-from elbolab.bounds import Estimator  # noqa: E402
+from elbolab.evaluate.speed import PassCounter, timed_calls  # noqa: E402
+from elbolab.nets.diffusers_unet import unet2d_layout  # noqa: E402
 from elbolab.model import dataset_bound  # noqa: E402
-from elbolab.records import BoundSummary  # noqa: E402
-from elbolab.evaluate.speed import timed_calls  # noqa: E402
 from elbolab.nets.unet import UNetConfig  # noqa: E402
+from elbolab.records import BoundSummary  # noqa: E402
 from elbolab.train.config import TrainConfig  # noqa: E402
 from elbolab.train.api import train_run  # noqa: E402
 from elbolab.train.run import load_run  # noqa: E402
@@ -91,25 +92,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-class PassCounter:
-    """Images sent through a network's forward (a forward pre-hook): what a figure costs in network passes."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        self.images = 0
-        self.calls = 0
-        self._handle = net.register_forward_pre_hook(self._count)
-
-    def _count(self, _module: torch.nn.Module, args: tuple) -> None:
-        self.images += int(args[0].shape[0])
-        self.calls += 1
-
-    def reset(self) -> None:
-        self.images = self.calls = 0
-
-    def remove(self) -> None:
-        self._handle.remove()
-
-
 def counterpart(sampler: str, steps: int, long_steps: int) -> str | None:
     """The diffusers scheduler timed beside an elbolab sampler: DDPM beside ancestral at every step count,
     DDIM beside ddim short of the long run (a few-step sampler; a second long run would double its cost)."""
@@ -142,19 +124,8 @@ def import_diffusers() -> Any | None:
 
 
 def diffusers_unet(diffusers: Any, preset: str, in_channels: int, size: int) -> torch.nn.Module:
-    """UNet2DModel laid out like elbolab's UNet of `preset`: widths, blocks, attention levels, heads, groups."""
-    spec = UNetConfig(preset=preset).spec()
-    widths = tuple(spec.channels * m for m in spec.channel_mult)
-    sides = [size]
-    for _ in widths[1:]:
-        sides.append((sides[-1] + 1) // 2)
-    attend = [side <= spec.attention_resolution for side in sides]
-    return diffusers.UNet2DModel(
-        sample_size=size, in_channels=in_channels, out_channels=in_channels, block_out_channels=widths,
-        layers_per_block=spec.num_res_blocks, norm_num_groups=spec.groups, attention_head_dim=widths[-1] // spec.heads,
-        down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attend),
-        up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attend)),
-        dropout=spec.dropout)
+    """UNet2DModel laid out like elbolab's UNet of `preset` (`nets.diffusers_unet.unet2d_layout`)."""
+    return diffusers.UNet2DModel(**unet2d_layout(UNetConfig(preset=preset).spec(), in_channels, in_channels, size))
 
 
 def diffusers_scheduler(diffusers: Any, name: str, T: int) -> Any:
@@ -296,9 +267,10 @@ def likelihood_row(args: argparse.Namespace, model: DiffusionModel, test: Any,
     n = min(args.n_test, len(test))
     counter = PassCounter(model.diffusion.net)
     torch.manual_seed(args.seed + 1)
-    bound, seconds = timed(dataset_bound, model, test, n, 256, Estimator("mc", args.elbo_samples))
+    estimator = Estimator("mc", args.elbo_samples)
+    bound, seconds = timed(dataset_bound, model, test, n, 256, estimator)
     counter.remove()
-    summary = BoundSummary.of(bound, "mc").to_json()
+    summary = BoundSummary.of(bound, estimator.describe(), seconds).to_json()
     steps, train_s = trainer_metrics["step"], trainer_metrics["train_seconds"]
     budget = f"{args.train_seconds:.0f} s budget: " if args.train_seconds > 0 else ""
     terms = summary["bpd"]["terms"]

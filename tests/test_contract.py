@@ -34,11 +34,18 @@ def digits():
     return load_data("digits", "train"), load_data("digits", "test")
 
 
-@pytest.fixture(scope="module", params=list(MODEL_KINDS))
+#: models that are not a registered kind but keep the same contract: a diffusers folder loaded by elbolab
+LOADED = ["diffusers-folder"]
+
+
+@pytest.fixture(scope="module", params=[*MODEL_KINDS, *LOADED])
 def model(request, digits, tmp_path_factory) -> GenerativeModel:
-    """A small, briefly prepared model of each registered kind (few diffusion steps so exact bounds are cheap)."""
+    """A small, briefly prepared model of each registered kind (few diffusion steps so exact bounds are cheap),
+    and a small random diffusers UNet2DModel + DDPMScheduler saved with save_pretrained and loaded."""
     kind = request.param
     train, test = digits
+    if kind == "diffusers-folder":
+        return _diffusers_folder_model(tmp_path_factory.mktemp(kind), tuple(test.shape), test.levels)
     cfg_cls, _ = model_classes(kind)
     model_cfg = cfg_cls.sized_for(test.shape[-1])
     train_cfg = TrainConfig(steps=2, max_seconds=1.0, batch_size=16, eval_every=0, eval_n=16, checkpoint_every=100)
@@ -47,6 +54,18 @@ def model(request, digits, tmp_path_factory) -> GenerativeModel:
     m = build_model(run)
     run_first_stage(m, train, test, run, tmp_path_factory.mktemp(kind), progress=False)
     return m.eval()
+
+
+def _diffusers_folder_model(folder, shape, levels) -> GenerativeModel:
+    diffusers = pytest.importorskip("diffusers")
+    from elbolab.interop.diffusers import load_diffusers
+    from elbolab.nets.diffusers_unet import unet2d_layout
+    from elbolab.nets.unet import UNetConfig
+
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(**unet2d_layout(UNetConfig(preset="tiny").spec(), shape[0], shape[0], shape[-1]))
+    diffusers.DDPMPipeline(unet=unet, scheduler=diffusers.DDPMScheduler(num_train_timesteps=50)).save_pretrained(folder)
+    return load_diffusers(folder, shape, levels)
 
 
 def _few_steps(cfg):
@@ -178,6 +197,7 @@ LAYERS = [
     {"vae", "diffusion"},
     {"latent"},
     {"train", "evaluate", "registry"},
+    {"interop"},
     {"experiments", "validate"},
     {"report"},
     {"cli"},

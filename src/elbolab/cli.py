@@ -1,4 +1,4 @@
-"""The `elbolab` command line: train | eval | sample | interpolate | compare | report."""
+"""The `elbolab` command line: train | eval | sample | interpolate | compare | report | export."""
 
 from __future__ import annotations
 
@@ -64,7 +64,11 @@ def train(kind: str, data: str | None, data_dir: str | None, out: str, steps: in
 
 
 @cli.command(name="eval")
-@click.argument("run_dir", type=click.Path())
+@click.argument("run_dir", type=click.Path(), required=False)
+@click.option("--diffusers", "diffusers_path", default=None, type=click.Path(),
+              help="Evaluate a diffusers folder (save_pretrained: UNet2DModel + DDPM/DDIM scheduler) instead of a run.")
+@click.option("--data", default=None, help="With --diffusers: the data set to evaluate on.")
+@click.option("--data-dir", default=None, help="With --diffusers: where named data sets live ($ELBOLAB_DATA).")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--n", type=int, default=None, help="Images for the bound (default: the whole split).")
 @click.option("--iwae", "iwae_k", type=int, default=100, show_default=True,
@@ -81,14 +85,21 @@ def train(kind: str, data: str | None, data_dir: str | None, out: str, steps: in
               show_default=True, help="Feature network for the Fréchet distance (none: skip quality, interpolation).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def evaluate(run_dir: str, split: str, n: int | None, iwae_k: int, exact: bool, estimator: str | None, n_samples: int,
+def evaluate(run_dir: str | None, diffusers_path: str | None, data: str | None, data_dir: str | None, split: str,
+             n: int | None, iwae_k: int, exact: bool, estimator: str | None, n_samples: int,
              skip: tuple[str, ...], only_bound: bool, features: str, as_json: bool, seed: int) -> None:
     """Bound terms and bits/dim with 95% intervals, sample quality, sharpness, speed, information."""
     from elbolab.bounds import Estimator
     from elbolab.evaluate.run import PARTS, EvalConfig
-    from elbolab.experiments.runs import evaluate_run
+    from elbolab.experiments.runs import evaluate_diffusers, evaluate_run
     from elbolab.validate import validate_eval
 
+    if (run_dir is None) == (diffusers_path is None):
+        raise ElbolabError("give a RUN_DIR or --diffusers PATH (one of them)")
+    if diffusers_path is not None and data is None:
+        raise ElbolabError("--diffusers needs --data NAME (the data set to evaluate on)")
+    if run_dir is not None and (data is not None or data_dir is not None):
+        raise ElbolabError("--data and --data-dir go with --diffusers; a run evaluates on its own data")
     if n is not None and n < 1 or n_samples < 2 or iwae_k < 0:
         raise ElbolabError(f"--n ({n}) must be at least 1, --n-samples ({n_samples}) at least 2, --iwae ({iwae_k}) ≥ 0")
     if exact and estimator is not None:
@@ -97,10 +108,15 @@ def evaluate(run_dir: str, split: str, n: int | None, iwae_k: int, exact: bool, 
     parts = ("likelihood",) if only_bound else tuple(p for p in PARTS if p not in skip)
     if features == "none":
         parts = tuple(p for p in parts if p not in ("quality", "interpolation"))
-    validate_eval(run_dir, split, features, parts)
+    if run_dir is not None:
+        validate_eval(run_dir, split, features, parts)
     cfg = EvalConfig(seed=seed, n_eval=n, estimator=chosen, iwae_k=iwae_k, n_samples=n_samples, parts=parts)
     log = (lambda _: None) if as_json else (lambda m: click.echo(f"[eval] {m}", err=True))
-    result = evaluate_run(Path(run_dir), split=split, cfg=cfg, features_kind=features, log=log)
+    if diffusers_path is not None:
+        result = evaluate_diffusers(Path(diffusers_path), data, data_dir, split=split, cfg=cfg, features_kind=features,
+                                    log=log)
+    else:
+        result = evaluate_run(Path(run_dir), split=split, cfg=cfg, features_kind=features, log=log)
     if as_json:
         _echo_json(result)
         return
@@ -109,6 +125,10 @@ def evaluate(run_dir: str, split: str, n: int | None, iwae_k: int, exact: bool, 
                f"{b['total']:.4f} ± {b['ci95']:.4f} bits/dim")
     for name, value in b["terms"].items():
         click.echo(f"  {name:>16}: {value:.4f} bits/dim  ({result['nats']['terms'][name]:.2f} nats)")
+    if "bound_network_passes_per_image" in result:
+        click.echo(f"  diffusers {result['scheduler']}, T = {result['T']}, {result['parameterisation']}, variance "
+                   f"{result['variance']}, clip {result['clip']}: {result['bound_network_passes_per_image']:.0f} "
+                   f"network passes per image for the bound")
     if result.get("iwae"):
         i = result["iwae"]
         click.echo(f"  IWAE (k={i['k']}, n={i['n']}): {i['bpd']:.4f} ± {i['ci95']:.4f} bits/dim")
@@ -122,6 +142,18 @@ def evaluate(run_dir: str, split: str, n: int | None, iwae_k: int, exact: bool, 
                    f"high-frequency share {s['high_frequency_share_ratio']:.2f}")
     for row in result.get("speed") or []:
         click.echo(f"  sampling {row['sampler']:>12} NFE {row['nfe']:>4}: {row['images_per_second']:.1f} images/s")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--diffusers", "out", required=True, type=click.Path(file_okay=False),
+              help="Write a folder that diffusers' DDPMPipeline.from_pretrained loads.")
+def export(run_dir: str, out: str) -> None:
+    """Export a diffusion run whose network is a diffusers UNet (model.net=diffusers-unet2d) as a DDPMPipeline."""
+    from elbolab.interop.diffusers import export_run
+
+    path = export_run(Path(run_dir), Path(out))
+    click.echo(f"wrote a DDPMPipeline folder to {path} (load it with DDPMPipeline.from_pretrained)")
 
 
 @cli.command()

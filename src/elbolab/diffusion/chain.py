@@ -22,26 +22,34 @@ from elbolab.diffusion.samplers import ddim, ddim_invert, run_sampler
 from elbolab.diffusion.schedule import Schedule, alpha, sigma, time_grid
 from elbolab.diffusion.timesteps import LossSecondMomentResampler, draw_steps
 from elbolab.errors import ConfigError
+from elbolab.nets.diffusers_unet import DiffusersUNet
 from elbolab.nets.unet import UNet
 
 
 def build_net(config: DiffusionConfig, channels: int, size: int) -> nn.Module:
     """The network net(x_t, t) for data of `channels` channels and side `size`, with C more output
-    channels for a learned variance."""
-    return UNet(channels, 2 * channels if config.variance == "learned" else channels, config.unet, image_size=size)
+    channels for a learned variance: elbolab's UNet, or diffusers' UNet2DModel laid out like it."""
+    out_channels = 2 * channels if config.variance == "learned" else channels
+    if config.net == "diffusers-unet2d":
+        return DiffusersUNet.like(config.unet.spec(), channels, out_channels, size, config.T)
+    return UNet(channels, out_channels, config.unet, image_size=size)
 
 
 class GaussianDiffusion(nn.Module):
     """A T-step variance-preserving diffusion model p_θ(x_{0:T}) around a network net(x_t, t).
 
     The network maps (x_t [B, C, ...], t [B] ∈ [0, 1]) to the output named by
-    `config.parameterisation`, with C more channels (dim 1) for a learned variance.
+    `config.parameterisation`, with C more channels (dim 1) for a learned variance. `schedule`, if
+    given, replaces the config's named one (any object with log_snr, times, T, betas; e.g. a table).
     """
 
-    def __init__(self, config: DiffusionConfig, net: nn.Module, levels: int | None = None) -> None:
+    def __init__(self, config: DiffusionConfig, net: nn.Module, levels: int | None = None,
+                 schedule: Schedule | None = None) -> None:
         super().__init__()
         self.config = config
-        self.schedule = Schedule(config.schedule, config.T)
+        self.schedule = Schedule(config.schedule, config.T) if schedule is None else schedule
+        if self.schedule.T != config.T:
+            raise ConfigError(f"the schedule has T = {self.schedule.T} steps but the config T = {config.T}")
         self.net = net
         self.levels = levels
         self.resampler = LossSecondMomentResampler(config.T)

@@ -27,6 +27,7 @@ class DiffusionConfig:
     timesteps: Literal["uniform", "importance"] = "uniform"
     hybrid_weight: float = 0.001          # λ in L_simple + λ L_vlb (Nichol & Dhariwal 2021, eq. 16)
     unet: UNetConfig = field(default_factory=UNetConfig)
+    net: Literal["unet", "diffusers-unet2d"] = "unet"   # elbolab's UNet, or diffusers' UNet2DModel sized by `unet`
     sampler: str = "ancestral"            # a name in `samplers.SAMPLERS`
     sample_steps: int | None = None       # None: all T steps
     eta: float = 0.0                      # DDIM's η

@@ -25,6 +25,8 @@ class DiffusionModel(GenerativeModel):
     """Images in [−1, 1] with `levels` levels; the decoder p_θ(x_0|x_1) is a Gaussian binned over the levels."""
 
     kind = "diffusion"
+    #: whether every reverse step clips x̂_0 to [−1, 1] (sampling, bound, encoding alike)
+    clip: bool = True
 
     def __init__(self, config: DiffusionConfig, shape: tuple[int, int, int], levels: int) -> None:
         super().__init__(config, shape, levels)
@@ -56,14 +58,14 @@ class DiffusionModel(GenerativeModel):
         """−ELBO per example in nats: terms prior (L_T), diffusion (Σ_{t≥2} L_{t−1}), reconstruction (L_0);
         "exact" (all T steps, with per_step [B, T]) or "mc" (with extras["stderr"]).
 
-        It bounds the model `sample` draws from: x̂_0 clipped to [−1, 1] in every reverse step."""
-        return self.diffusion.elbo(x, estimator, generator=generator, clip=True)
+        It bounds the model `sample` draws from: x̂_0 clipped to [−1, 1] in every reverse step (if `clip`)."""
+        return self.diffusion.elbo(x, estimator, generator=generator, clip=self.clip)
 
     def _sample(self, n: int, generator: torch.Generator | None, sampler: str | None, steps: int | None,
                 eta: float | None = None, variance: str | None = None) -> Tensor:
         """x_T ~ N(0, I), then `sampler` ("ancestral" | "ddim" | "dpm-solver++") over `steps` network
-        evaluations, x̂_0 clipped to [−1, 1] at every step."""
-        x = self.diffusion.sample((n, *self.shape), sampler, steps, eta, variance, clip=True, generator=generator,
+        evaluations, x̂_0 clipped to [−1, 1] at every step (if `clip`)."""
+        x = self.diffusion.sample((n, *self.shape), sampler, steps, eta, variance, clip=self.clip, generator=generator,
                                   device=self.device)
         return self.to_levels(x)
 
@@ -75,9 +77,9 @@ class DiffusionModel(GenerativeModel):
     def encode(self, x: Tensor, steps: int | None = None) -> Tensor:
         """x_0 → x_T by deterministic DDIM inversion (`steps`, default config.encode_steps)."""
         self.check_input(x)
-        return self.diffusion.encode(x, steps, clip=True)
+        return self.diffusion.encode(x, steps, clip=self.clip)
 
     @torch.no_grad()
     def decode(self, z: Tensor, steps: int | None = None) -> Tensor:
         """x_T → image levels by DDIM with η = 0."""
-        return self.to_levels(self.diffusion.decode(z, steps, clip=True))
+        return self.to_levels(self.diffusion.decode(z, steps, clip=self.clip))

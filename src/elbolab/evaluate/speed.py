@@ -54,3 +54,23 @@ def time_training(step: Callable[[], Any], batch_size: int, *, steps: int = 10, 
     total = sum(timed_calls(step, steps, warmup, device))
     return {"steps": steps, "batch_size": batch_size, "seconds_per_step": total / steps,
             "images_per_second": steps * batch_size / total if total > 0 else float("inf"), **_machine(device)}
+
+
+class PassCounter:
+    """Images sent through a network's forward (a forward pre-hook), and the calls: what a figure costs in
+    network passes."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        self.images = 0
+        self.calls = 0
+        self._handle = net.register_forward_pre_hook(self._count)
+
+    def _count(self, _module: torch.nn.Module, args: tuple) -> None:
+        self.images += int(args[0].shape[0])
+        self.calls += 1
+
+    def reset(self) -> None:
+        self.images = self.calls = 0
+
+    def remove(self) -> None:
+        self._handle.remove()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from elbolab.data.base import ImageData
 from elbolab.errors import ElbolabError
 from elbolab.evaluate.features import select_features
 from elbolab.evaluate.run import EvalConfig, Log, measure
+from elbolab.evaluate.speed import PassCounter
 from elbolab.experiments.results import CompareResults, RunResult
 from elbolab.experiments.verdicts import judge, sweep_point
 from elbolab.machine import machine_info
@@ -71,11 +72,45 @@ def evaluate_run(run_dir: Path, split: str = "test", cfg: EvalConfig = EvalConfi
     run_cfg, model = load_run(run_dir)
     model.check_estimator(cfg.estimator)  # a bound the model does not offer is refused before any work
     data = load_data(run_cfg.data, split, run_cfg.data_dir)
-    features = None
+    measurement = measure(model, data, cfg, _features(cfg, run_cfg.data, features_kind, run_cfg.data_dir), log)[0]
+    return _eval_json(run_cfg.kind, run_cfg.data, split, data, measurement)
+
+
+def evaluate_diffusers(path: Path, data_name: str, data_dir: str | None = None, split: str = "test",
+                       cfg: EvalConfig = EvalConfig(), features_kind: str = "builtin",
+                       log: Log = lambda _: None) -> dict[str, Any]:
+    """`elbolab eval --diffusers PATH`: a diffusers folder's model measured like a run, on the data set `data_name`,
+    with the network passes per image its bound cost, counted."""
+    from elbolab.interop.diffusers import diffusers_folders, load_diffusers
+
+    diffusers_folders(Path(path))  # a clear error for a missing folder (or a Hub id) before any data is read
+    data = load_data(data_name, split, data_dir)
+    model = load_diffusers(Path(path), tuple(data.shape), data.levels)
+    passes = PassCounter(model.diffusion.net)
+    found = measure(model, data, replace(cfg, parts=tuple(p for p in cfg.parts if p == "likelihood")), None, log)[0]
+    passes.remove()
+    rest = tuple(p for p in cfg.parts if p != "likelihood")
+    if rest:
+        features = _features(cfg, data_name, features_kind, data_dir)
+        found = replace(measure(model, data, replace(cfg, parts=rest), features, log)[0], bound=found.bound)
+    source = {"source": str(path), "scheduler": model.scheduler_name, "T": model.config.T,
+              "parameterisation": model.config.parameterisation, "variance": model.config.variance,
+              "clip": model.clip}
+    if found.bound is not None:
+        source["bound_network_passes_per_image"] = passes.images / found.bound.n
+    return {**_eval_json(model.kind, data_name, split, data, found), **source}
+
+
+def _features(cfg: EvalConfig, data_name: str, features_kind: str, data_dir: str | None) -> Any:
+    """The feature network for quality or interpolation, if `cfg` measures them."""
     if set(cfg.parts) & {"quality", "interpolation"}:
-        features, _ = select_features(run_cfg.data, features_kind, data_dir=run_cfg.data_dir)
-    measurement, _ = measure(model, data, cfg, features, log)
+        return select_features(data_name, features_kind, data_dir=data_dir)[0]
+    return None
+
+
+def _eval_json(kind: str, data_name: str, split: str, data: ImageData, measurement: Any) -> dict[str, Any]:
+    """One JSON object: model, data, split, dims, levels, the bound's nats/bpd at the top level, the rest."""
     found = measurement.to_json()
     bound = found.pop("bound") or {}
-    return {"model": run_cfg.kind, "data": run_cfg.data, "split": split, "dims": data.dims,
-            "levels": run_cfg.levels, **bound, **found}
+    return {"model": kind, "data": data_name, "split": split, "dims": data.dims, "levels": data.levels,
+            **bound, **found}
