@@ -91,12 +91,11 @@ def _integrand_pairs(denoiser: Denoiser, x_0: Tensor, example: Tensor, t: Tensor
     return torch.cat(out)
 
 
-def _fixed_terms(x_0: Tensor, schedule: ContinuousSchedule, levels: int | None, draws: int,
-                 generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """(prior, reconstruction averaged over `draws` z_0's): the terms without a network pass."""
+def reconstruction_draws(x_0: Tensor, schedule: ContinuousSchedule, levels: int | None, draws: int,
+                         generator: torch.Generator | None) -> Tensor:
+    """−log p(x|z_0) at `draws` independent z_0 ~ q(z_0|x) per example, [B, draws] (no network pass)."""
     eps = torch.randn((draws, *x_0.shape), generator=generator, dtype=torch.float64, device=x_0.device)
-    reconstruction = torch.stack([reconstruction_term(x_0, schedule, levels, e) for e in eps]).mean(0)
-    return prior_term(x_0, schedule), reconstruction
+    return torch.stack([reconstruction_term(x_0, schedule, levels, e) for e in eps], 1)
 
 
 # ---------------------------------------------------------------- estimators
@@ -110,8 +109,8 @@ def exact_steps_bound(denoiser: Denoiser, x_0: Tensor, schedule: ContinuousSched
     t = (torch.arange(1, T + 1, dtype=torch.float64, device=x_0.device) / T).repeat_interleave(B)
     per_step = _integrand_pairs(denoiser, x_0, example, t, schedule, T, parameterisation, generator,
                                 max_batch).view(T, B).T
-    prior, reconstruction = _fixed_terms(x_0, schedule, levels, 1, generator)
-    return Bound({"prior": prior, "diffusion": per_step.sum(1), "reconstruction": reconstruction},
+    reconstruction = reconstruction_draws(x_0, schedule, levels, 1, generator)[:, 0]
+    return Bound({"prior": prior_term(x_0, schedule), "diffusion": per_step.sum(1), "reconstruction": reconstruction},
                  int(x_0[0].numel()), per_step, discrete=levels is not None,
                  extras={"passes": torch.full((B,), float(T), dtype=torch.float64, device=x_0.device)})
 
@@ -121,10 +120,11 @@ def mc_bound(denoiser: Denoiser, x_0: Tensor, schedule: ContinuousSchedule, *, s
              parameterisation: str = "eps", levels: int | None = None,
              generator: torch.Generator | None = None, max_batch: int = 1024) -> Bound:
     """The bound with the diffusion term from K = `samples` draws of t ~ q per example (of steps i when T is
-    given), each weighted by 1/q: unbiased for any q > 0; prior exact, reconstruction over K draws of z_0.
+    given), each weighted by 1/q: unbiased for any q > 0; prior exact, reconstruction over K draws of z_0
+    (the k-th paired with the k-th t, so the standard error covers both).
 
-    extras: "stderr" [B] (of the diffusion term; the reconstruction's, with no network pass, is negligible),
-    "t" and "integrand" [B, K] (the draws and g(t), unweighted), "passes" [B] = K network passes.
+    extras: "stderr" [B], "t" and "integrand" [B, K] (the draws and g(t), unweighted), "passes" [B] = K
+    network passes.
     """
     if samples < 2:
         raise ValueError(f"the Monte-Carlo bound needs samples ≥ 2 for its standard error, got {samples}")
@@ -138,9 +138,10 @@ def mc_bound(denoiser: Denoiser, x_0: Tensor, schedule: ContinuousSchedule, *, s
         t = i.double() / T
     integrand = _integrand_pairs(denoiser, x_0, torch.arange(B, device=device).repeat_interleave(samples),
                                  t.flatten(), schedule, T, parameterisation, generator, max_batch).view(B, samples)
-    diffusion, stderr = mean_and_stderr(integrand / q, stratified)
-    prior, reconstruction = _fixed_terms(x_0, schedule, levels, samples, generator)
-    return Bound({"prior": prior, "diffusion": diffusion, "reconstruction": reconstruction},
+    reconstruction = reconstruction_draws(x_0, schedule, levels, samples, generator)
+    _, stderr = mean_and_stderr(integrand / q + reconstruction, stratified)
+    return Bound({"prior": prior_term(x_0, schedule), "diffusion": (integrand / q).mean(1),
+                  "reconstruction": reconstruction.mean(1)},
                  int(x_0[0].numel()), None, discrete=levels is not None,
                  extras={"stderr": stderr, "t": t, "integrand": integrand,
                          "passes": torch.full((B,), float(samples), dtype=torch.float64, device=device)})
