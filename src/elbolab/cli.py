@@ -190,16 +190,15 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int) -> N
 def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int, n_samples: int, features: str,
             quick: bool, quiet: bool) -> None:
     """The main job: train a VAE, diffusion and latent diffusion under one budget, measure, judge, report."""
-    from elbolab.evaluate.run import EvalConfig
-    from elbolab.experiments.compare import CompareConfig, run_compare
+    from elbolab.experiments.compare import CompareConfig, compare_evaluation, run_compare
     from elbolab.report.render import save_grids, write_report
 
     if budget <= 0 or n_samples < 2:
         raise ElbolabError("--budget must be positive and --n-samples at least 2")
-    evaluation = EvalConfig(seed=seed, n_samples=n_samples)
+    evaluation = compare_evaluation(seed=seed, n_samples=n_samples)
     if quick:
-        evaluation = EvalConfig(seed=seed, n_eval=100, iwae_n=50, n_samples=min(n_samples, 32), speed_n=8,
-                                nfe=(5, 10), quality_steps=10)
+        evaluation = compare_evaluation(seed=seed, n_eval=100, iwae_n=50, n_samples=min(n_samples, 32), speed_n=8,
+                                        nfe=(5, 10), quality_steps=10, bpd_se=0.05)
     cfg = CompareConfig(data=data, data_dir=data_dir, budget=budget, seed=seed, evaluation=evaluation,
                         beta_sweep=(4.0,) if quick else CompareConfig.beta_sweep)
     out_dir = Path(out)

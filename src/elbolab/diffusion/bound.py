@@ -96,7 +96,8 @@ def exact_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, paramete
                              parameterisation=parameterisation, variance=variance, levels=levels)
     per_step = terms.view(T, B).T
     return Bound({"prior": prior_term(x_0, schedule), "diffusion": per_step[:, 1:].sum(1),
-                  "reconstruction": per_step[:, 0]}, _dims(x_0), per_step, discrete=levels is not None)
+                  "reconstruction": per_step[:, 0]}, _dims(x_0), per_step, discrete=levels is not None,
+                 extras={"passes": _passes(x_0, T)})
 
 
 def mc_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, samples: int, proposal: Tensor | None = None,
@@ -126,7 +127,12 @@ def mc_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, samples: in
     estimates = diffusion + reconstruction
     return Bound({"prior": prior_term(x_0, schedule), "diffusion": diffusion.mean(0),
                   "reconstruction": reconstruction.mean(0)}, _dims(x_0), None, discrete=levels is not None,
-                 extras={"stderr": estimates.std(0) / math.sqrt(samples)})
+                 extras={"stderr": estimates.std(0) / math.sqrt(samples), "passes": _passes(x_0, 2 * samples)})
+
+
+def _passes(x: Tensor, passes: int) -> Tensor:
+    """Network passes per example, [B] (a record for `BoundSummary`)."""
+    return torch.full((x.shape[0],), float(passes), dtype=torch.float64, device=x.device)
 
 
 def _dims(x: Tensor) -> int:

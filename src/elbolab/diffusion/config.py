@@ -51,8 +51,12 @@ class DiffusionConfig:
     @classmethod
     def sized_for(cls, side: int) -> "DiffusionConfig":
         """The configuration `compare` starts from for images of this side: for small images (≤ 16 px, e.g.
-        digits) the tiny UNet, whose size (~0.18M) is near the VAE's (~0.3M)."""
-        return cls(unet=UNetConfig(preset="tiny")) if side <= 16 else cls()
+        digits) the tiny UNet, whose size (~0.18M) is near the VAE's (~0.3M), in continuous time with γ linear
+        in t between learned, level-aware end points, trained on the ELBO (whose weighting γ′ is then uniform
+        in t: L_simple up to a constant, plus the end points)."""
+        if side <= 16:
+            return cls(unet=UNetConfig(preset="tiny"), time="continuous", schedule="linear", loss="vlb")
+        return cls()
 
     def __post_init__(self) -> None:
         if self.time not in ("discrete", "continuous"):
