@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from elbolab.bounds import Bound, Estimator, nats_to_bpd
 from elbolab.diffusion import continuous
-from elbolab.diffusion.bound import exact_bound, mc_bound, prior_term, vlb_term
+from elbolab.diffusion.bound import exact_bound, mc_bound, pilot_step_second_moment, prior_term, vlb_term
 from elbolab.diffusion.config import DiffusionConfig
 from elbolab.diffusion.forward import expand, q_sample
 from elbolab.diffusion.learned_schedule import VDM_GAMMA_MIN, LearnedSchedule, level_gamma_min, uniform_grid
@@ -64,8 +64,9 @@ class GaussianDiffusion(nn.Module):
         self.levels = levels
         self.resampler = LossSecondMomentResampler(config.T)
         self.continuous = config.time == "continuous"
-        if self.continuous:  # q(t) ∝ weights over PROPOSAL_BINS bins; zeros until fitted
-            self.register_buffer("time_proposal", torch.zeros(PROPOSAL_BINS, dtype=torch.float64))
+        # the importance proposal q(t) ∝ weights over PROPOSAL_BINS bins: zeros until fitted, refitted by every
+        # evaluation that asks for it (not part of the saved state)
+        self.register_buffer("time_proposal", torch.zeros(PROPOSAL_BINS, dtype=torch.float64), persistent=False)
 
     # ---- the network as a denoiser
     def denoiser(self, clip: bool = False) -> tuple[Denoiser, str]:
@@ -158,7 +159,7 @@ class GaussianDiffusion(nn.Module):
 
     def proposal(self) -> TimeProposal:
         """The importance proposal over t fitted by `fit_proposal`; a clear error before it is fitted."""
-        if not self.continuous or not bool((self.time_proposal > 0).all()):
+        if not bool((self.time_proposal > 0).all()):
             raise ConfigError("the importance proposal over t is fitted on a pilot pass over training images "
                               "first (model.prepare_estimator(estimator, images))")
         return TimeProposal(self.time_proposal)
@@ -167,11 +168,15 @@ class GaussianDiffusion(nn.Module):
     def fit_proposal(self, pilot: Tensor, steps: int | None = None, generator: torch.Generator | None = None,
                      clip: bool = False) -> TimeProposal:
         """Fit q(t) ∝ sqrt(E[g(t)²]) on a pilot batch (PROPOSAL_BINS × 2 network passes per image), g the
-        integrand of the bound (of its T-step form if `steps`), and keep it in the `time_proposal` buffer."""
+        integrand of the bound (of its T-step form if `steps`; the step terms L_{i−1} of the discrete chain),
+        and keep it in the `time_proposal` buffer."""
         denoiser, parameterisation = self.denoiser(clip)
-        second = continuous.pilot_second_moment(denoiser, pilot, self.schedule, PROPOSAL_BINS, 2, T=steps,
-                                                parameterisation=parameterisation, generator=generator,
-                                                max_batch=self.config.max_batch)
+        kw = dict(parameterisation=parameterisation, generator=generator, max_batch=self.config.max_batch)
+        if self.continuous:
+            second = continuous.pilot_second_moment(denoiser, pilot, self.schedule, PROPOSAL_BINS, 2, T=steps, **kw)
+        else:
+            second = pilot_step_second_moment(denoiser, pilot, self.schedule, PROPOSAL_BINS, 2,
+                                              variance=self.config.variance, levels=self.levels, **kw)
         fitted = TimeProposal.fit(second)
         self.time_proposal.copy_(fitted.weights.expand(PROPOSAL_BINS))
         return fitted
@@ -192,8 +197,9 @@ class GaussianDiffusion(nn.Module):
 
     def elbo(self, x_0: Tensor, estimator: Estimator | None = None, discrete: bool = True,
              generator: torch.Generator | None = None, clip: bool = False) -> Bound:
-        """−ELBO per example in nats: "exact" (all T terms) or "mc" (Monte Carlo over t, importance-sampled
-        once the resampler has a history) — see `bound.exact_bound` / `bound.mc_bound`. With `clip` the
+        """−ELBO per example in nats: "exact" (all T terms) or "mc" (Monte Carlo over t: proposal "uniform"
+        draws iid, importance-sampled once the resampler has a history; "stratified"; "importance" from a
+        pilot-fitted proposal) — see `bound.exact_bound` / `bound.mc_bound`. With `clip` the
         reverse process is the one `sample(clip=True)` draws from (x̂_0 clipped to [−1, 1])."""
         cfg = self.config
         estimator = estimator or self.default_estimator()
@@ -201,17 +207,20 @@ class GaussianDiffusion(nn.Module):
         if self.continuous:
             return self._continuous_elbo(x_0, estimator, denoiser, parameterisation,
                                          self.levels if discrete else None, generator)
-        if estimator.proposal != "uniform" or estimator.steps not in (None, cfg.T):
-            raise ConfigError("the discrete-time chain's bound draws steps uniformly (or by its training history) "
-                              f"over its own T = {cfg.T} steps")
+        if estimator.steps not in (None, cfg.T):
+            raise ConfigError(f"the discrete-time chain's bound is over its own T = {cfg.T} steps")
         kw = dict(parameterisation=parameterisation, variance=cfg.variance, levels=self.levels if discrete else None,
                   generator=generator, max_batch=cfg.max_batch)
         if estimator.method == "exact":
             return exact_bound(denoiser, x_0, self.schedule, **kw)
         if estimator.method == "mc":
             proposal = self.resampler.probabilities() if self.resampler.ready() else None
+            if estimator.proposal == "stratified":
+                proposal = None
+            elif estimator.proposal == "importance":
+                proposal = self.proposal().steps(cfg.T, x_0.device)
             return mc_bound(denoiser, x_0, self.schedule, samples=estimator.samples or cfg.elbo_samples,
-                            proposal=proposal, **kw)
+                            proposal=proposal, stratified=estimator.proposal != "uniform", **kw)
         raise ConfigError(f"the diffusion chain has no {estimator.method!r} bound; it offers exact and mc")
 
     # ---- sampling

@@ -56,7 +56,7 @@ class DiffusionModel(GenerativeModel):
         return Capabilities(samplers=samplers, max_steps=None if continuous else cfg.T,
                             sample_options=SAMPLE_OPTIONS, estimators=("mc", "exact"),
                             default_estimator=self.diffusion.default_estimator(), encoding=Encoding(0, passes),
-                            proposals=("stratified", "importance", "uniform") if continuous else ("uniform",),
+                            proposals=("uniform", "stratified", "importance"),
                             bound_steps=continuous)
 
     def check_estimator(self, estimator: Estimator | None) -> Estimator:
