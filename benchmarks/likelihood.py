@@ -14,7 +14,7 @@ compare's diffusion only where their keys say.
 from __future__ import annotations
 
 import argparse
-import math
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +28,7 @@ from elbolab.data import load_data
 from elbolab.evaluate.run import EvalConfig, summarize
 from elbolab.experiments.compare import CompareConfig, budgeted_run
 from elbolab.train.api import fit_run
-from elbolab.train.run import load_run
+from elbolab.train.run import METRICS_FILE, load_run
 
 #: (name, kind, --set keys); the estimator each is read with follows from the model (see `estimator_for`)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -56,13 +56,15 @@ def evaluate(run_dir: Path, train_data, test_data) -> dict[str, Any]:
     """The test-set bound: exact or IWAE-free ELBO for the VAE, the model's MC estimator for the discrete chain,
     importance-sampled t with draws for BPD_SE for continuous time."""
     run_cfg, model = load_run(run_dir, device="cpu")
-    proposal = "importance" if "importance" in model.capabilities.proposals else None
+    continuous = model.kind == "diffusion" and model.config.time == "continuous"
+    proposal = "importance" if continuous else None  # the discrete chain: its default estimator (today's)
     cfg = EvalConfig(proposal=proposal, bpd_se=BPD_SE if proposal else None)
     s = summarize(model, test_data, None, None, 0, cfg, train_data)
-    return {"bpd": s.bpd.total, "ci95": s.bpd.ci95, "mc_se_bpd": s.mean_stderr_bpd, "spread_bpd": s.per_image_sd_bpd,
+    steps = json.loads((run_dir / METRICS_FILE).read_text())["step"]
+    return {"steps": steps, "bpd": s.bpd.total, "ci95": s.bpd.ci95, "mc_se_bpd": s.mean_stderr_bpd, "spread_bpd": s.per_image_sd_bpd,
             "passes": s.passes_per_image, "estimator": s.estimator, "eval_s": s.seconds,
             "objective": model.objective, "parameters": sum(p.numel() for p in model.parameters()),
-            "gamma_ends": model.diffusion.schedule.ends.tolist() if proposal else None}
+            "gamma_ends": model.diffusion.schedule.ends.tolist() if continuous else None}
 
 
 @torch.no_grad()

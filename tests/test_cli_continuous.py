@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-import torch
 
 TINY = ["--set", "model.time=continuous", "--set", "model.unet.preset=tiny", "--set", "model.T=100",
         "--set", "model.encode_steps=10", "--set", "train.batch_size=64", "--set", "train.eval_every=0",
@@ -15,12 +14,7 @@ UNIFORM_BPD = math.log2(17)
 DIMS = 64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from test_cli_diffusion import _one_thread  # noqa: E402,F401  (one torch thread, autouse)
 
 
 @pytest.fixture(scope="module")

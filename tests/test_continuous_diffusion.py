@@ -12,28 +12,12 @@ import torch
 from elbolab.bounds import Estimator
 from elbolab.diffusion import continuous
 from elbolab.diffusion.bound import prior_term
-from elbolab.diffusion.forward import expand
 from elbolab.diffusion.learned_schedule import LearnedSchedule, level_gamma_min
-from elbolab.diffusion.schedule import alpha, sigma
 from elbolab.diffusion.time_proposal import TimeProposal
 from elbolab.errors import ConfigError
 
-MU = torch.tensor([0.3, -0.5, 0.0, 0.8], dtype=torch.float64)
-S2 = torch.tensor([0.04, 0.25, 1.0, 0.01], dtype=torch.float64)
-
-
-def gaussian_data(n, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return MU + S2.sqrt() * torch.randn(n, 4, generator=g, dtype=torch.float64)
-
-
-def gauss_eps(schedule, mu=MU, s2=S2):
-    """ε̂ = σ (z_t − α μ)/(α² s² + σ²): E[ε | z_t] for data N(μ, s²) (the optimal denoiser when μ is right)."""
-    def denoiser(z, t):
-        lam = schedule.log_snr(t)
-        a, s = expand(alpha(lam), z), expand(sigma(lam), z)
-        return s * (z - a * mu) / (a * a * s2 + s * s)
-    return denoiser
+# the Gaussian data and its optimal ε̂ = E[ε | z_t] are the discrete chain's oracle's (any schedule with log_snr)
+from test_diffusion_bound import MU, S2, gaussian_data, optimal_eps as gauss_eps  # noqa: E402
 
 
 def expected_sq_error(schedule, x, t, mu=MU):

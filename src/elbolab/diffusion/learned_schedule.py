@@ -98,8 +98,12 @@ class LearnedSchedule(nn.Module):
         return f"shape={self.shape}, T={self.T}, gamma_min={lo:.3f}, gamma_max={hi:.3f}, learned={self.learn_endpoints}"
 
 
+#: the longest grid a continuous-time model samples on (its grid is held in memory)
+MAX_GRID_STEPS = 10 ** 6
+
+
 def uniform_grid(steps: int) -> Tensor:
-    """The sampling times 1 = t_K > … > t_1 = 1/K > t_0 = 0, uniform in t (float64), for any K ≥ 1."""
-    if steps < 1:
-        raise ConfigError(f"steps must be ≥ 1, got {steps}")
+    """The sampling times 1 = t_K > … > t_1 = 1/K > t_0 = 0, uniform in t (float64), for any 1 ≤ K ≤ 10⁶."""
+    if not 1 <= steps <= MAX_GRID_STEPS:
+        raise ConfigError(f"continuous time samples with 1 to {MAX_GRID_STEPS} steps, got {steps}")
     return torch.linspace(1, 0, steps + 1, dtype=torch.float64)

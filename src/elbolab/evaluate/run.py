@@ -24,8 +24,9 @@ from elbolab.evaluate.speed import synchronize, time_sampling
 from elbolab.model import GenerativeModel, dataset_bound
 from elbolab.records import BoundSummary, Information, Record, SpeedRow
 
-#: draws chosen for a precision are a multiple of this (whole stratified replicates), at most MAX_DRAWS
-PRECISION_ROUNDING, MAX_DRAWS = 4, 4096
+#: draws chosen for a precision are a multiple of this (whole stratified replicates), at most MAX_DRAWS, and aim
+#: PRECISION_MARGIN × the requested standard error (the probe's variance is itself an estimate)
+PRECISION_ROUNDING, MAX_DRAWS, PRECISION_MARGIN = 4, 4096, 0.85
 PARTS = ("likelihood", "speed", "quality", "sharpness", "interpolation", "information")
 Log = Callable[[str], None]
 
@@ -140,12 +141,15 @@ def summarize(model: GenerativeModel, test: ImageData, n: int | None, estimator:
 def draws_for_precision(model: GenerativeModel, test: ImageData, n: int | None, estimator: Estimator,
                         bpd_se: float, probe_n: int = 64) -> Estimator:
     """The Monte-Carlo estimator with K draws such that the standard error of the mean over n images is
-    about `bpd_se` bits/dim: K = Var_1/(n se²), Var_1 the per-draw variance seen on `probe_n` images."""
+    below `bpd_se` bits/dim: K = Var_1/(n (m·se)²), Var_1 the per-draw variance seen on `probe_n` images,
+    m = PRECISION_MARGIN. An estimator that reports no standard error is returned as it is."""
     n = len(test) if n is None else min(n, len(test))
     k = estimator.samples or model.capabilities.default_estimator.samples or PRECISION_ROUNDING
     probe = dataset_bound(model, test, min(n, probe_n), 256, replace(estimator, samples=k))
+    if "stderr" not in probe.extras:  # an estimator without a standard error (e.g. a VAE's one-sample ELBO)
+        return estimator
     per_draw = nats_to_bpd(probe.extras["stderr"].double(), probe.dims).pow(2).mean().item() * k
-    draws = math.ceil(per_draw / (n * bpd_se ** 2) / PRECISION_ROUNDING) * PRECISION_ROUNDING
+    draws = math.ceil(per_draw / (n * (PRECISION_MARGIN * bpd_se) ** 2) / PRECISION_ROUNDING) * PRECISION_ROUNDING
     return replace(estimator, samples=int(min(max(draws, 2 * PRECISION_ROUNDING), MAX_DRAWS)))
 
 
