@@ -115,6 +115,8 @@ class Bound:
 
 #: the ways `elbo` can estimate a bound (see `Estimator`)
 ESTIMATOR_METHODS = ("exact", "mc", "iwae")
+#: where a Monte-Carlo bound over diffusion time draws t (see `Estimator`)
+PROPOSALS = ("uniform", "stratified", "importance")
 
 
 @dataclass(frozen=True)
@@ -125,10 +127,15 @@ class Estimator:
     draws per example and a standard error in `Bound.extras["stderr"]`; "iwae": the
     importance-weighted bound with k = `samples` (Burda et al. 2016). `samples=None` takes the
     model's default. A model refuses, with a clear error, a method it does not offer.
+    `proposal` (mc only): t drawn iid "uniform", "stratified" (low-discrepancy), or "importance"
+    (stratified from a density fitted on a pilot pass). `steps`: a continuous-time diffusion model's
+    bound in its T-step form with T = `steps` (None: the model's own time).
     """
 
     method: str = "exact"
     samples: int | None = None
+    proposal: str = "uniform"
+    steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in ESTIMATOR_METHODS:
@@ -137,19 +144,38 @@ class Estimator:
             raise ConfigError("the exact bound takes no number of samples")
         if self.samples is not None and self.samples < 1:
             raise ConfigError(f"an estimator needs at least 1 sample, got {self.samples}")
+        if self.proposal not in PROPOSALS:
+            raise ConfigError(f"unknown proposal {self.proposal!r}; choose one of {', '.join(PROPOSALS)}")
+        if self.proposal != "uniform" and self.method != "mc":
+            raise ConfigError(f"the {self.proposal} proposal is for Monte-Carlo bounds (mc), not {self.method}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"a T-step bound needs T ≥ 1, got {self.steps}")
 
     @classmethod
     def parse(cls, text: str) -> "Estimator":
-        """"exact", "mc", "mc:16", "iwae:100" → an Estimator (the command line's form)."""
-        method, _, count = text.strip().partition(":")
+        """"exact", "mc", "mc:16", "iwae:100", "mc:64:importance", "exact:T=1000" → an Estimator (the command
+        line's form: the method, then any of a count, a proposal and T=steps, separated by colons)."""
+        method, *parts = text.strip().split(":")
+        samples, proposal, steps = None, "uniform", None
         try:
-            return cls(method, int(count) if count else None)
+            for part in parts:
+                if part in PROPOSALS:
+                    proposal = part
+                elif part.startswith("T="):
+                    steps = int(part[2:])
+                else:
+                    samples = int(part)
+            return cls(method, samples, proposal, steps)
         except ValueError:
-            raise ConfigError(f"cannot read the estimator {text!r}; write exact, mc, mc:K or iwae:K") from None
+            raise ConfigError(f"cannot read the estimator {text!r}; write exact, mc, mc:K, iwae:K, "
+                              f"mc:K:importance or exact:T=1000") from None
 
     def describe(self) -> str:
-        """A short name for reports: "exact", "mc (K=16)", "iwae (k=100)"."""
-        if self.method == "exact":
-            return "exact"
+        """A short name for reports: "exact", "mc (K=16)", "iwae (k=100)", "mc (K=64, importance, T=1000)"."""
         letter = "k" if self.method == "iwae" else "K"
-        return self.method if self.samples is None else f"{self.method} ({letter}={self.samples})"
+        details = [] if self.samples is None else [f"{letter}={self.samples}"]
+        if self.proposal != "uniform":
+            details.append(self.proposal)
+        if self.steps is not None:
+            details.append(f"T={self.steps}")
+        return self.method if not details else f"{self.method} ({', '.join(details)})"

@@ -75,8 +75,14 @@ def train(kind: str, data: str | None, data_dir: str | None, out: str, steps: in
               help="VAE: importance samples for the IWAE bound (0 = skip).")
 @click.option("--exact", is_flag=True, help="Diffusion: sum all T steps instead of the Monte-Carlo estimate "
               "(the same as --estimator exact).")
-@click.option("--estimator", default=None, metavar="exact|mc[:K]|iwae:k",
-              help="How the bound is estimated (default: the model's own, see its capabilities).")
+@click.option("--estimator", default=None, metavar="exact|mc[:K][:PROPOSAL][:T=STEPS]|iwae:k",
+              help="How the bound is estimated (default: the model's own, see its capabilities); e.g. "
+                   "mc:64:importance, or exact:T=1000 for a continuous-time model's T-step bound.")
+@click.option("--proposal", type=click.Choice(["uniform", "stratified", "importance"]), default=None,
+              help="Continuous-time diffusion: where its Monte-Carlo bound draws t (importance: fitted on a pilot "
+                   "pass over 64 training images).")
+@click.option("--bpd-se", type=float, default=None, metavar="SE",
+              help="A Monte-Carlo bound: choose the draws per image for this standard error of the mean (bits/dim).")
 @click.option("--n-samples", type=int, default=256, show_default=True, help="Samples for quality and sharpness.")
 @click.option("--skip", multiple=True, type=click.Choice(["speed", "quality", "sharpness", "interpolation",
                                                           "information"]), help="Leave a measurement out.")
@@ -86,8 +92,9 @@ def train(kind: str, data: str | None, data_dir: str | None, out: str, steps: in
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def evaluate(run_dir: str | None, diffusers_path: str | None, data: str | None, data_dir: str | None, split: str,
-             n: int | None, iwae_k: int, exact: bool, estimator: str | None, n_samples: int,
-             skip: tuple[str, ...], only_bound: bool, features: str, as_json: bool, seed: int) -> None:
+             n: int | None, iwae_k: int, exact: bool, estimator: str | None, proposal: str | None,
+             bpd_se: float | None, n_samples: int, skip: tuple[str, ...], only_bound: bool, features: str,
+             as_json: bool, seed: int) -> None:
     """Bound terms and bits/dim with 95% intervals, sample quality, sharpness, speed, information."""
     from elbolab.bounds import Estimator
     from elbolab.evaluate.run import PARTS, EvalConfig
@@ -104,13 +111,16 @@ def evaluate(run_dir: str | None, diffusers_path: str | None, data: str | None, 
         raise ElbolabError(f"--n ({n}) must be at least 1, --n-samples ({n_samples}) at least 2, --iwae ({iwae_k}) ≥ 0")
     if exact and estimator is not None:
         raise ElbolabError("give --exact or --estimator, not both")
+    if bpd_se is not None and bpd_se <= 0:
+        raise ElbolabError("--bpd-se must be positive")
     chosen = Estimator("exact") if exact else (Estimator.parse(estimator) if estimator else None)
     parts = ("likelihood",) if only_bound else tuple(p for p in PARTS if p not in skip)
     if features == "none":
         parts = tuple(p for p in parts if p not in ("quality", "interpolation"))
     if run_dir is not None:
         validate_eval(run_dir, split, features, parts)
-    cfg = EvalConfig(seed=seed, n_eval=n, estimator=chosen, iwae_k=iwae_k, n_samples=n_samples, parts=parts)
+    cfg = EvalConfig(seed=seed, n_eval=n, estimator=chosen, proposal=proposal, bpd_se=bpd_se, iwae_k=iwae_k,
+                     n_samples=n_samples, parts=parts)
     log = (lambda _: None) if as_json else (lambda m: click.echo(f"[eval] {m}", err=True))
     if diffusers_path is not None:
         result = evaluate_diffusers(Path(diffusers_path), data, data_dir, split=split, cfg=cfg, features_kind=features,
@@ -123,6 +133,10 @@ def evaluate(run_dir: str | None, diffusers_path: str | None, data: str | None, 
     b = result["bpd"]
     click.echo(f"{result['model']} on {result['data']} ({split}, n={result['n']}, estimator {result['estimator']}): "
                f"{b['total']:.4f} ± {b['ci95']:.4f} bits/dim")
+    if result.get("mean_stderr_bpd") is not None:
+        click.echo(f"  Monte-Carlo standard error of the mean {result['mean_stderr_bpd']:.4f} bits/dim, "
+                   f"per-image spread {result['per_image_sd_bpd']:.3f} bits/dim, "
+                   f"{result['passes_per_image']:.0f} network passes per image")
     for name, value in b["terms"].items():
         click.echo(f"  {name:>16}: {value:.4f} bits/dim  ({result['nats']['terms'][name]:.2f} nats)")
     if "bound_network_passes_per_image" in result:
@@ -251,14 +265,13 @@ def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int,
         raise ElbolabError(f"--budget ({budget}) must be positive and --n-samples ({n_samples}) at least 2")
     validate_compare(data, data_dir, out, features)
 
-    from elbolab.evaluate.run import EvalConfig
-    from elbolab.experiments.compare import CompareConfig, run_compare
+    from elbolab.experiments.compare import CompareConfig, compare_evaluation, run_compare
     from elbolab.report.render import save_grids, write_report
 
-    evaluation = EvalConfig(seed=seed, n_samples=n_samples)
+    evaluation = compare_evaluation(seed=seed, n_samples=n_samples)
     if quick:
-        evaluation = EvalConfig(seed=seed, n_eval=100, iwae_n=50, n_samples=min(n_samples, 32), speed_n=8,
-                                nfe=(5, 10), quality_steps=10)
+        evaluation = compare_evaluation(seed=seed, n_eval=100, iwae_n=50, n_samples=min(n_samples, 32), speed_n=8,
+                                        nfe=(5, 10), quality_steps=10, bpd_se=0.05)
     cfg = CompareConfig(data=data, data_dir=data_dir, budget=budget, seed=seed, evaluation=evaluation,
                         beta_sweep=(4.0,) if quick else CompareConfig.beta_sweep)
     out_dir = Path(out)

@@ -33,7 +33,9 @@ class Capabilities:
     `samplers` are the names `sample(sampler=...)` accepts (the first is the default; a one-pass model
     has only "decoder"), `max_steps` the most network evaluations a sampler may take (None: any),
     `sample_options` the further keywords `sample` takes, `estimators` the `Estimator.method`s that
-    `elbo` accepts (the first is the default), `encoding` the cost of `encode` (None: it does not encode).
+    `elbo` accepts (the first is the default), `encoding` the cost of `encode` (None: it does not encode),
+    `proposals` the `Estimator.proposal`s its Monte-Carlo bound takes, `bound_steps` whether `elbo` takes
+    `Estimator.steps` (a continuous-time model's T-step bound).
     """
 
     samplers: tuple[str, ...]
@@ -42,6 +44,8 @@ class Capabilities:
     estimators: tuple[str, ...]
     default_estimator: Estimator
     encoding: Encoding | None
+    proposals: tuple[str, ...] = ("uniform",)
+    bound_steps: bool = False
 
     @property
     def one_pass(self) -> bool:
@@ -113,7 +117,17 @@ class GenerativeModel(nn.Module):
         if estimator.method not in caps.estimators:
             raise ConfigError(f"the {self.kind} model has no {estimator.method!r} bound; it offers "
                               f"{', '.join(caps.estimators)}")
+        if estimator.proposal not in caps.proposals:
+            raise ConfigError(f"the {self.kind} model's bound has no {estimator.proposal!r} proposal; it offers "
+                              f"{', '.join(caps.proposals)}")
+        if estimator.steps is not None and not caps.bound_steps:
+            raise ConfigError(f"the {self.kind} model's bound has no T-step form (Estimator.steps); leave it None")
         return estimator
+
+    def prepare_estimator(self, estimator: Estimator, pilot: Tensor,
+                          generator: torch.Generator | None = None) -> None:
+        """Fit what `estimator` needs from a pilot batch of training images (a diffusion model's importance
+        proposal over t); nothing for most estimators."""
 
     def loss(self, x: Tensor, step: int = 0, total_steps: int | None = None) -> Tensor:
         """The training objective per example, shape [B]; the trainer passes the optimiser step it is on and

@@ -63,19 +63,27 @@ class BoundSummary(Record):
     estimator: str
     seconds: float = float("nan")
     mc_stderr_nats: float | None = None     # mean Monte-Carlo standard error of one example's estimate
+    mean_stderr_bpd: float | None = None    # Monte-Carlo standard error of the mean over these n images
+    per_image_sd_bpd: float = float("nan")  # spread of the per-image bound over the images
+    passes_per_image: float | None = None   # network passes per image of the estimator (None: not reported)
 
     @staticmethod
     def of(bound: Bound, estimator: str, seconds: float = float("nan")) -> "BoundSummary":
-        """Means over the examples of a `Bound`, with 95% half-widths, in both units."""
+        """Means over the examples of a `Bound`, with 95% half-widths, in both units; for a Monte-Carlo bound
+        the standard error of the mean, sqrt(Σ se_i²)/n; the cost where the model reports it."""
         units = {}
         for unit, scale in (("nats", lambda t: t), ("bpd", lambda t: nats_to_bpd(t, bound.dims))):
             total, ci = mean_ci95(scale(bound.total))
             stats = {k: mean_ci95(scale(v)) for k, v in bound.terms.items()}
             units[unit] = UnitSummary(total, ci, {k: m for k, (m, _) in stats.items()},
                                       {k: c for k, (_, c) in stats.items()})
-        stderr = bound.extras.get("stderr")
-        return BoundSummary(units["nats"], units["bpd"], bound.discrete, int(bound.total.shape[0]), estimator,
-                            seconds, None if stderr is None else stderr.double().mean().item())
+        stderr, passes = bound.extras.get("stderr"), bound.extras.get("passes")
+        n = int(bound.total.shape[0])
+        mean_se = None if stderr is None else nats_to_bpd(stderr.double().pow(2).sum().sqrt().item() / n, bound.dims)
+        spread = nats_to_bpd(bound.total.double().std().item(), bound.dims) if n > 1 else float("nan")
+        return BoundSummary(units["nats"], units["bpd"], bound.discrete, n, estimator,
+                            seconds, None if stderr is None else stderr.double().mean().item(), mean_se, spread,
+                            None if passes is None else passes.double().mean().item())
 
 
 # ---------------------------------------------------------------- speed

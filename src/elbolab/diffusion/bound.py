@@ -11,8 +11,6 @@ the tests' oracles). Terms are computed in float64.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -20,6 +18,7 @@ from elbolab.bounds import Bound, sum_per_example
 from elbolab.diffusion.forward import expand, posterior_coefficients, q_marginal, q_sample
 from elbolab.diffusion.reverse import Denoised, Denoiser, denoise, reverse_log_variance, small_log_variance
 from elbolab.diffusion.schedule import Schedule
+from elbolab.diffusion.time_proposal import draw_uniforms, mean_and_stderr
 from elbolab.likelihoods import discretized_gaussian_log_prob, normal_kl, normal_log_prob
 
 
@@ -96,17 +95,19 @@ def exact_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, paramete
                              parameterisation=parameterisation, variance=variance, levels=levels)
     per_step = terms.view(T, B).T
     return Bound({"prior": prior_term(x_0, schedule), "diffusion": per_step[:, 1:].sum(1),
-                  "reconstruction": per_step[:, 0]}, _dims(x_0), per_step, discrete=levels is not None)
+                  "reconstruction": per_step[:, 0]}, _dims(x_0), per_step, discrete=levels is not None,
+                 extras={"passes": _passes(x_0, T)})
 
 
 def mc_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, samples: int, proposal: Tensor | None = None,
-             parameterisation: str = "eps", variance: str = "small", levels: int | None = None,
-             generator: torch.Generator | None = None, max_batch: int = 1024) -> Bound:
-    """−ELBO from K = `samples` independent estimates per example, each L_T + L_0 + L_{i−1}/q(i), i ~ q on {2..T}.
+             stratified: bool = False, parameterisation: str = "eps", variance: str = "small",
+             levels: int | None = None, generator: torch.Generator | None = None, max_batch: int = 1024) -> Bound:
+    """−ELBO from K = `samples` estimates per example, each L_T + L_0 + L_{i−1}/q(i), i ~ q on {2..T}.
 
     L_T is exact; L_0 is kept out of the draw over steps (it is large) and gets its own x_1 in
     every estimate; the weighted term is unbiased for any q > 0 (importance sampling; Nichol &
     Dhariwal 2021, §3.3). `proposal` [T] over steps 1..T is renormalised over 2..T (uniform if None).
+    Steps are drawn by the inverse CDF of u, iid or `stratified` (see `time_proposal`).
     extras["stderr"] [B]: the standard error of the mean of the K estimates.
     """
     if samples < 2:
@@ -116,17 +117,41 @@ def mc_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, samples: in
     q = torch.ones(T - 1, dtype=torch.float64, device=device) if proposal is None else \
         proposal.to(device=device, dtype=torch.float64)[1:]
     q = q / q.sum()
-    i = torch.multinomial(q.float(), B * samples, replacement=True, generator=generator) + 2
+    u = draw_uniforms(B, samples, stratified, generator, device)  # [B, K]
+    i = torch.searchsorted(torch.cumsum(q, 0), u.T.contiguous().flatten()).clamp(max=T - 2) + 2
     example = torch.arange(B, device=device).repeat(2 * samples)
     steps = torch.cat([i, torch.ones_like(i)])
     terms = _terms_for_pairs(denoiser, x_0, example, steps, schedule, None, generator, max_batch,
                              parameterisation=parameterisation, variance=variance, levels=levels)
     diffusion = (terms[:B * samples] / q[i - 2]).view(samples, B)
     reconstruction = terms[B * samples:].view(samples, B)
-    estimates = diffusion + reconstruction
+    _, stderr = mean_and_stderr((diffusion + reconstruction).T, stratified)
     return Bound({"prior": prior_term(x_0, schedule), "diffusion": diffusion.mean(0),
                   "reconstruction": reconstruction.mean(0)}, _dims(x_0), None, discrete=levels is not None,
-                 extras={"stderr": estimates.std(0) / math.sqrt(samples)})
+                 extras={"stderr": stderr, "passes": _passes(x_0, 2 * samples)})
+
+
+@torch.no_grad()
+def pilot_step_second_moment(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, bins: int = 64,
+                             per_bin: int = 2, *, parameterisation: str = "eps", variance: str = "small",
+                             levels: int | None = None, generator: torch.Generator | None = None,
+                             max_batch: int = 1024) -> Tensor:
+    """E[L_{i−1}²] per bin of steps 2..T from `per_bin` stratified steps per bin and image (a pilot pass of
+    bins × per_bin network passes per image), for `TimeProposal.fit`."""
+    B, T, device = x_0.shape[0], schedule.T, x_0.device
+    k = bins * per_bin
+    u = (torch.arange(k, device=device) // per_bin + torch.rand(B, k, generator=generator, dtype=torch.float64,
+                                                               device=device)) / bins
+    i = (u * T).ceil().long().clamp(2, T)
+    terms = _terms_for_pairs(denoiser, x_0, torch.arange(B, device=device).repeat_interleave(k), i.flatten(),
+                             schedule, None, generator, max_batch, parameterisation=parameterisation,
+                             variance=variance, levels=levels)
+    return terms.view(B, bins, per_bin).pow(2).mean((0, 2))
+
+
+def _passes(x: Tensor, passes: int) -> Tensor:
+    """Network passes per example, [B] (a record for `BoundSummary`)."""
+    return torch.full((x.shape[0],), float(passes), dtype=torch.float64, device=x.device)
 
 
 def _dims(x: Tensor) -> int:

@@ -13,13 +13,16 @@ import torch
 from torch import Tensor, nn
 
 from elbolab.bounds import Bound, Estimator, nats_to_bpd
-from elbolab.diffusion.bound import exact_bound, mc_bound, vlb_term
+from elbolab.diffusion import continuous
+from elbolab.diffusion.bound import exact_bound, mc_bound, pilot_step_second_moment, prior_term, vlb_term
 from elbolab.diffusion.config import DiffusionConfig
 from elbolab.diffusion.forward import expand, q_sample
+from elbolab.diffusion.learned_schedule import VDM_GAMMA_MIN, LearnedSchedule, level_gamma_min, uniform_grid
 from elbolab.diffusion.parameterisation import x0_and_eps
 from elbolab.diffusion.reverse import Denoiser, denoise
 from elbolab.diffusion.samplers import ddim, ddim_invert, run_sampler
 from elbolab.diffusion.schedule import Schedule, alpha, sigma, time_grid
+from elbolab.diffusion.time_proposal import TimeProposal
 from elbolab.diffusion.timesteps import LossSecondMomentResampler, draw_steps
 from elbolab.errors import ConfigError
 from elbolab.nets.diffusers_unet import DiffusersUNet
@@ -35,6 +38,21 @@ def build_net(config: DiffusionConfig, channels: int, size: int) -> nn.Module:
     return UNet(channels, out_channels, config.unet, image_size=size)
 
 
+#: bins of the importance proposal over t fitted on a pilot pass (`GaussianDiffusion.fit_proposal`)
+PROPOSAL_BINS = 64
+
+
+def build_schedule(config: DiffusionConfig, levels: int | None) -> Schedule | LearnedSchedule:
+    """The model's λ(t): the named T-step schedule, or in continuous time γ of the named shape between end
+    points, γ_min from the data's levels unless given (σ_0 = bin_fraction × 2/(K − 1))."""
+    if config.time == "discrete":
+        return Schedule(config.schedule, config.T)
+    gamma_min = config.gamma_min
+    if gamma_min is None:
+        gamma_min = VDM_GAMMA_MIN if levels is None else level_gamma_min(levels, config.bin_fraction)
+    return LearnedSchedule(config.schedule, config.T, gamma_min, config.gamma_max, config.learn_endpoints)
+
+
 class GaussianDiffusion(nn.Module):
     """A T-step variance-preserving diffusion model p_θ(x_{0:T}) around a network net(x_t, t).
 
@@ -47,12 +65,16 @@ class GaussianDiffusion(nn.Module):
                  schedule: Schedule | None = None) -> None:
         super().__init__()
         self.config = config
-        self.schedule = Schedule(config.schedule, config.T) if schedule is None else schedule
+        self.schedule = build_schedule(config, levels) if schedule is None else schedule
         if self.schedule.T != config.T:
             raise ConfigError(f"the schedule has T = {self.schedule.T} steps but the config T = {config.T}")
         self.net = net
         self.levels = levels
         self.resampler = LossSecondMomentResampler(config.T)
+        self.continuous = config.time == "continuous"
+        # the importance proposal q(t) ∝ weights over PROPOSAL_BINS bins: zeros until fitted, refitted by every
+        # evaluation that asks for it (not part of the saved state)
+        self.register_buffer("time_proposal", torch.zeros(PROPOSAL_BINS, dtype=torch.float64), persistent=False)
 
     # ---- the network as a denoiser
     def denoiser(self, clip: bool = False) -> tuple[Denoiser, str]:
@@ -87,6 +109,8 @@ class GaussianDiffusion(nn.Module):
         L_simple = mean ‖ε − ε̂‖² (Ho et al. 2020, eq. 14), L_vlb = T·L_{i−1} in bits/dim, or
         L_simple + λ L_vlb with the mean frozen in L_vlb (Nichol & Dhariwal 2021, eq. 16). L_T is left out (constant).
         """
+        if self.continuous:
+            return self._continuous_loss(x_0, generator)
         cfg, T = self.config, self.config.T
         importance = cfg.timesteps == "importance"
         probs = self.resampler.probabilities() if importance else \
@@ -109,28 +133,102 @@ class GaussianDiffusion(nn.Module):
             self.resampler.update(i, term)
         return (term / (T * p_i)).float()
 
+    def _continuous_loss(self, x_0: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Continuous time, t low-discrepancy over the batch, t_b = (u + b/B) mod 1 (VDM, App. I): the ELBO in
+        bits/dim ("vlb"; one z_0 and one t per example), or L_simple = mean ‖ε − ε̂‖² ("simple") for the
+        network while learned end points follow the bound (its gradient for them added, value unchanged)."""
+        x_0 = x_0.double()
+        B, D, device = x_0.shape[0], x_0[0].numel(), x_0.device
+        u = torch.rand((), generator=generator, dtype=torch.float64, device=device)
+        t = (u + torch.arange(B, dtype=torch.float64, device=device) / B) % 1.0
+        eps, eps_0 = torch.randn((2, *x_0.shape), generator=generator, dtype=torch.float64, device=device)
+        raw, parameterisation = self.denoiser()
+        mse = continuous.squared_error(raw, x_0, t, eps, self.schedule, parameterisation)
+        nats = (prior_term(x_0, self.schedule) + continuous.reconstruction_term(x_0, self.schedule, self.levels, eps_0)
+                + 0.5 * self.schedule.gamma_prime(t) * mse)
+        bound = nats_to_bpd(nats, D)
+        if self.config.loss == "vlb":
+            return bound.float()
+        simple = mse / D
+        if self.schedule.learn_endpoints and torch.is_grad_enabled():
+            (grad,) = torch.autograd.grad(bound.mean(), self.schedule.ends, retain_graph=True)
+            follow = (self.schedule.ends * grad).sum()
+            simple = simple + (follow - follow.detach())
+        return simple.float()
+
     # ---- the bound
     def default_estimator(self) -> Estimator:
-        """The config's estimator: Monte Carlo over t with `elbo_samples` draws, or all T steps."""
+        """The config's estimator: Monte Carlo over t with `elbo_samples` draws (stratified in continuous time),
+        or all T steps."""
         cfg = self.config
-        return Estimator("exact") if cfg.elbo_method == "exact" else Estimator("mc", cfg.elbo_samples)
+        if cfg.elbo_method == "exact":
+            return Estimator("exact", steps=cfg.T if self.continuous else None)
+        return Estimator("mc", cfg.elbo_samples, "stratified" if self.continuous else "uniform")
+
+    def proposal(self) -> TimeProposal:
+        """The importance proposal over t fitted by `fit_proposal`; a clear error before it is fitted."""
+        if not bool((self.time_proposal > 0).all()):
+            raise ConfigError("the importance proposal over t is fitted on a pilot pass over training images "
+                              "first (model.prepare_estimator(estimator, images))")
+        return TimeProposal(self.time_proposal)
+
+    @torch.no_grad()
+    def fit_proposal(self, pilot: Tensor, steps: int | None = None, generator: torch.Generator | None = None,
+                     clip: bool = False) -> TimeProposal:
+        """Fit q(t) ∝ sqrt(E[g(t)²]) on a pilot batch (PROPOSAL_BINS × 2 network passes per image), g the
+        integrand of the bound (of its T-step form if `steps`; the step terms L_{i−1} of the discrete chain),
+        and keep it in the `time_proposal` buffer."""
+        denoiser, parameterisation = self.denoiser(clip)
+        kw = dict(parameterisation=parameterisation, generator=generator, max_batch=self.config.max_batch)
+        if self.continuous:
+            second = continuous.pilot_second_moment(denoiser, pilot, self.schedule, PROPOSAL_BINS, 2, T=steps, **kw)
+        else:
+            second = pilot_step_second_moment(denoiser, pilot, self.schedule, PROPOSAL_BINS, 2,
+                                              variance=self.config.variance, levels=self.levels, **kw)
+        fitted = TimeProposal.fit(second)
+        self.time_proposal.copy_(fitted.weights.expand(PROPOSAL_BINS))
+        return fitted
+
+    def _continuous_elbo(self, x_0: Tensor, estimator: Estimator, denoiser: Denoiser, parameterisation: str,
+                         levels: int | None, generator: torch.Generator | None) -> Bound:
+        """The VDM bound: "mc" over t (or over the steps of its T-step form), "exact" for the T-step form."""
+        kw = dict(parameterisation=parameterisation, levels=levels, generator=generator,
+                  max_batch=self.config.max_batch)
+        if estimator.method == "exact":
+            return continuous.exact_steps_bound(denoiser, x_0, self.schedule, estimator.steps or self.config.T, **kw)
+        if estimator.method == "mc":
+            proposal = self.proposal() if estimator.proposal == "importance" else None
+            return continuous.mc_bound(denoiser, x_0, self.schedule, samples=estimator.samples or
+                                       self.config.elbo_samples, proposal=proposal,
+                                       stratified=estimator.proposal != "uniform", T=estimator.steps, **kw)
+        raise ConfigError(f"the diffusion model has no {estimator.method!r} bound; it offers exact and mc")
 
     def elbo(self, x_0: Tensor, estimator: Estimator | None = None, discrete: bool = True,
              generator: torch.Generator | None = None, clip: bool = False) -> Bound:
-        """−ELBO per example in nats: "exact" (all T terms) or "mc" (Monte Carlo over t, importance-sampled
-        once the resampler has a history) — see `bound.exact_bound` / `bound.mc_bound`. With `clip` the
+        """−ELBO per example in nats: "exact" (all T terms) or "mc" (Monte Carlo over t: proposal "uniform"
+        draws iid, importance-sampled once the resampler has a history; "stratified"; "importance" from a
+        pilot-fitted proposal) — see `bound.exact_bound` / `bound.mc_bound`. With `clip` the
         reverse process is the one `sample(clip=True)` draws from (x̂_0 clipped to [−1, 1])."""
         cfg = self.config
         estimator = estimator or self.default_estimator()
         denoiser, parameterisation = self.denoiser(clip)
+        if self.continuous:
+            return self._continuous_elbo(x_0, estimator, denoiser, parameterisation,
+                                         self.levels if discrete else None, generator)
+        if estimator.steps not in (None, cfg.T):
+            raise ConfigError(f"the discrete-time chain's bound is over its own T = {cfg.T} steps")
         kw = dict(parameterisation=parameterisation, variance=cfg.variance, levels=self.levels if discrete else None,
                   generator=generator, max_batch=cfg.max_batch)
         if estimator.method == "exact":
             return exact_bound(denoiser, x_0, self.schedule, **kw)
         if estimator.method == "mc":
             proposal = self.resampler.probabilities() if self.resampler.ready() else None
+            if estimator.proposal == "stratified":
+                proposal = None
+            elif estimator.proposal == "importance":
+                proposal = self.proposal().steps(cfg.T, x_0.device)
             return mc_bound(denoiser, x_0, self.schedule, samples=estimator.samples or cfg.elbo_samples,
-                            proposal=proposal, **kw)
+                            proposal=proposal, stratified=estimator.proposal != "uniform", **kw)
         raise ConfigError(f"the diffusion chain has no {estimator.method!r} bound; it offers exact and mc")
 
     # ---- sampling
@@ -143,7 +241,7 @@ class GaussianDiffusion(nn.Module):
         x_T = torch.randn(shape, generator=generator, device=device)
         denoiser, parameterisation = self.denoiser(clip)
         steps = steps if steps is not None else cfg.sample_steps
-        return run_sampler(sampler or cfg.sampler, denoiser, x_T, time_grid(cfg.T, steps), self.schedule,
+        return run_sampler(sampler or cfg.sampler, denoiser, x_T, self.grid(steps), self.schedule,
                            parameterisation=parameterisation, variance=variance or cfg.variance,
                            eta=cfg.eta if eta is None else eta, generator=generator)
 
@@ -160,5 +258,10 @@ class GaussianDiffusion(nn.Module):
         denoiser, parameterisation = self.denoiser(clip)
         return ddim(denoiser, x_T, self._encode_grid(steps), self.schedule, parameterisation=parameterisation)
 
+    def grid(self, steps: int | None) -> Tensor:
+        """The sampling grid over `steps` (None: T): on the T-step grid, or uniform in t in continuous time."""
+        return uniform_grid(steps or self.config.T) if self.continuous else time_grid(self.config.T, steps)
+
     def _encode_grid(self, steps: int | None) -> Tensor:
-        return time_grid(self.config.T, steps if steps is not None else min(self.config.encode_steps, self.config.T))
+        cfg = self.config
+        return self.grid(steps if steps is not None else min(cfg.encode_steps, cfg.T))

@@ -17,9 +17,21 @@ class DiffusionConfig:
 
     Defaults suit 8×8 digits on a CPU. `variance` is p_θ(x_{t−1}|x_t)'s: fixed "small" (β̃),
     fixed "large" (β) or "learned" (interpolated, trained by the "vlb" or "hybrid" loss).
+
+    `time`: "discrete" (the T-step chain) or "continuous" (VDM: T → ∞, γ between finite end points
+    γ_min, γ_max, learned if `learn_endpoints`; `schedule` names γ's shape between them, "linear" in γ or
+    "cosine"; T is then only the default sampling grid and the T-step form of its bound). γ_min = None
+    puts σ_0 at `bin_fraction` of the data's bin width 2/(K − 1) (VDM's −13.3 for continuous data). In
+    continuous time `loss` is "vlb" (the ELBO: weighting γ′(t)) or "simple" (uniform in t, ‖ε − ε̂‖²; the
+    learned end points then still follow the bound).
     """
 
     T: int = 1000
+    time: Literal["discrete", "continuous"] = "discrete"
+    gamma_min: float | None = None
+    gamma_max: float = 5.0
+    bin_fraction: float = 0.25
+    learn_endpoints: bool = True
     schedule: Literal["linear", "cosine"] = "cosine"
     parameterisation: Literal["eps", "x0", "v"] = "eps"
     loss: Literal["simple", "vlb", "hybrid"] = "simple"
@@ -40,18 +52,28 @@ class DiffusionConfig:
     @classmethod
     def sized_for(cls, side: int) -> "DiffusionConfig":
         """The configuration `compare` starts from for images of this side: for small images (≤ 16 px, e.g.
-        digits) the tiny UNet, whose size (~0.18M) is near the VAE's (~0.3M)."""
-        return cls(unet=UNetConfig(preset="tiny")) if side <= 16 else cls()
+        digits) the tiny UNet, whose size (~0.18M) is near the VAE's (~0.3M), in continuous time with γ linear
+        in t between learned, level-aware end points, trained on the ELBO (whose weighting γ′ is then uniform
+        in t: L_simple up to a constant, plus the end points)."""
+        if side <= 16:
+            return cls(unet=UNetConfig(preset="tiny"), time="continuous", schedule="linear", loss="vlb")
+        return cls()
 
     def __post_init__(self) -> None:
-        Schedule(self.schedule, self.T)  # checks T against the schedule
+        if self.time not in ("discrete", "continuous"):
+            raise ConfigError(f"time must be discrete or continuous, got {self.time!r}")
+        if self.time == "continuous":
+            self._check_continuous()
+        else:
+            Schedule(self.schedule, self.T)  # checks T against the schedule
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if self.variance == "learned" and self.loss == "simple":
             raise ConfigError("a learned variance gets no gradient from L_simple; use loss=hybrid or loss=vlb")
         if self.loss == "hybrid" and self.variance != "learned":
             raise ConfigError("the hybrid loss trains a learned variance; set variance=learned (or use loss=simple)")
-        if self.sample_steps is not None and not 1 <= self.sample_steps <= self.T:
+        if self.sample_steps is not None and not 1 <= self.sample_steps <= (self.T if self.time == "discrete"
+                                                                              else self.sample_steps):
             raise ConfigError(f"sample_steps must be between 1 and T = {self.T}, got {self.sample_steps}")
         if self.encode_steps < 1 or self.encode_fixed_point < 0:
             raise ConfigError("encode_steps must be ≥ 1 and encode_fixed_point ≥ 0")
@@ -60,3 +82,17 @@ class DiffusionConfig:
         if self.elbo_samples < 2 or self.max_batch < 1 or self.hybrid_weight < 0:
             raise ConfigError("elbo_samples must be ≥ 2, max_batch ≥ 1 and hybrid_weight ≥ 0")
         self.unet.spec()  # checks the network's overrides
+
+    def _check_continuous(self) -> None:
+        """What continuous time does not take: a learned variance, the hybrid loss, step-history resampling."""
+        if self.schedule not in ("linear", "cosine"):
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose linear or cosine")
+        if self.variance != "small" or self.loss == "hybrid":
+            raise ConfigError("continuous time has no reverse variance to learn; use variance=small and "
+                              "loss=vlb (the ELBO) or loss=simple")
+        if self.timesteps != "uniform":
+            raise ConfigError("continuous time draws t stratified in every batch; leave timesteps=uniform")
+        if self.T < 1 or not 0 < self.bin_fraction < 1:
+            raise ConfigError(f"T must be ≥ 1 and bin_fraction in (0, 1), got {self.T} and {self.bin_fraction}")
+        if self.gamma_min is not None and not self.gamma_min < self.gamma_max:
+            raise ConfigError(f"the schedule needs gamma_min < gamma_max, got {self.gamma_min} and {self.gamma_max}")

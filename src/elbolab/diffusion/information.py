@@ -7,6 +7,7 @@ Fig. 5), so a VAE and a diffusion model sit on the same axes.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -30,7 +31,8 @@ def chain_rate_distortion(chain: GaussianDiffusion, data: ImageData, n: int = 64
                           generator: torch.Generator | None = None) -> ChainRateDistortion:
     """Progressive lossy coding (Ho et al. 2020, §4.3, Algorithms 3–4) along t, for the clipped reverse process.
 
-    Holding x_i, a receiver has been sent L_T + Σ_{j ≥ i} L_j (the rate) and estimates
+    Holding x_i, a receiver has been sent L_T + Σ_{j ≥ i} L_j (the rate; in continuous time, of its
+    T-step form, whose step i − 1 → … is per_step column i − 1 and whose reconstruction is sent last) and estimates
     x̂_0 = E[x_0 | x_i] from the network (the distortion). Also the information curve:
     the bits still needed to recover x_0 from x_i, Σ_{j < i} L_j, and the Gaussian-channel
     ceiling on I(x_0; x_i) ≤ Σ_d ½ log(1 + SNR_i · Var[x_0,d]).
@@ -61,7 +63,9 @@ def chain_rate_distortion(chain: GaussianDiffusion, data: ImageData, n: int = 64
                                     bits_to_recover_bpd=nats_to_bpd(rem.mean().item(), data.dims),
                                     capacity_bpd=nats_to_bpd(capacity, data.dims)))
     # the Monte-Carlo estimate over t on the same images must agree with the exact sum of all T terms
-    mc = chain.elbo(x, None, generator=generator, clip=True)
+    # (in continuous time: the estimate of the same T-step bound)
+    estimator = replace(chain.default_estimator(), steps=T) if chain.continuous else None
+    mc = chain.elbo(x, estimator, generator=generator, clip=True)
     diff = (mc.total.double() - bound.total.double()).mean().item()
     diff_se = mc.extras["stderr"].double().pow(2).sum().sqrt().item() / x.shape[0]
     return ChainRateDistortion(curve=tuple(points_out), n=x.shape[0], T=T,

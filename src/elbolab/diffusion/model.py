@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
@@ -19,6 +21,8 @@ SAMPLE_OPTIONS = ("eta", "variance")
 
 OBJECTIVES = {"simple": "L_simple (ε-MSE)", "vlb": "L_vlb (the bound, bits/dim)",
               "hybrid": "L_hybrid = L_simple + λ L_vlb (learned variance)"}
+CONTINUOUS_OBJECTIVES = {"vlb": "continuous-time ELBO (weighting γ′(t), bits/dim)",
+                         "simple": "L_simple (ε-MSE, uniform in t)"}
 
 
 class DiffusionModel(GenerativeModel):
@@ -35,18 +39,42 @@ class DiffusionModel(GenerativeModel):
 
     @property
     def objective(self) -> str:  # type: ignore[override]
-        """The name of what `loss` optimises."""
-        return OBJECTIVES[self.config.loss]
+        """The name of what `loss` optimises (and, in continuous time, how the schedule's end points are trained)."""
+        cfg = self.config
+        if cfg.time == "discrete":
+            return OBJECTIVES[cfg.loss]
+        ends = "learned end points on the ELBO" if cfg.learn_endpoints else "fixed end points"
+        return f"{CONTINUOUS_OBJECTIVES[cfg.loss]}; {cfg.schedule} γ(t), {ends}"
 
     @property
     def capabilities(self) -> Capabilities:
-        """Every sampler over 1..T steps; the bound exact (all T steps) or by Monte Carlo over t; DDIM inversion."""
+        """Every sampler over 1..T steps (any number in continuous time); the bound exact (all T steps) or by
+        Monte Carlo over t (continuous time: stratified or importance-sampled, and its T-step form); DDIM
+        inversion."""
         cfg = self.config
         samplers = (cfg.sampler, *(name for name in SAMPLERS if name != cfg.sampler))
         passes = min(cfg.encode_steps, cfg.T) * (1 + cfg.encode_fixed_point)
-        return Capabilities(samplers=samplers, max_steps=cfg.T, sample_options=SAMPLE_OPTIONS,
-                            estimators=("mc", "exact"), default_estimator=self.diffusion.default_estimator(),
-                            encoding=Encoding(0, passes))
+        continuous = cfg.time == "continuous"
+        return Capabilities(samplers=samplers, max_steps=None if continuous else cfg.T,
+                            sample_options=SAMPLE_OPTIONS, estimators=("mc", "exact"),
+                            default_estimator=self.diffusion.default_estimator(), encoding=Encoding(0, passes),
+                            proposals=("uniform", "stratified", "importance"),
+                            bound_steps=continuous)
+
+    def check_estimator(self, estimator: Estimator | None) -> Estimator:
+        """As every model's; in continuous time "exact" names its T-step form, T = config.T unless given."""
+        estimator = super().check_estimator(estimator)
+        if self.config.time == "continuous" and estimator.method == "exact" and estimator.steps is None:
+            return replace(estimator, steps=self.config.T)
+        return estimator
+
+    def prepare_estimator(self, estimator: Estimator, pilot: Tensor,
+                          generator: torch.Generator | None = None) -> None:
+        """For the importance proposal: fit q(t) on a pilot pass over `pilot` (training images), for the
+        bound `elbo` computes (clipped x̂_0; the T-step form if estimator.steps)."""
+        if estimator.proposal == "importance":
+            self.check_input(pilot)
+            self.diffusion.fit_proposal(pilot.to(self.device), estimator.steps, generator, clip=True)
 
     def loss(self, x: Tensor, step: int = 0, total_steps: int | None = None,
              generator: torch.Generator | None = None) -> Tensor:
@@ -59,7 +87,7 @@ class DiffusionModel(GenerativeModel):
         "exact" (all T steps, with per_step [B, T]) or "mc" (with extras["stderr"]).
 
         It bounds the model `sample` draws from: x̂_0 clipped to [−1, 1] in every reverse step (if `clip`)."""
-        return self.diffusion.elbo(x, estimator, generator=generator, clip=self.clip)
+        return self.diffusion.elbo(x, self.check_estimator(estimator), generator=generator, clip=self.clip)
 
     def _sample(self, n: int, generator: torch.Generator | None, sampler: str | None, steps: int | None,
                 eta: float | None = None, variance: str | None = None) -> Tensor:

@@ -7,14 +7,16 @@ its own `information` hook, so it reads the same way for every model.
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
 
-from elbolab.bounds import Estimator, mean_ci95, rmse_255
+from elbolab.bounds import Estimator, mean_ci95, nats_to_bpd, rmse_255
 from elbolab.data.base import ImageData, to_model
+from elbolab.errors import ElbolabError
 from elbolab.evaluate.interpolation import interpolation_smoothness
 from elbolab.evaluate.quality import sample_quality
 from elbolab.evaluate.sharpness import sharpness
@@ -22,6 +24,9 @@ from elbolab.evaluate.speed import synchronize, time_sampling
 from elbolab.model import GenerativeModel, dataset_bound
 from elbolab.records import BoundSummary, Information, Record, SpeedRow
 
+#: draws chosen for a precision are a multiple of this (whole stratified replicates), at most MAX_DRAWS, and aim
+#: PRECISION_MARGIN × the requested standard error (the probe's variance is itself an estimate)
+PRECISION_ROUNDING, MAX_DRAWS, PRECISION_MARGIN = 4, 4096, 0.85
 PARTS = ("likelihood", "speed", "quality", "sharpness", "interpolation", "information")
 Log = Callable[[str], None]
 
@@ -33,6 +38,9 @@ class EvalConfig:
     seed: int = 0
     n_eval: int | None = None                  # test images for the bound (None: the whole split)
     estimator: Estimator | None = None         # how the bound is estimated (None: the model's default)
+    proposal: str | None = None                # a Monte-Carlo bound's proposal over t, where the model offers it
+    bpd_se: float | None = None                # a Monte-Carlo bound: draws chosen for this standard error of the mean
+    pilot_n: int = 64                          # training images for an importance proposal's pilot pass
     iwae_k: int = 100                          # importance samples for models with an IWAE bound (0 = skip)
     iwae_n: int = 200                          # test images for the IWAE bound
     n_samples: int = 256                       # samples for quality and sharpness
@@ -110,13 +118,39 @@ def speed_table(model: GenerativeModel, cfg: EvalConfig) -> tuple[SpeedRow, ...]
 
 
 def summarize(model: GenerativeModel, test: ImageData, n: int | None, estimator: Estimator | None,
-              seed: int) -> BoundSummary:
-    """The model's test-set bound, timed, with the estimator it used."""
+              seed: int, cfg: EvalConfig = EvalConfig(), pilot: ImageData | None = None) -> BoundSummary:
+    """The model's test-set bound, timed, with the estimator it used: `cfg.proposal` where the model offers
+    it (an importance proposal fitted on `cfg.pilot_n` images of `pilot`), and with `cfg.bpd_se` as many
+    draws as that standard error of the test-set mean needs."""
     torch.manual_seed(seed)
     estimator = model.check_estimator(estimator)
+    if estimator.method == "mc" and cfg.proposal in model.capabilities.proposals:
+        estimator = replace(estimator, proposal=cfg.proposal)
     start = time.perf_counter()
+    if estimator.proposal == "importance":
+        if pilot is None:
+            raise ElbolabError("an importance proposal over t needs training images for its pilot pass")
+        model.prepare_estimator(estimator, pilot.model_range(slice(0, cfg.pilot_n)).to(model.device),
+                                torch.Generator(model.device).manual_seed(seed))
+    if cfg.bpd_se is not None and estimator.method == "mc":
+        estimator = draws_for_precision(model, test, n, estimator, cfg.bpd_se)
     bound = dataset_bound(model, test, n, 256, estimator)
     return BoundSummary.of(bound, estimator.describe(), time.perf_counter() - start)
+
+
+def draws_for_precision(model: GenerativeModel, test: ImageData, n: int | None, estimator: Estimator,
+                        bpd_se: float, probe_n: int = 64) -> Estimator:
+    """The Monte-Carlo estimator with K draws such that the standard error of the mean over n images is
+    below `bpd_se` bits/dim: K = Var_1/(n (m·se)²), Var_1 the per-draw variance seen on `probe_n` images,
+    m = PRECISION_MARGIN. An estimator that reports no standard error is returned as it is."""
+    n = len(test) if n is None else min(n, len(test))
+    k = estimator.samples or model.capabilities.default_estimator.samples or PRECISION_ROUNDING
+    probe = dataset_bound(model, test, min(n, probe_n), 256, replace(estimator, samples=k))
+    if "stderr" not in probe.extras:  # an estimator without a standard error (e.g. a VAE's one-sample ELBO)
+        return estimator
+    per_draw = nats_to_bpd(probe.extras["stderr"].double(), probe.dims).pow(2).mean().item() * k
+    draws = math.ceil(per_draw / (n * (PRECISION_MARGIN * bpd_se) ** 2) / PRECISION_ROUNDING) * PRECISION_ROUNDING
+    return replace(estimator, samples=int(min(max(draws, 2 * PRECISION_ROUNDING), MAX_DRAWS)))
 
 
 def iwae_summary(model: GenerativeModel, test: ImageData, cfg: EvalConfig) -> IWAESummary:
@@ -146,8 +180,10 @@ def timed_round_trip(model: GenerativeModel, x: torch.Tensor) -> tuple[float, to
 
 
 def measure(model: GenerativeModel, test: ImageData, cfg: EvalConfig, features: Any = None,
-            log: Log = lambda _: None) -> tuple[Measurement, dict[str, torch.Tensor | None]]:
-    """The measurements named in `cfg.parts`, and the images behind them (samples, reconstructions, frames)."""
+            log: Log = lambda _: None, pilot: ImageData | None = None
+            ) -> tuple[Measurement, dict[str, torch.Tensor | None]]:
+    """The measurements named in `cfg.parts`, and the images behind them (samples, reconstructions, frames);
+    `pilot`: training images for an estimator that needs a pilot pass."""
     unknown = set(cfg.parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown evaluation parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
@@ -156,7 +192,7 @@ def measure(model: GenerativeModel, test: ImageData, cfg: EvalConfig, features: 
     images: dict[str, torch.Tensor | None] = {"samples": None, "reconstructions": None, "interpolation": None}
     if "likelihood" in parts:
         log(f"{kind}: bound on {cfg.n_eval or len(test)} test images")
-        found["bound"] = summarize(model, test, cfg.n_eval, cfg.estimator, cfg.seed)
+        found["bound"] = summarize(model, test, cfg.n_eval, cfg.estimator, cfg.seed, cfg, pilot)
         if "iwae" in caps.estimators and cfg.iwae_k > 1:
             found["iwae"] = iwae_summary(model, test, cfg)
         found["components"] = {name: summarize(part, test, cfg.n_eval, None, cfg.seed)

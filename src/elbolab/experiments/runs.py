@@ -18,7 +18,7 @@ from elbolab.experiments.results import CompareResults, RunResult
 from elbolab.experiments.verdicts import judge, sweep_point
 from elbolab.machine import machine_info
 from elbolab.records import DataInfo
-from elbolab.train.run import METRICS_FILE, load_run, read_run_config
+from elbolab.train.run import METRICS_FILE, RunConfig, load_run, read_run_config
 
 
 def data_info(test: ImageData) -> DataInfo:
@@ -26,12 +26,18 @@ def data_info(test: ImageData) -> DataInfo:
     return DataInfo(test.name, tuple(test.shape), test.levels, test.dims, len(test))
 
 
+def pilot_images(run_cfg: RunConfig, cfg: EvalConfig) -> ImageData | None:
+    """The run's training images where the bound's estimator fits an importance proposal on a pilot pass."""
+    wanted = cfg.proposal == "importance" or (cfg.estimator is not None and cfg.estimator.proposal == "importance")
+    return load_data(run_cfg.data, "train", run_cfg.data_dir) if wanted and "likelihood" in cfg.parts else None
+
+
 def measure_run(run_dir: Path, cfg: EvalConfig, test: ImageData, features: Any,
                 log: Log) -> tuple[RunResult, dict[str, Any]]:
     """`evaluate.measure` on a trained run, with its training figures beside; and the images behind it."""
     run_cfg, model = load_run(run_dir)
     metrics = json.loads((Path(run_dir) / METRICS_FILE).read_text())
-    measurement, images = measure(model, test, cfg, features, log)
+    measurement, images = measure(model, test, cfg, features, log, pilot_images(run_cfg, cfg))
     return RunResult(measurement, int(metrics["step"]), float(metrics["train_images_per_s"]),
                      float(metrics["train_seconds"]), to_dict(run_cfg.model)), images
 
@@ -72,7 +78,8 @@ def evaluate_run(run_dir: Path, split: str = "test", cfg: EvalConfig = EvalConfi
     run_cfg, model = load_run(run_dir)
     model.check_estimator(cfg.estimator)  # a bound the model does not offer is refused before any work
     data = load_data(run_cfg.data, split, run_cfg.data_dir)
-    measurement = measure(model, data, cfg, _features(cfg, run_cfg.data, features_kind, run_cfg.data_dir), log)[0]
+    measurement = measure(model, data, cfg, _features(cfg, run_cfg.data, features_kind, run_cfg.data_dir), log,
+                          pilot_images(run_cfg, cfg))[0]
     return _eval_json(run_cfg.kind, run_cfg.data, split, data, measurement)
 
 
