@@ -161,6 +161,7 @@ def run_compare(cfg: CompareConfig, out: Path, log: Log = print, progress: bool 
         if cfg.seeds > 1:
             log(f"seed {seed_cfg.seed} ({index + 1} of {cfg.seeds})")
         result, seed_images = run_seed(seed_cfg, seed_folder(out, cfg, index), train, test, features, log, progress)
+        atomic_write_json(out / f"seed-{seed_cfg.seed}-results.json", result.to_json())
         seeds.append(result)
         images = images or seed_images
     first = seeds[0]

@@ -196,7 +196,7 @@ def contrast_bottleneck(forward: InformationCurve, code: InformationCurve | None
         f"{forward.draws} Monte-Carlo draws per point, no model): I(x_0; x_t) falls from {forward.nats[0]:.2f} "
         f"nats at step {forward.steps[0]} to half of log N by step {half} and to {forward.nats[-1]:.2f} at step "
         f"{forward.steps[-1]}; the fall from 90% to 10% spans {show(e)} steps.",
-        [e], figure="information", numbers={"span_steps": e.value})
+        [e], figure="information_curves", numbers={"span_steps": e.value})
 
 
 SPEED = "Decoder speed: one pass vs. a chain of small steps"
