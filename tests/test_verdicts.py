@@ -219,3 +219,17 @@ def test_judge_returns_every_contrast_the_evidence_allows():
               "diffusion": Measurement("diffusion", "L_simple", 1, bound=bound(dif), resampled=figures(1.0, 5.0))}
     titles = [c.title for c in V.judge(V.Evidence(models, 64, 50))]
     assert titles == [V.SHARPNESS, V.QUALITY, V.LIKELIHOOD]
+
+
+def test_the_evidence_figures_draw_from_synthetic_records(tmp_path):
+    from elbolab.report import figures as draw
+
+    # a figure outside its own percentile interval (bootstrap bias) must still draw
+    biased = {"laplacian_ratio": Resampled(1.0, tuple(np.linspace(1.1, 1.3, 50))), "fd": rs(5.0, 0.3)}
+    points = steps_points(0.4, 0.95) + (StepsPoint("diffusion", "ddim", 5, 0.01, biased),)
+    floors = Floors(figures(1.0, 1.0), figures(0.3, 30.0), 0.5, 256, "training images")
+    assert draw.steps_curves(points, floors, "laplacian_ratio", "sharpness", tmp_path / "s.png").is_file()
+    assert draw.information_curves((curve(40, 0.01), InformationCurve("VAE", (1,), (math.nan,), (3.0,), (0.1,),
+                                                                           math.log(1000), 1000, 256)),
+                                      tmp_path / "i.png").is_file()
+    assert draw.beta_sweep(sweep(1.0, 0.5, 30.0, 5.0), tmp_path / "b.png").is_file()

@@ -137,7 +137,9 @@ def steps_curves(points: tuple, floors, key: str, label: str, path: Path) -> Pat
         rows = sorted(rows, key=lambda p: p.steps)
         values = [p.figures[key].value for p in rows]
         spans = [p.figures[key].interval() for p in rows]
-        err = [[v - lo for v, (lo, _) in zip(values, spans)], [hi - v for v, (_, hi) in zip(values, spans)]]
+        # a percentile interval need not hold the figure itself (bootstrap bias): bars never go negative
+        err = [[max(v - lo, 0.0) for v, (lo, _) in zip(values, spans)],
+               [max(hi - v, 0.0) for v, (_, hi) in zip(values, spans)]]
         ax.errorbar([p.steps for p in rows], values, yerr=err, fmt="o-" if len(rows) > 1 else "*", ms=4,
                     capsize=2, color=COLOURS.get(model), alpha=1.0 if sampler != "ddim" else 0.6,
                     label=f"{LABELS.get(model, model)} {sampler}")
