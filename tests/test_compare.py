@@ -7,7 +7,12 @@ import pytest
 
 from elbolab.evaluate.run import EvalConfig
 from elbolab.experiments.compare import KINDS, CompareConfig, run_compare
+from elbolab.experiments.verdicts import combine
 from elbolab.report.render import save_grids, write_report
+
+#: encoder, bottleneck, speed, sharpness, quality, steps, two tug-of-war, likelihood, interpolation, ε-objective,
+#: latent diffusion
+CONTRASTS = 12
 
 TINY = {"vae": {"model.net": "tiny", "train.batch_size": 64},
         "diffusion": {"model.unet.preset": "tiny", "model.T": 100, "model.encode_steps": 10,
@@ -20,9 +25,11 @@ TINY = {"vae": {"model.net": "tiny", "train.batch_size": 64},
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
-    evaluation = EvalConfig(n_eval=64, iwae_n=32, n_samples=32, speed_n=8, nfe=(2, 5), quality_steps=5)
-    cfg = CompareConfig(budget=4.0, evaluation=evaluation, beta_sweep=(4.0,), sweep_budget_fraction=0.5,
-                        overrides=TINY)
+    evaluation = EvalConfig(n_eval=64, iwae_n=32, n_samples=32, speed_n=8, nfe=(2, 5), quality_steps=5,
+                            replicates=20)
+    cfg = CompareConfig(budget=4.0, evaluation=evaluation, beta_sweep=(0.25, 4.0), sweep_budget_fraction=0.25,
+                        objective_budget_fraction=0.25, steps=(1, 2), steps_replicates=20, interpolation_pairs=4,
+                        timing_repeats=2, information_images=200, information_draws=32, overrides=TINY)
     messages = []
     results, images = run_compare(cfg, out, log=messages.append, progress=False)
     grids = save_grids(images, results.data.levels, out)
@@ -50,10 +57,32 @@ def test_compare_trains_and_measures_every_model(compared):
 def test_every_contrast_has_a_rule_and_a_verdict(compared):
     _, results, _, _ = compared
     titles = [c.title for c in results.contrasts]
-    assert len(titles) == 8 and len(set(titles)) == 8
+    assert len(titles) == CONTRASTS and len(set(titles)) == CONTRASTS
     for c in results.contrasts:
         assert c.verdict in ("supported", "not supported", "inconclusive")
         assert c.claim and c.measured and c.rule
+        # every verdict rests on a measured effect with its interval and the test that produced it
+        e = c.effect
+        assert e is not None and e.test in c.rule and c.verdict == combine(c.numbers["effects"], c.numbers["combine"])
+        assert math.isfinite(e.value) and c.figure
+
+
+def test_each_seed_keeps_its_evidence(compared):
+    _, results, _, _ = compared
+    (seed,) = results.seeds
+    assert seed.floors.real["fd"].value < seed.floors.blurred["fd"].value
+    assert seed.floors.blurred["laplacian_ratio"].value < 1
+    forward, code = seed.information
+    assert forward.nats[0] == pytest.approx(forward.max_nats, rel=0.01) and forward.nats[-1] < 0.1 * forward.max_nats
+    assert 0 <= code.nats[0] <= code.max_nats + 4 * code.stderr_nats[0]
+    assert {(p.model, p.sampler, p.steps) for p in seed.steps} >= {("diffusion", "ancestral", 1),
+                                                                   ("diffusion", "ddim", 2), ("vae", "decoder", 1)}
+    assert set(seed.paths) == set(KINDS) and set(seed.timings) == {"encoder", "decoder", "latent"}
+    assert set(seed.objective) == {"simple", "elbo-weighted"}
+    assert [p.beta for p in results.beta_sweep] == [0.25, 1.0, 4.0]
+    assert all("fd" in p.reconstruction_figures and "fd" in p.sample_figures for p in results.beta_sweep)
+    bound = results.models["vae"].measurement.bound
+    assert len(bound.per_example_bpd) == 64 and sum(bound.per_example_bpd) / 64 == pytest.approx(bound.bpd.total)
 
 
 def test_report_files_are_written_and_consistent(compared):
@@ -62,7 +91,7 @@ def test_report_files_are_written_and_consistent(compared):
     assert saved["models"]["vae"]["measurement"]["bound"]["bpd"]["total"] == pytest.approx(
         results.models["vae"].measurement.bound.bpd.total)
     md = paths["markdown"].read_text()
-    assert "## The contrasts, measured" in md and md.count("**Verdict:") == 8
+    assert "## The contrasts, measured" in md and md.count("**Verdict:") == CONTRASTS
     for name in ("bound_terms.png", "per_step.png", "rate_distortion.png", "information.png", "speed.png",
                  "samples_vae.png", "samples_diffusion.png", "interpolation_vae.png"):
         assert (out / name).is_file(), name
@@ -103,5 +132,6 @@ def test_compare_command_end_to_end(run_cli, tmp_path):
     assert code == 0, err
     assert (tmp_path / "c" / "report.html").is_file() and (tmp_path / "c" / "results.json").is_file()
     results = json.loads((tmp_path / "c" / "results.json").read_text())
-    assert len(results["contrasts"]) == 8
-    assert sum(line.strip().split()[0] in ("supported", "not", "inconclusive") for line in out.splitlines()) == 8
+    assert len(results["contrasts"]) == CONTRASTS
+    assert sum(line.strip().split()[0] in ("supported", "not", "inconclusive")
+               for line in out.splitlines()) == CONTRASTS

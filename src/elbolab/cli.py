@@ -251,29 +251,40 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int) -> N
 @click.option("--out", "out", default="compare-report", show_default=True, type=click.Path(file_okay=False))
 @click.option("--budget", type=float, default=60.0, show_default=True, help="Training seconds per model.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seeds", type=int, default=1, show_default=True,
+              help="Repeat the whole experiment with this many seeds; every interval folds their spread in.")
 @click.option("--n-samples", type=int, default=256, show_default=True, help="Samples per model for quality.")
 @click.option("--features", type=click.Choice(["builtin", "inception", "auto"]), default="builtin",
               show_default=True, help="Feature network for the Fréchet distance.")
 @click.option("--quick", is_flag=True, help="Small evaluation (fewer images, samples and steps): a smoke test.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int, n_samples: int, features: str,
-            quick: bool, quiet: bool) -> None:
+def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int, seeds: int, n_samples: int,
+            features: str, quick: bool, quiet: bool) -> None:
     """The main job: train a VAE, diffusion and latent diffusion under one budget, measure, judge, report."""
+    from dataclasses import replace
+
     from elbolab.validate import validate_compare
 
-    if not budget > 0 or n_samples < 2:
-        raise ElbolabError(f"--budget ({budget}) must be positive and --n-samples ({n_samples}) at least 2")
+    if not budget > 0 or n_samples < 2 or seeds < 1:
+        raise ElbolabError(f"--budget ({budget}) must be positive, --n-samples ({n_samples}) at least 2 and "
+                           f"--seeds ({seeds}) at least 1")
     validate_compare(data, data_dir, out, features)
 
-    from elbolab.experiments.compare import CompareConfig, compare_evaluation, run_compare
+    from elbolab.experiments.compare import CompareConfig, compare_evaluation, estimated_seconds, run_compare
     from elbolab.report.render import save_grids, write_report
 
     evaluation = compare_evaluation(seed=seed, n_samples=n_samples)
     if quick:
         evaluation = compare_evaluation(seed=seed, n_eval=100, iwae_n=50, n_samples=min(n_samples, 32), speed_n=8,
-                                        nfe=(5, 10), quality_steps=10, bpd_se=0.05)
-    cfg = CompareConfig(data=data, data_dir=data_dir, budget=budget, seed=seed, evaluation=evaluation,
+                                        nfe=(5, 10), quality_steps=10, bpd_se=0.05, replicates=50)
+    cfg = CompareConfig(data=data, data_dir=data_dir, budget=budget, seed=seed, seeds=seeds, evaluation=evaluation,
                         beta_sweep=(4.0,) if quick else CompareConfig.beta_sweep)
+    if quick:
+        cfg = replace(cfg, steps=(1, 2, 10), steps_replicates=50, interpolation_pairs=8, timing_repeats=3,
+                      information_images=500, information_draws=64, objective_budget_fraction=0.5)
+    if seeds > 1:
+        click.echo(f"[compare] {seeds} seeds: about {estimated_seconds(cfg) / 60:.0f} minutes on an idle machine "
+                   f"(training {budget:g} s per model per seed, plus measurement)", err=True)
     out_dir = Path(out)
     results, images = run_compare(cfg, out_dir, log=lambda m: click.echo(f"[compare] {m}", err=True),
                                   progress=not quiet, features_kind=features)

@@ -66,6 +66,7 @@ class BoundSummary(Record):
     mean_stderr_bpd: float | None = None    # Monte-Carlo standard error of the mean over these n images
     per_image_sd_bpd: float = float("nan")  # spread of the per-image bound over the images
     passes_per_image: float | None = None   # network passes per image of the estimator (None: not reported)
+    per_example_bpd: tuple[float, ...] = ()  # each image's bound, in order: two models pair on the same images
 
     @staticmethod
     def of(bound: Bound, estimator: str, seconds: float = float("nan")) -> "BoundSummary":
@@ -83,7 +84,41 @@ class BoundSummary(Record):
         spread = nats_to_bpd(bound.total.double().std().item(), bound.dims) if n > 1 else float("nan")
         return BoundSummary(units["nats"], units["bpd"], bound.discrete, n, estimator,
                             seconds, None if stderr is None else stderr.double().mean().item(), mean_se, spread,
-                            None if passes is None else passes.double().mean().item())
+                            None if passes is None else passes.double().mean().item(),
+                            tuple(nats_to_bpd(bound.total.double(), bound.dims).tolist()))
+
+
+# ---------------------------------------------------------------- resampled figures
+
+@dataclass(frozen=True)
+class Resampled(Record):
+    """A figure computed once on the measured sample (`value`) and on bootstrap resamples of it (`replicates`).
+
+    Figures measured with the same seed share their resampling indices (e.g. of the reference set),
+    so the replicates of two such figures pair up: their differences are a bootstrap of the difference.
+    """
+
+    value: float
+    replicates: tuple[float, ...]
+
+    def interval(self) -> tuple[float, float]:
+        """The percentile bootstrap 95% interval (2.5% and 97.5% quantiles of the replicates)."""
+        return percentile_interval(self.replicates)
+
+
+def percentile_interval(values: Any) -> tuple[float, float]:
+    """2.5% and 97.5% quantiles of `values` (linear interpolation); NaN for fewer than two finite values."""
+    finite = sorted(v for v in values if math.isfinite(v))
+    if len(finite) < 2:
+        return math.nan, math.nan
+    return _quantile(finite, 0.025), _quantile(finite, 0.975)
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (position - low) * (ordered[high] - ordered[low])
 
 
 # ---------------------------------------------------------------- speed
@@ -218,12 +253,16 @@ class Contrast(Record):
 
 @dataclass(frozen=True)
 class SweepPoint(Record):
-    """A VAE of the β-sweep on the rate–distortion axes."""
+    """A VAE of the β-sweep on the rate–distortion axes, with its samples' and reconstructions' figures."""
 
     beta: float
     rate_bpd: float
     distortion_rmse: float
     budget_seconds: float = float("nan")
+    sample_figures: dict[str, Resampled] = dataclasses.field(default_factory=dict)   # prior samples
+    reconstruction_figures: dict[str, Resampled] = dataclasses.field(default_factory=dict)  # held-out images
+    interpolation_step_mean: float = float("nan")          # mean neighbour distance along its latent slerps
+    interpolation_max_step_ratio: float = float("nan")     # mean over paths of the largest step over the mean
 
 
 @dataclass(frozen=True)

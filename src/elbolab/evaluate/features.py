@@ -215,6 +215,15 @@ class ClassifierFeatures:
                   for i in range(0, len(images), self.batch_size)]
         return torch.cat(chunks).double() / self.info["feature_scale"]
 
+    @torch.no_grad()
+    def class_probabilities(self, images: Tensor, levels: int) -> Tensor:
+        """The classifier's softmax over its classes for uint8 level images, float64 [N, classes]."""
+        check_levels(images, levels)
+        self.net.eval()
+        chunks = [self.net(to_model(images[i:i + self.batch_size], levels))
+                  for i in range(0, len(images), self.batch_size)]
+        return torch.softmax(torch.cat(chunks).double(), -1)
+
 
 def _cache_paths(cache_dir: Path, train: ImageData, seed: int) -> tuple[Path, Path]:
     """Weights and metadata file names for one data set, shape and seed."""

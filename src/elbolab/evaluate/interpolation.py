@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from elbolab.evaluate.features import FeatureExtractor, check_levels
+from elbolab.records import Record
 
 
 def step_distances(frames: Tensor, levels: int, features: FeatureExtractor) -> Tensor:
@@ -33,3 +35,30 @@ def interpolation_smoothness(frames: Tensor, levels: int, features: FeatureExtra
     return {"step_mean": mean, "step_std": d.std(unbiased=False).item(), "cv": path_cv.mean().item(),
             "max_step_ratio": d.max().item() / mean if mean > 0 else 0.0,
             "n_paths": d.shape[0], "n_frames": d.shape[1] + 1, "feature_net": features.name}
+
+
+@dataclass(frozen=True)
+class PathStats(Record):
+    """Per interpolation path: mean neighbour distance in feature space, the largest step over that mean,
+    and the built-in classifier's mean top-class probability on the interior frames and on the two ends
+    (NaN where the feature network has no classifier head)."""
+
+    step_mean: tuple[float, ...]
+    max_step_ratio: tuple[float, ...]
+    interior_confidence: tuple[float, ...]
+    end_confidence: tuple[float, ...]
+    frames: int
+
+
+def path_stats(frames: Tensor, levels: int, features: FeatureExtractor) -> PathStats:
+    """`PathStats` of paths [P, T, C, H, W]: are the paths even, and are their midpoints recognisable?"""
+    d = step_distances(frames, levels, features).double()
+    mean = d.mean(1)
+    ratio = torch.where(mean > 0, d.max(1).values / mean.clamp_min(1e-300), torch.zeros_like(mean))
+    p, t = frames.shape[:2]
+    if hasattr(features, "class_probabilities"):
+        confidence = features.class_probabilities(frames.flatten(0, 1), levels).max(1).values.reshape(p, t)
+    else:
+        confidence = torch.full((p, t), float("nan"), dtype=torch.float64)
+    return PathStats(tuple(mean.tolist()), tuple(ratio.tolist()), tuple(confidence[:, 1:-1].mean(1).tolist()),
+                     tuple(confidence[:, [0, -1]].mean(1).tolist()), t)

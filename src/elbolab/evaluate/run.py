@@ -19,10 +19,11 @@ from elbolab.data.base import ImageData, to_model
 from elbolab.errors import ElbolabError
 from elbolab.evaluate.interpolation import interpolation_smoothness
 from elbolab.evaluate.quality import sample_quality
+from elbolab.evaluate.resample import resampled_figures
 from elbolab.evaluate.sharpness import sharpness
 from elbolab.evaluate.speed import synchronize, time_sampling
 from elbolab.model import GenerativeModel, dataset_bound
-from elbolab.records import BoundSummary, Information, Record, SpeedRow
+from elbolab.records import BoundSummary, Information, Record, Resampled, SpeedRow
 
 #: draws chosen for a precision are a multiple of this (whole stratified replicates), at most MAX_DRAWS, and aim
 #: PRECISION_MARGIN × the requested standard error (the probe's variance is itself an estimate)
@@ -49,6 +50,7 @@ class EvalConfig:
     quality_sampler: str = "dpm-solver++"      # used where the model has it (else its default sampler)
     quality_steps: int = 50
     information_n: int | None = None           # images for the information hook (None: the model's default)
+    replicates: int = 200                      # bootstrap resamples of the sample figures (0: none)
     parts: tuple[str, ...] = PARTS
 
 
@@ -93,6 +95,7 @@ class Measurement(Record):
     reconstruction_rmse: float | None = None
     interpolation: dict[str, Any] | None = None
     information: Information | None = None
+    resampled: dict[str, Resampled] = field(default_factory=dict)  # sample figures with bootstrap replicates
 
 
 def seeded_sampler(model: GenerativeModel, seed: int, **kwargs: Any) -> Callable[[int], torch.Tensor]:
@@ -169,6 +172,11 @@ def quality_sampling(model: GenerativeModel, cfg: EvalConfig) -> tuple[str, int]
     return sampler, steps[0] if steps else int(caps.max_steps)
 
 
+def quality_reference(test: ImageData, n_samples: int) -> torch.Tensor:
+    """The test images sample figures are measured against: at least n_samples, up to 2000."""
+    return test.images[: max(n_samples, min(len(test), 2000))]
+
+
 def timed_round_trip(model: GenerativeModel, x: torch.Tensor) -> tuple[float, torch.Tensor]:
     """(seconds per image for `encode`, decode(encode(x)) as levels)."""
     synchronize(x.device)
@@ -206,10 +214,13 @@ def measure(model: GenerativeModel, test: ImageData, cfg: EvalConfig, features: 
         start = time.perf_counter()
         images["samples"] = seeded_sampler(model, cfg.seed, sampler=sampler, steps=steps)(cfg.n_samples).cpu()
         found["quality_samples"] = QualitySamples(cfg.n_samples, time.perf_counter() - start, sampler, steps)
+    reference = quality_reference(test, cfg.n_samples)
     if "quality" in parts:
-        reference = test.images[: max(cfg.n_samples, min(len(test), 2000))]
         found["quality"] = sample_quality(images["samples"], reference, test.levels, features,
                                           reference_name=f"{len(reference)} {test.name} test images", seed=cfg.seed)
+    if parts & {"quality", "sharpness"} and cfg.replicates > 0:
+        found["resampled"] = resampled_figures(images["samples"], reference, test.levels,
+                                               features if "quality" in parts else None, cfg.replicates, cfg.seed)
     if "sharpness" in parts:
         found["sharpness"] = {"samples": sharpness(images["samples"], test.images, test.levels)}
     x = test.model_range(slice(0, min(len(test), cfg.n_samples, 64))).to(model.device)

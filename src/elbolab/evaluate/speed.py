@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+
+from elbolab.records import Record
 
 
 def synchronize(device: str | torch.device | None) -> None:
@@ -74,3 +78,28 @@ class PassCounter:
 
     def remove(self) -> None:
         self._handle.remove()
+
+
+@dataclass(frozen=True)
+class PairedTiming(Record):
+    """Seconds of two calls `a` and `b`, timed alternately (a, b, a, b, …) after one warm-up call of each, so that
+    a changing machine load falls on both; their ratio b/a per repeat pairs the two."""
+
+    a: str
+    b: str
+    seconds_a: tuple[float, ...]
+    seconds_b: tuple[float, ...]
+    load_average: float | None = None
+
+    def ratios(self) -> tuple[float, ...]:
+        """b's seconds over a's, per repeat."""
+        return tuple(b / a for a, b in zip(self.seconds_a, self.seconds_b))
+
+
+def paired_timing(a: str, fn_a: Callable[[], Any], b: str, fn_b: Callable[[], Any], repeats: int = 5,
+                  device: str | torch.device | None = None) -> PairedTiming:
+    """Time fn_a and fn_b alternately, `repeats` times each (one untimed warm-up call of each first)."""
+    fn_a(), fn_b()
+    pairs = [(timed_calls(fn_a, 1, 0, device)[0], timed_calls(fn_b, 1, 0, device)[0]) for _ in range(repeats)]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return PairedTiming(a, b, tuple(p[0] for p in pairs), tuple(p[1] for p in pairs), load)

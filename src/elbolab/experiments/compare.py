@@ -11,20 +11,30 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from elbolab.data import load_data
-from elbolab.data.base import ImageData
-from elbolab.errors import ElbolabError
+from elbolab.data.base import ImageData, to_model
+from elbolab.errors import ConfigError, ElbolabError
 from elbolab.evaluate.features import select_features
-from elbolab.evaluate.run import EvalConfig, Log
-from elbolab.experiments.results import CompareResults, RunResult
+from elbolab.evaluate.floors import reference_floors
+from elbolab.evaluate.information import InformationCurve, code_information, forward_information
+from elbolab.evaluate.interpolation import path_stats
+from elbolab.evaluate.resample import resampled_figures
+from elbolab.evaluate.run import EvalConfig, Log, quality_reference, quality_sampling
+from elbolab.evaluate.speed import PairedTiming, paired_timing
+from elbolab.evaluate.steps import STEPS, StepsPoint, steps_sweep
+from elbolab.experiments.results import CompareResults, RunResult, SeedResult
 from elbolab.experiments.runs import data_info, measure_run
-from elbolab.experiments.verdicts import judge, sweep_point
+from elbolab.experiments.verdicts import Evidence, fold_seeds, judge, sweep_point
 from elbolab.train.checkpoint import atomic_write_json
 from elbolab.machine import machine_info
 from elbolab.train.api import fit_run
 from elbolab.train.config import TrainConfig
+from elbolab.records import SweepPoint
 from elbolab.registry import MODEL_KINDS, model_classes
-from elbolab.train.run import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, RunConfig, apply_overrides, read_run_config
+from elbolab.train.run import (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, RunConfig, apply_overrides, load_run,
+                               read_run_config)
 
 #: the kinds compared: every registered model
 KINDS = tuple(MODEL_KINDS)
@@ -46,10 +56,28 @@ class CompareConfig:
     data_dir: str | None = None
     budget: float = 60.0                       # training seconds per model
     seed: int = 0
+    seeds: int = 1                             # the whole experiment repeated with seeds seed, seed + 1, …
     evaluation: EvalConfig = field(default_factory=compare_evaluation)
     beta_sweep: tuple[float, ...] = (0.25, 4.0)  # extra VAEs placed on the rate–distortion axes
     sweep_budget_fraction: float = 0.25        # of `budget`, per β-sweep VAE
+    objective_budget_fraction: float = 0.25    # of `budget`, per diffusion model of the ε-objective pair (0: none)
+    steps: tuple[int, ...] = STEPS             # sampling steps of the steps sweep
+    steps_replicates: int = 100                # bootstrap resamples per point of the steps sweep
+    interpolation_pairs: int = 16              # test-image pairs interpolated by every model
+    timing_repeats: int = 5                    # alternating repeats of each paired timing
+    information_images: int = 2000             # training images of the empirical distribution for I(x_0; x_t)
+    information_draws: int = 256               # Monte-Carlo draws per point of the information curves
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per kind: extra --set keys
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise ConfigError(f"--seeds must be at least 1, got {self.seeds}")
+
+
+def elbo_weighted() -> tuple[dict[str, Any], str]:
+    """The seam for the ε-objective contrast: the diffusion config changes that train on the ELBO's own weighting,
+    and their name (today the discrete-time bound L_vlb with a learned variance; continuous time can replace it)."""
+    return {"loss": "vlb", "variance": "learned"}, "L_vlb with learned variance"
 
 
 def budgeted_run(kind: str, cfg: CompareConfig, test: ImageData, budget: float,
@@ -99,26 +127,158 @@ def train_sweep(cfg: CompareConfig, out: Path, log: Log, progress: bool, train: 
     return sweep
 
 
+def train_objective_pair(cfg: CompareConfig, out: Path, log: Log, progress: bool, train: ImageData,
+                         test: ImageData) -> dict[str, Path]:
+    """Train (or pick up) diffusion with L_simple and with the ELBO's weighting under one budget; their folders."""
+    if cfg.objective_budget_fraction <= 0:
+        return {}
+    changes, name = elbo_weighted()
+    budget = cfg.budget * cfg.objective_budget_fraction
+    runs = {"simple": (out / "runs" / "diffusion-simple", {"loss": "simple"}),
+            "elbo-weighted": (out / "runs" / "diffusion-elbo", changes)}
+    for label, (run_dir, model_changes) in runs.items():
+        log(f"ε-objective pair: diffusion with {label if label == 'simple' else name} for {budget:.0f} s")
+        train_or_reuse(budgeted_run("diffusion", cfg, test, budget, model_changes), run_dir, train, test, log,
+                       progress)
+    return {label: run_dir for label, (run_dir, _) in runs.items()}
+
+
+def seed_folder(out: Path, cfg: CompareConfig, index: int) -> Path:
+    """Where seed number `index` of a comparison keeps its runs: `out` for the first, `out/seed-S` after."""
+    return out if index == 0 else out / f"seed-{cfg.seed + index}"
+
+
+def estimated_seconds(cfg: CompareConfig, measure_seconds: float = 90.0) -> float:
+    """A rough wall-clock estimate of the whole comparison: training budgets plus measurement, per seed."""
+    per_seed = cfg.budget * (len(KINDS) + cfg.sweep_budget_fraction * len(cfg.beta_sweep)
+                             + 2 * cfg.objective_budget_fraction)
+    return cfg.seeds * (per_seed + measure_seconds)
+
+
 def run_compare(cfg: CompareConfig, out: Path, log: Log = print, progress: bool = True,
                 features_kind: str = "builtin") -> tuple[CompareResults, dict[str, dict[str, Any]]]:
-    """Train, measure and judge; returns the results and each model's images."""
+    """Train, measure and judge, once per seed; the contrasts fold every seed's effects. Returns the results and
+    the first seed's images."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "compare-config.json", asdict(cfg))
     train, test = load_data(cfg.data, "train", cfg.data_dir), load_data(cfg.data, "test", cfg.data_dir)
-    runs = train_models(cfg, out, log, progress, train, test)
-    sweep_runs = train_sweep(cfg, out, log, progress, train, test)
     log("feature network for sample quality")
     features, why_not = select_features(cfg.data, features_kind, data_dir=cfg.data_dir)
+    seeds, images = [], {}
+    for index in range(cfg.seeds):
+        seed_cfg = replace(cfg, seed=cfg.seed + index, evaluation=replace(cfg.evaluation, seed=cfg.seed + index))
+        if cfg.seeds > 1:
+            log(f"seed {seed_cfg.seed} ({index + 1} of {cfg.seeds})")
+        result, seed_images = run_seed(seed_cfg, seed_folder(out, cfg, index), train, test, features, log, progress)
+        atomic_write_json(out / f"seed-{seed_cfg.seed}-results.json", result.to_json())
+        seeds.append(result)
+        images = images or seed_images
+    first = seeds[0]
+    contrasts = fold_seeds([s.contrasts for s in seeds])
+    results = CompareResults(config=asdict(cfg), machine=machine_info(), data=data_info(test),
+                             feature_net={"name": features.name, "inception_unavailable_because": why_not},
+                             models=first.models, beta_sweep=first.beta_sweep, contrasts=contrasts,
+                             seeds=tuple(seeds))
+    return results, images
+
+
+def run_seed(cfg: CompareConfig, out: Path, train: ImageData, test: ImageData, features: Any, log: Log,
+             progress: bool) -> tuple[SeedResult, dict[str, dict[str, Any]]]:
+    """One seed's comparison: train every run, measure, gather the evidence and judge it."""
+    runs = train_models(cfg, out, log, progress, train, test)
+    sweep_runs = train_sweep(cfg, out, log, progress, train, test)
+    objective_runs = train_objective_pair(cfg, out, log, progress, train, test)
+    ev_cfg = cfg.evaluation
     models: dict[str, RunResult] = {}
     images: dict[str, dict[str, Any]] = {}
     for kind, run_dir in runs.items():
-        models[kind], images[kind] = measure_run(run_dir, cfg.evaluation, test, features, log)
-    sweep_only = replace(cfg.evaluation, parts=("information",))
-    sweep = [sweep_point(measure_run(run_dir, sweep_only, test, features, log)[0]) for run_dir in sweep_runs.values()]
-    sweep.append(sweep_point(models["vae"]))
+        models[kind], images[kind] = measure_run(run_dir, ev_cfg, test, features, log)
+    loaded = {kind: load_run(run_dir)[1] for kind, run_dir in runs.items()}
+    reference = quality_reference(test, ev_cfg.n_samples)
+    held_out = train.images[: ev_cfg.n_samples]
+    x0, x1 = pair_images(test, cfg.interpolation_pairs, loaded["vae"].device)
+    log("floors, information curves, steps sweep, interpolation and timings")
+    floors = reference_floors(held_out, test.images, reference, test.levels, features,
+                              replicates=ev_cfg.replicates, seed=cfg.seed, real_source=f"{train.name} training images")
+    information = information_curves(loaded, train, cfg)
+    steps = steps_evidence(loaded, reference, test.levels, features, cfg)
+    paths = {kind: path_stats(m.interpolate(x0, x1, 9).cpu(), test.levels, features)
+             for kind, m in loaded.items() if m.capabilities.encoding is not None}
+    timings = paired_timings(loaded, x0, cfg)
+    sweep_cfg = replace(ev_cfg, parts=("information", "quality", "sharpness"))
+    sweep = []
+    for run_dir in sweep_runs.values():
+        run, _ = measure_run(run_dir, sweep_cfg, test, features, log)
+        sweep.append(beta_point(run, load_run(run_dir)[1], held_out, reference, x0, x1, test.levels, features, cfg))
+    sweep.append(beta_point(models["vae"], loaded["vae"], held_out, reference, x0, x1, test.levels, features, cfg))
     sweep = tuple(sorted(sweep, key=lambda p: p.beta))
-    contrasts = judge({k: r.measurement for k, r in models.items()}, sweep, test.dims, cfg.evaluation.quality_steps)
-    results = CompareResults(config=asdict(cfg), machine=machine_info(), data=data_info(test),
-                             feature_net={"name": features.name, "inception_unavailable_because": why_not},
-                             models=models, beta_sweep=sweep, contrasts=contrasts)
-    return results, images
+    objective_cfg = replace(ev_cfg, parts=("likelihood", "quality", "sharpness"))
+    objective = {label: measure_run(run_dir, objective_cfg, test, features, log)[0]
+                 for label, run_dir in objective_runs.items()}
+    evidence = Evidence(
+        models={k: r.measurement for k, r in models.items()}, dims=test.dims, nfe=ev_cfg.quality_steps,
+        sweep=sweep, floors=floors, forward_information=information[0],
+        code_information=information[1] if len(information) > 1 else None, steps=steps, paths=paths,
+        timings=timings,
+        objective=(objective["simple"].measurement, objective["elbo-weighted"].measurement, elbo_weighted()[1])
+        if objective else None)
+    return SeedResult(cfg.seed, models, sweep, floors, information, steps, paths, timings, objective,
+                      judge(evidence)), images
+
+
+def pair_images(test: ImageData, pairs: int, device: Any) -> tuple[Any, Any]:
+    """The first `pairs` test images and the next `pairs`, in the model range: the ends of every interpolation."""
+    pairs = min(pairs, len(test) // 2)
+    return (test.model_range(slice(0, pairs)).to(device), test.model_range(slice(pairs, 2 * pairs)).to(device))
+
+
+def information_curves(loaded: dict[str, Any], train: ImageData, cfg: CompareConfig) -> tuple[InformationCurve, ...]:
+    """I(x_0; x_t) of diffusion's forward process on the training images, and the VAE's I(x; z) on the same ones."""
+    x = train.model_range(slice(0, min(len(train), cfg.information_images)))
+    curves = [forward_information(x, loaded["diffusion"].diffusion.schedule, draws=cfg.information_draws,
+                                  seed=cfg.seed)]
+    vae = loaded["vae"]
+    with torch.no_grad():
+        mean, logvar = vae.posterior(x.to(vae.device))
+    curves.append(code_information(mean.cpu(), logvar.cpu(), cfg.information_draws, cfg.seed))
+    return tuple(curves)
+
+
+def steps_evidence(loaded: dict[str, Any], reference: Any, levels: int, features: Any,
+                   cfg: CompareConfig) -> tuple[StepsPoint, ...]:
+    """Sample figures against steps for diffusion (ancestral, DDIM) and the VAE's one pass, on the same axes."""
+    n = cfg.evaluation.n_samples
+    return tuple(point for kind in ("diffusion", "vae") for point in
+                 steps_sweep(loaded[kind], reference, levels, features, steps=cfg.steps, n=n,
+                             replicates=cfg.steps_replicates, seed=cfg.seed))
+
+
+def paired_timings(loaded: dict[str, Any], x: Any, cfg: CompareConfig) -> dict[str, PairedTiming]:
+    """Alternating timings: encoding (VAE, diffusion), sampling (VAE, diffusion at the quality NFE) and a DDIM
+    chain of the same NFE in latent and in pixel space."""
+    vae, dif, n, reps = loaded["vae"], loaded["diffusion"], len(x), cfg.timing_repeats
+    nfe = cfg.evaluation.quality_steps
+    sampler, steps = quality_sampling(dif, cfg.evaluation)
+    g = lambda: torch.Generator(dif.device).manual_seed(cfg.seed)  # noqa: E731
+    found = {"encoder": paired_timing("vae encode", lambda: vae.encode(x), "diffusion encode",
+                                      lambda: dif.encode(x), reps, dif.device),
+             "decoder": paired_timing("vae sample", lambda: vae.sample(n, g()), f"diffusion {sampler} {steps}",
+                                      lambda: dif.sample(n, g(), sampler=sampler, steps=steps), reps, dif.device)}
+    if "latent-diffusion" in loaded:
+        ld = loaded["latent-diffusion"]
+        found["latent"] = paired_timing(f"latent diffusion ddim {nfe}",
+                                        lambda: ld.sample(n, g(), sampler="ddim", steps=nfe),
+                                        f"pixel diffusion ddim {nfe}",
+                                        lambda: dif.sample(n, g(), sampler="ddim", steps=nfe), reps, dif.device)
+    return found
+
+
+def beta_point(run: RunResult, vae: Any, held_out: Any, reference: Any, x0: Any, x1: Any, levels: int,
+               features: Any, cfg: CompareConfig) -> SweepPoint:
+    """A β-sweep VAE: rate, distortion, its prior samples' figures, its held-out reconstructions' and its paths."""
+    with torch.no_grad():
+        x = to_model(held_out, levels).to(vae.device)
+        reconstructions = vae.decode(vae.encode(x)).cpu()
+    recon = resampled_figures(reconstructions, reference, levels, features, cfg.evaluation.replicates, cfg.seed)
+    return sweep_point(run, run.measurement.resampled, recon, path_stats(vae.interpolate(x0, x1, 9).cpu(), levels,
+                                                                          features))

@@ -1,11 +1,17 @@
-"""The records `compare`, `eval` and `report` hand on: a trained run as measured, and a whole comparison."""
+"""The records `compare`, `eval` and `report` hand on: a trained run as measured, one seed's comparison, and
+a whole comparison."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from elbolab.evaluate.floors import Floors
+from elbolab.evaluate.information import InformationCurve
+from elbolab.evaluate.interpolation import PathStats
 from elbolab.evaluate.run import Measurement
+from elbolab.evaluate.speed import PairedTiming
+from elbolab.evaluate.steps import StepsPoint
 from elbolab.records import Contrast, DataInfo, Record, SweepPoint
 
 
@@ -21,8 +27,31 @@ class RunResult(Record):
 
 
 @dataclass(frozen=True)
+class SeedResult(Record):
+    """Everything one seed's comparison measured beyond its models, and the contrasts judged on that seed alone.
+
+    `floors`: real held-out and blurred images on the sample figures; `information`: I(x_0; x_t) of the
+    forward process along t and the VAE's I(x; z); `steps`: sample figures against sampling steps;
+    `paths`: interpolation per model; `timings`: alternating timings ("encoder", "decoder", "latent");
+    `objective`: the diffusion pair trained with L_simple and with the ELBO's weighting.
+    """
+
+    seed: int
+    models: dict[str, RunResult]
+    beta_sweep: tuple[SweepPoint, ...]
+    floors: Floors | None = None
+    information: tuple[InformationCurve, ...] = ()
+    steps: tuple[StepsPoint, ...] = ()
+    paths: dict[str, PathStats] = field(default_factory=dict)
+    timings: dict[str, PairedTiming] = field(default_factory=dict)
+    objective: dict[str, RunResult] = field(default_factory=dict)
+    contrasts: tuple[Contrast, ...] = ()
+
+
+@dataclass(frozen=True)
 class CompareResults(Record):
-    """Everything a comparison found: per model, the β-sweep, and a verdict per contrast."""
+    """Everything a comparison found: per model and β-sweep (the first seed's), a verdict per contrast (all
+    seeds folded), and each seed's own measurements and contrasts in `seeds`."""
 
     config: dict[str, Any]
     machine: dict[str, Any]
@@ -31,6 +60,7 @@ class CompareResults(Record):
     models: dict[str, RunResult]
     beta_sweep: tuple[SweepPoint, ...]
     contrasts: tuple[Contrast, ...]
+    seeds: tuple[SeedResult, ...] = ()
 
     def measured(self) -> dict[str, Measurement]:
         """Each model's measurement by kind."""

@@ -15,7 +15,7 @@ from elbolab.evaluate.features import select_features
 from elbolab.evaluate.run import EvalConfig, Log, measure
 from elbolab.evaluate.speed import PassCounter
 from elbolab.experiments.results import CompareResults, RunResult
-from elbolab.experiments.verdicts import judge, sweep_point
+from elbolab.experiments.verdicts import Evidence, judge, sweep_point
 from elbolab.machine import machine_info
 from elbolab.records import DataInfo
 from elbolab.train.run import METRICS_FILE, RunConfig, load_run, read_run_config
@@ -68,7 +68,8 @@ def measure_runs(run_dirs: list[Path], n_samples: int = 256, features_kind: str 
         machine=machine_info(), data=data_info(test),
         feature_net={"name": features.name, "inception_unavailable_because": why_not},
         models=models, beta_sweep=sweep,
-        contrasts=judge({k: r.measurement for k, r in models.items()}, sweep, test.dims, evaluation.quality_steps))
+        contrasts=judge(Evidence({k: r.measurement for k, r in models.items()}, test.dims, evaluation.quality_steps,
+                                 sweep)))
     return results, images
 
 

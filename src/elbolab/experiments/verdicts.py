@@ -1,182 +1,516 @@
-"""The verdicts: one function per contrast, each a rule over measured numbers that could come out either way.
+"""The verdicts: one function per contrast, each an effect with its 95% interval and the test behind it.
 
-Each reads the typed measurements (`evaluate.run.Measurement`) and returns a `records.Contrast`
-that states its claim, what was measured, the rule it applied and the verdict.
+Every contrast states an effect (a difference or a ratio) whose sign the claim predicts, measures it
+with an interval (paired differences over the same test images for bounds; the bootstrap over samples
+for Fréchet distance, KID and sharpness; alternating repeated timings for speed; the Monte-Carlo
+error for information) and decides by `decide`: supported when the interval excludes "no effect" on
+the claimed side, not supported when it excludes it on the other, inconclusive otherwise, and
+inconclusive too when the smallest effect the test could detect exceeds the effect measured. A
+contrast resting on two effects combines their verdicts by a stated rule (`COMBINE`). Several seeds
+fold into one interval per effect (`fold_seeds`).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+from scipy import stats
+
+from elbolab.evaluate.floors import Floors
+from elbolab.evaluate.information import InformationCurve
+from elbolab.evaluate.interpolation import PathStats
 from elbolab.evaluate.run import Measurement
+from elbolab.evaluate.speed import PairedTiming
+from elbolab.evaluate.steps import StepsPoint
 from elbolab.experiments.results import RunResult
-from elbolab.records import Contrast, SweepPoint
+from elbolab.records import BoundSummary, Contrast, Effect, Resampled, SweepPoint, percentile_interval
 
-Measured = dict[str, Measurement]
+Z95 = 1.959963984540054
 
-
-def _verdict(ok: bool | None) -> str:
-    return "inconclusive" if ok is None else ("supported" if ok else "not supported")
+# ---------------------------------------------------------------- effects and their verdicts
 
 
-def sweep_point(run: RunResult) -> SweepPoint:
-    """A trained VAE on the rate–distortion axes, at the β its run was trained with."""
-    latent = run.measurement.information.latent
-    return SweepPoint(beta=float(run.model_config["beta"]), rate_bpd=latent.rate_bpd,
-                      distortion_rmse=latent.distortion_rmse, budget_seconds=run.train_seconds)
+def t_quantile(n: int) -> float:
+    """The 97.5% quantile of Student's t with n − 1 degrees of freedom (NaN for n < 2)."""
+    return float(stats.t.ppf(0.975, n - 1)) if n >= 2 else math.nan
 
 
-def contrast_encoder(m: Measured) -> Contrast:
-    """A learned one-step encoder against a fixed T-step chain (whose inversion costs T-ish passes)."""
-    vae, dif = m["vae"], m["diffusion"]
-    ratio = dif.encode_seconds_per_image / vae.encode_seconds_per_image
-    return Contrast(
-        "Forward process: learned one-step encoder vs. fixed multi-step noising",
+def paired_effect(name: str, a: Sequence[float], b: Sequence[float], items: str, direction: int = 1) -> Effect:
+    """mean(a − b) over paired items with its t-interval; min_detectable = the interval's half-width."""
+    if len(a) != len(b) or len(a) == 0:
+        raise ValueError(f"a paired difference needs two equal, non-empty lists, got {len(a)} and {len(b)}")
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    half = t_quantile(len(d)) * d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else math.nan
+    mean = float(d.mean())
+    return Effect(name, mean, mean - half, mean + half, f"paired t-interval over {len(d)} {items}", 0.0, direction,
+                  half)
+
+
+def bootstrap_effect(name: str, value: float, replicates: Sequence[float], what: str, direction: int = 1,
+                     null: float = 0.0) -> Effect:
+    """A figure's bootstrap percentile interval; min_detectable = 1.96 × the replicates' standard deviation."""
+    low, high = percentile_interval(replicates)
+    finite = [r for r in replicates if math.isfinite(r)]
+    spread = Z95 * float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
+    return Effect(name, value, min(low, value) if math.isfinite(low) else low,
+                  max(high, value) if math.isfinite(high) else high,
+                  f"percentile bootstrap over {what} ({len(replicates)} resamples)", null, direction, spread)
+
+
+def difference(a: Resampled, b: Resampled, transform=lambda v: v) -> tuple[float, tuple[float, ...]]:
+    """transform(a) − transform(b) and its replicates (a and b measured with shared resampling indices)."""
+    return (transform(a.value) - transform(b.value),
+            tuple(transform(x) - transform(y) for x, y in zip(a.replicates, b.replicates)))
+
+
+def log_ratio(r: float) -> float:
+    """log r (NaN for r ≤ 0, which a resample of a noisy figure can reach)."""
+    return math.log(r) if r > 0 else math.nan
+
+
+def distance_from_one(r: float) -> float:
+    """|log r|: how far a ratio to the data's own figure is from 1, either way (NaN for r ≤ 0)."""
+    return abs(log_ratio(r))
+
+
+def ratio_effect(name: str, timing: PairedTiming, direction: int = 1) -> Effect:
+    """The geometric mean of b/a over alternating repeats, with the t-interval of the mean log ratio."""
+    logs = np.log(np.asarray(timing.ratios(), np.float64))
+    mean = float(logs.mean())
+    half = t_quantile(len(logs)) * logs.std(ddof=1) / math.sqrt(len(logs)) if len(logs) > 1 else math.nan
+    return Effect(name, math.exp(mean), math.exp(mean - half), math.exp(mean + half),
+                  f"t-interval of the mean log ratio over {len(logs)} alternating timings", 1.0, direction,
+                  math.expm1(half) if math.isfinite(half) else half)
+
+
+def decide(effect: Effect) -> str:
+    """`Effect.verdict`, made inconclusive when the smallest detectable effect exceeds the effect measured."""
+    verdict = effect.verdict()
+    if effect.min_detectable is not None and not effect.min_detectable <= abs(effect.value - effect.null):
+        return "inconclusive"
+    return verdict
+
+
+#: how a contrast's effects make its verdict: "all" (supported if every effect is, not supported if any is
+#: not, else inconclusive); "guarded" (the first effect's verdict, inconclusive if the second, a guard, is
+#: not supported)
+COMBINE = ("all", "guarded")
+
+
+def combine(effects: Sequence[Effect], how: str) -> str:
+    """One verdict from the effects of a contrast, by the rule `how` (see COMBINE)."""
+    verdicts = [decide(e) for e in effects]
+    if how == "guarded":
+        return "inconclusive" if verdicts[0] == "supported" and "not supported" in verdicts[1:] else verdicts[0]
+    if all(v == "supported" for v in verdicts):
+        return "supported"
+    return "not supported" if "not supported" in verdicts else "inconclusive"
+
+
+COMBINE_TEXT = {"all": "every effect above must be supported (any not supported: not supported)",
+                "guarded": "the first effect decides, unless the second (a guard) is not supported, which makes "
+                           "it inconclusive"}
+RULE_TAIL = ("supported when the 95% interval excludes no effect on the claimed side, not supported when it "
+             "excludes it on the other, inconclusive otherwise or when the smallest detectable effect exceeds "
+             "the effect measured")
+
+
+def judged(title: str, claim: str, measured: str, effects: Sequence[Effect], how: str = "all",
+           figure: str | None = None, numbers: dict | None = None) -> Contrast:
+    """A contrast whose verdict `combine`s its effects; the rule names each effect's test."""
+    tests = "; ".join(f"{e.name}: {e.test}, claimed {'>' if e.direction > 0 else '<'} {e.null:g}" for e in effects)
+    rule = f"{tests}. Each {RULE_TAIL}." + (f" Combined: {COMBINE_TEXT[how]}." if len(effects) > 1 else "")
+    return Contrast(title, claim, measured, rule, combine(effects, how),
+                    {**(numbers or {}), "effects": list(effects), "combine": how}, effects[0], figure)
+
+
+def show(e: Effect, digits: int = 3) -> str:
+    """'value [low, high]' of an effect."""
+    return f"{e.value:.{digits}g} [{e.low:.{digits}g}, {e.high:.{digits}g}]"
+
+
+def no_evidence(title: str, claim: str, why: str) -> Contrast:
+    """A contrast that could not be measured: inconclusive, saying why."""
+    return Contrast(title, claim, why, "needs the measurements named", "inconclusive")
+
+
+# ---------------------------------------------------------------- the contrasts
+
+ENCODER = "Forward process: learned one-step encoder vs. fixed multi-step noising"
+
+
+def contrast_encoder(timing: PairedTiming, vae_parameters: int, diffusion_passes: int) -> Contrast:
+    """Encoding an image: one learned pass against many passes of DDIM inversion."""
+    e = ratio_effect("diffusion / VAE encoding time", timing)
+    return judged(
+        ENCODER,
         "The VAE encodes with one pass of a learned network; diffusion's forward process has no parameters, "
         "and mapping an image to its latent x_T deterministically (DDIM inversion) takes many network passes.",
-        f"VAE encoder: {vae.encoder_parameters:,} learned parameters, {vae.encode_passes} pass, "
-        f"{vae.encode_seconds_per_image * 1e3:.3f} ms per image. Diffusion forward process: "
-        f"{dif.encoder_parameters} parameters (q(x_t|x_0) in closed form); DDIM inversion with {dif.encode_passes} "
-        f"network passes: {dif.encode_seconds_per_image * 1e3:.3f} ms per image ({ratio:.0f}× the VAE).",
-        "supported if encoding an image costs diffusion at least 10× the VAE's time",
-        _verdict(ratio >= 10), {"ratio": ratio})
+        f"VAE encoder: {vae_parameters:,} learned parameters, 1 pass; diffusion: 0 parameters, DDIM inversion with "
+        f"{diffusion_passes} network passes. Time ratio (diffusion / VAE, alternating repeats): {show(e)}.",
+        [e], figure="speed")
 
 
-def contrast_bottleneck(m: Measured, dims: int) -> Contrast:
-    """A low-dimensional bottleneck against same-size latents that lose information gradually."""
-    info_v, info_d = m["vae"].information.latent, m["diffusion"].information.chain
-    curve = [r for r in info_d.curve if r.step > 0]
-    largest_share = max(info_d.per_step_bpd[1:]) / max(sum(info_d.per_step_bpd), 1e-12)
-    first_capacity = curve[0].capacity_bpd
-    ok = info_v.latent_dims < dims and info_v.rate_bpd < first_capacity and largest_share < 0.1
-    return Contrast(
-        "Latent: a bottleneck vs. same-size latents with information destroyed gradually",
+BOTTLENECK = "Latent: a bottleneck vs. same-size latents with information destroyed gradually"
+
+
+def crossing(steps: Sequence[int], values: Sequence[float], level: float) -> float:
+    """The first step (linearly interpolated) at which a falling curve goes below `level`; the last step if never."""
+    for (s0, v0), (s1, v1) in zip(zip(steps, values), zip(steps[1:], values[1:])):
+        if v1 < level <= v0:
+            return s0 + (v0 - level) / (v0 - v1) * (s1 - s0)
+    return float(steps[0]) if values and values[0] < level else float(steps[-1])
+
+
+def information_span(curve: InformationCurve, values: Sequence[float] | None = None) -> float:
+    """Steps over which I(x_0; x_t) falls from 90% to 10% of log N."""
+    values = curve.nats if values is None else values
+    return crossing(curve.steps, values, 0.1 * curve.max_nats) - crossing(curve.steps, values, 0.9 * curve.max_nats)
+
+
+def span_effect(curve: InformationCurve, replicates: int = 200, seed: int = 0) -> Effect:
+    """The 90%→10% span in steps, with a parametric bootstrap over each point's Monte-Carlo error; null 1 step."""
+    rng = np.random.default_rng(seed)
+    nats, se = np.asarray(curve.nats), np.nan_to_num(np.asarray(curve.stderr_nats))
+    reps = [information_span(curve, nats + se * rng.standard_normal(len(nats))) for _ in range(replicates)]
+    return bootstrap_effect("steps over which I(x_0; x_t) falls from 90% to 10%", information_span(curve), reps,
+                            "each point's Monte-Carlo error (parametric)", 1, null=1.0)
+
+
+def contrast_bottleneck(forward: InformationCurve, code: InformationCurve | None, latent_dims: int,
+                        dims: int) -> Contrast:
+    """I(x_0; x_t) of the forward process along t against the VAE's one-step code I(x; z)."""
+    e = span_effect(forward)
+    code_txt = (f"VAE: {latent_dims} latent dimensions for D = {dims}, I(x; z) = {code.nats[0]:.2f} ± "
+                f"{Z95 * code.stderr_nats[0]:.2f} nats of log N = {code.max_nats:.2f}, reached in one encoder pass"
+                if code else f"VAE: {latent_dims} latent dimensions for D = {dims}")
+    half = next((s for s, v in zip(forward.steps, forward.nats) if v < 0.5 * forward.max_nats), forward.steps[-1])
+    return judged(
+        BOTTLENECK,
         "The VAE squeezes x through a low-dimensional z in one step; diffusion's latents x_t have x's size and "
         "lose their information about x_0 a little at every step.",
-        f"VAE: {info_v.latent_dims} latent dimensions for D = {dims}, {info_v.active_units} active; rate "
-        f"KL(q‖p) = {info_v.rate_nats:.1f} nats = {info_v.rate_bpd:.3f} bits/dim (an upper bound on I(x; z)). "
-        f"Diffusion: at the first step x_t can carry up to {first_capacity:.2f} bits/dim, and the bits still "
-        f"needed to recover x_0 grow along t; the largest single KL step (t ≥ 2) holds "
-        f"{100 * largest_share:.1f}% of the bound.",
-        "supported if the VAE's latent is smaller than x and its rate below what x_1 can carry, and diffusion's "
-        "information loss is spread out: no single step t ≥ 2 holds 10% of the bound or more",
-        _verdict(ok), {"largest_step_share": largest_share, "vae_rate_bpd": info_v.rate_bpd})
+        f"{code_txt}. Forward process on {forward.n_images} training images (empirical distribution, "
+        f"{forward.draws} Monte-Carlo draws per point, no model): I(x_0; x_t) falls from {forward.nats[0]:.2f} "
+        f"nats at step {forward.steps[0]} to half of log N by step {half} and to {forward.nats[-1]:.2f} at step "
+        f"{forward.steps[-1]}; the fall from 90% to 10% spans {show(e)} steps.",
+        [e], figure="information_curves", numbers={"span_steps": e.value})
 
 
-def contrast_speed(m: Measured, nfe: int) -> Contrast:
-    """One decoder pass against a chain of NFE network passes."""
-    vae_ips = max(r.images_per_second for r in m["vae"].speed)
-    dif_ips = max(r.images_per_second for r in m["diffusion"].speed if r.nfe == nfe)
-    ratio = vae_ips / dif_ips
-    return Contrast(
-        "Decoder speed: one pass vs. a chain of small steps",
-        "The VAE samples with one decoder pass; diffusion needs one network pass per step.",
-        f"VAE: {vae_ips:,.0f} images/s (1 pass). Diffusion at NFE {nfe} (its fastest sampler): {dif_ips:,.1f} "
-        f"images/s. Ratio {ratio:,.0f}×.",
-        "supported if the VAE samples at least 10× faster than diffusion at the NFE used for its quality samples",
-        _verdict(ratio >= 10), {"ratio": ratio})
+SPEED = "Decoder speed: one pass vs. a chain of small steps"
 
 
-def contrast_bound_in_loss(m: Measured, sweep: tuple[SweepPoint, ...]) -> Contrast:
-    """The VAE's reconstruction–KL trade-off (β) against diffusion's sum of per-step KLs."""
-    title = "The bound in the loss: a reconstruction–KL tug-of-war vs. a sum of per-step KLs"
-    points = sorted(sweep, key=lambda p: p.beta)
-    if len(points) < 2:
-        return Contrast(title, "Reconstruction and KL pull against each other as β moves the balance.",
-                        "no β-sweep in these runs", "needs VAEs at two or more β", "inconclusive")
-    rates = [p.rate_bpd for p in points]
-    dists = [p.distortion_rmse for p in points]
-    tug = all(a > b for a, b in zip(rates, rates[1:])) and all(a < b for a, b in zip(dists, dists[1:]))
-    info = m["diffusion"].information.chain
-    diff, se = info.mc_minus_exact_nats, info.mc_minus_exact_se_nats
-    agrees = abs(diff) <= 3 * se
-    sweep_txt = ", ".join(f"β={p.beta:g}: rate {p.rate_bpd:.3f} bits/dim, RMSE {p.distortion_rmse:.1f}"
-                          for p in points)
-    return Contrast(
-        title,
-        "In the VAE, reconstruction and KL pull against each other (β moves the balance); diffusion's bound is a "
-        "sum of per-step Gaussian KLs, each a weighted ε-prediction error, so a few random steps per image "
-        "estimate the whole bound without bias, and training on ‖ε − ε̂‖² (L_simple) pushes every term down.",
-        f"VAE β-sweep: {sweep_txt}. Diffusion on {info.n} test images: exact sum of all {info.T} terms "
-        f"{info.exact_bpd:.3f} bits/dim; Monte-Carlo estimate over t minus exact = {diff:.2f} ± {se:.2f} nats "
-        f"(standard error); trained objective: {m['diffusion'].objective}.",
-        "supported if raising β lowers the VAE's rate and raises its distortion at every step of the sweep, and "
-        "diffusion's Monte-Carlo bound agrees with the exact per-step sum within 3 standard errors",
-        _verdict(tug and agrees), {"monotone_tradeoff": tug, "mc_minus_exact_z": diff / se if se > 0 else None})
+def contrast_speed(timing: PairedTiming, nfe: int) -> Contrast:
+    """One decoder pass against NFE network passes, timed alternately."""
+    e = ratio_effect(f"diffusion (NFE {nfe}) / VAE sampling time", timing)
+    return judged(SPEED, "The VAE samples with one decoder pass; diffusion needs one network pass per step.",
+                  f"Sampling time ratio, diffusion at NFE {nfe} over the VAE's one pass, same batch, alternating "
+                  f"repeats (load average {timing.load_average}): {show(e)}×.", [e], figure="speed")
 
 
-def contrast_likelihood(m: Measured) -> Contrast:
-    """Whose bound is tighter on held-out data, within the 95% intervals."""
-    v, d = m["vae"].bound.bpd, m["diffusion"].bound.bpd
-    gap = v.total - d.total
-    separated = abs(gap) > v.ci95 + d.ci95
-    return Contrast(
-        "Likelihood: the same bound, on held-out data",
-        "Both optimise the same kind of bound; with enough steps diffusion's is the tighter (VDM, iDDPM).",
-        f"VAE {v.total:.3f} ± {v.ci95:.3f} bits/dim, diffusion {d.total:.3f} ± {d.ci95:.3f} "
-        f"bits/dim (diffusion {'lower' if gap > 0 else 'higher'} by {abs(gap):.3f}).",
-        "supported if diffusion's bound is lower and the 95% intervals do not overlap; not supported if the "
-        "VAE's is lower and they do not overlap; inconclusive otherwise",
-        _verdict(None if not separated else gap > 0), {"gap_bpd": gap})
+SHARPNESS = "Samples: blurry vs. sharp"
 
 
-def contrast_sharpness(m: Measured) -> Contrast:
-    """Blurry one-pass samples against sharp many-step samples, relative to real test images."""
-    v, d = m["vae"].sharpness["samples"], m["diffusion"].sharpness["samples"]
-    ok = v["laplacian_variance_ratio"] < d["laplacian_variance_ratio"] and \
-        v["high_frequency_share_ratio"] < d["high_frequency_share_ratio"]
-    return Contrast(
-        "Samples: blurry vs. sharp",
+def floor_text(floors: Floors | None, key: str, digits: int = 2) -> str:
+    """'real held-out X, blurred (σ) Y' for a figure."""
+    if floors is None or key not in floors.real:
+        return ""
+    return (f" Floors: real held-out {floors.real_source} {floors.real[key].value:.{digits}f}, test images "
+            f"blurred by σ = {floors.blur_sigma:g} px {floors.blurred[key].value:.{digits}f}.")
+
+
+def contrast_sharpness(vae: dict[str, Resampled], diffusion: dict[str, Resampled],
+                       floors: Floors | None = None) -> Contrast:
+    """Sharpness judged as closeness to the data's own (a ratio near 1), guarded by sample quality."""
+    value, reps = difference(vae["laplacian_ratio"], diffusion["laplacian_ratio"], distance_from_one)
+    e = bootstrap_effect("|log ratio| VAE − diffusion (Laplacian variance × test set)", value, reps, "samples")
+    effects = [e]
+    if "fd" in vae and "fd" in diffusion:
+        effects.append(bootstrap_effect("Fréchet distance VAE − diffusion (guard)",
+                                        *difference(vae["fd"], diffusion["fd"]), "samples"))
+    return judged(
+        SHARPNESS,
         "The VAE's decoder mean averages over everything z leaves open, so its samples are blurry; diffusion's "
         "chain of small Gaussian steps commits to detail, so its samples are as sharp as real images.",
-        f"Laplacian variance (× test set): VAE {v['laplacian_variance_ratio']:.2f}, diffusion "
-        f"{d['laplacian_variance_ratio']:.2f}; high-frequency power share (× test set): VAE "
-        f"{v['high_frequency_share_ratio']:.2f}, diffusion {d['high_frequency_share_ratio']:.2f}.",
-        "supported if the VAE's samples are below diffusion's on both sharpness measures",
-        _verdict(ok))
+        f"Laplacian variance × test set: VAE {vae['laplacian_ratio'].value:.2f}, diffusion "
+        f"{diffusion['laplacian_ratio'].value:.2f}; high-frequency share × test set: VAE "
+        f"{vae['high_frequency_ratio'].value:.2f}, diffusion {diffusion['high_frequency_ratio'].value:.2f}."
+        f"{floor_text(floors, 'laplacian_ratio')} Closer to 1 is closer to the data's own sharpness (more is "
+        f"noise, not detail); the effect is how much closer diffusion is: {show(e)}.",
+        effects, "guarded", figure="steps_sharpness")
 
 
-def contrast_quality(m: Measured) -> Contrast:
-    """Sample quality in the feature space of the data set's classifier."""
-    v, d = m["vae"].quality, m["diffusion"].quality
-    return Contrast(
-        "Sample quality",
-        "Diffusion's samples are closer to the data than the VAE's.",
-        f"Fréchet distance ({v['feature_net']} features, {v['n_samples']} samples vs. {v['reference']}): VAE "
-        f"{v['fd']:.2f}, diffusion {d['fd']:.2f}; precision/recall: VAE {v['precision']:.2f}/{v['recall']:.2f}, "
-        f"diffusion {d['precision']:.2f}/{d['recall']:.2f}.",
-        "supported if diffusion's Fréchet distance is lower than the VAE's",
-        _verdict(d["fd"] < v["fd"]))
+QUALITY = "Sample quality"
 
 
-def contrast_latent(m: Measured) -> Contrast:
-    """Latent diffusion: the autoencoder's z modelled by a diffusion model."""
-    ld = m["latent-diffusion"]
-    own, ae = ld.bound.bpd, ld.components["autoencoder"].bpd
-    nfe_rows = {r.nfe: r.images_per_second for r in ld.speed if r.sampler == "ddim"}
-    pix_rows = {r.nfe: r.images_per_second for r in m["diffusion"].speed if r.sampler == "ddim"}
-    ratios = {n: nfe_rows[n] / pix_rows[n] for n in sorted(set(nfe_rows) & set(pix_rows))}
-    tighter = own.total + own.ci95 < ae.total - ae.ci95
-    faster = bool(ratios) and all(r > 1 for r in ratios.values())
-    ratio_txt = ", ".join(f"NFE {n}: {r:.1f}×" for n, r in ratios.items())
-    return Contrast(
-        "Merged: latent diffusion",
+def contrast_quality(vae: dict[str, Resampled], diffusion: dict[str, Resampled],
+                     floors: Floors | None = None) -> Contrast:
+    """Fréchet distance of samples to the test set, bootstrapped."""
+    e = bootstrap_effect("Fréchet distance VAE − diffusion", *difference(vae["fd"], diffusion["fd"]), "samples")
+    kid = f" KID: VAE {vae['kid'].value:.4f}, diffusion {diffusion['kid'].value:.4f}." if "kid" in vae else ""
+    return judged(QUALITY, "Diffusion's samples are closer to the data than the VAE's.",
+                  f"Fréchet distance: VAE {vae['fd'].value:.2f}, diffusion {diffusion['fd'].value:.2f}; difference "
+                  f"{show(e)}.{kid}{floor_text(floors, 'fd')}", [e], figure="steps_fd")
+
+
+STEPS = "Why diffusion is sharp: one leap to a posterior mean vs. many small Gaussian steps"
+
+
+def contrast_steps(points: Sequence[StepsPoint], sampler: str = "ancestral") -> Contrast:
+    """Sharpness (closeness to the data's) of diffusion's samples at 1 step against the most steps swept."""
+    claim = ("With one step a sampler returns x̂_0 = E[x_0 | x_T], a single leap to a posterior mean like the "
+             "VAE's decoder, and is blurry; many small Gaussian steps are what make diffusion's samples sharp.")
+    chain = sorted((p for p in points if p.sampler == sampler), key=lambda p: p.steps)
+    if len(chain) < 2 or chain[0].steps != 1:
+        return no_evidence(STEPS, claim, f"no {sampler} sweep from 1 step to many in these runs")
+    one, many = chain[0], chain[-1]
+    value, reps = difference(one.figures["laplacian_ratio"], many.figures["laplacian_ratio"], distance_from_one)
+    e = bootstrap_effect(f"|log ratio| at 1 step − at {many.steps} steps (Laplacian variance × test set)", value,
+                         reps, "samples")
+    effects = [e]
+    if "fd" in one.figures:
+        effects.append(bootstrap_effect(f"Fréchet distance at 1 step − at {many.steps} (guard)",
+                                        *difference(one.figures["fd"], many.figures["fd"]), "samples"))
+    curve = ", ".join(f"{p.steps}: {p.figures['laplacian_ratio'].value:.2f}" for p in chain)
+    vae = next((p for p in points if p.sampler == "decoder"), None)
+    vae_txt = f" VAE (1 pass): {vae.figures['laplacian_ratio'].value:.2f}." if vae else ""
+    return judged(STEPS, claim, f"Diffusion, {sampler} sampler, Laplacian variance × test set by steps: {curve}."
+                  f"{vae_txt} Closeness to the data's own, 1 step against {many.steps}: {show(e)}.",
+                  effects, "guarded", figure="steps_sharpness")
+
+
+TUG_BLUR = "The tug-of-war, prior side: a heavy KL weight (high β) gives blurry samples"
+TUG_DISJOINT = "The tug-of-war, reconstruction side: a light KL weight (low β) gives a disjointed latent space"
+
+
+def sweep_text(points: Sequence[SweepPoint]) -> str:
+    """Rate, distortion, sample FD and sharpness of each β."""
+    def fig(p: SweepPoint, key: str) -> str:
+        return f"{p.sample_figures[key].value:.2f}" if key in p.sample_figures else "–"
+    return "; ".join(f"β={p.beta:g}: rate {p.rate_bpd:.3f} bits/dim, RMSE {p.distortion_rmse:.1f}, sample FD "
+                     f"{fig(p, 'fd')}, sharpness {fig(p, 'laplacian_ratio')}, interpolation max/mean step "
+                     f"{p.interpolation_max_step_ratio:.2f}" for p in points)
+
+
+def contrast_tug_blur(sweep: Sequence[SweepPoint]) -> Contrast:
+    """log sharpness ratio of samples at the lowest β minus at the highest."""
+    claim = ("Weighting the KL (prior) term heavily squeezes z towards N(0, I), so the decoder averages over more "
+             "and its samples blur.")
+    points = sorted((p for p in sweep if "laplacian_ratio" in p.sample_figures), key=lambda p: p.beta)
+    if len(points) < 2:
+        return no_evidence(TUG_BLUR, claim, "needs sample sharpness of VAEs at two or more β")
+    low, high = points[0], points[-1]
+    e = bootstrap_effect(f"log sharpness ratio at β={low.beta:g} − at β={high.beta:g}",
+                         *difference(low.sample_figures["laplacian_ratio"], high.sample_figures["laplacian_ratio"],
+                                     log_ratio), "samples")
+    return judged(TUG_BLUR, claim, f"{sweep_text(points)}. Effect: {show(e)}.", [e], figure="beta_sweep")
+
+
+def contrast_tug_disjoint(sweep: Sequence[SweepPoint]) -> Contrast:
+    """At the lowest β (< 1): FD of prior samples minus FD of reconstructions of held-out images."""
+    claim = ("Weighting reconstruction heavily (β < 1) lets q(z|x) spread codes where the prior N(0, I) puts "
+             "little mass: a disjointed latent space whose prior samples fall off the data, although "
+             "reconstructions stay close.")
+    points = sorted((p for p in sweep if "fd" in p.sample_figures and "fd" in p.reconstruction_figures),
+                    key=lambda p: p.beta)
+    if not points or points[0].beta >= 1:
+        return no_evidence(TUG_DISJOINT, claim, "needs a VAE with β < 1 and the FD of its samples and reconstructions")
+    low = points[0]
+    e = bootstrap_effect(f"FD of prior samples − FD of reconstructions at β={low.beta:g}",
+                         *difference(low.sample_figures["fd"], low.reconstruction_figures["fd"]), "samples")
+    others = "; ".join(f"β={p.beta:g}: samples {p.sample_figures['fd'].value:.2f}, reconstructions "
+                       f"{p.reconstruction_figures['fd'].value:.2f}" for p in points)
+    return judged(TUG_DISJOINT, claim, f"Fréchet distance of prior samples and of reconstructions: {others}. "
+                  f"Effect at β={low.beta:g}: {show(e)}.", [e], figure="beta_sweep")
+
+
+LIKELIHOOD = "Likelihood: the same bound, on held-out data"
+
+
+def contrast_likelihood(vae: BoundSummary, diffusion: BoundSummary) -> Contrast:
+    """Paired per-image difference of the two bounds on the same test images."""
+    n = min(len(vae.per_example_bpd), len(diffusion.per_example_bpd))
+    e = paired_effect("−ELBO bits/dim VAE − diffusion", vae.per_example_bpd[:n], diffusion.per_example_bpd[:n],
+                      "test images")
+    return judged(LIKELIHOOD,
+                  "Both optimise the same kind of bound; with enough steps diffusion's is the tighter (VDM, iDDPM).",
+                  f"VAE {vae.bpd.total:.3f} ± {vae.bpd.ci95:.3f} bits/dim ({vae.estimator}), diffusion "
+                  f"{diffusion.bpd.total:.3f} ± {diffusion.bpd.ci95:.3f} bits/dim ({diffusion.estimator}); paired "
+                  f"difference on the same {n} images: {show(e)}.", [e], figure="bound_terms")
+
+
+OBJECTIVE = "The ε-objective is the ELBO with its weights dropped"
+
+
+def contrast_objective(simple: Measurement, weighted: Measurement, weighted_name: str) -> Contrast:
+    """Two diffusion models trained alike but for the weighting: what L_simple costs in bits/dim and buys in FD."""
+    n = min(len(simple.bound.per_example_bpd), len(weighted.bound.per_example_bpd))
+    cost = paired_effect("bits/dim L_simple − ELBO-weighted", simple.bound.per_example_bpd[:n],
+                         weighted.bound.per_example_bpd[:n], "test images")
+    effects = [cost]
+    if "fd" in simple.resampled and "fd" in weighted.resampled:
+        effects.append(bootstrap_effect("Fréchet distance ELBO-weighted − L_simple",
+                                        *difference(weighted.resampled["fd"], simple.resampled["fd"]), "samples"))
+    fd_txt = (f"; sample FD: L_simple {simple.resampled['fd'].value:.2f}, ELBO-weighted "
+              f"{weighted.resampled['fd'].value:.2f}, difference {show(effects[1])}" if len(effects) > 1 else "")
+    return judged(OBJECTIVE,
+                  "The diffusion ELBO is a weighted sum of ε-prediction errors; dropping the weights (L_simple) "
+                  "costs likelihood and buys sample quality.",
+                  f"Same budget, same network: L_simple ({simple.objective}) {simple.bound.bpd.total:.3f} bits/dim, "
+                  f"ELBO-weighted ({weighted_name}) {weighted.bound.bpd.total:.3f} bits/dim; cost of dropping "
+                  f"the weights {show(cost)} bits/dim{fd_txt}.", effects, figure="objective")
+
+
+INTERPOLATION = "Interpolation: a VAE's latent space vs. diffusion's inverted noise"
+
+
+def contrast_interpolation(paths: dict[str, PathStats]) -> Contrast:
+    """Paired over the same image pairs: midpoint recognisability (classifier confidence) and evenness."""
+    claim = "VAE latent spaces are great for interpolating between concepts: the midpoints are recognisable."
+    if not {"vae", "diffusion"} <= set(paths):
+        return no_evidence(INTERPOLATION, claim, "needs interpolations of the VAE and of diffusion")
+    v, d = paths["vae"], paths["diffusion"]
+    conf = paired_effect("classifier confidence on interior frames, VAE − diffusion", v.interior_confidence,
+                         d.interior_confidence, "image pairs")
+    even = paired_effect("largest step / mean step, diffusion − VAE (guard)", d.max_step_ratio, v.max_step_ratio,
+                         "image pairs")
+    rows = "; ".join(f"{k}: confidence {np.mean(p.interior_confidence):.2f} inside, {np.mean(p.end_confidence):.2f} "
+                     f"at the ends, mean step {np.mean(p.step_mean):.2f}, max/mean {np.mean(p.max_step_ratio):.2f}"
+                     for k, p in paths.items())
+    return judged(INTERPOLATION, claim, f"{len(v.step_mean)} pairs of test images, {v.frames} frames: {rows}. "
+                  f"Effect: {show(conf)}.", [conf, even], "guarded", figure="interpolation")
+
+
+LATENT = "Merged: latent diffusion"
+
+
+def contrast_latent(latent: Measurement, timing: PairedTiming | None, dims: int, latent_dims: int,
+                    nfe: int) -> Contrast:
+    """Latent diffusion's bound against its own autoencoder's (paired), and its per-step cost against pixel
+    diffusion's at equal NFE."""
+    own, ae = latent.bound, latent.components["autoencoder"]
+    n = min(len(own.per_example_bpd), len(ae.per_example_bpd))
+    tighter = paired_effect("bits/dim autoencoder ELBO − latent diffusion", ae.per_example_bpd[:n],
+                            own.per_example_bpd[:n], "test images")
+    effects = [tighter]
+    ratio = dims / latent_dims
+    speed_txt = ""
+    if timing is not None:
+        faster = ratio_effect(f"pixel / latent diffusion sampling time at NFE {nfe}", timing)
+        effects.append(faster)
+        small = faster.low <= 1.0
+        speed_txt = (f" Per-step cost, pixel over latent diffusion (DDIM, NFE {nfe}, alternating repeats): "
+                     f"{show(faster)}×." + (f" At a pixel-to-latent dimension ratio of {ratio:.0f}, these data are "
+                                            "too small for the latent model's speed advantage to appear: both "
+                                            "networks are cheap here." if small else ""))
+    return judged(
+        LATENT,
         "Modelling a VAE's latents with a diffusion model keeps the autoencoder's fast decoder and replaces its "
-        "N(0, I) prior by a far better one: a tighter bound than the VAE's own, and faster sampling than "
-        "diffusion in pixel space at the same number of steps.",
-        f"Same frozen autoencoder: its own ELBO {ae.total:.3f} ± {ae.ci95:.3f} bits/dim, with the latent "
-        f"diffusion prior {own.total:.3f} ± {own.ci95:.3f} bits/dim. DDIM sampling speed against pixel "
-        f"diffusion: {ratio_txt}.",
-        "supported if the latent diffusion bound is below its autoencoder's ELBO with non-overlapping 95% "
-        "intervals, and it samples faster than pixel-space diffusion at every NFE timed",
-        _verdict(tighter and faster), {"speed_ratios": ratios})
+        "N(0, I) prior by a far better one: a tighter bound than the VAE's own, and cheaper sampling steps than "
+        "diffusion in pixel space.",
+        f"D = {dims} pixel values, {latent_dims} latent dimensions (ratio {ratio:.1f}). Same frozen autoencoder: "
+        f"its own ELBO {ae.bpd.total:.3f} bits/dim, with the latent diffusion prior {own.bpd.total:.3f}; paired "
+        f"difference {show(tighter)}.{speed_txt}", effects, figure="speed",
+        numbers={"dimension_ratio": ratio})
 
 
-def judge(measured: Measured, sweep: tuple[SweepPoint, ...], dims: int, nfe: int) -> tuple[Contrast, ...]:
-    """Every contrast whose models were measured."""
-    out: list[Contrast] = []
-    if {"vae", "diffusion"} <= set(measured):
-        out += [contrast_encoder(measured), contrast_bottleneck(measured, dims), contrast_speed(measured, nfe),
-                contrast_sharpness(measured), contrast_quality(measured),
-                contrast_bound_in_loss(measured, sweep), contrast_likelihood(measured)]
-    if {"latent-diffusion", "diffusion"} <= set(measured):
-        out.append(contrast_latent(measured))
+# ---------------------------------------------------------------- one seed's evidence, and several seeds
+
+
+def sweep_point(run: RunResult, sample_figures: dict[str, Resampled] | None = None,
+                reconstruction_figures: dict[str, Resampled] | None = None,
+                paths: PathStats | None = None) -> SweepPoint:
+    """A trained VAE on the rate–distortion axes, at the β its run was trained with, with its sample figures."""
+    latent = run.measurement.information.latent
+    return SweepPoint(beta=float(run.model_config["beta"]), rate_bpd=latent.rate_bpd,
+                      distortion_rmse=latent.distortion_rmse, budget_seconds=run.train_seconds,
+                      sample_figures=dict(sample_figures or run.measurement.resampled),
+                      reconstruction_figures=dict(reconstruction_figures or {}),
+                      interpolation_step_mean=float(np.mean(paths.step_mean)) if paths else math.nan,
+                      interpolation_max_step_ratio=float(np.mean(paths.max_step_ratio)) if paths else math.nan)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one seed's comparison measured, as the contrasts read it (absent parts: None or empty)."""
+
+    models: dict[str, Measurement]
+    dims: int
+    nfe: int
+    sweep: tuple[SweepPoint, ...] = ()
+    floors: Floors | None = None
+    forward_information: InformationCurve | None = None
+    code_information: InformationCurve | None = None
+    steps: tuple[StepsPoint, ...] = ()
+    paths: dict[str, PathStats] | None = None
+    timings: dict[str, PairedTiming] | None = None
+    objective: tuple[Measurement, Measurement, str] | None = None   # (L_simple, ELBO-weighted, its name)
+
+
+def judge(ev: Evidence) -> tuple[Contrast, ...]:
+    """Every contrast whose measurements the evidence holds."""
+    m, timings, out = ev.models, ev.timings or {}, []
+    if {"vae", "diffusion"} <= set(m):
+        vae, dif = m["vae"], m["diffusion"]
+        if "encoder" in timings:
+            out.append(contrast_encoder(timings["encoder"], vae.encoder_parameters or 0, dif.encode_passes or 0))
+        if ev.forward_information is not None:
+            out.append(contrast_bottleneck(ev.forward_information, ev.code_information,
+                                           vae.information.latent.latent_dims, ev.dims))
+        if "decoder" in timings:
+            out.append(contrast_speed(timings["decoder"], ev.nfe))
+        if vae.resampled and dif.resampled:
+            out.append(contrast_sharpness(vae.resampled, dif.resampled, ev.floors))
+            if "fd" in vae.resampled:
+                out.append(contrast_quality(vae.resampled, dif.resampled, ev.floors))
+        if ev.steps:
+            out.append(contrast_steps(ev.steps))
+        if len(ev.sweep) >= 2:
+            out += [contrast_tug_blur(ev.sweep), contrast_tug_disjoint(ev.sweep)]
+        if vae.bound and dif.bound:
+            out.append(contrast_likelihood(vae.bound, dif.bound))
+        if ev.paths:
+            out.append(contrast_interpolation(ev.paths))
+    if ev.objective is not None:
+        out.append(contrast_objective(*ev.objective))
+    if {"latent-diffusion", "diffusion"} <= set(m) and m["latent-diffusion"].bound:
+        latent = m["latent-diffusion"].information.latent
+        out.append(contrast_latent(m["latent-diffusion"], timings.get("latent"), ev.dims,
+                                   latent.latent_dims if latent else ev.dims, ev.nfe))
     return tuple(out)
+
+
+def fold_effect(effects: Sequence[Effect]) -> Effect:
+    """One effect from several seeds: the mean, with a normal interval whose variance adds the seed-to-seed
+    spread to the mean within-seed one, both over the number of seeds; per-seed tests named."""
+    values = np.array([e.value for e in effects], np.float64)
+    within = np.array([((e.high - e.low) / (2 * Z95)) ** 2 for e in effects], np.float64)
+    se = math.sqrt((np.nanmean(within) + values.var(ddof=1)) / len(values))
+    mean = float(values.mean())
+    first = effects[0]
+    return Effect(first.name, mean, mean - Z95 * se, mean + Z95 * se,
+                  f"{first.test}, per seed; folded over {len(values)} seeds (seed-to-seed variance added)",
+                  first.null, first.direction, Z95 * se)
+
+
+def fold_seeds(per_seed: Sequence[tuple[Contrast, ...]]) -> tuple[Contrast, ...]:
+    """The contrasts of several seeds' runs as one: each effect folded (`fold_effect`), the verdict decided
+    again by the contrast's own rule, the per-seed values of its first effect kept."""
+    if len(per_seed) == 1:
+        return tuple(per_seed[0])
+    folded = []
+    for group in zip(*per_seed):
+        first = group[0]
+        if first.effect is None or any(c.title != first.title or c.effect is None for c in group):
+            folded.append(first)
+            continue
+        how = first.numbers["combine"]
+        effects = [fold_effect(list(es)) for es in zip(*(c.numbers["effects"] for c in group))]
+        per = tuple(c.effect.value for c in group)
+        folded.append(replace(first, verdict=combine(effects, how), effect=effects[0], per_seed=per,
+                              measured=f"{first.measured} [{len(per_seed)} seeds; first effect per seed: "
+                                       + ", ".join(f"{v:.3g}" for v in per) + f"; folded: {show(effects[0])}.]",
+                              numbers={**first.numbers, "effects": effects}))
+    return tuple(folded)

@@ -105,3 +105,72 @@ def speed(models: dict[str, Measurement], path: Path) -> Path:
     ax.set_title("Sampling speed")
     ax.legend(fontsize=6, ncol=2)
     return _save(fig, path)
+
+
+def information_curves(curves: tuple, path: Path) -> Path:
+    """I(x_0; x_t) of the forward process along t (± 1.96 Monte-Carlo errors) and each one-step code's I(x; z)."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    for c in curves:
+        if len(c.steps) > 1:
+            lo = [v - 1.96 * s for v, s in zip(c.nats, c.stderr_nats)]
+            hi = [v + 1.96 * s for v, s in zip(c.nats, c.stderr_nats)]
+            ax.plot(c.steps, c.nats, color=COLOURS["diffusion"], label=f"{c.name}: I(x_0; x_t)")
+            ax.fill_between(c.steps, lo, hi, color=COLOURS["diffusion"], alpha=0.25)
+        else:
+            ax.axhline(c.nats[0], color=COLOURS["vae"], label=f"{c.name}: I(x; z), one step")
+    if curves:
+        ax.axhline(curves[0].max_nats, color="grey", ls=":", label=f"log N (N = {curves[0].n_images})")
+    ax.set_xlabel("forward step t")
+    ax.set_ylabel("nats")
+    ax.set_title("Information about the image: lost gradually vs. in one step")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def steps_curves(points: tuple, floors, key: str, label: str, path: Path) -> Path:
+    """A sample figure (95% bootstrap interval) against sampling steps per model and sampler, with the floors."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    groups: dict[tuple[str, str], list] = {}
+    for p in points:
+        groups.setdefault((p.model, p.sampler), []).append(p)
+    for (model, sampler), rows in groups.items():
+        rows = sorted(rows, key=lambda p: p.steps)
+        values = [p.figures[key].value for p in rows]
+        spans = [p.figures[key].interval() for p in rows]
+        # a percentile interval need not hold the figure itself (bootstrap bias): bars never go negative
+        err = [[max(v - lo, 0.0) for v, (lo, _) in zip(values, spans)],
+               [max(hi - v, 0.0) for v, (_, hi) in zip(values, spans)]]
+        ax.errorbar([p.steps for p in rows], values, yerr=err, fmt="o-" if len(rows) > 1 else "*", ms=4,
+                    capsize=2, color=COLOURS.get(model), alpha=1.0 if sampler != "ddim" else 0.6,
+                    label=f"{LABELS.get(model, model)} {sampler}")
+    if floors is not None and key in floors.real:
+        ax.axhline(floors.real[key].value, color="black", ls=":", label=f"real held-out {floors.real_source}")
+        ax.axhline(floors.blurred[key].value, color="grey", ls="--", label=f"test blurred σ={floors.blur_sigma:g} px")
+    ax.set_xscale("log")
+    ax.set_xlabel("sampling steps (network evaluations)")
+    ax.set_ylabel(label)
+    ax.set_title(f"{label} against steps")
+    ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
+def beta_sweep(points: tuple, path: Path) -> Path:
+    """The β-sweep VAEs: Fréchet distance of prior samples and of reconstructions, and sample sharpness, by β."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))
+    betas = [p.beta for p in points]
+    for key, style, name in (("sample_figures", "o-", "prior samples"), ("reconstruction_figures", "s--",
+                                                                         "reconstructions")):
+        values = [getattr(p, key)["fd"].value if "fd" in getattr(p, key) else float("nan") for p in points]
+        left.plot(betas, values, style, color=COLOURS["vae"], label=name)
+    left.set_xscale("log")
+    left.set_xlabel("β")
+    left.set_ylabel("Fréchet distance")
+    left.legend(fontsize=7)
+    right.plot(betas, [p.sample_figures["laplacian_ratio"].value if "laplacian_ratio" in p.sample_figures
+                       else float("nan") for p in points], "o-", color=COLOURS["vae"])
+    right.axhline(1.0, color="black", ls=":")
+    right.set_xscale("log")
+    right.set_xlabel("β")
+    right.set_ylabel("sample sharpness (× test set)")
+    fig.suptitle("The tug-of-war as the essay states it")
+    return _save(fig, path)

@@ -38,6 +38,18 @@ def draw_figures(results: CompareResults, out: Path) -> dict[str, str]:
         made["rate_distortion"] = figures.rate_distortion(chain.curve if chain else (), results.beta_sweep,
                                                           out / "rate_distortion.png")
     made["speed"] = figures.speed(models, out / "speed.png")
+    first = results.seeds[0] if results.seeds else None
+    if first is not None:
+        if first.information:
+            made["information_curves"] = figures.information_curves(first.information, out / "information_curves.png")
+        if first.steps:
+            made["steps_sharpness"] = figures.steps_curves(first.steps, first.floors, "laplacian_ratio",
+                                                           "sharpness (× test set)", out / "steps_sharpness.png")
+            if "fd" in first.steps[0].figures:
+                made["steps_fd"] = figures.steps_curves(first.steps, first.floors, "fd", "Fréchet distance",
+                                                        out / "steps_fd.png")
+        if results.beta_sweep and results.beta_sweep[0].sample_figures:
+            made["beta_sweep"] = figures.beta_sweep(results.beta_sweep, out / "beta_sweep.png")
     return {k: Path(v).name for k, v in made.items()}
 
 

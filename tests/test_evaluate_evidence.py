@@ -1,0 +1,65 @@
+"""The measurements behind the verdicts: information of the forward process and of a code, floors, bootstrap."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from elbolab.diffusion.schedule import Schedule
+from elbolab.evaluate.floors import gaussian_blur
+from elbolab.evaluate.information import code_information, forward_information, information_estimate
+from elbolab.evaluate.resample import resampled_quality, resampled_sharpness
+from elbolab.evaluate.sharpness import laplacian_variance
+from elbolab.evaluate.speed import paired_timing
+
+
+def test_information_of_a_known_posterior():
+    # N = 4 images; a latent that names its image exactly carries log 4, one that says nothing carries 0
+    exact = torch.full((3, 4), -1e9)
+    exact[:, 0] = 0.0
+    assert information_estimate(exact)[0] == pytest.approx(math.log(4))
+    assert information_estimate(torch.zeros(3, 4))[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_forward_information_falls_from_log_n_to_zero():
+    x = torch.rand(50, 1, 4, 4) * 2 - 1
+    c = forward_information(x, Schedule("cosine", 100), points=20, draws=64, seed=0)
+    assert c.nats[0] == pytest.approx(math.log(50), abs=1e-3) and c.max_nats == math.log(50)
+    assert c.nats[-1] < 0.05 and all(se >= 0 for se in c.stderr_nats)
+    smoothed = np.convolve(c.nats, np.ones(3) / 3, "valid")
+    assert (np.diff(smoothed) < 0.2).all()  # it falls, up to Monte-Carlo noise
+
+
+def test_code_information_between_zero_and_log_n():
+    mean = torch.randn(40, 8) * 3
+    sharp = code_information(mean, torch.full((40, 8), -10.0), draws=64)
+    vague = code_information(mean, torch.full((40, 8), 8.0), draws=64)
+    assert sharp.nats[0] == pytest.approx(math.log(40), abs=1e-3)
+    assert vague.nats[0] < 0.05
+
+
+def test_blur_lowers_sharpness_by_more_for_more_blur():
+    images = torch.randint(0, 17, (32, 1, 8, 8), dtype=torch.uint8)
+    lap = [laplacian_variance(gaussian_blur(images, 17, s), 17).mean().item() for s in (0.5, 1.0, 2.0)]
+    assert laplacian_variance(images, 17).mean().item() > lap[0] > lap[1] > lap[2]
+    assert gaussian_blur(images, 17, 1.0).dtype == torch.uint8
+
+
+def test_bootstrap_of_a_figure_brackets_it_and_pairs_by_seed():
+    rng = np.random.default_rng(0)
+    real, fake = rng.standard_normal((300, 4)), rng.standard_normal((200, 4)) + 0.5
+    fd = resampled_quality(fake, real, replicates=100, seed=3)["fd"]
+    low, high = fd.interval()
+    assert low < fd.value < high and fd.value == pytest.approx(4 * 0.25, rel=0.5)
+    again = resampled_quality(fake, real, replicates=100, seed=3)["fd"]
+    assert again.replicates == fd.replicates
+    images = torch.randint(0, 17, (64, 1, 8, 8), dtype=torch.uint8)
+    same = resampled_sharpness(images, images, 17, replicates=50)["laplacian_ratio"]
+    assert same.value == pytest.approx(1.0) and min(same.replicates) < 1 < max(same.replicates)
+
+
+def test_paired_timing_alternates_and_pairs():
+    calls = []
+    t = paired_timing("a", lambda: calls.append("a"), "b", lambda: calls.append("b"), repeats=3)
+    assert calls == ["a", "b"] * 4 and len(t.ratios()) == 3 and all(r > 0 for r in t.ratios())
