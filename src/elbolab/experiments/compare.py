@@ -74,9 +74,12 @@ class CompareConfig:
             raise ConfigError(f"--seeds must be at least 1, got {self.seeds}")
 
 
-def elbo_weighted() -> tuple[dict[str, Any], str]:
-    """The seam for the ε-objective contrast: the diffusion config changes that train on the ELBO's own weighting,
-    and their name (today the discrete-time bound L_vlb with a learned variance; continuous time can replace it)."""
+def elbo_weighted(diffusion: Any) -> tuple[dict[str, Any], str]:
+    """The ε-objective contrast's ELBO-weighted side for this diffusion config: in continuous time the VDM bound
+    itself (weighting γ′(t)); in discrete time the bound L_vlb with a learned variance. Returns the config changes
+    and their name."""
+    if getattr(diffusion, "time", "discrete") == "continuous":
+        return {"loss": "vlb"}, "the continuous-time ELBO (weighting γ′(t))"
     return {"loss": "vlb", "variance": "learned"}, "L_vlb with learned variance"
 
 
@@ -132,7 +135,7 @@ def train_objective_pair(cfg: CompareConfig, out: Path, log: Log, progress: bool
     """Train (or pick up) diffusion with L_simple and with the ELBO's weighting under one budget; their folders."""
     if cfg.objective_budget_fraction <= 0:
         return {}
-    changes, name = elbo_weighted()
+    changes, name = elbo_weighted(budgeted_run("diffusion", cfg, test, cfg.budget).model)
     budget = cfg.budget * cfg.objective_budget_fraction
     runs = {"simple": (out / "runs" / "diffusion-simple", {"loss": "simple"}),
             "elbo-weighted": (out / "runs" / "diffusion-elbo", changes)}
@@ -220,7 +223,7 @@ def run_seed(cfg: CompareConfig, out: Path, train: ImageData, test: ImageData, f
         sweep=sweep, floors=floors, forward_information=information[0],
         code_information=information[1] if len(information) > 1 else None, steps=steps, paths=paths,
         timings=timings,
-        objective=(objective["simple"].measurement, objective["elbo-weighted"].measurement, elbo_weighted()[1])
+        objective=(objective["simple"].measurement, objective["elbo-weighted"].measurement, elbo_weighted(loaded["diffusion"].config)[1])
         if objective else None)
     return SeedResult(cfg.seed, models, sweep, floors, information, steps, paths, timings, objective,
                       judge(evidence)), images
