@@ -7,7 +7,7 @@ import pytest
 
 from elbolab.evaluate.run import EvalConfig
 from elbolab.experiments.compare import KINDS, CompareConfig, run_compare
-from elbolab.report.render import save_grids, write_report
+from elbolab.report.render import write_report
 
 TINY = {"vae": {"model.net": "tiny", "train.batch_size": 64},
         "diffusion": {"model.unet.preset": "tiny", "model.T": 100, "model.encode_steps": 10,
@@ -25,8 +25,7 @@ def compared(tmp_path_factory):
                         overrides=TINY)
     messages = []
     results, images = run_compare(cfg, out, log=messages.append, progress=False)
-    grids = save_grids(images, results.data.levels, out)
-    paths = write_report(results, out, grids)
+    paths = write_report(results, out, images)
     return out, results, paths, messages
 
 
@@ -63,11 +62,12 @@ def test_report_files_are_written_and_consistent(compared):
         results.models["vae"].measurement.bound.bpd.total)
     md = paths["markdown"].read_text()
     assert "## The contrasts, measured" in md and md.count("**Verdict:") == 8
-    for name in ("bound_terms.png", "per_step.png", "rate_distortion.png", "information.png", "speed.png",
+    for name in ("bound_terms.png", "per_step.png", "rate_distortion.png", "information.png", "frontier.png",
                  "samples_vae.png", "samples_diffusion.png", "interpolation_vae.png"):
         assert (out / name).is_file(), name
-        assert name in md
-    assert "<table>" in paths["html"].read_text()
+        assert f"]({name})" in md
+    page = paths["html"].read_text()
+    assert page.count("<img src=\"data:image/png;base64,") >= 8 and ".png\"" not in page
 
 
 def test_a_second_compare_reuses_finished_runs(compared, tmp_path):

@@ -178,7 +178,7 @@ def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int,
     """The main job: train a VAE, diffusion and latent diffusion under one budget, measure, judge, report."""
     from elbolab.evaluate.run import EvalConfig
     from elbolab.experiments.compare import CompareConfig, run_compare
-    from elbolab.report.render import save_grids, write_report
+    from elbolab.report.render import write_report
 
     if budget <= 0 or n_samples < 2:
         raise ElbolabError("--budget must be positive and --n-samples at least 2")
@@ -191,8 +191,7 @@ def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int,
     out_dir = Path(out)
     results, images = run_compare(cfg, out_dir, log=lambda m: click.echo(f"[compare] {m}", err=True),
                                   progress=not quiet, features_kind=features)
-    grids = save_grids(images, results.data.levels, out_dir)
-    paths = write_report(results, out_dir, grids)
+    paths = write_report(results, out_dir, images, reference_images(cfg.data, cfg.data_dir))
     _print_verdicts(results)
     click.echo(f"report: {paths['markdown']} and {paths['html']}")
 
@@ -206,15 +205,23 @@ def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int,
 def report(run_dirs: tuple[str, ...], out: str, n_samples: int, features: str) -> None:
     """Measure trained runs side by side and write the report (contrasts need a VAE and a diffusion run)."""
     from elbolab.experiments.runs import measure_runs
-    from elbolab.report.render import save_grids, write_report
+    from elbolab.report.render import write_report
 
     results, images = measure_runs([Path(r) for r in run_dirs], n_samples=n_samples, features_kind=features,
                                    log=lambda m: click.echo(f"[report] {m}", err=True))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = write_report(results, out_dir, save_grids(images, results.data.levels, out_dir))
+    paths = write_report(results, out_dir, images, reference_images(results.config["data"],
+                                                                     results.config.get("data_dir")))
     _print_verdicts(results)
     click.echo(f"report: {paths['markdown']} and {paths['html']}")
+
+
+def reference_images(data: str, data_dir: str | None):
+    """Real test images shown beside the samples."""
+    from elbolab.data import load_data
+
+    return load_data(data, "test", data_dir).images[:32]
 
 
 def _print_verdicts(results) -> None:
