@@ -70,6 +70,16 @@ def test_report_files_are_written_and_consistent(compared):
     assert page.count("<img src=\"data:image/png;base64,") >= 8 and ".png\"" not in page
 
 
+def test_the_real_report_in_a_browser(compared, browser, tmp_path):
+    from pagecheck import artefacts, assert_sound, inspect
+
+    out, results, paths, _ = compared
+    for width in (1280, 390):
+        found = inspect(browser, paths["html"], width, artefacts(tmp_path), "compare")
+        assert_sound(found, results.contrasts)
+        assert all(s["figure"] for s in found["sections"])       # every contrast of a real compare has its figure
+
+
 def test_a_second_compare_reuses_finished_runs(compared, tmp_path):
     out, _, _, _ = compared
     from elbolab.experiments.compare import train_models

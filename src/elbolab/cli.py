@@ -172,7 +172,7 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int) -> N
 @click.option("--features", type=click.Choice(["builtin", "inception", "auto"]), default="builtin",
               show_default=True, help="Feature network for the Fréchet distance.")
 @click.option("--quick", is_flag=True, help="Small evaluation (fewer images, samples and steps): a smoke test.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--quiet", is_flag=True, help="No progress display, only the job's log lines.")
 def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int, n_samples: int, features: str,
             quick: bool, quiet: bool) -> None:
     """The main job: train a VAE, diffusion and latent diffusion under one budget, measure, judge, report."""
@@ -189,8 +189,15 @@ def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int,
     cfg = CompareConfig(data=data, data_dir=data_dir, budget=budget, seed=seed, evaluation=evaluation,
                         beta_sweep=(4.0,) if quick else CompareConfig.beta_sweep)
     out_dir = Path(out)
-    results, images = run_compare(cfg, out_dir, log=lambda m: click.echo(f"[compare] {m}", err=True),
-                                  progress=not quiet, features_kind=features)
+    if quiet:
+        results, images = run_compare(cfg, out_dir, log=lambda m: click.echo(f"[compare] {m}", err=True),
+                                      progress=False, features_kind=features)
+    else:
+        from elbolab.report.progress import job_progress
+
+        with job_progress() as display:
+            results, images = run_compare(cfg, out_dir, log=display.log, progress=False, features_kind=features,
+                                          watch=display)
     paths = write_report(results, out_dir, images, reference_images(cfg.data, cfg.data_dir))
     _print_verdicts(results)
     click.echo(f"report: {paths['markdown']} and {paths['html']}")

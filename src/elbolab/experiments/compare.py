@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from elbolab.data import load_data
 from elbolab.data.base import ImageData
@@ -44,6 +44,41 @@ class CompareConfig:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per kind: extra --set keys
 
 
+@dataclass(frozen=True)
+class JobEvent:
+    """What the compare job is doing, for a progress display: a plan of its stages, a stage starting, a training
+    step, a measurement message, or the end."""
+
+    stage: str                                  # "plan" | "train" | "measure" | "done"
+    name: str = ""                              # the run: "vae", "vae β=4", ...
+    detail: str = ""                            # what is being measured
+    step: int | None = None
+    loss: float | None = None
+    plan: tuple[tuple[str, str, float], ...] = ()   # "plan": (stage, name, training budget s; 0: not known) each
+
+
+Watch = Callable[[JobEvent], None]
+
+
+def job_plan(cfg: CompareConfig) -> tuple[tuple[str, str, float], ...]:
+    """Every stage of the job in order, with its training budget in seconds (0 for measurements)."""
+    sweep = [f"vae β={beta:g}" for beta in cfg.beta_sweep]
+    sweep_budget = cfg.budget * cfg.sweep_budget_fraction
+    return (tuple(("train", kind, cfg.budget) for kind in KINDS) + tuple(("train", n, sweep_budget) for n in sweep)
+            + tuple(("measure", n, 0.0) for n in (*KINDS, *sweep)))
+
+
+def watched_log(log: Log, watch: Watch | None, name: str) -> Log:
+    """`log`, also telling `watch` what is measured for run `name`."""
+    if watch is None:
+        return log
+
+    def both(message: str) -> None:
+        watch(JobEvent("measure", name, detail=message))
+        log(message)
+    return both
+
+
 def budgeted_run(kind: str, cfg: CompareConfig, test: ImageData, budget: float,
                  model_changes: dict[str, Any] | None = None) -> RunConfig:
     """The typed run config of one model in the comparison: the kind's configuration sized for these images,
@@ -56,7 +91,7 @@ def budgeted_run(kind: str, cfg: CompareConfig, test: ImageData, budget: float,
 
 
 def train_or_reuse(run_cfg: RunConfig, run_dir: Path, train: ImageData, test: ImageData, log: Log,
-                   progress: bool) -> None:
+                   progress: bool, watch: Watch | None = None, name: str = "") -> None:
     """Train a run; a finished run with the same settings is reused, an interrupted one resumed."""
     if (run_dir / CONFIG_FILE).is_file() and read_run_config(run_dir) != run_cfg:
         raise ElbolabError(f"{run_dir} holds a {run_cfg.kind} run trained with other settings (budget, seed or "
@@ -66,49 +101,63 @@ def train_or_reuse(run_cfg: RunConfig, run_dir: Path, train: ImageData, test: Im
         return
     resume = (run_dir / CHECKPOINT_FILE).is_file()
     log(f"{run_cfg.kind}: {'resuming' if resume else 'training'} for {run_cfg.train.max_seconds:.0f} s")
-    fit_run(run_cfg, run_dir, train, test, resume=resume, progress=progress)
+    callbacks = () if watch is None else \
+        (lambda step, record: watch(JobEvent("train", name or run_cfg.kind, step=step, loss=record["loss"])),)
+    fit_run(run_cfg, run_dir, train, test, resume=resume, progress=progress, callbacks=callbacks)
 
 
 def train_models(cfg: CompareConfig, out: Path, log: Log, progress: bool, train: ImageData | None = None,
-                 test: ImageData | None = None) -> dict[str, Path]:
+                 test: ImageData | None = None, watch: Watch | None = None) -> dict[str, Path]:
     """Train (or pick up) one run per kind; returns their folders."""
     train = train or load_data(cfg.data, "train", cfg.data_dir)
     test = test or load_data(cfg.data, "test", cfg.data_dir)
     runs = {kind: out / "runs" / kind for kind in KINDS}
     for kind, run_dir in runs.items():
-        train_or_reuse(budgeted_run(kind, cfg, test, cfg.budget), run_dir, train, test, log, progress)
+        if watch:
+            watch(JobEvent("train", kind))
+        train_or_reuse(budgeted_run(kind, cfg, test, cfg.budget), run_dir, train, test, log, progress, watch, kind)
     return runs
 
 
 def train_sweep(cfg: CompareConfig, out: Path, log: Log, progress: bool, train: ImageData,
-                test: ImageData) -> dict[float, Path]:
+                test: ImageData, watch: Watch | None = None) -> dict[float, Path]:
     """Train (or pick up) the β-sweep VAEs, each on `sweep_budget_fraction` of the budget; returns their folders."""
     sweep = {beta: out / "runs" / f"vae-beta{beta:g}" for beta in cfg.beta_sweep}
     for beta, run_dir in sweep.items():
         run_cfg = budgeted_run("vae", cfg, test, cfg.budget * cfg.sweep_budget_fraction, {"beta": beta})
         log(f"β-sweep: VAE with β = {beta:g} for {run_cfg.train.max_seconds:.0f} s")
-        train_or_reuse(run_cfg, run_dir, train, test, log, progress)
+        if watch:
+            watch(JobEvent("train", f"vae β={beta:g}"))
+        train_or_reuse(run_cfg, run_dir, train, test, log, progress, watch, f"vae β={beta:g}")
     return sweep
 
 
 def run_compare(cfg: CompareConfig, out: Path, log: Log = print, progress: bool = True,
-                features_kind: str = "builtin") -> tuple[CompareResults, dict[str, dict[str, Any]]]:
-    """Train, measure and judge; returns the results and each model's images."""
+                features_kind: str = "builtin", watch: Watch | None = None
+                ) -> tuple[CompareResults, dict[str, dict[str, Any]]]:
+    """Train, measure and judge; returns the results and each model's images. `watch`, where given, hears every
+    stage, training step and measurement (`JobEvent`)."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "compare-config.json", asdict(cfg))
+    if watch:
+        watch(JobEvent("plan", plan=job_plan(cfg)))
     train, test = load_data(cfg.data, "train", cfg.data_dir), load_data(cfg.data, "test", cfg.data_dir)
-    runs = train_models(cfg, out, log, progress, train, test)
-    sweep_runs = train_sweep(cfg, out, log, progress, train, test)
+    runs = train_models(cfg, out, log, progress, train, test, watch)
+    sweep_runs = train_sweep(cfg, out, log, progress, train, test, watch)
     log("feature network for sample quality")
     features, why_not = select_features(cfg.data, features_kind, data_dir=cfg.data_dir)
     models: dict[str, RunResult] = {}
     images: dict[str, dict[str, Any]] = {}
     for kind, run_dir in runs.items():
-        models[kind], images[kind] = measure_run(run_dir, cfg.evaluation, test, features, log)
+        models[kind], images[kind] = measure_run(run_dir, cfg.evaluation, test, features,
+                                                 watched_log(log, watch, kind))
     sweep_only = replace(cfg.evaluation, parts=("information",))
-    sweep = [sweep_point(measure_run(run_dir, sweep_only, test, features, log)[0]) for run_dir in sweep_runs.values()]
+    sweep = [sweep_point(measure_run(run_dir, sweep_only, test, features, watched_log(log, watch, f"vae β={beta:g}"))[0])
+             for beta, run_dir in sweep_runs.items()]
     sweep.append(sweep_point(models["vae"]))
     sweep = tuple(sorted(sweep, key=lambda p: p.beta))
+    if watch:
+        watch(JobEvent("done"))
     contrasts = judge({k: r.measurement for k, r in models.items()}, sweep, test.dims, cfg.evaluation.quality_steps)
     results = CompareResults(config=asdict(cfg), machine=machine_info(), data=data_info(test),
                              feature_net={"name": features.name, "inception_unavailable_because": why_not},

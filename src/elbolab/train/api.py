@@ -12,10 +12,11 @@ from elbolab.config import read_config_file
 from elbolab.data import load_data
 from elbolab.data.base import ImageData
 from elbolab.errors import ElbolabError
-from elbolab.train.loop import Trainer
+from elbolab.train.loop import Callback, Trainer
 from elbolab.train.run import (CHECKPOINT_FILE, RunConfig, build_model, read_run_config, resolve_configs,
                                save_run_config)
 from elbolab.train.stages import run_first_stage, stage_budget
+from elbolab.train.tensorboard import TensorBoardLog
 
 
 def train_run(kind: str, data: str, out: str | Path, *, data_dir: str | None = None,
@@ -49,19 +50,24 @@ def train_run(kind: str, data: str, out: str | Path, *, data_dir: str | None = N
 
 
 def fit_run(cfg: RunConfig, run_dir: Path, train_data: ImageData, test_data: ImageData, *, resume: bool = False,
-            progress: bool = True) -> dict:
+            progress: bool = True, callbacks: tuple[Callback, ...] = ()) -> dict:
     """Train the run `cfg` into `run_dir` on data already loaded (a first stage first, where the model has one);
-    with `resume`, from the run's checkpoint. Returns the final metrics."""
+    with `resume`, from the run's checkpoint. `callbacks` hear every step of the main stage. Returns the final
+    metrics."""
     run_dir = Path(run_dir)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    board = TensorBoardLog(run_dir, cfg.levels, seed=cfg.train.seed) if cfg.train.tensorboard else None
     save_run_config(run_dir, cfg)
     # e.g. latent diffusion: train or load the autoencoder, measure the latent scale
     spent = run_first_stage(model, train_data, test_data, cfg, run_dir, progress)
-    trainer = Trainer(model, train_data, test_data, stage_budget(cfg.train, spent), run_dir, progress=progress)
+    trainer = Trainer(model, train_data, test_data, stage_budget(cfg.train, spent), run_dir,
+                      (*callbacks, board) if board else callbacks, progress=progress)
+    if board:
+        board.watch(trainer.eval_model)
     if resume:
         trainer.load_checkpoint()
     return trainer.fit()
