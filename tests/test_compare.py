@@ -62,8 +62,8 @@ def test_report_files_are_written_and_consistent(compared):
         results.models["vae"].measurement.bound.bpd.total)
     md = paths["markdown"].read_text()
     assert "## The contrasts, measured" in md and md.count("**Verdict:") == 8
-    for name in ("bound_terms.png", "per_step.png", "rate_distortion.png", "information.png", "frontier.png",
-                 "samples_vae.png", "samples_diffusion.png", "interpolation_vae.png"):
+    for name in ("bound_terms.png", "per_step.png", "rate_distortion.png", "information.png", "frontier_quality.png",
+                 "frontier_speed.png", "samples_vae.png", "samples_diffusion.png", "interpolation_vae.png"):
         assert (out / name).is_file(), name
         assert f"]({name})" in md
     page = paths["html"].read_text()
@@ -95,6 +95,8 @@ def test_report_command_on_existing_runs(compared, run_cli, tmp_path):
                                 "--n-samples", "16")
     assert code == 0, err
     assert (tmp_path / "r" / "report.md").is_file() and "supported" in stdout
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert 'class="board"' in page and page.count('<img src="data:image/png;base64,') >= 5 and ".png\"" not in page
     code, _, err = run_cli("report", out / "runs" / "vae", out / "runs" / "vae", "--out", tmp_path / "r2")
     assert code == 1 and err.startswith("error:")
 

@@ -88,11 +88,12 @@ def test_every_model_keeps_its_colour_in_the_frontier_and_a_steps_sweep_is_drawn
     models = results.measured()
     rgb = {k: tuple(int(figures.colour(k)[i:i + 2], 16) for i in (1, 3, 5)) for k in models}
     assert len(set(rgb.values())) == len(rgb)
-    seen = _pixels(figures.frontier(models))
-    assert all(rgb[k] in seen for k in models)
+    for png in (figures.frontier_quality(models), figures.frontier_speed(models)):
+        seen = _pixels(png)
+        assert all(rgb[k] in seen for k in models)
     sweep = [StepsPoint("diffusion", "ancestral", n, 40 / n, 30 / n, 50 / n) for n in (1, 2, 5, 10, 20, 50, 100)]
-    with_sweep = figures.frontier(models, sweep)
-    assert with_sweep != figures.frontier(models) and rgb["diffusion"] in _pixels(with_sweep)
+    with_sweep = figures.frontier_quality(models, sweep)
+    assert with_sweep != figures.frontier_quality(models) and rgb["diffusion"] in _pixels(with_sweep)
 
 
 def test_effects_read_with_their_interval_and_unknown_ends():

@@ -109,8 +109,9 @@ def information_curve(curve: Sequence[RatePoint], latent_rates: dict[str, float]
             label="ceiling on I(x_0; x_t): Σ ½ log(1 + SNR·Var x_0)")
     ax.plot(ts, [r.bits_to_recover_bpd for r in rows], "--", color=colour("diffusion"),
             label="bits still needed to recover x_0 from x_t")
-    for kind, rate in latent_rates.items():
-        ax.axhline(rate, color=colour(kind), label=f"{label(kind)}: rate KL(q(z|x)‖p(z)) ≥ I(x; z)")
+    for i, (kind, rate) in enumerate(latent_rates.items()):
+        ax.axhline(rate, color=colour(kind), linestyle=("-", "-.", ":")[i % 3],
+                   label=f"{label(kind)}: rate KL(q(z|x)‖p(z)) ≥ I(x; z)")
     log_if_decades(ax, "y", [r.capacity_bpd for r in rows] + [r.bits_to_recover_bpd for r in rows]
                    + list(latent_rates.values()))
     ax.set_xlabel("diffusion time t (0: data, 1: noise)")
@@ -120,11 +121,18 @@ def information_curve(curve: Sequence[RatePoint], latent_rates: dict[str, float]
     return png(fig)
 
 
-def frontier(models: dict[str, Measurement], sweep: Sequence[Any] = ()) -> bytes:
-    """The speed–quality frontier: Fréchet distance against NFE for every sampler (the VAE: its one pass), and
-    sampling throughput against NFE. `sweep` holds optional extra quality points (`kind`, `sampler`, `nfe`, `fd`,
-    and where known `fd_low`/`fd_high`), e.g. a steps sweep."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.8))
+def _nfe_axis(ax, nfes: list[float]) -> None:
+    ax.set_xscale("log")
+    ax.set_xlabel("network evaluations per image (NFE, log scale)")
+    ax.set_xlim(0.7, max(nfes + [2]) * 1.5)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
+def frontier_quality(models: dict[str, Measurement], sweep: Sequence[Any] = ()) -> bytes:
+    """Fréchet distance against NFE for every sampler (the VAE: its one pass). `sweep` holds optional extra
+    quality points (`kind`, `sampler`, `nfe`, `fd`, and where known `fd_low`/`fd_high`), e.g. a steps sweep."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
     nfes: list[float] = []
     swept: dict[tuple[str, str], list[Any]] = {}
     for p in sweep:
@@ -133,18 +141,27 @@ def frontier(models: dict[str, Measurement], sweep: Sequence[Any] = ()) -> bytes
         points = sorted(points, key=lambda p: p.nfe)
         marker, line = SAMPLER_STYLE.get(sampler, ("o", "-"))
         xs, ys = [p.nfe for p in points], [p.fd for p in points]
-        left.plot(xs, ys, marker=marker, linestyle=line, color=colour(kind), label=f"{label(kind)} {sampler}")
+        ax.plot(xs, ys, marker=marker, linestyle=line, color=colour(kind), label=f"{label(kind)} {sampler}")
         lows, highs = [getattr(p, "fd_low", None) for p in points], [getattr(p, "fd_high", None) for p in points]
         if all(v is not None for v in lows + highs):
-            left.fill_between(xs, lows, highs, color=colour(kind), alpha=0.15, linewidth=0)
+            ax.fill_between(xs, lows, highs, color=colour(kind), alpha=0.15, linewidth=0)
         nfes += xs
     for kind, m in models.items():
         if m.quality and m.quality_samples and (kind, m.quality_samples.sampler) not in swept:
             marker, _ = SAMPLER_STYLE.get(m.quality_samples.sampler, ("o", "-"))
-            left.plot(m.quality_samples.steps, m.quality["fd"], marker=marker, ms=9, linestyle="none",
-                      color=colour(kind), label=f"{label(kind)} {m.quality_samples.sampler}")
+            ax.plot(m.quality_samples.steps, m.quality["fd"], marker=marker, ms=9, linestyle="none",
+                    color=colour(kind), label=f"{label(kind)} {m.quality_samples.sampler}")
             nfes.append(m.quality_samples.steps)
-    throughput: list[float] = []
+    _nfe_axis(ax, nfes)
+    ax.set_ylabel("Fréchet distance (lower is better)")
+    ax.set_title("Quality against sampling steps")
+    return png(fig)
+
+
+def frontier_speed(models: dict[str, Measurement]) -> bytes:
+    """Sampling throughput against NFE, per model and sampler."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    nfes: list[float] = []
     for kind, m in models.items():
         by_sampler: dict[str, list[SpeedRow]] = {}
         for row in m.speed:
@@ -152,19 +169,11 @@ def frontier(models: dict[str, Measurement], sweep: Sequence[Any] = ()) -> bytes
         for sampler, rows in by_sampler.items():
             rows = sorted(rows, key=lambda r: r.nfe)
             marker, line = SAMPLER_STYLE.get(sampler, ("o", "-"))
-            right.plot([r.nfe for r in rows], [r.images_per_second for r in rows], marker=marker, linestyle=line,
-                       ms=9 if len(rows) == 1 else 5, color=colour(kind), label=f"{label(kind)} {sampler}")
+            ax.plot([r.nfe for r in rows], [r.images_per_second for r in rows], marker=marker, linestyle=line,
+                    ms=9 if len(rows) == 1 else 5, color=colour(kind), label=f"{label(kind)} {sampler}")
             nfes += [r.nfe for r in rows]
-            throughput += [r.images_per_second for r in rows]
-    for ax in (left, right):
-        ax.set_xscale("log")
-        ax.set_xlabel("network evaluations per image (NFE, log scale)")
-        ax.set_xlim(0.7, max(nfes + [2]) * 1.5)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    left.set_ylabel("Fréchet distance (lower is better)")
-    left.set_title("Quality against steps")
-    right.set_yscale("log")
-    right.set_ylabel("images per second (log scale)")
-    right.set_title("Sampling speed against steps")
+    _nfe_axis(ax, nfes)
+    ax.set_yscale("log")
+    ax.set_ylabel("images per second (log scale)")
+    ax.set_title("Sampling speed against steps")
     return png(fig)

@@ -104,13 +104,16 @@ def draw_information(m: Material) -> tuple[Panel, ...]:
 
 def draw_frontier(m: Material) -> tuple[Panel, ...]:
     """Fréchet distance and throughput against NFE, per model and sampler."""
-    models = {k: r for k, r in m.results.measured().items() if r.speed or r.quality}
-    if not models:
-        return ()
+    models = m.results.measured()
     sweep = getattr(m.results, "steps_sweep", None) or ()
-    return (_plot("frontier", "The speed–quality frontier: Fréchet distance (left) and images per second (right) "
-                  "against the number of network evaluations per image; the VAE decodes in one.",
-                  figures.frontier(models, sweep)),)
+    panels = []
+    if sweep or any(r.quality and r.quality_samples for r in models.values()):
+        panels.append(_plot("frontier_quality", "Sample quality against the number of network evaluations per image "
+                            "for each sampler; the VAE decodes in one.", figures.frontier_quality(models, sweep)))
+    if any(r.speed for r in models.values()):
+        panels.append(_plot("frontier_speed", "Images per second against the number of network evaluations per "
+                            "image: what each step of quality costs.", figures.frontier_speed(models)))
+    return tuple(panels)
 
 
 def _grid_panels(m: Material, part: str, limit: int, caption: Callable[[str, Tensor], str]) -> tuple[Panel, ...]:

@@ -5,8 +5,10 @@ On a terminal: one rich display that redraws itself. Otherwise (a log file, a pi
 one per stage and at most one per `every` seconds within a stage.
 
 The time left is the training budgets of the stages to come plus what remains of the current one
-(training stops at its wall-clock budget), plus the measurements to come at the mean time the
-finished ones took; before any measurement has finished it is shown as a lower bound ("at least").
+(training stops at its wall-clock budget; each budget is scaled by the time the finished trainings
+took over theirs, final evaluation and a first stage's overhead included), plus the measurements to
+come at the mean time the finished ones took; before any measurement has finished it is shown as a
+lower bound ("at least").
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class JobClock:
         self.index = -1                      # the current stage in the plan
         self.stage_started = self.started
         self.measure_seconds: list[float] = []
+        self.train_ratios: list[float] = []        # time each finished training stage took over its budget
         self.step: int | None = None
         self.loss: float | None = None
         self.detail = ""
@@ -68,8 +71,14 @@ class JobClock:
         return new
 
     def _finish_stage(self) -> None:
-        if 0 <= self.index < len(self.plan) and self.plan[self.index][0] == "measure":
-            self.measure_seconds.append(self.clock() - self.stage_started)
+        if not 0 <= self.index < len(self.plan):
+            return
+        stage, _, budget = self.plan[self.index]
+        took = self.clock() - self.stage_started
+        if stage == "measure":
+            self.measure_seconds.append(took)
+        elif self.step is not None and budget > 0:      # trained (not reused): its time against its budget
+            self.train_ratios.append(took / budget)
 
     def elapsed(self) -> float:
         """Seconds since the job started."""
@@ -80,12 +89,13 @@ class JobClock:
         if self.done:
             return 0.0, True
         per_measure = sum(self.measure_seconds) / len(self.measure_seconds) if self.measure_seconds else None
+        ratio = sum(self.train_ratios) / len(self.train_ratios) if self.train_ratios else 1.0
         in_stage = self.clock() - self.stage_started
         total, known = 0.0, True
         for i, (stage, _, budget) in enumerate(self.plan):
             if i < self.index:
                 continue
-            expected = budget if stage == "train" else per_measure
+            expected = budget * ratio if stage == "train" else per_measure
             if expected is None:
                 known = False
                 continue
