@@ -72,7 +72,8 @@ def test_plain_mode_writes_a_line_per_stage_and_throttles_steps():
     assert lines[2] == "[compare] stage 1 of 4: training vae (60 s), step 20, loss 0.05; elapsed 0:10, at least " \
                        "1:50 left"
     assert lines[3].startswith("[compare] stage 1 of 4: training vae (60 s), step 40, loss 0.025; elapsed 0:20")
-    assert lines[4] == "[compare] stage 3 of 4: measuring vae: information; elapsed 0:20, at least 0:00 left"
+    assert lines[4] == "[compare] stage 3 of 4: measuring vae: information; elapsed 0:20, time left known once a " \
+                       "measurement has finished"
     assert lines[5] == "[compare] judging the contrasts and writing the report; elapsed 0:20, about 0:00 left"
     assert len(lines) == 6
 

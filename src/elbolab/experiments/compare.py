@@ -125,9 +125,9 @@ def train_sweep(cfg: CompareConfig, out: Path, log: Log, progress: bool, train: 
     sweep = {beta: out / "runs" / f"vae-beta{beta:g}" for beta in cfg.beta_sweep}
     for beta, run_dir in sweep.items():
         run_cfg = budgeted_run("vae", cfg, test, cfg.budget * cfg.sweep_budget_fraction, {"beta": beta})
-        log(f"β-sweep: VAE with β = {beta:g} for {run_cfg.train.max_seconds:.0f} s")
         if watch:
             watch(JobEvent("train", f"vae β={beta:g}"))
+        log(f"β-sweep: VAE with β = {beta:g} for {run_cfg.train.max_seconds:.0f} s")
         train_or_reuse(run_cfg, run_dir, train, test, log, progress, watch, f"vae β={beta:g}")
     return sweep
 

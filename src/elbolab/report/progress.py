@@ -125,8 +125,10 @@ class JobClock:
         return text
 
     def time_text(self) -> str:
-        """"elapsed 1:02, about 3:40 left" (or "at least 3:40 left")."""
+        """"elapsed 1:02, about 3:40 left" ("at least 3:40 left" until a measurement has been timed)."""
         left, known = self.left()
+        if not known and left < 1:
+            return f"elapsed {clock_text(self.elapsed())}, time left known once a measurement has finished"
         return f"elapsed {clock_text(self.elapsed())}, {'about' if known else 'at least'} {clock_text(left)} left"
 
 
