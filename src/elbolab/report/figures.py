@@ -75,7 +75,7 @@ def per_step_terms(per_step_bpd: Sequence[float]) -> bytes:
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
     ax.semilogy(range(1, len(per_step_bpd) + 1), [max(v, 1e-12) for v in per_step_bpd], color=colour("diffusion"))
     ax.set_xlabel("step t (of T)")
-    ax.set_ylabel("L_{t−1} (bits/dim)")
+    ax.set_ylabel(r"$L_{t-1}$ (bits/dim)")
     ax.set_title("Diffusion: the bound is a sum of small per-step KLs")
     return png(fig)
 

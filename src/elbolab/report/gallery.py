@@ -29,6 +29,7 @@ class Panel:
     png: bytes
     kind: str | None = None        # the model it shows, where it shows one
     pixelated: bool = False        # an image grid (enlarged pixels), not a plot
+    strip: bool = False            # a grid read along its rows (interpolation): a whole row of the figure
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,8 @@ def draw_interpolation(m: Material) -> tuple[Panel, ...]:
     smooth = {k: r.interpolation for k, r in m.results.measured().items()}
     return tuple(Panel(f"interpolation_{kind}", f"{label(kind)}: {smoothness_text(smooth.get(kind))}",
                        f"{label(kind)}: interpolation between pairs of test images",
-                       grid_png(frames[:6].flatten(0, 1), levels, nrow=frames.shape[1]), kind, pixelated=True)
+                       grid_png(frames[:6].flatten(0, 1), levels, nrow=frames.shape[1]), kind, pixelated=True,
+                       strip=True)
                  for kind, frames in m.grids("interpolation").items())
 
 

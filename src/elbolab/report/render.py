@@ -160,6 +160,7 @@ figure{margin:0}
 .panels{display:flex;flex-wrap:wrap;gap:.8rem}
 .panel{flex:1 1 16rem;min-width:0}
 .panel.grid{flex-basis:10rem}
+.panel.strip{flex-basis:100%}
 .panel.plot{flex-basis:100%}
 .panel img{display:block;max-width:100%;height:auto;border:1px solid #e4e4e4}
 .panel.grid img{image-rendering:pixelated;width:100%;max-width:24rem}
@@ -171,7 +172,7 @@ table{border-collapse:collapse;font-size:.9rem;width:100%}
 th,td{padding:.35rem .65rem;border-bottom:1px solid #e6e6e6;text-align:right;white-space:nowrap;vertical-align:top}
 th{background:#f2f2f2;font-weight:600}
 th:first-child,td:first-child{text-align:left}
-table.kv td{white-space:normal;text-align:left;overflow-wrap:anywhere}
+table.kv th,table.kv td{white-space:normal;text-align:left;overflow-wrap:anywhere}
 table.kv td:first-child{white-space:nowrap;font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:.82rem}
 .note{color:#555;font-size:.9rem}
 @media (max-width:56rem){
@@ -204,7 +205,8 @@ def data_uri(png: bytes) -> str:
 def figure_html(fig: Figure) -> str:
     """A figure with its panels, images embedded."""
     panels = "".join(
-        f'<figure class="panel {"grid" if p.pixelated else "plot"}" data-stem="{esc(p.stem)}">'
+        f'<figure class="panel {"grid" if p.pixelated else "plot"}{" strip" if p.strip else ""}" '
+        f'data-stem="{esc(p.stem)}">'
         f'<img src="{data_uri(p.png)}" alt="{esc(p.alt)}"><figcaption>'
         f'{swatch(p.kind) if p.kind else ""}{esc(p.caption)}</figcaption></figure>' for p in fig.panels)
     return (f'<figure class="fig" data-figure="{esc(fig.name)}"><figcaption>{esc(fig.title)}</figcaption>'
