@@ -110,6 +110,7 @@ def synthetic_results() -> tuple[CompareResults, dict[str, dict[str, torch.Tenso
         config={"data": "digits", "budget": 60.0, "seed": 0, "evaluation": {"n_samples": 64, "nfe": [10, 20, 50]}},
         machine={"processor": "x86_64", "torch_threads": 2, "load_average_1_5_15_min": [1.0, 1.2, 1.3]},
         data=DataInfo("digits", (1, SIDE, SIDE), LEVELS, SIDE * SIDE, 360), feature_net={"name": "builtin"},
-        models=runs, beta_sweep=(SweepPoint(0.25, 0.05, 12.0), SweepPoint(1.0, 0.02, 20.0), SweepPoint(4.0, 0.005, 35.0)),
+        models=runs,
+        beta_sweep=(SweepPoint(0.25, 0.05, 12.0), SweepPoint(1.0, 0.02, 20.0), SweepPoint(4.0, 0.005, 35.0)),
         contrasts=contrasts())
     return results, images, reference

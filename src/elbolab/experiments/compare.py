@@ -152,7 +152,8 @@ def run_compare(cfg: CompareConfig, out: Path, log: Log = print, progress: bool 
         models[kind], images[kind] = measure_run(run_dir, cfg.evaluation, test, features,
                                                  watched_log(log, watch, kind))
     sweep_only = replace(cfg.evaluation, parts=("information",))
-    sweep = [sweep_point(measure_run(run_dir, sweep_only, test, features, watched_log(log, watch, f"vae β={beta:g}"))[0])
+    sweep = [sweep_point(measure_run(run_dir, sweep_only, test, features,
+                                     watched_log(log, watch, f"vae β={beta:g}"))[0])
              for beta, run_dir in sweep_runs.items()]
     sweep.append(sweep_point(models["vae"]))
     sweep = tuple(sorted(sweep, key=lambda p: p.beta))

@@ -61,7 +61,8 @@ def summary_rows(results: CompareResults) -> list[tuple[str, list[str]]]:
         fastest = max(r.speed, key=lambda s: s.images_per_second, default=None)
         q = r.quality or {}
         sharp = (r.sharpness or {}).get("samples", {})
-        rows.append((kind, [label(kind), f"{num(r.bound.bpd.total)} ± {num(r.bound.bpd.ci95, 2)}" if r.bound else "–",
+        bound = f"{num(r.bound.bpd.total)} ± {num(r.bound.bpd.ci95, 2)}" if r.bound else "–"
+        rows.append((kind, [label(kind), bound,
                             num(r.parameters), f"{num(run.train_steps)} ({num(run.train_images_per_s)} img/s)",
                             num(q.get("fd")), num(sharp.get("laplacian_variance_ratio")),
                             f"{num(fastest.images_per_second)} at NFE {fastest.nfe}" if fastest else "–",
@@ -133,8 +134,9 @@ a{color:#0b57a4}
 .badge.supported::before{width:.32em;height:.66em;border:solid currentColor;border-width:0 .17em .17em 0;
  transform:rotate(45deg) translate(-.05em,-.08em)}
 .badge.not-supported{background:#fff;border-color:#a3231a;color:#a3231a}
-.badge.not-supported::before{width:.72em;height:.72em;background:linear-gradient(45deg,transparent 40%,currentColor 40%,
- currentColor 60%,transparent 60%),linear-gradient(-45deg,transparent 40%,currentColor 40%,currentColor 60%,transparent 60%)}
+.badge.not-supported::before{width:.72em;height:.72em;
+ background:linear-gradient(45deg,transparent 40%,currentColor 40%,currentColor 60%,transparent 60%),
+ linear-gradient(-45deg,transparent 40%,currentColor 40%,currentColor 60%,transparent 60%)}
 .badge.inconclusive{background:#fff;border-style:dashed;border-color:#5f5f5f;color:#3d3d3d}
 .badge.inconclusive::before{width:.7em;height:.17em;background:currentColor}
 .board{list-style:none;margin:0;padding:0;border:1px solid #cfcfcf;border-radius:.5rem;overflow:hidden}
