@@ -24,7 +24,9 @@ CHECKS = """(() => {
     badge: li.querySelector('.badge').textContent}));
   const wide = [...document.querySelectorAll('main *')].filter(e => e.getBoundingClientRect().right > de.clientWidth + 1
       && !e.closest('.scroll')).map(e => e.tagName + '.' + e.className);
-  return {scrollWidth: de.scrollWidth, clientWidth: de.clientWidth, wide: wide.slice(0, 5),
+  const crushed = [...document.querySelectorAll('td, dd, figcaption, p')].filter(e => e.textContent.trim().length > 3
+      && e.getBoundingClientRect().width < 48).map(e => e.tagName + ': ' + e.textContent.slice(0, 40));
+  return {scrollWidth: de.scrollWidth, clientWidth: de.clientWidth, wide: wide.slice(0, 5), crushed: crushed.slice(0, 5),
           images: imgs.length, broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt),
           external: imgs.filter(i => !i.src.startsWith('data:')).map(i => i.src),
           scripts: document.scripts.length, stylesheets: document.querySelectorAll('link[rel=stylesheet]').length,
@@ -65,6 +67,7 @@ def assert_sound(found: dict, contrasts) -> None:
     assert found["scripts"] == 0 and found["stylesheets"] == 0
     assert found["scrollWidth"] <= found["clientWidth"], (found["scrollWidth"], found["clientWidth"], found["wide"])
     assert not found["wide"], found["wide"]
+    assert not found["crushed"], found["crushed"]            # no text squeezed into a sliver of a column
     # the verdict board lists every contrast, in order, with its verdict, linking to its section
     assert [(r["title"], r["badge"].replace("verdict: ", "")) for r in found["board"]] == \
         [(c.title, c.verdict) for c in contrasts]

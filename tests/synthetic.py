@@ -107,9 +107,15 @@ def synthetic_results() -> tuple[CompareResults, dict[str, dict[str, torch.Tenso
                   "interpolation": torch.randint(0, LEVELS, (6, 9, 1, SIDE, SIDE), generator=g)} for k in models}
     reference = torch.randint(0, LEVELS, (32, 1, SIDE, SIDE), generator=g)
     results = CompareResults(
-        config={"data": "digits", "budget": 60.0, "seed": 0, "evaluation": {"n_samples": 64, "nfe": [10, 20, 50]}},
-        machine={"processor": "x86_64", "torch_threads": 2, "load_average_1_5_15_min": [1.0, 1.2, 1.3]},
-        data=DataInfo("digits", (1, SIDE, SIDE), LEVELS, SIDE * SIDE, 360), feature_net={"name": "builtin"},
+        config={"data": "digits", "data_dir": None, "budget": 60.0, "seed": 0,
+                "evaluation": {"n_samples": 64, "nfe": [10, 20, 50], "estimator": None, "parts": [
+                    "likelihood", "speed", "quality", "sharpness", "interpolation", "information"]},
+                "overrides": {"diffusion": {"model.unet.preset": "tiny", "train.batch_size": 64}}},
+        machine={"platform": "Linux-6.1.0-28-cloud-amd64-x86_64-with-glibc2.36", "processor": "x86_64",
+                 "torch_threads": 2, "load_average_1_5_15_min": [1.0, 1.2, 1.3]},
+        data=DataInfo("digits", (1, SIDE, SIDE), LEVELS, SIDE * SIDE, 360),
+        feature_net={"name": "elbolab-cnn/digits", "inception_unavailable_because":
+                     "Inception weights are not on this machine and nothing may be downloaded at run time"},
         models=runs,
         beta_sweep=(SweepPoint(0.25, 0.05, 12.0), SweepPoint(1.0, 0.02, 20.0), SweepPoint(4.0, 0.005, 35.0)),
         contrasts=contrasts())

@@ -112,8 +112,10 @@ def information_curve(curve: Sequence[RatePoint], latent_rates: dict[str, float]
     for i, (kind, rate) in enumerate(latent_rates.items()):
         ax.axhline(rate, color=colour(kind), linestyle=("-", "-.", ":")[i % 3],
                    label=f"{label(kind)}: rate KL(q(z|x)‖p(z)) ≥ I(x; z)")
-    log_if_decades(ax, "y", [r.capacity_bpd for r in rows] + [r.bits_to_recover_bpd for r in rows]
-                   + list(latent_rates.values()))
+    values = [r.capacity_bpd for r in rows] + [r.bits_to_recover_bpd for r in rows] + list(latent_rates.values())
+    log_if_decades(ax, "y", values)
+    if ax.get_yscale() == "log":                        # the last steps' vanishing ceiling would squash the rest
+        ax.set_ylim(bottom=max(min(values), max(values) * 1e-4))
     ax.set_xlabel("diffusion time t (0: data, 1: noise)")
     ax.set_ylabel("information (bits/dim)")
     ax.set_title("Information destroyed gradually vs. a one-step bottleneck")

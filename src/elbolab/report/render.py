@@ -175,7 +175,7 @@ th,td{padding:.35rem .65rem;border-bottom:1px solid #e6e6e6;text-align:right;whi
 th{background:#f2f2f2;font-weight:600}
 th:first-child,td:first-child{text-align:left}
 table.kv th,table.kv td{white-space:normal;text-align:left;overflow-wrap:anywhere}
-table.kv td:first-child{white-space:nowrap;font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:.82rem}
+table.kv td:first-child{white-space:normal;overflow-wrap:anywhere;font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:.82rem}
 .note{color:#555;font-size:.9rem}
 @media (max-width:56rem){
  .board li{grid-template-columns:minmax(0,1fr) auto}
@@ -189,6 +189,9 @@ table.kv td:first-child{white-space:nowrap;font-family:ui-monospace,"DejaVu Sans
  .board .verdict{text-align:left}
  .board .effect{grid-row:auto}
  .contrast{padding:.75rem}
+ table.kv thead{display:none}
+ table.kv tr{display:block;border-bottom:1px solid #e6e6e6;padding:.3rem 0}
+ table.kv td{display:block;border:0;padding:.05rem .65rem}
 }
 @media print{.badge.supported{background:#fff;color:#000;border-color:#000;border-width:3px}}
 """
