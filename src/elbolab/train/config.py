@@ -30,7 +30,7 @@ class TrainConfig:
     threads: int = 0               # torch CPU threads, 0 = torch's default
     device: str = "auto"           # auto | cpu | cuda | cuda:N
     precision: Literal["fp32", "bf16"] = "fp32"
-    tensorboard: bool = False      # write TensorBoard event files into RUN/tensorboard (pip install 'elbolab[tensorboard]')
+    tensorboard: bool = False      # TensorBoard event files in RUN/tensorboard (pip install 'elbolab[tensorboard]')
 
     def __post_init__(self) -> None:
         positive = {"steps": self.steps, "batch_size": self.batch_size, "eval_n": self.eval_n,
