@@ -40,3 +40,20 @@ def run_cli(capsys):
         return int(exc.value.code or 0), out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium per test process; where none starts, the test is skipped with the reason (pytest's
+    -rs, on by default, prints it)."""
+    from cdp import BrowserError, Chromium, find_chromium
+
+    exe = find_chromium()
+    if exe is None:
+        pytest.skip("no Chromium found (install Debian's chromium, or set ELBOLAB_CHROMIUM to a browser)")
+    try:
+        b = Chromium(exe)
+    except BrowserError as exc:
+        pytest.skip(f"Chromium could not be started: {exc}")
+    yield b
+    b.close()

@@ -8,7 +8,7 @@ import pytest
 from elbolab.evaluate.run import EvalConfig
 from elbolab.experiments.compare import KINDS, CompareConfig, run_compare
 from elbolab.experiments.verdicts import combine
-from elbolab.report.render import save_grids, write_report
+from elbolab.report.render import write_report
 
 #: encoder, bottleneck, speed, sharpness, quality, steps, two tug-of-war, likelihood, interpolation, ε-objective,
 #: latent diffusion
@@ -32,8 +32,7 @@ def compared(tmp_path_factory):
                         timing_repeats=2, information_images=200, information_draws=32, overrides=TINY)
     messages = []
     results, images = run_compare(cfg, out, log=messages.append, progress=False)
-    grids = save_grids(images, results.data.levels, out)
-    paths = write_report(results, out, grids)
+    paths = write_report(results, out, images)
     return out, results, paths, messages
 
 
@@ -92,11 +91,23 @@ def test_report_files_are_written_and_consistent(compared):
         results.models["vae"].measurement.bound.bpd.total)
     md = paths["markdown"].read_text()
     assert "## The contrasts, measured" in md and md.count("**Verdict:") == CONTRASTS
-    for name in ("bound_terms.png", "per_step.png", "rate_distortion.png", "information.png", "speed.png",
-                 "samples_vae.png", "samples_diffusion.png", "interpolation_vae.png"):
+    for name in ("bound_terms.png", "per_step.png", "rate_distortion.png", "information.png", "frontier_quality.png",
+                 "frontier_speed.png", "samples_vae.png", "samples_diffusion.png", "interpolation_vae.png",
+                 "information_curves.png", "steps_sharpness.png", "beta_sweep.png"):
         assert (out / name).is_file(), name
-        assert name in md
-    assert "<table>" in paths["html"].read_text()
+        assert f"]({name})" in md
+    page = paths["html"].read_text()
+    assert page.count("<img src=\"data:image/png;base64,") >= 8 and ".png\"" not in page
+
+
+def test_the_real_report_in_a_browser(compared, browser, tmp_path):
+    from pagecheck import artefacts, assert_sound, inspect
+
+    out, results, paths, _ = compared
+    for width in (1280, 390):
+        found = inspect(browser, paths["html"], width, artefacts(tmp_path), "compare")
+        assert_sound(found, results.contrasts)
+        assert all(s["figure"] for s in found["sections"])       # every contrast of a real compare has its figure
 
 
 def test_a_second_compare_reuses_finished_runs(compared, tmp_path):
@@ -114,6 +125,8 @@ def test_report_command_on_existing_runs(compared, run_cli, tmp_path):
                                 "--n-samples", "16")
     assert code == 0, err
     assert (tmp_path / "r" / "report.md").is_file() and "supported" in stdout
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert 'class="board"' in page and page.count('<img src="data:image/png;base64,') >= 5 and ".png\"" not in page
     code, _, err = run_cli("report", out / "runs" / "vae", out / "runs" / "vae", "--out", tmp_path / "r2")
     assert code == 1 and err.startswith("error:")
 

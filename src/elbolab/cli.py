@@ -257,7 +257,7 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int) -> N
 @click.option("--features", type=click.Choice(["builtin", "inception", "auto"]), default="builtin",
               show_default=True, help="Feature network for the Fréchet distance.")
 @click.option("--quick", is_flag=True, help="Small evaluation (fewer images, samples and steps): a smoke test.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--quiet", is_flag=True, help="No progress display, only the job's log lines.")
 def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int, seeds: int, n_samples: int,
             features: str, quick: bool, quiet: bool) -> None:
     """The main job: train a VAE, diffusion and latent diffusion under one budget, measure, judge, report."""
@@ -271,7 +271,7 @@ def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int,
     validate_compare(data, data_dir, out, features)
 
     from elbolab.experiments.compare import CompareConfig, compare_evaluation, estimated_seconds, run_compare
-    from elbolab.report.render import save_grids, write_report
+    from elbolab.report.render import write_report
 
     evaluation = compare_evaluation(seed=seed, n_samples=n_samples)
     if quick:
@@ -286,10 +286,16 @@ def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int,
         click.echo(f"[compare] {seeds} seeds: about {estimated_seconds(cfg) / 60:.0f} minutes on an idle machine "
                    f"(training {budget:g} s per model per seed, plus measurement)", err=True)
     out_dir = Path(out)
-    results, images = run_compare(cfg, out_dir, log=lambda m: click.echo(f"[compare] {m}", err=True),
-                                  progress=not quiet, features_kind=features)
-    grids = save_grids(images, results.data.levels, out_dir)
-    paths = write_report(results, out_dir, grids)
+    if quiet:
+        results, images = run_compare(cfg, out_dir, log=lambda m: click.echo(f"[compare] {m}", err=True),
+                                      progress=False, features_kind=features)
+    else:
+        from elbolab.report.progress import job_progress
+
+        with job_progress() as display:
+            results, images = run_compare(cfg, out_dir, log=display.log, progress=False, features_kind=features,
+                                          watch=display)
+    paths = write_report(results, out_dir, images, reference_images(cfg.data, cfg.data_dir))
     _print_verdicts(results)
     click.echo(f"report: {paths['markdown']} and {paths['html']}")
 
@@ -303,15 +309,23 @@ def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int,
 def report(run_dirs: tuple[str, ...], out: str, n_samples: int, features: str) -> None:
     """Measure trained runs side by side and write the report (contrasts need a VAE and a diffusion run)."""
     from elbolab.experiments.runs import measure_runs
-    from elbolab.report.render import save_grids, write_report
+    from elbolab.report.render import write_report
 
     results, images = measure_runs([Path(r) for r in run_dirs], n_samples=n_samples, features_kind=features,
                                    log=lambda m: click.echo(f"[report] {m}", err=True))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = write_report(results, out_dir, save_grids(images, results.data.levels, out_dir))
+    paths = write_report(results, out_dir, images, reference_images(results.config["data"],
+                                                                     results.config.get("data_dir")))
     _print_verdicts(results)
     click.echo(f"report: {paths['markdown']} and {paths['html']}")
+
+
+def reference_images(data: str, data_dir: str | None):
+    """Real test images shown beside the samples."""
+    from elbolab.data import load_data
+
+    return load_data(data, "test", data_dir).images[:32]
 
 
 def _print_verdicts(results) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -83,6 +83,41 @@ def elbo_weighted(diffusion: Any) -> tuple[dict[str, Any], str]:
     return {"loss": "vlb", "variance": "learned"}, "L_vlb with learned variance"
 
 
+@dataclass(frozen=True)
+class JobEvent:
+    """What the compare job is doing, for a progress display: a plan of its stages, a stage starting, a training
+    step, a measurement message, or the end."""
+
+    stage: str                                  # "plan" | "train" | "measure" | "done"
+    name: str = ""                              # the run: "vae", "vae β=4", ...
+    detail: str = ""                            # what is being measured
+    step: int | None = None
+    loss: float | None = None
+    plan: tuple[tuple[str, str, float], ...] = ()   # "plan": (stage, name, training budget s; 0: not known) each
+
+
+Watch = Callable[[JobEvent], None]
+
+
+def job_plan(cfg: CompareConfig) -> tuple[tuple[str, str, float], ...]:
+    """Every stage of the job in order, with its training budget in seconds (0 for measurements)."""
+    sweep = [f"vae β={beta:g}" for beta in cfg.beta_sweep]
+    sweep_budget = cfg.budget * cfg.sweep_budget_fraction
+    return (tuple(("train", kind, cfg.budget) for kind in KINDS) + tuple(("train", n, sweep_budget) for n in sweep)
+            + tuple(("measure", n, 0.0) for n in (*KINDS, *sweep)))
+
+
+def watched_log(log: Log, watch: Watch | None, name: str) -> Log:
+    """`log`, also telling `watch` what is measured for run `name`."""
+    if watch is None:
+        return log
+
+    def both(message: str) -> None:
+        watch(JobEvent("measure", name, detail=message))
+        log(message)
+    return both
+
+
 def budgeted_run(kind: str, cfg: CompareConfig, test: ImageData, budget: float,
                  model_changes: dict[str, Any] | None = None) -> RunConfig:
     """The typed run config of one model in the comparison: the kind's configuration sized for these images,
@@ -95,7 +130,7 @@ def budgeted_run(kind: str, cfg: CompareConfig, test: ImageData, budget: float,
 
 
 def train_or_reuse(run_cfg: RunConfig, run_dir: Path, train: ImageData, test: ImageData, log: Log,
-                   progress: bool) -> None:
+                   progress: bool, watch: Watch | None = None, name: str = "") -> None:
     """Train a run; a finished run with the same settings is reused, an interrupted one resumed."""
     if (run_dir / CONFIG_FILE).is_file() and read_run_config(run_dir) != run_cfg:
         raise ElbolabError(f"{run_dir} holds a {run_cfg.kind} run trained with other settings (budget, seed or "
@@ -105,28 +140,34 @@ def train_or_reuse(run_cfg: RunConfig, run_dir: Path, train: ImageData, test: Im
         return
     resume = (run_dir / CHECKPOINT_FILE).is_file()
     log(f"{run_cfg.kind}: {'resuming' if resume else 'training'} for {run_cfg.train.max_seconds:.0f} s")
-    fit_run(run_cfg, run_dir, train, test, resume=resume, progress=progress)
+    callbacks = () if watch is None else \
+        (lambda step, record: watch(JobEvent("train", name or run_cfg.kind, step=step, loss=record["loss"])),)
+    fit_run(run_cfg, run_dir, train, test, resume=resume, progress=progress, callbacks=callbacks)
 
 
 def train_models(cfg: CompareConfig, out: Path, log: Log, progress: bool, train: ImageData | None = None,
-                 test: ImageData | None = None) -> dict[str, Path]:
+                 test: ImageData | None = None, watch: Watch | None = None) -> dict[str, Path]:
     """Train (or pick up) one run per kind; returns their folders."""
     train = train or load_data(cfg.data, "train", cfg.data_dir)
     test = test or load_data(cfg.data, "test", cfg.data_dir)
     runs = {kind: out / "runs" / kind for kind in KINDS}
     for kind, run_dir in runs.items():
-        train_or_reuse(budgeted_run(kind, cfg, test, cfg.budget), run_dir, train, test, log, progress)
+        if watch:
+            watch(JobEvent("train", kind))
+        train_or_reuse(budgeted_run(kind, cfg, test, cfg.budget), run_dir, train, test, log, progress, watch, kind)
     return runs
 
 
 def train_sweep(cfg: CompareConfig, out: Path, log: Log, progress: bool, train: ImageData,
-                test: ImageData) -> dict[float, Path]:
+                test: ImageData, watch: Watch | None = None) -> dict[float, Path]:
     """Train (or pick up) the β-sweep VAEs, each on `sweep_budget_fraction` of the budget; returns their folders."""
     sweep = {beta: out / "runs" / f"vae-beta{beta:g}" for beta in cfg.beta_sweep}
     for beta, run_dir in sweep.items():
         run_cfg = budgeted_run("vae", cfg, test, cfg.budget * cfg.sweep_budget_fraction, {"beta": beta})
+        if watch:
+            watch(JobEvent("train", f"vae β={beta:g}"))
         log(f"β-sweep: VAE with β = {beta:g} for {run_cfg.train.max_seconds:.0f} s")
-        train_or_reuse(run_cfg, run_dir, train, test, log, progress)
+        train_or_reuse(run_cfg, run_dir, train, test, log, progress, watch, f"vae β={beta:g}")
     return sweep
 
 
@@ -159,11 +200,14 @@ def estimated_seconds(cfg: CompareConfig, measure_seconds: float = 90.0) -> floa
 
 
 def run_compare(cfg: CompareConfig, out: Path, log: Log = print, progress: bool = True,
-                features_kind: str = "builtin") -> tuple[CompareResults, dict[str, dict[str, Any]]]:
+                features_kind: str = "builtin", watch: Watch | None = None
+                ) -> tuple[CompareResults, dict[str, dict[str, Any]]]:
     """Train, measure and judge, once per seed; the contrasts fold every seed's effects. Returns the results and
-    the first seed's images."""
+    the first seed's images. `watch`, where given, hears every stage, training step and measurement (`JobEvent`)."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "compare-config.json", asdict(cfg))
+    if watch:
+        watch(JobEvent("plan", plan=job_plan(cfg)))
     train, test = load_data(cfg.data, "train", cfg.data_dir), load_data(cfg.data, "test", cfg.data_dir)
     log("feature network for sample quality")
     features, why_not = select_features(cfg.data, features_kind, data_dir=cfg.data_dir)
@@ -172,10 +216,13 @@ def run_compare(cfg: CompareConfig, out: Path, log: Log = print, progress: bool 
         seed_cfg = replace(cfg, seed=cfg.seed + index, evaluation=replace(cfg.evaluation, seed=cfg.seed + index))
         if cfg.seeds > 1:
             log(f"seed {seed_cfg.seed} ({index + 1} of {cfg.seeds})")
-        result, seed_images = run_seed(seed_cfg, seed_folder(out, cfg, index), train, test, features, log, progress)
+        result, seed_images = run_seed(seed_cfg, seed_folder(out, cfg, index), train, test, features, log, progress,
+                                       watch)
         atomic_write_json(out / f"seed-{seed_cfg.seed}-results.json", result.to_json())
         seeds.append(result)
         images = images or seed_images
+    if watch:
+        watch(JobEvent("done"))
     first = seeds[0]
     contrasts = fold_seeds([s.contrasts for s in seeds])
     results = CompareResults(config=asdict(cfg), machine=machine_info(), data=data_info(test),
@@ -186,16 +233,16 @@ def run_compare(cfg: CompareConfig, out: Path, log: Log = print, progress: bool 
 
 
 def run_seed(cfg: CompareConfig, out: Path, train: ImageData, test: ImageData, features: Any, log: Log,
-             progress: bool) -> tuple[SeedResult, dict[str, dict[str, Any]]]:
+             progress: bool, watch: Watch | None = None) -> tuple[SeedResult, dict[str, dict[str, Any]]]:
     """One seed's comparison: train every run, measure, gather the evidence and judge it."""
-    runs = train_models(cfg, out, log, progress, train, test)
-    sweep_runs = train_sweep(cfg, out, log, progress, train, test)
+    runs = train_models(cfg, out, log, progress, train, test, watch)
+    sweep_runs = train_sweep(cfg, out, log, progress, train, test, watch)
     objective_runs = train_objective_pair(cfg, out, log, progress, train, test)
     ev_cfg = cfg.evaluation
     models: dict[str, RunResult] = {}
     images: dict[str, dict[str, Any]] = {}
     for kind, run_dir in runs.items():
-        models[kind], images[kind] = measure_run(run_dir, ev_cfg, test, features, log)
+        models[kind], images[kind] = measure_run(run_dir, ev_cfg, test, features, watched_log(log, watch, kind))
     loaded = {kind: load_run(run_dir)[1] for kind, run_dir in runs.items()}
     reference = quality_reference(test, ev_cfg.n_samples)
     held_out = train.images[: ev_cfg.n_samples]
@@ -223,8 +270,8 @@ def run_seed(cfg: CompareConfig, out: Path, train: ImageData, test: ImageData, f
         sweep=sweep, floors=floors, forward_information=information[0],
         code_information=information[1] if len(information) > 1 else None, steps=steps, paths=paths,
         timings=timings,
-        objective=(objective["simple"].measurement, objective["elbo-weighted"].measurement, elbo_weighted(loaded["diffusion"].config)[1])
-        if objective else None)
+        objective=(objective["simple"].measurement, objective["elbo-weighted"].measurement,
+                   elbo_weighted(loaded["diffusion"].config)[1]) if objective else None)
     return SeedResult(cfg.seed, models, sweep, floors, information, steps, paths, timings, objective,
                       judge(evidence)), images
 

@@ -151,7 +151,7 @@ def contrast_encoder(timing: PairedTiming, vae_parameters: int, diffusion_passes
         "and mapping an image to its latent x_T deterministically (DDIM inversion) takes many network passes.",
         f"VAE encoder: {vae_parameters:,} learned parameters, 1 pass; diffusion: 0 parameters, DDIM inversion with "
         f"{diffusion_passes} network passes. Time ratio (diffusion / VAE, alternating repeats): {show(e)}.",
-        [e], figure="speed")
+        [e], figure="reconstructions")
 
 
 BOTTLENECK = "Latent: a bottleneck vs. same-size latents with information destroyed gradually"
@@ -207,7 +207,7 @@ def contrast_speed(timing: PairedTiming, nfe: int) -> Contrast:
     e = ratio_effect(f"diffusion (NFE {nfe}) / VAE sampling time", timing)
     return judged(SPEED, "The VAE samples with one decoder pass; diffusion needs one network pass per step.",
                   f"Sampling time ratio, diffusion at NFE {nfe} over the VAE's one pass, same batch, alternating "
-                  f"repeats (load average {timing.load_average}): {show(e)}×.", [e], figure="speed")
+                  f"repeats (load average {timing.load_average}): {show(e)}×.", [e], figure="frontier")
 
 
 SHARPNESS = "Samples: blurry vs. sharp"
@@ -360,7 +360,7 @@ def contrast_objective(simple: Measurement, weighted: Measurement, weighted_name
                   "costs likelihood and buys sample quality.",
                   f"Same budget, same network: L_simple ({simple.objective}) {simple.bound.bpd.total:.3f} bits/dim, "
                   f"ELBO-weighted ({weighted_name}) {weighted.bound.bpd.total:.3f} bits/dim; cost of dropping "
-                  f"the weights {show(cost)} bits/dim{fd_txt}.", effects, figure="objective")
+                  f"the weights {show(cost)} bits/dim{fd_txt}.", effects, figure="bound_terms")
 
 
 INTERPOLATION = "Interpolation: a VAE's latent space vs. diffusion's inverted noise"
@@ -412,7 +412,7 @@ def contrast_latent(latent: Measurement, timing: PairedTiming | None, dims: int,
         "diffusion in pixel space.",
         f"D = {dims} pixel values, {latent_dims} latent dimensions (ratio {ratio:.1f}). Same frozen autoencoder: "
         f"its own ELBO {ae.bpd.total:.3f} bits/dim, with the latent diffusion prior {own.bpd.total:.3f}; paired "
-        f"difference {show(tighter)}.{speed_txt}", effects, figure="speed",
+        f"difference {show(tighter)}.{speed_txt}", effects, figure="frontier",
         numbers={"dimension_ratio": ratio})
 
 

@@ -1,8 +1,11 @@
-"""The report's figures, each drawn from the typed results of `compare` (or `report`)."""
+"""The report's plots, each drawn from typed results into PNG bytes: one colour per model in every plot,
+axis labels with their units, log axes where the data span decades."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
+import math
+from typing import Any, Iterable, Sequence
 
 import matplotlib
 
@@ -12,122 +15,198 @@ import matplotlib.pyplot as plt  # noqa: E402
 from elbolab.evaluate.run import Measurement  # noqa: E402
 from elbolab.records import RatePoint, SpeedRow, SweepPoint  # noqa: E402
 
-COLOURS = {"vae": "#1f77b4", "diffusion": "#d62728", "latent-diffusion": "#2ca02c"}
+#: one colour per model kind (Okabe–Ito, readable by colour-blind readers); other kinds take the rest in turn
+COLOURS = {"vae": "#0072B2", "diffusion": "#D55E00", "latent-diffusion": "#009E73"}
+SPARE_COLOURS = ("#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 LABELS = {"vae": "VAE", "diffusion": "diffusion", "latent-diffusion": "latent diffusion"}
+#: one marker and line style per sampler, the same in every plot
+SAMPLER_STYLE = {"decoder": ("*", "-"), "ddim": ("o", "-"), "dpm-solver++": ("^", "--"), "ancestral": ("s", ":")}
+DECADES_FOR_LOG = 1.5   # a positive axis whose data span more than this many decades is drawn on a log scale
 
 
-def _save(fig, path: Path) -> Path:
+def colour(kind: str) -> str:
+    """The colour of a model kind in every figure and table of the report."""
+    if kind not in COLOURS:
+        COLOURS[kind] = SPARE_COLOURS[(len(COLOURS) - 3) % len(SPARE_COLOURS)]
+    return COLOURS[kind]
+
+
+def label(kind: str) -> str:
+    """A model kind as readers name it."""
+    return LABELS.get(kind, kind)
+
+
+def png(fig) -> bytes:
+    """A finished figure as PNG bytes (the figure is closed)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    return path
+    return buffer.getvalue()
 
 
-def bound_terms(models: dict[str, Measurement], path: Path) -> Path:
+def log_if_decades(ax, axis: str, values: Iterable[float]) -> None:
+    """Put `axis` ("x" or "y") on a log scale when its positive values span more than DECADES_FOR_LOG decades."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if vals and min(vals) > 0 and math.log10(max(vals) / min(vals)) > DECADES_FOR_LOG:
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+
+
+def bound_terms(models: dict[str, Measurement]) -> bytes:
     """Stacked bars: each model's −ELBO split into its named terms, bits/dim, with the 95% interval."""
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     for i, (kind, res) in enumerate(models.items()):
         bottom = 0.0
-        for name, value in res.bound.bpd.terms.items():
-            ax.bar(i, value, bottom=bottom, color=COLOURS.get(kind), alpha=0.35 + 0.2 * (bottom > 0),
-                   edgecolor="black", linewidth=0.5)
-            if abs(value) > 0.04 * res.bound.bpd.total:
+        for j, (name, value) in enumerate(res.bound.bpd.terms.items()):
+            ax.bar(i, value, bottom=bottom, color=colour(kind), alpha=0.45 + 0.25 * (j % 2), edgecolor="black",
+                   linewidth=0.5)
+            if abs(value) > 0.06 * res.bound.bpd.total:
                 ax.text(i, bottom + value / 2, name, ha="center", va="center", fontsize=7)
             bottom += value
         ax.errorbar(i, res.bound.bpd.total, yerr=res.bound.bpd.ci95, color="black", capsize=4)
-    ax.set_xticks(range(len(models)), [LABELS.get(k, k) for k in models])
-    ax.set_ylabel("−ELBO, bits/dim (lower is better)")
-    ax.set_title("One bound, its terms per model")
-    return _save(fig, path)
+    ax.set_xticks(range(len(models)), [label(k) for k in models])
+    ax.set_ylabel("−ELBO (bits/dim), lower is better")
+    ax.set_title("One bound, its terms per model (bar: 95% interval)")
+    return png(fig)
 
 
-def per_step_terms(per_step_bpd: tuple[float, ...], path: Path) -> Path:
+def per_step_terms(per_step_bpd: Sequence[float]) -> bytes:
     """Diffusion's bound along the chain: L_{t−1} for t = 1..T (log scale)."""
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
-    ax.semilogy(range(1, len(per_step_bpd) + 1), [max(v, 1e-12) for v in per_step_bpd], color=COLOURS["diffusion"])
-    ax.set_xlabel("step t")
-    ax.set_ylabel("L_{t−1}, bits/dim")
+    ax.semilogy(range(1, len(per_step_bpd) + 1), [max(v, 1e-12) for v in per_step_bpd], color=colour("diffusion"))
+    ax.set_xlabel("step t (of T)")
+    ax.set_ylabel(r"$L_{t-1}$ (bits/dim)")
     ax.set_title("Diffusion: the bound is a sum of small per-step KLs")
-    return _save(fig, path)
+    return png(fig)
 
 
-def rate_distortion(diffusion_curve: tuple[RatePoint, ...], vae_points: tuple[SweepPoint, ...], path: Path) -> Path:
+def rate_distortion(diffusion_curve: Sequence[RatePoint], vae_points: Sequence[SweepPoint]) -> bytes:
     """Diffusion's progressive-coding curve and the VAE β-sweep on the same axes."""
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     if diffusion_curve:
         ax.plot([r.rate_bpd for r in diffusion_curve], [r.distortion_rmse for r in diffusion_curve],
-                "o-", ms=3, color=COLOURS["diffusion"], label="diffusion, progressive coding along t")
+                "o-", ms=3, color=colour("diffusion"), label="diffusion: progressive coding along t")
     for p in vae_points:
-        ax.plot(p.rate_bpd, p.distortion_rmse, "s", color=COLOURS["vae"])
-        ax.annotate(f"β={p.beta:g}", (p.rate_bpd, p.distortion_rmse), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
+        ax.plot(p.rate_bpd, p.distortion_rmse, "s", ms=7, color=colour("vae"))
+        ax.annotate(f"β={p.beta:g}", (p.rate_bpd, p.distortion_rmse), fontsize=8,
+                    xytext=(5, 4), textcoords="offset points")
     if vae_points:
-        ax.plot([], [], "s", color=COLOURS["vae"], label="VAE, rate KL(q‖p) vs reconstruction")
+        ax.plot([], [], "s", color=colour("vae"), label="VAE β-sweep: rate KL(q‖p) vs reconstruction")
     ax.set_xscale("symlog", linthresh=0.01)
-    ax.set_xlabel("rate, bits/dim")
-    ax.set_ylabel("distortion, RMSE (0–255)")
-    ax.set_title("Rate–distortion")
+    ax.set_xlabel("rate (bits/dim, symmetric log scale)")
+    ax.set_ylabel("distortion: RMSE (0–255 scale)")
+    ax.set_title("Rate–distortion: the reconstruction–KL tug-of-war")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return png(fig)
 
 
-def information_curve(curve: tuple[RatePoint, ...], latent_rates: dict[str, float], path: Path) -> Path:
+def information_curve(curve: Sequence[RatePoint], latent_rates: dict[str, float]) -> bytes:
     """How much information x_t keeps about x_0 along t, against each learned latent's rate (a bottleneck)."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
     rows = [r for r in curve if r.step > 0]
     ts = [r.t for r in rows]
-    ax.plot(ts, [r.capacity_bpd for r in rows], color=COLOURS["diffusion"],
+    ax.plot(ts, [r.capacity_bpd for r in rows], color=colour("diffusion"),
             label="ceiling on I(x_0; x_t): Σ ½ log(1 + SNR·Var x_0)")
-    ax.plot(ts, [r.bits_to_recover_bpd for r in rows], "--", color=COLOURS["diffusion"],
+    ax.plot(ts, [r.bits_to_recover_bpd for r in rows], "--", color=colour("diffusion"),
             label="bits still needed to recover x_0 from x_t")
-    for kind, rate in latent_rates.items():
-        ax.axhline(rate, color=COLOURS.get(kind), label=f"{LABELS.get(kind, kind)} rate KL(q(z|x)‖p(z)) ≥ I(x; z)")
-    ax.set_xlabel("t")
-    ax.set_ylabel("bits/dim")
+    for i, (kind, rate) in enumerate(latent_rates.items()):
+        ax.axhline(rate, color=colour(kind), linestyle=("-", "-.", ":")[i % 3],
+                   label=f"{label(kind)}: rate KL(q(z|x)‖p(z)) ≥ I(x; z)")
+    values = [r.capacity_bpd for r in rows] + [r.bits_to_recover_bpd for r in rows] + list(latent_rates.values())
+    log_if_decades(ax, "y", values)
+    if ax.get_yscale() == "log":                        # the last steps' vanishing ceiling would squash the rest
+        ax.set_ylim(bottom=max(min(values), max(values) * 1e-4))
+    ax.set_xlabel("diffusion time t (0: data, 1: noise)")
+    ax.set_ylabel("information (bits/dim)")
     ax.set_title("Information destroyed gradually vs. a one-step bottleneck")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return png(fig)
 
 
-def speed(models: dict[str, Measurement], path: Path) -> Path:
-    """Sampling images/s against NFE, per model and sampler."""
+def _nfe_axis(ax, nfes: list[float]) -> None:
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_xlabel("network evaluations per image (NFE, log scale)")
+    ax.set_xlim(0.7, max(nfes + [2]) * 1.5)
+    ticks = sorted(set(int(n) for n in nfes))
+    ax.set_xticks(ticks, [str(n) for n in ticks])       # the NFEs measured, as plain numbers
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
+def frontier_quality(models: dict[str, Measurement], sweep: Sequence[Any] = ()) -> bytes:
+    """Fréchet distance against NFE for every sampler (the VAE: its one pass). `sweep` holds optional extra
+    quality points (`kind`, `sampler`, `nfe`, `fd`, and where known `fd_low`/`fd_high`), e.g. a steps sweep."""
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    for kind, res in models.items():
+    nfes: list[float] = []
+    swept: dict[tuple[str, str], list[Any]] = {}
+    for p in sweep:
+        swept.setdefault((p.kind, p.sampler), []).append(p)
+    for (kind, sampler), points in swept.items():
+        points = sorted(points, key=lambda p: p.nfe)
+        marker, line = SAMPLER_STYLE.get(sampler, ("o", "-"))
+        xs, ys = [p.nfe for p in points], [p.fd for p in points]
+        ax.plot(xs, ys, marker=marker, linestyle=line, color=colour(kind), label=f"{label(kind)} {sampler}")
+        lows, highs = [getattr(p, "fd_low", None) for p in points], [getattr(p, "fd_high", None) for p in points]
+        if all(v is not None for v in lows + highs):
+            ax.fill_between(xs, lows, highs, color=colour(kind), alpha=0.15, linewidth=0)
+        nfes += xs
+    for kind, m in models.items():
+        if m.quality and m.quality_samples and (kind, m.quality_samples.sampler) not in swept:
+            marker, _ = SAMPLER_STYLE.get(m.quality_samples.sampler, ("o", "-"))
+            ax.plot(m.quality_samples.steps, m.quality["fd"], marker=marker, ms=9, linestyle="none",
+                    color=colour(kind), label=f"{label(kind)} {m.quality_samples.sampler}")
+            nfes.append(m.quality_samples.steps)
+    _nfe_axis(ax, nfes)
+    ax.set_ylabel("Fréchet distance (lower is better)")
+    ax.set_title("Quality against sampling steps")
+    return png(fig)
+
+
+def frontier_speed(models: dict[str, Measurement]) -> bytes:
+    """Sampling throughput against NFE, per model and sampler."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    nfes: list[float] = []
+    for kind, m in models.items():
         by_sampler: dict[str, list[SpeedRow]] = {}
-        for row in res.speed:
+        for row in m.speed:
             by_sampler.setdefault(row.sampler, []).append(row)
         for sampler, rows in by_sampler.items():
-            style = {"ddim": "o-", "dpm-solver++": "^-", "ancestral": "s:", "decoder": "*"}.get(sampler, "o-")
-            ax.loglog([r.nfe for r in rows], [r.images_per_second for r in rows], style, color=COLOURS.get(kind),
-                      ms=8 if sampler == "decoder" else 4, label=f"{LABELS.get(kind, kind)} {sampler}")
-    ax.set_xlabel("network evaluations per image (NFE)")
-    ax.set_ylabel("images / s")
-    ax.set_title("Sampling speed")
-    ax.legend(fontsize=6, ncol=2)
-    return _save(fig, path)
+            rows = sorted(rows, key=lambda r: r.nfe)
+            marker, line = SAMPLER_STYLE.get(sampler, ("o", "-"))
+            ax.plot([r.nfe for r in rows], [r.images_per_second for r in rows], marker=marker, linestyle=line,
+                    ms=9 if len(rows) == 1 else 5, color=colour(kind), label=f"{label(kind)} {sampler}")
+            nfes += [r.nfe for r in rows]
+    _nfe_axis(ax, nfes)
+    ax.set_yscale("log")
+    ax.set_ylabel("images per second (log scale)")
+    ax.set_title("Sampling speed against steps")
+    return png(fig)
 
 
-def information_curves(curves: tuple, path: Path) -> Path:
+def information_curves(curves: tuple) -> bytes:
     """I(x_0; x_t) of the forward process along t (± 1.96 Monte-Carlo errors) and each one-step code's I(x; z)."""
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
     for c in curves:
         if len(c.steps) > 1:
             lo = [v - 1.96 * s for v, s in zip(c.nats, c.stderr_nats)]
             hi = [v + 1.96 * s for v, s in zip(c.nats, c.stderr_nats)]
-            ax.plot(c.steps, c.nats, color=COLOURS["diffusion"], label=f"{c.name}: I(x_0; x_t)")
-            ax.fill_between(c.steps, lo, hi, color=COLOURS["diffusion"], alpha=0.25)
+            ax.plot(c.steps, c.nats, color=colour("diffusion"), label=f"{c.name}: I(x_0; x_t)")
+            ax.fill_between(c.steps, lo, hi, color=colour("diffusion"), alpha=0.25)
         else:
-            ax.axhline(c.nats[0], color=COLOURS["vae"], label=f"{c.name}: I(x; z), one step")
+            ax.axhline(c.nats[0], color=colour("vae"), label=f"{c.name}: I(x; z), one step")
     if curves:
         ax.axhline(curves[0].max_nats, color="grey", ls=":", label=f"log N (N = {curves[0].n_images})")
     ax.set_xlabel("forward step t")
     ax.set_ylabel("nats")
     ax.set_title("Information about the image: lost gradually vs. in one step")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return png(fig)
 
 
-def steps_curves(points: tuple, floors, key: str, label: str, path: Path) -> Path:
+def steps_curves(points: tuple, floors, key: str, axis_label: str) -> bytes:
     """A sample figure (95% bootstrap interval) against sampling steps per model and sampler, with the floors."""
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     groups: dict[tuple[str, str], list] = {}
@@ -141,36 +220,36 @@ def steps_curves(points: tuple, floors, key: str, label: str, path: Path) -> Pat
         err = [[max(v - lo, 0.0) for v, (lo, _) in zip(values, spans)],
                [max(hi - v, 0.0) for v, (_, hi) in zip(values, spans)]]
         ax.errorbar([p.steps for p in rows], values, yerr=err, fmt="o-" if len(rows) > 1 else "*", ms=4,
-                    capsize=2, color=COLOURS.get(model), alpha=1.0 if sampler != "ddim" else 0.6,
-                    label=f"{LABELS.get(model, model)} {sampler}")
+                    capsize=2, color=colour(model), alpha=1.0 if sampler != "ddim" else 0.6,
+                    label=f"{label(model)} {sampler}")
     if floors is not None and key in floors.real:
         ax.axhline(floors.real[key].value, color="black", ls=":", label=f"real held-out {floors.real_source}")
         ax.axhline(floors.blurred[key].value, color="grey", ls="--", label=f"test blurred σ={floors.blur_sigma:g} px")
     ax.set_xscale("log")
     ax.set_xlabel("sampling steps (network evaluations)")
-    ax.set_ylabel(label)
-    ax.set_title(f"{label} against steps")
+    ax.set_ylabel(axis_label)
+    ax.set_title(f"{axis_label} against steps")
     ax.legend(fontsize=6)
-    return _save(fig, path)
+    return png(fig)
 
 
-def beta_sweep(points: tuple, path: Path) -> Path:
+def beta_sweep(points: tuple) -> bytes:
     """The β-sweep VAEs: Fréchet distance of prior samples and of reconstructions, and sample sharpness, by β."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))
     betas = [p.beta for p in points]
     for key, style, name in (("sample_figures", "o-", "prior samples"), ("reconstruction_figures", "s--",
                                                                          "reconstructions")):
         values = [getattr(p, key)["fd"].value if "fd" in getattr(p, key) else float("nan") for p in points]
-        left.plot(betas, values, style, color=COLOURS["vae"], label=name)
+        left.plot(betas, values, style, color=colour("vae"), label=name)
     left.set_xscale("log")
     left.set_xlabel("β")
     left.set_ylabel("Fréchet distance")
     left.legend(fontsize=7)
     right.plot(betas, [p.sample_figures["laplacian_ratio"].value if "laplacian_ratio" in p.sample_figures
-                       else float("nan") for p in points], "o-", color=COLOURS["vae"])
+                       else float("nan") for p in points], "o-", color=colour("vae"))
     right.axhline(1.0, color="black", ls=":")
     right.set_xscale("log")
     right.set_xlabel("β")
     right.set_ylabel("sample sharpness (× test set)")
     fig.suptitle("The tug-of-war as the essay states it")
-    return _save(fig, path)
+    return png(fig)

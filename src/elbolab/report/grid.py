@@ -1,4 +1,4 @@
-"""Image grids as PNG files, and sample arrays as .npz."""
+"""Image grids as PNG (bytes or files), and sample arrays as .npz."""
 
 from __future__ import annotations
 
@@ -25,10 +25,23 @@ def grid_array(images: Tensor, levels: int, nrow: int, pad: int = 1) -> np.ndarr
     return canvas
 
 
-def save_images(images: Tensor, levels: int, path: str | Path, nrow: int = 8, scale: int | None = None) -> Path:
-    """Write images as a PNG grid (small images are enlarged) or as an .npz of levels."""
+def grid_png(images: Tensor, levels: int, nrow: int = 8, scale: int | None = None) -> bytes:
+    """Images as one PNG grid (small images enlarged, pixels kept square), as bytes."""
+    import io
+
     from PIL import Image
 
+    canvas = grid_array(images, levels, nrow)
+    scale = scale or max(1, 64 // images.shape[-1])
+    img = Image.fromarray(canvas[..., 0] if canvas.shape[2] == 1 else canvas)
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    img.save(buffer, format="png")
+    return buffer.getvalue()
+
+
+def save_images(images: Tensor, levels: int, path: str | Path, nrow: int = 8, scale: int | None = None) -> Path:
+    """Write images as a PNG grid (small images are enlarged) or as an .npz of levels."""
     path = Path(path)
     if not path.parent.exists():
         raise ElbolabError(f"{path.parent}: output folder does not exist")
@@ -37,10 +50,5 @@ def save_images(images: Tensor, levels: int, path: str | Path, nrow: int = 8, sc
         return path
     if path.suffix.lower() != ".png":
         raise ElbolabError(f"{path}: write .png or .npz")
-    canvas = grid_array(images, levels, nrow)
-    side = images.shape[-1]
-    scale = scale or max(1, 64 // side)
-    img = Image.fromarray(canvas[..., 0] if canvas.shape[2] == 1 else canvas)
-    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    img.save(path)
+    path.write_bytes(grid_png(images, levels, nrow, scale))
     return path

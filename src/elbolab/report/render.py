@@ -1,154 +1,358 @@
-"""The comparison report as Markdown and HTML, with its figures and image grids beside it."""
+"""The comparison report: one self-contained HTML page (every image embedded as a data URI, no scripts,
+no fonts, no network) and the same content as Markdown with its images as files beside it.
+
+Order: a verdict board (one row per contrast), then each contrast with its claim, measurement, effect,
+rule, verdict and the figure that shows it; then the summary table, the figures no contrast named, and
+the configuration, seeds, versions and machine.
+"""
 
 from __future__ import annotations
 
+import base64
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
+
 from elbolab.experiments.results import CompareResults
-from elbolab.report import figures
-from elbolab.report.figures import LABELS
+from elbolab.records import Contrast, Effect
+from elbolab.report.gallery import Figure, Material, draw, figure_name
+from elbolab.report.figures import colour, label
 
-VERDICT_MARK = {"supported": "✅ supported", "not supported": "❌ not supported", "inconclusive": "➖ inconclusive"}
+esc = html.escape
 
 
-def _f(value: Any, digits: int = 3) -> str:
-    if value is None:
+def num(value: Any, digits: int = 3) -> str:
+    """A number as a reader reads it: `digits` significant digits, "–" for missing or NaN."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
-    if isinstance(value, float):
-        if value != value:
-            return "–"
-        return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:.3g}"
-    return str(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}g}" if abs(value) < 1e5 else f"{value:.3e}"
 
 
-def draw_figures(results: CompareResults, out: Path) -> dict[str, str]:
-    """Every figure the results support, as {name: relative path}."""
-    models = results.measured()
-    made = {"bound_terms": figures.bound_terms({k: m for k, m in models.items() if m.bound}, out / "bound_terms.png")}
-    chains = [m.information.chain for m in models.values() if m.information and m.information.chain]
-    rates = {kind: m.information.latent.rate_bpd for kind, m in models.items() if m.information and m.information.latent}
-    chain = chains[0] if chains else None
-    if chain:
-        made["per_step"] = figures.per_step_terms(chain.per_step_bpd, out / "per_step.png")
-        made["information"] = figures.information_curve(chain.curve, rates, out / "information.png")
-    if chain or results.beta_sweep:
-        made["rate_distortion"] = figures.rate_distortion(chain.curve if chain else (), results.beta_sweep,
-                                                          out / "rate_distortion.png")
-    made["speed"] = figures.speed(models, out / "speed.png")
-    first = results.seeds[0] if results.seeds else None
-    if first is not None:
-        if first.information:
-            made["information_curves"] = figures.information_curves(first.information, out / "information_curves.png")
-        if first.steps:
-            made["steps_sharpness"] = figures.steps_curves(first.steps, first.floors, "laplacian_ratio",
-                                                           "sharpness (× test set)", out / "steps_sharpness.png")
-            if "fd" in first.steps[0].figures:
-                made["steps_fd"] = figures.steps_curves(first.steps, first.floors, "fd", "Fréchet distance",
-                                                        out / "steps_fd.png")
-        if results.beta_sweep and results.beta_sweep[0].sample_figures:
-            made["beta_sweep"] = figures.beta_sweep(results.beta_sweep, out / "beta_sweep.png")
-    return {k: Path(v).name for k, v in made.items()}
+def effect_text(e: Effect | None) -> str:
+    """An effect with its 95% interval and the test behind it, in one line."""
+    if e is None:
+        return "no effect size recorded"
+    low, high = (num(v) if math.isfinite(v) else "unknown" for v in (e.low, e.high))
+    text = f"{e.name} = {num(e.value)} (95% interval {low} to {high}; no effect: {num(e.null)})"
+    if e.min_detectable is not None:
+        text += f"; smallest detectable {num(e.min_detectable)}"
+    return text
 
 
-def summary_rows(results: CompareResults) -> list[list[str]]:
-    """One row per model: the numbers a reader compares first."""
+def first_sentence(text: str) -> str:
+    """The claim's first sentence, for the verdict board."""
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
+
+
+def summary_rows(results: CompareResults) -> list[tuple[str, list[str]]]:
+    """One row per model (its kind and cells): the numbers a reader compares first."""
     rows = []
     for kind, run in results.models.items():
         r = run.measurement
-        b = r.bound.bpd
         fastest = max(r.speed, key=lambda s: s.images_per_second, default=None)
         q = r.quality or {}
         sharp = (r.sharpness or {}).get("samples", {})
-        rows.append([LABELS.get(kind, kind), f"{_f(b.total)} ± {_f(b.ci95)}", _f(r.parameters),
-                     f"{_f(run.train_steps)} ({_f(run.train_images_per_s, 0)} img/s)",
-                     _f(q.get("fd"), 2), _f(sharp.get("laplacian_variance_ratio"), 2),
-                     f"{_f(fastest.images_per_second if fastest else None, 1)} @ NFE "
-                     f"{fastest.nfe if fastest else '–'}"])
+        bound = f"{num(r.bound.bpd.total)} ± {num(r.bound.bpd.ci95, 2)}" if r.bound else "–"
+        rows.append((kind, [label(kind), bound,
+                            num(r.parameters), f"{num(run.train_steps)} ({num(run.train_images_per_s)} img/s)",
+                            num(q.get("fd")), num(sharp.get("laplacian_variance_ratio")),
+                            f"{num(fastest.images_per_second)} at NFE {fastest.nfe}" if fastest else "–",
+                            r.objective]))
     return rows
 
 
-SUMMARY_HEADER = ["model", "−ELBO bits/dim (95% CI)", "parameters", "training steps", "Fréchet distance",
-                  "sharpness (×test)", "fastest sampling img/s"]
+SUMMARY_HEADER = ["model", "−ELBO bits/dim (± 95%)", "parameters", "training steps", "Fréchet distance",
+                  "sharpness (× test set)", "fastest sampling, img/s", "objective trained"]
 
 
-def markdown(results: CompareResults, figs: dict[str, str], grids: dict[str, str]) -> str:
-    """The report as Markdown."""
+def flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested settings as (dotted key, value) rows."""
+    if isinstance(obj, dict):
+        return [row for k, v in obj.items() for row in flatten(v, f"{prefix}{k}.")]
+    return [(prefix.rstrip("."), num(obj) if isinstance(obj, (int, float)) else
+             ", ".join(map(str, obj)) if isinstance(obj, (list, tuple)) else str(obj))]
+
+
+def versions() -> list[tuple[str, str]]:
+    """The package's version and its main dependencies'."""
+    from importlib import metadata
+
+    found = []
+    for name in ("elbolab", "torch", "numpy", "matplotlib"):
+        try:
+            found.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            found.append((name, "not installed as a package"))
+    return found
+
+
+def setting_rows(results: CompareResults) -> list[tuple[str, str]]:
+    """Configuration, seeds, data, feature network, versions and machine as (key, value) rows."""
     d = results.data
-    lines = [f"# elbolab compare — {d.name}", "",
-             f"{d.n_test} test images of shape {tuple(d.shape)}, {d.levels} levels "
-             f"(D = {d.dims}); training budget {_f(results.config['budget'], 0)} s per model on "
-             f"{results.machine.get('processor', '?')} ({results.machine.get('torch_threads')} threads).", "",
-             "## Summary", "", "| " + " | ".join(SUMMARY_HEADER) + " |", "|" + "---|" * len(SUMMARY_HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in summary_rows(results)]
-    lines += ["", "Objectives trained: " + "; ".join(f"{LABELS.get(k, k)}: {r.measurement.objective}"
-                                                    for k, r in results.models.items()), "",
-              "## The contrasts, measured", ""]
-    for c in results.contrasts:
-        lines += [f"### {c.title}", "", f"*Claim.* {c.claim}", "",
-                  f"*Measured.* {c.measured}", "", f"*Rule.* {c.rule}", "",
-                  f"**Verdict: {VERDICT_MARK.get(c.verdict, c.verdict)}**", ""]
-    lines += ["## Figures", ""]
-    lines += [f"![{name}]({path})" for name, path in figs.items()]
-    lines += ["", "## Samples and interpolations", ""]
-    lines += [f"**{name}**\n\n![{name}]({path})\n" for name, path in grids.items()]
+    rows = [("data", f"{d.name}: {num(d.n_test)} test images of shape {tuple(d.shape)}, {d.levels} levels, "
+                     f"D = {num(d.dims)}")]
+    rows += [(f"config.{k}", v) for k, v in flatten(results.config)]
+    rows += [(f"feature_net.{k}", v) for k, v in flatten(results.feature_net)]
+    rows += [(f"version.{k}", v) for k, v in versions()]
+    rows += [(f"machine.{k}", v) for k, v in flatten(results.machine)]
+    return rows
+
+
+def placed(results: CompareResults, drawn: dict[str, Figure]) -> list[tuple[Contrast, str, Figure | None]]:
+    """Each contrast with its anchor and the figure drawn for it (None: it names none, or one not drawn)."""
+    return [(c, f"contrast-{i + 1}", drawn.get(figure_name(c) or "")) for i, c in enumerate(results.contrasts)]
+
+
+# ---------------------------------------------------------------- HTML
+
+CSS = """
+*{box-sizing:border-box}
+html{-webkit-text-size-adjust:100%}
+body{margin:0;color:#1b1b1b;background:#fff;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",
+ "Liberation Sans",Arial,sans-serif}
+main{max-width:76rem;margin:0 auto;padding:1.25rem 1rem 3rem}
+h1{font-size:1.7rem;line-height:1.2;margin:.2rem 0 .4rem}
+h2{font-size:1.3rem;margin:2.2rem 0 .8rem;padding-bottom:.25rem;border-bottom:2px solid #222}
+h3{font-size:1.1rem;margin:0;line-height:1.3}
+p{margin:.35rem 0}
+a{color:#0b57a4}
+.lede{color:#444;max-width:60rem}
+.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
+.badge{display:inline-flex;align-items:center;gap:.4em;padding:.12em .7em;border-radius:999px;border:2px solid;
+ font-weight:700;font-size:.85rem;letter-spacing:.01em;white-space:nowrap;line-height:1.4}
+.badge::before{content:"";display:inline-block;flex:none}
+.badge.supported{background:#16692f;border-color:#16692f;color:#fff}
+.badge.supported::before{width:.32em;height:.66em;border:solid currentColor;border-width:0 .17em .17em 0;
+ transform:rotate(45deg) translate(-.05em,-.08em)}
+.badge.not-supported{background:#fff;border-color:#a3231a;color:#a3231a}
+.badge.not-supported::before{width:.72em;height:.72em;
+ background:linear-gradient(45deg,transparent 40%,currentColor 40%,currentColor 60%,transparent 60%),
+ linear-gradient(-45deg,transparent 40%,currentColor 40%,currentColor 60%,transparent 60%)}
+.badge.inconclusive{background:#fff;border-style:dashed;border-color:#5f5f5f;color:#3d3d3d}
+.badge.inconclusive::before{width:.7em;height:.17em;background:currentColor}
+.board{list-style:none;margin:0;padding:0;border:1px solid #cfcfcf;border-radius:.5rem;overflow:hidden}
+.board li{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,19rem) 10.5rem;gap:.4rem 1rem;align-items:center;
+ padding:.65rem .9rem;border-top:1px solid #e2e2e2}
+.board li:first-child{border-top:0}
+.board li:nth-child(even){background:#f7f7f7}
+.board .what a{font-weight:600;text-decoration:none}
+.board .what a:hover{text-decoration:underline}
+.board .claim{color:#4a4a4a;font-size:.9rem}
+.board .effect{font-size:.88rem;color:#2b2b2b;overflow-wrap:anywhere}
+.board .verdict{text-align:right}
+.contrast{border:1px solid #d5d5d5;border-radius:.5rem;padding:1rem;margin:1.1rem 0;scroll-margin-top:1rem}
+.contrast>header{display:flex;flex-wrap:wrap;justify-content:space-between;gap:.5rem 1rem;align-items:center;
+ margin-bottom:.7rem}
+.contrast .body{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1.35fr);gap:1.2rem;align-items:start}
+.contrast dl{margin:0}
+.contrast dt{font-weight:700;font-size:.8rem;text-transform:uppercase;letter-spacing:.04em;color:#555;margin-top:.6rem}
+.contrast dt:first-child{margin-top:0}
+.contrast dd{margin:.1rem 0 0;overflow-wrap:anywhere}
+figure{margin:0}
+.fig>figcaption{font-weight:600;margin-bottom:.4rem}
+.panels{display:flex;flex-wrap:wrap;gap:.8rem}
+.panel{flex:1 1 16rem;min-width:0}
+.panel.grid{flex-basis:10rem}
+.panel.strip{flex-basis:100%}
+.panel.plot{flex-basis:100%}
+.panel img{display:block;max-width:100%;height:auto;border:1px solid #e4e4e4}
+.panel.grid img{image-rendering:pixelated;width:100%;max-width:24rem}
+.panel figcaption{font-size:.85rem;color:#3f3f3f;margin-top:.25rem;overflow-wrap:anywhere}
+.swatch{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin-right:.4em;vertical-align:-.05em;
+ border:1px solid rgba(0,0,0,.35)}
+.scroll{overflow-x:auto;max-width:100%;border:1px solid #e2e2e2;border-radius:.4rem}
+table{border-collapse:collapse;font-size:.9rem;width:100%}
+th,td{padding:.35rem .65rem;border-bottom:1px solid #e6e6e6;text-align:right;white-space:nowrap;vertical-align:top}
+th{background:#f2f2f2;font-weight:600}
+th:first-child,td:first-child{text-align:left}
+table.kv th,table.kv td{white-space:normal;text-align:left;overflow-wrap:anywhere}
+table.kv td:first-child{white-space:normal;overflow-wrap:anywhere;font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:.82rem}
+.note{color:#555;font-size:.9rem}
+@media (max-width:56rem){
+ .board li{grid-template-columns:minmax(0,1fr) auto}
+ .board .effect{grid-column:1/-1;grid-row:2}
+ .contrast .body{grid-template-columns:minmax(0,1fr)}
+}
+@media (max-width:30rem){
+ main{padding:.8rem .7rem 2rem}
+ h1{font-size:1.35rem}
+ .board li{grid-template-columns:minmax(0,1fr);padding:.6rem .7rem}
+ .board .verdict{text-align:left}
+ .board .effect{grid-row:auto}
+ .contrast{padding:.75rem}
+ table.kv thead{display:none}
+ table.kv tr{display:block;border-bottom:1px solid #e6e6e6;padding:.3rem 0}
+ table.kv td{display:block;border:0;padding:.05rem .65rem}
+}
+@media print{.badge.supported{background:#fff;color:#000;border-color:#000;border-width:3px}}
+"""
+
+
+def badge(verdict: str) -> str:
+    """The verdict as a CSS-drawn badge: a shape, a colour and the word (screen readers hear "verdict: …")."""
+    return f'<span class="badge {verdict.replace(" ", "-")}"><span class="sr">verdict: </span>{esc(verdict)}</span>'
+
+
+def data_uri(png: bytes) -> str:
+    """PNG bytes as a data: URI."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def figure_html(fig: Figure) -> str:
+    """A figure with its panels, images embedded."""
+    panels = "".join(
+        f'<figure class="panel {"grid" if p.pixelated else "plot"}{" strip" if p.strip else ""}" '
+        f'data-stem="{esc(p.stem)}">'
+        f'<img src="{data_uri(p.png)}" alt="{esc(p.alt)}"><figcaption>'
+        f'{swatch(p.kind) if p.kind else ""}{esc(p.caption)}</figcaption></figure>' for p in fig.panels)
+    return (f'<figure class="fig" data-figure="{esc(fig.name)}"><figcaption>{esc(fig.title)}</figcaption>'
+            f'<div class="panels">{panels}</div></figure>')
+
+
+def swatch(kind: str) -> str:
+    """A small square in the model's colour."""
+    return f'<span class="swatch" style="background:{colour(kind)}" aria-hidden="true"></span>'
+
+
+def contrast_html(c: Contrast, anchor: str, fig: Figure | None) -> str:
+    """One contrast: claim, measurement, effect, rule, verdict and its figure."""
+    items = [("Claim", c.claim), ("Measured", c.measured), ("Effect", effect_text(c.effect)),
+             ("Test", c.effect.test if c.effect else None), ("Rule", c.rule),
+             ("Per seed", ", ".join(num(v) for v in c.per_seed) if c.per_seed else None)]
+    dl = "".join(f"<dt>{name}</dt><dd>{esc(text)}</dd>" for name, text in items if text)
+    dl += f"<dt>Verdict</dt><dd>{badge(c.verdict)}</dd>"
+    wanted = figure_name(c)
+    shown = figure_html(fig) if fig else (
+        f'<p class="note">Figure “{esc(wanted)}” has nothing to show in these results.</p>' if wanted
+        else '<p class="note">No figure belongs to this contrast.</p>')
+    return (f'<section class="contrast" id="{anchor}" data-figure="{esc(wanted or "")}" aria-labelledby="{anchor}-h">'
+            f'<header><h3 id="{anchor}-h">{esc(c.title)}</h3>{badge(c.verdict)}</header>'
+            f'<div class="body"><dl>{dl}</dl><div>{shown}</div></div></section>')
+
+
+def board_html(rows: list[tuple[Contrast, str, Figure | None]]) -> str:
+    """The verdict board: one row per contrast."""
+    items = "".join(
+        f'<li data-contrast="{esc(c.title)}"><div class="what"><a href="#{anchor}">{esc(c.title)}</a>'
+        f'<p class="claim">{esc(first_sentence(c.claim))}</p></div>'
+        f'<div class="effect">{esc(effect_text(c.effect) if c.effect else c.rule)}</div>'
+        f'<div class="verdict">{badge(c.verdict)}</div></li>' for c, anchor, _ in rows)
+    return f'<ol class="board" aria-label="verdict per contrast">{items}</ol>'
+
+
+def table_html(header: list[str], rows: list[list[str]], cls: str = "") -> str:
+    """A table in a box that scrolls sideways on its own when it is wider than the screen."""
+    head = "".join(f"<th scope=col>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f'<div class="scroll" tabindex="0"><table class="{cls}"><thead><tr>{head}</tr></thead>' \
+           f'<tbody>{body}</tbody></table></div>'
+
+
+def lede(results: CompareResults) -> str:
+    """One sentence on what was compared, on what, under which budget and where."""
+    d, m = results.data, results.machine
+    budget = results.config.get("budget")
+    spent = f"a training budget of {num(budget)} s per model" if isinstance(budget, (int, float)) and \
+        math.isfinite(budget) else "existing runs"
+    return (f"{', '.join(label(k) for k in results.models)} on {d.name} ({num(d.n_test)} test images, "
+            f"{'×'.join(map(str, d.shape))}, {d.levels} levels), {spent}, measured through one bound on "
+            f"{m.get('processor', '?')} with {m.get('torch_threads', '?')} threads.")
+
+
+def to_html(results: CompareResults, drawn: dict[str, Figure]) -> str:
+    """The whole report as one self-contained HTML page."""
+    rows = placed(results, drawn)
+    contrasts = "".join(contrast_html(c, anchor, fig) for c, anchor, fig in rows) or \
+        '<p class="note">No contrast could be judged: a comparison needs a VAE and a diffusion run.</p>'
+    shown = {fig.name for _, _, fig in rows if fig}
+    others = "".join(f'<div class="contrast">{figure_html(f)}</div>' for n, f in drawn.items() if n not in shown)
+    summary = table_html(SUMMARY_HEADER, [[swatch(kind) + esc(cells[0]), *map(esc, cells[1:])]
+                                          for kind, cells in summary_rows(results)])
+    settings = table_html(["setting", "value"], [[esc(k), esc(v)] for k, v in setting_rows(results)], "kv")
+    title = f"elbolab compare — {results.data.name}"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{esc(title)}</title><link rel="icon" href="data:,"><style>{CSS}</style></head>
+<body><main>
+<header><h1>{esc(title)}</h1><p class="lede">{esc(lede(results))}</p></header>
+<section aria-labelledby="verdicts-h"><h2 id="verdicts-h">Verdicts</h2>{board_html(rows)}</section>
+<section aria-labelledby="contrasts-h"><h2 id="contrasts-h">The contrasts, measured</h2>{contrasts}</section>
+<section aria-labelledby="summary-h"><h2 id="summary-h">Summary</h2>{summary}</section>
+{f'<section aria-labelledby="more-h"><h2 id="more-h">More figures</h2>{others}</section>' if others else ''}
+<section aria-labelledby="settings-h"><h2 id="settings-h">Configuration, seeds, versions and machine</h2>{settings}
+<p class="note">All numbers are in results.json beside this page; the runs (weights, configs, logs) in runs/.</p>
+</section></main></body></html>
+"""
+
+
+# ---------------------------------------------------------------- Markdown
+
+def md_cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def figure_md(fig: Figure) -> list[str]:
+    """A figure's panels as Markdown images (files beside the report) with their captions."""
+    lines = [f"**{fig.title}**", ""]
+    for p in fig.panels:
+        lines += [f"![{p.alt}]({p.stem}.png)", "", f"*{p.caption}*", ""]
+    return lines
+
+
+def to_markdown(results: CompareResults, drawn: dict[str, Figure]) -> str:
+    """The same report as Markdown: images are the PNG files `write_report` puts beside it."""
+    rows = placed(results, drawn)
+    lines = [f"# elbolab compare — {results.data.name}", "", lede(results), "", "## Verdicts", "",
+             "| verdict | contrast | effect (95% interval) |", "|---|---|---|"]
+    lines += [f"| **{c.verdict}** | [{md_cell(c.title)}](#{anchor}) | {md_cell(effect_text(c.effect))} |"
+              for c, anchor, _ in rows]
+    lines += ["", "## The contrasts, measured", ""]
+    for c, anchor, fig in rows:
+        lines += [f'<a id="{anchor}"></a>', "", f"### {c.title}", "", f"**Verdict: {c.verdict}**", "",
+                  f"*Claim.* {c.claim}", "", f"*Measured.* {c.measured}", "", f"*Effect.* {effect_text(c.effect)}",
+                  ""]
+        if c.effect:
+            lines += [f"*Test.* {c.effect.test}", ""]
+        lines += [f"*Rule.* {c.rule}", ""]
+        if c.per_seed:
+            lines += [f"*Per seed.* {', '.join(num(v) for v in c.per_seed)}", ""]
+        lines += figure_md(fig) if fig else [f"*No figure drawn ({figure_name(c) or 'none named'}).*", ""]
+    lines += ["## Summary", "", "| " + " | ".join(SUMMARY_HEADER) + " |", "|" + "---|" * len(SUMMARY_HEADER)]
+    lines += ["| " + " | ".join(md_cell(cell) for cell in cells) + " |" for _, cells in summary_rows(results)]
+    shown = {fig.name for _, _, fig in rows if fig}
+    others = [f for n, f in drawn.items() if n not in shown]
+    if others:
+        lines += ["", "## More figures", ""]
+        for f in others:
+            lines += figure_md(f)
+    lines += ["", "## Configuration, seeds, versions and machine", "", "| setting | value |", "|---|---|"]
+    lines += [f"| `{k}` | {md_cell(v)} |" for k, v in setting_rows(results)]
     lines += ["", "All numbers: `results.json`. Runs (weights, configs, logs): `runs/`."]
     return "\n".join(lines) + "\n"
 
 
-def to_html(md_results: CompareResults, figs: dict[str, str], grids: dict[str, str]) -> str:
-    """The same report as a self-contained HTML page (images referenced beside it)."""
-    r = md_results
-    esc = html.escape
-    rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in summary_rows(r))
-    head = "".join(f"<th>{esc(h)}</th>" for h in SUMMARY_HEADER)
-    contrasts = "".join(
-        f"<section><h3>{esc(c.title)}</h3><p><em>Claim.</em> {esc(c.claim)}</p>"
-        f"<p><em>Measured.</em> {esc(c.measured)}</p><p><em>Rule.</em> {esc(c.rule)}</p>"
-        f"<p class='v {c.verdict.replace(' ', '-')}'>Verdict: {esc(VERDICT_MARK.get(c.verdict, c.verdict))}"
-        f"</p></section>" for c in r.contrasts)
-    imgs = "".join(f"<figure><img src='{esc(p)}' alt='{esc(n)}'><figcaption>{esc(n)}</figcaption></figure>"
-                   for n, p in {**figs, **grids}.items())
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>elbolab compare — {esc(r.data.name)}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.45}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}}
-th{{background:#f3f3f3}}figure{{display:inline-block;margin:.5rem}}img{{max-width:28rem;image-rendering:pixelated}}
-.v{{font-weight:bold}}.supported{{color:#176e2a}}.not-supported{{color:#a11}}.inconclusive{{color:#555}}</style>
-</head><body><h1>elbolab compare — {esc(r.data.name)}</h1>
-<table><tr>{head}</tr>{rows}</table><h2>The contrasts, measured</h2>{contrasts}<h2>Figures</h2>{imgs}
-</body></html>"""
+# ---------------------------------------------------------------- files
 
-
-def write_report(results: CompareResults, out: Path, grids: dict[str, str]) -> dict[str, Path]:
-    """results.json, report.md, report.html and the figures, into `out`."""
+def write_report(results: CompareResults, out: Path, images: dict[str, dict[str, Tensor | None]] | None = None,
+                 reference: Tensor | None = None) -> dict[str, Path]:
+    """results.json, report.html (self-contained), report.md and its PNG files, into `out`."""
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    figs = draw_figures(results, out)
+    drawn = draw(Material(results, images or {}, reference))
+    for fig in drawn.values():
+        for p in fig.panels:
+            (out / f"{p.stem}.png").write_bytes(p.png)
     (out / "results.json").write_text(json.dumps(results.to_json(), indent=2, default=float, allow_nan=False) + "\n")
-    (out / "report.md").write_text(markdown(results, figs, grids))
-    (out / "report.html").write_text(to_html(results, figs, grids))
+    (out / "report.md").write_text(to_markdown(results, drawn))
+    (out / "report.html").write_text(to_html(results, drawn))
     return {"markdown": out / "report.md", "html": out / "report.html", "json": out / "results.json"}
-
-
-def save_grids(images: dict[str, dict[str, Any]], levels: int, out: Path) -> dict[str, str]:
-    """Samples, reconstructions and interpolations of each model as PNG grids; {caption: file name}."""
-    from elbolab.report.grid import save_images
-
-    grids = {}
-    for kind, imgs in images.items():
-        label = LABELS.get(kind, kind)
-        if imgs.get("samples") is not None:
-            name = f"samples_{kind}.png"
-            save_images(imgs["samples"][:64], levels, out / name, nrow=8)
-            grids[f"{label}: samples"] = name
-        if imgs.get("reconstructions") is not None:
-            name = f"reconstructions_{kind}.png"
-            save_images(imgs["reconstructions"][:32], levels, out / name, nrow=8)
-            grids[f"{label}: encode → decode of test images"] = name
-        if imgs.get("interpolation") is not None:
-            frames = imgs["interpolation"]
-            name = f"interpolation_{kind}.png"
-            save_images(frames.flatten(0, 1), levels, out / name, nrow=frames.shape[1])
-            grids[f"{label}: slerp interpolation"] = name
-    return grids

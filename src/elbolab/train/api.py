@@ -14,10 +14,11 @@ from elbolab.config import flatten, read_config_file, to_dict
 from elbolab.data import load_data
 from elbolab.data.base import ImageData
 from elbolab.errors import ConfigError, ElbolabError
-from elbolab.train.loop import Say, Trainer, say_on_stderr
+from elbolab.train.loop import Callback, Say, Trainer, say_on_stderr
 from elbolab.train.run import (CHECKPOINT_FILE, CONFIG_FILE, CONFIG_HISTORY_FILE, RunConfig, apply_overrides,
                                build_model, list_checkpoints, read_run_config, resolve_configs, save_run_config)
 from elbolab.train.stages import run_first_stage, stage_budget
+from elbolab.train.tensorboard import TensorBoardLog
 
 #: keys `--resume --set` may change: they steer the rest of the run, not what its checkpoint means
 RESUMABLE = frozenset(f"train.{k}" for k in (
@@ -96,21 +97,25 @@ def train_run(kind: str, data: str | None, out: str | Path, *, data_dir: str | N
 
 
 def fit_run(cfg: RunConfig, run_dir: Path, train_data: ImageData, test_data: ImageData, *, resume: bool = False,
-            progress: bool = True, say: Say = say_on_stderr, changes: Changes | None = None) -> dict:
+            progress: bool = True, say: Say = say_on_stderr, changes: Changes | None = None,
+            callbacks: tuple[Callback, ...] = ()) -> dict:
     """Train the run `cfg` into `run_dir` on data already loaded (a first stage first, where the model has one);
-    with `resume`, from the run's newest good checkpoint, recording `changes` made to its config. Returns the
-    final metrics."""
+    with `resume`, from the run's newest good checkpoint, recording `changes` made to its config. `callbacks`
+    hear every step of the main stage. Returns the final metrics."""
     run_dir = Path(run_dir)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    board = TensorBoardLog(run_dir, cfg.levels, seed=cfg.train.seed) if cfg.train.tensorboard else None
     save_run_config(run_dir, cfg)
     # e.g. latent diffusion: train or load the autoencoder, measure the latent scale
     spent = run_first_stage(model, train_data, test_data, cfg, run_dir, progress)
-    trainer = Trainer(model, train_data, test_data, stage_budget(cfg.train, spent), run_dir, progress=progress,
-                      say=say)
+    trainer = Trainer(model, train_data, test_data, stage_budget(cfg.train, spent), run_dir,
+                      (*callbacks, board) if board else callbacks, progress=progress, say=say)
+    if board:
+        board.watch(trainer.eval_model)
     trainer.remove_temporary_files()
     if resume:
         if list_checkpoints(run_dir):

@@ -34,6 +34,7 @@ class TrainConfig:
     nonfinite_patience: int = 3    # non-finite steps in a row before rolling back to the last good checkpoint
     max_rollbacks: int = 3         # rollbacks (each halving the learning rate) before the run stops
     deterministic: bool = False    # deterministic algorithms (cuDNN/cuBLAS) on the GPU; the CPU always is
+    tensorboard: bool = False      # TensorBoard event files in RUN/tensorboard (pip install 'elbolab[tensorboard]')
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_n", "checkpoint_every", "keep_checkpoints", "nonfinite_patience"):

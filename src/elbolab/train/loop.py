@@ -21,7 +21,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from elbolab.atomic import TEMP_SUFFIX, atomic_write_json, atomic_write_text
-from elbolab.bounds import mean_ci95
+from elbolab.bounds import mean_ci95, nats_to_bpd
 from elbolab.data.base import ImageData
 from elbolab.errors import ElbolabError
 from elbolab.model import GenerativeModel, dataset_bound
@@ -234,11 +234,12 @@ class Trainer:
 
     # ---- evaluation
     def evaluate(self) -> dict:
-        """Test bits/dim of the EMA weights on `eval_n` test images."""
+        """Test bits/dim of the EMA weights on `eval_n` test images, and of each term of the bound."""
         self.ema.copy_to(self.eval_model)
         bound = dataset_bound(self.eval_model, self.test_data, self.cfg.eval_n, self.cfg.batch_size)
         mean, ci = mean_ci95(bound.bits_per_dim())
-        return {"test_bpd": mean, "test_bpd_ci95": ci}
+        terms = {k: nats_to_bpd(v, bound.dims).mean().item() for k, v in bound.terms.items()}
+        return {"test_bpd": mean, "test_bpd_ci95": ci, "test_bpd_terms": terms}
 
     # ---- the loop
     def train_step(self) -> dict:
