@@ -128,7 +128,7 @@ CASES = {
     "sample --batch-size 0": (lambda t, r: ["sample", str(r / "vae"), "--out", str(t / "s.npz"), "--batch-size",
                                             "0"], "must be at least 1"),
     "sample with a VAE sampler": (lambda t, r: ["sample", str(r / "vae"), "--out", str(t / "s.npz"), "--sampler",
-                                                "ddim"], "apply to diffusion runs"),
+                                                "ddim"], "the vae model has no sampler 'ddim'; choose one of decoder"),
     "compare --budget 0": (lambda t, r: ["compare", "--out", str(t / "c"), "--budget", "0"], "--budget (0.0)"),
     # run folders
     "eval on a folder that is not a run": (lambda t, r: ["eval", str(t)], "not an elbolab run"),
@@ -221,4 +221,4 @@ def test_features_none_evaluates_unlabelled_data_without_quality(runs, run_cli):
                              "--skip", "information", "--n", "8", "--iwae", "0", "--n-samples", "8")
     assert code == 0, err
     result = json.loads(out)
-    assert "quality" not in result and "interpolation" not in result and result["bpd"]["total"] > 0
+    assert result["quality"] is None and result["interpolation"] is None and result["bpd"]["total"] > 0

@@ -228,8 +228,8 @@ def test_the_evidence_figures_draw_from_synthetic_records(tmp_path):
     biased = {"laplacian_ratio": Resampled(1.0, tuple(np.linspace(1.1, 1.3, 50))), "fd": rs(5.0, 0.3)}
     points = steps_points(0.4, 0.95) + (StepsPoint("diffusion", "ddim", 5, 0.01, biased),)
     floors = Floors(figures(1.0, 1.0), figures(0.3, 30.0), 0.5, 256, "training images")
-    assert draw.steps_curves(points, floors, "laplacian_ratio", "sharpness", tmp_path / "s.png").is_file()
+    assert draw.steps_curves(points, floors, "laplacian_ratio", "sharpness").startswith(b"\x89PNG")
     assert draw.information_curves((curve(40, 0.01), InformationCurve("VAE", (1,), (math.nan,), (3.0,), (0.1,),
                                                                            math.log(1000), 1000, 256)),
-                                      tmp_path / "i.png").is_file()
-    assert draw.beta_sweep(sweep(1.0, 0.5, 30.0, 5.0), tmp_path / "b.png").is_file()
+                                      ).startswith(b"\x89PNG")
+    assert draw.beta_sweep(sweep(1.0, 0.5, 30.0, 5.0)).startswith(b"\x89PNG")

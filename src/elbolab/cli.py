@@ -134,9 +134,10 @@ def evaluate(run_dir: str | None, diffusers_path: str | None, data: str | None, 
     click.echo(f"{result['model']} on {result['data']} ({split}, n={result['n']}, estimator {result['estimator']}): "
                f"{b['total']:.4f} ± {b['ci95']:.4f} bits/dim")
     if result.get("mean_stderr_bpd") is not None:
+        passes = result.get("passes_per_image")
         click.echo(f"  Monte-Carlo standard error of the mean {result['mean_stderr_bpd']:.4f} bits/dim, "
-                   f"per-image spread {result['per_image_sd_bpd']:.3f} bits/dim, "
-                   f"{result['passes_per_image']:.0f} network passes per image")
+                   f"per-image spread {result['per_image_sd_bpd']:.3f} bits/dim"
+                   + (f", {passes:.0f} network passes per image" if passes is not None else ""))
     for name, value in b["terms"].items():
         click.echo(f"  {name:>16}: {value:.4f} bits/dim  ({result['nats']['terms'][name]:.2f} nats)")
     if "bound_network_passes_per_image" in result:
