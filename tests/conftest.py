@@ -57,3 +57,12 @@ def browser():
         pytest.skip(f"Chromium could not be started: {exc}")
     yield b
     b.close()
+
+
+def eval_json(run_cli, run, n: int, *extra: str) -> dict:
+    """`elbolab eval RUN --json --only-bound` on the first n test images, as the JSON object it prints."""
+    import json
+
+    code, out, err = run_cli("eval", run, "--json", "--only-bound", "--n", str(n), *extra)
+    assert code == 0, err
+    return json.loads(out)

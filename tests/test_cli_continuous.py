@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+from conftest import eval_json
 
 TINY = ["--set", "model.time=continuous", "--set", "model.unet.preset=tiny", "--set", "model.T=100",
         "--set", "model.encode_steps=10", "--set", "train.batch_size=64", "--set", "train.eval_every=0",
@@ -31,9 +32,8 @@ def continuous_run(tmp_path_factory):
 
 
 def _eval(run_cli, run, *extra):
-    code, out, err = run_cli("eval", run, "--json", "--only-bound", "--n", "60", *extra)
-    assert code == 0, err
-    return json.loads(out)
+    """`eval --json --only-bound` on the first 60 test images."""
+    return eval_json(run_cli, run, 60, *extra)
 
 
 def test_eval_reports_bound_standard_error_spread_and_cost(continuous_run, run_cli):

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import eval_json
 from PIL import Image
 
 # a T = 100 chain around the tiny UNet, 25-step DDIM inversion: a few seconds of training on a CPU
@@ -40,9 +41,7 @@ def diffusion_run(tmp_path_factory):
 
 def _eval(run_cli, run, *extra):
     """`eval --json --only-bound` on the first 120 test images."""
-    code, out, err = run_cli("eval", run, "--json", "--only-bound", "--n", "120", *extra)
-    assert code == 0, err
-    return json.loads(out)
+    return eval_json(run_cli, run, 120, *extra)
 
 
 def test_eval_json_reports_the_three_terms_with_intervals(diffusion_run, run_cli):
