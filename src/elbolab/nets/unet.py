@@ -30,6 +30,11 @@ class UNetSpec:
     heads: int = 1
     groups: int = 32                 # GroupNorm groups (fewer where the width is not divisible)
     dropout: float = 0.0
+    level_blocks: tuple[int, ...] = ()  # residual blocks per level (down path), overriding num_res_blocks; () = uniform
+
+    def blocks(self, level: int) -> int:
+        """Residual blocks of the down path at `level` (the up path has one more)."""
+        return self.level_blocks[level] if self.level_blocks else self.num_res_blocks
 
 
 UNET_PRESETS: dict[str, UNetSpec] = {
@@ -38,6 +43,10 @@ UNET_PRESETS: dict[str, UNetSpec] = {
     # 8×8 digits and 28×28 MNIST-like data
     "small": UNetSpec(channels=32, channel_mult=(1, 2, 2), num_res_blocks=2, attention_resolution=7, heads=2,
                       groups=16),
+    # 28×28 at small's parameter count (1.65M vs 1.62M) with half its FLOPs per image: 16 channels at full
+    # resolution and one block per level there, the width and depth at 7×7 and 4×4 where a pass is cheap
+    "lean": UNetSpec(channels=16, channel_mult=(1, 4, 4, 4), num_res_blocks=1, attention_resolution=7, heads=2,
+                     groups=16, level_blocks=(1, 1, 1, 2)),
     # 32×32 (Ho et al. 2020's CIFAR-10 model)
     "base": UNetSpec(channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_resolution=16,
                      heads=4, dropout=0.1),
@@ -48,7 +57,7 @@ UNET_PRESETS: dict[str, UNetSpec] = {
 class UNetConfig:
     """A preset and field-by-field overrides of it (None keeps the preset's value)."""
 
-    preset: Literal["tiny", "small", "base"] = "small"
+    preset: Literal["tiny", "small", "lean", "base"] = "small"
     channels: int | None = None
     channel_mult: tuple[int, ...] | None = None
     num_res_blocks: int | None = None
@@ -56,6 +65,7 @@ class UNetConfig:
     heads: int | None = None
     groups: int | None = None
     dropout: float | None = None
+    level_blocks: tuple[int, ...] | None = None
 
     def spec(self) -> UNetSpec:
         """The preset with the overrides applied, checked."""
@@ -65,6 +75,8 @@ class UNetConfig:
         spec = replace(UNET_PRESETS[self.preset], **changes)
         if spec.channels < 1 or not spec.channel_mult or min(spec.channel_mult) < 1 or spec.num_res_blocks < 1:
             raise ConfigError(f"the UNet needs positive channels, channel_mult and num_res_blocks, got {spec}")
+        if spec.level_blocks and (len(spec.level_blocks) != len(spec.channel_mult) or min(spec.level_blocks) < 1):
+            raise ConfigError(f"level_blocks needs one positive count per level of channel_mult, got {spec.level_blocks}")
         if any((spec.channels * m) % spec.heads for m in spec.channel_mult):
             raise ConfigError(f"the UNet's widths must be divisible by heads = {spec.heads}")
         if not 0.0 <= spec.dropout < 1.0:
@@ -175,7 +187,7 @@ class UNet(nn.Module):
         skips, self.down, self.downsample = [ch], nn.ModuleList(), nn.ModuleList()
         for level, mult in enumerate(spec.channel_mult):
             widths = []
-            for _ in range(spec.num_res_blocks):
+            for _ in range(spec.blocks(level)):
                 widths.append((ch, spec.channels * mult))
                 ch = spec.channels * mult
                 skips.append(ch)
@@ -190,7 +202,7 @@ class UNet(nn.Module):
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         for level, mult in reversed(list(enumerate(spec.channel_mult))):
             widths = []
-            for _ in range(spec.num_res_blocks + 1):
+            for _ in range(spec.blocks(level) + 1):
                 widths.append((ch + skips.pop(), spec.channels * mult))
                 ch = spec.channels * mult
             self.up.append(Level(widths, emb_dim, spec, sizes[level] <= spec.attention_resolution))
