@@ -180,7 +180,7 @@ LAYERS = [
     {"train", "evaluate", "registry"},
     {"experiments"},
     {"report"},
-    {"cli"},
+    {"cli", "__main__"},
 ]
 SIBLINGS_APART = [("train", "evaluate")]  # the same layer, and neither imports the other
 

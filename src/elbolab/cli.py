@@ -49,6 +49,8 @@ def train(kind: str, data: str, data_dir: str | None, out: str, steps: int | Non
         overrides["model.autoencoder"] = str(Path(autoencoder).resolve())
     cfg, metrics = train_run(kind, data, out, data_dir=data_dir, overrides=overrides, config_file=config_file,
                              resume=resume, steps=steps, progress=not quiet)
+    if "test_bpd" not in metrics:  # a torchrun process other than rank 0: rank 0 reports
+        return
     click.echo(f"{kind} on {cfg.data}: step {metrics['step']}, test {metrics['test_bpd']:.4f} "
                f"± {metrics['test_bpd_ci95']:.4f} bits/dim (EMA weights, {cfg.train.eval_n} test images); "
                f"run saved in {out}")

@@ -12,9 +12,10 @@ from elbolab.config import read_config_file
 from elbolab.data import load_data
 from elbolab.data.base import ImageData
 from elbolab.errors import ElbolabError
+from elbolab.train import distributed
 from elbolab.train.loop import Trainer
-from elbolab.train.run import (CHECKPOINT_FILE, RunConfig, build_model, read_run_config, resolve_configs,
-                               save_run_config)
+from elbolab.train.run import (CHECKPOINT_FILE, RunConfig, build_model, pick_device, read_run_config,
+                               resolve_configs, save_run_config)
 from elbolab.train.stages import run_first_stage, stage_budget
 
 
@@ -55,13 +56,20 @@ def fit_run(cfg: RunConfig, run_dir: Path, train_data: ImageData, test_data: Ima
     run_dir = Path(run_dir)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_run_config(run_dir, cfg)
-    # e.g. latent diffusion: train or load the autoencoder, measure the latent scale
-    spent = run_first_stage(model, train_data, test_data, cfg, run_dir, progress)
-    trainer = Trainer(model, train_data, test_data, stage_budget(cfg.train, spent), run_dir, progress=progress)
-    if resume:
-        trainer.load_checkpoint()
-    return trainer.fit()
+    owns_group = distributed.current().size == 1
+    world = distributed.setup(pick_device(cfg.train.device))  # under torchrun: join its process group
+    try:
+        torch.manual_seed(cfg.train.seed)
+        model = build_model(cfg)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if world.main:
+            save_run_config(run_dir, cfg)
+        # e.g. latent diffusion: train or load the autoencoder, measure the latent scale
+        spent = run_first_stage(model, train_data, test_data, cfg, run_dir, progress)
+        trainer = Trainer(model, train_data, test_data, stage_budget(cfg.train, spent), run_dir, progress=progress)
+        if resume:
+            trainer.load_checkpoint()
+        return trainer.fit()
+    finally:
+        if owns_group:
+            distributed.teardown()

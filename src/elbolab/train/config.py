@@ -29,11 +29,13 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0               # torch CPU threads, 0 = torch's default
     device: str = "auto"           # auto | cpu | cuda | cuda:N
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype of the forward pass (fp16 with a grad scaler)
+    grad_accum: int = 1            # micro-batches per process per optimiser step (batch_size is the global batch)
+    compile: bool = False          # torch.compile the networks (opt-in: pays on GPUs, rarely on a CPU)
 
     def __post_init__(self) -> None:
         positive = {"steps": self.steps, "batch_size": self.batch_size, "eval_n": self.eval_n,
-                    "checkpoint_every": self.checkpoint_every}
+                    "checkpoint_every": self.checkpoint_every, "grad_accum": self.grad_accum}
         for name, value in positive.items():
             if value < 1:
                 raise ConfigError(f"train.{name} must be at least 1, got {value}")
@@ -41,5 +43,7 @@ class TrainConfig:
             raise ConfigError("train.lr must be positive; max_seconds, eval_every and warmup_steps not negative")
         if not 0 <= self.ema_decay < 1 or not 0 <= self.min_lr_ratio <= 1:
             raise ConfigError("train.ema_decay must be in [0, 1) and train.min_lr_ratio in [0, 1]")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"train.precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise ConfigError(f"train.device must be auto, cpu or cuda[:N], got {self.device!r}")

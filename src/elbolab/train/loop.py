@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import Tensor, nn
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from elbolab.bounds import mean_ci95
-from elbolab.data.base import ImageData
+from elbolab.data.base import ImageData, to_model
 from elbolab.errors import ElbolabError
 from elbolab.model import GenerativeModel, dataset_bound
 from elbolab.train.checkpoint import (atomic_write_json, flatten_optimizer, load_tensors, restore_rng, rng_tensors,
                                       save_tensors, unflatten_optimizer)
+from elbolab.train import distributed
 from elbolab.train.config import TrainConfig
 from elbolab.train.ema import EMA
 from elbolab.train.run import CHECKPOINT_FILE, LOG_FILE, METRICS_FILE, WEIGHTS_FILE, pick_device
@@ -38,6 +40,23 @@ def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
     span = max(1, cfg.steps - cfg.warmup_steps)
     progress = min(1.0, max((step - cfg.warmup_steps) / span, time_fraction))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def device_images(data: ImageData, device: torch.device, share: float = 0.25) -> Tensor:
+    """The training images (uint8 levels) held on the device as one tensor when they fit in `share` of its
+    free memory (no host copy per step), else on the host."""
+    if device.type == "cuda" and data.images.nbytes > share * torch.cuda.mem_get_info(device)[0]:
+        return data.images
+    return data.images.to(device)
+
+
+def compile_networks(model: nn.Module) -> None:
+    """torch.compile, in place, every outermost network of `model` (elbolab.nets modules: UNet, encoder, decoder)."""
+    compiled: list[str] = []
+    for name, module in model.named_modules():
+        if type(module).__module__.startswith("elbolab.nets.") and not any(name.startswith(c + ".") for c in compiled):
+            module.compile()
+            compiled.append(name)
 
 
 class _StepBoundaryInterrupt:
@@ -65,13 +84,20 @@ class Trainer:
                  run_dir: Path, callbacks: tuple[Callback, ...] = (), progress: bool = True) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.device = pick_device(cfg.device)
+        self.world = distributed.current()
+        self.device = distributed.local_device(pick_device(cfg.device), self.world)
         self.model = model.to(self.device)
         self.train_data, self.test_data = train_data, test_data
+        self.images = device_images(train_data, self.device)
+        self.micro_size = distributed.micro_batch(cfg.batch_size, cfg.grad_accum, self.world)
+        self.objective = distributed.objective(model, self.world, self.device)
+        if cfg.compile:
+            compile_networks(model)
         self.callbacks = callbacks
-        self.progress = progress
+        self.progress = progress and self.world.main
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                           weight_decay=cfg.weight_decay)
+                                           weight_decay=cfg.weight_decay, fused=self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.ema = EMA(model, cfg.ema_decay)
         self.eval_model = copy.deepcopy(model).eval()
         self.data_generator = torch.Generator().manual_seed(cfg.seed + 1)
@@ -125,25 +151,42 @@ class Trainer:
         return {"test_bpd": mean, "test_bpd_ci95": ci}
 
     # ---- the loop
+    def micro_batch(self, slot: int) -> Tensor:
+        """Micro-batch `slot` of this step, drawn with replacement from the slot's own stream, which also
+        seeds the loss's noise (see `distributed`): the same draws on any number of processes."""
+        seed = distributed.slot_seed(self.cfg.seed, self.step, slot)
+        torch.manual_seed(seed)
+        idx = torch.randint(len(self.images), (self.micro_size,), generator=torch.Generator().manual_seed(seed))
+        return to_model(self.images[idx.to(self.images.device)], self.train_data.levels)
+
     def train_step(self) -> dict:
-        """One optimiser step on a batch drawn with replacement."""
+        """One optimiser step on the global batch: grad_accum micro-batches on each process, gradients averaged."""
         cfg = self.cfg
-        idx = torch.randint(len(self.train_data), (cfg.batch_size,), generator=self.data_generator)
-        x = self.train_data.model_range(idx).to(self.device)
         lr = lr_at(self.step, cfg, self._time_fraction())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-            loss = self.model.loss(x, self.step, cfg.steps).mean()
-        if not torch.isfinite(loss):
-            raise ElbolabError(f"the loss became {loss.item()} at step {self.step}; lower train.lr "
-                               f"(now {cfg.lr}) or resume from the last checkpoint")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        total = torch.zeros((), device=self.device)
+        for a in range(cfg.grad_accum):
+            x = self.micro_batch(self.world.rank * cfg.grad_accum + a)
+            with distributed.no_sync(self.objective, a == cfg.grad_accum - 1):
+                with torch.autocast(self.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+                    loss = self.objective(x, self.step, cfg.steps).mean()
+                # averaged over the processes first, so that all of them stop together
+                mean = distributed.mean_over(loss.detach().float(), self.world)
+                if not torch.isfinite(mean):
+                    raise ElbolabError(f"the loss became {mean.item()} at step {self.step}; lower train.lr "
+                                       f"(now {cfg.lr}) or resume from the last checkpoint")
+                self.scaler.scale(loss / cfg.grad_accum).backward()
+            total += mean / cfg.grad_accum
+        loss = total
+        self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                                    cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.ema.update(self.model)
         self.step += 1
         return {"step": self.step, "loss": loss.item(), "grad_norm": grad_norm.item(), "lr": lr}
@@ -154,10 +197,10 @@ class Trainer:
         return self.seconds_before + session
 
     def _time_fraction(self) -> float:
-        """Share of the wall-clock budget spent, across sessions (0 without a budget)."""
+        """Share of the wall-clock budget spent, across sessions (0 without a budget); rank 0's clock on all."""
         if self.cfg.max_seconds <= 0:
             return 0.0
-        return self.seconds_trained() / self.cfg.max_seconds
+        return distributed.from_main(self.seconds_trained(), self.world, self.device) / self.cfg.max_seconds
 
     def _out_of_time(self) -> bool:
         """True once `max_seconds` of training (this session) have passed."""
@@ -184,23 +227,28 @@ class Trainer:
                     record = self.train_step()
                     record["images_per_s"] = ((self.step - start_step) * cfg.batch_size
                                               / max(1e-9, time.perf_counter() - started))
-                    if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                    if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps and self.world.main:
                         last_eval = self.evaluate()
                         record.update(last_eval)
-                    self._log(record)
-                    if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or self._out_of_time():
+                    if self.world.main:
+                        self._log(record)
+                    if (self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or self._out_of_time()) \
+                            and self.world.main:
                         self.save_checkpoint()
                     for callback in self.callbacks:
                         callback(self.step, record)
                     bar.update(task, completed=self.step, loss=record["loss"], ips=record["images_per_s"],
                                bpd=f"{last_eval['test_bpd']:.3f}")
             except KeyboardInterrupt:
-                self.save_checkpoint()
+                if self.world.main:
+                    self.save_checkpoint()
                 raise TrainingInterrupted(f"interrupted at step {self.step}; checkpoint saved in {self.run_dir}, "
                                           f"continue with --resume") from None
             finally:
                 stop.restore()
         elapsed = time.perf_counter() - started
+        if not self.world.main:  # rank 0 evaluates and writes the run folder
+            return {"step": self.step}
         final = self.evaluate()
         metrics = {"step": self.step, **final,
                    "train_images_per_s": (self.step - start_step) * cfg.batch_size / max(elapsed, 1e-9),
