@@ -36,8 +36,10 @@ def cli() -> None:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--autoencoder", default=None, type=click.Path(), help="latent-diffusion: reuse this trained VAE run.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 def train(kind: str, data: str, data_dir: str | None, out: str, steps: int | None, config_file: str | None,
-          sets: tuple[str, ...], seed: int | None, resume: bool, autoencoder: str | None, quiet: bool) -> None:
+          sets: tuple[str, ...], seed: int | None, resume: bool, autoencoder: str | None, quiet: bool,
+          device: str) -> None:
     """Train a model KIND on a data set into a run folder."""
     from elbolab.config import parse_set
     from elbolab.train.api import train_run
@@ -45,6 +47,8 @@ def train(kind: str, data: str, data_dir: str | None, out: str, steps: int | Non
     overrides: dict[str, str] = dict(parse_set(sets))
     if seed is not None:
         overrides["train.seed"] = str(seed)
+    if device != "auto":
+        overrides["train.device"] = device
     if autoencoder is not None:
         overrides["model.autoencoder"] = str(Path(autoencoder).resolve())
     cfg, metrics = train_run(kind, data, out, data_dir=data_dir, overrides=overrides, config_file=config_file,
@@ -74,8 +78,9 @@ def train(kind: str, data: str, data_dir: str | None, out: str, steps: int | Non
               show_default=True, help="Feature network for the Fréchet distance.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 def evaluate(run_dir: str, split: str, n: int | None, iwae_k: int, exact: bool, estimator: str | None, n_samples: int,
-             skip: tuple[str, ...], only_bound: bool, features: str, as_json: bool, seed: int) -> None:
+             skip: tuple[str, ...], only_bound: bool, features: str, as_json: bool, seed: int, device: str) -> None:
     """Bound terms and bits/dim with 95% intervals, sample quality, sharpness, speed, information."""
     from elbolab.bounds import Estimator
     from elbolab.evaluate.run import PARTS, EvalConfig
@@ -89,7 +94,7 @@ def evaluate(run_dir: str, split: str, n: int | None, iwae_k: int, exact: bool, 
     parts = ("likelihood",) if only_bound else tuple(p for p in PARTS if p not in skip)
     cfg = EvalConfig(seed=seed, n_eval=n, estimator=chosen, iwae_k=iwae_k, n_samples=n_samples, parts=parts)
     log = (lambda _: None) if as_json else (lambda m: click.echo(f"[eval] {m}", err=True))
-    result = evaluate_run(Path(run_dir), split=split, cfg=cfg, features_kind=features, log=log)
+    result = evaluate_run(Path(run_dir), split=split, cfg=cfg, features_kind=features, log=log, device=device)
     if as_json:
         _echo_json(result)
         return
@@ -120,7 +125,8 @@ def evaluate(run_dir: str, split: str, n: int | None, iwae_k: int, exact: bool, 
 @click.option("--sampler", default=None, help="Diffusion: ancestral | ddim | dpm-solver++ (a VAE: decoder).")
 @click.option("--steps", type=int, default=None, help="Diffusion: number of sampling steps (NFE).")
 @click.option("--seed", type=int, default=0, show_default=True)
-def sample(run_dir: str, n: int, out: str, sampler: str | None, steps: int | None, seed: int) -> None:
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+def sample(run_dir: str, n: int, out: str, sampler: str | None, steps: int | None, seed: int, device: str) -> None:
     """Draw N samples from a trained run."""
     import torch
 
@@ -129,7 +135,7 @@ def sample(run_dir: str, n: int, out: str, sampler: str | None, steps: int | Non
 
     if n < 1:
         raise ElbolabError("--n must be at least 1")
-    cfg, model = load_run(Path(run_dir))
+    cfg, model = load_run(Path(run_dir), device)
     generator = torch.Generator(model.device).manual_seed(seed)
     images = model.sample(n, generator=generator, sampler=sampler, steps=steps)
     path = save_images(images, cfg.levels, out, nrow=int(n ** 0.5 + 0.999))
@@ -142,7 +148,8 @@ def sample(run_dir: str, n: int, out: str, sampler: str | None, steps: int | Non
 @click.option("--pairs", type=int, default=6, show_default=True, help="Pairs of test images.")
 @click.option("--frames", type=int, default=10, show_default=True, help="Frames per pair, ends included.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int) -> None:
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int, device: str) -> None:
     """Slerp in latent space between pairs of test images; one row per pair."""
     import torch
 
@@ -152,7 +159,7 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int) -> N
 
     if pairs < 1 or frames < 2:
         raise ElbolabError("--pairs must be ≥ 1 and --frames ≥ 2")
-    cfg, model = load_run(Path(run_dir))
+    cfg, model = load_run(Path(run_dir), device)
     data = load_data(cfg.data, "test", cfg.data_dir)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(data), generator=g)[: 2 * pairs]
@@ -175,11 +182,12 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int) -> N
               show_default=True, help="Feature network for the Fréchet distance.")
 @click.option("--quick", is_flag=True, help="Small evaluation (fewer images, samples and steps): a smoke test.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int, n_samples: int, features: str,
-            quick: bool, quiet: bool) -> None:
+            quick: bool, quiet: bool, device: str) -> None:
     """The main job: train a VAE, diffusion and latent diffusion under one budget, measure, judge, report."""
     from elbolab.evaluate.run import EvalConfig
-    from elbolab.experiments.compare import CompareConfig, run_compare
+    from elbolab.experiments.compare import KINDS, CompareConfig, run_compare
     from elbolab.report.render import save_grids, write_report
 
     if budget <= 0 or n_samples < 2:
@@ -189,8 +197,11 @@ def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int,
         evaluation = EvalConfig(seed=seed, n_eval=100, iwae_n=50, n_samples=min(n_samples, 32), speed_n=8,
                                 nfe=(5, 10), quality_steps=10)
     cfg = CompareConfig(data=data, data_dir=data_dir, budget=budget, seed=seed, evaluation=evaluation,
-                        beta_sweep=(4.0,) if quick else CompareConfig.beta_sweep)
+                        beta_sweep=(4.0,) if quick else CompareConfig.beta_sweep, device=device)
     out_dir = Path(out)
+    click.echo(f"[compare] this takes about {cfg.training_seconds() / 60:.1f} min of training ({len(KINDS)} models × "
+               f"{budget:.0f} s and {len(cfg.beta_sweep)} β-sweep VAEs × {budget * cfg.sweep_budget_fraction:.0f} s), "
+               f"then the measurements", err=True)
     results, images = run_compare(cfg, out_dir, log=lambda m: click.echo(f"[compare] {m}", err=True),
                                   progress=not quiet, features_kind=features)
     grids = save_grids(images, results.data.levels, out_dir)
@@ -205,13 +216,14 @@ def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int,
 @click.option("--n-samples", type=int, default=256, show_default=True)
 @click.option("--features", type=click.Choice(["builtin", "inception", "auto"]), default="builtin",
               show_default=True)
-def report(run_dirs: tuple[str, ...], out: str, n_samples: int, features: str) -> None:
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+def report(run_dirs: tuple[str, ...], out: str, n_samples: int, features: str, device: str) -> None:
     """Measure trained runs side by side and write the report (contrasts need a VAE and a diffusion run)."""
     from elbolab.experiments.runs import measure_runs
     from elbolab.report.render import save_grids, write_report
 
     results, images = measure_runs([Path(r) for r in run_dirs], n_samples=n_samples, features_kind=features,
-                                   log=lambda m: click.echo(f"[report] {m}", err=True))
+                                   log=lambda m: click.echo(f"[report] {m}", err=True), device=device)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = write_report(results, out_dir, save_grids(images, results.data.levels, out_dir))

@@ -24,7 +24,8 @@ from elbolab.machine import machine_info
 from elbolab.train.api import fit_run
 from elbolab.train.config import TrainConfig
 from elbolab.registry import MODEL_KINDS, model_classes
-from elbolab.train.run import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, RunConfig, apply_overrides, read_run_config
+from elbolab.train.run import (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, RunConfig, apply_overrides, pick_device,
+                               read_run_config)
 
 #: the kinds compared: every registered model
 KINDS = tuple(MODEL_KINDS)
@@ -42,6 +43,11 @@ class CompareConfig:
     beta_sweep: tuple[float, ...] = (0.25, 4.0)  # extra VAEs placed on the rate–distortion axes
     sweep_budget_fraction: float = 0.25        # of `budget`, per β-sweep VAE
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per kind: extra --set keys
+    device: str = "auto"                       # where every model trains and is measured: auto | cpu | cuda[:N]
+
+    def training_seconds(self) -> float:
+        """The training budgets added up: one per kind, and the β-sweep's shares."""
+        return self.budget * (len(KINDS) + self.sweep_budget_fraction * len(self.beta_sweep))
 
 
 def budgeted_run(kind: str, cfg: CompareConfig, test: ImageData, budget: float,
@@ -49,8 +55,10 @@ def budgeted_run(kind: str, cfg: CompareConfig, test: ImageData, budget: float,
     """The typed run config of one model in the comparison: the kind's configuration sized for these images,
     a wall-clock budget, the seed, no periodic evaluation; then the user's `--set` keys for that kind."""
     cfg_cls, _ = model_classes(kind)
-    model_cfg = replace(cfg_cls.sized_for(test.shape[-1]), **(model_changes or {}))
-    train_cfg = TrainConfig(steps=1_000_000, max_seconds=budget, seed=cfg.seed, eval_every=0, checkpoint_every=500)
+    device = str(pick_device(cfg.device))
+    model_cfg = replace(cfg_cls.sized_for(test.shape[-1], device), **(model_changes or {}))
+    train_cfg = TrainConfig(steps=1_000_000, max_seconds=budget, seed=cfg.seed, eval_every=0, checkpoint_every=500,
+                            device=cfg.device)
     model_cfg, train_cfg = apply_overrides(model_cfg, train_cfg, cfg.overrides.get(kind, {}))
     return RunConfig(kind, cfg.data, cfg.data_dir, tuple(test.shape), test.levels, model_cfg, train_cfg)
 
@@ -104,9 +112,10 @@ def run_compare(cfg: CompareConfig, out: Path, log: Log = print, progress: bool 
     models: dict[str, RunResult] = {}
     images: dict[str, dict[str, Any]] = {}
     for kind, run_dir in runs.items():
-        models[kind], images[kind] = measure_run(run_dir, cfg.evaluation, test, features, log)
+        models[kind], images[kind] = measure_run(run_dir, cfg.evaluation, test, features, log, cfg.device)
     sweep_only = replace(cfg.evaluation, parts=("information",))
-    sweep = [sweep_point(measure_run(run_dir, sweep_only, test, features, log)[0]) for run_dir in sweep_runs.values()]
+    sweep = [sweep_point(measure_run(run_dir, sweep_only, test, features, log, cfg.device)[0])
+             for run_dir in sweep_runs.values()]
     sweep.append(sweep_point(models["vae"]))
     sweep = tuple(sorted(sweep, key=lambda p: p.beta))
     contrasts = judge({k: r.measurement for k, r in models.items()}, sweep, test.dims, cfg.evaluation.quality_steps)
