@@ -1,0 +1,73 @@
+"""Speed features: the lean UNet's parameters and FLOPs, precomputed sampler coefficients, device presets, configs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from elbolab.diffusion import Schedule, time_grid
+from elbolab.diffusion.config import DiffusionConfig
+from elbolab.diffusion.forward import posterior_coefficients, posterior_log_variance
+from elbolab.diffusion.samplers import grid_steps
+from elbolab.diffusion.schedule import alpha, sigma
+from elbolab.errors import ConfigError
+from elbolab.nets.unet import UNet, UNetConfig
+from elbolab.train.config import TrainConfig
+
+
+def _params_and_flops(preset: str, side: int = 28) -> tuple[int, int]:
+    net = UNet(1, 1, UNetConfig(preset=preset), image_size=side)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.randn(1, 1, side, side), torch.rand(1))
+    return sum(p.numel() for p in net.parameters()), counter.get_total_flops()
+
+
+def test_the_lean_unet_has_smalls_parameters_at_well_under_its_flops():
+    small_p, small_f = _params_and_flops("small")
+    lean_p, lean_f = _params_and_flops("lean")
+    assert abs(lean_p / small_p - 1) < 0.03
+    assert lean_f < 0.6 * small_f
+
+
+def test_level_blocks_set_the_blocks_of_each_level_and_are_checked():
+    uniform = UNet(1, 1, UNetConfig(preset="tiny"), image_size=8)
+    deeper = UNet(1, 1, UNetConfig(preset="tiny", level_blocks=(1, 3)), image_size=8)
+    assert [len(level.blocks) for level in deeper.down] == [1, 3]
+    assert [len(level.blocks) for level in deeper.up] == [4, 2]
+    assert sum(p.numel() for p in deeper.parameters()) > sum(p.numel() for p in uniform.parameters())
+    assert deeper(torch.randn(2, 1, 8, 8), torch.rand(2)).shape == (2, 1, 8, 8)
+    with pytest.raises(ConfigError, match="one positive count per level"):
+        UNetConfig(preset="tiny", level_blocks=(1, 2, 2)).spec()
+
+
+@pytest.mark.parametrize("name", ["cosine", "linear"])
+def test_grid_steps_hold_the_coefficients_of_each_step(name):
+    schedule = Schedule(name, 100)
+    grid = time_grid(100, 7)
+    steps = grid_steps(grid, schedule)
+    times = grid.tolist()
+    assert [(st.t, st.s) for st in steps] == list(zip(times[:-1], times[1:]))
+    assert steps[-1].s == 0 and all(st.s > 0 for st in steps[:-1])
+    for st in steps[:-1]:
+        lam_t, lam_s = schedule.log_snr(st.t), schedule.log_snr(st.s)
+        a, b = posterior_coefficients(lam_t, lam_s)
+        expected = (alpha(lam_t), sigma(lam_t), alpha(lam_s), sigma(lam_s), a, b,
+                    posterior_log_variance(lam_t, lam_s), 0.5 * (lam_s - lam_t))
+        got = (st.alpha_t, st.sigma_t, st.alpha_s, st.sigma_s, st.a, st.b, st.log_var, st.h)
+        assert got == pytest.approx([v.item() for v in expected], rel=1e-10)
+
+
+def test_compare_sizes_the_diffusion_unet_for_the_device():
+    assert DiffusionConfig.sized_for(8, "cuda").unet.preset == "tiny"
+    assert DiffusionConfig.sized_for(28, "cpu").unet.preset == "lean"
+    assert DiffusionConfig.sized_for(28, "cuda:0").unet.preset == "small"
+    assert DiffusionConfig.sized_for(32, "cuda").unet.preset == "base"
+
+
+def test_train_config_checks_accumulation_and_precision():
+    assert TrainConfig(grad_accum=4, precision="fp16").grad_accum == 4
+    with pytest.raises(ConfigError, match="grad_accum"):
+        TrainConfig(grad_accum=0)
+    with pytest.raises(ConfigError, match="precision"):
+        TrainConfig(precision="fp8")  # type: ignore[arg-type]
