@@ -71,3 +71,20 @@ def test_train_config_checks_accumulation_and_precision():
         TrainConfig(grad_accum=0)
     with pytest.raises(ConfigError, match="precision"):
         TrainConfig(precision="fp8")  # type: ignore[arg-type]
+
+
+def test_channels_last_training_follows_the_same_curve(tmp_path):
+    import json
+
+    from elbolab.train.api import train_run
+
+    settings = {"model.unet.preset": "tiny", "model.T": "50", "train.batch_size": "8", "train.eval_every": "0",
+                "train.eval_n": "8"}
+    curves = []
+    for flag in ("false", "true"):
+        train_run("diffusion", "digits", tmp_path / flag, overrides={**settings, "train.channels_last": flag},
+                  steps=2, progress=False)
+        lines = (tmp_path / flag / "log.jsonl").read_text().splitlines()
+        curves.append([json.loads(line)["loss"] for line in lines if line.strip()])
+    assert len(curves[0]) == 2
+    assert curves[1] == pytest.approx(curves[0], rel=1e-4)

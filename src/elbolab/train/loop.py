@@ -86,7 +86,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.world = distributed.current()
         self.device = distributed.local_device(pick_device(cfg.device), self.world)
-        self.model = model.to(self.device)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format)
         self.train_data, self.test_data = train_data, test_data
         self.images = device_images(train_data, self.device)
         self.micro_size = distributed.micro_batch(cfg.batch_size, cfg.grad_accum, self.world)
@@ -128,7 +129,8 @@ class Trainer:
         restore_rng(tensors, self.data_generator)
         self.step = int(state["step"])
         self.seconds_before = float(state.get("train_seconds", 0.0))
-        self._truncate_log()
+        if self.world.main:
+            self._truncate_log()
 
     def _truncate_log(self) -> None:
         """Drop log lines written after the checkpoint we resume from."""
@@ -157,7 +159,8 @@ class Trainer:
         seed = distributed.slot_seed(self.cfg.seed, self.step, slot)
         torch.manual_seed(seed)
         idx = torch.randint(len(self.images), (self.micro_size,), generator=torch.Generator().manual_seed(seed))
-        return to_model(self.images[idx.to(self.images.device)], self.train_data.levels)
+        x = to_model(self.images[idx.to(self.images.device)], self.train_data.levels)
+        return x.contiguous(memory_format=self.memory_format)
 
     def train_step(self) -> dict:
         """One optimiser step on the global batch: grad_accum micro-batches on each process, gradients averaged."""
