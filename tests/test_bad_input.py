@@ -111,7 +111,7 @@ CASES = {
     "--set of the wrong type": (_train("--set", "train.lr=fast"), "train.lr: cannot read 'fast'; allowed: a finite"),
     "--set NaN": (_train("--set", "train.lr=nan"), "train.lr: cannot read 'nan'"),
     "--set out of range": (_train("--set", "train.ema_decay=1.5"), "train.ema_decay=1.5 is out of range"),
-    "--set not among the choices": (_train("--set", "train.precision=fp16"), "choose one of fp32, bf16"),
+    "--set not among the choices": (_train("--set", "train.precision=fp8"), "choose one of fp32, bf16"),
     "--set given twice": (_train("--set", "train.lr=1", "--set", "train.lr=2"), "given twice"),
     "a model config that builds no model": (_train("--set", "model.latent_dim=-1"), "cannot build a vae"),
     "missing config file": (_train("--config", "{t}/none.yaml"), "config file not found"),

@@ -200,7 +200,7 @@ LAYERS = [
     {"interop"},
     {"experiments", "validate"},
     {"report"},
-    {"cli"},
+    {"cli", "__main__"},
 ]
 SIBLINGS_APART = [("train", "evaluate")]  # the same layer, and neither imports the other
 

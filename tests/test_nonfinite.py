@@ -91,14 +91,13 @@ def test_patience_in_a_row_rolls_back_with_half_the_rate_and_the_run_finishes(tm
 def test_a_rollback_draws_a_fresh_random_stream(tmp_path, digits):
     batches = []
     trainer = _trainer(tmp_path, digits, bad_calls={7, 8, 9})
-    draw = trainer.train_data.model_range
+    draw = trainer.micro_batch
 
-    def record(idx):
-        batches.append(idx.clone())
-        return draw(idx)
+    def record(slot):
+        batches.append(draw(slot).clone())
+        return batches[-1]
 
-    trainer.train_data = replace(trainer.train_data)
-    object.__setattr__(trainer.train_data, "model_range", record)
+    trainer.micro_batch = record
     trainer.fit()
     # batches 6..9 were drawn before the rollback; the 6th after it (index 9) continues from step 5 anew
     assert not torch.equal(batches[5], batches[9])

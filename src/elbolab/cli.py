@@ -39,9 +39,10 @@ def cli() -> None:
 @click.option("--autoencoder", default=None, type=click.Path(), help="latent-diffusion: reuse this trained VAE run.")
 @click.option("--deterministic", is_flag=True, help="Deterministic GPU kernels (train.deterministic); slower.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 def train(kind: str, data: str | None, data_dir: str | None, out: str, steps: int | None, config_file: str | None,
           sets: tuple[str, ...], seed: int | None, resume: bool, autoencoder: str | None, deterministic: bool,
-          quiet: bool) -> None:
+          quiet: bool, device: str) -> None:
     """Train a model KIND on a data set into a run folder."""
     from elbolab.config import parse_set
     from elbolab.train.api import train_run
@@ -49,6 +50,7 @@ def train(kind: str, data: str | None, data_dir: str | None, out: str, steps: in
 
     overrides: dict[str, str] = dict(parse_set(sets))
     for key, value in (("train.seed", seed), ("train.deterministic", deterministic or None),
+                       ("train.device", None if device == "auto" else device),
                        ("model.autoencoder", autoencoder and str(Path(autoencoder).resolve()))):
         if value is not None:
             overrides[key] = str(value)
@@ -58,6 +60,8 @@ def train(kind: str, data: str | None, data_dir: str | None, out: str, steps: in
                "steps": steps}
     validate_train(kind, data, out, **options)
     cfg, metrics = train_run(kind, data, out, progress=not quiet, **options)
+    if "test_bpd" not in metrics:  # a torchrun process other than rank 0: rank 0 reports
+        return
     click.echo(f"{kind} on {cfg.data}: step {metrics['step']}, test {metrics['test_bpd']:.4f} "
                f"± {metrics['test_bpd_ci95']:.4f} bits/dim (EMA weights, {cfg.train.eval_n} test images); "
                f"run saved in {out}")
@@ -91,10 +95,11 @@ def train(kind: str, data: str | None, data_dir: str | None, out: str, steps: in
               show_default=True, help="Feature network for the Fréchet distance (none: skip quality, interpolation).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 def evaluate(run_dir: str | None, diffusers_path: str | None, data: str | None, data_dir: str | None, split: str,
              n: int | None, iwae_k: int, exact: bool, estimator: str | None, proposal: str | None,
              bpd_se: float | None, n_samples: int, skip: tuple[str, ...], only_bound: bool, features: str,
-             as_json: bool, seed: int) -> None:
+             as_json: bool, seed: int, device: str) -> None:
     """Bound terms and bits/dim with 95% intervals, sample quality, sharpness, speed, information."""
     from elbolab.bounds import Estimator
     from elbolab.evaluate.run import PARTS, EvalConfig
@@ -126,7 +131,7 @@ def evaluate(run_dir: str | None, diffusers_path: str | None, data: str | None, 
         result = evaluate_diffusers(Path(diffusers_path), data, data_dir, split=split, cfg=cfg, features_kind=features,
                                     log=log)
     else:
-        result = evaluate_run(Path(run_dir), split=split, cfg=cfg, features_kind=features, log=log)
+        result = evaluate_run(Path(run_dir), split=split, cfg=cfg, features_kind=features, log=log, device=device)
     if as_json:
         _echo_json(result)
         return
@@ -182,8 +187,9 @@ def export(run_dir: str, out: str) -> None:
               help="Samples drawn at a time; .npz and folders are written as they come, in bounded memory.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--deterministic", is_flag=True, help="Deterministic GPU kernels.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 def sample(run_dir: str, n: int, out: str, sampler: str | None, steps: int | None, batch_size: int, seed: int,
-           deterministic: bool) -> None:
+           deterministic: bool, device: str) -> None:
     """Draw N samples from a trained run."""
     import numpy as np
     import torch
@@ -204,7 +210,7 @@ def sample(run_dir: str, n: int, out: str, sampler: str | None, steps: int | Non
         check_output_file(target, (".png", ".npz"))
     if deterministic:
         use_deterministic_algorithms()
-    cfg, model = load_run(Path(run_dir))
+    cfg, model = load_run(Path(run_dir), device)
     kwargs = {k: v for k, v in (("sampler", sampler), ("steps", steps)) if v is not None}
     model.check_sampling(**kwargs)  # a sampler or step count the model lacks is refused before any file is written
     batches = sample_batches(model, n, batch_size, seed, **kwargs)
@@ -224,7 +230,8 @@ def sample(run_dir: str, n: int, out: str, sampler: str | None, steps: int | Non
 @click.option("--pairs", type=int, default=6, show_default=True, help="Pairs of test images.")
 @click.option("--frames", type=int, default=10, show_default=True, help="Frames per pair, ends included.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int) -> None:
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int, device: str) -> None:
     """Slerp in latent space between pairs of test images; one row per pair."""
     import torch
 
@@ -234,7 +241,7 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int) -> N
 
     if pairs < 1 or frames < 2:
         raise ElbolabError("--pairs must be ≥ 1 and --frames ≥ 2")
-    cfg, model = load_run(Path(run_dir))
+    cfg, model = load_run(Path(run_dir), device)
     data = load_data(cfg.data, "test", cfg.data_dir)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(data), generator=g)[: 2 * pairs]
@@ -259,8 +266,9 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int) -> N
               show_default=True, help="Feature network for the Fréchet distance.")
 @click.option("--quick", is_flag=True, help="Small evaluation (fewer images, samples and steps): a smoke test.")
 @click.option("--quiet", is_flag=True, help="No progress display, only the job's log lines.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int, seeds: int, n_samples: int,
-            features: str, quick: bool, quiet: bool) -> None:
+            features: str, quick: bool, quiet: bool, device: str) -> None:
     """The main job: train a VAE, diffusion and latent diffusion under one budget, measure, judge, report."""
     from dataclasses import replace
 
@@ -279,13 +287,13 @@ def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int,
         evaluation = compare_evaluation(seed=seed, n_eval=100, iwae_n=50, n_samples=min(n_samples, 32), speed_n=8,
                                         nfe=(5, 10), quality_steps=10, bpd_se=0.05, replicates=50)
     cfg = CompareConfig(data=data, data_dir=data_dir, budget=budget, seed=seed, seeds=seeds, evaluation=evaluation,
-                        beta_sweep=(4.0,) if quick else CompareConfig.beta_sweep)
+                        beta_sweep=(4.0,) if quick else CompareConfig.beta_sweep, device=device)
     if quick:
         cfg = replace(cfg, steps=(1, 2, 10), steps_replicates=50, interpolation_pairs=8, timing_repeats=3,
                       information_images=500, information_draws=64, objective_budget_fraction=0.5)
-    if seeds > 1:
-        click.echo(f"[compare] {seeds} seeds: about {estimated_seconds(cfg) / 60:.0f} minutes on an idle machine "
-                   f"(training {budget:g} s per model per seed, plus measurement)", err=True)
+    many = f"{seeds} seeds: " if seeds > 1 else ""
+    click.echo(f"[compare] {many}about {estimated_seconds(cfg) / 60:.0f} minutes on an idle machine "
+               f"(training {budget:g} s per model per seed, plus measurement)", err=True)
     out_dir = Path(out)
     if quiet:
         results, images = run_compare(cfg, out_dir, log=lambda m: click.echo(f"[compare] {m}", err=True),
@@ -307,13 +315,14 @@ def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int,
 @click.option("--n-samples", type=int, default=256, show_default=True)
 @click.option("--features", type=click.Choice(["builtin", "inception", "auto"]), default="builtin",
               show_default=True)
-def report(run_dirs: tuple[str, ...], out: str, n_samples: int, features: str) -> None:
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+def report(run_dirs: tuple[str, ...], out: str, n_samples: int, features: str, device: str) -> None:
     """Measure trained runs side by side and write the report (contrasts need a VAE and a diffusion run)."""
     from elbolab.experiments.runs import measure_runs
     from elbolab.report.render import write_report
 
     results, images = measure_runs([Path(r) for r in run_dirs], n_samples=n_samples, features_kind=features,
-                                   log=lambda m: click.echo(f"[report] {m}", err=True))
+                                   log=lambda m: click.echo(f"[report] {m}", err=True), device=device)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = write_report(results, out_dir, images, reference_images(results.config["data"],

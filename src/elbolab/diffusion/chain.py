@@ -108,6 +108,7 @@ class GaussianDiffusion(nn.Module):
         """The per-example objective at one step i per example, reweighted by 1/(T p_i) (unbiased for any p):
         L_simple = mean ‖ε − ε̂‖² (Ho et al. 2020, eq. 14), L_vlb = T·L_{i−1} in bits/dim, or
         L_simple + λ L_vlb with the mean frozen in L_vlb (Nichol & Dhariwal 2021, eq. 16). L_T is left out (constant).
+        L_simple runs in float32 (coefficients from the float64 schedule); the objectives with bound terms in float64.
         """
         if self.continuous:
             return self._continuous_loss(x_0, generator)
@@ -116,8 +117,9 @@ class GaussianDiffusion(nn.Module):
         probs = self.resampler.probabilities() if importance else \
             torch.full((T,), 1.0 / T, dtype=torch.float64, device=self.resampler.seen.device)
         i, p_i = draw_steps(x_0.shape[0], probs, generator)
-        x_0 = x_0.double()
-        eps = torch.randn(x_0.shape, generator=generator, device=x_0.device, dtype=torch.float64)
+        # L_simple is an MSE of network outputs: float32 loses nothing; the bound's terms keep float64
+        x_0 = x_0.float() if cfg.loss == "simple" else x_0.double()
+        eps = torch.randn(x_0.shape, generator=generator, device=x_0.device, dtype=x_0.dtype)
         t = self.schedule.times(i)
         x_t = q_sample(x_0, self.schedule.log_snr(t), eps)
         raw, parameterisation = self.denoiser()

@@ -8,14 +8,16 @@ denoiser's x̂_0 (the mean of p_θ(x_0|x_1)), for every sampler.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from elbolab.diffusion.forward import expand, posterior_coefficients, posterior_log_variance
-from elbolab.diffusion.reverse import Denoiser, denoise, reverse_log_variance
-from elbolab.diffusion.schedule import Schedule, alpha, sigma
+from elbolab.diffusion.forward import posterior_coefficients, posterior_log_variance
+from elbolab.diffusion.reverse import VARIANCES, Denoiser, denoise, reverse_log_variance
+from elbolab.diffusion.schedule import Schedule, alpha, log_beta, sigma
 from elbolab.errors import ConfigError
 
 
@@ -25,25 +27,55 @@ def pairs(grid: Tensor) -> list[tuple[float, float]]:
     return list(zip(times[:-1], times[1:]))
 
 
+@dataclass(frozen=True)
+class Step:
+    """One step t → s of a grid with every coefficient a sampler multiplies by, computed once in float64
+    and kept as Python numbers, so a step costs the network and a few tensor-scalar operations."""
+
+    t: float
+    s: float
+    alpha_t: float
+    sigma_t: float
+    alpha_s: float
+    sigma_s: float
+    a: float          # E[x_s | x_t, x_0] = a x_t + b x_0 (VDM, eq. 7)
+    b: float
+    log_var: float    # log β̃(t, s), the posterior variance (Ho et al. 2020, eq. 7)
+    log_beta: float   # log β(t, s) = log σ²_{t|s}
+    h: float          # λ'_s − λ'_t with λ' = λ/2 (DPM-Solver's step in half-log-SNR)
+
+
+def grid_steps(grid: Tensor, schedule: Schedule) -> list[Step]:
+    """The (t, s) steps of a descending grid with their coefficients (a step into s = 0 has s's as NaN)."""
+    times = grid.to(torch.float64)
+    lam = schedule.log_snr(times)
+    lam_t, lam_s = lam[:-1], lam[1:].clamp(max=torch.finfo(torch.float64).max)
+    a, b = posterior_coefficients(lam_t, lam_s)
+    columns = (times[:-1], times[1:], alpha(lam_t), sigma(lam_t), alpha(lam_s), sigma(lam_s), a, b,
+               posterior_log_variance(lam_t, lam_s), log_beta(lam_t, lam_s), 0.5 * (lam_s - lam_t))
+    rows = zip(*(c.tolist() for c in columns))
+    return [Step(*row) if row[1] > 0 else Step(row[0], 0.0, row[2], row[3], *([math.nan] * 7)) for row in rows]
+
+
 def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-
-
-def _lam(schedule: Schedule, t: float) -> Tensor:
-    return schedule.log_snr(torch.tensor(t, dtype=torch.float64))
 
 
 def ancestral(denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: Schedule, *, parameterisation: str = "eps",
               variance: str = "small", generator: torch.Generator | None = None) -> Tensor:
     """x_s = μ̃(x_t, x̂_0) + σ z with σ² = β̃, β or the learned interpolation (Ho et al. 2020, Alg. 2)."""
+    if variance not in VARIANCES:
+        raise ConfigError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")
     x = x_T
-    for t, s in pairs(grid):
-        d = denoise(denoiser, x, t, schedule, parameterisation)
-        if s <= 0:
+    for step in grid_steps(grid, schedule):
+        d = denoise(denoiser, x, step.t, schedule, parameterisation)
+        if step.s <= 0:
             return d.x0_hat
-        a, b = posterior_coefficients(_lam(schedule, t), _lam(schedule, s))
-        log_var = reverse_log_variance(schedule, t, s, variance, x, d.var_interp)
-        x = expand(a, x) * x + expand(b, x) * d.x0_hat + torch.exp(0.5 * log_var) * _noise(x, generator)
+        if variance == "learned":
+            std = torch.exp(0.5 * reverse_log_variance(schedule, step.t, step.s, variance, x, d.var_interp))
+        else:
+            std = math.exp(0.5 * (step.log_var if variance == "small" else step.log_beta))
+        x = step.a * x + step.b * d.x0_hat + std * _noise(x, generator)
     return x
 
 
@@ -51,16 +83,14 @@ def ddim(denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: Schedule, *, p
          eta: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
     """x_s = α_s x̂_0 + sqrt(σ_s² − σ_η²) ε̂ + σ_η z, σ_η² = η² β̃(t, s) (Song et al. 2021, eq. 12)."""
     x = x_T
-    for t, s in pairs(grid):
-        d = denoise(denoiser, x, t, schedule, parameterisation)
-        if s <= 0:
+    for step in grid_steps(grid, schedule):
+        d = denoise(denoiser, x, step.t, schedule, parameterisation)
+        if step.s <= 0:
             return d.x0_hat
-        lam_t, lam_s = _lam(schedule, t), _lam(schedule, s)
-        var_eta = eta ** 2 * torch.exp(posterior_log_variance(lam_t, lam_s))
-        x = (expand(alpha(lam_s), x) * d.x0_hat
-             + expand((torch.sigmoid(-lam_s) - var_eta).clamp_min(0).sqrt(), x) * d.eps_hat)
+        var_eta = eta ** 2 * math.exp(step.log_var)
+        x = step.alpha_s * d.x0_hat + math.sqrt(max(step.sigma_s ** 2 - var_eta, 0.0)) * d.eps_hat
         if eta > 0:
-            x = x + expand(var_eta.sqrt(), x) * _noise(x, generator)
+            x = x + math.sqrt(var_eta) * _noise(x, generator)
     return x
 
 
@@ -73,21 +103,19 @@ def dpm_solver_pp(denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: Sched
     positive time, whose h dwarfs the step before it (Lu et al.'s "lower order final").
     """
     x = x_T
-    steps = pairs(grid)
-    previous: tuple[Tensor, Tensor] | None = None  # (x̂_0, h) of the step before
-    for n, (t, s) in enumerate(steps):
-        d = denoise(denoiser, x, t, schedule, parameterisation)
-        if s <= 0:
+    steps = grid_steps(grid, schedule)
+    previous: tuple[Tensor, float] | None = None  # (x̂_0, h) of the step before
+    for n, step in enumerate(steps):
+        d = denoise(denoiser, x, step.t, schedule, parameterisation)
+        if step.s <= 0:
             return d.x0_hat
-        lam_t, lam_s = _lam(schedule, t), _lam(schedule, s)
-        h = 0.5 * (lam_s - lam_t)
         D = d.x0_hat
         if previous is not None and n < len(steps) - 2:
             x0_prev, h_prev = previous
-            half_inv_r = expand(h / (2 * h_prev), x)
+            half_inv_r = step.h / (2 * h_prev)
             D = (1 + half_inv_r) * d.x0_hat - half_inv_r * x0_prev
-        x = expand(sigma(lam_s) / sigma(lam_t), x) * x - expand(alpha(lam_s) * torch.expm1(-h), x) * D
-        previous = (d.x0_hat, h)
+        x = (step.sigma_s / step.sigma_t) * x - (step.alpha_s * math.expm1(-step.h)) * D
+        previous = (d.x0_hat, step.h)
     return x
 
 
@@ -99,15 +127,13 @@ def ddim_invert(denoiser: Denoiser, x_0: Tensor, grid: Tensor, schedule: Schedul
     times by ε̂ ← ε̂(x_t, t), which makes the step the exact inverse of `ddim`'s as it converges.
     """
     x = x_0
-    for t, s in reversed(pairs(grid)):
-        lam_t, lam_s = _lam(schedule, t), _lam(schedule, s)
-        a_t, s_t, a_s, s_s = (expand(f(lam), x) for f, lam in
-                              ((alpha, lam_t), (sigma, lam_t), (alpha, lam_s), (sigma, lam_s)))
-        eps_hat = denoise(denoiser, x, s if s > 0 else t, schedule, parameterisation).eps_hat
-        x_t = a_t * (x - s_s * eps_hat) / a_s + s_t * eps_hat
+    for step in reversed(grid_steps(grid, schedule)):
+        a_s, s_s = (1.0, 0.0) if step.s <= 0 else (step.alpha_s, step.sigma_s)
+        eps_hat = denoise(denoiser, x, step.s if step.s > 0 else step.t, schedule, parameterisation).eps_hat
+        x_t = (step.alpha_t / a_s) * (x - s_s * eps_hat) + step.sigma_t * eps_hat
         for _ in range(fixed_point):
-            eps_hat = denoise(denoiser, x_t, t, schedule, parameterisation).eps_hat
-            x_t = a_t * (x - s_s * eps_hat) / a_s + s_t * eps_hat
+            eps_hat = denoise(denoiser, x_t, step.t, schedule, parameterisation).eps_hat
+            x_t = (step.alpha_t / a_s) * (x - s_s * eps_hat) + step.sigma_t * eps_hat
         x = x_t
     return x
 

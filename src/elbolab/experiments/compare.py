@@ -34,7 +34,7 @@ from elbolab.train.config import TrainConfig
 from elbolab.records import SweepPoint
 from elbolab.registry import MODEL_KINDS, model_classes
 from elbolab.train.run import (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, RunConfig, apply_overrides, load_run,
-                               read_run_config)
+                               pick_device, read_run_config)
 
 #: the kinds compared: every registered model
 KINDS = tuple(MODEL_KINDS)
@@ -68,6 +68,7 @@ class CompareConfig:
     information_images: int = 2000             # training images of the empirical distribution for I(x_0; x_t)
     information_draws: int = 256               # Monte-Carlo draws per point of the information curves
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per kind: extra --set keys
+    device: str = "auto"                       # where every model trains and is measured: auto | cpu | cuda[:N]
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
@@ -123,8 +124,10 @@ def budgeted_run(kind: str, cfg: CompareConfig, test: ImageData, budget: float,
     """The typed run config of one model in the comparison: the kind's configuration sized for these images,
     a wall-clock budget, the seed, no periodic evaluation; then the user's `--set` keys for that kind."""
     cfg_cls, _ = model_classes(kind)
-    model_cfg = replace(cfg_cls.sized_for(test.shape[-1]), **(model_changes or {}))
-    train_cfg = TrainConfig(steps=1_000_000, max_seconds=budget, seed=cfg.seed, eval_every=0, checkpoint_every=500)
+    device = str(pick_device(cfg.device))
+    model_cfg = replace(cfg_cls.sized_for(test.shape[-1], device), **(model_changes or {}))
+    train_cfg = TrainConfig(steps=1_000_000, max_seconds=budget, seed=cfg.seed, eval_every=0, checkpoint_every=500,
+                            device=cfg.device)
     model_cfg, train_cfg = apply_overrides(model_cfg, train_cfg, cfg.overrides.get(kind, {}))
     return RunConfig(kind, cfg.data, cfg.data_dir, tuple(test.shape), test.levels, model_cfg, train_cfg)
 
@@ -242,8 +245,9 @@ def run_seed(cfg: CompareConfig, out: Path, train: ImageData, test: ImageData, f
     models: dict[str, RunResult] = {}
     images: dict[str, dict[str, Any]] = {}
     for kind, run_dir in runs.items():
-        models[kind], images[kind] = measure_run(run_dir, ev_cfg, test, features, watched_log(log, watch, kind))
-    loaded = {kind: load_run(run_dir)[1] for kind, run_dir in runs.items()}
+        models[kind], images[kind] = measure_run(run_dir, ev_cfg, test, features, watched_log(log, watch, kind),
+                                                 cfg.device)
+    loaded = {kind: load_run(run_dir, cfg.device)[1] for kind, run_dir in runs.items()}
     reference = quality_reference(test, ev_cfg.n_samples)
     held_out = train.images[: ev_cfg.n_samples]
     x0, x1 = pair_images(test, cfg.interpolation_pairs, loaded["vae"].device)
@@ -258,12 +262,12 @@ def run_seed(cfg: CompareConfig, out: Path, train: ImageData, test: ImageData, f
     sweep_cfg = replace(ev_cfg, parts=("information", "quality", "sharpness"))
     sweep = []
     for run_dir in sweep_runs.values():
-        run, _ = measure_run(run_dir, sweep_cfg, test, features, log)
-        sweep.append(beta_point(run, load_run(run_dir)[1], held_out, reference, x0, x1, test.levels, features, cfg))
+        run, _ = measure_run(run_dir, sweep_cfg, test, features, log, cfg.device)
+        sweep.append(beta_point(run, load_run(run_dir, cfg.device)[1], held_out, reference, x0, x1, test.levels, features, cfg))
     sweep.append(beta_point(models["vae"], loaded["vae"], held_out, reference, x0, x1, test.levels, features, cfg))
     sweep = tuple(sorted(sweep, key=lambda p: p.beta))
     objective_cfg = replace(ev_cfg, parts=("likelihood", "quality", "sharpness"))
-    objective = {label: measure_run(run_dir, objective_cfg, test, features, log)[0]
+    objective = {label: measure_run(run_dir, objective_cfg, test, features, log, cfg.device)[0]
                  for label, run_dir in objective_runs.items()}
     evidence = Evidence(
         models={k: r.measurement for k, r in models.items()}, dims=test.dims, nfe=ev_cfg.quality_steps,

@@ -33,9 +33,9 @@ def pilot_images(run_cfg: RunConfig, cfg: EvalConfig) -> ImageData | None:
 
 
 def measure_run(run_dir: Path, cfg: EvalConfig, test: ImageData, features: Any,
-                log: Log) -> tuple[RunResult, dict[str, Any]]:
+                log: Log, device: str = "auto") -> tuple[RunResult, dict[str, Any]]:
     """`evaluate.measure` on a trained run, with its training figures beside; and the images behind it."""
-    run_cfg, model = load_run(run_dir)
+    run_cfg, model = load_run(run_dir, device)
     metrics = json.loads((Path(run_dir) / METRICS_FILE).read_text())
     measurement, images = measure(model, test, cfg, features, log, pilot_images(run_cfg, cfg))
     return RunResult(measurement, int(metrics["step"]), float(metrics["train_images_per_s"]),
@@ -43,7 +43,7 @@ def measure_run(run_dir: Path, cfg: EvalConfig, test: ImageData, features: Any,
 
 
 def measure_runs(run_dirs: list[Path], n_samples: int = 256, features_kind: str = "builtin",
-                 log: Log = print) -> tuple[CompareResults, dict[str, dict[str, Any]]]:
+                 log: Log = print, device: str = "auto") -> tuple[CompareResults, dict[str, dict[str, Any]]]:
     """`elbolab report`: measure existing runs (one per kind, same data) and judge what they allow."""
     if len({Path(r).resolve() for r in run_dirs}) != len(run_dirs):
         raise ElbolabError("the same run folder was given twice")
@@ -60,7 +60,7 @@ def measure_runs(run_dirs: list[Path], n_samples: int = 256, features_kind: str 
     features, why_not = select_features(data, features_kind, data_dir=data_dir)
     models, images = {}, {}
     for run_dir, run_cfg in configs.items():
-        models[run_cfg.kind], images[run_cfg.kind] = measure_run(run_dir, evaluation, test, features, log)
+        models[run_cfg.kind], images[run_cfg.kind] = measure_run(run_dir, evaluation, test, features, log, device)
     sweep = (sweep_point(models["vae"]),) if "vae" in models else ()
     results = CompareResults(
         config={"data": data, "data_dir": data_dir, "budget": float("nan"), "evaluation": asdict(evaluation),
@@ -74,9 +74,9 @@ def measure_runs(run_dirs: list[Path], n_samples: int = 256, features_kind: str 
 
 
 def evaluate_run(run_dir: Path, split: str = "test", cfg: EvalConfig = EvalConfig(), features_kind: str = "builtin",
-                 log: Log = lambda _: None) -> dict[str, Any]:
+                 log: Log = lambda _: None, device: str = "auto") -> dict[str, Any]:
     """`elbolab eval`: the run's measurements as one JSON object, with the bound's nats/bpd at the top level."""
-    run_cfg, model = load_run(run_dir)
+    run_cfg, model = load_run(run_dir, device)
     model.check_estimator(cfg.estimator)  # a bound the model does not offer is refused before any work
     data = load_data(run_cfg.data, split, run_cfg.data_dir)
     measurement = measure(model, data, cfg, _features(cfg, run_cfg.data, features_kind, run_cfg.data_dir), log,

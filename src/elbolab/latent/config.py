@@ -52,8 +52,8 @@ class LatentDiffusionConfig:
     scale_images: int = 10000             # training images the latent scale s is measured on
 
     @classmethod
-    def sized_for(cls, side: int) -> "LatentDiffusionConfig":
-        """The configuration `compare` starts from for images of this side (the defaults suit 8 to 32 px)."""
+    def sized_for(cls, side: int, device: str = "cpu") -> "LatentDiffusionConfig":
+        """The configuration `compare` starts from for images of this side (the defaults suit 8 to 32 px, on any device)."""
         return cls()
 
     def __post_init__(self) -> None:

@@ -14,9 +14,11 @@ from elbolab.config import flatten, read_config_file, to_dict
 from elbolab.data import load_data
 from elbolab.data.base import ImageData
 from elbolab.errors import ConfigError, ElbolabError
+from elbolab.train import distributed
 from elbolab.train.loop import Callback, Say, Trainer, say_on_stderr
 from elbolab.train.run import (CHECKPOINT_FILE, CONFIG_FILE, CONFIG_HISTORY_FILE, RunConfig, apply_overrides,
-                               build_model, list_checkpoints, read_run_config, resolve_configs, save_run_config)
+                               build_model, list_checkpoints, pick_device, read_run_config, resolve_configs,
+                               save_run_config)
 from elbolab.train.stages import run_first_stage, stage_budget
 from elbolab.train.tensorboard import TensorBoardLog
 
@@ -24,7 +26,8 @@ from elbolab.train.tensorboard import TensorBoardLog
 RESUMABLE = frozenset(f"train.{k}" for k in (
     "lr", "min_lr_ratio", "warmup_steps", "steps", "max_seconds", "checkpoint_every", "eval_every", "eval_n",
     "precision", "keep_checkpoints", "nonfinite_patience", "max_rollbacks", "grad_clip", "weight_decay",
-    "adam_beta1", "adam_beta2", "ema_decay", "threads", "device", "deterministic"))
+    "adam_beta1", "adam_beta2", "ema_decay", "threads", "device", "deterministic", "grad_accum", "compile",
+    "channels_last"))
 
 Changes = dict[str, tuple[Any, Any]]
 
@@ -105,22 +108,32 @@ def fit_run(cfg: RunConfig, run_dir: Path, train_data: ImageData, test_data: Ima
     run_dir = Path(run_dir)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    board = TensorBoardLog(run_dir, cfg.levels, seed=cfg.train.seed) if cfg.train.tensorboard else None
-    save_run_config(run_dir, cfg)
-    # e.g. latent diffusion: train or load the autoencoder, measure the latent scale
-    spent = run_first_stage(model, train_data, test_data, cfg, run_dir, progress)
-    trainer = Trainer(model, train_data, test_data, stage_budget(cfg.train, spent), run_dir,
-                      (*callbacks, board) if board else callbacks, progress=progress, say=say)
-    if board:
-        board.watch(trainer.eval_model)
-    trainer.remove_temporary_files()
-    if resume:
-        if list_checkpoints(run_dir):
-            trainer.load_checkpoint()
-        else:
-            say(f"{run_dir}: no checkpoint yet; starting the run from step 0")
-        record_changes(run_dir, trainer, changes or {}, say)
-    return trainer.fit()
+    owns_group = distributed.current().size == 1
+    world = distributed.setup(pick_device(cfg.train.device))  # under torchrun: join its process group
+    try:
+        torch.manual_seed(cfg.train.seed)
+        model = build_model(cfg)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        board = TensorBoardLog(run_dir, cfg.levels, seed=cfg.train.seed) if cfg.train.tensorboard and world.main \
+            else None
+        if world.main:
+            save_run_config(run_dir, cfg)
+        # e.g. latent diffusion: train or load the autoencoder, measure the latent scale
+        spent = run_first_stage(model, train_data, test_data, cfg, run_dir, progress)
+        trainer = Trainer(model, train_data, test_data, stage_budget(cfg.train, spent), run_dir,
+                          (*callbacks, board) if board else callbacks, progress=progress, say=say)
+        if board:
+            board.watch(trainer.eval_model)
+        if world.main:
+            trainer.remove_temporary_files()
+        if resume:
+            if list_checkpoints(run_dir):
+                trainer.load_checkpoint()
+            else:
+                say(f"{run_dir}: no checkpoint yet; starting the run from step 0")
+            if world.main:
+                record_changes(run_dir, trainer, changes or {}, say)
+        return trainer.fit()
+    finally:
+        if owns_group:
+            distributed.teardown()

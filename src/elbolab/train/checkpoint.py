@@ -163,25 +163,24 @@ def optimizer_spec(path: Path, tensors: Mapping[str, Tensor], params: list[Tenso
                                   f"{list(t.shape)}, the parameter is {p.dtype} {list(p.shape)})")
 
 
-def rng_tensors(data_generator: torch.Generator) -> dict[str, Tensor]:
-    """The global CPU (and CUDA) RNG states and the data order's generator state."""
-    out = {"rng.torch": torch.get_rng_state(), "rng.data": data_generator.get_state()}
+def rng_tensors() -> dict[str, Tensor]:
+    """The global CPU (and CUDA) RNG states (the data and the loss's noise come from per-step streams)."""
+    out = {"rng.torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             out[f"rng.cuda.{i}"] = s
     return out
 
 
-def rng_spec(data_generator: torch.Generator) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+def rng_spec() -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """What `rng_tensors` writes, as a spec (CUDA states excluded: they depend on the machine)."""
-    return {k: (tuple(v.shape), v.dtype) for k, v in rng_tensors(data_generator).items()
+    return {k: (tuple(v.shape), v.dtype) for k, v in rng_tensors().items()
             if not k.startswith("rng.cuda.")}
 
 
-def restore_rng(tensors: dict[str, Tensor], data_generator: torch.Generator) -> None:
+def restore_rng(tensors: dict[str, Tensor]) -> None:
     """Put back the RNG states saved by `rng_tensors`."""
     torch.set_rng_state(tensors["rng.torch"])
-    data_generator.set_state(tensors["rng.data"])
     cuda = sorted(k for k in tensors if k.startswith("rng.cuda."))
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([tensors[k] for k in cuda])

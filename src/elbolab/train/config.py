@@ -29,7 +29,10 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0               # torch CPU threads, 0 = torch's default
     device: str = "auto"           # auto | cpu | cuda | cuda:N
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype of the forward pass (fp16 with a grad scaler)
+    grad_accum: int = 1            # micro-batches per process per optimiser step (batch_size is the global batch)
+    compile: bool = False          # torch.compile the networks (opt-in: pays on GPUs, rarely on a CPU)
+    channels_last: bool = False    # model and batches in channels_last (opt-in: 0.5-1.3x on a 2-core CPU, load-dependent)
     keep_checkpoints: int = 3      # the newest K checkpoints are kept in checkpoints/
     nonfinite_patience: int = 3    # non-finite steps in a row before rolling back to the last good checkpoint
     max_rollbacks: int = 3         # rollbacks (each halving the learning rate) before the run stops
@@ -37,7 +40,8 @@ class TrainConfig:
     tensorboard: bool = False      # TensorBoard event files in RUN/tensorboard (pip install 'elbolab[tensorboard]')
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_n", "checkpoint_every", "keep_checkpoints", "nonfinite_patience"):
+        for name in ("steps", "batch_size", "eval_n", "checkpoint_every", "keep_checkpoints", "nonfinite_patience",
+                     "grad_accum"):
             require(f"train.{name}", getattr(self, name), getattr(self, name) >= 1, "an integer ≥ 1")
         for name in ("max_seconds", "eval_every", "warmup_steps", "weight_decay", "grad_clip", "threads",
                      "max_rollbacks", "seed"):
@@ -47,5 +51,6 @@ class TrainConfig:
         require("train.min_lr_ratio", self.min_lr_ratio, 0 <= self.min_lr_ratio <= 1, "a number in [0, 1]")
         for name in ("adam_beta1", "adam_beta2"):
             require(f"train.{name}", getattr(self, name), 0 <= getattr(self, name) < 1, "a number in [0, 1)")
+        require("train.precision", self.precision, self.precision in ("fp32", "bf16", "fp16"), "fp32, bf16 or fp16")
         require("train.device", self.device, self.device in ("auto", "cpu") or self.device.startswith("cuda"),
                 "auto, cpu or cuda[:N]")

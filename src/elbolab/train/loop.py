@@ -18,16 +18,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from elbolab.atomic import TEMP_SUFFIX, atomic_write_json, atomic_write_text
 from elbolab.bounds import mean_ci95, nats_to_bpd
-from elbolab.data.base import ImageData
+from elbolab.data.base import ImageData, to_model
 from elbolab.errors import ElbolabError
 from elbolab.model import GenerativeModel, dataset_bound
 from elbolab.train.checkpoint import (CheckpointError, flatten_optimizer, load_tensors, module_spec, nonfinite_tensors,
                                       optimizer_spec, restore_rng, rng_spec, rng_tensors, save_tensors,
                                       unflatten_optimizer)
+from elbolab.train import distributed
 from elbolab.train.config import TrainConfig
 from elbolab.train.ema import EMA
 from elbolab.train.run import (CHECKPOINT_DIR, CHECKPOINT_FILE, LOG_FILE, METRICS_FILE, WEIGHTS_FILE, checkpoint_path,
@@ -50,6 +52,28 @@ def use_deterministic_algorithms() -> None:
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
+
+
+def device_images(data: ImageData, device: torch.device, share: float = 0.25) -> Tensor:
+    """The training images (uint8 levels) held on the device as one tensor when they fit in `share` of its
+    free memory (no host copy per step), else on the host."""
+    if device.type == "cuda" and data.images.nbytes > share * torch.cuda.mem_get_info(device)[0]:
+        return data.images
+    return data.images.to(device)
+
+
+def compile_networks(model: nn.Module) -> None:
+    """torch.compile, in place, every outermost network of `model` (elbolab.nets modules: UNet, encoder, decoder)."""
+    compiled: list[str] = []
+    for name, module in model.named_modules():
+        if type(module).__module__.startswith("elbolab.nets.") and not any(name.startswith(c + ".") for c in compiled):
+            module.compile()
+            compiled.append(name)
+
+
+def stream_seed(seed: int, rollbacks: int) -> int:
+    """The seed of the run's random stream: the configured one, and a fresh one after each rollback."""
+    return seed + 1_000_003 * rollbacks
 
 
 class TrainingDiverged(ElbolabError):
@@ -98,17 +122,24 @@ class Trainer:
         if cfg.deterministic:
             use_deterministic_algorithms()
         self.run_dir = Path(run_dir)
-        self.device = pick_device(cfg.device)
-        self.model = model.to(self.device)
+        self.world = distributed.current()
+        self.device = distributed.local_device(pick_device(cfg.device), self.world)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format)
         self.train_data, self.test_data = train_data, test_data
+        self.images = device_images(train_data, self.device)
+        self.micro_size = distributed.micro_batch(cfg.batch_size, cfg.grad_accum, self.world)
+        self.objective = distributed.objective(model, self.world, self.device)
+        if cfg.compile:
+            compile_networks(model)
         self.callbacks = callbacks
-        self.progress = progress
+        self.progress = progress and self.world.main
         self.say = say
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                           weight_decay=cfg.weight_decay)
+                                           weight_decay=cfg.weight_decay, fused=self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.ema = EMA(model, cfg.ema_decay)
         self.eval_model = copy.deepcopy(model).eval()
-        self.data_generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
         self.seconds_before = 0.0          # training time of earlier sessions of this run (from the checkpoint)
         self.lr_scale = 1.0                # halved by each rollback
@@ -120,13 +151,13 @@ class Trainer:
     def _spec(self) -> dict:
         """Names, shapes and dtypes a checkpoint of this model must hold."""
         return {**module_spec(self.model.state_dict(), "model."), **module_spec(self.ema.shadow, "ema."),
-                **rng_spec(self.data_generator)}
+                **rng_spec()}
 
     def save_checkpoint(self) -> Path:
         """Model, EMA, optimizer and RNG tensors with the JSON state, in one atomic file; keeps the newest K."""
         optim_tensors, optim_meta = flatten_optimizer(self.optimizer.state_dict())
         tensors = {**{f"model.{k}": v for k, v in self.model.state_dict().items()}, **self.ema.state_tensors(),
-                   **optim_tensors, **rng_tensors(self.data_generator)}
+                   **optim_tensors, **rng_tensors()}
         state = {"step": self.step, "ema_updates": self.ema.updates, "optimizer": optim_meta,
                  "train_seconds": self.seconds_trained(), "lr_scale": self.lr_scale, "rollbacks": self.rollbacks}
         path = checkpoint_path(self.run_dir, self.step)
@@ -175,13 +206,14 @@ class Trainer:
         self.optimizer.load_state_dict(unflatten_optimizer(tensors, state["optimizer"]))
         for group in self.optimizer.param_groups:  # settings changed on resume win over the saved ones
             group.update(betas=(self.cfg.adam_beta1, self.cfg.adam_beta2), weight_decay=self.cfg.weight_decay)
-        restore_rng(tensors, self.data_generator)
+        restore_rng(tensors)
         self.step = int(state["step"])
         if not rollback:
             self.seconds_before = float(state["train_seconds"])
             self.lr_scale = float(state.get("lr_scale", 1.0))
             self.rollbacks = int(state.get("rollbacks", 0))
-        self._truncate_log()
+        if self.world.main:
+            self._truncate_log()
 
     def remove_temporary_files(self) -> None:
         """Delete what writes cut short by a crash left behind (hidden `.*.tmp` files)."""
@@ -206,6 +238,9 @@ class Trainer:
         atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
     def _log(self, record: dict) -> None:
+        """A line in the run's log (rank 0 writes the run folder)."""
+        if not self.world.main:
+            return
         with open(self.run_dir / LOG_FILE, "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
@@ -223,9 +258,6 @@ class Trainer:
         from_step, rollbacks, scale = self.step, self.rollbacks + 1, self.lr_scale * 0.5
         path = self.load_checkpoint(rollback=True)
         self.rollbacks, self.lr_scale, self.nonfinite_in_a_row = rollbacks, scale, 0
-        stream = self.cfg.seed + 1_000_003 * rollbacks
-        torch.manual_seed(stream)
-        self.data_generator.manual_seed(stream + 1)
         self.log_event("rollback", reason=reason, from_step=from_step, checkpoint=path.name, lr_scale=scale,
                        rollbacks=rollbacks)
         self.say(f"warning: {reason} at step {from_step}; rolled back to step {self.step} ({path.name}) with the "
@@ -242,29 +274,59 @@ class Trainer:
         return {"test_bpd": mean, "test_bpd_ci95": ci, "test_bpd_terms": terms}
 
     # ---- the loop
-    def train_step(self) -> dict:
-        """One optimiser step on a batch drawn with replacement."""
+    def micro_batch(self, slot: int) -> Tensor:
+        """Micro-batch `slot` of this step, drawn with replacement from the slot's own stream, which also
+        seeds the loss's noise (see `distributed`): the same draws on any number of processes."""
+        seed = distributed.slot_seed(stream_seed(self.cfg.seed, self.rollbacks), self.step, slot)
+        torch.manual_seed(seed)
+        idx = torch.randint(len(self.images), (self.micro_size,), generator=torch.Generator().manual_seed(seed))
+        x = to_model(self.images[idx.to(self.images.device)], self.train_data.levels)
+        return x.contiguous(memory_format=self.memory_format)
+
+    def _accumulate(self) -> tuple[Tensor, str | None]:
+        """Forward and backward over this process's grad_accum micro-batches; the loss averaged over every
+        process (so that all of them agree on a non-finite one), and the problem if it is not finite."""
         cfg = self.cfg
-        idx = torch.randint(len(self.train_data), (cfg.batch_size,), generator=self.data_generator)
-        x = self.train_data.model_range(idx).to(self.device)
+        autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        total = torch.zeros((), device=self.device)
+        for a in range(cfg.grad_accum):
+            x = self.micro_batch(self.world.rank * cfg.grad_accum + a)
+            with distributed.no_sync(self.objective, a == cfg.grad_accum - 1):
+                with torch.autocast(self.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+                    loss = self.objective(x, self.step, cfg.steps).mean()
+                mean = distributed.mean_over(loss.detach().float(), self.world)
+                if not torch.isfinite(mean):
+                    return mean, f"non-finite loss ({mean.item()})"
+                self.scaler.scale(loss / cfg.grad_accum).backward()
+            total += mean / cfg.grad_accum
+        return total, None
+
+    def train_step(self) -> dict:
+        """One optimiser step on the global batch: grad_accum micro-batches on each process, gradients averaged
+        (DDP's all-reduce); a non-finite loss or gradient skips the update on every process alike."""
+        cfg = self.cfg
         lr = lr_at(self.step, cfg, self._time_fraction()) * self.lr_scale
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-            loss = self.model.loss(x, self.step, cfg.steps).mean()
         self.optimizer.zero_grad(set_to_none=True)
+        loss, problem = self._accumulate()
         grad_norm = torch.tensor(float("nan"))
-        problem = None if torch.isfinite(loss) else f"non-finite loss ({loss.item()})"
         if problem is None:
-            loss.backward()
+            self.scaler.unscale_(self.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                                        cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
             problem = None if torch.isfinite(grad_norm) else f"non-finite gradient (norm {grad_norm.item()})"
         if problem is None:
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             self.ema.update(self.model)
             self.nonfinite_in_a_row = 0
+        elif self.scaler.is_enabled() and "gradient" in problem:  # fp16 overflow: the scaler lowers its scale
+            self.scaler.update()
+            self.step += 1
+            return {"step": self.step, "overflow": f"{problem}; fp16 loss scale now {self.scaler.get_scale():g}",
+                    "lr": lr}
         else:  # skip the update: the weights, the optimizer's moments and the EMA stay as they were
             self.optimizer.zero_grad(set_to_none=True)
             self.nonfinite_in_a_row += 1
@@ -279,10 +341,10 @@ class Trainer:
         return self.seconds_before + session
 
     def _time_fraction(self) -> float:
-        """Share of the wall-clock budget spent, across sessions (0 without a budget)."""
+        """Share of the wall-clock budget spent, across sessions (0 without a budget); rank 0's clock on all."""
         if self.cfg.max_seconds <= 0:
             return 0.0
-        return self.seconds_trained() / self.cfg.max_seconds
+        return distributed.from_main(self.seconds_trained(), self.world, self.device) / self.cfg.max_seconds
 
     def _out_of_time(self) -> bool:
         """True once `max_seconds` of training (this session) have passed."""
@@ -298,9 +360,10 @@ class Trainer:
         last_eval = {"test_bpd": float("nan")}
         started, start_step = time.perf_counter(), self.step
         self._started = started
-        self._truncate_log()
-        if self.step == 0:
-            self.save_checkpoint()  # a start to resume or roll back to, before any step
+        if self.world.main:
+            self._truncate_log()
+            if self.step == 0:
+                self.save_checkpoint()  # a start to resume or roll back to, before any step
         with Progress(*columns, disable=not self.progress, transient=False) as bar:
             task = bar.add_task(f"{self.model.kind}", total=cfg.steps, completed=self.step, loss=float("nan"),
                                 bpd="–", ips=0.0)
@@ -314,7 +377,7 @@ class Trainer:
                                               / max(1e-9, time.perf_counter() - started))
                     if "skipped" in record:
                         self.say(f"warning: step {self.step} skipped: {record['skipped']}")
-                    if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                    if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps and self.world.main:
                         last_eval = self.evaluate()
                         record.update(last_eval)
                     self._log(record)
@@ -325,18 +388,22 @@ class Trainer:
                         if nonfinite_tensors(self.model.state_dict()):
                             self._roll_back("non-finite weights")
                             continue
-                        self.save_checkpoint()
+                        if self.world.main:
+                            self.save_checkpoint()
                     for callback in self.callbacks:
                         callback(self.step, record)
                     bar.update(task, completed=self.step, loss=record.get("loss", float("nan")),
                                ips=record["images_per_s"], bpd=f"{last_eval['test_bpd']:.3f}")
             except KeyboardInterrupt:
-                self.save_checkpoint()
+                if self.world.main:
+                    self.save_checkpoint()
                 raise TrainingInterrupted(f"interrupted at step {self.step}; checkpoint saved in {self.run_dir}, "
                                           f"continue with --resume") from None
             finally:
                 stop.restore()
         elapsed = time.perf_counter() - started
+        if not self.world.main:  # rank 0 evaluates and writes the run folder
+            return {"step": self.step}
         final = self.evaluate()
         metrics = {"step": self.step, **final,
                    "train_images_per_s": (self.step - start_step) * cfg.batch_size / max(elapsed, 1e-9),

@@ -34,8 +34,8 @@ class VAEConfig:
     free_bits: float = 0.0        # nats per latent dimension (batch mean), 0 = off
 
     @classmethod
-    def sized_for(cls, side: int) -> "VAEConfig":
-        """The configuration `compare` starts from for images of this side (the defaults suit 8 to 32 px)."""
+    def sized_for(cls, side: int, device: str = "cpu") -> "VAEConfig":
+        """The configuration `compare` starts from for images of this side (the defaults suit 8 to 32 px, on any device)."""
         return cls()
 
 
