@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from elbolab.diffusion import Schedule, time_grid
-from elbolab.diffusion.config import DiffusionConfig
 from elbolab.diffusion.forward import posterior_coefficients, posterior_log_variance
 from elbolab.diffusion.samplers import grid_steps
 from elbolab.diffusion.schedule import alpha, sigma
+from elbolab.data import load_data
 from elbolab.errors import ConfigError
+from elbolab.experiments.compare import (CompareConfig, budgeted_run, compare_evaluation, estimated_seconds,
+                                         preset_for, with_preset)
+from elbolab.registry import model_classes
 from elbolab.train.config import TrainConfig
 
 
@@ -30,11 +35,35 @@ def test_grid_steps_hold_the_coefficients_of_each_step(name):
         assert got == pytest.approx([v.item() for v in expected], rel=1e-10)
 
 
-def test_compare_sizes_the_diffusion_unet_for_the_device():
-    assert DiffusionConfig.sized_for(8, "cuda").unet.preset == "tiny"
-    assert DiffusionConfig.sized_for(28, "cpu").unet.preset == "lean"
-    assert DiffusionConfig.sized_for(28, "cuda:0").unet.preset == "small"
-    assert DiffusionConfig.sized_for(32, "cuda").unet.preset == "base"
+def _train_flops(model, side: int) -> float:
+    """Counted FLOPs of one training step (loss, backward) per image."""
+    x = torch.rand(2, 1, side, side) * 2 - 1
+    with FlopCounterMode(display=False) as counter:
+        model.loss(x, 0, 100).mean().backward()
+    return counter.get_total_flops() / 2
+
+
+@pytest.mark.parametrize("kind", ["vae", "diffusion"])
+def test_compare_sizes_28px_models_for_a_cpu_at_a_fraction_of_the_gpus_flops(kind):
+    cfg_cls, model_cls = model_classes(kind)
+    cpu, gpu = (model_cls(cfg_cls.sized_for(28, device), (1, 28, 28), 256) for device in ("cpu", "cuda"))
+    assert _train_flops(cpu, 28) < 0.4 * _train_flops(gpu, 28)
+    digits = model_cls(cfg_cls.sized_for(8, "cuda"), (1, 8, 8), 17)  # small images: one size on any device
+    assert type(digits.config) is type(cpu.config) and digits.config == cfg_cls.sized_for(8, "cpu")
+
+
+def test_compare_presets_fill_only_what_the_user_left_open():
+    big_cpu = with_preset(CompareConfig(device="cpu"), 28)
+    assert big_cpu.budget == preset_for(28, "cpu").budget and big_cpu.evaluation.n_eval == 2000
+    assert max(big_cpu.steps) <= 50 < max(with_preset(CompareConfig(device="cpu"), 8).steps)
+    mine = with_preset(CompareConfig(device="cpu", budget=7.0, batch_size=16, steps=(1, 3),
+                                     evaluation=compare_evaluation(n_eval=99)), 28)
+    assert (mine.budget, mine.batch_size, mine.steps, mine.evaluation.n_eval) == (7.0, 16, (1, 3), 99)
+    run = budgeted_run("diffusion", mine, load_data("digits", "test"), mine.budget)
+    assert run.train.batch_size == 16 and run.train.max_seconds == 7.0
+    digits = estimated_seconds(CompareConfig(device="cpu"), 8)
+    assert estimated_seconds(CompareConfig(device="cpu", seeds=3), 8) == pytest.approx(3 * digits)
+    assert estimated_seconds(CompareConfig(device="cpu"), 28) > digits
 
 
 def test_train_config_checks_accumulation_and_precision():

@@ -257,7 +257,9 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int, devi
 @click.option("--data", default="digits", show_default=True, help="Data set name, image folder or .npz file.")
 @click.option("--data-dir", default=None, help="Where named data sets live / are downloaded ($ELBOLAB_DATA).")
 @click.option("--out", "out", default="compare-report", show_default=True, type=click.Path(file_okay=False))
-@click.option("--budget", type=float, default=60.0, show_default=True, help="Training seconds per model.")
+@click.option("--budget", type=float, default=None,
+              help="Training seconds per model [default: the preset's: 60 on digits or a GPU, 120 for larger "
+                   "images on a CPU].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--seeds", type=int, default=1, show_default=True,
               help="Repeat the whole experiment with this many seeds; every interval folds their spread in.")
@@ -267,19 +269,20 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int, devi
 @click.option("--quick", is_flag=True, help="Small evaluation (fewer images, samples and steps): a smoke test.")
 @click.option("--quiet", is_flag=True, help="No progress display, only the job's log lines.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
-def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int, seeds: int, n_samples: int,
+def compare(data: str, data_dir: str | None, out: str, budget: float | None, seed: int, seeds: int, n_samples: int,
             features: str, quick: bool, quiet: bool, device: str) -> None:
     """The main job: train a VAE, diffusion and latent diffusion under one budget, measure, judge, report."""
     from dataclasses import replace
 
     from elbolab.validate import validate_compare
 
-    if not budget > 0 or n_samples < 2 or seeds < 1:
+    if (budget is not None and not budget > 0) or n_samples < 2 or seeds < 1:
         raise ElbolabError(f"--budget ({budget}) must be positive, --n-samples ({n_samples}) at least 2 and "
                            f"--seeds ({seeds}) at least 1")
-    validate_compare(data, data_dir, out, features)
+    side = validate_compare(data, data_dir, out, features)
 
-    from elbolab.experiments.compare import CompareConfig, compare_evaluation, estimated_seconds, run_compare
+    from elbolab.experiments.compare import (CompareConfig, compare_evaluation, estimated_seconds, run_compare,
+                                             with_preset)
     from elbolab.report.render import write_report
 
     evaluation = compare_evaluation(seed=seed, n_samples=n_samples)
@@ -292,8 +295,9 @@ def compare(data: str, data_dir: str | None, out: str, budget: float, seed: int,
         cfg = replace(cfg, steps=(1, 2, 10), steps_replicates=50, interpolation_pairs=8, timing_repeats=3,
                       information_images=500, information_draws=64, objective_budget_fraction=0.5)
     many = f"{seeds} seeds: " if seeds > 1 else ""
-    click.echo(f"[compare] {many}about {estimated_seconds(cfg) / 60:.0f} minutes on an idle machine "
-               f"(training {budget:g} s per model per seed, plus measurement)", err=True)
+    planned = with_preset(cfg, side)
+    click.echo(f"[compare] {many}about {estimated_seconds(cfg, side) / 60:.0f} minutes on an idle machine "
+               f"(training {planned.budget:g} s per model per seed, plus measurement)", err=True)
     out_dir = Path(out)
     if quiet:
         results, images = run_compare(cfg, out_dir, log=lambda m: click.echo(f"[compare] {m}", err=True),

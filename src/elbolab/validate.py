@@ -134,9 +134,9 @@ def validate_eval(run_dir: str | Path, split: str, features: str, parts: tuple[s
         check_labels(data, features)
 
 
-def validate_compare(data: str, data_dir: str | None, out: str | Path, features: str) -> None:
+def validate_compare(data: str, data_dir: str | None, out: str | Path, features: str) -> int:
     """`compare`'s data loads and has labels for the features chosen; its output folder is writable with
-    room for the checkpoints of its models."""
+    room for the checkpoints of its models. Returns the images' side in pixels."""
     from elbolab.train.run import MODEL_KINDS, model_classes, read_run_config
 
     check_output_folder(out)
@@ -150,3 +150,4 @@ def validate_compare(data: str, data_dir: str | None, out: str | Path, features:
     for kind in MODEL_KINDS:
         needed += checkpoint_bytes(parameter_count(kind, probe, model_classes(kind)[0]()))
     check_disk(out, needed)
+    return int(probe.shape[-1])

@@ -43,6 +43,30 @@ KINDS = tuple(MODEL_KINDS)
 BOUND_PRECISION = {"proposal": "importance", "bpd_se": 0.01}
 
 
+@dataclass(frozen=True)
+class Preset:
+    """What `compare` trains and measures, unless told otherwise, for images of one size on one kind of device."""
+
+    budget: float                  # training seconds per model
+    batch_size: int                # images per optimiser step
+    n_eval: int | None             # test images for the bound (None: the whole split)
+    steps: tuple[int, ...]         # sampling steps of the steps sweep
+    measure_seconds: float         # measurement time per seed on an idle machine (for the estimate printed first)
+
+
+def preset_for(side: int, device: str) -> Preset:
+    """The preset for images of `side` px on `device`: digits (≤ 16 px) anywhere as measured for the README;
+    larger images on a CPU with the models' CPU sizes (see each config's `sized_for`), a smaller batch for more
+    steps, 2,000 test images for the bound (SE ≈ 0.01 bits/dim from the per-image spread) and a steps sweep to
+    50; on a GPU the full test set and sweep."""
+    if side <= 16:
+        return Preset(budget=60.0, batch_size=128, n_eval=None, steps=STEPS, measure_seconds=90.0)
+    if device.startswith("cuda"):
+        return Preset(budget=60.0, batch_size=256, n_eval=None, steps=STEPS, measure_seconds=120.0)
+    return Preset(budget=120.0, batch_size=64, n_eval=2000, steps=tuple(s for s in STEPS if s <= 50),
+                  measure_seconds=300.0)
+
+
 def compare_evaluation(**changes: Any) -> EvalConfig:
     """The evaluation `compare` runs: `EvalConfig` with `BOUND_PRECISION`, then `changes`."""
     return EvalConfig(**{**BOUND_PRECISION, **changes})
@@ -54,14 +78,15 @@ class CompareConfig:
 
     data: str = "digits"
     data_dir: str | None = None
-    budget: float = 60.0                       # training seconds per model
+    budget: float | None = None                # training seconds per model (None: the preset's)
     seed: int = 0
     seeds: int = 1                             # the whole experiment repeated with seeds seed, seed + 1, …
     evaluation: EvalConfig = field(default_factory=compare_evaluation)
     beta_sweep: tuple[float, ...] = (0.25, 4.0)  # extra VAEs placed on the rate–distortion axes
     sweep_budget_fraction: float = 0.25        # of `budget`, per β-sweep VAE
     objective_budget_fraction: float = 0.25    # of `budget`, per diffusion model of the ε-objective pair (0: none)
-    steps: tuple[int, ...] = STEPS             # sampling steps of the steps sweep
+    steps: tuple[int, ...] | None = None       # sampling steps of the steps sweep (None: the preset's)
+    batch_size: int | None = None              # training images per step (None: the preset's)
     steps_replicates: int = 100                # bootstrap resamples per point of the steps sweep
     interpolation_pairs: int = 16              # test-image pairs interpolated by every model
     timing_repeats: int = 5                    # alternating repeats of each paired timing
@@ -127,7 +152,7 @@ def budgeted_run(kind: str, cfg: CompareConfig, test: ImageData, budget: float,
     device = str(pick_device(cfg.device))
     model_cfg = replace(cfg_cls.sized_for(test.shape[-1], device), **(model_changes or {}))
     train_cfg = TrainConfig(steps=1_000_000, max_seconds=budget, seed=cfg.seed, eval_every=0, checkpoint_every=500,
-                            device=cfg.device)
+                            device=cfg.device, batch_size=cfg.batch_size or TrainConfig.batch_size)
     model_cfg, train_cfg = apply_overrides(model_cfg, train_cfg, cfg.overrides.get(kind, {}))
     return RunConfig(kind, cfg.data, cfg.data_dir, tuple(test.shape), test.levels, model_cfg, train_cfg)
 
@@ -190,13 +215,27 @@ def train_objective_pair(cfg: CompareConfig, out: Path, log: Log, progress: bool
     return {label: run_dir for label, (run_dir, _) in runs.items()}
 
 
+def with_preset(cfg: CompareConfig, side: int) -> CompareConfig:
+    """`cfg` with what it leaves open (budget, batch, steps sweep, the bound's test images) from the preset for
+    images of `side` px on its device."""
+    preset = preset_for(side, str(pick_device(cfg.device)))
+    evaluation = cfg.evaluation if cfg.evaluation.n_eval is not None else replace(cfg.evaluation,
+                                                                                  n_eval=preset.n_eval)
+    return replace(cfg, budget=preset.budget if cfg.budget is None else cfg.budget,
+                   batch_size=cfg.batch_size or preset.batch_size, steps=cfg.steps or preset.steps,
+                   evaluation=evaluation)
+
+
 def seed_folder(out: Path, cfg: CompareConfig, index: int) -> Path:
     """Where seed number `index` of a comparison keeps its runs: `out` for the first, `out/seed-S` after."""
     return out if index == 0 else out / f"seed-{cfg.seed + index}"
 
 
-def estimated_seconds(cfg: CompareConfig, measure_seconds: float = 90.0) -> float:
-    """A rough wall-clock estimate of the whole comparison: training budgets plus measurement, per seed."""
+def estimated_seconds(cfg: CompareConfig, side: int) -> float:
+    """A rough wall-clock estimate of the whole comparison on an idle machine: training budgets plus the preset's
+    measurement time, per seed."""
+    cfg = with_preset(cfg, side)
+    measure_seconds = preset_for(side, str(pick_device(cfg.device))).measure_seconds
     per_seed = cfg.budget * (len(KINDS) + cfg.sweep_budget_fraction * len(cfg.beta_sweep)
                              + 2 * cfg.objective_budget_fraction)
     return cfg.seeds * (per_seed + measure_seconds)
@@ -208,10 +247,11 @@ def run_compare(cfg: CompareConfig, out: Path, log: Log = print, progress: bool 
     """Train, measure and judge, once per seed; the contrasts fold every seed's effects. Returns the results and
     the first seed's images. `watch`, where given, hears every stage, training step and measurement (`JobEvent`)."""
     out.mkdir(parents=True, exist_ok=True)
+    train, test = load_data(cfg.data, "train", cfg.data_dir), load_data(cfg.data, "test", cfg.data_dir)
+    cfg = with_preset(cfg, test.shape[-1])
     atomic_write_json(out / "compare-config.json", asdict(cfg))
     if watch:
         watch(JobEvent("plan", plan=job_plan(cfg)))
-    train, test = load_data(cfg.data, "train", cfg.data_dir), load_data(cfg.data, "test", cfg.data_dir)
     log("feature network for sample quality")
     features, why_not = select_features(cfg.data, features_kind, data_dir=cfg.data_dir)
     seeds, images = [], {}

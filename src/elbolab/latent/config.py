@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from elbolab.diffusion.config import DiffusionConfig
 from elbolab.errors import ConfigError
@@ -53,8 +53,10 @@ class LatentDiffusionConfig:
 
     @classmethod
     def sized_for(cls, side: int, device: str = "cpu") -> "LatentDiffusionConfig":
-        """The configuration `compare` starts from for images of this side (the defaults suit 8 to 32 px, on any device)."""
-        return cls()
+        """The configuration `compare` starts from for images of this side on this device: the defaults, with the
+        autoencoder sized as `VAEConfig.sized_for` sizes a VAE (its tiny net on a CPU over 16 px)."""
+        vae = _latent_vae()
+        return cls(vae=replace(vae, net=VAEConfig.sized_for(side, device).net))
 
     def __post_init__(self) -> None:
         if self.vae.latent != "spatial":
