@@ -134,6 +134,46 @@ def test_a_resumed_budgeted_run_keeps_the_time_already_spent(tmp_path, digits):
     assert metrics["step"] == 10 and metrics["train_seconds"] == pytest.approx(100.0)
 
 
+def test_a_run_paused_in_turns_ends_as_one_trained_straight_through(tmp_path, digits):
+    from dataclasses import replace
+
+    import elbolab.train.loop as loop
+
+    train, test = digits
+    cfg = replace(CFG, steps=1000, max_seconds=100.0, eval_every=0, eval_n=8)
+    run = RunConfig("vae", "digits", None, train.shape, train.levels, VAEConfig(net="tiny"), cfg)
+    clock = [0.0]
+
+    def trainer(run_dir):
+        torch.manual_seed(0)
+        model = build_model(run)
+        loss = model.loss
+
+        def slow_loss(x, step, total_steps):  # every training step "takes" 10 s; the lr decays with the clock
+            clock[0] += 10.0
+            return loss(x, step, total_steps)
+
+        model.loss = slow_loss
+        return Trainer(model, train, test, cfg, run_dir, progress=False)
+
+    real = loop.time.perf_counter
+    loop.time.perf_counter = lambda: clock[0]
+    try:
+        whole = trainer(tmp_path / "whole").fit()
+        turns = trainer(tmp_path / "turns")
+        first = turns.fit(pause_at=30.0)
+        clock[0] += 500.0  # time spent elsewhere between turns is not training time
+        second = turns.fit(pause_at=70.0)
+        last = turns.fit(pause_at=200.0)  # past the budget: the run ends as usual
+    finally:
+        loop.time.perf_counter = real
+    assert first == {"step": 3, "train_seconds": pytest.approx(30.0), "paused": True}
+    assert second == {"step": 7, "train_seconds": pytest.approx(70.0), "paused": True}
+    assert last["step"] == whole["step"] == 10 and last["train_seconds"] == pytest.approx(100.0)
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "turns")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_a_real_ctrl_c_stops_at_a_step_boundary(tmp_path, digits):
     import os
     import signal

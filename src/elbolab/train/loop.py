@@ -350,8 +350,16 @@ class Trainer:
         """True once `max_seconds` of training (this session) have passed."""
         return self._time_fraction() >= 1.0
 
-    def fit(self) -> dict:
-        """Train to `cfg.steps`, evaluating and checkpointing on the way; returns the final metrics."""
+    def _pause_due(self, pause_at: float | None) -> bool:
+        """True once this run has trained `pause_at` seconds (earlier sessions included); rank 0's clock on all."""
+        return pause_at is not None and distributed.from_main(self.seconds_trained(), self.world,
+                                                              self.device) >= pause_at
+
+    def fit(self, pause_at: float | None = None) -> dict:
+        """Train to `cfg.steps`, evaluating and checkpointing on the way; returns the final metrics. With
+        `pause_at`, return {"step", "train_seconds", "paused": True} once the run has trained that many seconds,
+        with no final evaluation: a later `fit` continues it, its clock and learning-rate schedule unbroken
+        (how a benchmark trains two models in turns)."""
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -369,7 +377,7 @@ class Trainer:
                                 bpd="–", ips=0.0)
             stop = _StepBoundaryInterrupt()
             try:
-                while self.step < cfg.steps and not self._out_of_time():
+                while self.step < cfg.steps and not self._out_of_time() and not self._pause_due(pause_at):
                     if stop.requested:
                         raise KeyboardInterrupt
                     record = self.train_step()
@@ -402,12 +410,15 @@ class Trainer:
             finally:
                 stop.restore()
         elapsed = time.perf_counter() - started
+        self.seconds_before, self._started = self.seconds_before + elapsed, None
+        if self.step < cfg.steps and self._pause_due(pause_at) and not self._out_of_time():
+            return {"step": self.step, "train_seconds": self.seconds_before, "paused": True}
         if not self.world.main:  # rank 0 evaluates and writes the run folder
             return {"step": self.step}
         final = self.evaluate()
         metrics = {"step": self.step, **final,
                    "train_images_per_s": (self.step - start_step) * cfg.batch_size / max(elapsed, 1e-9),
-                   "train_seconds": self.seconds_before + elapsed, "objective": self.model.objective}
+                   "train_seconds": self.seconds_before, "objective": self.model.objective}
         save_tensors(self.run_dir / WEIGHTS_FILE, self.ema.shadow)
         atomic_write_json(self.run_dir / METRICS_FILE, metrics)
         return metrics
