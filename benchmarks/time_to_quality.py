@@ -6,8 +6,8 @@ a fixed threshold, elbolab against diffusers' training recipe, side by side in o
 
 The two sides, on the Fashion-MNIST train split, batch --batch-size, the same optimiser settings:
 
-- elbolab: the CPU preset `DiffusionConfig.sized_for(28, "cpu")` (the lean UNet, 1.65M parameters; T = 1000,
-  cosine, ε-prediction, L_simple), trained by elbolab's own `Trainer` with the `TrainConfig` `compare` uses
+- elbolab: the lean UNet (`UNetConfig(preset="lean")`: small's 1.65M parameters at half its FLOPs; T = 1000,
+  cosine, ε-prediction, L_simple: `DiffusionConfig`'s defaults), trained by elbolab's own `Trainer` with the `TrainConfig` `compare` uses
   (AdamW, warm-up then cosine decay over the wall-clock budget, gradient clipping at 1, EMA 0.999, a log line
   per step, checkpoints every 500 steps).
 - diffusers: a `UNet2DModel` laid out like elbolab's `small` preset (1.62M parameters, `benchmarks/diffusion.py`'s
@@ -76,6 +76,7 @@ from elbolab.diffusion.config import DiffusionConfig  # noqa: E402
 from elbolab.evaluate.features import select_features  # noqa: E402
 from elbolab.evaluate.resample import resampled_quality  # noqa: E402
 from elbolab.evaluate.run import quality_reference  # noqa: E402
+from elbolab.nets.unet import UNetConfig  # noqa: E402
 from elbolab.train.config import TrainConfig  # noqa: E402
 from elbolab.train.loop import Trainer, lr_at  # noqa: E402
 from elbolab.train.run import RunConfig, build_model  # noqa: E402
@@ -121,7 +122,7 @@ class ElbolabSide:
     def __init__(self, args: argparse.Namespace, train: ImageData, test: ImageData, run_dir: Path) -> None:
         cfg = train_config(args)
         run = RunConfig("diffusion", "fashion-mnist", args.data_dir, train.shape, train.levels,
-                        DiffusionConfig.sized_for(train.shape[-1], "cpu"), cfg)
+                        DiffusionConfig(unet=UNetConfig(preset="lean")), cfg)
         torch.manual_seed(args.seed)
         self.trainer = Trainer(build_model(run), train, test, cfg, run_dir, progress=False)
         self.layout = run.model.unet.preset
