@@ -24,6 +24,7 @@ from elbolab.diffusion.samplers import ddim, ddim_invert, run_sampler
 from elbolab.diffusion.schedule import Schedule, alpha, sigma, time_grid
 from elbolab.diffusion.time_proposal import TimeProposal, step_edges
 from elbolab.diffusion.timesteps import LossSecondMomentResampler, draw_steps
+from elbolab.diffusion.weighting import weight
 from elbolab.errors import ConfigError
 from elbolab.nets.diffusers_unet import DiffusersUNet
 from elbolab.nets.unet import UNet
@@ -136,8 +137,9 @@ class GaussianDiffusion(nn.Module):
 
     def _continuous_loss(self, x_0: Tensor, generator: torch.Generator | None) -> Tensor:
         """Continuous time, t low-discrepancy over the batch, t_b = (u + b/B) mod 1 (VDM, App. I): the ELBO in
-        bits/dim ("vlb"; one z_0 and one t per example), or L_simple = mean ‖ε − ε̂‖² ("simple") for the
-        network while learned end points follow the bound (its gradient for them added, value unchanged)."""
+        bits/dim ("vlb"; one z_0 and one t per example), or for the network L_simple = mean ‖ε − ε̂‖² ("simple")
+        or the weighted diffusion term ½ w(λ_t) γ′(t) ‖ε − ε̂‖² in bits/dim (a named w, `weighting`), while
+        learned end points follow the bound (its gradient for them added, value unchanged)."""
         x_0 = x_0.double()
         B, D, device = x_0.shape[0], x_0[0].numel(), x_0.device
         u = torch.rand((), generator=generator, dtype=torch.float64, device=device)
@@ -150,12 +152,17 @@ class GaussianDiffusion(nn.Module):
         bound = nats_to_bpd(nats, D)
         if self.config.loss == "vlb":
             return bound.float()
-        simple = mse / D
+        if self.config.loss == "simple":
+            reweighted = mse / D
+        else:  # the schedule enters as a fixed weight: its end points learn from the bound alone
+            with torch.no_grad():
+                w = weight(self.config.loss, self.schedule.log_snr(t)) * 0.5 * self.schedule.gamma_prime(t)
+            reweighted = nats_to_bpd(w * mse, D)
         if self.schedule.learn_endpoints and torch.is_grad_enabled():
             (grad,) = torch.autograd.grad(bound.mean(), self.schedule.ends, retain_graph=True)
             follow = (self.schedule.ends * grad).sum()
-            simple = simple + (follow - follow.detach())
-        return simple.float()
+            reweighted = reweighted + (follow - follow.detach())
+        return reweighted.float()
 
     # ---- the bound
     def default_estimator(self) -> Estimator:

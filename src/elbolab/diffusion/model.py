@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Mapping
 
 import torch
 from torch import Tensor
@@ -13,6 +14,8 @@ from elbolab.diffusion.chain import GaussianDiffusion, build_net
 from elbolab.diffusion.config import DiffusionConfig
 from elbolab.diffusion.information import chain_rate_distortion
 from elbolab.diffusion.samplers import SAMPLERS
+from elbolab.diffusion.weighting import DESCRIPTIONS as CONTINUOUS_OBJECTIVES
+from elbolab.errors import ConfigError
 from elbolab.model import Capabilities, Encoding, GenerativeModel
 from elbolab.records import Information
 
@@ -24,8 +27,6 @@ SELF_PILOT_N = 16
 
 OBJECTIVES = {"simple": "L_simple (ε-MSE)", "vlb": "L_vlb (the bound, bits/dim)",
               "hybrid": "L_hybrid = L_simple + λ L_vlb (learned variance)"}
-CONTINUOUS_OBJECTIVES = {"vlb": "continuous-time ELBO (weighting γ′(t), bits/dim)",
-                         "simple": "L_simple (ε-MSE, uniform in t)"}
 
 
 class DiffusionModel(GenerativeModel):
@@ -88,6 +89,17 @@ class DiffusionModel(GenerativeModel):
         if estimator.proposal == "importance":
             self.check_input(pilot)
             self.diffusion.fit_proposal(pilot.to(self.device), estimator.steps, generator, clip=True)
+
+    def fitted_estimator(self) -> dict[str, Tensor]:
+        """The importance proposal's weights, once fitted."""
+        return {"time_proposal": self.diffusion.time_proposal.clone()} if self.diffusion.proposal_fitted() else {}
+
+    def load_fitted_estimator(self, state: Mapping[str, Tensor]) -> None:
+        """Put back a kept importance proposal (weights of the same number of bins)."""
+        weights = state["time_proposal"]
+        if set(state) != {"time_proposal"} or weights.shape != self.diffusion.time_proposal.shape:
+            raise ConfigError(f"a kept pilot fit does not match this model: {sorted(state)}, {list(weights.shape)}")
+        self.diffusion.time_proposal.copy_(weights)
 
     def loss(self, x: Tensor, step: int = 0, total_steps: int | None = None,
              generator: torch.Generator | None = None) -> Tensor:
