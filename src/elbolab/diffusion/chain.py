@@ -186,6 +186,7 @@ class GaussianDiffusion(nn.Module):
         return TimeProposal(self.time_proposal, self.proposal_edges())
 
     def proposal_fitted(self) -> bool:
+        """Whether the importance proposal has been fitted (its buffer is zeros until then)."""
         return bool((self.time_proposal > 0).all())
 
     @torch.no_grad()
