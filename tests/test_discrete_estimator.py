@@ -115,3 +115,25 @@ def test_an_unprepared_model_fits_its_proposal_on_the_batch_for_that_call_only()
     torch.testing.assert_close(again.total, bound.total)
     with pytest.raises(Exception, match="pilot pass"):
         model.diffusion.proposal()
+
+
+def test_a_pilot_fit_is_kept_under_its_key_and_put_back(tmp_path, monkeypatch):
+    from elbolab.evaluate.run import Pilot, prepare_estimator
+
+    model, train = tiny_discrete(T=20), load_data("digits", "train")
+    pilot = Pilot(train, tmp_path / "fits.json", {"weights": "w1"})
+    estimator = Estimator("mc", 8, "importance")
+    assert not prepare_estimator(model, estimator, pilot, 8, seed=0)
+    fitted = model.diffusion.time_proposal.clone()
+    model.diffusion.time_proposal.zero_()
+    fresh = tiny_discrete(T=20)
+    monkeypatch.setattr(DiffusionModel, "prepare_estimator", lambda *a, **k: pytest.fail("fitted again"))
+    assert prepare_estimator(fresh, estimator, pilot, 8, seed=0)
+    assert torch.equal(fresh.diffusion.time_proposal, fitted)  # bit for bit
+    monkeypatch.undo()
+    assert not prepare_estimator(fresh, estimator, Pilot(train, pilot.cache, {"weights": "w2"}), 8, seed=0)
+    assert len(__import__("json").loads(pilot.cache.read_text())["fits"]) == 2
+    # a cache that cannot be written is no cache: the fit is made and used all the same
+    unwritable = Pilot(train, tmp_path / "missing" / "fits.json")
+    assert not prepare_estimator(fresh, estimator, unwritable, 8, seed=1) and fresh.diffusion.proposal_fitted()
+    assert not unwritable.cache.exists()

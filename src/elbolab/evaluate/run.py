@@ -19,6 +19,7 @@ import torch
 from elbolab.atomic import atomic_write_json
 from elbolab.bounds import Estimator, mean_ci95, nats_to_bpd, rmse_255
 from elbolab.data.base import ImageData, to_model
+from elbolab.errors import ElbolabError
 from elbolab.evaluate.interpolation import interpolation_smoothness
 from elbolab.evaluate.quality import sample_quality
 from elbolab.evaluate.resample import resampled_figures
@@ -148,7 +149,10 @@ def prepare_estimator(model: GenerativeModel, estimator: Estimator, pilot: Pilot
                             torch.Generator(model.device).manual_seed(seed))
     state = {name: t.detach().cpu().double().flatten().tolist() for name, t in model.fitted_estimator().items()}
     if pilot.cache is not None and state:
-        atomic_write_json(pilot.cache, {"fits": [*fits, {"key": key, "state": state}][-MAX_PILOT_FITS:]})
+        try:
+            atomic_write_json(pilot.cache, {"fits": [*fits, {"key": key, "state": state}][-MAX_PILOT_FITS:]})
+        except ElbolabError:  # a run folder that cannot be written keeps no cache; the fit is used all the same
+            pass
     return False
 
 
