@@ -78,12 +78,13 @@ def evaluate(run_dir: Path, train_data, test_data, n: int | None = None) -> dict
 
 
 @torch.no_grad()
-def t_step_check(run_dir: Path, train_data, test_data, n: int, passes: int) -> list[dict[str, Any]]:
+def t_step_check(run_dir: Path, train_data, test_data, n: int, passes: int, repeats: int) -> list[dict[str, Any]]:
     """Exact T-sum vs Monte-Carlo estimates of the same T-step bound on n test images at `passes` network
     passes per image: the discrete chain's uniform iid draw (K = passes/2 steps, each with its L_0) and its
     default, pilot-fitted importance draw (K = passes − 4 steps, L_0 in each of 4 replicates); in continuous
     time the importance draw of its T-step form. The exact sum is one draw of x_i per step, so it is averaged
-    over two draws and its own standard error (from their difference) enters z."""
+    over two draws and its own standard error (from their difference) enters z. `repeats` more estimates tell
+    bias from bad luck: their mean against the exact sum, and their observed spread against the reported error."""
     _, model = load_run(run_dir, device="cpu")
     x = test_data.model_range(slice(0, n))
     g = torch.Generator().manual_seed(0)
@@ -103,6 +104,9 @@ def t_step_check(run_dir: Path, train_data, test_data, n: int, passes: int) -> l
             model.prepare_estimator(estimator, train_data.model_range(slice(0, 64)), g)
         mc = model.elbo(x, estimator, g)
         diff = (mc.total - exact).mean().item()
+        more = torch.stack([model.elbo(x, estimator, g).total for _ in range(repeats)])  # [repeats, n]
+        spread = more.std(0)  # per image, over repeats
+        repeat_se = math.hypot((spread.pow(2).mean() / (repeats * n)).sqrt().item(), exact_se)
         se = mc.extras["stderr"].pow(2).sum().sqrt().item() / n
         rows.append({"T": T, "n": n, "estimator": estimator.describe(), "passes": mc.extras["passes"].mean().item(),
                      "exact_nats": exact.mean().item(), "exact_se_of_mean": exact_se,
@@ -110,6 +114,9 @@ def t_step_check(run_dir: Path, train_data, test_data, n: int, passes: int) -> l
                      "mc_nats": mc.total.mean().item(), "mc_minus_exact": diff, "se_of_mean": se,
                      "z": diff / math.hypot(se, exact_se),
                      "per_image_se_nats": mc.extras["stderr"].mean().item(),
+                     "repeats": repeats, "repeats_mean_minus_exact": (more.mean() - exact.mean()).item(),
+                     "repeats_z": (more.mean() - exact.mean()).item() / repeat_se,
+                     "per_image_spread_over_repeats_nats": spread.pow(2).mean().sqrt().item(),
                      "exact_bpd": nats_to_bpd(exact.mean().item(), x[0].numel())})
     return rows
 
@@ -145,6 +152,8 @@ def main() -> None:
     ap.add_argument("--eval-n", type=int, default=None, help="test images per point (default: the whole split)")
     ap.add_argument("--check-n", type=int, default=16)
     ap.add_argument("--check-passes", type=int, default=32, help="network passes per image of each MC estimate")
+    ap.add_argument("--check-repeats", type=int, default=20,
+                    help="further estimates per estimator, to tell bias from bad luck")
     ap.add_argument("--checks-only", action="store_true",
                     help="only the T-step check of --models (of CHECKED) at the largest budget; its rows replace "
                          "theirs in the existing --out JSON, its points are kept")
@@ -174,7 +183,8 @@ def main() -> None:
                     points.append(point)
                     print_table([point], f"{name} after {budget:g} s")
                 if last and name in CHECKED:
-                    rows = t_step_check(run_dir, train_data, test_data, args.check_n, args.check_passes)
+                    rows = t_step_check(run_dir, train_data, test_data, args.check_n, args.check_passes,
+                                        args.check_repeats)
                     checks.extend({"model": name, "budget_s": budget, **row} for row in rows)
                     print_table(checks[-len(rows):], "T-step check")
                 write_results(args.out, {"started": previous.get("started", started), "points": points,
