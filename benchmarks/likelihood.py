@@ -1,10 +1,14 @@
-"""Bits/dim against training seconds on digits: the VAE, the discrete DDPM on L_simple, the discrete model with
+"""Bits/dim against training seconds on digits (or Fashion-MNIST, `--data fashion-mnist`): the VAE, the discrete DDPM on L_simple, the discrete model with
 a learned variance (hybrid loss), and continuous-time diffusion with learned end points trained on the ELBO
 and on L_simple. Each point: the test-set bound with its Monte-Carlo standard error and the estimator's cost
-in network passes per image. Then the T-step check: one model's Monte-Carlo estimate of its T-step bound
-against the exact T-sum on the same images, at the cost of today's default estimator.
+in network passes per image. Then the T-step check: one model's Monte-Carlo estimates of its T-step bound
+against the exact T-sum on the same images (averaged over two draws of its noise), at equal network passes.
 
     PYTHONPATH=src python benchmarks/likelihood.py --budgets 15 60 [--threads 1] [--out likelihood]
+    PYTHONPATH=src python benchmarks/likelihood.py --data fashion-mnist --budgets 60 600 1800 --out likelihood-fashion
+    # only the T-step check (its models at the largest budget), replacing its rows in an existing --out JSON;
+    # --runs keeps the trained runs in a folder and reuses them
+    PYTHONPATH=src python benchmarks/likelihood.py --checks-only --budgets 60 --models ddpm-simple --runs /tmp/lk
 
 Not a timed test; the machine it ran on (with its load average) is recorded in the JSON. Runs train with
 compare's presets (`sized_for`) plus each variant's keys, so the continuous-time variants differ from
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -22,10 +27,10 @@ from typing import Any
 
 import torch
 
-from common import RESULTS, machine, print_table, write_results
+from common import RESULTS, SHARED_DATA, machine, print_table, write_results
 from elbolab.bounds import Estimator, nats_to_bpd
 from elbolab.data import load_data
-from elbolab.evaluate.run import EvalConfig, summarize
+from elbolab.evaluate.run import EvalConfig, Pilot, summarize
 from elbolab.experiments.compare import CompareConfig, budgeted_run
 from elbolab.train.api import fit_run
 from elbolab.train.run import METRICS_FILE, load_run
@@ -41,25 +46,30 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "vdm-simple-cosine": ("diffusion", {"model.schedule": "cosine", "model.loss": "simple"}),
 }
 BPD_SE = 0.01
+#: the models the T-step check runs on (at the largest budget)
+CHECKED = ("ddpm-simple", "vdm-elbo")
 
 
-def train(name: str, budget: float, threads: int, root: Path, train_data, test_data) -> Path:
+def train(name: str, budget: float, threads: int, root: Path, train_data, test_data, data_dir: str | None) -> Path:
+    """Train one variant for `budget` seconds into root (a finished run of the same name is reused)."""
     kind, keys = VARIANTS[name]
     overrides = {kind: {**keys, "train.threads": threads}}
-    run_cfg = budgeted_run(kind, CompareConfig(budget=budget, overrides=overrides), test_data, budget)
-    run_dir = root / f"{name}-{budget:g}s"
-    fit_run(run_cfg, run_dir, train_data, test_data, progress=False)
+    compare = CompareConfig(data=test_data.name, data_dir=data_dir, budget=budget, overrides=overrides)
+    run_cfg = budgeted_run(kind, compare, test_data, budget)
+    run_dir = root / f"{test_data.name}-{name}-{budget:g}s"
+    if not (run_dir / METRICS_FILE).is_file():
+        fit_run(run_cfg, run_dir, train_data, test_data, progress=False)
     return run_dir
 
 
-def evaluate(run_dir: Path, train_data, test_data) -> dict[str, Any]:
-    """The test-set bound: exact or IWAE-free ELBO for the VAE, the model's MC estimator for the discrete chain,
-    importance-sampled t with draws for BPD_SE for continuous time."""
+def evaluate(run_dir: Path, train_data, test_data, n: int | None = None) -> dict[str, Any]:
+    """The test-set bound: the VAE's one-sample ELBO, the discrete chain's default estimator (importance-sampled
+    steps), importance-sampled t with draws for BPD_SE for continuous time."""
     run_cfg, model = load_run(run_dir, device="cpu")
     continuous = model.kind == "diffusion" and model.config.time == "continuous"
-    proposal = "importance" if continuous else None  # the discrete chain: its default estimator (today's)
+    proposal = "importance" if continuous else None
     cfg = EvalConfig(proposal=proposal, bpd_se=BPD_SE if proposal else None)
-    s = summarize(model, test_data, None, None, 0, cfg, train_data)
+    s = summarize(model, test_data, n, None, 0, cfg, Pilot(train_data))
     steps = json.loads((run_dir / METRICS_FILE).read_text())["step"]
     return {"steps": steps, "bpd": s.bpd.total, "ci95": s.bpd.ci95, "mc_se_bpd": s.mean_stderr_bpd, "spread_bpd": s.per_image_sd_bpd,
             "passes": s.passes_per_image, "estimator": s.estimator, "eval_s": s.seconds,
@@ -68,32 +78,46 @@ def evaluate(run_dir: Path, train_data, test_data) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def t_step_check(run_dir: Path, train_data, test_data, n: int, draws: int) -> list[dict[str, Any]]:
-    """Exact T-sum vs Monte-Carlo estimates of the same T-step bound on n test images at `draws` passes:
-    the discrete chain's iid draw (today's default) and its pilot-fitted importance draw; in continuous time
-    the importance draw of its T-step form."""
+def t_step_check(run_dir: Path, train_data, test_data, n: int, passes: int, repeats: int) -> list[dict[str, Any]]:
+    """Exact T-sum vs Monte-Carlo estimates of the same T-step bound on n test images at `passes` network
+    passes per image: the discrete chain's uniform iid draw (K = passes/2 steps, each with its L_0) and its
+    default, pilot-fitted importance draw (K = passes − 4 steps, L_0 in each of 4 replicates); in continuous
+    time the importance draw of its T-step form. The exact sum is one draw of x_i per step, so it is averaged
+    over two draws and its own standard error (from their difference) enters z. `repeats` more estimates tell
+    bias from bad luck: their mean against the exact sum, and their observed spread against the reported error."""
     _, model = load_run(run_dir, device="cpu")
     x = test_data.model_range(slice(0, n))
     g = torch.Generator().manual_seed(0)
     T = model.config.T
     continuous = model.config.time == "continuous"
-    exact = model.elbo(x, Estimator("exact", steps=T if continuous else None), g)
+    exact_estimator = Estimator("exact", steps=T if continuous else None)
+    a, b = (model.elbo(x, exact_estimator, g).total for _ in range(2))
+    exact, exact_se_image = (a + b) / 2, (a - b).abs() / 2  # per image: sd/√2 of the mean of two, sd² ≈ (a−b)²/2
+    exact_se = exact_se_image.pow(2).sum().sqrt().item() / n
     if continuous:
-        estimators = [Estimator("mc", draws, "importance", T)]
-    else:  # two passes per draw (a step and L_0)
-        estimators = [Estimator("mc", draws // 2), Estimator("mc", draws // 2, "importance")]
+        estimators = [Estimator("mc", passes, "importance", T)]
+    else:
+        estimators = [Estimator("mc", passes // 2), Estimator("mc", passes - 4, "importance")]
     rows = []
     for estimator in estimators:
         if estimator.proposal == "importance":
             model.prepare_estimator(estimator, train_data.model_range(slice(0, 64)), g)
         mc = model.elbo(x, estimator, g)
-        diff = (mc.total - exact.total).mean().item()
+        diff = (mc.total - exact).mean().item()
+        more = torch.stack([model.elbo(x, estimator, g).total for _ in range(repeats)])  # [repeats, n]
+        spread = more.std(0)  # per image, over repeats
+        repeat_se = math.hypot((spread.pow(2).mean() / (repeats * n)).sqrt().item(), exact_se)
         se = mc.extras["stderr"].pow(2).sum().sqrt().item() / n
         rows.append({"T": T, "n": n, "estimator": estimator.describe(), "passes": mc.extras["passes"].mean().item(),
-                     "exact_nats": exact.total.mean().item(), "mc_nats": mc.total.mean().item(),
-                     "mc_minus_exact": diff, "se_of_mean": se, "z": diff / se,
+                     "exact_nats": exact.mean().item(), "exact_se_of_mean": exact_se,
+                     "exact_per_image_se_nats": exact_se_image.pow(2).mean().sqrt().item() * math.sqrt(2),
+                     "mc_nats": mc.total.mean().item(), "mc_minus_exact": diff, "se_of_mean": se,
+                     "z": diff / math.hypot(se, exact_se),
                      "per_image_se_nats": mc.extras["stderr"].mean().item(),
-                     "exact_bpd": nats_to_bpd(exact.total.mean().item(), exact.dims)})
+                     "repeats": repeats, "repeats_mean_minus_exact": (more.mean() - exact.mean()).item(),
+                     "repeats_z": (more.mean() - exact.mean()).item() / repeat_se,
+                     "per_image_spread_over_repeats_nats": spread.pow(2).mean().sqrt().item(),
+                     "exact_bpd": nats_to_bpd(exact.mean().item(), x[0].numel())})
     return rows
 
 
@@ -111,7 +135,7 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("training seconds (CPU, loaded machine)")
     ax.set_ylabel("test bound, bits/dim")
-    ax.set_title("digits: bound vs training budget (bars: ±2 MC s.e.)")
+    ax.set_title(f"{points[0]['data'] if points else ''}: bound vs training budget (bars: ±2 MC s.e.)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -120,36 +144,56 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="digits", help="digits, or a data set under --data-dir (fashion-mnist)")
+    ap.add_argument("--data-dir", default=str(SHARED_DATA))
     ap.add_argument("--budgets", type=float, nargs="+", default=[15.0, 60.0])
     ap.add_argument("--models", nargs="+", default=list(VARIANTS))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--eval-n", type=int, default=None, help="test images per point (default: the whole split)")
     ap.add_argument("--check-n", type=int, default=16)
-    ap.add_argument("--check-draws", type=int, default=32)
+    ap.add_argument("--check-passes", type=int, default=32, help="network passes per image of each MC estimate")
+    ap.add_argument("--check-repeats", type=int, default=20,
+                    help="further estimates per estimator, to tell bias from bad luck")
+    ap.add_argument("--checks-only", action="store_true",
+                    help="only the T-step check of --models (of CHECKED) at the largest budget; its rows replace "
+                         "theirs in the existing --out JSON, its points are kept")
+    ap.add_argument("--runs", default=None, help="a folder to keep trained runs in, reused when there (default: a "
+                                                 "temporary one)")
     ap.add_argument("--out", default="likelihood")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    train_data, test_data = load_data("digits", "train"), load_data("digits", "test")
+    data_dir = None if args.data == "digits" else args.data_dir
+    train_data, test_data = load_data(args.data, "train", data_dir), load_data(args.data, "test", data_dir)
     started = machine()
-    points, checks = [], []
+    previous = json.loads((RESULTS / f"{args.out}.json").read_text()) if args.checks_only else {}
+    points = previous.get("points", [])
+    checks = [c for c in previous.get("t_step_checks", []) if c["model"] not in args.models]
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
+        root = Path(args.runs or tmp)
         for budget in args.budgets:
             for name in args.models:
+                last = budget == max(args.budgets)
+                if args.checks_only and not (last and name in CHECKED):
+                    continue
                 t0 = time.perf_counter()
-                run_dir = train(name, budget, args.threads, root, train_data, test_data)
-                point = {"model": name, "budget_s": budget, **evaluate(run_dir, train_data, test_data),
-                         "wall_s": time.perf_counter() - t0}
-                points.append(point)
-                print_table([point], f"{name} after {budget:g} s")
-                if budget == max(args.budgets) and name in ("ddpm-simple", "vdm-elbo"):
-                    rows = t_step_check(run_dir, train_data, test_data, args.check_n, args.check_draws)
-                    checks.extend({"model": name, **row} for row in rows)
+                run_dir = train(name, budget, args.threads, root, train_data, test_data, data_dir)
+                if not args.checks_only:
+                    point = {"model": name, "data": args.data, "budget_s": budget,
+                             **evaluate(run_dir, train_data, test_data, args.eval_n), "wall_s": time.perf_counter() - t0}
+                    points.append(point)
+                    print_table([point], f"{name} after {budget:g} s")
+                if last and name in CHECKED:
+                    rows = t_step_check(run_dir, train_data, test_data, args.check_n, args.check_passes,
+                                        args.check_repeats)
+                    checks.extend({"model": name, "budget_s": budget, **row} for row in rows)
                     print_table(checks[-len(rows):], "T-step check")
-                write_results(args.out, {"started": started, "points": points, "t_step_checks": checks,
-                                         "bpd_se_target": BPD_SE, "args": vars(args)})
+                write_results(args.out, {"started": previous.get("started", started), "points": points,
+                                         "t_step_checks": checks, "t_step_checks_started": started,
+                                         "bpd_se_target": BPD_SE, "args": {**previous.get("args", {}), **vars(args)}})
     print_table(points, "bits/dim vs training seconds")
     print_table(checks, "Monte-Carlo estimate vs exact T-sum")
-    plot(points, RESULTS / f"{args.out}.png")
+    if not args.checks_only:
+        plot(points, RESULTS / f"{args.out}.png")
 
 
 if __name__ == "__main__":

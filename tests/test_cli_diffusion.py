@@ -77,6 +77,33 @@ def test_exact_bound_agrees_with_the_monte_carlo_estimate(diffusion_run, run_cli
     assert mc["nats"]["terms"]["reconstruction"] == pytest.approx(exact["nats"]["terms"]["reconstruction"], rel=0.1)
 
 
+def test_eval_keeps_the_pilot_fit_in_the_run_and_a_second_eval_reuses_it(diffusion_run, run_cli, monkeypatch):
+    """The default estimator of the discrete chain fits its importance proposal on a pilot pass over training
+    images; the fit is kept in the run folder (keyed by the weights), and a second eval takes it from there
+    (no pilot pass: fitting would fail) and gives the identical bound."""
+    from elbolab.diffusion import DiffusionModel
+
+    cache = diffusion_run / "pilot-fits.json"
+    cache.unlink(missing_ok=True)
+    first = _eval(run_cli, diffusion_run)
+    assert "importance" in first["estimator"] and first["passes_per_image"] == 20  # K = 16, L_0 in 4 replicates
+    fits = json.loads(cache.read_text())["fits"]
+    assert len(fits) == 1 and fits[0]["key"]["weights"]["step"] == 100 and fits[0]["key"]["proposal"] == "importance"
+    assert len(fits[0]["state"]["time_proposal"]) == 64 and min(fits[0]["state"]["time_proposal"]) > 0
+
+    def no_pilot_pass(*args, **kwargs):
+        raise AssertionError("the pilot pass ran again")
+
+    monkeypatch.setattr(DiffusionModel, "prepare_estimator", no_pilot_pass)
+    second = _eval(run_cli, diffusion_run)
+    assert second["nats"] == first["nats"] and second["mc_stderr_nats"] == first["mc_stderr_nats"]
+    assert json.loads(cache.read_text())["fits"] == fits
+    # another T-step form or another pilot is another key: fitted afresh, kept beside
+    monkeypatch.undo()
+    _eval(run_cli, diffusion_run, "--seed", "3")
+    assert len(json.loads(cache.read_text())["fits"]) == 2
+
+
 @pytest.mark.parametrize("sampler", ["ancestral", "ddim", "dpm-solver++"])
 def test_sample_with_each_sampler_writes_png_and_npz(diffusion_run, run_cli, tmp_path, sampler):
     code, out, err = run_cli("sample", diffusion_run, "--n", "9", "--sampler", sampler, "--steps", "8",

@@ -128,7 +128,8 @@ class Estimator:
     importance-weighted bound with k = `samples` (Burda et al. 2016). `samples=None` takes the
     model's default. A model refuses, with a clear error, a method it does not offer.
     `proposal` (mc only): t drawn iid "uniform", "stratified" (low-discrepancy), or "importance"
-    (stratified from a density fitted on a pilot pass). `steps`: a continuous-time diffusion model's
+    (stratified from a density fitted on a pilot pass; for the discrete chain a density over its steps, the first
+    ones each a bin of their own, e.g. "mc:28:importance"). `steps`: a continuous-time diffusion model's
     bound in its T-step form with T = `steps` (None: the model's own time).
     """
 

@@ -83,8 +83,8 @@ def train(kind: str, data: str | None, data_dir: str | None, out: str, steps: in
               help="How the bound is estimated (default: the model's own, see its capabilities); e.g. "
                    "mc:64:importance, or exact:T=1000 for a continuous-time model's T-step bound.")
 @click.option("--proposal", type=click.Choice(["uniform", "stratified", "importance"]), default=None,
-              help="Continuous-time diffusion: where its Monte-Carlo bound draws t (importance: fitted on a pilot "
-                   "pass over 64 training images).")
+              help="Diffusion: where its Monte-Carlo bound draws t or the step (importance: fitted on a pilot "
+                   "pass over 64 training images, kept in the run folder; the discrete chain's default).")
 @click.option("--bpd-se", type=float, default=None, metavar="SE",
               help="A Monte-Carlo bound: choose the draws per image for this standard error of the mean (bits/dim).")
 @click.option("--n-samples", type=int, default=256, show_default=True, help="Samples for quality and sharpness.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -128,6 +128,15 @@ class GenerativeModel(nn.Module):
                           generator: torch.Generator | None = None) -> None:
         """Fit what `estimator` needs from a pilot batch of training images (a diffusion model's importance
         proposal over t); nothing for most estimators."""
+
+    def fitted_estimator(self) -> dict[str, Tensor]:
+        """What `prepare_estimator` fitted, by name, to be kept with the run; empty for most models."""
+        return {}
+
+    def load_fitted_estimator(self, state: Mapping[str, Tensor]) -> None:
+        """Put back what `fitted_estimator` returned (a kept pilot fit)."""
+        if state:
+            raise ConfigError(f"the {self.kind} model fits nothing on a pilot pass; got {sorted(state)}")
 
     def loss(self, x: Tensor, step: int = 0, total_steps: int | None = None) -> Tensor:
         """The training objective per example, shape [B]; the trainer passes the optimiser step it is on and

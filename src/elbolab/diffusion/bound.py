@@ -15,10 +15,10 @@ import torch
 from torch import Tensor
 
 from elbolab.bounds import Bound, sum_per_example
-from elbolab.diffusion.forward import expand, posterior_coefficients, q_marginal, q_sample
+from elbolab.diffusion.forward import expand, posterior_coefficients, q_marginal, q_sample, radial_noise
 from elbolab.diffusion.reverse import Denoised, Denoiser, denoise, reverse_log_variance, small_log_variance
 from elbolab.diffusion.schedule import Schedule
-from elbolab.diffusion.time_proposal import draw_uniforms, mean_and_stderr
+from elbolab.diffusion.time_proposal import draw_uniforms, latin_partner, mean_and_stderr, replicates_for
 from elbolab.likelihoods import discretized_gaussian_log_prob, normal_kl, normal_log_prob
 
 
@@ -68,14 +68,20 @@ def step_terms(denoiser: Denoiser, x_0: Tensor, i: Tensor, eps: Tensor, schedule
 
 
 def _terms_for_pairs(denoiser: Denoiser, x_0: Tensor, example: Tensor, i: Tensor, schedule: Schedule,
-                     eps: Tensor | None, generator: torch.Generator | None, max_batch: int, **kw) -> Tensor:
-    """L_{i_n − 1} of example `example[n]` for every pair n, max_batch pairs per denoiser call."""
+                     eps: Tensor | None, generator: torch.Generator | None, max_batch: int,
+                     radius: Tensor | None = None, **kw) -> Tensor:
+    """L_{i_n − 1} of example `example[n]` for every pair n, max_batch pairs per denoiser call; the noise is
+    `eps[example]`, or drawn, with ‖ε‖² at the quantile `radius[n]` if given (`forward.radial_noise`)."""
     out = []
     for start in range(0, example.numel(), max_batch):
         idx = example[start:start + max_batch]
         x = x_0[idx]
-        noise = eps[idx] if eps is not None else torch.randn(
-            x.shape, generator=generator, device=x.device, dtype=torch.float64)
+        if eps is not None:
+            noise = eps[idx]
+        elif radius is not None:
+            noise = radial_noise(x.shape, radius[start:start + max_batch], generator, x.device)
+        else:
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float64)
         out.append(step_terms(denoiser, x, i[start:start + max_batch], noise, schedule, **kw))
     return torch.cat(out)
 
@@ -104,10 +110,12 @@ def mc_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, samples: in
              levels: int | None = None, generator: torch.Generator | None = None, max_batch: int = 1024) -> Bound:
     """−ELBO from K = `samples` estimates per example, each L_T + L_0 + L_{i−1}/q(i), i ~ q on {2..T}.
 
-    L_T is exact; L_0 is kept out of the draw over steps (it is large) and gets its own x_1 in
-    every estimate; the weighted term is unbiased for any q > 0 (importance sampling; Nichol &
-    Dhariwal 2021, §3.3). `proposal` [T] over steps 1..T is renormalised over 2..T (uniform if None).
-    Steps are drawn by the inverse CDF of u, iid or `stratified` (see `time_proposal`).
+    L_T is exact; L_0 is kept out of the draw over steps (a draw would rarely reach it) and computed with
+    its own x_1 once in each of the R independent replicates (R = K for iid draws; see `time_proposal`), so
+    the replicates' spread holds its noise too: K + R network passes. The weighted term is unbiased for any
+    q > 0 (importance sampling; Nichol & Dhariwal 2021, §3.3). `proposal` [T] over steps 1..T is renormalised
+    over 2..T (uniform if None). Steps are drawn by the inverse CDF of u, iid or `stratified`; stratified
+    draws also stratify ‖ε‖² of each x_i (Latin hypercube; `time_proposal.latin_partner`).
     extras["stderr"] [B]: the standard error of the mean of the K estimates.
     """
     if samples < 2:
@@ -117,32 +125,41 @@ def mc_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, samples: in
     q = torch.ones(T - 1, dtype=torch.float64, device=device) if proposal is None else \
         proposal.to(device=device, dtype=torch.float64)[1:]
     q = q / q.sum()
-    u = draw_uniforms(B, samples, stratified, generator, device)  # [B, K]
+    R = replicates_for(samples) if stratified else samples
+    u = draw_uniforms(B, samples, stratified, generator, device)  # [B, K], column c in replicate c % R
     i = torch.searchsorted(torch.cumsum(q, 0), u.T.contiguous().flatten()).clamp(max=T - 2) + 2
-    example = torch.arange(B, device=device).repeat(2 * samples)
-    steps = torch.cat([i, torch.ones_like(i)])
-    terms = _terms_for_pairs(denoiser, x_0, example, steps, schedule, None, generator, max_batch,
+    example = torch.arange(B, device=device).repeat(samples + R)
+    steps = torch.cat([i, torch.ones(B * R, dtype=i.dtype, device=device)])
+    radius = None
+    if stratified:  # ‖ε‖² stratified too, paired with the steps' strata at random (Latin hypercube)
+        radius = torch.cat([latin_partner(u, generator).T.flatten(),
+                            torch.rand(B * R, generator=generator, dtype=torch.float64, device=device)])
+    terms = _terms_for_pairs(denoiser, x_0, example, steps, schedule, None, generator, max_batch, radius,
                              parameterisation=parameterisation, variance=variance, levels=levels)
     diffusion = (terms[:B * samples] / q[i - 2]).view(samples, B)
-    reconstruction = terms[B * samples:].view(samples, B)
+    reconstruction = terms[B * samples:].view(R, B).repeat(samples // R, 1)  # row c holds replicate c % R's L_0
     _, stderr = mean_and_stderr((diffusion + reconstruction).T, stratified)
     return Bound({"prior": prior_term(x_0, schedule), "diffusion": diffusion.mean(0),
                   "reconstruction": reconstruction.mean(0)}, _dims(x_0), None, discrete=levels is not None,
-                 extras={"stderr": stderr, "passes": _passes(x_0, 2 * samples)})
+                 extras={"stderr": stderr, "passes": _passes(x_0, samples + R)})
 
 
 @torch.no_grad()
-def pilot_step_second_moment(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, bins: int = 64,
+def pilot_step_second_moment(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, edges: Tensor,
                              per_bin: int = 2, *, parameterisation: str = "eps", variance: str = "small",
                              levels: int | None = None, generator: torch.Generator | None = None,
                              max_batch: int = 1024) -> Tensor:
-    """E[L_{i−1}²] per bin of steps 2..T from `per_bin` stratified steps per bin and image (a pilot pass of
-    bins × per_bin network passes per image), for `TimeProposal.fit`."""
+    """E[L_{i−1}²] per bin of whole steps (`edges` in t, e.g. `time_proposal.step_edges`) from `per_bin`
+    stratified steps per bin and image (a pilot pass of bins × per_bin network passes per image), for
+    `TimeProposal.fit`."""
     B, T, device = x_0.shape[0], schedule.T, x_0.device
+    ends = (edges.to(device) * T).round().long()  # bin k holds steps ends[k] + 1 .. ends[k + 1]
+    bins = ends.numel() - 1
     k = bins * per_bin
-    u = (torch.arange(k, device=device) // per_bin + torch.rand(B, k, generator=generator, dtype=torch.float64,
-                                                               device=device)) / bins
-    i = (u * T).ceil().long().clamp(2, T)
+    u = (torch.arange(k, device=device) % per_bin + torch.rand(B, k, generator=generator, dtype=torch.float64,
+                                                              device=device)) / per_bin
+    low, width = ends[:-1].repeat_interleave(per_bin), (ends[1:] - ends[:-1]).repeat_interleave(per_bin)
+    i = low + 1 + torch.minimum((u * width).floor().long(), width - 1)
     terms = _terms_for_pairs(denoiser, x_0, torch.arange(B, device=device).repeat_interleave(k), i.flatten(),
                              schedule, None, generator, max_batch, parameterisation=parameterisation,
                              variance=variance, levels=levels)

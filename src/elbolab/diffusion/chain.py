@@ -22,8 +22,9 @@ from elbolab.diffusion.parameterisation import x0_and_eps
 from elbolab.diffusion.reverse import Denoiser, denoise
 from elbolab.diffusion.samplers import ddim, ddim_invert, run_sampler
 from elbolab.diffusion.schedule import Schedule, alpha, sigma, time_grid
-from elbolab.diffusion.time_proposal import TimeProposal
+from elbolab.diffusion.time_proposal import TimeProposal, step_edges
 from elbolab.diffusion.timesteps import LossSecondMomentResampler, draw_steps
+from elbolab.diffusion.weighting import weight
 from elbolab.errors import ConfigError
 from elbolab.nets.diffusers_unet import DiffusersUNet
 from elbolab.nets.unet import UNet
@@ -72,9 +73,10 @@ class GaussianDiffusion(nn.Module):
         self.levels = levels
         self.resampler = LossSecondMomentResampler(config.T)
         self.continuous = config.time == "continuous"
-        # the importance proposal q(t) ∝ weights over PROPOSAL_BINS bins: zeros until fitted, refitted by every
+        # the importance proposal q(t) ∝ weights over `proposal_edges()`: zeros until fitted, refitted by every
         # evaluation that asks for it (not part of the saved state)
-        self.register_buffer("time_proposal", torch.zeros(PROPOSAL_BINS, dtype=torch.float64), persistent=False)
+        bins = PROPOSAL_BINS if self.continuous else min(config.T, PROPOSAL_BINS)
+        self.register_buffer("time_proposal", torch.zeros(bins, dtype=torch.float64), persistent=False)
 
     # ---- the network as a denoiser
     def denoiser(self, clip: bool = False) -> tuple[Denoiser, str]:
@@ -137,8 +139,9 @@ class GaussianDiffusion(nn.Module):
 
     def _continuous_loss(self, x_0: Tensor, generator: torch.Generator | None) -> Tensor:
         """Continuous time, t low-discrepancy over the batch, t_b = (u + b/B) mod 1 (VDM, App. I): the ELBO in
-        bits/dim ("vlb"; one z_0 and one t per example), or L_simple = mean ‖ε − ε̂‖² ("simple") for the
-        network while learned end points follow the bound (its gradient for them added, value unchanged)."""
+        bits/dim ("vlb"; one z_0 and one t per example), or for the network L_simple = mean ‖ε − ε̂‖² ("simple")
+        or the weighted diffusion term ½ w(λ_t) γ′(t) ‖ε − ε̂‖² in bits/dim (a named w, `weighting`), while
+        learned end points follow the bound (its gradient for them added, value unchanged)."""
         x_0 = x_0.double()
         B, D, device = x_0.shape[0], x_0[0].numel(), x_0.device
         u = torch.rand((), generator=generator, dtype=torch.float64, device=device)
@@ -151,12 +154,17 @@ class GaussianDiffusion(nn.Module):
         bound = nats_to_bpd(nats, D)
         if self.config.loss == "vlb":
             return bound.float()
-        simple = mse / D
+        if self.config.loss == "simple":
+            reweighted = mse / D
+        else:  # the schedule enters as a fixed weight: its end points learn from the bound alone
+            with torch.no_grad():
+                w = weight(self.config.loss, self.schedule.log_snr(t)) * 0.5 * self.schedule.gamma_prime(t)
+            reweighted = nats_to_bpd(w * mse, D)
         if self.schedule.learn_endpoints and torch.is_grad_enabled():
             (grad,) = torch.autograd.grad(bound.mean(), self.schedule.ends, retain_graph=True)
             follow = (self.schedule.ends * grad).sum()
-            simple = simple + (follow - follow.detach())
-        return simple.float()
+            reweighted = reweighted + (follow - follow.detach())
+        return reweighted.float()
 
     # ---- the bound
     def default_estimator(self) -> Estimator:
@@ -167,28 +175,37 @@ class GaussianDiffusion(nn.Module):
             return Estimator("exact", steps=cfg.T if self.continuous else None)
         return Estimator("mc", cfg.elbo_samples, "stratified" if self.continuous else "uniform")
 
+    def proposal_edges(self) -> Tensor | None:
+        """The importance proposal's bins: equal in t, or, for the discrete chain, whole steps, the first ones
+        each a bin of its own (`step_edges`)."""
+        return None if self.continuous else step_edges(self.config.T, self.time_proposal.numel())
+
     def proposal(self) -> TimeProposal:
         """The importance proposal over t fitted by `fit_proposal`; a clear error before it is fitted."""
-        if not bool((self.time_proposal > 0).all()):
+        if not self.proposal_fitted():
             raise ConfigError("the importance proposal over t is fitted on a pilot pass over training images "
                               "first (model.prepare_estimator(estimator, images))")
-        return TimeProposal(self.time_proposal)
+        return TimeProposal(self.time_proposal, self.proposal_edges())
+
+    def proposal_fitted(self) -> bool:
+        """Whether the importance proposal has been fitted (its buffer is zeros until then)."""
+        return bool((self.time_proposal > 0).all())
 
     @torch.no_grad()
     def fit_proposal(self, pilot: Tensor, steps: int | None = None, generator: torch.Generator | None = None,
                      clip: bool = False) -> TimeProposal:
         """Fit q(t) ∝ sqrt(E[g(t)²]) on a pilot batch (PROPOSAL_BINS × 2 network passes per image), g the
-        integrand of the bound (of its T-step form if `steps`; the step terms L_{i−1} of the discrete chain),
-        and keep it in the `time_proposal` buffer."""
+        integrand of the bound (of its T-step form if `steps`; the step terms L_{i−1} of the discrete chain,
+        over `proposal_edges`), and keep it in the `time_proposal` buffer."""
         denoiser, parameterisation = self.denoiser(clip)
         kw = dict(parameterisation=parameterisation, generator=generator, max_batch=self.config.max_batch)
         if self.continuous:
             second = continuous.pilot_second_moment(denoiser, pilot, self.schedule, PROPOSAL_BINS, 2, T=steps, **kw)
         else:
-            second = pilot_step_second_moment(denoiser, pilot, self.schedule, PROPOSAL_BINS, 2,
+            second = pilot_step_second_moment(denoiser, pilot, self.schedule, self.proposal_edges(), 2,
                                               variance=self.config.variance, levels=self.levels, **kw)
-        fitted = TimeProposal.fit(second)
-        self.time_proposal.copy_(fitted.weights.expand(PROPOSAL_BINS))
+        fitted = TimeProposal.fit(second, edges=self.proposal_edges())
+        self.time_proposal.copy_(fitted.weights.expand(self.time_proposal.numel()))
         return fitted
 
     def _continuous_elbo(self, x_0: Tensor, estimator: Estimator, denoiser: Denoiser, parameterisation: str,

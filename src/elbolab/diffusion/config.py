@@ -7,8 +7,13 @@ from typing import Literal
 
 from elbolab.diffusion.samplers import SAMPLERS
 from elbolab.diffusion.schedule import Schedule
+from elbolab.diffusion.weighting import WEIGHTINGS
 from elbolab.errors import ConfigError
 from elbolab.nets.unet import UNetConfig
+
+
+#: what `loss` may name ("elbo" is read as "vlb")
+LOSSES = ("simple", "vlb", "hybrid", *WEIGHTINGS)
 
 
 @dataclass(frozen=True)
@@ -22,8 +27,9 @@ class DiffusionConfig:
     γ_min, γ_max, learned if `learn_endpoints`; `schedule` names γ's shape between them, "linear" in γ or
     "cosine"; T is then only the default sampling grid and the T-step form of its bound). γ_min = None
     puts σ_0 at `bin_fraction` of the data's bin width 2/(K − 1) (VDM's −13.3 for continuous data). In
-    continuous time `loss` is "vlb" (the ELBO: weighting γ′(t)) or "simple" (uniform in t, ‖ε − ε̂‖²; the
-    learned end points then still follow the bound).
+    continuous time `loss` names the weighting w(λ) of ½ γ′(t) ‖ε − ε̂‖² (`weighting`): "vlb" (alias "elbo";
+    the ELBO, w = 1), "simple" (uniform in t, ‖ε − ε̂‖²), "sigmoid" or "edm" (Kingma & Gao 2023); learned
+    end points follow the bound whatever the network is trained on.
     """
 
     T: int = 1000
@@ -34,7 +40,7 @@ class DiffusionConfig:
     learn_endpoints: bool = True
     schedule: Literal["linear", "cosine"] = "cosine"
     parameterisation: Literal["eps", "x0", "v"] = "eps"
-    loss: Literal["simple", "vlb", "hybrid"] = "simple"
+    loss: Literal["simple", "vlb", "hybrid", "elbo", "sigmoid", "edm"] = "simple"
     variance: Literal["small", "large", "learned"] = "small"
     timesteps: Literal["uniform", "importance"] = "uniform"
     hybrid_weight: float = 0.001          # λ in L_simple + λ L_vlb (Nichol & Dhariwal 2021, eq. 16)
@@ -61,8 +67,15 @@ class DiffusionConfig:
         return cls(unet=UNetConfig(preset=preset), time="continuous", schedule="linear", loss="vlb")
 
     def __post_init__(self) -> None:
+        if self.loss == "elbo":  # the bound's other name; runs keep "vlb"
+            object.__setattr__(self, "loss", "vlb")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)} (elbo = vlb)")
         if self.time not in ("discrete", "continuous"):
             raise ConfigError(f"time must be discrete or continuous, got {self.time!r}")
+        if self.time == "discrete" and self.loss in WEIGHTINGS:
+            raise ConfigError(f"the {self.loss} weighting is for continuous time (model.time=continuous); the "
+                              "discrete chain trains on simple, vlb or hybrid")
         if self.time == "continuous":
             self._check_continuous()
         else:

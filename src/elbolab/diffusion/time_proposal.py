@@ -24,44 +24,60 @@ UNIFORM_MIX = 0.05
 
 @dataclass(frozen=True)
 class TimeProposal:
-    """q(t) ∝ `weights` on `len(weights)` equal bins of [0, 1] (float64)."""
+    """q(t) ∝ `weights` on bins of [0, 1] (float64): equal bins, or those between `edges` (bins + 1 times, 0 to 1)."""
 
     weights: Tensor
+    edges: Tensor | None = None
 
     @staticmethod
     def uniform() -> "TimeProposal":
         return TimeProposal(torch.ones(1, dtype=torch.float64))
 
     @staticmethod
-    def fit(second_moment: Tensor, uniform_mix: float = UNIFORM_MIX) -> "TimeProposal":
+    def fit(second_moment: Tensor, uniform_mix: float = UNIFORM_MIX, edges: Tensor | None = None) -> "TimeProposal":
         """q ∝ sqrt(E[g(t)²]) per bin, the variance-minimising density (Owen 2013, §9.1), mixed with uniform."""
         root = second_moment.double().clamp_min(0).sqrt()
         if not torch.isfinite(root).all() or root.sum() <= 0:
             return TimeProposal.uniform()
-        return TimeProposal((1 - uniform_mix) * root / root.mean() + uniform_mix)
+        widths = TimeProposal(root, edges).widths()
+        return TimeProposal((1 - uniform_mix) * root / (root * widths).sum() + uniform_mix, edges)
 
     @property
     def bins(self) -> int:
         return self.weights.numel()
 
+    def bin_edges(self, device: torch.device | str | None = None) -> Tensor:
+        """The bins' edges in t, [bins + 1] float64."""
+        if self.edges is None:
+            return torch.linspace(0, 1, self.bins + 1, dtype=torch.float64, device=device)
+        return self.edges.to(device=device, dtype=torch.float64)
+
+    def widths(self) -> Tensor:
+        edges = self.bin_edges(self.weights.device)
+        return edges[1:] - edges[:-1]
+
     def density(self) -> Tensor:
         """q on each bin, integrating to 1."""
-        return self.weights / self.weights.mean()
+        return self.weights / (self.weights * self.widths()).sum()
+
+    def _table(self, device: torch.device | str | None) -> tuple[Tensor, Tensor, Tensor]:
+        """(edges, Q at the edges, q per bin) on `device`."""
+        q = self.density().to(device)
+        edges = self.bin_edges(device)
+        return edges, torch.cat([q.new_zeros(1), torch.cumsum(q * (edges[1:] - edges[:-1]), 0)]), q
 
     def cdf(self, t: Tensor) -> Tensor:
         """Q(t) = ∫₀ᵗ q, piecewise linear."""
-        q = self.density().to(t.device)
-        edges = torch.cat([q.new_zeros(1), torch.cumsum(q, 0) / self.bins])
-        x = (t.double() * self.bins).clamp(0, self.bins)
-        j = x.floor().long().clamp(max=self.bins - 1)
-        return edges[j] + (x - j) * q[j] / self.bins
+        edges, Q, q = self._table(t.device)
+        t = t.double().clamp(0, 1)
+        j = (torch.searchsorted(edges, t.contiguous(), right=True) - 1).clamp(0, self.bins - 1)
+        return Q[j] + (t - edges[j]) * q[j]
 
     def continuous(self, u: Tensor) -> tuple[Tensor, Tensor]:
         """(t, q(t)) with t = Q⁻¹(u)."""
-        q = self.density().to(u.device)
-        edges = torch.cat([q.new_zeros(1), torch.cumsum(q, 0) / self.bins])
-        j = (torch.searchsorted(edges, u.double().contiguous(), right=True) - 1).clamp(0, self.bins - 1)
-        t = (j + (u - edges[j]) * self.bins / q[j]) / self.bins
+        edges, Q, q = self._table(u.device)
+        j = (torch.searchsorted(Q, u.double().contiguous(), right=True) - 1).clamp(0, self.bins - 1)
+        t = edges[j] + (u - Q[j]) / q[j]
         return t.clamp(0, 1), q[j]
 
     def steps(self, T: int, device: torch.device | str | None = None) -> Tensor:
@@ -75,6 +91,17 @@ class TimeProposal:
         cdf = torch.cumsum(p, 0)
         i = torch.searchsorted(cdf / cdf[-1], u.double().contiguous(), right=False).clamp(max=T - 1)
         return i + 1, p[i] / cdf[-1]
+
+
+def step_edges(T: int, bins: int) -> Tensor:
+    """Edges in t of min(T, bins) bins of whole steps, log-spaced in the step index: the first steps, where a
+    discrete chain's terms are largest and change fastest, each a bin of its own; [bins + 1] float64."""
+    if bins >= T:
+        return torch.arange(T + 1, dtype=torch.float64) / T
+    ends = [0]
+    for k in range(1, bins + 1):
+        ends.append(max(ends[-1] + 1, min(T - bins + k, math.floor(T ** (k / bins)))))
+    return torch.tensor(ends, dtype=torch.float64) / T
 
 
 def replicates_for(samples: int) -> int:
@@ -92,6 +119,18 @@ def draw_uniforms(batch: int, samples: int, stratified: bool, generator: torch.G
     m = samples // R
     stratum = torch.arange(samples, device=u.device) // R  # column c is stratum c // R of replicate c % R
     return (stratum + u) / m
+
+
+def latin_partner(u: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """v [B, K]: a second coordinate for the stratified draws `u` (from `draw_uniforms`), stratified in its own
+    right and paired with u's strata by a random permutation within each replicate (Latin hypercube sampling;
+    McKay et al. 1979): every v is marginally uniform and independent of its replicate's other draws' u."""
+    B, K = u.shape
+    R = replicates_for(K)
+    m = K // R
+    v = draw_uniforms(B, K, True, generator, u.device).view(B, m, R)
+    order = torch.rand(B, m, R, generator=generator, dtype=torch.float64, device=u.device).argsort(1)
+    return v.gather(1, order).view(B, K)
 
 
 def mean_and_stderr(estimates: Tensor, stratified: bool) -> tuple[Tensor, Tensor]:

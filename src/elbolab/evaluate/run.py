@@ -7,13 +7,16 @@ its own `information` hook, so it reads the same way for every model.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import torch
 
+from elbolab.atomic import atomic_write_json
 from elbolab.bounds import Estimator, mean_ci95, nats_to_bpd, rmse_255
 from elbolab.data.base import ImageData, to_model
 from elbolab.errors import ElbolabError
@@ -28,6 +31,8 @@ from elbolab.records import BoundSummary, Information, Record, Resampled, SpeedR
 #: draws chosen for a precision are a multiple of this (whole stratified replicates), at most MAX_DRAWS, and aim
 #: PRECISION_MARGIN × the requested standard error (the probe's variance is itself an estimate)
 PRECISION_ROUNDING, MAX_DRAWS, PRECISION_MARGIN = 4, 4096, 0.85
+#: fits kept in a pilot cache (the newest); a run folder's cache file is named PILOT_CACHE_FILE
+MAX_PILOT_FITS, PILOT_CACHE_FILE = 16, "pilot-fits.json"
 PARTS = ("likelihood", "speed", "quality", "sharpness", "interpolation", "information")
 Log = Callable[[str], None]
 
@@ -120,21 +125,50 @@ def speed_table(model: GenerativeModel, cfg: EvalConfig) -> tuple[SpeedRow, ...]
     return tuple(rows)
 
 
+@dataclass(frozen=True)
+class Pilot:
+    """Training images for an estimator's pilot pass, and where what it fits is kept: `cache`, a JSON file
+    (None: nowhere), under `key`, what the fit depends on beyond the estimator and the pilot (the weights)."""
+
+    images: ImageData
+    cache: Path | None = None
+    key: Mapping[str, Any] = field(default_factory=dict)
+
+
+def prepare_estimator(model: GenerativeModel, estimator: Estimator, pilot: Pilot, pilot_n: int, seed: int) -> bool:
+    """Fit what `estimator` needs on a pilot pass over `pilot_n` of the pilot's images, or put back the fit
+    kept in `pilot.cache` under the same key (then True); a new fit is added to the cache atomically."""
+    key = json.loads(json.dumps({**pilot.key, "proposal": estimator.proposal, "steps": estimator.steps,
+                                 "data": pilot.images.name, "pilot_n": pilot_n, "seed": seed}))
+    fits = json.loads(pilot.cache.read_text())["fits"] if pilot.cache and pilot.cache.is_file() else []
+    for fit in fits:
+        if fit["key"] == key:
+            model.load_fitted_estimator({name: torch.tensor(v, dtype=torch.float64) for name, v in fit["state"].items()})
+            return True
+    model.prepare_estimator(estimator, pilot.images.model_range(slice(0, pilot_n)).to(model.device),
+                            torch.Generator(model.device).manual_seed(seed))
+    state = {name: t.detach().cpu().double().flatten().tolist() for name, t in model.fitted_estimator().items()}
+    if pilot.cache is not None and state:
+        try:
+            atomic_write_json(pilot.cache, {"fits": [*fits, {"key": key, "state": state}][-MAX_PILOT_FITS:]})
+        except ElbolabError:  # a run folder that cannot be written keeps no cache; the fit is used all the same
+            pass
+    return False
+
+
 def summarize(model: GenerativeModel, test: ImageData, n: int | None, estimator: Estimator | None,
-              seed: int, cfg: EvalConfig = EvalConfig(), pilot: ImageData | None = None) -> BoundSummary:
+              seed: int, cfg: EvalConfig = EvalConfig(), pilot: Pilot | None = None) -> BoundSummary:
     """The model's test-set bound, timed, with the estimator it used: `cfg.proposal` where the model offers
-    it (an importance proposal fitted on `cfg.pilot_n` images of `pilot`), and with `cfg.bpd_se` as many
-    draws as that standard error of the test-set mean needs."""
+    it (an importance proposal fitted on `cfg.pilot_n` images of `pilot`, or kept in its cache; without a
+    pilot the model fits it on the images it bounds), and with `cfg.bpd_se` as many draws as that standard
+    error of the test-set mean needs."""
     torch.manual_seed(seed)
     estimator = model.check_estimator(estimator)
     if estimator.method == "mc" and cfg.proposal in model.capabilities.proposals:
         estimator = replace(estimator, proposal=cfg.proposal)
     start = time.perf_counter()
-    if estimator.proposal == "importance":
-        if pilot is None:
-            raise ElbolabError("an importance proposal over t needs training images for its pilot pass")
-        model.prepare_estimator(estimator, pilot.model_range(slice(0, cfg.pilot_n)).to(model.device),
-                                torch.Generator(model.device).manual_seed(seed))
+    if estimator.proposal == "importance" and pilot is not None:
+        prepare_estimator(model, estimator, pilot, cfg.pilot_n, seed)
     if cfg.bpd_se is not None and estimator.method == "mc":
         estimator = draws_for_precision(model, test, n, estimator, cfg.bpd_se)
     bound = dataset_bound(model, test, n, 256, estimator)
@@ -188,7 +222,7 @@ def timed_round_trip(model: GenerativeModel, x: torch.Tensor) -> tuple[float, to
 
 
 def measure(model: GenerativeModel, test: ImageData, cfg: EvalConfig, features: Any = None,
-            log: Log = lambda _: None, pilot: ImageData | None = None
+            log: Log = lambda _: None, pilot: Pilot | None = None
             ) -> tuple[Measurement, dict[str, torch.Tensor | None]]:
     """The measurements named in `cfg.parts`, and the images behind them (samples, reconstructions, frames);
     `pilot`: training images for an estimator that needs a pilot pass."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -12,13 +13,14 @@ from elbolab.data import load_data
 from elbolab.data.base import ImageData
 from elbolab.errors import ElbolabError
 from elbolab.evaluate.features import select_features
-from elbolab.evaluate.run import EvalConfig, Log, measure
+from elbolab.evaluate.run import PILOT_CACHE_FILE, EvalConfig, Log, Pilot, measure
 from elbolab.evaluate.speed import PassCounter
 from elbolab.experiments.results import CompareResults, RunResult
 from elbolab.experiments.verdicts import Evidence, judge, sweep_point
 from elbolab.machine import machine_info
 from elbolab.records import DataInfo
-from elbolab.train.run import METRICS_FILE, RunConfig, load_run, read_run_config
+from elbolab.model import GenerativeModel
+from elbolab.train.run import METRICS_FILE, WEIGHTS_FILE, RunConfig, list_checkpoints, load_run, read_run_config
 
 
 def data_info(test: ImageData) -> DataInfo:
@@ -26,10 +28,24 @@ def data_info(test: ImageData) -> DataInfo:
     return DataInfo(test.name, tuple(test.shape), test.levels, test.dims, len(test))
 
 
-def pilot_images(run_cfg: RunConfig, cfg: EvalConfig) -> ImageData | None:
-    """The run's training images where the bound's estimator fits an importance proposal on a pilot pass."""
-    wanted = cfg.proposal == "importance" or (cfg.estimator is not None and cfg.estimator.proposal == "importance")
-    return load_data(run_cfg.data, "train", run_cfg.data_dir) if wanted and "likelihood" in cfg.parts else None
+def pilot_images(run_dir: Path, run_cfg: RunConfig, model: GenerativeModel, cfg: EvalConfig) -> Pilot | None:
+    """The run's training images where the bound's estimator (the model's default, or the one `cfg` asks for)
+    fits an importance proposal on a pilot pass; the fit is kept in the run folder, keyed by the weights."""
+    estimator = model.check_estimator(cfg.estimator)
+    wanted = estimator.proposal == "importance" or (cfg.proposal == "importance" and estimator.method == "mc")
+    if not (wanted and "likelihood" in cfg.parts):
+        return None
+    return Pilot(load_data(run_cfg.data, "train", run_cfg.data_dir), Path(run_dir) / PILOT_CACHE_FILE,
+                 {"weights": weights_identity(Path(run_dir))})
+
+
+def weights_identity(run_dir: Path) -> dict[str, Any]:
+    """What identifies the weights `load_run` reads: the training step and the SHA-256 of their file."""
+    weights = run_dir / WEIGHTS_FILE
+    path = weights if weights.is_file() else list_checkpoints(run_dir)[0]
+    metrics = run_dir / METRICS_FILE
+    step = json.loads(metrics.read_text())["step"] if metrics.is_file() else None
+    return {"step": step, "file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def measure_run(run_dir: Path, cfg: EvalConfig, test: ImageData, features: Any,
@@ -37,7 +53,7 @@ def measure_run(run_dir: Path, cfg: EvalConfig, test: ImageData, features: Any,
     """`evaluate.measure` on a trained run, with its training figures beside; and the images behind it."""
     run_cfg, model = load_run(run_dir, device)
     metrics = json.loads((Path(run_dir) / METRICS_FILE).read_text())
-    measurement, images = measure(model, test, cfg, features, log, pilot_images(run_cfg, cfg))
+    measurement, images = measure(model, test, cfg, features, log, pilot_images(run_dir, run_cfg, model, cfg))
     return RunResult(measurement, int(metrics["step"]), float(metrics["train_images_per_s"]),
                      float(metrics["train_seconds"]), to_dict(run_cfg.model)), images
 
@@ -80,7 +96,7 @@ def evaluate_run(run_dir: Path, split: str = "test", cfg: EvalConfig = EvalConfi
     model.check_estimator(cfg.estimator)  # a bound the model does not offer is refused before any work
     data = load_data(run_cfg.data, split, run_cfg.data_dir)
     measurement = measure(model, data, cfg, _features(cfg, run_cfg.data, features_kind, run_cfg.data_dir), log,
-                          pilot_images(run_cfg, cfg))[0]
+                          pilot_images(run_dir, run_cfg, model, cfg))[0]
     return _eval_json(run_cfg.kind, run_cfg.data, split, data, measurement)
 
 
