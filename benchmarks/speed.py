@@ -46,6 +46,7 @@ from elbolab.diffusion import DiffusionModel  # noqa: E402
 from elbolab.diffusion.config import DiffusionConfig  # noqa: E402
 from elbolab.evaluate.speed import synchronize  # noqa: E402
 from elbolab.nets.unet import UNetConfig  # noqa: E402
+from elbolab.train.run import inference_layout  # noqa: E402
 
 #: elbolab's sampler and the diffusers scheduler timed beside it
 PAIRS = (("ancestral", "DDPMScheduler"), ("ddim", "DDIMScheduler"))
@@ -184,7 +185,7 @@ def preset_report(args: argparse.Namespace, preset: str, train: Any, peak: float
     print(f"  training: {train_row['elbolab_img_per_s']:.3g} img/s, ratio {train_row['ratio']}", flush=True)
     cl = channels_last_ratio(model, x, max(2, args.train_repeats // 2), args.device)
     print(f"  channels_last / default: {cl:.3f}", flush=True)
-    model.eval()
+    model.eval().to(memory_format=inference_layout(torch.device(args.device)))  # as `load_run` gives it
     return {"preset": preset, "gflop_forward": forward_flops / 1e9, "gflop_train_step": step_flops / 1e9,
             "training": train_row, "channels_last_ratio": cl, "sampling": sampling_rows(args, model, diffusers)}
 
