@@ -7,7 +7,12 @@ import math
 
 import numpy as np
 import pytest
+import scipy.special
 import torch
+
+# the Gaussian data and its optimal ε̂ = E[ε | z_t] are the discrete chain's oracle's (any schedule with log_snr)
+from test_diffusion_bound import MU, S2, gaussian_data  # noqa: E402
+from test_diffusion_bound import optimal_eps as gauss_eps
 
 from elbolab.bounds import Estimator
 from elbolab.diffusion import continuous
@@ -15,9 +20,6 @@ from elbolab.diffusion.bound import prior_term
 from elbolab.diffusion.learned_schedule import LearnedSchedule, level_gamma_min
 from elbolab.diffusion.time_proposal import TimeProposal
 from elbolab.errors import ConfigError
-
-# the Gaussian data and its optimal ε̂ = E[ε | z_t] are the discrete chain's oracle's (any schedule with log_snr)
-from test_diffusion_bound import MU, S2, gaussian_data, optimal_eps as gauss_eps  # noqa: E402
 
 
 def expected_sq_error(schedule, x, t, mu=MU):
@@ -292,3 +294,20 @@ def test_the_discrete_chain_estimates_agree_with_its_exact_sum():
         ratio = se.pow(2).mean(0).sqrt() / spreads[proposal]
         assert ((ratio > 0.7) & (ratio < 1.4)).all(), (proposal, ratio)
     assert (spreads["importance"] < spreads["uniform"]).all()
+
+
+@pytest.mark.parametrize("gamma_min", [-13.0, -8.0, 0.0, 3.0])
+def test_the_decoder_normaliser_over_nearby_levels_equals_the_sum_over_all_256(gamma_min):
+    """p(x|z_0)'s normaliser sums only levels within WINDOW_Z σ_0/α_0 of z_0/α_0: the same log-probabilities as
+    the sum over every level, from σ_0 far below the bin width (γ_min = −13) to far above it (γ_min = 3)."""
+    K = 256
+    lam0 = torch.tensor(-gamma_min, dtype=torch.float64)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, K, (16, 40), generator=g).double() * 2 / (K - 1) - 1
+    a, s = math.sqrt(torch.sigmoid(lam0).item()), math.sqrt(torch.sigmoid(-lam0).item())
+    z = a * x + s * torch.randn(16, 40, generator=g, dtype=torch.float64)
+    got = continuous.level_log_prob(x, z, lam0, K).numpy()
+    logits = -0.5 * ((z.numpy()[..., None] - a * np.linspace(-1, 1, K)) / s) ** 2
+    k = np.rint((x.numpy() + 1) * (K - 1) / 2).astype(int)[..., None]
+    direct = np.take_along_axis(logits, k, -1)[..., 0] - scipy.special.logsumexp(logits, -1)
+    np.testing.assert_allclose(got, direct, rtol=1e-10, atol=1e-10)

@@ -12,6 +12,8 @@ App. C), or, for continuous data, the density N(x; z_0/α_0, σ_0²/α_0²).
 
 from __future__ import annotations
 
+import math
+
 from typing import Protocol
 
 import torch
@@ -36,16 +38,27 @@ class ContinuousSchedule(Protocol):
 
 # ---------------------------------------------------------------- reconstruction
 
+#: levels further than this many σ_0/α_0 from z_0/α_0 are left out of p(x|z_0)'s normaliser (< e^-288 of it)
+WINDOW_Z = 24.0
+
+
 def level_log_prob(x_0: Tensor, z_0: Tensor, log_snr_0: Tensor, levels: int | None) -> Tensor:
     """log p(x|z_0) elementwise, p(x = x_k|z_0) ∝ N(z_0; α_0 x_k, σ_0²) over the K levels (VDM, App. C);
     for levels=None the density N(x; z_0/α_0, σ_0²/α_0²)."""
     a, s = expand(alpha(log_snr_0), z_0), expand(sigma(log_snr_0), z_0)
     if levels is None:
         return normal_log_prob(x_0, z_0 / a, 2 * torch.log(s / a))
-    values = torch.linspace(-1, 1, levels, dtype=z_0.dtype, device=z_0.device)
-    logits = -0.5 * ((z_0.unsqueeze(-1) - a.unsqueeze(-1) * values) / s.unsqueeze(-1)) ** 2
-    k = level_of(x_0, levels).unsqueeze(-1)
-    return (logits.gather(-1, k) - torch.logsumexp(logits, -1, keepdim=True)).squeeze(-1)
+    step = 2.0 / (levels - 1)
+    z, a_, s_ = z_0.unsqueeze(-1), a.unsqueeze(-1), s.unsqueeze(-1)
+    logit = lambda k: -0.5 * ((z - a_ * (k * step - 1)) / s_) ** 2  # noqa: E731  log N(z_0; α_0 x_k, σ_0²) + c
+    # the normaliser: every level within WINDOW_Z standard deviations of z_0 (those beyond add < e^-(WINDOW_Z²/2)
+    # of the sum, below float64's resolution), so 256 levels cost a few, not 256, terms per dimension
+    half = min(levels - 1, math.ceil(WINDOW_Z * (s / (a * step)).max().item()) + 1)
+    centre = level_of(z_0 / a, levels).unsqueeze(-1)
+    near = centre + torch.arange(-half, half + 1, device=z_0.device)
+    inside = (near >= 0) & (near < levels)
+    logits = torch.where(inside, logit(near.to(z_0.dtype)), torch.full((), -math.inf, dtype=z_0.dtype))
+    return logit(level_of(x_0, levels).to(z_0.dtype).unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
 
 
 def reconstruction_term(x_0: Tensor, schedule: ContinuousSchedule, levels: int | None, eps: Tensor) -> Tensor:
