@@ -233,3 +233,12 @@ def test_the_evidence_figures_draw_from_synthetic_records(tmp_path):
                                                                            math.log(1000), 1000, 256)),
                                       ).startswith(b"\x89PNG")
     assert draw.beta_sweep(sweep(1.0, 0.5, 30.0, 5.0)).startswith(b"\x89PNG")
+
+
+def test_quality_shows_precision_and_recall_with_their_intervals():
+    vae, dif = figures(1.0, 20.0), figures(1.0, 5.0)
+    vae.update(precision=rs(0.6, 0.02), recall=rs(0.7, 0.02))
+    dif.update(precision=rs(0.8, 0.02), recall=rs(0.75, 0.02))
+    c = V.contrast_quality(vae, dif)
+    assert f"Precision (bootstrap 95%, not part of the rule): VAE {V.show_figure(vae['precision'])}" in c.measured
+    assert "Recall" in c.measured and V.contrast_quality(figures(1.0, 20.0), figures(1.0, 5.0)).verdict == c.verdict

@@ -114,13 +114,18 @@ def knn_radii(features: Tensor, k: int = 3, chunk: int = 1024) -> Tensor:
                       for i in range(0, features.shape[0], chunk)])
 
 
-def manifold_coverage(points: Tensor, manifold: Tensor, radii: Tensor, chunk: int = 1024) -> float:
-    """Fraction of `points` inside at least one k-NN ball of `manifold` (Kynkäänniemi et al. 2019, eq. 1–2)."""
+def in_balls(points: Tensor, manifold: Tensor, radii: Tensor, chunk: int = 1024) -> Tensor:
+    """[len(points), len(manifold)] booleans: point i lies in the k-NN ball of manifold point j
+    (Kynkäänniemi et al. 2019, eq. 1)."""
     # slack for the round-off of ‖a‖² + ‖b‖² − 2a·b, so that a point always lies in its own ball
     scale = 1e-9 * (points.pow(2).sum(1).mean() + manifold.pow(2).sum(1).mean())
-    inside = [(_squared_distances(points[i:i + chunk], manifold) <= radii + scale).any(1)
-              for i in range(0, points.shape[0], chunk)]
-    return float(torch.cat(inside).double().mean())
+    return torch.cat([_squared_distances(points[i:i + chunk], manifold) <= radii + scale
+                      for i in range(0, points.shape[0], chunk)])
+
+
+def manifold_coverage(points: Tensor, manifold: Tensor, radii: Tensor, chunk: int = 1024) -> float:
+    """Fraction of `points` inside at least one k-NN ball of `manifold` (Kynkäänniemi et al. 2019, eq. 1–2)."""
+    return float(in_balls(points, manifold, radii, chunk).any(1).double().mean())
 
 
 def precision_recall(real: ArrayLike, fake: ArrayLike, k: int = 3) -> tuple[float, float]:

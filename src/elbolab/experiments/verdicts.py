@@ -132,6 +132,12 @@ def show(e: Effect, digits: int = 3) -> str:
     return f"{e.value:.{digits}g} [{e.low:.{digits}g}, {e.high:.{digits}g}]"
 
 
+def show_figure(r: Resampled, digits: int = 3) -> str:
+    """'value [low, high]' of a bootstrapped figure (its 95% percentile interval)."""
+    low, high = r.interval()
+    return f"{r.value:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
+
+
 def no_evidence(title: str, claim: str, why: str) -> Contrast:
     """A contrast that could not be measured: inconclusive, saying why."""
     return Contrast(title, claim, why, "needs the measurements named", "inconclusive")
@@ -250,9 +256,12 @@ def contrast_quality(vae: dict[str, Resampled], diffusion: dict[str, Resampled],
     """Fréchet distance of samples to the test set, bootstrapped."""
     e = bootstrap_effect("Fréchet distance VAE − diffusion", *difference(vae["fd"], diffusion["fd"]), "samples")
     kid = f" KID: VAE {vae['kid'].value:.4f}, diffusion {diffusion['kid'].value:.4f}." if "kid" in vae else ""
+    pr = "".join(f" {key.capitalize()} (bootstrap 95%, not part of the rule): VAE {show_figure(vae[key])}, "
+                 f"diffusion {show_figure(diffusion[key])}." for key in ("precision", "recall")
+                 if key in vae and key in diffusion)
     return judged(QUALITY, "Diffusion's samples are closer to the data than the VAE's.",
                   f"Fréchet distance: VAE {vae['fd'].value:.2f}, diffusion {diffusion['fd'].value:.2f}; difference "
-                  f"{show(e)}.{kid}{floor_text(floors, 'fd')}", [e], figure="steps_fd")
+                  f"{show(e)}.{kid}{pr}{floor_text(floors, 'fd')}", [e], figure="steps_fd")
 
 
 STEPS = "Why diffusion is sharp: one leap to a posterior mean vs. many small Gaussian steps"
