@@ -9,7 +9,7 @@ import torch
 from elbolab.diffusion.schedule import Schedule
 from elbolab.evaluate.floors import gaussian_blur
 from elbolab.evaluate.information import code_information, forward_information, information_estimate
-from elbolab.evaluate.quality import precision_recall
+from elbolab.evaluate.quality import frechet_distance, mmd2_unbiased, precision_recall
 from elbolab.evaluate.resample import (bootstrap_indices, resample_counts, resampled_precision_recall,
                                        resampled_quality, resampled_sharpness)
 from elbolab.evaluate.sharpness import laplacian_variance
@@ -59,6 +59,21 @@ def test_bootstrap_of_a_figure_brackets_it_and_pairs_by_seed():
     images = torch.randint(0, 17, (64, 1, 8, 8), dtype=torch.uint8)
     same = resampled_sharpness(images, images, 17, replicates=50)["laplacian_ratio"]
     assert same.value == pytest.approx(1.0) and min(same.replicates) < 1 < max(same.replicates)
+
+
+def test_bootstrap_shortcuts_give_the_figures_of_each_resample():
+    # reference statistics remembered across calls and KID gathered from full kernel matrices: the same replicates
+    # as computing FD and MMD² on each resample afresh
+    rng = np.random.default_rng(5)
+    real, fake = rng.standard_normal((60, 5)), rng.standard_normal((40, 5)) + 0.3
+    for replicates in (20, 10):  # the second call reads the first one's reference statistics
+        found = resampled_quality(fake, real, replicates=replicates, seed=7)
+        ref_idx, fake_idx = bootstrap_indices(60, replicates, 7), bootstrap_indices(40, replicates, 8)
+        fd = [frechet_distance(fake[i], real[j]) for i, j in zip(fake_idx, ref_idx)]
+        kid = [mmd2_unbiased(fake[i], real[j[:40]]) for i, j in zip(fake_idx, ref_idx)]
+        assert np.allclose(found["fd"].replicates, fd, rtol=1e-9, atol=1e-12)
+        assert np.allclose(found["kid"].replicates, kid, rtol=1e-9, atol=1e-12)
+    assert resampled_quality(fake, real[::-1], replicates=5, seed=7)["fd"].replicates != found["fd"].replicates[:5]
 
 
 def test_resample_counts_count_every_draw():
