@@ -262,7 +262,7 @@ def run_seed(cfg: CompareConfig, out: Path, train: ImageData, test: ImageData, f
         sweep.append(beta_point(run, load_run(run_dir)[1], held_out, reference, x0, x1, test.levels, features, cfg))
     sweep.append(beta_point(models["vae"], loaded["vae"], held_out, reference, x0, x1, test.levels, features, cfg))
     sweep = tuple(sorted(sweep, key=lambda p: p.beta))
-    objective_cfg = replace(ev_cfg, parts=("likelihood", "quality", "sharpness"))
+    objective_cfg = replace(ev_cfg, parts=("likelihood", "quality"))  # its sharpness is in `resampled`
     objective = {label: measure_run(run_dir, objective_cfg, test, features, log)[0]
                  for label, run_dir in objective_runs.items()}
     evidence = Evidence(
