@@ -59,8 +59,8 @@ class CompareConfig:
     seeds: int = 1                             # the whole experiment repeated with seeds seed, seed + 1, …
     evaluation: EvalConfig = field(default_factory=compare_evaluation)
     beta_sweep: tuple[float, ...] = (0.25, 4.0)  # extra VAEs placed on the rate–distortion axes
-    sweep_budget_fraction: float = 0.25        # of `budget`, per β-sweep VAE
-    objective_budget_fraction: float = 0.25    # of `budget`, per diffusion model of the ε-objective pair (0: none)
+    sweep_budget_fraction: float = 0.15        # of `budget`, per β-sweep VAE
+    objective_budget_fraction: float = 0.15    # of `budget`, per diffusion model of the ε-objective pair (0: none)
     steps: tuple[int, ...] = STEPS             # sampling steps of the steps sweep
     steps_replicates: int = 100                # bootstrap resamples per point of the steps sweep
     interpolation_pairs: int = 16              # test-image pairs interpolated by every model
