@@ -233,3 +233,28 @@ def test_the_evidence_figures_draw_from_synthetic_records(tmp_path):
                                                                            math.log(1000), 1000, 256)),
                                       ).startswith(b"\x89PNG")
     assert draw.beta_sweep(sweep(1.0, 0.5, 30.0, 5.0)).startswith(b"\x89PNG")
+
+
+def test_every_rule_names_its_tests_and_smallest_detectable_effects():
+    vae, dif = paired(0.3)
+    models = {"vae": Measurement("vae", "β-ELBO", 1, bound=bound(vae), resampled=figures(0.5, 20.0)),
+              "diffusion": Measurement("diffusion", "L_simple", 1, bound=bound(dif), resampled=figures(1.0, 5.0))}
+    judged = V.judge(V.Evidence(models, 64, 50)) + (V.contrast_tug_blur(()), V.contrast_interpolation({}))
+    for c in judged:
+        effects = c.numbers.get("effects", [])
+        assert all(e.test in c.rule and f"smallest detectable effect {e.min_detectable:.3g}" in c.rule
+                   for e in effects), c.rule
+        assert effects or ("bootstrap" in c.rule or "t-interval" in c.rule) and "no smallest detectable" in c.rule
+    # folding seeds names the folded test and its smallest detectable effect, not the first seed's
+    folded = V.fold_seeds([judged[:1]] * 3)[0]
+    assert folded.effect.test in folded.rule and "folded over 3 seeds" in folded.rule
+    assert f"smallest detectable effect {folded.effect.min_detectable:.3g}" in folded.rule
+
+
+def test_quality_shows_precision_and_recall_with_their_intervals():
+    vae, dif = figures(1.0, 20.0), figures(1.0, 5.0)
+    vae.update(precision=rs(0.6, 0.02), recall=rs(0.7, 0.02))
+    dif.update(precision=rs(0.8, 0.02), recall=rs(0.75, 0.02))
+    c = V.contrast_quality(vae, dif)
+    assert f"Precision (bootstrap 95%, not part of the rule): VAE {V.show_figure(vae['precision'])}" in c.measured
+    assert "Recall" in c.measured and V.contrast_quality(figures(1.0, 20.0), figures(1.0, 5.0)).verdict == c.verdict

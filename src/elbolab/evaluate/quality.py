@@ -46,22 +46,25 @@ def _sqrt_psd(cov: np.ndarray) -> np.ndarray:
     return (eigvec * np.sqrt(np.clip(eigval, 0.0, None))) @ eigvec.T
 
 
-def trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> float:
-    """Tr((Σ1 Σ2)^½) = Σ √eig(Σ1^½ Σ2 Σ1^½): a symmetric PSD route, so no complex round-off arises."""
-    root1 = _sqrt_psd(cov1)
+def trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray, root1: np.ndarray | None = None) -> float:
+    """Tr((Σ1 Σ2)^½) = Σ √eig(Σ1^½ Σ2 Σ1^½): a symmetric PSD route, so no complex round-off arises;
+    `root1`: Σ1^½ where the caller already has it."""
+    root1 = _sqrt_psd(cov1) if root1 is None else root1
     middle = root1 @ cov2 @ root1
     eigval = np.linalg.eigvalsh((middle + middle.T) / 2)
     return float(np.sqrt(np.clip(eigval, 0.0, None)).sum())
 
 
-def frechet_distance_from_statistics(mu1: ArrayLike, cov1: ArrayLike, mu2: ArrayLike, cov2: ArrayLike) -> float:
-    """Fréchet (2-Wasserstein²) distance of two Gaussians: ‖μ1−μ2‖² + Tr(Σ1 + Σ2 − 2(Σ1Σ2)^½)."""
+def frechet_distance_from_statistics(mu1: ArrayLike, cov1: ArrayLike, mu2: ArrayLike, cov2: ArrayLike,
+                                     root1: np.ndarray | None = None) -> float:
+    """Fréchet (2-Wasserstein²) distance of two Gaussians: ‖μ1−μ2‖² + Tr(Σ1 + Σ2 − 2(Σ1Σ2)^½) (`root1`: Σ1^½,
+    where known)."""
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     cov1, cov2 = np.atleast_2d(np.asarray(cov1, np.float64)), np.atleast_2d(np.asarray(cov2, np.float64))
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != (mu1.size, mu1.size):
         raise ValueError(f"mismatched statistics: μ {mu1.shape}/{mu2.shape}, Σ {cov1.shape}/{cov2.shape}")
     distance = float(((mu1 - mu2) ** 2).sum() + np.trace(cov1) + np.trace(cov2)
-                     - 2.0 * trace_sqrt_product(cov1, cov2))
+                     - 2.0 * trace_sqrt_product(cov1, cov2, root1))
     return max(distance, 0.0)  # only round-off can make it negative
 
 
@@ -75,12 +78,16 @@ def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (x @ y.T / x.shape[1] + 1.0) ** 3
 
 
-def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
-    """Unbiased MMD² (Gretton et al. 2012, eq. 3) of two equal-size sets under the cubic kernel."""
-    m = x.shape[0]
-    k_xx, k_yy, k_xy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
+def mmd2_from_kernels(k_xx: np.ndarray, k_yy: np.ndarray, k_xy: np.ndarray) -> float:
+    """Unbiased MMD² (Gretton et al. 2012, eq. 3) of two equal-size sets from their kernel matrices."""
+    m = k_xx.shape[0]
     within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
     return float(within - 2.0 * k_xy.sum() / (m * m))
+
+
+def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD² of two equal-size sets under the cubic kernel."""
+    return mmd2_from_kernels(polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y))
 
 
 def effective_subset_size(n1: int, n2: int, subset_size: int = 1000) -> int:
@@ -114,13 +121,18 @@ def knn_radii(features: Tensor, k: int = 3, chunk: int = 1024) -> Tensor:
                       for i in range(0, features.shape[0], chunk)])
 
 
-def manifold_coverage(points: Tensor, manifold: Tensor, radii: Tensor, chunk: int = 1024) -> float:
-    """Fraction of `points` inside at least one k-NN ball of `manifold` (Kynkäänniemi et al. 2019, eq. 1–2)."""
+def in_balls(points: Tensor, manifold: Tensor, radii: Tensor, chunk: int = 1024) -> Tensor:
+    """[len(points), len(manifold)] booleans: point i lies in the k-NN ball of manifold point j
+    (Kynkäänniemi et al. 2019, eq. 1)."""
     # slack for the round-off of ‖a‖² + ‖b‖² − 2a·b, so that a point always lies in its own ball
     scale = 1e-9 * (points.pow(2).sum(1).mean() + manifold.pow(2).sum(1).mean())
-    inside = [(_squared_distances(points[i:i + chunk], manifold) <= radii + scale).any(1)
-              for i in range(0, points.shape[0], chunk)]
-    return float(torch.cat(inside).double().mean())
+    return torch.cat([_squared_distances(points[i:i + chunk], manifold) <= radii + scale
+                      for i in range(0, points.shape[0], chunk)])
+
+
+def manifold_coverage(points: Tensor, manifold: Tensor, radii: Tensor, chunk: int = 1024) -> float:
+    """Fraction of `points` inside at least one k-NN ball of `manifold` (Kynkäänniemi et al. 2019, eq. 1–2)."""
+    return float(in_balls(points, manifold, radii, chunk).any(1).double().mean())
 
 
 def precision_recall(real: ArrayLike, fake: ArrayLike, k: int = 3) -> tuple[float, float]:

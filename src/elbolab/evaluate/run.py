@@ -109,13 +109,16 @@ def seeded_sampler(model: GenerativeModel, seed: int, **kwargs: Any) -> Callable
 
 
 def speed_table(model: GenerativeModel, cfg: EvalConfig) -> tuple[SpeedRow, ...]:
-    """Sampling speed of every sampler the model declares at every NFE it takes, each after a 2-image warm-up."""
+    """Sampling speed of every sampler the model declares at every NFE it takes, each sampler after one 2-image
+    warm-up at its smallest NFE (first-call costs are the sampler's, not the NFE's)."""
     caps = model.capabilities
     rows = []
     for sampler in caps.samplers:
-        for nfe in caps.steps_for(cfg.nfe):
+        nfes = caps.steps_for(cfg.nfe)
+        if nfes:
+            seeded_sampler(model, cfg.seed, sampler=sampler, steps=nfes[0])(2)
+        for nfe in nfes:
             draw = seeded_sampler(model, cfg.seed, sampler=sampler, steps=nfe)
-            draw(2)
             timing = time_sampling(draw, cfg.speed_n, nfe=nfe, repeats=1, warmup=0, device=model.device)
             rows.append(SpeedRow(sampler=sampler, nfe=nfe, n=timing["n"], repeats=timing["repeats"],
                                  seconds_per_call=timing["seconds_per_call"],

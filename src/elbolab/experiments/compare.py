@@ -83,8 +83,8 @@ class CompareConfig:
     seeds: int = 1                             # the whole experiment repeated with seeds seed, seed + 1, …
     evaluation: EvalConfig = field(default_factory=compare_evaluation)
     beta_sweep: tuple[float, ...] = (0.25, 4.0)  # extra VAEs placed on the rate–distortion axes
-    sweep_budget_fraction: float = 0.25        # of `budget`, per β-sweep VAE
-    objective_budget_fraction: float = 0.25    # of `budget`, per diffusion model of the ε-objective pair (0: none)
+    sweep_budget_fraction: float = 0.15        # of `budget`, per β-sweep VAE
+    objective_budget_fraction: float = 0.15    # of `budget`, per diffusion model of the ε-objective pair (0: none)
     steps: tuple[int, ...] | None = None       # sampling steps of the steps sweep (None: the preset's)
     batch_size: int | None = None              # training images per step (None: the preset's)
     steps_replicates: int = 100                # bootstrap resamples per point of the steps sweep
@@ -303,10 +303,11 @@ def run_seed(cfg: CompareConfig, out: Path, train: ImageData, test: ImageData, f
     sweep = []
     for run_dir in sweep_runs.values():
         run, _ = measure_run(run_dir, sweep_cfg, test, features, log, cfg.device)
-        sweep.append(beta_point(run, load_run(run_dir, cfg.device)[1], held_out, reference, x0, x1, test.levels, features, cfg))
+        sweep.append(beta_point(run, load_run(run_dir, cfg.device)[1], held_out, reference, x0, x1, test.levels,
+                                features, cfg))
     sweep.append(beta_point(models["vae"], loaded["vae"], held_out, reference, x0, x1, test.levels, features, cfg))
     sweep = tuple(sorted(sweep, key=lambda p: p.beta))
-    objective_cfg = replace(ev_cfg, parts=("likelihood", "quality", "sharpness"))
+    objective_cfg = replace(ev_cfg, parts=("likelihood", "quality"))  # its sharpness is in `resampled`
     objective = {label: measure_run(run_dir, objective_cfg, test, features, log, cfg.device)[0]
                  for label, run_dir in objective_runs.items()}
     evidence = Evidence(

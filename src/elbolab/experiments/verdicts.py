@@ -118,12 +118,22 @@ RULE_TAIL = ("supported when the 95% interval excludes no effect on the claimed 
              "the effect measured")
 
 
+def rule_text(effects: Sequence[Effect], how: str) -> str:
+    """The rule a contrast applied: each effect's test, claimed side and smallest detectable effect; `RULE_TAIL`;
+    how the effects combine."""
+    def smallest(e: Effect) -> str:
+        known = e.min_detectable is not None and math.isfinite(e.min_detectable)
+        return f"{e.min_detectable:.3g}" if known else "unknown (so inconclusive)"
+    tests = "; ".join(f"{e.name}: {e.test}, claimed {'>' if e.direction > 0 else '<'} {e.null:g}, smallest "
+                      f"detectable effect {smallest(e)}" for e in effects)
+    return f"{tests}. Each {RULE_TAIL}." + (f" Combined: {COMBINE_TEXT[how]}." if len(effects) > 1 else "")
+
+
 def judged(title: str, claim: str, measured: str, effects: Sequence[Effect], how: str = "all",
            figure: str | None = None, numbers: dict | None = None) -> Contrast:
-    """A contrast whose verdict `combine`s its effects; the rule names each effect's test."""
-    tests = "; ".join(f"{e.name}: {e.test}, claimed {'>' if e.direction > 0 else '<'} {e.null:g}" for e in effects)
-    rule = f"{tests}. Each {RULE_TAIL}." + (f" Combined: {COMBINE_TEXT[how]}." if len(effects) > 1 else "")
-    return Contrast(title, claim, measured, rule, combine(effects, how),
+    """A contrast whose verdict `combine`s its effects; the rule names each effect's test and its smallest
+    detectable effect."""
+    return Contrast(title, claim, measured, rule_text(effects, how), combine(effects, how),
                     {**(numbers or {}), "effects": list(effects), "combine": how}, effects[0], figure)
 
 
@@ -132,9 +142,17 @@ def show(e: Effect, digits: int = 3) -> str:
     return f"{e.value:.{digits}g} [{e.low:.{digits}g}, {e.high:.{digits}g}]"
 
 
-def no_evidence(title: str, claim: str, why: str) -> Contrast:
-    """A contrast that could not be measured: inconclusive, saying why."""
-    return Contrast(title, claim, why, "needs the measurements named", "inconclusive")
+def show_figure(r: Resampled, digits: int = 3) -> str:
+    """'value [low, high]' of a bootstrapped figure (its 95% percentile interval)."""
+    low, high = r.interval()
+    return f"{r.value:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
+
+
+def no_evidence(title: str, claim: str, why: str, test: str) -> Contrast:
+    """A contrast that could not be measured: inconclusive, naming the test that would have decided it and why
+    it did not run."""
+    return Contrast(title, claim, why, f"{test}; not run ({why}), so no smallest detectable effect: inconclusive.",
+                    "inconclusive")
 
 
 # ---------------------------------------------------------------- the contrasts
@@ -250,9 +268,12 @@ def contrast_quality(vae: dict[str, Resampled], diffusion: dict[str, Resampled],
     """Fréchet distance of samples to the test set, bootstrapped."""
     e = bootstrap_effect("Fréchet distance VAE − diffusion", *difference(vae["fd"], diffusion["fd"]), "samples")
     kid = f" KID: VAE {vae['kid'].value:.4f}, diffusion {diffusion['kid'].value:.4f}." if "kid" in vae else ""
+    pr = "".join(f" {key.capitalize()} (bootstrap 95%, not part of the rule): VAE {show_figure(vae[key])}, "
+                 f"diffusion {show_figure(diffusion[key])}." for key in ("precision", "recall")
+                 if key in vae and key in diffusion)
     return judged(QUALITY, "Diffusion's samples are closer to the data than the VAE's.",
                   f"Fréchet distance: VAE {vae['fd'].value:.2f}, diffusion {diffusion['fd'].value:.2f}; difference "
-                  f"{show(e)}.{kid}{floor_text(floors, 'fd')}", [e], figure="steps_fd")
+                  f"{show(e)}.{kid}{pr}{floor_text(floors, 'fd')}", [e], figure="steps_fd")
 
 
 STEPS = "Why diffusion is sharp: one leap to a posterior mean vs. many small Gaussian steps"
@@ -264,7 +285,9 @@ def contrast_steps(points: Sequence[StepsPoint], sampler: str = "ancestral") -> 
              "VAE's decoder, and is blurry; many small Gaussian steps are what make diffusion's samples sharp.")
     chain = sorted((p for p in points if p.sampler == sampler), key=lambda p: p.steps)
     if len(chain) < 2 or chain[0].steps != 1:
-        return no_evidence(STEPS, claim, f"no {sampler} sweep from 1 step to many in these runs")
+        return no_evidence(STEPS, claim, f"no {sampler} sweep from 1 step to many in these runs",
+                           "|log Laplacian-variance ratio| at 1 step − at the most steps, percentile bootstrap over "
+                           "samples, claimed > 0")
     one, many = chain[0], chain[-1]
     value, reps = difference(one.figures["laplacian_ratio"], many.figures["laplacian_ratio"], distance_from_one)
     e = bootstrap_effect(f"|log ratio| at 1 step − at {many.steps} steps (Laplacian variance × test set)", value,
@@ -300,7 +323,9 @@ def contrast_tug_blur(sweep: Sequence[SweepPoint]) -> Contrast:
              "and its samples blur.")
     points = sorted((p for p in sweep if "laplacian_ratio" in p.sample_figures), key=lambda p: p.beta)
     if len(points) < 2:
-        return no_evidence(TUG_BLUR, claim, "needs sample sharpness of VAEs at two or more β")
+        return no_evidence(TUG_BLUR, claim, "needs sample sharpness of VAEs at two or more β",
+                           "log sharpness ratio at the lowest β − at the highest, percentile bootstrap over samples, "
+                           "claimed > 0")
     low, high = points[0], points[-1]
     e = bootstrap_effect(f"log sharpness ratio at β={low.beta:g} − at β={high.beta:g}",
                          *difference(low.sample_figures["laplacian_ratio"], high.sample_figures["laplacian_ratio"],
@@ -316,7 +341,10 @@ def contrast_tug_disjoint(sweep: Sequence[SweepPoint]) -> Contrast:
     points = sorted((p for p in sweep if "fd" in p.sample_figures and "fd" in p.reconstruction_figures),
                     key=lambda p: p.beta)
     if not points or points[0].beta >= 1:
-        return no_evidence(TUG_DISJOINT, claim, "needs a VAE with β < 1 and the FD of its samples and reconstructions")
+        return no_evidence(TUG_DISJOINT, claim,
+                           "needs a VAE with β < 1 and the FD of its samples and reconstructions",
+                           "FD of prior samples − FD of reconstructions at the lowest β, percentile bootstrap over "
+                           "samples, claimed > 0")
     low = points[0]
     e = bootstrap_effect(f"FD of prior samples − FD of reconstructions at β={low.beta:g}",
                          *difference(low.sample_figures["fd"], low.reconstruction_figures["fd"]), "samples")
@@ -370,7 +398,9 @@ def contrast_interpolation(paths: dict[str, PathStats]) -> Contrast:
     """Paired over the same image pairs: midpoint recognisability (classifier confidence) and evenness."""
     claim = "VAE latent spaces are great for interpolating between concepts: the midpoints are recognisable."
     if not {"vae", "diffusion"} <= set(paths):
-        return no_evidence(INTERPOLATION, claim, "needs interpolations of the VAE and of diffusion")
+        return no_evidence(INTERPOLATION, claim, "needs interpolations of the VAE and of diffusion",
+                           "classifier confidence on interior frames, VAE − diffusion, paired t-interval over image "
+                           "pairs, claimed > 0")
     v, d = paths["vae"], paths["diffusion"]
     conf = paired_effect("classifier confidence on interior frames, VAE − diffusion", v.interior_confidence,
                          d.interior_confidence, "image pairs")
@@ -510,6 +540,7 @@ def fold_seeds(per_seed: Sequence[tuple[Contrast, ...]]) -> tuple[Contrast, ...]
         effects = [fold_effect(list(es)) for es in zip(*(c.numbers["effects"] for c in group))]
         per = tuple(c.effect.value for c in group)
         folded.append(replace(first, verdict=combine(effects, how), effect=effects[0], per_seed=per,
+                              rule=rule_text(effects, how),
                               measured=f"{first.measured} [{len(per_seed)} seeds; first effect per seed: "
                                        + ", ".join(f"{v:.3g}" for v in per) + f"; folded: {show(effects[0])}.]",
                               numbers={**first.numbers, "effects": effects}))

@@ -18,7 +18,8 @@ from typing import Any
 from torch import Tensor
 
 from elbolab.experiments.results import CompareResults
-from elbolab.records import Contrast, Effect
+from elbolab.experiments.verdicts import show_figure
+from elbolab.records import Contrast, Effect, Resampled
 from elbolab.report.gallery import Figure, Material, draw, figure_name
 from elbolab.report.figures import colour, label
 
@@ -53,25 +54,33 @@ def first_sentence(text: str) -> str:
     return text if end < 0 else text[: end + 1]
 
 
+def interval_text(figure: Resampled | None) -> str:
+    """A bootstrapped figure as 'value [low, high]' (its 95% percentile interval); "–" where not measured."""
+    return "–" if figure is None else show_figure(figure)
+
+
 def summary_rows(results: CompareResults) -> list[tuple[str, list[str]]]:
     """One row per model (its kind and cells): the numbers a reader compares first."""
     rows = []
     for kind, run in results.models.items():
         r = run.measurement
         fastest = max(r.speed, key=lambda s: s.images_per_second, default=None)
-        q = r.quality or {}
+        fig = r.resampled
         sharp = (r.sharpness or {}).get("samples", {})
         bound = f"{num(r.bound.bpd.total)} ± {num(r.bound.bpd.ci95, 2)}" if r.bound else "–"
         rows.append((kind, [label(kind), bound,
                             num(r.parameters), f"{num(run.train_steps)} ({num(run.train_images_per_s)} img/s)",
-                            num(q.get("fd")), num(sharp.get("laplacian_variance_ratio")),
+                            interval_text(fig.get("fd")) if "fd" in fig else num((r.quality or {}).get("fd")),
+                            " / ".join(interval_text(fig.get(key)) for key in ("precision", "recall")),
+                            num(sharp.get("laplacian_variance_ratio")),
                             f"{num(fastest.images_per_second)} at NFE {fastest.nfe}" if fastest else "–",
                             r.objective]))
     return rows
 
 
-SUMMARY_HEADER = ["model", "−ELBO bits/dim (± 95%)", "parameters", "training steps", "Fréchet distance",
-                  "sharpness (× test set)", "fastest sampling, img/s", "objective trained"]
+SUMMARY_HEADER = ["model", "−ELBO bits/dim (± 95%)", "parameters", "training steps", "Fréchet distance [95%]",
+                  "precision / recall [95%]", "sharpness (× test set)", "fastest sampling, img/s",
+                  "objective trained"]
 
 
 def flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
