@@ -121,6 +121,17 @@ def test_information_span_counts_steps():
     assert V.information_span(curve(40, 0.0)) == pytest.approx(40, rel=0.05)
 
 
+def test_a_curve_that_never_falls_through_a_level_spans_to_its_last_step_with_replicates_too():
+    """Many images (log N large) and a short chain: I(x_0; x_t) stays above 10% of log N to the last step.
+    The resampled replicates are numpy arrays, and must be read the same way as the measured tuple."""
+    flat = curve(40, 0.05)
+    high = InformationCurve("forward", flat.steps, flat.t, tuple(0.5 * flat.max_nats + 0.5 * v for v in flat.nats),
+                            flat.stderr_nats, flat.max_nats, flat.n_images, flat.draws)
+    assert V.crossing(high.steps, np.asarray(high.nats), 0.1 * high.max_nats) == high.steps[-1]
+    effect = V.span_effect(high)
+    assert effect.low <= V.information_span(high) <= effect.high
+
+
 def steps_points(one: float, many: float, sd: float = 0.02, fd_one: float = 30.0) -> tuple[StepsPoint, ...]:
     return (StepsPoint("diffusion", "ancestral", 1, 0.001, figures(one, fd_one, sd_lap=sd)),
             StepsPoint("diffusion", "ancestral", 10, 0.01, figures((one + many) / 2, 20.0, sd_lap=sd)),

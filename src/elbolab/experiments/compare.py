@@ -60,7 +60,7 @@ def preset_for(side: int, device: str) -> Preset:
     steps, 2,000 test images for the bound (SE ≈ 0.01 bits/dim from the per-image spread) and a steps sweep to
     50; on a GPU the full test set and sweep."""
     if side <= 16:
-        return Preset(budget=60.0, batch_size=128, n_eval=None, steps=STEPS, measure_seconds=90.0)
+        return Preset(budget=60.0, batch_size=128, n_eval=None, steps=STEPS, measure_seconds=70.0)
     if device.startswith("cuda"):
         return Preset(budget=60.0, batch_size=256, n_eval=None, steps=STEPS, measure_seconds=120.0)
     return Preset(budget=120.0, batch_size=64, n_eval=2000, steps=tuple(s for s in STEPS if s <= 50),

@@ -180,7 +180,7 @@ def crossing(steps: Sequence[int], values: Sequence[float], level: float) -> flo
     for (s0, v0), (s1, v1) in zip(zip(steps, values), zip(steps[1:], values[1:])):
         if v1 < level <= v0:
             return s0 + (v0 - level) / (v0 - v1) * (s1 - s0)
-    return float(steps[0]) if values and values[0] < level else float(steps[-1])
+    return float(steps[0]) if len(values) and values[0] < level else float(steps[-1])
 
 
 def information_span(curve: InformationCurve, values: Sequence[float] | None = None) -> float:
