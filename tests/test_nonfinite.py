@@ -132,3 +132,15 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path, digits):
     assert events and events[0]["reason"] == "non-finite weights" and events[0]["step"] == 0
     for path in list_checkpoints(tmp_path) + [tmp_path / WEIGHTS_FILE]:
         assert not nonfinite_tensors(load_tensors(path)[0]), path
+
+
+def test_an_fp16_overflow_lowers_the_loss_scale_and_is_not_a_fault(tmp_path, digits):
+    """With fp16 and its grad scaler an infinite gradient is an overflow: the step is skipped, the scale drops,
+    nothing counts towards a rollback; the same gradient in fp32 is a fault."""
+    fp16 = _trainer(tmp_path / "fp16", digits, grad_calls={2}, cfg=replace(CFG, precision="fp16"))
+    scale = fp16.scaler.get_scale()
+    records = [fp16.train_step() for _ in range(3)]
+    assert "overflow" in records[1] and "skipped" not in records[1] and fp16.nonfinite_in_a_row == 0
+    assert fp16.scaler.get_scale() <= scale / 2  # (a fresh scaler's 65536 also overflows on its own at first)
+    fp32 = _trainer(tmp_path / "fp32", digits, grad_calls={2})
+    assert "skipped" in [fp32.train_step() for _ in range(2)][1] and fp32.nonfinite_in_a_row == 1

@@ -312,17 +312,20 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss, problem = self._accumulate()
         grad_norm = torch.tensor(float("nan"))
+        overflow = False
         if problem is None:
             self.scaler.unscale_(self.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                                        cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-            problem = None if torch.isfinite(grad_norm) else f"non-finite gradient (norm {grad_norm.item()})"
+            if not torch.isfinite(grad_norm):
+                problem = f"non-finite gradient (norm {grad_norm.item()})"
+                overflow = self.scaler.is_enabled()  # with fp16, the scaler's business: it lowers its scale
         if problem is None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.ema.update(self.model)
             self.nonfinite_in_a_row = 0
-        elif self.scaler.is_enabled() and "gradient" in problem:  # fp16 overflow: the scaler lowers its scale
+        elif overflow:
             self.scaler.update()
             self.step += 1
             return {"step": self.step, "overflow": f"{problem}; fp16 loss scale now {self.scaler.get_scale():g}",
