@@ -55,3 +55,23 @@ def test_colour_images_are_averaged_to_grey():
     grey = checkerboard()
     colour = grey.expand(-1, 3, -1, -1).contiguous()
     assert laplacian_variance(colour, 2).item() == pytest.approx(laplacian_variance(grey, 2).item())
+
+
+def test_chunked_measures_equal_the_whole_set_at_once(monkeypatch):
+    """A large set is measured in chunks (bounded memory) with the same per-image values and spectrum."""
+    import importlib
+
+    sh = importlib.import_module("elbolab.evaluate.sharpness")  # the module (the package exports a function of its name)
+
+    images = load_data("digits", "test").images[:300]
+    whole = (laplacian_variance(images, 17), high_frequency_share(images, 17), radial_power_spectrum(images, 17))
+    monkeypatch.setattr(sh, "CHUNK", 64)  # 300 images in 5 chunks, the last one short
+    calls = []
+    real = sh.power_spectrum
+    monkeypatch.setattr(sh, "power_spectrum", lambda x, levels: calls.append(len(x)) or real(x, levels))
+    chunked = (laplacian_variance(images, 17), high_frequency_share(images, 17), radial_power_spectrum(images, 17))
+    assert calls == [64, 64, 64, 64, 44] * 2
+    torch.testing.assert_close(chunked[0], whole[0], rtol=0, atol=0)
+    torch.testing.assert_close(chunked[1], whole[1], rtol=0, atol=0)
+    torch.testing.assert_close(chunked[2][0], whole[2][0])
+    torch.testing.assert_close(chunked[2][1], whole[2][1], rtol=1e-12, atol=1e-12)
