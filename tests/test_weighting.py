@@ -81,6 +81,28 @@ def test_the_sigmoid_and_edm_weightings_are_the_papers_formulas():
     torch.testing.assert_close(edm_weight(lam), edm)
 
 
+@torch.no_grad()
+def test_the_sigmoid_bias_is_a_config_key_that_moves_the_weight_and_is_named():
+    x = digits(6).double()
+    losses = {}
+    for bias in (-3.0, 2.0, 5.0):
+        torch.manual_seed(0)
+        model = DiffusionModel(DiffusionConfig(unet=UNetConfig(preset="tiny"), time="continuous", T=50,
+                                               loss="sigmoid", sigmoid_bias=bias), (1, 8, 8), 17)
+        losses[bias] = model.loss(x, generator=torch.Generator().manual_seed(4)).double()
+        t, eps, _ = _draws(x, 4)
+        denoiser, parameterisation = model.diffusion.denoiser()
+        integrand = continuous.diffusion_integrand(denoiser, x, t, eps, model.diffusion.schedule,
+                                                   parameterisation=parameterisation)
+        w = torch.sigmoid(bias - model.diffusion.schedule.log_snr(t))
+        torch.testing.assert_close(losses[bias], nats_to_bpd(w * integrand, 64).float().double())
+        assert f"sigmoid({bias:g} − λ)" in model.objective
+    # a larger b keeps more of the high-SNR end, where w < 1: every term grows with b
+    assert (losses[-3.0] < losses[2.0]).all() and (losses[2.0] < losses[5.0]).all()
+    with pytest.raises(ConfigError, match="sigmoid_bias"):
+        DiffusionConfig(time="continuous", loss="sigmoid", sigmoid_bias=float("nan"))
+
+
 def test_every_weighting_is_positive_and_finite_over_the_schedules_range():
     for schedule in ("linear", "cosine"):
         chain = DiffusionModel(DiffusionConfig(unet=UNetConfig(preset="tiny"), time="continuous", schedule=schedule),

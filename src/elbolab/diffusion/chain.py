@@ -141,7 +141,8 @@ class GaussianDiffusion(nn.Module):
         """Continuous time, t low-discrepancy over the batch, t_b = (u + b/B) mod 1 (VDM, App. I): the ELBO in
         bits/dim ("vlb"; one z_0 and one t per example), or for the network L_simple = mean ‖ε − ε̂‖² ("simple")
         or the weighted diffusion term ½ w(λ_t) γ′(t) ‖ε − ε̂‖² in bits/dim (a named w, `weighting`), while
-        learned end points follow the bound (its gradient for them added, value unchanged)."""
+        a learned schedule (end points, and shape) follows the bound: its parameters get the bound's gradient
+        alone, the objective's value unchanged."""
         x_0 = x_0.double()
         B, D, device = x_0.shape[0], x_0[0].numel(), x_0.device
         u = torch.rand((), generator=generator, dtype=torch.float64, device=device)
@@ -158,11 +159,15 @@ class GaussianDiffusion(nn.Module):
             reweighted = mse / D
         else:  # the schedule enters as a fixed weight: its end points learn from the bound alone
             with torch.no_grad():
-                w = weight(self.config.loss, self.schedule.log_snr(t)) * 0.5 * self.schedule.gamma_prime(t)
+                w = weight(self.config.loss, self.schedule.log_snr(t), self.config.sigmoid_bias)
+                w = w * 0.5 * self.schedule.gamma_prime(t)
             reweighted = nats_to_bpd(w * mse, D)
-        if self.schedule.learn_endpoints and torch.is_grad_enabled():
-            (grad,) = torch.autograd.grad(bound.mean(), self.schedule.ends, retain_graph=True)
-            follow = (self.schedule.ends * grad).sum()
+        learned = [p for p in self.schedule.parameters() if p.requires_grad]
+        if learned and torch.is_grad_enabled():
+            # the end points (and a learned shape) get the bound's gradient and no other: the objective's own
+            # (through z_t) is replaced by the bound's, value unchanged, in one backward pass
+            grads = torch.autograd.grad(bound.mean() - reweighted.mean(), learned, retain_graph=True)
+            follow = sum((p * g).sum() for p, g in zip(learned, grads))
             reweighted = reweighted + (follow - follow.detach())
         return reweighted.float()
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 from elbolab.diffusion.samplers import SAMPLERS
 from elbolab.diffusion.schedule import Schedule
-from elbolab.diffusion.weighting import WEIGHTINGS
+from elbolab.diffusion.weighting import SIGMOID_BIAS, WEIGHTINGS
 from elbolab.errors import ConfigError
 from elbolab.nets.unet import UNetConfig
 
@@ -24,8 +25,9 @@ class DiffusionConfig:
     fixed "large" (β) or "learned" (interpolated, trained by the "vlb" or "hybrid" loss).
 
     `time`: "discrete" (the T-step chain) or "continuous" (VDM: T → ∞, γ between finite end points
-    γ_min, γ_max, learned if `learn_endpoints`; `schedule` names γ's shape between them, "linear" in γ or
-    "cosine"; T is then only the default sampling grid and the T-step form of its bound). γ_min = None
+    γ_min, γ_max, learned if `learn_endpoints`; `schedule` names γ's shape between them, "linear" in γ,
+    "cosine", or "learned" (VDM's monotone network, trained on the bound with the end points); T is then only
+    the default sampling grid and the T-step form of its bound). γ_min = None
     puts σ_0 at `bin_fraction` of the data's bin width 2/(K − 1) (VDM's −13.3 for continuous data). In
     continuous time `loss` names the weighting w(λ) of ½ γ′(t) ‖ε − ε̂‖² (`weighting`): "vlb" (alias "elbo";
     the ELBO, w = 1), "simple" (uniform in t, ‖ε − ε̂‖²), "sigmoid" or "edm" (Kingma & Gao 2023); learned
@@ -38,12 +40,13 @@ class DiffusionConfig:
     gamma_max: float = 5.0
     bin_fraction: float = 0.25
     learn_endpoints: bool = True
-    schedule: Literal["linear", "cosine"] = "cosine"
+    schedule: Literal["linear", "cosine", "learned"] = "cosine"
     parameterisation: Literal["eps", "x0", "v"] = "eps"
     loss: Literal["simple", "vlb", "hybrid", "elbo", "sigmoid", "edm"] = "simple"
     variance: Literal["small", "large", "learned"] = "small"
     timesteps: Literal["uniform", "importance"] = "uniform"
     hybrid_weight: float = 0.001          # λ in L_simple + λ L_vlb (Nichol & Dhariwal 2021, eq. 16)
+    sigmoid_bias: float = SIGMOID_BIAS    # b of loss=sigmoid, w(λ) = sigmoid(b − λ) (Kingma & Gao 2023, §5)
     unet: UNetConfig = field(default_factory=UNetConfig)
     net: Literal["unet", "diffusers-unet2d"] = "unet"   # elbolab's UNet, or diffusers' UNet2DModel sized by `unet`
     sampler: str = "ancestral"            # a name in `samplers.SAMPLERS`
@@ -81,6 +84,9 @@ class DiffusionConfig:
         if self.time == "continuous":
             self._check_continuous()
         else:
+            if self.schedule == "learned":
+                raise ConfigError("the learned schedule (VDM's monotone network) is for continuous time; set "
+                                  "model.time=continuous, or choose schedule=linear or cosine")
             Schedule(self.schedule, self.T)  # checks T against the schedule
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
@@ -95,14 +101,19 @@ class DiffusionConfig:
             raise ConfigError("encode_steps must be ≥ 1 and encode_fixed_point ≥ 0")
         if self.eta < 0:
             raise ConfigError(f"eta must be ≥ 0, got {self.eta}")
+        if not math.isfinite(self.sigmoid_bias):
+            raise ConfigError(f"sigmoid_bias must be a finite number, got {self.sigmoid_bias}")
         if self.elbo_samples < 2 or self.max_batch < 1 or self.hybrid_weight < 0:
             raise ConfigError("elbo_samples must be ≥ 2, max_batch ≥ 1 and hybrid_weight ≥ 0")
         self.unet.spec()  # checks the network's overrides
 
     def _check_continuous(self) -> None:
         """What continuous time does not take: a learned variance, the hybrid loss, step-history resampling."""
-        if self.schedule not in ("linear", "cosine"):
-            raise ConfigError(f"unknown schedule {self.schedule!r}; choose linear or cosine")
+        if self.schedule not in ("linear", "cosine", "learned"):
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose linear, cosine or learned")
+        if self.schedule == "learned" and not self.learn_endpoints:
+            raise ConfigError("a learned schedule shape learns with its end points; set learn_endpoints=true or "
+                              "choose schedule=linear or cosine")
         if self.variance != "small" or self.loss == "hybrid":
             raise ConfigError("continuous time has no reverse variance to learn; use variance=small and "
                               "loss=vlb (the ELBO) or loss=simple")

@@ -1,13 +1,16 @@
 """Continuous-time schedules with finite, optionally learned, end points (VDM, Kingma et al. 2021, §3.4–3.5).
 
 γ(t) = −λ(t) is the negative log-SNR, increasing from γ_min = γ(0) to γ_max = γ(1). Between the end points
-the shape is fixed: "linear" in γ (VDM's linear schedule) or "cosine", γ(t) = 2 log tan(u(t)) with u moving
-linearly between the end points' angles (the cosine schedule of Nichol & Dhariwal, truncated at both ends).
-The end points are parameters trained on the bound (VDM, §3.5): with a fixed shape the continuous-time
-bound depends on the schedule only through them (VDM, eq. 20).
+the shape is "linear" in γ (VDM's linear schedule), "cosine", γ(t) = 2 log tan(u(t)) with u moving linearly
+between the end points' angles (the cosine schedule of Nichol & Dhariwal, truncated at both ends), or
+"learned": VDM's monotone network (App. H), γ̃(t) = a t + (1/F) Σ_j c_j φ(d_j (2t − 1) + e_j) with a, c, d ≥ 0
+and φ(x) = 2 sigmoid(x) − 1, rescaled to run from γ_min to γ_max. The end points are parameters trained on
+the bound (VDM, §3.5). With a network conditioned on λ the continuous-time bound would depend on the
+schedule only through them (VDM, eq. 20); elbolab's networks are conditioned on t, so a learned shape also
+changes which noise level the network sees at each t, and the bound trains it like the end points.
 
 This schedule offers what the samplers and bounds use of `schedule.Schedule` (`log_snr`, `times`, `T`,
-`alpha_bar`), plus `gamma_prime`. Nothing is cached: λ changes as the end points learn.
+`alpha_bar`), plus `gamma_prime`. Nothing is cached: λ changes as the schedule learns.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from torch import Tensor, nn
 from elbolab.diffusion.schedule import alpha_bar
 from elbolab.errors import ConfigError
 
-SHAPES = ("linear", "cosine")
+SHAPES = ("linear", "cosine", "learned")
+#: hidden units of the learned shape's monotone network (VDM uses 1024)
+SHAPE_FEATURES = 256
 #: VDM's end points for 8-bit images (Kingma et al. 2021, App. B)
 VDM_GAMMA_MIN, VDM_GAMMA_MAX = -13.3, 5.0
 
@@ -49,6 +54,8 @@ class LearnedSchedule(nn.Module):
             self.ends = nn.Parameter(ends)
         else:
             self.register_buffer("ends", ends)
+        if shape == "learned":
+            self.shape_net = MonotoneShape(SHAPE_FEATURES)
 
     @property
     def gamma_min(self) -> Tensor:
@@ -70,14 +77,19 @@ class LearnedSchedule(nn.Module):
         t = self._t(t)
         if self.shape == "linear":
             return self.gamma_min + (self.gamma_max - self.gamma_min) * t
+        if self.shape == "learned":
+            return self.gamma_min + (self.gamma_max - self.gamma_min) * self.shape_net.fraction(t)
         u0, u1 = self._angles()
         return 2 * torch.log(torch.tan(u0 + (u1 - u0) * t))
 
     def gamma_prime(self, t: Tensor | float) -> Tensor:
-        """dγ/dt: γ_max − γ_min (linear); 2(u_1 − u_0)/(sin u cos u) = 4(u_1 − u_0)/sin 2u (cosine)."""
+        """dγ/dt: γ_max − γ_min (linear); 2(u_1 − u_0)/(sin u cos u) = 4(u_1 − u_0)/sin 2u (cosine);
+        (γ_max − γ_min) times the learned shape's slope (learned)."""
         t = self._t(t)
         if self.shape == "linear":
             return (self.gamma_max - self.gamma_min).expand(t.shape)
+        if self.shape == "learned":
+            return (self.gamma_max - self.gamma_min) * self.shape_net.fraction_prime(t)
         u0, u1 = self._angles()
         return 4 * (u1 - u0) / torch.sin(2 * (u0 + (u1 - u0) * t))
 
@@ -96,6 +108,43 @@ class LearnedSchedule(nn.Module):
     def extra_repr(self) -> str:
         lo, hi = self.ends.tolist()
         return f"shape={self.shape}, T={self.T}, gamma_min={lo:.3f}, gamma_max={hi:.3f}, learned={self.learn_endpoints}"
+
+
+class MonotoneShape(nn.Module):
+    """s(t) ∈ [0, 1], increasing, s(0) = 0, s(1) = 1: γ̃(t) = a t + (1/F) Σ_j c_j φ(d_j (2t − 1) + e_j) rescaled,
+    with a, c, d ≥ 0 (absolute values of the parameters) and φ(x) = 2 sigmoid(x) − 1 (VDM, App. H). It starts
+    close to linear (small c), float64."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)  # the same start for every run: the shape is part of the model
+        self.a = nn.Parameter(torch.ones((), dtype=torch.float64))
+        self.c = nn.Parameter(0.1 * torch.rand(features, generator=g, dtype=torch.float64))
+        self.d = nn.Parameter(1 + 3 * torch.rand(features, generator=g, dtype=torch.float64))
+        self.e = nn.Parameter(2 * torch.randn(features, generator=g, dtype=torch.float64))
+
+    def _raw(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(γ̃(t), γ̃′(t)) elementwise."""
+        x = self.d.abs() * (2 * t.unsqueeze(-1) - 1) + self.e  # [..., F]
+        s = torch.sigmoid(x)
+        c = self.c.abs() / self.c.numel()
+        value = self.a.abs() * t + ((2 * s - 1) * c).sum(-1)
+        slope = self.a.abs() + (2 * s * (1 - s) * 2 * self.d.abs() * c).sum(-1)
+        return value, slope
+
+    def _ends(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        both, _ = self._raw(torch.tensor([0.0, 1.0], dtype=torch.float64, device=device))
+        return both[0], both[1]
+
+    def fraction(self, t: Tensor) -> Tensor:
+        """s(t) = (γ̃(t) − γ̃(0)) / (γ̃(1) − γ̃(0))."""
+        lo, hi = self._ends(t.device)
+        return (self._raw(t)[0] - lo) / (hi - lo)
+
+    def fraction_prime(self, t: Tensor) -> Tensor:
+        """s′(t) = γ̃′(t) / (γ̃(1) − γ̃(0)) > 0."""
+        lo, hi = self._ends(t.device)
+        return self._raw(t)[1] / (hi - lo)
 
 
 #: the longest grid a continuous-time model samples on (its grid is held in memory)

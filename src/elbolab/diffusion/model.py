@@ -14,7 +14,7 @@ from elbolab.diffusion.chain import GaussianDiffusion, build_net
 from elbolab.diffusion.config import DiffusionConfig
 from elbolab.diffusion.information import chain_rate_distortion
 from elbolab.diffusion.samplers import SAMPLERS
-from elbolab.diffusion.weighting import DESCRIPTIONS as CONTINUOUS_OBJECTIVES
+from elbolab.diffusion.weighting import describe
 from elbolab.errors import ConfigError
 from elbolab.model import Capabilities, Encoding, GenerativeModel
 from elbolab.records import Information
@@ -48,7 +48,7 @@ class DiffusionModel(GenerativeModel):
         if cfg.time == "discrete":
             return OBJECTIVES[cfg.loss]
         ends = "learned end points on the ELBO" if cfg.learn_endpoints else "fixed end points"
-        return f"{CONTINUOUS_OBJECTIVES[cfg.loss]}; {cfg.schedule} γ(t), {ends}"
+        return f"{describe(cfg.loss, cfg.sigmoid_bias)}; {cfg.schedule} γ(t), {ends}"
 
     @property
     def capabilities(self) -> Capabilities:

@@ -16,16 +16,17 @@ from torch import Tensor
 
 from elbolab.errors import ConfigError
 
-#: b of the sigmoid weighting w(λ) = sigmoid(b − λ) (Kingma & Gao 2023, §5)
+#: elbolab's default b of the sigmoid weighting w(λ) = sigmoid(b − λ) (`model.sigmoid_bias`); Kingma & Gao
+#: (2023, §5) treat b as a hyperparameter tuned per data set and resolution, so set it for yours
 SIGMOID_BIAS = 2.0
 #: EDM's (Karras et al. 2022) training distribution ln σ ~ N(P_mean, P_std²) with P_mean = −1.2, P_std = 1.2,
 #: i.e. λ = −2 ln σ ~ N(2.4, 2.4²), and its σ_data = 0.5
 EDM_LOG_SNR_MEAN, EDM_LOG_SNR_STD, EDM_SIGMA_DATA = 2.4, 2.4, 0.5
 
 
-def sigmoid_weight(log_snr: Tensor) -> Tensor:
-    """w(λ) = sigmoid(b − λ): ≈ 1 (the ELBO) at low SNR, fading at high SNR (Kingma & Gao 2023, §5)."""
-    return torch.sigmoid(SIGMOID_BIAS - log_snr)
+def sigmoid_weight(log_snr: Tensor, bias: float = SIGMOID_BIAS) -> Tensor:
+    """w(λ) = sigmoid(b − λ): ≈ 1 (the ELBO) at low SNR, fading at high SNR past λ = b (Kingma & Gao 2023, §5)."""
+    return torch.sigmoid(bias - log_snr)
 
 
 def edm_weight(log_snr: Tensor) -> Tensor:
@@ -38,17 +39,25 @@ def edm_weight(log_snr: Tensor) -> Tensor:
 
 #: the weightings given by a function of λ (beside "vlb", w = 1, and "simple", w = 1/γ′)
 WEIGHTINGS = {"sigmoid": sigmoid_weight, "edm": edm_weight}
-#: how each objective is named in reports
+#: how each objective is named in reports ("sigmoid" with its b, see `describe`)
 DESCRIPTIONS = {"vlb": "continuous-time ELBO (weighting γ′(t), bits/dim)",
                 "simple": "L_simple (ε-MSE, uniform in t)",
-                "sigmoid": f"weighted ELBO 'sigmoid', w(λ) = sigmoid({SIGMOID_BIAS:g} − λ) (Kingma & Gao 2023)",
+                "sigmoid": "weighted ELBO 'sigmoid', w(λ) = sigmoid({bias:g} − λ) (Kingma & Gao 2023)",
                 "edm": "weighted ELBO 'edm', EDM's w(λ) = N(λ; 2.4, 2.4²)(e^−λ + 0.25)/0.25 (Kingma & Gao 2023)"}
 
 
-def weight(name: str, log_snr: Tensor) -> Tensor:
-    """w(λ) of the named weighting; a clear error for a name that has none."""
+def describe(name: str, sigmoid_bias: float = SIGMOID_BIAS) -> str:
+    """The objective's name in reports."""
+    return DESCRIPTIONS[name].format(bias=sigmoid_bias)
+
+
+def weight(name: str, log_snr: Tensor, sigmoid_bias: float = SIGMOID_BIAS) -> Tensor:
+    """w(λ) of the named weighting (the sigmoid's midpoint at λ = `sigmoid_bias`); a clear error for a name that
+    has none."""
     if name == "vlb":
         return torch.ones_like(log_snr)
     if name not in WEIGHTINGS:
         raise ConfigError(f"unknown loss weighting {name!r}; choose one of vlb, {', '.join(WEIGHTINGS)}")
+    if name == "sigmoid":
+        return sigmoid_weight(log_snr, sigmoid_bias)
     return WEIGHTINGS[name](log_snr)
