@@ -6,6 +6,11 @@ against the exact T-sum on the same images (averaged over two draws of its noise
 
     PYTHONPATH=src python benchmarks/likelihood.py --budgets 15 60 [--threads 1] [--out likelihood]
     PYTHONPATH=src python benchmarks/likelihood.py --data fashion-mnist --budgets 60 600 1800 --out likelihood-fashion
+    # one process per model side by side (one thread each), then joined into one file and plot
+    PYTHONPATH=src python benchmarks/likelihood.py --data fashion-mnist --models vae --budgets 60 1800 --out lf-vae &
+    PYTHONPATH=src python benchmarks/likelihood.py --data fashion-mnist --models vdm-elbo-matched --budgets 60 1800 \
+        --out lf-vdm
+    PYTHONPATH=src python benchmarks/likelihood.py --merge lf-vae lf-vdm --out likelihood-fashion
     # only the T-step check (its models at the largest budget), replacing its rows in an existing --out JSON;
     # --runs keeps the trained runs in a folder and reuses them
     PYTHONPATH=src python benchmarks/likelihood.py --checks-only --budgets 60 --models ddpm-simple --runs /tmp/lk
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -31,8 +37,9 @@ from common import RESULTS, SHARED_DATA, machine, print_table, write_results
 from elbolab.bounds import Estimator, nats_to_bpd
 from elbolab.data import load_data
 from elbolab.evaluate.run import EvalConfig, Pilot, summarize
-from elbolab.experiments.compare import CompareConfig, budgeted_run
-from elbolab.train.api import fit_run
+from elbolab.experiments.compare import CompareConfig, budgeted_run, model_classes
+from elbolab.train.api import apply_overrides, fit_run
+from elbolab.train.config import TrainConfig
 from elbolab.train.run import METRICS_FILE, load_run
 
 #: (name, kind, --set keys); the estimator each is read with follows from the model (see `estimator_for`)
@@ -42,6 +49,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ddpm-hybrid": ("diffusion", {"model.time": "discrete", "model.schedule": "cosine", "model.loss": "hybrid",
                                   "model.variance": "learned"}),
     "vdm-elbo": ("diffusion", {}),  # compare's preset: continuous time, linear γ, learned end points, ELBO
+    # the same, its UNet's width chosen so that its parameter count is the nearest to the VAE's (`matched_keys`)
+    "vdm-elbo-matched": ("diffusion", {}),
     "vdm-elbo-cosine": ("diffusion", {"model.schedule": "cosine"}),
     "vdm-simple-cosine": ("diffusion", {"model.schedule": "cosine", "model.loss": "simple"}),
 }
@@ -50,9 +59,26 @@ BPD_SE = 0.01
 CHECKED = ("ddpm-simple", "vdm-elbo")
 
 
+def parameters(kind: str, keys: dict[str, Any], test_data) -> int:
+    """The parameter count of compare's `kind` for these images with `keys` set."""
+    cfg_cls, model_cls = model_classes(kind)
+    model_cfg, _ = apply_overrides(cfg_cls.sized_for(test_data.shape[-1], "cpu"), TrainConfig(), keys)
+    return sum(p.numel() for p in model_cls(model_cfg, tuple(test_data.shape), test_data.levels).parameters())
+
+
+def matched_keys(test_data) -> dict[str, Any]:
+    """model.unet.channels for which compare's diffusion UNet has the parameter count nearest the VAE's."""
+    target = parameters("vae", {}, test_data)
+    count = lambda c: parameters("diffusion", {"model.unet.channels": c}, test_data)  # noqa: E731
+    width = min(range(8, 65), key=lambda c: abs(count(c) - target))
+    return {"model.unet.channels": width}
+
+
 def train(name: str, budget: float, threads: int, root: Path, train_data, test_data, data_dir: str | None) -> Path:
     """Train one variant for `budget` seconds into root (a finished run of the same name is reused)."""
     kind, keys = VARIANTS[name]
+    if name.endswith("-matched"):
+        keys = {**keys, **matched_keys(test_data)}
     overrides = {kind: {**keys, "train.threads": threads}}
     compare = CompareConfig(data=test_data.name, data_dir=data_dir, budget=budget, overrides=overrides)
     run_cfg = budgeted_run(kind, compare, test_data, budget)
@@ -142,6 +168,18 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
     print(f"wrote {path}")
 
 
+def merge(names: list[str], out: str) -> None:
+    """Join the points and T-step checks of several results files into `out`, each part keeping its machine."""
+    parts = {name: json.loads((RESULTS / f"{name}.json").read_text()) for name in names}
+    points = [p for part in parts.values() for p in part["points"]]
+    checks = [c for part in parts.values() for c in part.get("t_step_checks", [])]
+    write_results(out, {"merged_from": {name: {"started": part["started"], "args": part["args"]}
+                                        for name, part in parts.items()},
+                        "points": points, "t_step_checks": checks, "bpd_se_target": BPD_SE})
+    print_table(points, "bits/dim vs training seconds")
+    plot(points, RESULTS / f"{out}.png")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="digits", help="digits, or a data set under --data-dir (fashion-mnist)")
@@ -160,7 +198,13 @@ def main() -> None:
     ap.add_argument("--runs", default=None, help="a folder to keep trained runs in, reused when there (default: a "
                                                  "temporary one)")
     ap.add_argument("--out", default="likelihood")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="NAME",
+                    help="only join the points and checks of results/NAME.json files (e.g. one process per model, "
+                         "run side by side) into --out, with its plot")
     args = ap.parse_args()
+    if args.merge:
+        merge(args.merge, args.out)
+        return
     torch.set_num_threads(args.threads)
     data_dir = None if args.data == "digits" else args.data_dir
     train_data, test_data = load_data(args.data, "train", data_dir), load_data(args.data, "test", data_dir)
@@ -179,7 +223,8 @@ def main() -> None:
                 run_dir = train(name, budget, args.threads, root, train_data, test_data, data_dir)
                 if not args.checks_only:
                     point = {"model": name, "data": args.data, "budget_s": budget,
-                             **evaluate(run_dir, train_data, test_data, args.eval_n), "wall_s": time.perf_counter() - t0}
+                             **evaluate(run_dir, train_data, test_data, args.eval_n),
+                             "wall_s": time.perf_counter() - t0, "load_average_1min": os.getloadavg()[0]}
                     points.append(point)
                     print_table([point], f"{name} after {budget:g} s")
                 if last and name in CHECKED:
