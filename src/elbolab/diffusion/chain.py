@@ -39,6 +39,8 @@ def build_net(config: DiffusionConfig, channels: int, size: int) -> nn.Module:
     return UNet(channels, out_channels, config.unet, image_size=size)
 
 
+#: the power of two the schedule's own backward pass is scaled by (`GaussianDiffusion._continuous_loss`)
+SCHEDULE_GRAD_SCALE = 2.0 ** 10
 #: bins of the importance proposal over t fitted on a pilot pass (`GaussianDiffusion.fit_proposal`)
 PROPOSAL_BINS = 64
 
@@ -157,7 +159,7 @@ class GaussianDiffusion(nn.Module):
             return bound.float()
         if self.config.loss == "simple":
             reweighted = mse / D
-        else:  # the schedule enters as a fixed weight: its end points learn from the bound alone
+        else:  # the schedule enters as a fixed weight: its parameters learn from the bound alone
             with torch.no_grad():
                 w = weight(self.config.loss, self.schedule.log_snr(t), self.config.sigmoid_bias)
                 w = w * 0.5 * self.schedule.gamma_prime(t)
@@ -165,9 +167,12 @@ class GaussianDiffusion(nn.Module):
         learned = [p for p in self.schedule.parameters() if p.requires_grad]
         if learned and torch.is_grad_enabled():
             # the end points (and a learned shape) get the bound's gradient and no other: the objective's own
-            # (through z_t) is replaced by the bound's, value unchanged, in one backward pass
-            grads = torch.autograd.grad(bound.mean() - reweighted.mean(), learned, retain_graph=True)
-            follow = sum((p * g).sum() for p, g in zip(learned, grads))
+            # (through z_t) is replaced by the bound's, value unchanged, in one backward pass; scaled by a power
+            # of two on the way through the network (exact), so that under fp16 autocast, where the trainer's
+            # GradScaler does not see this pass, small gradients at its output do not underflow
+            scaled = torch.autograd.grad(SCHEDULE_GRAD_SCALE * (bound.mean() - reweighted.mean()), learned,
+                                         retain_graph=True)
+            follow = sum((p * g / SCHEDULE_GRAD_SCALE).sum() for p, g in zip(learned, scaled))
             reweighted = reweighted + (follow - follow.detach())
         return reweighted.float()
 

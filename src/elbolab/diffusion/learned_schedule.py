@@ -26,6 +26,8 @@ from elbolab.errors import ConfigError
 SHAPES = ("linear", "cosine", "learned")
 #: hidden units of the learned shape's monotone network (VDM uses 1024)
 SHAPE_FEATURES = 256
+#: times per chunk when the learned shape is evaluated on a long grid
+RAW_CHUNK = 2 ** 14
 #: VDM's end points for 8-bit images (Kingma et al. 2021, App. B)
 VDM_GAMMA_MIN, VDM_GAMMA_MAX = -13.3, 5.0
 
@@ -37,7 +39,8 @@ def level_gamma_min(levels: int, bin_fraction: float) -> float:
 
 
 class LearnedSchedule(nn.Module):
-    """γ(t) on t ∈ [0, 1] between end points γ_min < γ_max (learned if `learn_endpoints`), of a fixed shape.
+    """γ(t) on t ∈ [0, 1] between end points γ_min < γ_max (learned if `learn_endpoints`), of a fixed shape
+    (linear, cosine) or a learned one (`MonotoneShape`).
 
     `T` is the grid t_i = i/T the model samples on by default and its discrete-time bound uses.
     """
@@ -124,7 +127,11 @@ class MonotoneShape(nn.Module):
         self.e = nn.Parameter(2 * torch.randn(features, generator=g, dtype=torch.float64))
 
     def _raw(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        """(γ̃(t), γ̃′(t)) elementwise."""
+        """(γ̃(t), γ̃′(t)) elementwise; a long grid in chunks, so its [len, F] intermediates stay small."""
+        if t.numel() > RAW_CHUNK:
+            flat = t.flatten()
+            parts = [self._raw(flat[i:i + RAW_CHUNK]) for i in range(0, flat.numel(), RAW_CHUNK)]
+            return torch.cat([v for v, _ in parts]).view(t.shape), torch.cat([d for _, d in parts]).view(t.shape)
         x = self.d.abs() * (2 * t.unsqueeze(-1) - 1) + self.e  # [..., F]
         s = torch.sigmoid(x)
         c = self.c.abs() / self.c.numel()

@@ -88,8 +88,11 @@ def _high_frequency_share(images: Tensor, levels: int, cutoff: float) -> Tensor:
 
 def radial_power_spectrum(images: Tensor, levels: int) -> tuple[Tensor, Tensor]:
     """Radially averaged power spectrum over images: ring radii (cycles/pixel) and mean power per ring."""
-    power = sum(power_spectrum(images[i:i + CHUNK], levels).sum(0) for i in range(0, len(images), CHUNK))
-    power = power / len(images)
+    if len(images) <= CHUNK:
+        power = power_spectrum(images, levels).mean(0)
+    else:
+        power = sum(power_spectrum(images[i:i + CHUNK], levels).sum(0) for i in range(0, len(images), CHUNK))
+        power = power / len(images)
     h, w = power.shape
     step = 1.0 / max(h, w)
     ring = torch.round(radial_frequency(h, w) / step).long().flatten()

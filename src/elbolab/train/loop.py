@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -69,6 +70,38 @@ def compile_networks(model: nn.Module) -> None:
         if type(module).__module__.startswith("elbolab.nets.") and not any(name.startswith(c + ".") for c in compiled):
             module.compile()
             compiled.append(name)
+
+
+def decays(name: str) -> bool:
+    """Whether weight decay applies to the parameter called `name`: not to a learned noise schedule (its end
+    points and shape), which decay would pull towards 0 with nothing in the bound to hold them."""
+    return ".schedule." not in f".{name}"
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """The optimiser's groups: runs of consecutive parameters (in `model.parameters()` order, which checkpoints
+    index by) alike in whether they decay, each marked with "decay"."""
+    groups: list[dict[str, Any]] = []
+    for name, param in model.named_parameters():
+        decay = decays(name)
+        if not groups or groups[-1]["decay"] != decay:
+            groups.append({"params": [], "decay": decay, "weight_decay": weight_decay if decay else 0.0})
+        groups[-1]["params"].append(param)
+    return groups
+
+
+def regroup(saved: dict[str, Any], groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """A saved optimiser state laid out in the current `groups` (same parameters, same order; e.g. a checkpoint
+    from before the schedule had a group of its own): its per-parameter state kept, its groups re-cut."""
+    if [len(g["params"]) for g in saved["param_groups"]] == [len(g["params"]) for g in groups]:
+        return saved
+    order = [i for g in saved["param_groups"] for i in g["params"]]
+    template = {k: v for k, v in saved["param_groups"][0].items() if k != "params"}
+    cut, start = [], 0
+    for group in groups:
+        cut.append({**template, "decay": group["decay"], "params": order[start:start + len(group["params"])]})
+        start += len(group["params"])
+    return {"state": saved["state"], "param_groups": cut}
 
 
 def stream_seed(seed: int, rollbacks: int) -> int:
@@ -135,8 +168,8 @@ class Trainer:
         self.callbacks = callbacks
         self.progress = progress and self.world.main
         self.say = say
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                           weight_decay=cfg.weight_decay, fused=self.device.type == "cuda")
+        self.optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                           betas=(cfg.adam_beta1, cfg.adam_beta2), fused=self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.ema = EMA(model, cfg.ema_decay)
         self.eval_model = copy.deepcopy(model).eval()
@@ -203,9 +236,11 @@ class Trainer:
         """Put back everything `save_checkpoint` wrote (a rollback keeps its own time and rollback count)."""
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         self.ema.load_tensors(tensors, state["ema_updates"])
-        self.optimizer.load_state_dict(unflatten_optimizer(tensors, state["optimizer"]))
+        self.optimizer.load_state_dict(regroup(unflatten_optimizer(tensors, state["optimizer"]),
+                                               self.optimizer.param_groups))
         for group in self.optimizer.param_groups:  # settings changed on resume win over the saved ones
-            group.update(betas=(self.cfg.adam_beta1, self.cfg.adam_beta2), weight_decay=self.cfg.weight_decay)
+            group.update(betas=(self.cfg.adam_beta1, self.cfg.adam_beta2),
+                         weight_decay=self.cfg.weight_decay if group.get("decay", True) else 0.0)
         restore_rng(tensors)
         self.step = int(state["step"])
         if not rollback:
