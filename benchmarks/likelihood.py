@@ -1,6 +1,7 @@
-"""Bits/dim against training seconds on digits (or Fashion-MNIST, `--data fashion-mnist`): the VAE, the discrete DDPM on L_simple, the discrete model with
-a learned variance (hybrid loss), and continuous-time diffusion with learned end points trained on the ELBO
-and on L_simple. Each point: the test-set bound with its Monte-Carlo standard error and the estimator's cost
+"""Bits/dim against training seconds on digits (or Fashion-MNIST, `--data fashion-mnist`): the VAE, the
+discrete DDPM on L_simple, the discrete model with a learned variance (hybrid loss), and continuous-time
+diffusion with learned end points trained on the ELBO and on L_simple, with a learned shape, or at the VAE's
+parameter count (the variants in VARIANTS). Each point: the test-set bound with its Monte-Carlo standard error and the estimator's cost
 in network passes per image. Then the T-step check: one model's Monte-Carlo estimates of its T-step bound
 against the exact T-sum on the same images (averaged over two draws of its noise), at equal network passes.
 
@@ -52,6 +53,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # the same, its UNet's width chosen so that its parameter count is the nearest to the VAE's (`matched_keys`)
     "vdm-elbo-matched": ("diffusion", {}),
     "vdm-elbo-cosine": ("diffusion", {"model.schedule": "cosine"}),
+    "vdm-elbo-learned": ("diffusion", {"model.schedule": "learned"}),  # VDM's monotone network for γ's shape
     "vdm-simple-cosine": ("diffusion", {"model.schedule": "cosine", "model.loss": "simple"}),
 }
 BPD_SE = 0.01
