@@ -161,6 +161,9 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
             ax.errorbar([p["budget_s"] for p in row], [p["bpd"] for p in row],
                         yerr=[2 * (p["mc_se_bpd"] or 0) for p in row], marker="o", capsize=3, label=name)
     ax.set_xscale("log")
+    budgets = sorted({p["budget_s"] for p in points})
+    ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
+    ax.minorticks_off()
     ax.set_xlabel("training seconds (CPU, loaded machine)")
     ax.set_ylabel("test bound, bits/dim")
     ax.set_title(f"{points[0]['data'] if points else ''}: bound vs training budget (bars: ±2 MC s.e.)")
