@@ -68,6 +68,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data-dir", default=str(SHARED_DATA))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-diffusers", action="store_true", help="run elbolab's half only")
+    parser.add_argument("--out", default="speed", help="results/OUT.json (e.g. a rerun of some rows beside the full table)")
     args = parser.parse_args()
     args.sample_steps = [int(s) for s in args.sample_steps.split(",") if s]
     args.presets = [p for p in args.presets.split(",") if p]
@@ -208,7 +209,7 @@ def main() -> None:
                     f"Training step, {args.device}, 28x28, batch {args.batch_size} "
                     f"(ratio = elbolab/diffusers {args.diffusers_layout}-layout images/s)")
         print_table(r["sampling"], f"Sampling, {r['preset']} (ratio = elbolab/diffusers images/s at the same NFE)")
-    write_results("speed", {"settings": vars(args), "diffusers": getattr(diffusers, "__version__", None),
+    write_results(args.out, {"settings": vars(args), "diffusers": getattr(diffusers, "__version__", None),
                             "matmul_peak_flops": peak, "matmul_peak_flops_after": peak_after,
                             "matmul_peak_dtype": peak_dtype,
                             "load_average_before": load_before, "presets": reports})
