@@ -1,9 +1,10 @@
 """Bits/dim against training seconds on digits (or Fashion-MNIST, `--data fashion-mnist`): the VAE, the
 discrete DDPM on L_simple, the discrete model with a learned variance (hybrid loss), and continuous-time
 diffusion with learned end points trained on the ELBO and on L_simple, with a learned shape, or at the VAE's
-parameter count (the variants in VARIANTS). Each point: the test-set bound with its Monte-Carlo standard error and the estimator's cost
-in network passes per image. Then the T-step check: one model's Monte-Carlo estimates of its T-step bound
-against the exact T-sum on the same images (averaged over two draws of its noise), at equal network passes.
+parameter count (the variants in VARIANTS). Each point: the test-set bound with its Monte-Carlo standard
+error and the estimator's cost in network passes per image. Then the T-step check: one model's Monte-Carlo
+estimates of its T-step bound against the exact T-sum on the same images (averaged over two draws of its
+noise), at equal network passes.
 
     PYTHONPATH=src python benchmarks/likelihood.py --budgets 15 60 [--threads 1] [--out likelihood]
     PYTHONPATH=src python benchmarks/likelihood.py --data fashion-mnist --budgets 60 600 1800 --out likelihood-fashion

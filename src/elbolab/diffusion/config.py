@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from elbolab.diffusion.learned_schedule import SHAPES
 from elbolab.diffusion.samplers import SAMPLERS
 from elbolab.diffusion.schedule import Schedule
 from elbolab.diffusion.weighting import SIGMOID_BIAS, WEIGHTINGS
@@ -109,8 +110,8 @@ class DiffusionConfig:
 
     def _check_continuous(self) -> None:
         """What continuous time does not take: a learned variance, the hybrid loss, step-history resampling."""
-        if self.schedule not in ("linear", "cosine", "learned"):
-            raise ConfigError(f"unknown schedule {self.schedule!r}; choose linear, cosine or learned")
+        if self.schedule not in SHAPES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SHAPES)}")
         if self.schedule == "learned" and not self.learn_endpoints:
             raise ConfigError("a learned schedule shape learns with its end points; set learn_endpoints=true or "
                               "choose schedule=linear or cosine")
