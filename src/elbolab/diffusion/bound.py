@@ -15,10 +15,12 @@ import torch
 from torch import Tensor
 
 from elbolab.bounds import Bound, sum_per_example
-from elbolab.diffusion.forward import expand, posterior_coefficients, q_marginal, q_sample, radial_noise
+from elbolab.diffusion.forward import expand, posterior_coefficients, q_marginal, q_sample
+from elbolab.diffusion.noise_control import (FEATURES, control_features, control_value, coordinate_classes, fit_slopes,
+                                             latin_normal)
 from elbolab.diffusion.reverse import Denoised, Denoiser, denoise, reverse_log_variance, small_log_variance
 from elbolab.diffusion.schedule import Schedule
-from elbolab.diffusion.time_proposal import draw_uniforms, latin_partner, mean_and_stderr, replicates_for
+from elbolab.diffusion.time_proposal import draw_uniforms, mean_and_stderr, replicates_for
 from elbolab.likelihoods import discretized_gaussian_log_prob, normal_kl, normal_log_prob
 
 
@@ -68,20 +70,15 @@ def step_terms(denoiser: Denoiser, x_0: Tensor, i: Tensor, eps: Tensor, schedule
 
 
 def _terms_for_pairs(denoiser: Denoiser, x_0: Tensor, example: Tensor, i: Tensor, schedule: Schedule,
-                     eps: Tensor | None, generator: torch.Generator | None, max_batch: int,
-                     radius: Tensor | None = None, **kw) -> Tensor:
+                     eps: Tensor | None, generator: torch.Generator | None, max_batch: int, **kw) -> Tensor:
     """L_{i_n − 1} of example `example[n]` for every pair n, max_batch pairs per denoiser call; the noise is
-    `eps[example]`, or drawn, with ‖ε‖² at the quantile `radius[n]` if given (`forward.radial_noise`)."""
+    `eps[example]`, or drawn."""
     out = []
     for start in range(0, example.numel(), max_batch):
         idx = example[start:start + max_batch]
         x = x_0[idx]
-        if eps is not None:
-            noise = eps[idx]
-        elif radius is not None:
-            noise = radial_noise(x.shape, radius[start:start + max_batch], generator, x.device)
-        else:
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float64)
+        noise = eps[idx] if eps is not None else \
+            torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float64)
         out.append(step_terms(denoiser, x, i[start:start + max_batch], noise, schedule, **kw))
     return torch.cat(out)
 
@@ -106,16 +103,23 @@ def exact_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, paramete
 
 
 def mc_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, samples: int, proposal: Tensor | None = None,
-             stratified: bool = False, parameterisation: str = "eps", variance: str = "small",
-             levels: int | None = None, generator: torch.Generator | None = None, max_batch: int = 1024) -> Bound:
+             stratified: bool = False, latin: bool = True, control: Tensor | None = None,
+             parameterisation: str = "eps", variance: str = "small", levels: int | None = None,
+             generator: torch.Generator | None = None, max_batch: int = 1024) -> Bound:
     """−ELBO from K = `samples` estimates per example, each L_T + L_0 + L_{i−1}/q(i), i ~ q on {2..T}.
 
     L_T is exact; L_0 is kept out of the draw over steps (a draw would rarely reach it) and computed with
     its own x_1 once in each of the R independent replicates (R = K for iid draws; see `time_proposal`), so
     the replicates' spread holds its noise too: K + R network passes. The weighted term is unbiased for any
     q > 0 (importance sampling; Nichol & Dhariwal 2021, §3.3). `proposal` [T] over steps 1..T is renormalised
-    over 2..T (uniform if None). Steps are drawn by the inverse CDF of u, iid or `stratified`; stratified
-    draws also stratify ‖ε‖² of each x_i (Latin hypercube; `time_proposal.latin_partner`).
+    over 2..T (uniform if None). Steps are drawn by the inverse CDF of u, iid or `stratified`.
+
+    Stratified (and `latin`), the ε of a replicate's K/R + 1 terms (its steps and its L_0) form a Latin
+    hypercube, every coordinate stratified over them (`noise_control.latin_normal`): each term's ε is still
+    N(0, I), and the additive part of the ε-noise, nearly all of it at the first steps, largely cancels;
+    otherwise ε is iid. `control` [T, FEATURES] (slopes per step, from `pilot_step_fit`) subtracts from each
+    term, L_0 too, the control variate `noise_control.control_value` of its ε, of mean zero: the estimate's
+    expectation is unchanged.
     extras["stderr"] [B]: the standard error of the mean of the K estimates.
     """
     if samples < 2:
@@ -126,44 +130,64 @@ def mc_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, samples: in
         proposal.to(device=device, dtype=torch.float64)[1:]
     q = q / q.sum()
     R = replicates_for(samples) if stratified else samples
+    m = samples // R
     u = draw_uniforms(B, samples, stratified, generator, device)  # [B, K], column c in replicate c % R
-    i = torch.searchsorted(torch.cumsum(q, 0), u.T.contiguous().flatten()).clamp(max=T - 2) + 2
-    example = torch.arange(B, device=device).repeat(samples + R)
-    steps = torch.cat([i, torch.ones(B * R, dtype=i.dtype, device=device)])
-    radius = None
-    if stratified:  # ‖ε‖² stratified too, paired with the steps' strata at random (Latin hypercube)
-        radius = torch.cat([latin_partner(u, generator).T.flatten(),
-                            torch.rand(B * R, generator=generator, dtype=torch.float64, device=device)])
-    terms = _terms_for_pairs(denoiser, x_0, example, steps, schedule, None, generator, max_batch, radius,
-                             parameterisation=parameterisation, variance=variance, levels=levels)
-    diffusion = (terms[:B * samples] / q[i - 2]).view(samples, B)
-    reconstruction = terms[B * samples:].view(R, B).repeat(samples // R, 1)  # row c holds replicate c % R's L_0
-    _, stderr = mean_and_stderr((diffusion + reconstruction).T, stratified)
-    return Bound({"prior": prior_term(x_0, schedule), "diffusion": diffusion.mean(0),
-                  "reconstruction": reconstruction.mean(0)}, _dims(x_0), None, discrete=levels is not None,
+    i = torch.searchsorted(torch.cumsum(q, 0), u.contiguous()).clamp(max=T - 2) + 2
+    # per example: its K drawn steps (column c in replicate c % R), then L_0 of each replicate
+    steps = torch.cat([i, torch.ones(B, R, dtype=i.dtype, device=device)], 1)
+    pairs = samples + R
+    classes = None if control is None else coordinate_classes(x_0, levels)
+    terms = []
+    for start in range(0, B, max(1, max_batch // pairs)):
+        x = x_0[start:start + max(1, max_batch // pairs)]
+        n, shape = x.shape[0], tuple(x.shape[1:])
+        if stratified and latin:  # replicate r: Latin-hypercube ε over its m steps (columns s·R + r) and its L_0
+            sets = latin_normal(n * R, m + 1, shape, generator, device).view(n, R, m + 1, *shape)
+            noise = torch.cat([sets[:, :, :m].transpose(1, 2).reshape(n, samples, *shape), sets[:, :, m]], 1)
+        else:
+            noise = torch.randn((n, pairs, *shape), generator=generator, dtype=torch.float64, device=device)
+        noise = noise.flatten(0, 1)
+        at = steps[start:start + n].flatten()
+        chunk = step_terms(denoiser, x.repeat_interleave(pairs, 0), at, noise, schedule,
+                           parameterisation=parameterisation, variance=variance, levels=levels)
+        if control is not None:
+            chunk = chunk - control_value(noise, classes[start:start + n].repeat_interleave(pairs, 0),
+                                          control.to(device=device, dtype=torch.float64)[at - 1])
+        terms.append(chunk.view(n, pairs))
+    terms = torch.cat(terms)
+    diffusion = terms[:, :samples] / q[i - 2]  # [B, K]
+    reconstruction = terms[:, samples:].repeat(1, samples // R)  # column c holds replicate c % R's L_0
+    _, stderr = mean_and_stderr(diffusion + reconstruction, stratified)
+    return Bound({"prior": prior_term(x_0, schedule), "diffusion": diffusion.mean(1),
+                  "reconstruction": reconstruction.mean(1)}, _dims(x_0), None, discrete=levels is not None,
                  extras={"stderr": stderr, "passes": _passes(x_0, samples + R)})
 
 
 @torch.no_grad()
-def pilot_step_second_moment(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, edges: Tensor,
-                             per_bin: int = 2, *, parameterisation: str = "eps", variance: str = "small",
-                             levels: int | None = None, generator: torch.Generator | None = None,
-                             max_batch: int = 1024) -> Tensor:
-    """E[L_{i−1}²] per bin of whole steps (`edges` in t, e.g. `time_proposal.step_edges`) from `per_bin`
-    stratified steps per bin and image (a pilot pass of bins × per_bin network passes per image), for
-    `TimeProposal.fit`."""
+def pilot_step_fit(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, edges: Tensor, *,
+                   parameterisation: str = "eps", variance: str = "small", levels: int | None = None,
+                   generator: torch.Generator | None = None, max_batch: int = 1024) -> tuple[Tensor, Tensor]:
+    """A pilot pass over bins of whole steps (`edges` in t, e.g. `time_proposal.step_edges`): per image and bin,
+    one step drawn uniformly in the bin, its term at two independent ε (2 × bins network passes per image).
+
+    Returns (slopes [bins, FEATURES] of the control variate, `noise_control.fit_slopes`; E[(L_{i−1} − control)²]
+    per bin, the second moment of what `mc_bound` then weights, for `TimeProposal.fit`)."""
     B, T, device = x_0.shape[0], schedule.T, x_0.device
     ends = (edges.to(device) * T).round().long()  # bin k holds steps ends[k] + 1 .. ends[k + 1]
     bins = ends.numel() - 1
-    k = bins * per_bin
-    u = (torch.arange(k, device=device) % per_bin + torch.rand(B, k, generator=generator, dtype=torch.float64,
-                                                              device=device)) / per_bin
-    low, width = ends[:-1].repeat_interleave(per_bin), (ends[1:] - ends[:-1]).repeat_interleave(per_bin)
-    i = low + 1 + torch.minimum((u * width).floor().long(), width - 1)
-    terms = _terms_for_pairs(denoiser, x_0, torch.arange(B, device=device).repeat_interleave(k), i.flatten(),
-                             schedule, None, generator, max_batch, parameterisation=parameterisation,
-                             variance=variance, levels=levels)
-    return terms.view(B, bins, per_bin).pow(2).mean((0, 2))
+    low, width = ends[:-1], ends[1:] - ends[:-1]
+    u = torch.rand(B, bins, generator=generator, dtype=torch.float64, device=device)
+    i = (low + 1 + torch.minimum((u * width).floor().long(), width - 1)).repeat_interleave(2, 1)  # [B, bins·2]
+    example = torch.arange(B, device=device).repeat_interleave(2 * bins)
+    eps = torch.randn((example.numel(), *x_0.shape[1:]), generator=generator, dtype=torch.float64, device=device)
+    terms = torch.cat([step_terms(denoiser, x_0[example[s:s + max_batch]], i.flatten()[s:s + max_batch],
+                                  eps[s:s + max_batch], schedule, parameterisation=parameterisation,
+                                  variance=variance, levels=levels)
+                       for s in range(0, example.numel(), max_batch)]).view(B, bins, 2)
+    features = control_features(eps, coordinate_classes(x_0, levels)[example]).view(B, bins, 2, FEATURES)
+    slopes = fit_slopes(terms, features)
+    residual = terms - (features * slopes[None, :, None]).sum(-1)
+    return slopes, residual.pow(2).mean((0, 2))
 
 
 def _passes(x: Tensor, passes: int) -> Tensor:

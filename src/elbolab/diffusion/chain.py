@@ -14,10 +14,11 @@ from torch import Tensor, nn
 
 from elbolab.bounds import Bound, Estimator, nats_to_bpd
 from elbolab.diffusion import continuous
-from elbolab.diffusion.bound import exact_bound, mc_bound, pilot_step_second_moment, prior_term, vlb_term
+from elbolab.diffusion.bound import exact_bound, mc_bound, pilot_step_fit, prior_term, vlb_term
 from elbolab.diffusion.config import DiffusionConfig
 from elbolab.diffusion.forward import expand, q_sample
 from elbolab.diffusion.learned_schedule import VDM_GAMMA_MIN, LearnedSchedule, level_gamma_min, uniform_grid
+from elbolab.diffusion.noise_control import FEATURES
 from elbolab.diffusion.parameterisation import x0_and_eps
 from elbolab.diffusion.reverse import Denoiser, denoise
 from elbolab.diffusion.samplers import ddim, ddim_invert, run_sampler
@@ -76,9 +77,12 @@ class GaussianDiffusion(nn.Module):
         self.resampler = LossSecondMomentResampler(config.T)
         self.continuous = config.time == "continuous"
         # the importance proposal q(t) ∝ weights over `proposal_edges()`: zeros until fitted, refitted by every
-        # evaluation that asks for it (not part of the saved state)
+        # evaluation that asks for it (not part of the saved state); for the discrete chain also the slopes of
+        # the ε control variate per bin (`noise_control`), fitted on the same pilot pass
         bins = PROPOSAL_BINS if self.continuous else min(config.T, PROPOSAL_BINS)
         self.register_buffer("time_proposal", torch.zeros(bins, dtype=torch.float64), persistent=False)
+        self.register_buffer("control_slopes", torch.zeros(0 if self.continuous else bins, FEATURES,
+                                                           dtype=torch.float64), persistent=False)
 
     # ---- the network as a denoiser
     def denoiser(self, clip: bool = False) -> tuple[Denoiser, str]:
@@ -205,18 +209,26 @@ class GaussianDiffusion(nn.Module):
     def fit_proposal(self, pilot: Tensor, steps: int | None = None, generator: torch.Generator | None = None,
                      clip: bool = False) -> TimeProposal:
         """Fit q(t) ∝ sqrt(E[g(t)²]) on a pilot batch (PROPOSAL_BINS × 2 network passes per image), g the
-        integrand of the bound (of its T-step form if `steps`; the step terms L_{i−1} of the discrete chain,
-        over `proposal_edges`), and keep it in the `time_proposal` buffer."""
+        integrand of the bound (of its T-step form if `steps`), and keep it in the `time_proposal` buffer. For
+        the discrete chain g is the step term L_{i−1} less its ε control variate, whose slopes per bin of
+        `proposal_edges` the same pass fits (`bound.pilot_step_fit`) into `control_slopes`."""
         denoiser, parameterisation = self.denoiser(clip)
         kw = dict(parameterisation=parameterisation, generator=generator, max_batch=self.config.max_batch)
         if self.continuous:
             second = continuous.pilot_second_moment(denoiser, pilot, self.schedule, PROPOSAL_BINS, 2, T=steps, **kw)
         else:
-            second = pilot_step_second_moment(denoiser, pilot, self.schedule, self.proposal_edges(), 2,
-                                              variance=self.config.variance, levels=self.levels, **kw)
+            slopes, second = pilot_step_fit(denoiser, pilot, self.schedule, self.proposal_edges(),
+                                            variance=self.config.variance, levels=self.levels, **kw)
+            self.control_slopes.copy_(slopes)
         fitted = TimeProposal.fit(second, edges=self.proposal_edges())
         self.time_proposal.copy_(fitted.weights.expand(self.time_proposal.numel()))
         return fitted
+
+    def step_control(self) -> Tensor:
+        """The control variate's slopes per step of the discrete chain, [T, FEATURES] (those of each step's bin)."""
+        ends = (self.proposal_edges() * self.config.T).round().long().to(self.control_slopes.device)
+        steps = torch.arange(1, self.config.T + 1, device=ends.device)
+        return self.control_slopes[torch.searchsorted(ends, steps) - 1]
 
     def _continuous_elbo(self, x_0: Tensor, estimator: Estimator, denoiser: Denoiser, parameterisation: str,
                          levels: int | None, generator: torch.Generator | None) -> Bound:
@@ -252,12 +264,14 @@ class GaussianDiffusion(nn.Module):
             return exact_bound(denoiser, x_0, self.schedule, **kw)
         if estimator.method == "mc":
             proposal = self.resampler.probabilities() if self.resampler.ready() else None
+            control = None
             if estimator.proposal == "stratified":
                 proposal = None
             elif estimator.proposal == "importance":
                 proposal = self.proposal().steps(cfg.T, x_0.device)
+                control = self.step_control()
             return mc_bound(denoiser, x_0, self.schedule, samples=estimator.samples or cfg.elbo_samples,
-                            proposal=proposal, stratified=estimator.proposal != "uniform", **kw)
+                            proposal=proposal, stratified=estimator.proposal != "uniform", control=control, **kw)
         raise ConfigError(f"the diffusion chain has no {estimator.method!r} bound; it offers exact and mc")
 
     # ---- sampling

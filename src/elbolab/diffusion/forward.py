@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from scipy.special import gammaincinv
 from torch import Tensor
 
 from elbolab.diffusion.schedule import alpha, log_beta, log_sigma2, sigma
@@ -57,13 +56,3 @@ def q_posterior(x_t: Tensor, x_0: Tensor, log_snr_t: Tensor, log_snr_s: Tensor) 
     a, b = posterior_coefficients(log_snr_t, log_snr_s)
     mean = expand(a, x_t) * x_t + expand(b, x_0) * x_0
     return mean, expand(torch.exp(posterior_log_variance(log_snr_t, log_snr_s)), x_t)
-
-
-def radial_noise(shape: tuple[int, ...], v: Tensor, generator: torch.Generator | None = None,
-                 device: torch.device | str | None = None) -> Tensor:
-    """ε [N, ...] float64 with a uniform direction and ‖ε‖² = F⁻¹_{χ²_D}(v_n), D = the size of one ε: exactly
-    N(0, I) when v is uniform, so stratifying v stratifies ‖ε‖² (which most of a bound term's noise follows)."""
-    g = torch.randn(shape, generator=generator, dtype=torch.float64, device=device)
-    dims = g[0].numel()
-    r2 = 2 * torch.from_numpy(gammaincinv(dims / 2, v.detach().double().cpu().numpy())).to(g.device)
-    return g * expand(r2.sqrt() / g.flatten(1).norm(dim=1), g)

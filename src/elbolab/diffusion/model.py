@@ -68,7 +68,8 @@ class DiffusionModel(GenerativeModel):
     def default_estimator(self) -> Estimator:
         """The chain's (`GaussianDiffusion.default_estimator`), except that the discrete chain's Monte-Carlo
         bound draws its steps stratified from the importance proposal fitted on a pilot pass (`elbo_samples` + 4
-        network passes per image, L_0 once in each of 4 replicates): its per-image standard error is far below
+        network passes per image, L_0 once in each of 4 replicates), each replicate's ε a Latin hypercube and less
+        a control variate fitted on the same pilot (`noise_control`): its per-image standard error is far below
         the uniform draw's at equal passes (benchmarks/results/likelihood.json, t_step_checks)."""
         estimator = self.diffusion.default_estimator()
         if self.config.time == "discrete" and estimator.method == "mc":
@@ -91,15 +92,25 @@ class DiffusionModel(GenerativeModel):
             self.diffusion.fit_proposal(pilot.to(self.device), estimator.steps, generator, clip=True)
 
     def fitted_estimator(self) -> dict[str, Tensor]:
-        """The importance proposal's weights, once fitted."""
-        return {"time_proposal": self.diffusion.time_proposal.clone()} if self.diffusion.proposal_fitted() else {}
+        """The importance proposal's weights (and, for the discrete chain, its control variate's slopes), once
+        fitted."""
+        d = self.diffusion
+        if not d.proposal_fitted():
+            return {}
+        return {"time_proposal": d.time_proposal.clone(), **({"control_slopes": d.control_slopes.clone()}
+                                                             if d.control_slopes.numel() else {})}
 
     def load_fitted_estimator(self, state: Mapping[str, Tensor]) -> None:
-        """Put back a kept importance proposal (weights of the same number of bins)."""
+        """Put back a kept importance proposal (weights of the same number of bins) and the control variate's
+        slopes (kept flat or not; a fit kept without them leaves the control variate out, which biases nothing)."""
+        d = self.diffusion
         weights = state["time_proposal"]
-        if set(state) != {"time_proposal"} or weights.shape != self.diffusion.time_proposal.shape:
+        slopes = state.get("control_slopes", torch.zeros_like(d.control_slopes))
+        if not set(state) <= {"time_proposal", "control_slopes"} or weights.shape != d.time_proposal.shape \
+                or slopes.numel() != d.control_slopes.numel():
             raise ConfigError(f"a kept pilot fit does not match this model: {sorted(state)}, {list(weights.shape)}")
-        self.diffusion.time_proposal.copy_(weights)
+        d.time_proposal.copy_(weights)
+        d.control_slopes.copy_(slopes.reshape(d.control_slopes.shape))
 
     def loss(self, x: Tensor, step: int = 0, total_steps: int | None = None,
              generator: torch.Generator | None = None) -> Tensor:
@@ -123,6 +134,7 @@ class DiffusionModel(GenerativeModel):
             return self.diffusion.elbo(x, estimator, generator=generator, clip=self.clip)
         finally:
             self.diffusion.time_proposal.zero_()
+            self.diffusion.control_slopes.zero_()
 
     def _sample(self, n: int, generator: torch.Generator | None, sampler: str | None, steps: int | None,
                 eta: float | None = None, variance: str | None = None) -> Tensor:

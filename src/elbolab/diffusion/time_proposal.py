@@ -121,18 +121,6 @@ def draw_uniforms(batch: int, samples: int, stratified: bool, generator: torch.G
     return (stratum + u) / m
 
 
-def latin_partner(u: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """v [B, K]: a second coordinate for the stratified draws `u` (from `draw_uniforms`), stratified in its own
-    right and paired with u's strata by a random permutation within each replicate (Latin hypercube sampling;
-    McKay et al. 1979): every v is marginally uniform and independent of its replicate's other draws' u."""
-    B, K = u.shape
-    R = replicates_for(K)
-    m = K // R
-    v = draw_uniforms(B, K, True, generator, u.device).view(B, m, R)
-    order = torch.rand(B, m, R, generator=generator, dtype=torch.float64, device=u.device).argsort(1)
-    return v.gather(1, order).view(B, K)
-
-
 def mean_and_stderr(estimates: Tensor, stratified: bool) -> tuple[Tensor, Tensor]:
     """Per-example mean of [B, K] unbiased draws and its standard error (from the R replicate means)."""
     B, K = estimates.shape
