@@ -126,7 +126,7 @@ def test_latin_noise_and_the_control_variate_are_unbiased_honest_and_beat_iid_no
     x = load_data("digits", "test").model_range(slice(0, 4)).double()
     pilot = load_data("digits", "train").model_range(slice(0, 64)).double()
     g = torch.Generator().manual_seed(0)
-    kw = dict(levels=levels, variance="small", parameterisation="x0")
+    kw = {"levels": levels, "variance": "small", "parameterisation": "x0"}
     per_step = torch.stack([exact_bound(den, x, schedule, generator=g, **kw).per_step for _ in range(40)])
     exact = per_step.sum(2) + prior_term(x, schedule)
     exact_mean, exact_se = exact.mean(0), exact.std(0) / math.sqrt(40)
@@ -137,7 +137,7 @@ def test_latin_noise_and_the_control_variate_are_unbiased_honest_and_beat_iid_no
     control = slopes[torch.searchsorted(ends, torch.arange(1, T + 1)) - 1]
     proposal = TimeProposal.fit(second, edges=step_edges(T, 16)).steps(T)
     spreads = {}
-    for name, extra in {"new": dict(control=control), "old": dict(latin=False)}.items():
+    for name, extra in {"new": {"control": control}, "old": {"latin": False}}.items():
         runs = [mc_bound(den, x, schedule, samples=12, proposal=proposal, stratified=True, generator=g, **kw, **extra)
                 for _ in range(REPEATS)]
         totals = torch.stack([b.total for b in runs])
