@@ -102,6 +102,22 @@ def test_eval_keeps_the_pilot_fit_in_the_run_and_a_second_eval_reuses_it(diffusi
     monkeypatch.undo()
     _eval(run_cli, diffusion_run, "--seed", "3")
     assert len(json.loads(cache.read_text())["fits"]) == 2
+    assert len(fits[0]["state"]["control_slopes"]) == 64 * 9  # the control variate's slopes, 9 per bin
+
+
+def test_a_pilot_fit_kept_by_an_older_version_is_refitted_not_reused(diffusion_run, run_cli):
+    """A fit kept before the control variate existed (its key without this version's fit_version, its state
+    without slopes) would give a weaker estimator: eval fits afresh and keeps the new fit beside it."""
+    cache = diffusion_run / "pilot-fits.json"
+    cache.unlink(missing_ok=True)
+    _eval(run_cli, diffusion_run)
+    fit = json.loads(cache.read_text())["fits"][0]
+    old = {"key": {k: v for k, v in fit["key"].items() if k != "fit_version"},
+           "state": {"time_proposal": fit["state"]["time_proposal"]}}
+    cache.write_text(json.dumps({"fits": [old]}))
+    _eval(run_cli, diffusion_run)
+    fits = json.loads(cache.read_text())["fits"]
+    assert len(fits) == 2 and fits[1]["key"] == fit["key"] and "control_slopes" in fits[1]["state"]
 
 
 @pytest.mark.parametrize("sampler", ["ancestral", "ddim", "dpm-solver++"])

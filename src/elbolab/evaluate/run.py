@@ -33,6 +33,9 @@ from elbolab.records import BoundSummary, Information, Record, Resampled, SpeedR
 PRECISION_ROUNDING, MAX_DRAWS, PRECISION_MARGIN = 4, 4096, 0.85
 #: fits kept in a pilot cache (the newest); a run folder's cache file is named PILOT_CACHE_FILE
 MAX_PILOT_FITS, PILOT_CACHE_FILE = 16, "pilot-fits.json"
+#: part of every kept fit's key, raised whenever what a pilot pass fits changes, so that older fits are refitted
+#: rather than reused (2: the discrete chain's control-variate slopes beside its proposal)
+PILOT_FIT_VERSION = 2
 PARTS = ("likelihood", "speed", "quality", "sharpness", "interpolation", "information")
 Log = Callable[[str], None]
 
@@ -142,7 +145,8 @@ def prepare_estimator(model: GenerativeModel, estimator: Estimator, pilot: Pilot
     """Fit what `estimator` needs on a pilot pass over `pilot_n` of the pilot's images, or put back the fit
     kept in `pilot.cache` under the same key (then True); a new fit is added to the cache atomically."""
     key = json.loads(json.dumps({**pilot.key, "proposal": estimator.proposal, "steps": estimator.steps,
-                                 "data": pilot.images.name, "pilot_n": pilot_n, "seed": seed}))
+                                 "data": pilot.images.name, "pilot_n": pilot_n, "seed": seed,
+                                 "fit_version": PILOT_FIT_VERSION}))
     fits = json.loads(pilot.cache.read_text())["fits"] if pilot.cache and pilot.cache.is_file() else []
     for fit in fits:
         if fit["key"] == key:
