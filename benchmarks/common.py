@@ -40,10 +40,11 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def write_results(name: str, payload: dict[str, Any]) -> Path:
-    """benchmarks/results/NAME.json with the machine attached."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_results(name: str, payload: dict[str, Any], folder: Path = RESULTS) -> Path:
+    """FOLDER/NAME.json (by default benchmarks/results/) with the machine attached."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2, default=float) + "\n")
     print(f"\nwrote {path}")
     return path

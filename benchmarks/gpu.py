@@ -1,0 +1,395 @@
+"""Benchmark: the GPU check of issue 13, one prepared script for a lent GPU (runs on a CPU too, for trying it).
+
+    python benchmarks/gpu.py [--parts smoke,mfu,fd] [--device cuda] [--data-dir DIR] [--results-dir DIR]
+                             [--fd-seconds 300] [--fd-at 30,60,120,180,240] [--fd-n 2000] [--quick]
+
+Parts, each writing its own JSON (`gpu-PART.json` in --results-dir, the machine attached):
+
+- smoke: the GPU paths end to end through the command line, each command in its own process, its exit code,
+  seconds and last lines kept: `train` of every model kind in fp32, bf16 and fp16 (the grad scaler) and with
+  `train.compile`, `eval` and `sample` with each sampler, and `compare --quick` on digits.
+- mfu: the `base` UNet (35.7M parameters) at 32×32×3, batch 256, on L_simple, timed through elbolab's own
+  `Trainer.train_step` (autocast, fused AdamW, clipping, EMA, the loss read back each step) in fp32, bf16,
+  bf16 + channels_last and bf16 + torch.compile; beside it the network's forward and backward alone (no
+  optimiser). FLOPs per image are counted (FlopCounterMode, forward and backward); MFU is counted FLOPs ×
+  images/s over the bf16 matmul peak measured in the same run (8192³). What bounds it: one profiled step's GPU
+  kernel time split into matrix kernels (GEMM, convolution, attention) and the rest, against the step's wall
+  time (the difference is the GPU waiting on the host). With diffusers importable, its `UNet2DModel` of the
+  same layout, trained in the same bf16 autocast with fused AdamW, in alternation: a ratio.
+- fd: Fashion-MNIST diffusion, `DiffusionConfig`'s defaults (T = 1000, cosine, ε, L_simple) with the `small`
+  UNet that `compare` gives 28×28 images on a GPU, batch 256, bf16, trained by `Trainer` for --fd-seconds of
+  wall clock; paused at each of --fd-at (pause and measurement time do not count) and at the end, the EMA
+  weights draw --fd-n samples (DDIM, 50 steps; at the end also 250 ancestral steps) and the built-in feature
+  network's Fréchet distance against the first 2,000 test images is taken with its 95% bootstrap interval.
+
+Reading the numbers: MFU counts only the FLOPs FlopCounterMode sees (convolutions, matmuls, attention), not
+normalisations or elementwise work, which a UNet of this size spends much of its time on; the profile's split
+says how much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, SHARED_DATA, print_table, write_results  # noqa: E402
+
+from elbolab.data import DataWarning, load_data  # noqa: E402
+from elbolab.data.base import ImageData  # noqa: E402
+from elbolab.diffusion import DiffusionModel  # noqa: E402
+from elbolab.diffusion.config import DiffusionConfig  # noqa: E402
+from elbolab.evaluate.speed import synchronize, timed_calls  # noqa: E402
+from elbolab.nets.unet import UNetConfig  # noqa: E402
+from elbolab.train.config import TrainConfig  # noqa: E402
+from elbolab.train.loop import Trainer  # noqa: E402
+
+PARTS = ("smoke", "mfu", "fd")
+#: kernel names counted as matrix work in the profile (cuBLAS/CUTLASS GEMMs, cuDNN convolutions, attention)
+MATRIX_KERNELS = re.compile(r"gemm|conv|cutlass|sm90|xmma|wgmma|cudnn|fprop|dgrad|wgrad|flash|fmha|attention",
+                            re.IGNORECASE)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default=",".join(PARTS))
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--data-dir", default=str(SHARED_DATA))
+    parser.add_argument("--results-dir", default=str(RESULTS))
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--mfu-preset", default="base")
+    parser.add_argument("--mfu-side", type=int, default=32)
+    parser.add_argument("--mfu-steps", type=int, default=20, help="timed optimiser steps per variant")
+    parser.add_argument("--fd-seconds", type=float, default=300.0)
+    parser.add_argument("--fd-at", default="30,60,120,180,240", help="training seconds of the curve's points")
+    parser.add_argument("--fd-n", type=int, default=2000, help="samples per Fréchet distance")
+    parser.add_argument("--fd-preset", default="small")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: try the script on a CPU")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    args.parts = [p for p in args.parts.split(",") if p]
+    unknown = set(args.parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    args.fd_at = [float(s) for s in args.fd_at.split(",") if s]
+    return args
+
+
+def seconds_per_call(fn: Callable[[], Any], calls: int, device: str) -> list[float]:
+    return timed_calls(fn, calls, warmup=0, device=device)
+
+
+# ---------------------------------------------------------------- smoke
+
+def smoke_commands(args: argparse.Namespace, work: Path) -> list[tuple[str, list[str]]]:
+    """(name, argv) of every command the smoke part runs, in order (later ones read earlier runs)."""
+    dev = ["--device", args.device]
+    steps = "20"
+    cmds: list[tuple[str, list[str]]] = []
+    for kind in ("vae", "diffusion", "latent-diffusion"):
+        for precision in ("fp32", "bf16", "fp16"):
+            run = work / f"{kind}-{precision}"
+            cmds.append((f"train {kind} {precision}",
+                         ["train", kind, "--out", str(run), "--steps", steps, "--quiet", *dev,
+                          "--set", f"train.precision={precision}", "--set", "train.eval_every=10",
+                          "--set", "train.checkpoint_every=10"]))
+    cmds.append(("train diffusion continuous bf16",
+                 ["train", "diffusion", "--out", str(work / "diffusion-cont"), "--steps", steps, "--quiet", *dev,
+                  "--set", "model.time=continuous", "--set", "model.loss=vlb", "--set", "train.precision=bf16"]))
+    cmds.append(("train diffusion compile bf16",
+                 ["train", "diffusion", "--out", str(work / "diffusion-compile"), "--steps", steps, "--quiet",
+                  *dev, "--set", "train.compile=true", "--set", "train.precision=bf16"]))
+    cmds.append(("resume diffusion bf16",
+                 ["train", "diffusion", "--resume", "--out", str(work / "diffusion-bf16"), "--steps", "30", "--quiet", *dev]))
+    for kind in ("vae", "diffusion", "latent-diffusion"):
+        cmds.append((f"eval {kind}", ["eval", str(work / f"{kind}-bf16"), "--n", "64", *dev]))
+    for sampler in ("ancestral", "ddim", "dpm-solver++"):
+        cmds.append((f"sample diffusion {sampler}",
+                     ["sample", str(work / "diffusion-bf16"), "--n", "16", "--sampler", sampler, "--steps", "20",
+                      "--out", str(work / f"samples-{sampler}.png"), *dev]))
+    cmds.append(("compare --quick", ["compare", "--quick", "--budget", "4", "--out", str(work / "compare"), *dev]))
+    return cmds
+
+
+def smoke(args: argparse.Namespace) -> dict[str, Any]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, argv in smoke_commands(args, Path(tmp)):
+            start = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "elbolab", *argv], capture_output=True, text=True,
+                                  timeout=300)
+            out = (done.stdout + done.stderr).strip().splitlines()
+            rows.append({"command": name, "rc": done.returncode, "seconds": round(time.perf_counter() - start, 1),
+                         "tail": out[-6:] if done.returncode else out[-1:]})
+            print(f"  {name}: rc {done.returncode} in {rows[-1]['seconds']} s", flush=True)
+            if done.returncode:
+                print("    " + "\n    ".join(out[-12:]), flush=True)
+    return {"commands": rows, "failed": [r["command"] for r in rows if r["rc"]]}
+
+
+# ---------------------------------------------------------------- mfu
+
+def random_images(n: int, shape: tuple[int, int, int], seed: int) -> ImageData:
+    g = torch.Generator().manual_seed(seed)
+    return ImageData("random", torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8), 256)
+
+
+def matmul_peak(device: str, n: int) -> float:
+    """bf16 (GPU) or float32 (CPU) n×n matmul FLOP/s: the median of 10 after 3 warm-ups, on random data."""
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    return 2 * n ** 3 / statistics.median(seconds_per_call(lambda: a @ b, 10, device))
+
+
+def count_flops(model: DiffusionModel, x: torch.Tensor) -> float:
+    """Counted FLOPs per image of one forward and backward of the loss (a batch of 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        model.loss(x[:2]).mean().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 2
+
+
+def kernel_split(step: Callable[[], Any], device: str, calls: int = 3) -> dict[str, float]:
+    """`calls` profiled calls of `step`: wall seconds per call (the profiler's overhead included), and the GPU
+    seconds per call in matrix kernels and in the rest."""
+    from torch.profiler import ProfilerActivity, profile
+    synchronize(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        for _ in range(calls):
+            step()
+        synchronize(device)
+        wall = (time.perf_counter() - start) / calls
+    matrix = other = 0.0
+    for event in prof.key_averages():
+        gpu = getattr(event, "self_device_time_total", None)
+        if gpu is None:
+            gpu = getattr(event, "self_cuda_time_total", 0.0)
+        if not gpu or event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        if MATRIX_KERNELS.search(event.key):
+            matrix += gpu / 1e6 / calls
+        else:
+            other += gpu / 1e6 / calls
+    return {"wall_s": wall, "gpu_matrix_s": matrix, "gpu_other_s": other,
+            "gpu_busy_share": (matrix + other) / wall if wall else float("nan")}
+
+
+def trainer_for(args: argparse.Namespace, data: ImageData, run_dir: Path, **train: Any) -> Trainer:
+    torch.manual_seed(args.seed)
+    model = DiffusionModel(DiffusionConfig(unet=UNetConfig(preset=args.mfu_preset)), data.shape, data.levels)
+    cfg = TrainConfig(steps=10 ** 9, batch_size=args.batch_size, device=args.device, eval_every=0,
+                      checkpoint_every=10 ** 9, warmup_steps=10, seed=args.seed, **train)
+    return Trainer(model, data, data, cfg, run_dir, progress=False)
+
+
+def mfu(args: argparse.Namespace) -> dict[str, Any]:
+    device = args.device
+    cuda = device.startswith("cuda")
+    peak = matmul_peak(device, 8192 if cuda else 1024)
+    print(f"matmul peak: {peak / 1e12:.1f} TFLOP/s", flush=True)
+    data = random_images(4 * args.batch_size, (3, args.mfu_side, args.mfu_side), args.seed)
+    variants = {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"},
+                "bf16 channels_last": {"precision": "bf16", "channels_last": True},
+                "bf16 compile": {"precision": "bf16", "compile": True}}
+    if not cuda:
+        variants = {k: v for k, v in variants.items() if "compile" not in k}
+    rows, flops, params = [], None, None
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, train in variants.items():
+            trainer = trainer_for(args, data, Path(tmp) / name.replace(" ", "-"), **train)
+            if flops is None:
+                x = data.model_range(torch.arange(2)).to(trainer.device)
+                flops = count_flops(trainer.model, x)
+                params = sum(p.numel() for p in trainer.model.parameters())
+                print(f"{args.mfu_preset}: {params / 1e6:.2f}M parameters, {flops / 1e9:.2f} GFLOP per training "
+                      f"image (forward and backward)", flush=True)
+            start = time.perf_counter()
+            for _ in range(5 if "compile" not in name else 8):  # warm-up (and compilation)
+                trainer.train_step()
+            synchronize(device)
+            warm = time.perf_counter() - start
+            seconds = statistics.median(seconds_per_call(trainer.train_step, args.mfu_steps, device))
+            ips = args.batch_size / seconds
+            row = {"variant": name, "step_ms": seconds * 1e3, "img_per_s": ips, "mfu": flops * ips / peak,
+                   "warmup_s": warm}
+            if cuda:
+                row.update(kernel_split(trainer.train_step, device))
+                row["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+                torch.cuda.reset_peak_memory_stats(device)
+            rows.append(row)
+            print(f"  {name}: {seconds * 1e3:.1f} ms per step, {ips:.0f} img/s, MFU {row['mfu']:.3f}", flush=True)
+            if name == "bf16":
+                rows.append(network_only(args, trainer, flops, peak))
+            del trainer
+    result: dict[str, Any] = {"preset": args.mfu_preset, "side": args.mfu_side, "batch": args.batch_size,
+                              "parameters": params, "gflop_per_training_image": flops / 1e9,
+                              "matmul_peak_flops": peak, "variants": rows}
+    result["diffusers"] = diffusers_row(args, data, peak, flops) if cuda else None
+    return result
+
+
+def network_only(args: argparse.Namespace, trainer: Trainer, flops: float, peak: float) -> dict[str, Any]:
+    """The bf16 network's forward and backward of the loss alone: no optimiser, EMA, clipping or read-back."""
+    model, device = trainer.model, args.device
+    x = trainer.micro_batch(0)
+
+    def step() -> None:
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+            loss = model.loss(x).mean()
+        loss.backward()
+
+    for _ in range(3):
+        step()
+    seconds = statistics.median(seconds_per_call(step, args.mfu_steps, device))
+    ips = args.batch_size / seconds
+    print(f"  bf16 network only: {seconds * 1e3:.1f} ms, MFU {flops * ips / peak:.3f}", flush=True)
+    model.zero_grad(set_to_none=True)
+    return {"variant": "bf16 network only", "step_ms": seconds * 1e3, "img_per_s": ips, "mfu": flops * ips / peak}
+
+
+def diffusers_row(args: argparse.Namespace, data: ImageData, peak: float, flops: float) -> dict[str, Any] | None:
+    """diffusers' UNet2DModel of the same layout against elbolab's trainer step, both bf16 + fused AdamW."""
+    from diffusion import diffusers_scheduler, diffusers_unet, import_diffusers
+    diffusers = import_diffusers()
+    if diffusers is None:
+        return None
+    import torch.nn.functional as F
+    device = args.device
+    torch.manual_seed(args.seed)
+    unet = diffusers_unet(diffusers, args.mfu_preset, 3, args.mfu_side).to(device).train()
+    sched = diffusers_scheduler(diffusers, "DDPMScheduler", 1000)
+    opt = torch.optim.AdamW(unet.parameters(), lr=2e-4, fused=True)
+    x = data.model_range(torch.arange(args.batch_size)).to(device)
+
+    def theirs() -> None:
+        opt.zero_grad(set_to_none=True)
+        eps = torch.randn_like(x)
+        t = torch.randint(0, 1000, (len(x),), device=device)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = F.mse_loss(unet(sched.add_noise(x, eps, t), t).sample.float(), eps)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        loss.item()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = trainer_for(args, data, Path(tmp), precision="bf16")
+        for _ in range(5):
+            theirs()
+            ours.train_step()
+        times: dict[str, list[float]] = {"elbolab": [], "diffusers": []}
+        for _ in range(args.mfu_steps):
+            times["diffusers"] += seconds_per_call(theirs, 1, device)
+            times["elbolab"] += seconds_per_call(ours.train_step, 1, device)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    row = {"params_diffusers": sum(p.numel() for p in unet.parameters()), "diffusers_step_ms": med["diffusers"] * 1e3,
+           "elbolab_step_ms": med["elbolab"] * 1e3, "ratio": med["diffusers"] / med["elbolab"],
+           "version": diffusers.__version__}
+    print(f"  diffusers UNet2DModel bf16: {row['diffusers_step_ms']:.1f} ms per step; elbolab "
+          f"{row['elbolab_step_ms']:.1f} ms; ratio {row['ratio']:.2f}", flush=True)
+    return row
+
+
+# ---------------------------------------------------------------- fd
+
+def fd(args: argparse.Namespace) -> dict[str, Any]:
+    from elbolab.evaluate.features import select_features
+    from elbolab.evaluate.resample import resampled_quality
+    from elbolab.evaluate.run import quality_reference
+
+    device = args.device
+    warnings.filterwarnings("ignore", category=DataWarning)
+    train, test = load_data("fashion-mnist", "train", args.data_dir), load_data("fashion-mnist", "test", args.data_dir)
+    features, _ = select_features("fashion-mnist", "builtin", data_dir=args.data_dir, device=device)
+    reference = features(quality_reference(test, args.fd_n), test.levels)
+    torch.manual_seed(args.seed)
+    config = DiffusionConfig(unet=UNetConfig(preset=args.fd_preset))
+    model = DiffusionModel(config, train.shape, train.levels)
+    cfg = TrainConfig(steps=10 ** 9, max_seconds=args.fd_seconds, batch_size=args.batch_size, device=device,
+                      precision="bf16" if device.startswith("cuda") else "fp32", eval_every=0, eval_n=256,
+                      checkpoint_every=1000, seed=args.seed)
+    points = []
+
+    def point(trainer: Trainer, samplers: tuple[tuple[str, int], ...]) -> None:
+        trainer.ema.copy_to(trainer.eval_model)
+        row = {"train_seconds": trainer.seconds_trained(), "step": trainer.step}
+        for sampler, steps in samplers:
+            g = torch.Generator(device).manual_seed(args.seed)
+            start = time.perf_counter()
+            with torch.no_grad():
+                samples = trainer.eval_model.sample(args.fd_n, generator=g, sampler=sampler, steps=steps).cpu()
+            took = time.perf_counter() - start
+            q = resampled_quality(features(samples, train.levels), reference, replicates=200, seed=args.seed)
+            row[f"fd_{sampler}_{steps}"] = q["fd"].value
+            row[f"fd_{sampler}_{steps}_ci95"] = list(q["fd"].interval())
+            row[f"sample_s_{sampler}_{steps}"] = took
+        points.append(row)
+        print("  " + ", ".join(f"{k} {v}" if not isinstance(v, float) else f"{k} {v:.4g}" for k, v in row.items()),
+              flush=True)
+        write_results("gpu-fd", {"points": points, "partial": True}, Path(args.results_dir))  # kept if cut short
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(model, train, test, cfg, Path(tmp) / "run", progress=False)
+        for at in args.fd_at:
+            if at < args.fd_seconds:
+                trainer.fit(pause_at=at)
+                point(trainer, (("ddim", 50),))
+        final = trainer.fit()
+        point(trainer, (("ddim", 50), ("ancestral", 250)))
+    best = min(min(v for k, v in p.items() if k.startswith("fd_") and not k.endswith("ci95")) for p in points[-1:])
+    return {"preset": args.fd_preset, "parameters": sum(p.numel() for p in model.parameters()),
+            "config": "DiffusionConfig defaults: T=1000, cosine, eps, L_simple", "batch": args.batch_size,
+            "precision": cfg.precision, "seconds": args.fd_seconds, "n_samples": args.fd_n,
+            "feature_network": features.name, "final_test_bpd": final.get("test_bpd"),
+            "train_images_per_s": final.get("train_images_per_s"), "steps": final.get("step"), "points": points,
+            "final_best_fd": best}
+
+
+def main() -> None:
+    args = parse_args()
+    if args.quick:
+        args.mfu_preset, args.mfu_side, args.batch_size, args.mfu_steps = "tiny", 8, 16, 2
+        args.fd_seconds, args.fd_at, args.fd_n, args.fd_preset = 6.0, [3.0], 64, "tiny"
+    folder = Path(args.results_dir)
+    for part in args.parts:
+        print(f"\n== {part}", flush=True)
+        start = time.perf_counter()
+        try:
+            result = {"smoke": smoke, "mfu": mfu, "fd": fd}[part](args)
+        except Exception as exc:  # a part that breaks must not take the others with it
+            import traceback
+            traceback.print_exc()
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        result["part_seconds"] = time.perf_counter() - start
+        result["settings"] = {k: v for k, v in vars(args).items() if k != "parts"}
+        result["torch"] = torch.__version__
+        write_results(f"gpu-{part}", result, folder)
+        if part == "mfu" and "variants" in result:
+            print_table(result["variants"], f"Training step, {args.mfu_preset} UNet, {args.mfu_side}x{args.mfu_side}, "
+                        f"batch {args.batch_size}, {result['gflop_per_training_image']:.2f} GFLOP per image")
+        if part == "fd" and "points" in result:
+            print_table(result["points"], "Fréchet distance (built-in features) against training seconds")
+    out = os.environ.get("OUT")
+    if out and folder.resolve() != Path(out).resolve():
+        for part in args.parts:
+            shutil.copy(folder / f"gpu-{part}.json", out)
+
+
+if __name__ == "__main__":
+    main()
