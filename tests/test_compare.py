@@ -28,7 +28,7 @@ def compared(tmp_path_factory):
     evaluation = EvalConfig(n_eval=64, iwae_n=32, n_samples=32, speed_n=8, nfe=(2, 5), quality_steps=5,
                             replicates=20)
     cfg = CompareConfig(budget=4.0, evaluation=evaluation, beta_sweep=(0.25, 4.0), sweep_budget_fraction=0.25,
-                        objective_budget_fraction=0.25, steps=(1, 2), steps_replicates=20, interpolation_pairs=4,
+                        objective_budget_fraction=0.25, objective_n_eval=40, steps=(1, 2), steps_replicates=20, interpolation_pairs=4,
                         timing_repeats=2, information_images=200, information_draws=32, overrides=TINY)
     messages = []
     results, images = run_compare(cfg, out, log=messages.append, progress=False)
@@ -78,6 +78,10 @@ def test_each_seed_keeps_its_evidence(compared):
                                                                    ("diffusion", "ddim", 2), ("vae", "decoder", 1)}
     assert set(seed.paths) == set(KINDS) and set(seed.timings) == {"encoder", "decoder", "latent"}
     assert set(seed.objective) == {"simple", "elbo-weighted"}
+    # the pair's bounds on objective_n_eval = 40 test images (the models': n_eval = 64), the same 40 for both
+    pair = [seed.objective[k].measurement.bound for k in ("simple", "elbo-weighted")]
+    assert [b.n for b in pair] == [40, 40] and len(pair[0].per_example_bpd) == 40
+    assert results.models["diffusion"].measurement.bound.n == 64
     assert [p.beta for p in results.beta_sweep] == [0.25, 1.0, 4.0]
     assert all("fd" in p.reconstruction_figures and "fd" in p.sample_figures for p in results.beta_sweep)
     bound = results.models["vae"].measurement.bound
