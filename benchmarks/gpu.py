@@ -8,7 +8,7 @@ Parts, each writing its own JSON (`gpu-PART.json` in --results-dir, the machine 
 - smoke: the GPU paths end to end through the command line, each command in its own process, its exit code,
   seconds and last lines kept: `train` of every model kind in fp32, bf16 and fp16 (the grad scaler) and with
   `train.compile`, `eval` and `sample` with each sampler, and `compare --quick` on digits.
-- mfu: the `base` UNet (35.7M parameters) at 32×32×3, batch 256, on L_simple, timed through elbolab's own
+- mfu: the `base` UNet (38.4M parameters) at 32×32×3, batch 256, on L_simple, timed through elbolab's own
   `Trainer.train_step` (autocast, fused AdamW, clipping, EMA, the loss read back each step) in fp32, bf16,
   bf16 + channels_last and bf16 + torch.compile; beside it the network's forward and backward alone (no
   optimiser). FLOPs per image are counted (FlopCounterMode, forward and backward); MFU is counted FLOPs ×
