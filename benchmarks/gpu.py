@@ -5,9 +5,10 @@
 
 Parts, each writing its own JSON (`gpu-PART.json` in --results-dir, the machine attached):
 
-- smoke: the GPU paths end to end through the command line, each command in its own process, its exit code,
-  seconds and last lines kept: `train` of every model kind in fp32, bf16 and fp16 (the grad scaler) and with
-  `train.compile`, `eval` and `sample` with each sampler, and `compare --quick` on digits.
+- smoke: the main GPU paths end to end through the command line, each command in its own process, its exit
+  code, seconds and last lines kept: `train` of every model kind in fp32, bf16 and fp16 (the grad scaler),
+  continuous time, `train.compile`, resume, `eval` of each kind, `sample` with each sampler, and
+  `compare --quick` on digits (which interpolates and writes the report).
 - mfu: the `base` UNet (38.4M parameters) at 32×32×3, batch 256, on L_simple, timed through elbolab's own
   `Trainer.train_step` (autocast, fused AdamW, clipping, EMA, the loss read back each step) in fp32, bf16,
   bf16 + channels_last and bf16 + torch.compile; beside it the network's forward and backward alone (no
@@ -352,7 +353,7 @@ def fd(args: argparse.Namespace) -> dict[str, Any]:
                 point(trainer, (("ddim", 50),))
         final = trainer.fit()
         point(trainer, (("ddim", 50), ("ancestral", 250)))
-    best = min(min(v for k, v in p.items() if k.startswith("fd_") and not k.endswith("ci95")) for p in points[-1:])
+    best = min(v for k, v in points[-1].items() if k.startswith("fd_") and not k.endswith("ci95"))
     return {"preset": args.fd_preset, "parameters": sum(p.numel() for p in model.parameters()),
             "config": "DiffusionConfig defaults: T=1000, cosine, eps, L_simple", "batch": args.batch_size,
             "precision": cfg.precision, "seconds": args.fd_seconds, "n_samples": args.fd_n,

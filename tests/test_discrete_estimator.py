@@ -153,6 +153,29 @@ def test_latin_noise_and_the_control_variate_are_unbiased_honest_and_beat_iid_no
     assert (spreads["new"] < 0.7 * spreads["old"]).all(), spreads
 
 
+@pytest.mark.parametrize("max_batch", [7, 40, 1000])
+def test_every_network_call_holds_at_most_max_batch_pairs(max_batch):
+    """`max_batch` caps the pairs of each denoiser call, also when one image's K + R pairs exceed it (the draws
+    a precision asks for can reach thousands), for the Monte-Carlo bound and for the pilot pass alike."""
+    T, levels = 100, 17
+    schedule = Schedule("cosine", T)
+    den, sizes = LatticeDenoiser(schedule, levels), []
+
+    def recording(x_t, t):
+        sizes.append(len(x_t))
+        return den(x_t, t)
+
+    x = load_data("digits", "test").model_range(slice(0, 3)).double()
+    g = torch.Generator().manual_seed(0)
+    kw = {"levels": levels, "variance": "small", "parameterisation": "x0", "generator": g, "max_batch": max_batch}
+    slopes, _ = pilot_step_fit(recording, x, schedule, step_edges(T, 8), **kw)
+    assert max(sizes) <= max_batch and sum(sizes) == 3 * 8 * 2
+    sizes.clear()
+    control = slopes[torch.searchsorted((step_edges(T, 8) * T).round().long(), torch.arange(1, T + 1)) - 1]
+    b = mc_bound(recording, x, schedule, samples=32, stratified=True, control=control, **kw)
+    assert max(sizes) <= max_batch and sum(sizes) == 3 * 36 and b.total.isfinite().all()
+
+
 @torch.no_grad()
 def test_the_default_estimator_is_unbiased_honest_and_beats_the_uniform_draw_at_equal_passes():
     """The discrete model's default (importance, stratified; K + 4 passes) against its exact T-sum (averaged

@@ -11,6 +11,8 @@ the tests' oracles). Terms are computed in float64.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -70,17 +72,27 @@ def step_terms(denoiser: Denoiser, x_0: Tensor, i: Tensor, eps: Tensor, schedule
 
 
 def _terms_for_pairs(denoiser: Denoiser, x_0: Tensor, example: Tensor, i: Tensor, schedule: Schedule,
-                     eps: Tensor | None, generator: torch.Generator | None, max_batch: int, **kw) -> Tensor:
-    """L_{i_n − 1} of example `example[n]` for every pair n, max_batch pairs per denoiser call; the noise is
-    `eps[example]`, or drawn."""
+                     noise: Callable[[int, int], Tensor], max_batch: int, control: Tensor | None = None,
+                     classes: Tensor | None = None, **kw) -> Tensor:
+    """L_{i_n − 1} of example `example[n]` for every pair n, at most max_batch pairs per denoiser call; the ε of
+    pairs start..stop−1 is `noise(start, stop)` (drawn chunk by chunk, so no more than max_batch are held).
+    With `control` [T, FEATURES] (and `classes` [B, D], `noise_control.coordinate_classes` of x_0) each term has
+    its control variate subtracted (`noise_control.control_value`, mean zero)."""
     out = []
     for start in range(0, example.numel(), max_batch):
-        idx = example[start:start + max_batch]
-        x = x_0[idx]
-        noise = eps[idx] if eps is not None else \
-            torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float64)
-        out.append(step_terms(denoiser, x, i[start:start + max_batch], noise, schedule, **kw))
+        stop = min(start + max_batch, example.numel())
+        idx, at, eps = example[start:stop], i[start:stop], noise(start, stop)
+        terms = step_terms(denoiser, x_0[idx], at, eps, schedule, **kw)
+        if control is not None:
+            terms = terms - control_value(eps, classes[idx], control[at - 1])
+        out.append(terms)
     return torch.cat(out)
+
+
+def _normal(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Callable[[int, int], Tensor]:
+    """`noise` for `_terms_for_pairs`: fresh iid N(0, I) ε of one example's `shape` for each pair."""
+    return lambda start, stop: torch.randn((stop - start, *shape), generator=generator, device=device,
+                                           dtype=torch.float64)
 
 
 def exact_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, parameterisation: str = "eps",
@@ -94,7 +106,9 @@ def exact_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, paramete
     device = x_0.device
     example = torch.arange(B, device=device).repeat(T)
     i = torch.arange(1, T + 1, device=device).repeat_interleave(B)
-    terms = _terms_for_pairs(denoiser, x_0, example, i, schedule, eps, generator, max_batch,
+    noise = (lambda start, stop: eps[example[start:stop]]) if eps is not None else \
+        _normal(tuple(x_0.shape[1:]), generator, device)
+    terms = _terms_for_pairs(denoiser, x_0, example, i, schedule, noise, max_batch,
                              parameterisation=parameterisation, variance=variance, levels=levels)
     per_step = terms.view(T, B).T
     return Bound({"prior": prior_term(x_0, schedule), "diffusion": per_step[:, 1:].sum(1),
@@ -137,22 +151,22 @@ def mc_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, samples: in
     steps = torch.cat([i, torch.ones(B, R, dtype=i.dtype, device=device)], 1)
     pairs = samples + R
     classes = None if control is None else coordinate_classes(x_0, levels)
+    control = None if control is None else control.to(device=device, dtype=torch.float64)
+    per_chunk = max(1, max_batch // pairs)  # images whose ε is drawn together (at least one)
     terms = []
-    for start in range(0, B, max(1, max_batch // pairs)):
-        x = x_0[start:start + max(1, max_batch // pairs)]
+    for start in range(0, B, per_chunk):
+        x = x_0[start:start + per_chunk]
         n, shape = x.shape[0], tuple(x.shape[1:])
         if stratified and latin:  # replicate r: Latin-hypercube ε over its m steps (columns s·R + r) and its L_0
             sets = latin_normal(n * R, m + 1, shape, generator, device).view(n, R, m + 1, *shape)
-            noise = torch.cat([sets[:, :, :m].transpose(1, 2).reshape(n, samples, *shape), sets[:, :, m]], 1)
+            eps = torch.cat([sets[:, :, :m].transpose(1, 2).reshape(n, samples, *shape), sets[:, :, m]], 1)
         else:
-            noise = torch.randn((n, pairs, *shape), generator=generator, dtype=torch.float64, device=device)
-        noise = noise.flatten(0, 1)
-        at = steps[start:start + n].flatten()
-        chunk = step_terms(denoiser, x.repeat_interleave(pairs, 0), at, noise, schedule,
-                           parameterisation=parameterisation, variance=variance, levels=levels)
-        if control is not None:
-            chunk = chunk - control_value(noise, classes[start:start + n].repeat_interleave(pairs, 0),
-                                          control.to(device=device, dtype=torch.float64)[at - 1])
+            eps = torch.randn((n, pairs, *shape), generator=generator, dtype=torch.float64, device=device)
+        eps = eps.flatten(0, 1)
+        chunk = _terms_for_pairs(denoiser, x, torch.arange(n, device=device).repeat_interleave(pairs),
+                                 steps[start:start + n].flatten(), schedule, lambda a, b: eps[a:b], max_batch,
+                                 control, None if classes is None else classes[start:start + n],
+                                 parameterisation=parameterisation, variance=variance, levels=levels)
         terms.append(chunk.view(n, pairs))
     terms = torch.cat(terms)
     diffusion = terms[:, :samples] / q[i - 2]  # [B, K]
@@ -179,12 +193,17 @@ def pilot_step_fit(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, edges: T
     u = torch.rand(B, bins, generator=generator, dtype=torch.float64, device=device)
     i = (low + 1 + torch.minimum((u * width).floor().long(), width - 1)).repeat_interleave(2, 1)  # [B, bins·2]
     example = torch.arange(B, device=device).repeat_interleave(2 * bins)
-    eps = torch.randn((example.numel(), *x_0.shape[1:]), generator=generator, dtype=torch.float64, device=device)
-    terms = torch.cat([step_terms(denoiser, x_0[example[s:s + max_batch]], i.flatten()[s:s + max_batch],
-                                  eps[s:s + max_batch], schedule, parameterisation=parameterisation,
-                                  variance=variance, levels=levels)
-                       for s in range(0, example.numel(), max_batch)]).view(B, bins, 2)
-    features = control_features(eps, coordinate_classes(x_0, levels)[example]).view(B, bins, 2, FEATURES)
+    classes, features = coordinate_classes(x_0, levels), []
+    draw = _normal(tuple(x_0.shape[1:]), generator, device)
+
+    def noise(start: int, stop: int) -> Tensor:  # each chunk's ε, and the features kept (not the ε)
+        eps = draw(start, stop)
+        features.append(control_features(eps, classes[example[start:stop]]))
+        return eps
+
+    terms = _terms_for_pairs(denoiser, x_0, example, i.flatten(), schedule, noise, max_batch,
+                             parameterisation=parameterisation, variance=variance, levels=levels).view(B, bins, 2)
+    features = torch.cat(features).view(B, bins, 2, FEATURES)
     slopes = fit_slopes(terms, features)
     residual = terms - (features * slopes[None, :, None]).sum(-1)
     return slopes, residual.pow(2).mean((0, 2))

@@ -108,7 +108,9 @@ class DiffusionModel(GenerativeModel):
         slopes = state.get("control_slopes", torch.zeros_like(d.control_slopes))
         if not set(state) <= {"time_proposal", "control_slopes"} or weights.shape != d.time_proposal.shape \
                 or slopes.numel() != d.control_slopes.numel():
-            raise ConfigError(f"a kept pilot fit does not match this model: {sorted(state)}, {list(weights.shape)}")
+            raise ConfigError(f"a kept pilot fit does not match this model: {sorted(state)}, proposal "
+                              f"{list(weights.shape)} for {list(d.time_proposal.shape)}, {slopes.numel()} slopes "
+                              f"for {d.control_slopes.numel()}")
         d.time_proposal.copy_(weights)
         d.control_slopes.copy_(slopes.reshape(d.control_slopes.shape))
 

@@ -10,8 +10,9 @@ the small noise where the bound lives each coordinate's part follows its own ε_
 - **Latin-hypercube ε** (McKay et al. 1979): the m draws of one replicate take, in every coordinate, one ε_j
   from each of m equal-probability strata of N(0, 1), paired across coordinates by independent random
   permutations. Each draw is still exactly N(0, I) (so each term stays unbiased), the replicates stay
-  independent (so their spread is still an honest standard error), and an additive part's variance falls;
-  Latin-hypercube sampling is never worse than m/(m − 1) times iid (Owen 1997).
+  independent (so their spread is still an honest standard error), and an additive part's variance falls
+  (for one integrand over m ≥ 2 points, Latin-hypercube sampling is never worse than m/(m − 1) times iid,
+  Owen 1997; here the m points of a set feed different steps' terms, so that bound is a guide, not a guarantee).
 - **A control variate** Σ_j c_{k(j)} · φ(ε_j) with φ(ε) = (ε, ε₊² − ½, ε₋² − ½), each of mean zero under
   N(0, 1), and k(j) the class of coordinate j of x_0: the lowest level, an interior one, or the highest (x̂_0
   is clipped at both ends, so a background pixel's term is one-sided in ε_j). The slopes c, one set per bin of

@@ -36,6 +36,9 @@ MAX_PILOT_FITS, PILOT_CACHE_FILE = 16, "pilot-fits.json"
 #: part of every kept fit's key, raised whenever what a pilot pass fits changes, so that older fits are refitted
 #: rather than reused (2: the discrete chain's control-variate slopes beside its proposal)
 PILOT_FIT_VERSION = 2
+#: the pilot pass draws from a stream seeded `seed + PILOT_SEED_OFFSET`, apart from the estimate's (`seed`), so that
+#: the proposal and control-variate slopes it fits share no random bits with the draws they then weight
+PILOT_SEED_OFFSET = 104_729
 PARTS = ("likelihood", "speed", "quality", "sharpness", "interpolation", "information")
 Log = Callable[[str], None]
 
@@ -153,7 +156,7 @@ def prepare_estimator(model: GenerativeModel, estimator: Estimator, pilot: Pilot
             model.load_fitted_estimator({name: torch.tensor(v, dtype=torch.float64) for name, v in fit["state"].items()})
             return True
     model.prepare_estimator(estimator, pilot.images.model_range(slice(0, pilot_n)).to(model.device),
-                            torch.Generator(model.device).manual_seed(seed))
+                            torch.Generator(model.device).manual_seed(seed + PILOT_SEED_OFFSET))
     state = {name: t.detach().cpu().double().flatten().tolist() for name, t in model.fitted_estimator().items()}
     if pilot.cache is not None and state:
         try:
