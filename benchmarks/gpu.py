@@ -11,7 +11,7 @@ Parts, each writing its own JSON (`gpu-PART.json` in --results-dir, the machine 
   `compare --quick` on digits (which interpolates and writes the report).
 - mfu: the `base` UNet (38.4M parameters) at 32×32×3, batch 256, on L_simple, timed through elbolab's own
   `Trainer.train_step` (autocast, fused AdamW, clipping, EMA, the loss read back each step) in fp32, bf16,
-  bf16 + channels_last and bf16 + torch.compile; beside it the network's forward and backward alone (no
+  bf16 + channels_last, bf16 + torch.compile and both; beside it the network's forward and backward alone (no
   optimiser). FLOPs per image are counted (FlopCounterMode, forward and backward); MFU is counted FLOPs ×
   images/s over the bf16 matmul peak measured in the same run (8192³). What bounds it: one profiled step's GPU
   kernel time split into matrix kernels (GEMM, convolution, attention) and the rest, against the step's wall
@@ -207,7 +207,8 @@ def mfu(args: argparse.Namespace) -> dict[str, Any]:
     data = random_images(4 * args.batch_size, (3, args.mfu_side, args.mfu_side), args.seed)
     variants = {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"},
                 "bf16 channels_last": {"precision": "bf16", "channels_last": True},
-                "bf16 compile": {"precision": "bf16", "compile": True}}
+                "bf16 compile": {"precision": "bf16", "compile": True},
+                "bf16 channels_last compile": {"precision": "bf16", "channels_last": True, "compile": True}}
     if not cuda:
         variants = {k: v for k, v in variants.items() if "compile" not in k}
     rows, flops, params = [], None, None
