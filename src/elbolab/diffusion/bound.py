@@ -89,7 +89,8 @@ def _terms_for_pairs(denoiser: Denoiser, x_0: Tensor, example: Tensor, i: Tensor
     return torch.cat(out)
 
 
-def _normal(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Callable[[int, int], Tensor]:
+def _normal(shape: tuple[int, ...], generator: torch.Generator | None,
+            device: torch.device) -> Callable[[int, int], Tensor]:
     """`noise` for `_terms_for_pairs`: fresh iid N(0, I) ε of one example's `shape` for each pair."""
     return lambda start, stop: torch.randn((stop - start, *shape), generator=generator, device=device,
                                            dtype=torch.float64)
@@ -170,7 +171,7 @@ def mc_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, samples: in
         terms.append(chunk.view(n, pairs))
     terms = torch.cat(terms)
     diffusion = terms[:, :samples] / q[i - 2]  # [B, K]
-    reconstruction = terms[:, samples:].repeat(1, samples // R)  # column c holds replicate c % R's L_0
+    reconstruction = terms[:, samples:].repeat(1, m)  # column c holds replicate c % R's L_0
     _, stderr = mean_and_stderr(diffusion + reconstruction, stratified)
     return Bound({"prior": prior_term(x_0, schedule), "diffusion": diffusion.mean(1),
                   "reconstruction": reconstruction.mean(1)}, _dims(x_0), None, discrete=levels is not None,
