@@ -19,7 +19,7 @@ from elbolab.diffusion.forward import expand
 from elbolab.diffusion.noise_control import (CLASSES, FEATURES, control_features, coordinate_classes, fit_slopes,
                                              latin_normal)
 from elbolab.diffusion.schedule import alpha, sigma
-from elbolab.diffusion.time_proposal import TimeProposal, step_edges
+from elbolab.diffusion.time_proposal import TimeProposal, bin_of_step, step_edges
 from elbolab.likelihoods import quantize
 from elbolab.nets.unet import UNetConfig
 
@@ -39,6 +39,10 @@ def test_step_bins_are_whole_steps_the_first_ones_alone():
     torch.testing.assert_close(edges * 1000, ends.double())  # whole steps
     assert (ends[1:] > ends[:-1]).all()
     assert ends[:21].tolist() == list(range(21))  # steps 1..20 each a bin of its own
+    of = bin_of_step(edges, 1000)  # each step's bin: the one whose ends hold it
+    assert of.shape == (1000,) and of[:20].tolist() == list(range(20)) and of[-1] == 63
+    steps = torch.arange(1, 1001)
+    assert ((ends[of] < steps) & (steps <= ends[of + 1])).all()
     assert (ends[1:] - ends[:-1]).max() < 110  # and the widest bin is ~10% of the chain (log-spaced)
     torch.testing.assert_close(step_edges(10, 64), torch.arange(11, dtype=torch.float64) / 10)
 
@@ -133,8 +137,7 @@ def test_latin_noise_and_the_control_variate_are_unbiased_honest_and_beat_iid_no
     eps_var = per_step.var(0).mean(0)  # [T]: each step's ε-variance
     assert eps_var[:5].sum() > 0.8 * eps_var.sum()  # the first steps hold the ε-noise
     slopes, second = pilot_step_fit(den, pilot, schedule, step_edges(T, 16), generator=g, **kw)
-    ends = (step_edges(T, 16) * T).round().long()
-    control = slopes[torch.searchsorted(ends, torch.arange(1, T + 1)) - 1]
+    control = slopes[bin_of_step(step_edges(T, 16), T)]
     proposal = TimeProposal.fit(second, edges=step_edges(T, 16)).steps(T)
     spreads = {}
     for name, extra in {"new": {"control": control}, "old": {"latin": False}}.items():
@@ -171,7 +174,7 @@ def test_every_network_call_holds_at_most_max_batch_pairs(max_batch):
     slopes, _ = pilot_step_fit(recording, x, schedule, step_edges(T, 8), **kw)
     assert max(sizes) <= max_batch and sum(sizes) == 3 * 8 * 2
     sizes.clear()
-    control = slopes[torch.searchsorted((step_edges(T, 8) * T).round().long(), torch.arange(1, T + 1)) - 1]
+    control = slopes[bin_of_step(step_edges(T, 8), T)]
     b = mc_bound(recording, x, schedule, samples=32, stratified=True, control=control, **kw)
     assert max(sizes) <= max_batch and sum(sizes) == 3 * 36 and b.total.isfinite().all()
 

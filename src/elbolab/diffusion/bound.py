@@ -22,7 +22,7 @@ from elbolab.diffusion.noise_control import (FEATURES, control_features, control
                                              latin_normal)
 from elbolab.diffusion.reverse import Denoised, Denoiser, denoise, reverse_log_variance, small_log_variance
 from elbolab.diffusion.schedule import Schedule
-from elbolab.diffusion.time_proposal import draw_uniforms, mean_and_stderr, replicates_for
+from elbolab.diffusion.time_proposal import bin_ends, draw_uniforms, mean_and_stderr, replicates_for
 from elbolab.likelihoods import discretized_gaussian_log_prob, normal_kl, normal_log_prob
 
 
@@ -188,7 +188,7 @@ def pilot_step_fit(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, edges: T
     Returns (slopes [bins, FEATURES] of the control variate, `noise_control.fit_slopes`; E[(L_{i−1} − control)²]
     per bin, the second moment of what `mc_bound` then weights, for `TimeProposal.fit`)."""
     B, T, device = x_0.shape[0], schedule.T, x_0.device
-    ends = (edges.to(device) * T).round().long()  # bin k holds steps ends[k] + 1 .. ends[k + 1]
+    ends = bin_ends(edges.to(device), T)
     bins = ends.numel() - 1
     low, width = ends[:-1], ends[1:] - ends[:-1]
     u = torch.rand(B, bins, generator=generator, dtype=torch.float64, device=device)

@@ -23,7 +23,7 @@ from elbolab.diffusion.parameterisation import x0_and_eps
 from elbolab.diffusion.reverse import Denoiser, denoise
 from elbolab.diffusion.samplers import ddim, ddim_invert, run_sampler
 from elbolab.diffusion.schedule import Schedule, alpha, sigma, time_grid
-from elbolab.diffusion.time_proposal import TimeProposal, step_edges
+from elbolab.diffusion.time_proposal import TimeProposal, bin_of_step, step_edges
 from elbolab.diffusion.timesteps import LossSecondMomentResampler, draw_steps
 from elbolab.diffusion.weighting import weight
 from elbolab.errors import ConfigError
@@ -226,9 +226,7 @@ class GaussianDiffusion(nn.Module):
 
     def step_control(self) -> Tensor:
         """The control variate's slopes per step of the discrete chain, [T, FEATURES] (those of each step's bin)."""
-        ends = (self.proposal_edges() * self.config.T).round().long().to(self.control_slopes.device)
-        steps = torch.arange(1, self.config.T + 1, device=ends.device)
-        return self.control_slopes[torch.searchsorted(ends, steps) - 1]
+        return self.control_slopes[bin_of_step(self.proposal_edges(), self.config.T).to(self.control_slopes.device)]
 
     def _continuous_elbo(self, x_0: Tensor, estimator: Estimator, denoiser: Denoiser, parameterisation: str,
                          levels: int | None, generator: torch.Generator | None) -> Bound:

@@ -104,6 +104,18 @@ def step_edges(T: int, bins: int) -> Tensor:
     return torch.tensor(ends, dtype=torch.float64) / T
 
 
+def bin_ends(edges: Tensor, T: int) -> Tensor:
+    """The whole-step ends of bins of steps (`step_edges`), [bins + 1] long: bin k holds steps ends[k] + 1 ..
+    ends[k + 1]."""
+    return (edges * T).round().long()
+
+
+def bin_of_step(edges: Tensor, T: int) -> Tensor:
+    """The bin (of `step_edges`) of each step 1..T, [T] long."""
+    ends = bin_ends(edges, T)
+    return torch.searchsorted(ends, torch.arange(1, T + 1, device=ends.device)) - 1
+
+
 def replicates_for(samples: int) -> int:
     """R: `REPLICATES` stratified sets when each gets at least two strata, else every draw its own (iid)."""
     return REPLICATES if samples % REPLICATES == 0 and samples >= 2 * REPLICATES else samples
