@@ -47,6 +47,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, SHARED_DATA, print_table, write_results  # noqa: E402
+from speed import counted_flops, matmul_peak  # noqa: E402
 
 from elbolab.data import DataWarning, load_data  # noqa: E402
 from elbolab.data.base import ImageData  # noqa: E402
@@ -86,10 +87,6 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
     args.fd_at = [float(s) for s in args.fd_at.split(",") if s]
     return args
-
-
-def seconds_per_call(fn: Callable[[], Any], calls: int, device: str) -> list[float]:
-    return timed_calls(fn, calls, warmup=0, device=device)
 
 
 # ---------------------------------------------------------------- smoke
@@ -147,24 +144,6 @@ def random_images(n: int, shape: tuple[int, int, int], seed: int) -> ImageData:
     return ImageData("random", torch.randint(0, 256, (n, *shape), generator=g, dtype=torch.uint8), 256)
 
 
-def matmul_peak(device: str, n: int) -> float:
-    """bf16 (GPU) or float32 (CPU) n×n matmul FLOP/s: the median of 10 after 3 warm-ups, on random data."""
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    for _ in range(3):
-        a @ b
-    return 2 * n ** 3 / statistics.median(seconds_per_call(lambda: a @ b, 10, device))
-
-
-def count_flops(model: DiffusionModel, x: torch.Tensor) -> float:
-    """Counted FLOPs per image of one forward and backward of the loss (a batch of 2)."""
-    from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as counter:
-        model.loss(x[:2]).mean().backward()
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / 2
-
-
 def kernel_split(step: Callable[[], Any], device: str, calls: int = 3) -> dict[str, float]:
     """`calls` profiled calls of `step`: wall seconds per call (the profiler's overhead included), and the GPU
     seconds per call in matrix kernels and in the rest."""
@@ -202,7 +181,7 @@ def trainer_for(args: argparse.Namespace, data: ImageData, run_dir: Path, **trai
 def mfu(args: argparse.Namespace) -> dict[str, Any]:
     device = args.device
     cuda = device.startswith("cuda")
-    peak = matmul_peak(device, 8192 if cuda else 1024)
+    peak, _ = matmul_peak(device)
     print(f"matmul peak: {peak / 1e12:.1f} TFLOP/s", flush=True)
     data = random_images(4 * args.batch_size, (3, args.mfu_side, args.mfu_side), args.seed)
     variants = {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"},
@@ -217,7 +196,7 @@ def mfu(args: argparse.Namespace) -> dict[str, Any]:
             trainer = trainer_for(args, data, Path(tmp) / name.replace(" ", "-"), **train)
             if flops is None:
                 x = data.model_range(torch.arange(2)).to(trainer.device)
-                flops = count_flops(trainer.model, x)
+                flops = counted_flops(trainer.model, x)[1]
                 params = sum(p.numel() for p in trainer.model.parameters())
                 print(f"{args.mfu_preset}: {params / 1e6:.2f}M parameters, {flops / 1e9:.2f} GFLOP per training "
                       f"image (forward and backward)", flush=True)
@@ -226,7 +205,7 @@ def mfu(args: argparse.Namespace) -> dict[str, Any]:
                 trainer.train_step()
             synchronize(device)
             warm = time.perf_counter() - start
-            seconds = statistics.median(seconds_per_call(trainer.train_step, args.mfu_steps, device))
+            seconds = statistics.median(timed_calls(trainer.train_step, args.mfu_steps, 0, device))
             ips = args.batch_size / seconds
             row = {"variant": name, "step_ms": seconds * 1e3, "img_per_s": ips, "mfu": flops * ips / peak,
                    "warmup_s": warm}
@@ -258,7 +237,7 @@ def network_only(args: argparse.Namespace, trainer: Trainer, flops: float, peak:
 
     for _ in range(3):
         step()
-    seconds = statistics.median(seconds_per_call(step, args.mfu_steps, device))
+    seconds = statistics.median(timed_calls(step, args.mfu_steps, 0, device))
     ips = args.batch_size / seconds
     print(f"  bf16 network only: {seconds * 1e3:.1f} ms, MFU {flops * ips / peak:.3f}", flush=True)
     model.zero_grad(set_to_none=True)
@@ -297,8 +276,8 @@ def diffusers_row(args: argparse.Namespace, data: ImageData, peak: float, flops:
             ours.train_step()
         times: dict[str, list[float]] = {"elbolab": [], "diffusers": []}
         for _ in range(args.mfu_steps):
-            times["diffusers"] += seconds_per_call(theirs, 1, device)
-            times["elbolab"] += seconds_per_call(ours.train_step, 1, device)
+            times["diffusers"] += timed_calls(theirs, 1, 0, device)
+            times["elbolab"] += timed_calls(ours.train_step, 1, 0, device)
     med = {k: statistics.median(v) for k, v in times.items()}
     row = {"params_diffusers": sum(p.numel() for p in unet.parameters()), "diffusers_step_ms": med["diffusers"] * 1e3,
            "elbolab_step_ms": med["elbolab"] * 1e3, "ratio": med["diffusers"] / med["elbolab"],

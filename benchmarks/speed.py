@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -44,7 +44,7 @@ from diffusion import (alternating_seconds, diffusers_sample, diffusers_schedule
 from elbolab.data import DataWarning, load_data  # noqa: E402
 from elbolab.diffusion import DiffusionModel  # noqa: E402
 from elbolab.diffusion.config import DiffusionConfig  # noqa: E402
-from elbolab.evaluate.speed import synchronize  # noqa: E402
+from elbolab.evaluate.speed import timed_calls  # noqa: E402
 from elbolab.nets.unet import UNetConfig  # noqa: E402
 from elbolab.train.run import inference_layout  # noqa: E402
 
@@ -75,20 +75,14 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def matmul_peak(device: str, n: int = 1024, rounds: int = 5) -> tuple[float, str]:
-    """(FLOP/s, dtype): the best of `rounds` n×n matmuls (float32 on the CPU, bf16 on a GPU)."""
+def matmul_peak(device: str, n: int = 1024, rounds: int = 10) -> tuple[float, str]:
+    """(FLOP/s, dtype): n×n matmuls (8192² on a GPU) on random data, float32 on the CPU and bf16 on a GPU, the
+    median of `rounds` after 3 warm-ups."""
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     n = 8192 if device.startswith("cuda") else n
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(rounds):
-        synchronize(device)
-        start = time.perf_counter()
-        a @ b
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best, str(dtype).removeprefix("torch.")
+    seconds = statistics.median(timed_calls(lambda: a @ b, rounds, warmup=3, device=device))
+    return 2 * n ** 3 / seconds, str(dtype).removeprefix("torch.")
 
 
 def counted_flops(model: DiffusionModel, x: torch.Tensor) -> tuple[float, float]:
