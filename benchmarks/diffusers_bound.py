@@ -34,15 +34,15 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_DATA, machine, print_table, write_results  # noqa: E402
-from diffusion import diffusers_unet, import_diffusers  # noqa: E402
+from common import SHARED_DATA, machine, print_table, write_results
+from diffusion import diffusers_unet, import_diffusers
 
-from elbolab.bounds import Estimator  # noqa: E402
-from elbolab.data import DataWarning, load_data  # noqa: E402
-from elbolab.evaluate.run import EvalConfig  # noqa: E402
-from elbolab.experiments.runs import evaluate_diffusers, evaluate_run  # noqa: E402
-from elbolab.train.api import train_run  # noqa: E402
-from elbolab.train.config import TrainConfig  # noqa: E402
+from elbolab.bounds import Estimator
+from elbolab.data import DataWarning, load_data
+from elbolab.evaluate.run import EvalConfig
+from elbolab.experiments.runs import evaluate_diffusers, evaluate_run
+from elbolab.train.api import train_run
+from elbolab.train.config import TrainConfig
 
 
 def parse_args() -> argparse.Namespace:
@@ -87,18 +87,31 @@ def train_diffusers_recipe(diffusers, args, train, folder: Path) -> dict:
     seconds = time.perf_counter() - start
     unet.eval().save_pretrained(folder)
     scheduler.save_pretrained(folder)
-    return {"steps": steps, "train_seconds": seconds, "images_per_s": steps * args.batch_size / seconds,
-            "final_loss_mean_last_20": sum(losses[-20:]) / max(1, len(losses[-20:])),
-            "params": sum(p.numel() for p in unet.parameters())}
+    return {
+        "steps": steps,
+        "train_seconds": seconds,
+        "images_per_s": steps * args.batch_size / seconds,
+        "final_loss_mean_last_20": sum(losses[-20:]) / max(1, len(losses[-20:])),
+        "params": sum(p.numel() for p in unet.parameters()),
+    }
 
 
 def row(name: str, result: dict, training: dict) -> dict:
     """One printed row: the bound in bits/dim with its interval and terms, and what training bought."""
     b = result["bpd"]
-    return {"model": name, "steps": training["steps"], "train_s": training["train_seconds"],
-            "params": training["params"], "bpd": b["total"], "ci95": b["ci95"], "prior": b["terms"]["prior"],
-            "diffusion": b["terms"]["diffusion"], "reconstruction": b["terms"]["reconstruction"],
-            "n": result["n"], "estimator": result["estimator"]}
+    return {
+        "model": name,
+        "steps": training["steps"],
+        "train_s": training["train_seconds"],
+        "params": training["params"],
+        "bpd": b["total"],
+        "ci95": b["ci95"],
+        "prior": b["terms"]["prior"],
+        "diffusion": b["terms"]["diffusion"],
+        "reconstruction": b["terms"]["reconstruction"],
+        "n": result["n"],
+        "estimator": result["estimator"],
+    }
 
 
 def main() -> None:
@@ -110,8 +123,9 @@ def main() -> None:
     if diffusers is None:
         raise SystemExit(1)
     train = load_data("fashion-mnist", "train", args.data_dir)
-    evaluation = EvalConfig(seed=args.seed, n_eval=args.n_test, estimator=Estimator("mc", args.elbo_samples),
-                            parts=("likelihood",))
+    evaluation = EvalConfig(
+        seed=args.seed, n_eval=args.n_test, estimator=Estimator("mc", args.elbo_samples), parts=("likelihood",)
+    )
     loads = {"start": load()}
     with tempfile.TemporaryDirectory() as tmp:
         print(f"diffusers recipe: training {args.train_seconds:.0f} s ...", flush=True)
@@ -121,26 +135,60 @@ def main() -> None:
         loads["after_diffusers_bound"] = load()
 
         print(f"elbolab: training {args.train_seconds:.0f} s ...", flush=True)
-        overrides = {"model.T": args.T, "model.schedule": "linear", "model.unet.preset": args.preset,
-                     "train.max_seconds": args.train_seconds, "train.batch_size": args.batch_size,
-                     "train.eval_every": 0, "train.eval_n": 2, "train.checkpoint_every": 10 ** 6,
-                     "train.seed": args.seed, "train.device": "cpu", "train.threads": args.threads}
+        overrides = {
+            "model.T": args.T,
+            "model.schedule": "linear",
+            "model.unet.preset": args.preset,
+            "train.max_seconds": args.train_seconds,
+            "train.batch_size": args.batch_size,
+            "train.eval_every": 0,
+            "train.eval_n": 2,
+            "train.checkpoint_every": 10**6,
+            "train.seed": args.seed,
+            "train.device": "cpu",
+            "train.threads": args.threads,
+        }
         run = Path(tmp) / "elbolab"
-        _, metrics = train_run("diffusion", "fashion-mnist", run, data_dir=args.data_dir, steps=10 ** 6,
-                               overrides={k: str(v) for k, v in overrides.items()}, progress=False)
+        _, metrics = train_run(
+            "diffusion",
+            "fashion-mnist",
+            run,
+            data_dir=args.data_dir,
+            steps=10**6,
+            overrides={k: str(v) for k, v in overrides.items()},
+            progress=False,
+        )
         loads["after_elbolab_training"] = load()
         ours = evaluate_run(run, cfg=evaluation)
         loads["after_elbolab_bound"] = load()
-    ours_train = {"steps": metrics["step"], "train_seconds": metrics["train_seconds"],
-                  "images_per_s": metrics["train_images_per_s"], "params": ours["parameters"]}
-    rows = [row("diffusers recipe (UNet2DModel, DDPMScheduler)", theirs, theirs_train),
-            row("elbolab train diffusion (its UNet, EMA)", ours, ours_train)]
-    print_table(rows, f"Fashion-MNIST test bits/dim, {args.train_seconds:.0f} s of CPU training each, "
-                      f"T = {args.T} linear, ε, clipped reverse process; load average {loads}")
-    write_results("diffusers_bound", {"settings": vars(args), "diffusers": diffusers.__version__,
-                                      "load_average": loads, "rows": rows,
-                                      "diffusers_training": theirs_train, "elbolab_training": ours_train,
-                                      "diffusers_eval": theirs, "elbolab_eval": ours})
+    ours_train = {
+        "steps": metrics["step"],
+        "train_seconds": metrics["train_seconds"],
+        "images_per_s": metrics["train_images_per_s"],
+        "params": ours["parameters"],
+    }
+    rows = [
+        row("diffusers recipe (UNet2DModel, DDPMScheduler)", theirs, theirs_train),
+        row("elbolab train diffusion (its UNet, EMA)", ours, ours_train),
+    ]
+    print_table(
+        rows,
+        f"Fashion-MNIST test bits/dim, {args.train_seconds:.0f} s of CPU training each, "
+        f"T = {args.T} linear, ε, clipped reverse process; load average {loads}",
+    )
+    write_results(
+        "diffusers_bound",
+        {
+            "settings": vars(args),
+            "diffusers": diffusers.__version__,
+            "load_average": loads,
+            "rows": rows,
+            "diffusers_training": theirs_train,
+            "elbolab_training": ours_train,
+            "diffusers_eval": theirs,
+            "elbolab_eval": ours,
+        },
+    )
 
 
 if __name__ == "__main__":

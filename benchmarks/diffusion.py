@@ -37,36 +37,45 @@ import statistics
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_DATA, print_table, timed, write_results  # noqa: E402
+from common import SHARED_DATA, print_table, timed, write_results
 
-from elbolab.bounds import Estimator  # noqa: E402
-from elbolab.data import DataWarning, load_data  # noqa: E402
-from elbolab.diffusion import DiffusionModel  # noqa: E402
-from elbolab.evaluate.speed import PassCounter, timed_calls  # noqa: E402
-from elbolab.nets.diffusers_unet import unet2d_layout  # noqa: E402
-from elbolab.model import dataset_bound  # noqa: E402
-from elbolab.nets.unet import UNetConfig  # noqa: E402
-from elbolab.records import BoundSummary  # noqa: E402
-from elbolab.train.config import TrainConfig  # noqa: E402
-from elbolab.train.api import train_run  # noqa: E402
-from elbolab.train.run import load_run  # noqa: E402
+from elbolab.bounds import Estimator
+from elbolab.data import DataWarning, load_data
+from elbolab.diffusion import DiffusionModel
+from elbolab.evaluate.speed import PassCounter, timed_calls
+from elbolab.model import dataset_bound
+from elbolab.nets.diffusers_unet import unet2d_layout
+from elbolab.nets.unet import UNetConfig
+from elbolab.records import BoundSummary
+from elbolab.train.api import train_run
+from elbolab.train.config import TrainConfig
+from elbolab.train.run import load_run
 
 SAMPLERS = ("ancestral", "ddim", "dpm-solver++")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=None,
-                        help="train exactly this many steps (default: as many as --train-seconds allow)")
-    parser.add_argument("--train-seconds", type=float, default=None,
-                        help="wall-clock training budget (default 120 without --steps, none with it)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="train exactly this many steps (default: as many as --train-seconds allow)",
+    )
+    parser.add_argument(
+        "--train-seconds",
+        type=float,
+        default=None,
+        help="wall-clock training budget (default 120 without --steps, none with it)",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="training batch (also the timed step's)")
     parser.add_argument("--preset", default="small", help="UNet preset (tiny | small | base)")
     parser.add_argument("--T", type=int, default=1000, help="diffusion steps of the chain")
@@ -86,7 +95,7 @@ def parse_args() -> argparse.Namespace:
     if args.train_seconds is None:
         args.train_seconds = 0.0 if args.steps is not None else 120.0
     if args.steps is None:
-        args.steps = 10 ** 7  # the budget decides
+        args.steps = 10**7  # the budget decides
     if not 1 <= args.long_steps <= args.T or args.elbo_samples < 2 or min(args.sample_n, args.long_n) < 1:
         parser.error("need 1 ≤ --long-steps ≤ --T, --elbo-samples ≥ 2 and at least one image per call")
     return args
@@ -111,14 +120,17 @@ def alternating_seconds(fns: dict[str, Callable[[], Any]], rounds: int, device: 
 
 # ---------------------------------------------------------------- diffusers (optional)
 
+
 def import_diffusers() -> Any | None:
     """The diffusers module, or None with a one-line message saying why."""
     try:
         import diffusers
-    except Exception as exc:  # ImportError, or a broken install raising something else
+    except Exception as exc:  # noqa: BLE001 -- ImportError, or a broken install raising something else
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        print(f"diffusers is not available ({reason}); install it with `pip install -e '.[bench]'` — "
-              f"running elbolab's half only")
+        print(
+            f"diffusers is not available ({reason}); install it with `pip install -e '.[bench]'` — "
+            f"running elbolab's half only"
+        )
         return None
     return diffusers
 
@@ -132,13 +144,15 @@ def diffusers_scheduler(diffusers: Any, name: str, T: int) -> Any:
     """A scheduler on the cosine betas (Nichol & Dhariwal 2021) that clips x̂_0 to [−1, 1]."""
     cls = getattr(diffusers, name)
     kw = {"timestep_spacing": "trailing"} if name == "DDIMScheduler" else {}
-    return cls(num_train_timesteps=T, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
-               clip_sample=True, **kw)
+    return cls(
+        num_train_timesteps=T, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon", clip_sample=True, **kw
+    )
 
 
 @torch.no_grad()
-def diffusers_sample(unet: torch.nn.Module, scheduler: Any, shape: tuple[int, ...], steps: int,
-                     generator: torch.Generator, levels: int) -> torch.Tensor:
+def diffusers_sample(
+    unet: torch.nn.Module, scheduler: Any, shape: tuple[int, ...], steps: int, generator: torch.Generator, levels: int
+) -> torch.Tensor:
     """x_T ~ N(0, I), then the scheduler's `steps` steps, then levels as uint8 (as elbolab's sample returns)."""
     scheduler.set_timesteps(steps)
     x = torch.randn(shape, generator=generator, device=generator.device) * scheduler.init_noise_sigma
@@ -150,22 +164,40 @@ def diffusers_sample(unet: torch.nn.Module, scheduler: Any, shape: tuple[int, ..
 
 # ---------------------------------------------------------------- the measurements
 
+
 def train_elbolab(args: argparse.Namespace) -> tuple[DiffusionModel, dict]:
     """Train through `train_run` (what `elbolab train diffusion` calls); the EMA model (eval mode) and metrics."""
-    overrides = {"model.T": args.T, "model.unet.preset": args.preset, "model.elbo_samples": args.elbo_samples,
-                 "train.max_seconds": args.train_seconds, "train.batch_size": args.batch_size,
-                 "train.warmup_steps": 20, "train.eval_every": 0, "train.eval_n": 2,
-                 "train.checkpoint_every": args.steps, "train.seed": args.seed, "train.device": args.device}
+    overrides = {
+        "model.T": args.T,
+        "model.unet.preset": args.preset,
+        "model.elbo_samples": args.elbo_samples,
+        "train.max_seconds": args.train_seconds,
+        "train.batch_size": args.batch_size,
+        "train.warmup_steps": 20,
+        "train.eval_every": 0,
+        "train.eval_n": 2,
+        "train.checkpoint_every": args.steps,
+        "train.seed": args.seed,
+        "train.device": args.device,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "diffusion"
-        _, metrics = train_run("diffusion", "fashion-mnist", run, data_dir=args.data_dir, steps=args.steps,
-                               overrides={k: str(v) for k, v in overrides.items()}, progress=False)
+        _, metrics = train_run(
+            "diffusion",
+            "fashion-mnist",
+            run,
+            data_dir=args.data_dir,
+            steps=args.steps,
+            overrides={k: str(v) for k, v in overrides.items()},
+            progress=False,
+        )
         _, model = load_run(run, device=args.device)
     return model, metrics
 
 
-def training_row(args: argparse.Namespace, trained: DiffusionModel, train: Any, trainer_metrics: dict,
-                 diffusers: Any | None) -> dict[str, Any]:
+def training_row(
+    args: argparse.Namespace, trained: DiffusionModel, train: Any, trainer_metrics: dict, diffusers: Any | None
+) -> dict[str, Any]:
     """One AdamW step on the same batch with L_simple: elbolab's model.loss vs a UNet2DModel, timed in turn."""
     device, B = torch.device(args.device), args.batch_size
     g = torch.Generator().manual_seed(args.seed + 2)
@@ -246,9 +278,17 @@ def sampling_rows(args: argparse.Namespace, model: DiffusionModel, diffusers: An
             if theirs_count is not None:
                 theirs_count.reset()
             seconds = alternating_seconds(fns, rounds, device)
-            row = {"sampler": sampler, "steps": steps, "n": n, "nfe_per_img": ours_count.images / (n * rounds),
-                   "elbolab_img_per_s": n / seconds["elbolab"], "diffusers": scheduler or "",
-                   "diffusers_nfe": None, "diffusers_img_per_s": None, "ratio": None}
+            row = {
+                "sampler": sampler,
+                "steps": steps,
+                "n": n,
+                "nfe_per_img": ours_count.images / (n * rounds),
+                "elbolab_img_per_s": n / seconds["elbolab"],
+                "diffusers": scheduler or "",
+                "diffusers_nfe": None,
+                "diffusers_img_per_s": None,
+                "ratio": None,
+            }
             if scheduler is not None:
                 row["diffusers_nfe"] = theirs_count.images / (n * rounds)
                 row["diffusers_img_per_s"] = n / seconds["diffusers"]
@@ -261,8 +301,9 @@ def sampling_rows(args: argparse.Namespace, model: DiffusionModel, diffusers: An
     return rows
 
 
-def likelihood_row(args: argparse.Namespace, model: DiffusionModel, test: Any,
-                   trainer_metrics: dict) -> tuple[dict[str, Any], dict[str, Any]]:
+def likelihood_row(
+    args: argparse.Namespace, model: DiffusionModel, test: Any, trainer_metrics: dict
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Monte-Carlo test bits/dim with its 95% interval, and the network passes it took per image."""
     n = min(args.n_test, len(test))
     counter = PassCounter(model.diffusion.net)
@@ -274,12 +315,21 @@ def likelihood_row(args: argparse.Namespace, model: DiffusionModel, test: Any,
     steps, train_s = trainer_metrics["step"], trainer_metrics["train_seconds"]
     budget = f"{args.train_seconds:.0f} s budget: " if args.train_seconds > 0 else ""
     terms = summary["bpd"]["terms"]
-    row = {"trained": f"{budget}{steps} steps x {args.batch_size} in {train_s:.0f} s", "n_test": n,
-           "bpd": summary["bpd"]["total"], "ci95": summary["bpd"]["ci95"], "prior": terms["prior"],
-           "diffusion": terms["diffusion"], "reconstruction": terms["reconstruction"],
-           "mc_stderr_nats": summary["mc_stderr_nats"], "K": args.elbo_samples,
-           "passes_per_img": counter.images / n, "net_calls": counter.calls, "exact_passes": args.T,
-           "eval_s": seconds}
+    row = {
+        "trained": f"{budget}{steps} steps x {args.batch_size} in {train_s:.0f} s",
+        "n_test": n,
+        "bpd": summary["bpd"]["total"],
+        "ci95": summary["bpd"]["ci95"],
+        "prior": terms["prior"],
+        "diffusion": terms["diffusion"],
+        "reconstruction": terms["reconstruction"],
+        "mc_stderr_nats": summary["mc_stderr_nats"],
+        "K": args.elbo_samples,
+        "passes_per_img": counter.images / n,
+        "net_calls": counter.calls,
+        "exact_passes": args.T,
+        "eval_s": seconds,
+    }
     return row, summary
 
 
@@ -292,9 +342,11 @@ def main() -> None:
     train = load_data("fashion-mnist", "train", args.data_dir)
     test = load_data("fashion-mnist", "test", args.data_dir)
 
-    print(f"training elbolab's {args.preset} UNet "
-          f"({f'{args.train_seconds:.0f} s budget' if args.train_seconds > 0 else f'{args.steps} steps'}) ...",
-          flush=True)
+    print(
+        f"training elbolab's {args.preset} UNet "
+        f"({f'{args.train_seconds:.0f} s budget' if args.train_seconds > 0 else f'{args.steps} steps'}) ...",
+        flush=True,
+    )
     model, trainer_metrics = train_elbolab(args)
     print("timing a training step ...", flush=True)
     train_row = training_row(args, model, train, trainer_metrics, diffusers)
@@ -304,16 +356,32 @@ def main() -> None:
     bpd_row, summary = likelihood_row(args, model, test, trainer_metrics)
 
     side = "elbolab vs diffusers UNet2DModel" if diffusers is not None else "elbolab (diffusers not run)"
-    print_table([train_row], f"Training, Fashion-MNIST 28x28, one AdamW step on L_simple: {side} "
-                             f"(ratio = elbolab/diffusers images/s; trainer = elbolab's full loop with EMA)")
-    print_table(sample_rows, f"Sampling images/s, {args.device}, T = {args.T}, cosine, x0 clipped: {side} "
-                             f"(NFE counted per image)")
-    print_table([bpd_row], f"Test bits/dim, Monte-Carlo bound (K = {args.elbo_samples} draws of t, each with "
-                           f"its own L_0), EMA weights; what the training budget buys, not a converged model")
-    write_results("diffusion", {
-        "settings": {k: v for k, v in vars(args).items()}, "diffusers": getattr(diffusers, "__version__", None),
-        "training": train_row, "sampling": sample_rows, "likelihood": bpd_row, "bound_summary": summary,
-        "trainer_metrics": trainer_metrics})
+    print_table(
+        [train_row],
+        f"Training, Fashion-MNIST 28x28, one AdamW step on L_simple: {side} "
+        f"(ratio = elbolab/diffusers images/s; trainer = elbolab's full loop with EMA)",
+    )
+    print_table(
+        sample_rows,
+        f"Sampling images/s, {args.device}, T = {args.T}, cosine, x0 clipped: {side} (NFE counted per image)",
+    )
+    print_table(
+        [bpd_row],
+        f"Test bits/dim, Monte-Carlo bound (K = {args.elbo_samples} draws of t, each with "
+        f"its own L_0), EMA weights; what the training budget buys, not a converged model",
+    )
+    write_results(
+        "diffusion",
+        {
+            "settings": {k: v for k, v in vars(args).items()},
+            "diffusers": getattr(diffusers, "__version__", None),
+            "training": train_row,
+            "sampling": sample_rows,
+            "likelihood": bpd_row,
+            "bound_summary": summary,
+            "trainer_metrics": trainer_metrics,
+        },
+    )
 
 
 if __name__ == "__main__":

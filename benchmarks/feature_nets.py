@@ -40,7 +40,7 @@ def mnist_splits(data_dir: Path) -> tuple[ImageData, ImageData]:
     """MNIST's test set cut into 8,000 train / 2,000 held-out images by a fixed permutation."""
     full = load_split("mnist", "test", data_dir)
     order = torch.from_numpy(np.random.default_rng(SPLIT_SEED).permutation(len(full)))
-    pick = lambda idx: ImageData("mnist", full.images[idx], full.levels, full.labels[idx])  # noqa: E731
+    pick = lambda idx: ImageData("mnist", full.images[idx], full.levels, full.labels[idx])
     return pick(order[:MNIST_TRAIN]), pick(order[MNIST_TRAIN:])
 
 
@@ -68,16 +68,29 @@ def main() -> None:
             train, test = splits(name, args.data_dir)
             cpu_start = time.process_time()
             info = load_or_train_classifier(train, test, cache, retrain=True).info
-            results[name] = {"test_accuracy": round(info["test_accuracy"], 4), "target": target,
-                             "passed": info["test_accuracy"] >= target, "train_seconds": info["train_seconds"],
-                             "cpu_seconds": round(time.process_time() - cpu_start, 2),
-                             "steps": info["steps"], "batch_size": info["batch_size"], "n_train": info["n_train"],
-                             "n_test": info["n_test"], "feature_dim": info["dim"]}
-            print(f"{name:14s} acc {info['test_accuracy']:.4f} (target {target})  "
-                  f"{info['train_seconds']:.1f} s, {info['steps']} steps")
+            results[name] = {
+                "test_accuracy": round(info["test_accuracy"], 4),
+                "target": target,
+                "passed": info["test_accuracy"] >= target,
+                "train_seconds": info["train_seconds"],
+                "cpu_seconds": round(time.process_time() - cpu_start, 2),
+                "steps": info["steps"],
+                "batch_size": info["batch_size"],
+                "n_train": info["n_train"],
+                "n_test": info["n_test"],
+                "feature_dim": info["dim"],
+            }
+            print(
+                f"{name:14s} acc {info['test_accuracy']:.4f} (target {target})  "
+                f"{info['train_seconds']:.1f} s, {info['steps']} steps"
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"machine": before, "load_average_after": machine_info()["load_average_1_5_15_min"], "results": results,
-              "note": "train_seconds is wall-clock time on a shared machine; read it with the load averages"}
+    record = {
+        "machine": before,
+        "load_average_after": machine_info()["load_average_1_5_15_min"],
+        "results": results,
+        "note": "train_seconds is wall-clock time on a shared machine; read it with the load averages",
+    }
     args.out.write_text(json.dumps(record, indent=2) + "\n")
 
 

@@ -40,28 +40,30 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, SHARED_DATA, print_table, write_results  # noqa: E402
-from speed import counted_flops, matmul_peak  # noqa: E402
+from common import RESULTS, SHARED_DATA, print_table, write_results
+from speed import counted_flops, matmul_peak
 
-from elbolab.data import DataWarning, load_data  # noqa: E402
-from elbolab.data.base import ImageData  # noqa: E402
-from elbolab.diffusion import DiffusionModel  # noqa: E402
-from elbolab.diffusion.config import DiffusionConfig  # noqa: E402
-from elbolab.evaluate.speed import synchronize, timed_calls  # noqa: E402
-from elbolab.nets.unet import UNetConfig  # noqa: E402
-from elbolab.train.config import TrainConfig  # noqa: E402
-from elbolab.train.loop import Trainer  # noqa: E402
+from elbolab.data import DataWarning, load_data
+from elbolab.data.base import ImageData
+from elbolab.diffusion import DiffusionModel
+from elbolab.diffusion.config import DiffusionConfig
+from elbolab.evaluate.speed import synchronize, timed_calls
+from elbolab.nets.unet import UNetConfig
+from elbolab.train.config import TrainConfig
+from elbolab.train.loop import Trainer
 
 PARTS = ("smoke", "mfu", "fd")
 #: kernel names counted as matrix work in the profile (cuBLAS/CUTLASS GEMMs, cuDNN convolutions, attention)
-MATRIX_KERNELS = re.compile(r"gemm|conv|cutlass|sm90|xmma|wgmma|cudnn|fprop|dgrad|wgrad|flash|fmha|attention",
-                            re.IGNORECASE)
+MATRIX_KERNELS = re.compile(
+    r"gemm|conv|cutlass|sm90|xmma|wgmma|cudnn|fprop|dgrad|wgrad|flash|fmha|attention", re.IGNORECASE
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -91,6 +93,7 @@ def parse_args() -> argparse.Namespace:
 
 # ---------------------------------------------------------------- smoke
 
+
 def smoke_commands(args: argparse.Namespace, work: Path) -> list[tuple[str, list[str]]]:
     """(name, argv) of every command the smoke part runs, in order (later ones read earlier runs)."""
     dev = ["--device", args.device]
@@ -99,24 +102,94 @@ def smoke_commands(args: argparse.Namespace, work: Path) -> list[tuple[str, list
     for kind in ("vae", "diffusion", "latent-diffusion"):
         for precision in ("fp32", "bf16", "fp16"):
             run = work / f"{kind}-{precision}"
-            cmds.append((f"train {kind} {precision}",
-                         ["train", kind, "--out", str(run), "--steps", steps, "--quiet", *dev,
-                          "--set", f"train.precision={precision}", "--set", "train.eval_every=10",
-                          "--set", "train.checkpoint_every=10"]))
-    cmds.append(("train diffusion continuous bf16",
-                 ["train", "diffusion", "--out", str(work / "diffusion-cont"), "--steps", steps, "--quiet", *dev,
-                  "--set", "model.time=continuous", "--set", "model.loss=vlb", "--set", "train.precision=bf16"]))
-    cmds.append(("train diffusion compile bf16",
-                 ["train", "diffusion", "--out", str(work / "diffusion-compile"), "--steps", steps, "--quiet",
-                  *dev, "--set", "train.compile=true", "--set", "train.precision=bf16"]))
-    cmds.append(("resume diffusion bf16",
-                 ["train", "diffusion", "--resume", "--out", str(work / "diffusion-bf16"), "--steps", "30", "--quiet", *dev]))
+            cmds.append(
+                (
+                    f"train {kind} {precision}",
+                    [
+                        "train",
+                        kind,
+                        "--out",
+                        str(run),
+                        "--steps",
+                        steps,
+                        "--quiet",
+                        *dev,
+                        "--set",
+                        f"train.precision={precision}",
+                        "--set",
+                        "train.eval_every=10",
+                        "--set",
+                        "train.checkpoint_every=10",
+                    ],
+                )
+            )
+    cmds.append(
+        (
+            "train diffusion continuous bf16",
+            [
+                "train",
+                "diffusion",
+                "--out",
+                str(work / "diffusion-cont"),
+                "--steps",
+                steps,
+                "--quiet",
+                *dev,
+                "--set",
+                "model.time=continuous",
+                "--set",
+                "model.loss=vlb",
+                "--set",
+                "train.precision=bf16",
+            ],
+        )
+    )
+    cmds.append(
+        (
+            "train diffusion compile bf16",
+            [
+                "train",
+                "diffusion",
+                "--out",
+                str(work / "diffusion-compile"),
+                "--steps",
+                steps,
+                "--quiet",
+                *dev,
+                "--set",
+                "train.compile=true",
+                "--set",
+                "train.precision=bf16",
+            ],
+        )
+    )
+    cmds.append(
+        (
+            "resume diffusion bf16",
+            ["train", "diffusion", "--resume", "--out", str(work / "diffusion-bf16"), "--steps", "30", "--quiet", *dev],
+        )
+    )
     for kind in ("vae", "diffusion", "latent-diffusion"):
         cmds.append((f"eval {kind}", ["eval", str(work / f"{kind}-bf16"), "--n", "64", *dev]))
     for sampler in ("ancestral", "ddim", "dpm-solver++"):
-        cmds.append((f"sample diffusion {sampler}",
-                     ["sample", str(work / "diffusion-bf16"), "--n", "16", "--sampler", sampler, "--steps", "20",
-                      "--out", str(work / f"samples-{sampler}.png"), *dev]))
+        cmds.append(
+            (
+                f"sample diffusion {sampler}",
+                [
+                    "sample",
+                    str(work / "diffusion-bf16"),
+                    "--n",
+                    "16",
+                    "--sampler",
+                    sampler,
+                    "--steps",
+                    "20",
+                    "--out",
+                    str(work / f"samples-{sampler}.png"),
+                    *dev,
+                ],
+            )
+        )
     cmds.append(("compare --quick", ["compare", "--quick", "--budget", "4", "--out", str(work / "compare"), *dev]))
     return cmds
 
@@ -126,11 +199,18 @@ def smoke(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         for name, argv in smoke_commands(args, Path(tmp)):
             start = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "elbolab", *argv], capture_output=True, text=True,
-                                  timeout=300)
+            done = subprocess.run(
+                [sys.executable, "-m", "elbolab", *argv], capture_output=True, text=True, timeout=300, check=False
+            )
             out = (done.stdout + done.stderr).strip().splitlines()
-            rows.append({"command": name, "rc": done.returncode, "seconds": round(time.perf_counter() - start, 1),
-                         "tail": out[-6:] if done.returncode else out[-1:]})
+            rows.append(
+                {
+                    "command": name,
+                    "rc": done.returncode,
+                    "seconds": round(time.perf_counter() - start, 1),
+                    "tail": out[-6:] if done.returncode else out[-1:],
+                }
+            )
             print(f"  {name}: rc {done.returncode} in {rows[-1]['seconds']} s", flush=True)
             if done.returncode:
                 print("    " + "\n    ".join(out[-12:]), flush=True)
@@ -138,6 +218,7 @@ def smoke(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- mfu
+
 
 def random_images(n: int, shape: tuple[int, int, int], seed: int) -> ImageData:
     g = torch.Generator().manual_seed(seed)
@@ -148,6 +229,7 @@ def kernel_split(step: Callable[[], Any], device: str, calls: int = 3) -> dict[s
     """`calls` profiled calls of `step`: wall seconds per call (the profiler's overhead included), and the GPU
     seconds per call in matrix kernels and in the rest."""
     from torch.profiler import ProfilerActivity, profile
+
     synchronize(device)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         start = time.perf_counter()
@@ -166,15 +248,27 @@ def kernel_split(step: Callable[[], Any], device: str, calls: int = 3) -> dict[s
             matrix += gpu / 1e6 / calls
         else:
             other += gpu / 1e6 / calls
-    return {"wall_s": wall, "gpu_matrix_s": matrix, "gpu_other_s": other,
-            "gpu_busy_share": (matrix + other) / wall if wall else float("nan")}
+    return {
+        "wall_s": wall,
+        "gpu_matrix_s": matrix,
+        "gpu_other_s": other,
+        "gpu_busy_share": (matrix + other) / wall if wall else float("nan"),
+    }
 
 
 def trainer_for(args: argparse.Namespace, data: ImageData, run_dir: Path, **train: Any) -> Trainer:
     torch.manual_seed(args.seed)
     model = DiffusionModel(DiffusionConfig(unet=UNetConfig(preset=args.mfu_preset)), data.shape, data.levels)
-    cfg = TrainConfig(steps=10 ** 9, batch_size=args.batch_size, device=args.device, eval_every=0,
-                      checkpoint_every=10 ** 9, warmup_steps=10, seed=args.seed, **train)
+    cfg = TrainConfig(
+        steps=10**9,
+        batch_size=args.batch_size,
+        device=args.device,
+        eval_every=0,
+        checkpoint_every=10**9,
+        warmup_steps=10,
+        seed=args.seed,
+        **train,
+    )
     return Trainer(model, data, data, cfg, run_dir, progress=False)
 
 
@@ -184,10 +278,13 @@ def mfu(args: argparse.Namespace) -> dict[str, Any]:
     peak, _ = matmul_peak(device)
     print(f"matmul peak: {peak / 1e12:.1f} TFLOP/s", flush=True)
     data = random_images(4 * args.batch_size, (3, args.mfu_side, args.mfu_side), args.seed)
-    variants = {"fp32": {"precision": "fp32"}, "bf16": {"precision": "bf16"},
-                "bf16 channels_last": {"precision": "bf16", "channels_last": True},
-                "bf16 compile": {"precision": "bf16", "compile": True},
-                "bf16 channels_last compile": {"precision": "bf16", "channels_last": True, "compile": True}}
+    variants = {
+        "fp32": {"precision": "fp32"},
+        "bf16": {"precision": "bf16"},
+        "bf16 channels_last": {"precision": "bf16", "channels_last": True},
+        "bf16 compile": {"precision": "bf16", "compile": True},
+        "bf16 channels_last compile": {"precision": "bf16", "channels_last": True, "compile": True},
+    }
     if not cuda:
         variants = {k: v for k, v in variants.items() if "compile" not in k}
     rows, flops, params = [], None, None
@@ -198,8 +295,11 @@ def mfu(args: argparse.Namespace) -> dict[str, Any]:
                 x = data.model_range(torch.arange(2)).to(trainer.device)
                 flops = counted_flops(trainer.model, x)[1]
                 params = sum(p.numel() for p in trainer.model.parameters())
-                print(f"{args.mfu_preset}: {params / 1e6:.2f}M parameters, {flops / 1e9:.2f} GFLOP per training "
-                      f"image (forward and backward)", flush=True)
+                print(
+                    f"{args.mfu_preset}: {params / 1e6:.2f}M parameters, {flops / 1e9:.2f} GFLOP per training "
+                    f"image (forward and backward)",
+                    flush=True,
+                )
             start = time.perf_counter()
             for _ in range(5 if "compile" not in name else 8):  # warm-up (and compilation)
                 trainer.train_step()
@@ -207,8 +307,13 @@ def mfu(args: argparse.Namespace) -> dict[str, Any]:
             warm = time.perf_counter() - start
             seconds = statistics.median(timed_calls(trainer.train_step, args.mfu_steps, 0, device))
             ips = args.batch_size / seconds
-            row = {"variant": name, "step_ms": seconds * 1e3, "img_per_s": ips, "mfu": flops * ips / peak,
-                   "warmup_s": warm}
+            row = {
+                "variant": name,
+                "step_ms": seconds * 1e3,
+                "img_per_s": ips,
+                "mfu": flops * ips / peak,
+                "warmup_s": warm,
+            }
             if cuda:
                 row.update(kernel_split(trainer.train_step, device))
                 row["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
@@ -218,9 +323,15 @@ def mfu(args: argparse.Namespace) -> dict[str, Any]:
             if name == "bf16":
                 rows.append(network_only(args, trainer, flops, peak))
             del trainer
-    result: dict[str, Any] = {"preset": args.mfu_preset, "side": args.mfu_side, "batch": args.batch_size,
-                              "parameters": params, "gflop_per_training_image": flops / 1e9,
-                              "matmul_peak_flops": peak, "variants": rows}
+    result: dict[str, Any] = {
+        "preset": args.mfu_preset,
+        "side": args.mfu_side,
+        "batch": args.batch_size,
+        "parameters": params,
+        "gflop_per_training_image": flops / 1e9,
+        "matmul_peak_flops": peak,
+        "variants": rows,
+    }
     result["diffusers"] = diffusers_row(args, data, peak, flops) if cuda else None
     return result
 
@@ -247,10 +358,12 @@ def network_only(args: argparse.Namespace, trainer: Trainer, flops: float, peak:
 def diffusers_row(args: argparse.Namespace, data: ImageData, peak: float, flops: float) -> dict[str, Any] | None:
     """diffusers' UNet2DModel of the same layout against elbolab's trainer step, both bf16 + fused AdamW."""
     from diffusion import diffusers_scheduler, diffusers_unet, import_diffusers
+
     diffusers = import_diffusers()
     if diffusers is None:
         return None
     import torch.nn.functional as F
+
     device = args.device
     torch.manual_seed(args.seed)
     unet = diffusers_unet(diffusers, args.mfu_preset, 3, args.mfu_side).to(device).train()
@@ -279,15 +392,23 @@ def diffusers_row(args: argparse.Namespace, data: ImageData, peak: float, flops:
             times["diffusers"] += timed_calls(theirs, 1, 0, device)
             times["elbolab"] += timed_calls(ours.train_step, 1, 0, device)
     med = {k: statistics.median(v) for k, v in times.items()}
-    row = {"params_diffusers": sum(p.numel() for p in unet.parameters()), "diffusers_step_ms": med["diffusers"] * 1e3,
-           "elbolab_step_ms": med["elbolab"] * 1e3, "ratio": med["diffusers"] / med["elbolab"],
-           "version": diffusers.__version__}
-    print(f"  diffusers UNet2DModel bf16: {row['diffusers_step_ms']:.1f} ms per step; elbolab "
-          f"{row['elbolab_step_ms']:.1f} ms; ratio {row['ratio']:.2f}", flush=True)
+    row = {
+        "params_diffusers": sum(p.numel() for p in unet.parameters()),
+        "diffusers_step_ms": med["diffusers"] * 1e3,
+        "elbolab_step_ms": med["elbolab"] * 1e3,
+        "ratio": med["diffusers"] / med["elbolab"],
+        "version": diffusers.__version__,
+    }
+    print(
+        f"  diffusers UNet2DModel bf16: {row['diffusers_step_ms']:.1f} ms per step; elbolab "
+        f"{row['elbolab_step_ms']:.1f} ms; ratio {row['ratio']:.2f}",
+        flush=True,
+    )
     return row
 
 
 # ---------------------------------------------------------------- fd
+
 
 def fd(args: argparse.Namespace) -> dict[str, Any]:
     from elbolab.evaluate.features import select_features
@@ -302,9 +423,17 @@ def fd(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     config = DiffusionConfig(unet=UNetConfig(preset=args.fd_preset))
     model = DiffusionModel(config, train.shape, train.levels)
-    cfg = TrainConfig(steps=10 ** 9, max_seconds=args.fd_seconds, batch_size=args.batch_size, device=device,
-                      precision="bf16" if device.startswith("cuda") else "fp32", eval_every=0, eval_n=256,
-                      checkpoint_every=1000, seed=args.seed)
+    cfg = TrainConfig(
+        steps=10**9,
+        max_seconds=args.fd_seconds,
+        batch_size=args.batch_size,
+        device=device,
+        precision="bf16" if device.startswith("cuda") else "fp32",
+        eval_every=0,
+        eval_n=256,
+        checkpoint_every=1000,
+        seed=args.seed,
+    )
     points = []
 
     def point(trainer: Trainer, samplers: tuple[tuple[str, int], ...]) -> None:
@@ -321,8 +450,10 @@ def fd(args: argparse.Namespace) -> dict[str, Any]:
             row[f"fd_{sampler}_{steps}_ci95"] = list(q["fd"].interval())
             row[f"sample_s_{sampler}_{steps}"] = took
         points.append(row)
-        print("  " + ", ".join(f"{k} {v}" if not isinstance(v, float) else f"{k} {v:.4g}" for k, v in row.items()),
-              flush=True)
+        print(
+            "  " + ", ".join(f"{k} {v}" if not isinstance(v, float) else f"{k} {v:.4g}" for k, v in row.items()),
+            flush=True,
+        )
         write_results("gpu-fd", {"points": points, "partial": True}, Path(args.results_dir))  # kept if cut short
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -334,12 +465,21 @@ def fd(args: argparse.Namespace) -> dict[str, Any]:
         final = trainer.fit()
         point(trainer, (("ddim", 50), ("ancestral", 250)))
     best = min(v for k, v in points[-1].items() if k.startswith("fd_") and not k.endswith("ci95"))
-    return {"preset": args.fd_preset, "parameters": sum(p.numel() for p in model.parameters()),
-            "config": "DiffusionConfig defaults: T=1000, cosine, eps, L_simple", "batch": args.batch_size,
-            "precision": cfg.precision, "seconds": args.fd_seconds, "n_samples": args.fd_n,
-            "feature_network": features.name, "final_test_bpd": final.get("test_bpd"),
-            "train_images_per_s": final.get("train_images_per_s"), "steps": final.get("step"), "points": points,
-            "final_best_fd": best}
+    return {
+        "preset": args.fd_preset,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "config": "DiffusionConfig defaults: T=1000, cosine, eps, L_simple",
+        "batch": args.batch_size,
+        "precision": cfg.precision,
+        "seconds": args.fd_seconds,
+        "n_samples": args.fd_n,
+        "feature_network": features.name,
+        "final_test_bpd": final.get("test_bpd"),
+        "train_images_per_s": final.get("train_images_per_s"),
+        "steps": final.get("step"),
+        "points": points,
+        "final_best_fd": best,
+    }
 
 
 def main() -> None:
@@ -353,8 +493,9 @@ def main() -> None:
         start = time.perf_counter()
         try:
             result = {"smoke": smoke, "mfu": mfu, "fd": fd}[part](args)
-        except Exception as exc:  # a part that breaks must not take the others with it
+        except Exception as exc:  # noqa: BLE001 -- a part that breaks must not take the others with it
             import traceback
+
             traceback.print_exc()
             result = {"error": f"{type(exc).__name__}: {exc}"}
         result["part_seconds"] = time.perf_counter() - start
@@ -362,8 +503,11 @@ def main() -> None:
         result["torch"] = torch.__version__
         write_results(f"gpu-{part}", result, folder)
         if part == "mfu" and "variants" in result:
-            print_table(result["variants"], f"Training step, {args.mfu_preset} UNet, {args.mfu_side}x{args.mfu_side}, "
-                        f"batch {args.batch_size}, {result['gflop_per_training_image']:.2f} GFLOP per image")
+            print_table(
+                result["variants"],
+                f"Training step, {args.mfu_preset} UNet, {args.mfu_side}x{args.mfu_side}, "
+                f"batch {args.batch_size}, {result['gflop_per_training_image']:.2f} GFLOP per image",
+            )
         if part == "fd" and "points" in result:
             print_table(result["points"], "Fréchet distance (built-in features) against training seconds")
     out = os.environ.get("OUT")

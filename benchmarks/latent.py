@@ -34,18 +34,20 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_DATA, print_table, timed, write_results  # noqa: E402
+from common import SHARED_DATA, print_table, timed, write_results
 
-from elbolab.bounds import mean_ci95  # noqa: E402
-from elbolab.data import DataWarning, load_data  # noqa: E402
-from elbolab.diffusion import DiffusionConfig, DiffusionModel  # noqa: E402
-from elbolab.bounds import Estimator  # noqa: E402
-from elbolab.model import dataset_bound  # noqa: E402
-from elbolab.records import BoundSummary  # noqa: E402
-from elbolab.evaluate.speed import timed_calls  # noqa: E402
-from elbolab.train.stages import AUTOENCODER_DIR  # noqa: E402
-from elbolab.train.api import train_run  # noqa: E402
-from elbolab.train.run import load_run  # noqa: E402
+from elbolab.bounds import (
+    Estimator,
+    mean_ci95,
+)
+from elbolab.data import DataWarning, load_data
+from elbolab.diffusion import DiffusionConfig, DiffusionModel
+from elbolab.evaluate.speed import timed_calls
+from elbolab.model import dataset_bound
+from elbolab.records import BoundSummary
+from elbolab.train.api import train_run
+from elbolab.train.run import load_run
+from elbolab.train.stages import AUTOENCODER_DIR
 
 
 def parse_args() -> argparse.Namespace:
@@ -66,12 +68,26 @@ def parse_args() -> argparse.Namespace:
 
 def train(args: argparse.Namespace, tmp: Path):
     """Both stages through `train_run`; (latent diffusion model, its autoencoder as a VAE, metrics), EMA weights."""
-    overrides = {"model.autoencoder_steps": args.ae_steps, "train.batch_size": args.batch_size,
-                 "train.eval_every": 0, "train.eval_n": 2, "train.checkpoint_every": max(args.steps, args.ae_steps),
-                 "train.seed": args.seed, "train.device": args.device, "train.threads": args.threads}
+    overrides = {
+        "model.autoencoder_steps": args.ae_steps,
+        "train.batch_size": args.batch_size,
+        "train.eval_every": 0,
+        "train.eval_n": 2,
+        "train.checkpoint_every": max(args.steps, args.ae_steps),
+        "train.seed": args.seed,
+        "train.device": args.device,
+        "train.threads": args.threads,
+    }
     run = tmp / "latent-diffusion"
-    _, metrics = train_run("latent-diffusion", "fashion-mnist", run, data_dir=args.data_dir, steps=args.steps,
-                           overrides={k: str(v) for k, v in overrides.items()}, progress=False)
+    _, metrics = train_run(
+        "latent-diffusion",
+        "fashion-mnist",
+        run,
+        data_dir=args.data_dir,
+        steps=args.steps,
+        overrides={k: str(v) for k, v in overrides.items()},
+        progress=False,
+    )
     _, vae = load_run(run / AUTOENCODER_DIR, device=args.device)
     _, model = load_run(run, device=args.device)
     stage1 = json.loads((run / AUTOENCODER_DIR / "metrics.json").read_text())
@@ -85,14 +101,20 @@ def bound_rows(model, vae, test, n: int, seed: int) -> tuple[list[dict], dict]:
     (ld_bound, ld_s) = timed(dataset_bound, model, test, n, 250, Estimator("mc"))
     diff, diff_ci = mean_ci95(ld_bound.bits_per_dim() - vae_bound.bits_per_dim())
     rows = []
-    for name, bound, seconds in (("VAE ELBO, N(0, I) prior", vae_bound, vae_s),
-                                 ("latent diffusion bound", ld_bound, ld_s)):
+    for name, bound, seconds in (
+        ("VAE ELBO, N(0, I) prior", vae_bound, vae_s),
+        ("latent diffusion bound", ld_bound, ld_s),
+    ):
         s = BoundSummary.of(bound, "default").to_json()
         terms = {k: s["bpd"]["terms"].get(k) for k in ("reconstruction", "kl", "neg_entropy", "latent_prior")}
-        rows.append({"bound": name, "bits/dim": s["bpd"]["total"], "ci95": s["bpd"]["ci95"], **terms,
-                     "eval_s": seconds})
-    return rows, {"paired_difference_bpd": diff, "paired_difference_ci95": diff_ci,
-                  "latent_prior_terms_nats": {k: v.mean().item() for k, v in ld_bound.extras.items()}}
+        rows.append(
+            {"bound": name, "bits/dim": s["bpd"]["total"], "ci95": s["bpd"]["ci95"], **terms, "eval_s": seconds}
+        )
+    return rows, {
+        "paired_difference_bpd": diff,
+        "paired_difference_ci95": diff_ci,
+        "latent_prior_terms_nats": {k: v.mean().item() for k, v in ld_bound.extras.items()},
+    }
 
 
 def speed_rows(args: argparse.Namespace, model, shape, levels) -> list[dict]:
@@ -103,12 +125,15 @@ def speed_rows(args: argparse.Namespace, model, shape, levels) -> list[dict]:
     n, rows = args.sample_n, []
     for nfe in args.nfe:
         g = torch.Generator(device).manual_seed(args.seed)
-        calls = {"latent": lambda: model.sample(n, generator=g, sampler="ddim", steps=nfe),
-                 "pixel": lambda: pixel.sample(n, generator=g, sampler="ddim", steps=nfe),
-                 "latent chain": lambda: model.diffusion.sample((n, *model.latent_shape), "ddim", nfe,
-                                                                generator=g, device=device)}
         u = model.diffusion.sample((n, *model.latent_shape), "ddim", nfe, generator=g, device=device)
-        calls["decoder"] = lambda: model.vae.decode(u * model.scale)
+        calls = {
+            "latent": lambda g=g, nfe=nfe: model.sample(n, generator=g, sampler="ddim", steps=nfe),
+            "pixel": lambda g=g, nfe=nfe: pixel.sample(n, generator=g, sampler="ddim", steps=nfe),
+            "latent chain": lambda g=g, nfe=nfe: model.diffusion.sample(
+                (n, *model.latent_shape), "ddim", nfe, generator=g, device=device
+            ),
+            "decoder": lambda u=u: model.vae.decode(u * model.scale),
+        }
         seconds = {k: [] for k in calls}
         for fn in calls.values():
             fn()  # warm-up
@@ -117,9 +142,18 @@ def speed_rows(args: argparse.Namespace, model, shape, levels) -> list[dict]:
                 seconds[name] += timed_calls(fn, 1, warmup=0, device=device)
         med = {k: statistics.median(v) for k, v in seconds.items()}
         split = med["latent chain"] + med["decoder"]
-        rows.append({"nfe": nfe, "n": n, "latent img/s": n / med["latent"], "pixel img/s": n / med["pixel"],
-                     "speed-up": med["pixel"] / med["latent"], "chain %": 100 * med["latent chain"] / split,
-                     "decoder %": 100 * med["decoder"] / split, "decoder ms/img": 1000 * med["decoder"] / n})
+        rows.append(
+            {
+                "nfe": nfe,
+                "n": n,
+                "latent img/s": n / med["latent"],
+                "pixel img/s": n / med["pixel"],
+                "speed-up": med["pixel"] / med["latent"],
+                "chain %": 100 * med["latent chain"] / split,
+                "decoder %": 100 * med["decoder"] / split,
+                "decoder ms/img": 1000 * med["decoder"] / n,
+            }
+        )
     return rows
 
 
@@ -132,17 +166,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model, vae, seconds = train(args, Path(tmp))
     bounds, paired = bound_rows(model, vae, test, args.n_test, args.seed + 1)
-    print_table(bounds, f"Fashion-MNIST test bits/dim, first {min(args.n_test, len(test))} images, same autoencoder "
-                        f"(VAE {args.ae_steps} steps, latent diffusion {args.steps} steps)")
-    print(f"paired difference (latent diffusion − VAE): {paired['paired_difference_bpd']:.4f} "
-          f"± {paired['paired_difference_ci95']:.4f} bits/dim; latent scale s = {model.scale.item():.4f}, "
-          f"latent {list(model.latent_shape)}")
+    print_table(
+        bounds,
+        f"Fashion-MNIST test bits/dim, first {min(args.n_test, len(test))} images, same autoencoder "
+        f"(VAE {args.ae_steps} steps, latent diffusion {args.steps} steps)",
+    )
+    print(
+        f"paired difference (latent diffusion − VAE): {paired['paired_difference_bpd']:.4f} "
+        f"± {paired['paired_difference_ci95']:.4f} bits/dim; latent scale s = {model.scale.item():.4f}, "
+        f"latent {list(model.latent_shape)}"
+    )
     speed = speed_rows(args, model, test.shape, test.levels)
-    print_table(speed, f"DDIM sampling on {args.device}, {args.sample_n} images a call, median of {args.repeats} "
-                       f"(pixel: the default 28×28 UNet; latent: UNet on {list(model.latent_shape)} + one decoder pass)")
-    write_results("latent", {"args": vars(args), "training": seconds, "bounds": bounds, "paired": paired,
-                             "latent_shape": list(model.latent_shape), "scale": model.scale.item(),
-                             "sampling": speed})
+    print_table(
+        speed,
+        f"DDIM sampling on {args.device}, {args.sample_n} images a call, median of {args.repeats} "
+        f"(pixel: the default 28×28 UNet; latent: UNet on {list(model.latent_shape)} + one decoder pass)",
+    )
+    write_results(
+        "latent",
+        {
+            "args": vars(args),
+            "training": seconds,
+            "bounds": bounds,
+            "paired": paired,
+            "latent_shape": list(model.latent_shape),
+            "scale": model.scale.item(),
+            "sampling": speed,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from common import RESULTS, SHARED_DATA, machine, print_table, write_results
+
 from elbolab.bounds import Estimator, nats_to_bpd
 from elbolab.data import load_data
 from elbolab.evaluate.run import EvalConfig, Pilot, summarize
@@ -48,8 +48,10 @@ from elbolab.train.run import METRICS_FILE, load_run
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "vae": ("vae", {}),
     "ddpm-simple": ("diffusion", {"model.time": "discrete", "model.schedule": "cosine", "model.loss": "simple"}),
-    "ddpm-hybrid": ("diffusion", {"model.time": "discrete", "model.schedule": "cosine", "model.loss": "hybrid",
-                                  "model.variance": "learned"}),
+    "ddpm-hybrid": (
+        "diffusion",
+        {"model.time": "discrete", "model.schedule": "cosine", "model.loss": "hybrid", "model.variance": "learned"},
+    ),
     "vdm-elbo": ("diffusion", {}),  # compare's preset: continuous time, linear γ, learned end points, ELBO
     # the same, its UNet's width chosen so that its parameter count is the nearest to the VAE's (`matched_keys`)
     "vdm-elbo-matched": ("diffusion", {}),
@@ -72,7 +74,7 @@ def parameters(kind: str, keys: dict[str, Any], test_data) -> int:
 def matched_keys(test_data) -> dict[str, Any]:
     """model.unet.channels for which compare's diffusion UNet has the parameter count nearest the VAE's."""
     target = parameters("vae", {}, test_data)
-    count = lambda c: parameters("diffusion", {"model.unet.channels": c}, test_data)  # noqa: E731
+    count = lambda c: parameters("diffusion", {"model.unet.channels": c}, test_data)
     width = min(range(8, 65), key=lambda c: abs(count(c) - target))
     return {"model.unet.channels": width}
 
@@ -94,16 +96,25 @@ def train(name: str, budget: float, threads: int, root: Path, train_data, test_d
 def evaluate(run_dir: Path, train_data, test_data, n: int | None = None) -> dict[str, Any]:
     """The test-set bound: the VAE's one-sample ELBO, the discrete chain's default estimator (importance-sampled
     steps), importance-sampled t with draws for BPD_SE for continuous time."""
-    run_cfg, model = load_run(run_dir, device="cpu")
+    _run_cfg, model = load_run(run_dir, device="cpu")
     continuous = model.kind == "diffusion" and model.config.time == "continuous"
     proposal = "importance" if continuous else None
     cfg = EvalConfig(proposal=proposal, bpd_se=BPD_SE if proposal else None)
     s = summarize(model, test_data, n, None, 0, cfg, Pilot(train_data))
     steps = json.loads((run_dir / METRICS_FILE).read_text())["step"]
-    return {"steps": steps, "bpd": s.bpd.total, "ci95": s.bpd.ci95, "mc_se_bpd": s.mean_stderr_bpd, "spread_bpd": s.per_image_sd_bpd,
-            "passes": s.passes_per_image, "estimator": s.estimator, "eval_s": s.seconds,
-            "objective": model.objective, "parameters": sum(p.numel() for p in model.parameters()),
-            "gamma_ends": model.diffusion.schedule.ends.tolist() if continuous else None}
+    return {
+        "steps": steps,
+        "bpd": s.bpd.total,
+        "ci95": s.bpd.ci95,
+        "mc_se_bpd": s.mean_stderr_bpd,
+        "spread_bpd": s.per_image_sd_bpd,
+        "passes": s.passes_per_image,
+        "estimator": s.estimator,
+        "eval_s": s.seconds,
+        "objective": model.objective,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "gamma_ends": model.diffusion.schedule.ends.tolist() if continuous else None,
+    }
 
 
 @torch.no_grad()
@@ -137,21 +148,33 @@ def t_step_check(run_dir: Path, train_data, test_data, n: int, passes: int, repe
         spread = more.std(0)  # per image, over repeats
         repeat_se = math.hypot((spread.pow(2).mean() / (repeats * n)).sqrt().item(), exact_se)
         se = mc.extras["stderr"].pow(2).sum().sqrt().item() / n
-        rows.append({"T": T, "n": n, "estimator": estimator.describe(), "passes": mc.extras["passes"].mean().item(),
-                     "exact_nats": exact.mean().item(), "exact_se_of_mean": exact_se,
-                     "exact_per_image_se_nats": exact_se_image.pow(2).mean().sqrt().item() * math.sqrt(2),
-                     "mc_nats": mc.total.mean().item(), "mc_minus_exact": diff, "se_of_mean": se,
-                     "z": diff / math.hypot(se, exact_se),
-                     "per_image_se_nats": mc.extras["stderr"].mean().item(),
-                     "repeats": repeats, "repeats_mean_minus_exact": (more.mean() - exact.mean()).item(),
-                     "repeats_z": (more.mean() - exact.mean()).item() / repeat_se,
-                     "per_image_spread_over_repeats_nats": spread.pow(2).mean().sqrt().item(),
-                     "exact_bpd": nats_to_bpd(exact.mean().item(), x[0].numel())})
+        rows.append(
+            {
+                "T": T,
+                "n": n,
+                "estimator": estimator.describe(),
+                "passes": mc.extras["passes"].mean().item(),
+                "exact_nats": exact.mean().item(),
+                "exact_se_of_mean": exact_se,
+                "exact_per_image_se_nats": exact_se_image.pow(2).mean().sqrt().item() * math.sqrt(2),
+                "mc_nats": mc.total.mean().item(),
+                "mc_minus_exact": diff,
+                "se_of_mean": se,
+                "z": diff / math.hypot(se, exact_se),
+                "per_image_se_nats": mc.extras["stderr"].mean().item(),
+                "repeats": repeats,
+                "repeats_mean_minus_exact": (more.mean() - exact.mean()).item(),
+                "repeats_z": (more.mean() - exact.mean()).item() / repeat_se,
+                "per_image_spread_over_repeats_nats": spread.pow(2).mean().sqrt().item(),
+                "exact_bpd": nats_to_bpd(exact.mean().item(), x[0].numel()),
+            }
+        )
     return rows
 
 
 def plot(points: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -159,8 +182,14 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
     for name in VARIANTS:
         row = sorted((p for p in points if p["model"] == name), key=lambda p: p["budget_s"])
         if row:
-            ax.errorbar([p["budget_s"] for p in row], [p["bpd"] for p in row],
-                        yerr=[2 * (p["mc_se_bpd"] or 0) for p in row], marker="o", capsize=3, label=name)
+            ax.errorbar(
+                [p["budget_s"] for p in row],
+                [p["bpd"] for p in row],
+                yerr=[2 * (p["mc_se_bpd"] or 0) for p in row],
+                marker="o",
+                capsize=3,
+                label=name,
+            )
     ax.set_xscale("log")
     budgets = sorted({p["budget_s"] for p in points})
     ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
@@ -179,9 +208,15 @@ def merge(names: list[str], out: str) -> None:
     parts = {name: json.loads((RESULTS / f"{name}.json").read_text()) for name in names}
     points = [p for part in parts.values() for p in part["points"]]
     checks = [c for part in parts.values() for c in part.get("t_step_checks", [])]
-    write_results(out, {"merged_from": {name: {"started": part["started"], "args": part["args"]}
-                                        for name, part in parts.items()},
-                        "points": points, "t_step_checks": checks, "bpd_se_target": BPD_SE})
+    write_results(
+        out,
+        {
+            "merged_from": {name: {"started": part["started"], "args": part["args"]} for name, part in parts.items()},
+            "points": points,
+            "t_step_checks": checks,
+            "bpd_se_target": BPD_SE,
+        },
+    )
     print_table(points, "bits/dim vs training seconds")
     plot(points, RESULTS / f"{out}.png")
 
@@ -196,17 +231,27 @@ def main() -> None:
     ap.add_argument("--eval-n", type=int, default=None, help="test images per point (default: the whole split)")
     ap.add_argument("--check-n", type=int, default=16)
     ap.add_argument("--check-passes", type=int, default=32, help="network passes per image of each MC estimate")
-    ap.add_argument("--check-repeats", type=int, default=20,
-                    help="further estimates per estimator, to tell bias from bad luck")
-    ap.add_argument("--checks-only", action="store_true",
-                    help="only the T-step check of --models (of CHECKED) at the largest budget; its rows replace "
-                         "theirs in the existing --out JSON, its points are kept")
-    ap.add_argument("--runs", default=None, help="a folder to keep trained runs in, reused when there (default: a "
-                                                 "temporary one)")
+    ap.add_argument(
+        "--check-repeats", type=int, default=20, help="further estimates per estimator, to tell bias from bad luck"
+    )
+    ap.add_argument(
+        "--checks-only",
+        action="store_true",
+        help="only the T-step check of --models (of CHECKED) at the largest budget; its rows replace "
+        "theirs in the existing --out JSON, its points are kept",
+    )
+    ap.add_argument(
+        "--runs", default=None, help="a folder to keep trained runs in, reused when there (default: a temporary one)"
+    )
     ap.add_argument("--out", default="likelihood")
-    ap.add_argument("--merge", nargs="+", default=None, metavar="NAME",
-                    help="only join the points and checks of results/NAME.json files (e.g. one process per model, "
-                         "run side by side) into --out, with its plot")
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="only join the points and checks of results/NAME.json files (e.g. one process per model, "
+        "run side by side) into --out, with its plot",
+    )
     args = ap.parse_args()
     if args.merge:
         merge(args.merge, args.out)
@@ -228,19 +273,33 @@ def main() -> None:
                 t0 = time.perf_counter()
                 run_dir = train(name, budget, args.threads, root, train_data, test_data, data_dir)
                 if not args.checks_only:
-                    point = {"model": name, "data": args.data, "budget_s": budget,
-                             **evaluate(run_dir, train_data, test_data, args.eval_n),
-                             "wall_s": time.perf_counter() - t0, "load_average_1min": os.getloadavg()[0]}
+                    point = {
+                        "model": name,
+                        "data": args.data,
+                        "budget_s": budget,
+                        **evaluate(run_dir, train_data, test_data, args.eval_n),
+                        "wall_s": time.perf_counter() - t0,
+                        "load_average_1min": os.getloadavg()[0],
+                    }
                     points.append(point)
                     print_table([point], f"{name} after {budget:g} s")
                 if last and name in CHECKED:
-                    rows = t_step_check(run_dir, train_data, test_data, args.check_n, args.check_passes,
-                                        args.check_repeats)
+                    rows = t_step_check(
+                        run_dir, train_data, test_data, args.check_n, args.check_passes, args.check_repeats
+                    )
                     checks.extend({"model": name, "budget_s": budget, **row} for row in rows)
-                    print_table(checks[-len(rows):], "T-step check")
-                write_results(args.out, {"started": previous.get("started", started), "points": points,
-                                         "t_step_checks": checks, "t_step_checks_started": started,
-                                         "bpd_se_target": BPD_SE, "args": {**previous.get("args", {}), **vars(args)}})
+                    print_table(checks[-len(rows) :], "T-step check")
+                write_results(
+                    args.out,
+                    {
+                        "started": previous.get("started", started),
+                        "points": points,
+                        "t_step_checks": checks,
+                        "t_step_checks_started": started,
+                        "bpd_se_target": BPD_SE,
+                        "args": {**previous.get("args", {}), **vars(args)},
+                    },
+                )
     print_table(points, "bits/dim vs training seconds")
     print_table(checks, "Monte-Carlo estimate vs exact T-sum")
     if not args.checks_only:

@@ -31,22 +31,29 @@ import os
 import statistics
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_DATA, print_table, write_results  # noqa: E402
-from diffusion import (alternating_seconds, diffusers_sample, diffusers_scheduler, diffusers_unet,  # noqa: E402
-                       import_diffusers, training_row)
+from common import SHARED_DATA, print_table, write_results
+from diffusion import (
+    alternating_seconds,
+    diffusers_sample,
+    diffusers_scheduler,
+    diffusers_unet,
+    import_diffusers,
+    training_row,
+)
 
-from elbolab.data import DataWarning, load_data  # noqa: E402
-from elbolab.diffusion import DiffusionModel  # noqa: E402
-from elbolab.diffusion.config import DiffusionConfig  # noqa: E402
-from elbolab.evaluate.speed import timed_calls  # noqa: E402
-from elbolab.nets.unet import UNetConfig  # noqa: E402
-from elbolab.train.run import inference_layout  # noqa: E402
+from elbolab.data import DataWarning, load_data
+from elbolab.diffusion import DiffusionModel
+from elbolab.diffusion.config import DiffusionConfig
+from elbolab.evaluate.speed import timed_calls
+from elbolab.nets.unet import UNetConfig
+from elbolab.train.run import inference_layout
 
 #: elbolab's sampler and the diffusers scheduler timed beside it
 PAIRS = (("ancestral", "DDPMScheduler"), ("ddim", "DDIMScheduler"))
@@ -68,7 +75,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data-dir", default=str(SHARED_DATA))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-diffusers", action="store_true", help="run elbolab's half only")
-    parser.add_argument("--out", default="speed", help="results/OUT.json (e.g. a rerun of some rows beside the full table)")
+    parser.add_argument(
+        "--out", default="speed", help="results/OUT.json (e.g. a rerun of some rows beside the full table)"
+    )
     args = parser.parse_args()
     args.sample_steps = [int(s) for s in args.sample_steps.split(",") if s]
     args.presets = [p for p in args.presets.split(",") if p]
@@ -82,16 +91,16 @@ def matmul_peak(device: str, n: int = 1024, rounds: int = 10) -> tuple[float, st
     n = 8192 if device.startswith("cuda") else n
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     seconds = statistics.median(timed_calls(lambda: a @ b, rounds, warmup=3, device=device))
-    return 2 * n ** 3 / seconds, str(dtype).removeprefix("torch.")
+    return 2 * n**3 / seconds, str(dtype).removeprefix("torch.")
 
 
 def counted_flops(model: DiffusionModel, x: torch.Tensor) -> tuple[float, float]:
     """(forward FLOPs per image, training-step FLOPs per image) of the network, counted on a batch of 2."""
     from torch.utils.flop_counter import FlopCounterMode
+
     xb, t = x[:2], torch.rand(2, device=x.device)
-    with FlopCounterMode(display=False) as forward:
-        with torch.no_grad():
-            model.diffusion.net(xb, t)
+    with FlopCounterMode(display=False) as forward, torch.no_grad():
+        model.diffusion.net(xb, t)
     with FlopCounterMode(display=False) as step:
         model.loss(xb).mean().backward()
     model.zero_grad(set_to_none=True)
@@ -101,6 +110,7 @@ def counted_flops(model: DiffusionModel, x: torch.Tensor) -> tuple[float, float]
 def channels_last_ratio(model: DiffusionModel, x: torch.Tensor, repeats: int, device: str) -> float:
     """Images/s of a training step in channels_last over the default layout (timed in alternation)."""
     import copy
+
     fns = {}
     for name, fmt in (("default", torch.contiguous_format), ("channels_last", torch.channels_last)):
         m = copy.deepcopy(model).to(memory_format=fmt).train()
@@ -146,26 +156,36 @@ def sampling_rows(args: argparse.Namespace, model: DiffusionModel, diffusers: An
                 fns["diffusers"] = theirs(scheduler, steps, n)
             with torch.no_grad():
                 seconds = alternating_seconds(fns, rounds, device)
-            row = {"sampler": sampler, "nfe": steps, "n": n, "rounds": rounds,
-                   "elbolab_img_per_s": n / seconds["elbolab"], "diffusers": scheduler if diffusers else "",
-                   "diffusers_img_per_s": n / seconds["diffusers"] if diffusers else None,
-                   "ratio": seconds["diffusers"] / seconds["elbolab"] if diffusers else None}
+            row = {
+                "sampler": sampler,
+                "nfe": steps,
+                "n": n,
+                "rounds": rounds,
+                "elbolab_img_per_s": n / seconds["elbolab"],
+                "diffusers": scheduler if diffusers else "",
+                "diffusers_img_per_s": n / seconds["diffusers"] if diffusers else None,
+                "ratio": seconds["diffusers"] / seconds["elbolab"] if diffusers else None,
+            }
             rows.append(row)
-            print(f"  {sampler} at {steps} steps: {row['elbolab_img_per_s']:.3g} img/s, ratio {row['ratio']}",
-                  flush=True)
+            print(
+                f"  {sampler} at {steps} steps: {row['elbolab_img_per_s']:.3g} img/s, ratio {row['ratio']}", flush=True
+            )
     return rows
 
 
-def preset_report(args: argparse.Namespace, preset: str, train: Any, peak: float,
-                  diffusers: Any | None) -> dict[str, Any]:
+def preset_report(
+    args: argparse.Namespace, preset: str, train: Any, peak: float, diffusers: Any | None
+) -> dict[str, Any]:
     """Every figure of one preset."""
     torch.manual_seed(args.seed)
     config = DiffusionConfig(T=args.T, unet=UNetConfig(preset=preset))
     model = DiffusionModel(config, train.shape, train.levels).to(args.device)
     x = train.model_range(torch.arange(args.batch_size)).to(args.device)
     forward_flops, step_flops = counted_flops(model, x)
-    print(f"{preset}: {forward_flops / 1e9:.3f} GFLOP forward, {step_flops / 1e9:.3f} GFLOP per training image",
-          flush=True)
+    print(
+        f"{preset}: {forward_flops / 1e9:.3f} GFLOP forward, {step_flops / 1e9:.3f} GFLOP per training image",
+        flush=True,
+    )
     layout = argparse.Namespace(**{**vars(args), "preset": args.diffusers_layout})
     train_row = training_row(layout, model, train, {"train_images_per_s": None}, diffusers)
     train_row.pop("trainer_img_per_s")
@@ -174,6 +194,7 @@ def preset_report(args: argparse.Namespace, preset: str, train: Any, peak: float
         their_model = diffusers_unet(diffusers, args.diffusers_layout, *train.shape[:1], train.shape[-1])
         with torch.no_grad():
             from torch.utils.flop_counter import FlopCounterMode
+
             with FlopCounterMode(display=False) as counter:
                 their_model(x[:2].cpu(), torch.tensor([10, 10]))
         train_row["diffusers_gflop_forward"] = counter.get_total_flops() / 2 / 1e9
@@ -181,8 +202,14 @@ def preset_report(args: argparse.Namespace, preset: str, train: Any, peak: float
     cl = channels_last_ratio(model, x, max(2, args.train_repeats // 2), args.device)
     print(f"  channels_last / default: {cl:.3f}", flush=True)
     model.eval().to(memory_format=inference_layout(torch.device(args.device)))  # as `load_run` gives it
-    return {"preset": preset, "gflop_forward": forward_flops / 1e9, "gflop_train_step": step_flops / 1e9,
-            "training": train_row, "channels_last_ratio": cl, "sampling": sampling_rows(args, model, diffusers)}
+    return {
+        "preset": preset,
+        "gflop_forward": forward_flops / 1e9,
+        "gflop_train_step": step_flops / 1e9,
+        "training": train_row,
+        "channels_last_ratio": cl,
+        "sampling": sampling_rows(args, model, diffusers),
+    }
 
 
 def main() -> None:
@@ -198,15 +225,31 @@ def main() -> None:
     reports = [preset_report(args, preset, train, peak, diffusers) for preset in args.presets]
     peak_after, _ = matmul_peak(args.device)  # a loaded machine can depress either; MFU uses the start's
     for r in reports:
-        print_table([{"preset": r["preset"], "gflop_fwd": r["gflop_forward"], **r["training"],
-                      "channels_last": r["channels_last_ratio"]}],
-                    f"Training step, {args.device}, 28x28, batch {args.batch_size} "
-                    f"(ratio = elbolab/diffusers {args.diffusers_layout}-layout images/s)")
+        print_table(
+            [
+                {
+                    "preset": r["preset"],
+                    "gflop_fwd": r["gflop_forward"],
+                    **r["training"],
+                    "channels_last": r["channels_last_ratio"],
+                }
+            ],
+            f"Training step, {args.device}, 28x28, batch {args.batch_size} "
+            f"(ratio = elbolab/diffusers {args.diffusers_layout}-layout images/s)",
+        )
         print_table(r["sampling"], f"Sampling, {r['preset']} (ratio = elbolab/diffusers images/s at the same NFE)")
-    write_results(args.out, {"settings": vars(args), "diffusers": getattr(diffusers, "__version__", None),
-                            "matmul_peak_flops": peak, "matmul_peak_flops_after": peak_after,
-                            "matmul_peak_dtype": peak_dtype,
-                            "load_average_before": load_before, "presets": reports})
+    write_results(
+        args.out,
+        {
+            "settings": vars(args),
+            "diffusers": getattr(diffusers, "__version__", None),
+            "matmul_peak_flops": peak,
+            "matmul_peak_flops_after": peak_after,
+            "matmul_peak_dtype": peak_dtype,
+            "load_average_before": load_before,
+            "presets": reports,
+        },
+    )
 
 
 if __name__ == "__main__":

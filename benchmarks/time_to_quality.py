@@ -67,19 +67,19 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_DATA, print_table, write_results  # noqa: E402
-from diffusion import diffusers_sample, diffusers_scheduler, diffusers_unet, import_diffusers  # noqa: E402
+from common import SHARED_DATA, print_table, write_results
+from diffusion import diffusers_sample, diffusers_scheduler, diffusers_unet, import_diffusers
 
-from elbolab.data import DataWarning, load_data  # noqa: E402
-from elbolab.data.base import ImageData, to_model  # noqa: E402
-from elbolab.diffusion.config import DiffusionConfig  # noqa: E402
-from elbolab.evaluate.features import select_features  # noqa: E402
-from elbolab.evaluate.resample import resampled_quality  # noqa: E402
-from elbolab.evaluate.run import quality_reference  # noqa: E402
-from elbolab.nets.unet import UNetConfig  # noqa: E402
-from elbolab.train.config import TrainConfig  # noqa: E402
-from elbolab.train.loop import Trainer, lr_at  # noqa: E402
-from elbolab.train.run import RunConfig, build_model  # noqa: E402
+from elbolab.data import DataWarning, load_data
+from elbolab.data.base import ImageData, to_model
+from elbolab.diffusion.config import DiffusionConfig
+from elbolab.evaluate.features import select_features
+from elbolab.evaluate.resample import resampled_quality
+from elbolab.evaluate.run import quality_reference
+from elbolab.nets.unet import UNetConfig
+from elbolab.train.config import TrainConfig
+from elbolab.train.loop import Trainer, lr_at
+from elbolab.train.run import RunConfig, build_model
 
 #: the Fréchet distance both sides race to (see the module docstring for how it was chosen)
 THRESHOLD = 50.0
@@ -110,8 +110,16 @@ def parse_args() -> argparse.Namespace:
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """`compare`'s training settings (`experiments.compare.budgeted_run`) under this benchmark's budget and batch."""
-    return TrainConfig(steps=1_000_000, max_seconds=args.budget, batch_size=args.batch_size, seed=args.seed,
-                       eval_every=0, eval_n=16, checkpoint_every=500, device="cpu")
+    return TrainConfig(
+        steps=1_000_000,
+        max_seconds=args.budget,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        eval_every=0,
+        eval_n=16,
+        checkpoint_every=500,
+        device="cpu",
+    )
 
 
 class ElbolabSide:
@@ -121,8 +129,15 @@ class ElbolabSide:
 
     def __init__(self, args: argparse.Namespace, train: ImageData, test: ImageData, run_dir: Path) -> None:
         cfg = train_config(args)
-        run = RunConfig("diffusion", "fashion-mnist", args.data_dir, train.shape, train.levels,
-                        DiffusionConfig(unet=UNetConfig(preset="lean")), cfg)
+        run = RunConfig(
+            "diffusion",
+            "fashion-mnist",
+            args.data_dir,
+            train.shape,
+            train.levels,
+            DiffusionConfig(unet=UNetConfig(preset="lean")),
+            cfg,
+        )
         torch.manual_seed(args.seed)
         self.trainer = Trainer(build_model(run), train, test, cfg, run_dir, progress=False)
         self.layout = run.model.unet.preset
@@ -162,8 +177,9 @@ class DiffusersSide:
         self.eval_unet = copy.deepcopy(self.unet).eval()
         self.noise_scheduler = diffusers_scheduler(diffusers, "DDPMScheduler", args.T)
         self.sample_scheduler = diffusers_scheduler(diffusers, "DDIMScheduler", args.T)
-        self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                           weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.unet.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay
+        )
         self.ema = EMAModel(self.unet.parameters(), decay=cfg.ema_decay)
         self.generator = torch.Generator().manual_seed(args.seed)
         self.images, self.levels, self.shape, self.cfg, self.T = train.images, train.levels, train.shape, cfg, args.T
@@ -217,24 +233,35 @@ def crossing(points: list[tuple[float, float]], threshold: float) -> float | Non
 
 def time_to_threshold(curve: list[dict[str, Any]], threshold: float) -> dict[str, float | None]:
     """Seconds to the threshold of the FD and of its interval's bounds (the lower bound crosses first)."""
-    return {key: crossing([(p["seconds"], p[field]) for p in curve], threshold)
-            for key, field in (("seconds", "fd"), ("earliest", "fd_low"), ("latest", "fd_high"))}
+    return {
+        key: crossing([(p["seconds"], p[field]) for p in curve], threshold)
+        for key, field in (("seconds", "fd"), ("earliest", "fd_low"), ("latest", "fd_high"))
+    }
 
 
-def quality_point(args: argparse.Namespace, side: ElbolabSide | DiffusersSide, featurize: Callable,
-                  reference_features: torch.Tensor) -> dict[str, float]:
+def quality_point(
+    args: argparse.Namespace, side: ElbolabSide | DiffusersSide, featurize: Callable, reference_features: torch.Tensor
+) -> dict[str, float]:
     """Where one side stands: its training seconds and steps, and the FD of --n samples with its interval."""
     start = time.perf_counter()
     samples = side.sample(args.n, args.nfe, torch.Generator().manual_seed(args.seed + 1))
     sample_seconds = time.perf_counter() - start
     fd = resampled_quality(featurize(samples), reference_features, args.replicates, args.seed)["fd"]
     low, high = fd.interval()
-    return {"seconds": side.seconds, "steps": side.step, "img_per_s": side.step * args.batch_size / side.seconds,
-            "fd": fd.value, "fd_low": low, "fd_high": high, "sample_seconds": sample_seconds}
+    return {
+        "seconds": side.seconds,
+        "steps": side.step,
+        "img_per_s": side.step * args.batch_size / side.seconds,
+        "fd": fd.value,
+        "fd_low": low,
+        "fd_high": high,
+        "sample_seconds": sample_seconds,
+    }
 
 
-def race(args: argparse.Namespace, sides: list, featurize: Callable,
-         reference_features: torch.Tensor) -> dict[str, list[dict[str, Any]]]:
+def race(
+    args: argparse.Namespace, sides: list, featurize: Callable, reference_features: torch.Tensor
+) -> dict[str, list[dict[str, Any]]]:
     """Train the sides in turns of --chunk seconds (the order swapped each turn), evaluating both after each
     turn, until the budget is spent or every side's FD interval lies below the threshold; the curves."""
     curves: dict[str, list[dict[str, Any]]] = {side.name: [] for side in sides}
@@ -249,12 +276,18 @@ def race(args: argparse.Namespace, sides: list, featurize: Callable,
         for side in sides:
             if done[side.name] or (curves[side.name] and curves[side.name][-1]["steps"] == side.step):
                 continue  # finished, or a turn that overran the last one left nothing new to measure
-            point = {"chunk": k, **quality_point(args, side, featurize, reference_features),
-                     "load_1min": load[side.name]}
+            point = {
+                "chunk": k,
+                **quality_point(args, side, featurize, reference_features),
+                "load_1min": load[side.name],
+            }
             curves[side.name].append(point)
-            print(f"  {side.name:9s} {point['seconds']:6.1f} s, {point['steps']:5d} steps: FD {point['fd']:7.2f} "
-                  f"[{point['fd_low']:.2f}, {point['fd_high']:.2f}]  (load {point['load_1min']}, "
-                  f"sampling {point['sample_seconds']:.1f} s)", flush=True)
+            print(
+                f"  {side.name:9s} {point['seconds']:6.1f} s, {point['steps']:5d} steps: FD {point['fd']:7.2f} "
+                f"[{point['fd_low']:.2f}, {point['fd_high']:.2f}]  (load {point['load_1min']}, "
+                f"sampling {point['sample_seconds']:.1f} s)",
+                flush=True,
+            )
             done[side.name] = not args.full_curve and point["fd_high"] <= args.threshold
         if all(done.values()):
             break
@@ -289,18 +322,31 @@ def main() -> None:
     reference_features = features(reference, test.levels)
 
     with tempfile.TemporaryDirectory() as tmp:
-        sides = [ElbolabSide(args, train, test, Path(tmp) / "elbolab"),
-                 DiffusersSide(diffusers, args, train, train_config(args))]
+        sides = [
+            ElbolabSide(args, train, test, Path(tmp) / "elbolab"),
+            DiffusersSide(diffusers, args, train, train_config(args)),
+        ]
         started = time.perf_counter()
         curves = race(args, sides, lambda images: features(images, test.levels), reference_features)
         wall = time.perf_counter() - started
 
-    results = {s.name: {"library": s.name, "unet": s.layout, "params": s.parameters(), "steps": s.step,
-                        "trained_s": s.seconds, "final_fd": curves[s.name][-1]["fd"],
-                        **time_to_threshold(curves[s.name], args.threshold)} for s in sides}
+    results = {
+        s.name: {
+            "library": s.name,
+            "unet": s.layout,
+            "params": s.parameters(),
+            "steps": s.step,
+            "trained_s": s.seconds,
+            "final_fd": curves[s.name][-1]["fd"],
+            **time_to_threshold(curves[s.name], args.threshold),
+        }
+        for s in sides
+    }
     ratio = ratio_of_times(results["elbolab"], results["diffusers"])
-    ladder = [{"fd": level, **{f"{name}_s": time_to_threshold(curve, level)["seconds"] for name, curve in curves.items()}}
-              for level in sorted({*LADDER, args.threshold}, reverse=True)]
+    ladder = [
+        {"fd": level, **{f"{name}_s": time_to_threshold(curve, level)["seconds"] for name, curve in curves.items()}}
+        for level in sorted({*LADDER, args.threshold}, reverse=True)
+    ]
     for row in ladder:
         ours, theirs = row["elbolab_s"], row["diffusers_s"]
         row["ratio"] = theirs / ours if ours and theirs else None
@@ -308,18 +354,36 @@ def main() -> None:
         if row["seconds"] is None:
             row["seconds"] = f"not reached in {row['trained_s']:.0f} s"
     for name, curve in curves.items():
-        print_table(curve, f"{name}: training seconds -> FD (built-in features, n = {args.n}, DDIM {args.nfe} "
-                           f"steps, 95% bootstrap interval)")
-    print_table(list(results.values()), f"Time to FD <= {args.threshold:g} on Fashion-MNIST, {args.threads} threads, "
-                                        f"batch {args.batch_size} (earliest/latest: where the interval's bounds cross)")
+        print_table(
+            curve,
+            f"{name}: training seconds -> FD (built-in features, n = {args.n}, DDIM {args.nfe} "
+            f"steps, 95% bootstrap interval)",
+        )
+    print_table(
+        list(results.values()),
+        f"Time to FD <= {args.threshold:g} on Fashion-MNIST, {args.threads} threads, "
+        f"batch {args.batch_size} (earliest/latest: where the interval's bounds cross)",
+    )
     print_table([ratio], "diffusers seconds / elbolab seconds (> 1: elbolab is faster to the threshold)")
     print_table(ladder, "Seconds to each FD of the ladder, read off the same curves (blank: not reached)")
-    write_results("time_to_quality", {
-        "settings": vars(args), "diffusers": diffusers.__version__, "feature_net": features.name,
-        "feature_net_test_accuracy": getattr(features, "accuracy", None), "n_reference": len(reference),
-        "load_average_before": load_before, "load_average_after": [round(v, 2) for v in os.getloadavg()],
-        "wall_seconds": wall, "threshold": args.threshold, "results": results, **ratio, "ladder": ladder,
-        "curves": curves})
+    write_results(
+        "time_to_quality",
+        {
+            "settings": vars(args),
+            "diffusers": diffusers.__version__,
+            "feature_net": features.name,
+            "feature_net_test_accuracy": getattr(features, "accuracy", None),
+            "n_reference": len(reference),
+            "load_average_before": load_before,
+            "load_average_after": [round(v, 2) for v in os.getloadavg()],
+            "wall_seconds": wall,
+            "threshold": args.threshold,
+            "results": results,
+            **ratio,
+            "ladder": ladder,
+            "curves": curves,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -16,9 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--remote-debugging-pipe")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--remote-debugging-pipe",
+)
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
 
@@ -43,9 +52,13 @@ class Chromium:
         to_browser_r, to_browser_w = os.pipe()
         from_browser_r, from_browser_w = os.pipe()
         devnull = os.open(os.devnull, os.O_RDWR)
-        actions = [(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
-                   (os.POSIX_SPAWN_DUP2, devnull, 2), (os.POSIX_SPAWN_DUP2, to_browser_r, 3),
-                   (os.POSIX_SPAWN_DUP2, from_browser_w, 4)]
+        actions = [
+            (os.POSIX_SPAWN_DUP2, devnull, 0),
+            (os.POSIX_SPAWN_DUP2, devnull, 1),
+            (os.POSIX_SPAWN_DUP2, devnull, 2),
+            (os.POSIX_SPAWN_DUP2, to_browser_r, 3),
+            (os.POSIX_SPAWN_DUP2, from_browser_w, 4),
+        ]
         argv = [executable, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"]
         try:
             self.pid = os.posix_spawn(executable, argv, os.environ, file_actions=actions)
@@ -116,8 +129,10 @@ class Chromium:
     # ---- what the tests ask
     def open(self, url: str, width: int, height: int = 900) -> None:
         """Load `url` in a viewport `width` CSS pixels wide (a phone below 500 px) and wait for its load event."""
-        self.page("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
-                                                         "mobile": width < 500})
+        self.page(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 500},
+        )
         seen = len(self.events)
         self.page("Page.navigate", {"url": url})
         deadline = time.monotonic() + self.timeout
@@ -128,8 +143,7 @@ class Chromium:
 
     def evaluate(self, expression: str) -> Any:
         """A JavaScript expression's value (JSON-ready), evaluated in the page."""
-        result = self.page("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                                "awaitPromise": True})
+        result = self.page("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
         if "exceptionDetails" in result:
             raise BrowserError(f"script failed: {result['exceptionDetails'].get('text')}")
         return result["result"].get("value")
@@ -156,8 +170,11 @@ class Chromium:
 
     def requests(self, events: list[dict[str, Any]] | None = None) -> list[str]:
         """Every URL asked for in `events` (default: all so far), data: URIs left out."""
-        return [e["params"]["request"]["url"] for e in (self.events if events is None else events)
-                if e["method"] == "Network.requestWillBeSent" and not e["params"]["request"]["url"].startswith("data:")]
+        return [
+            e["params"]["request"]["url"]
+            for e in (self.events if events is None else events)
+            if e["method"] == "Network.requestWillBeSent" and not e["params"]["request"]["url"].startswith("data:")
+        ]
 
     def close(self) -> None:
         """Ask the browser to quit, wait for it, remove its profile."""

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from cdp import Chromium
+
 from elbolab.report.gallery import FIGURES, figure_name
 
 CHECKS = """(() => {
@@ -67,10 +68,11 @@ def assert_sound(found: dict, contrasts) -> None:
     assert found["scripts"] == 0 and found["stylesheets"] == 0
     assert found["scrollWidth"] <= found["clientWidth"], (found["scrollWidth"], found["clientWidth"], found["wide"])
     assert not found["wide"], found["wide"]
-    assert not found["crushed"], found["crushed"]            # no text squeezed into a sliver of a column
+    assert not found["crushed"], found["crushed"]  # no text squeezed into a sliver of a column
     # the verdict board lists every contrast, in order, with its verdict, linking to its section
-    assert [(r["title"], r["badge"].replace("verdict: ", "")) for r in found["board"]] == \
-        [(c.title, c.verdict) for c in contrasts]
+    assert [(r["title"], r["badge"].replace("verdict: ", "")) for r in found["board"]] == [
+        (c.title, c.verdict) for c in contrasts
+    ]
     assert [r["target"] for r in found["board"]] == [f"#contrast-{i + 1}" for i in range(len(contrasts))]
     # each contrast section holds the figure it names (or its title points to), every image of it loaded
     sections = {s["title"]: s for s in found["sections"]}

@@ -15,8 +15,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-TINY = ["--quiet", "--set", "model.net=tiny", "--set", "train.eval_every=0", "--set", "train.eval_n=16",
-        "--set", "train.batch_size=8"]
+TINY = [
+    "--quiet",
+    "--set",
+    "model.net=tiny",
+    "--set",
+    "train.eval_every=0",
+    "--set",
+    "train.eval_n=16",
+    "--set",
+    "train.batch_size=8",
+]
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +63,12 @@ def _folder(root: Path, sizes) -> Path:
 
 
 def _corrupt_idx(root: Path) -> Path:
-    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
-                 "train-labels-idx1-ubyte.gz"):
+    for name in (
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+    ):
         _write(root / "mnist" / name, gzip.compress(b"\x00\x00\x08\x03garbage"))
     return root
 
@@ -85,24 +98,41 @@ CASES = {
     "unknown data set name": (_train("--data", "imagenet-21k"), "unknown data set 'imagenet-21k'"),
     "empty image folder": (lambda t, r: _train("--data", str((t / "e").mkdir() or t / "e"))(t, r), "no images"),
     "images of mixed sizes": (lambda t, r: _train("--data", str(_folder(t / "m", [8, 9, 8])))(t, r), "is 9×9 but"),
-    "corrupt PNG": (lambda t, r: _train("--data", str(_write(_folder(t / "f", [8, 8]) / "c.png",
-                                                             b"\x89PNG junk").parent))(t, r), "cannot read the image"),
-    "corrupt MNIST idx": (lambda t, r: _train("--data", "mnist", "--data-dir", str(_corrupt_idx(t / "d")))(t, r),
-                          "mnist"),
-    "corrupt CIFAR pickle": (lambda t, r: _train("--data", "cifar10", "--data-dir",
-                                                 str(_corrupt_pickle(t / "d")))(t, r), "truncated or corrupt"),
+    "corrupt PNG": (
+        lambda t, r: _train("--data", str(_write(_folder(t / "f", [8, 8]) / "c.png", b"\x89PNG junk").parent))(t, r),
+        "cannot read the image",
+    ),
+    "corrupt MNIST idx": (
+        lambda t, r: _train("--data", "mnist", "--data-dir", str(_corrupt_idx(t / "d")))(t, r),
+        "mnist",
+    ),
+    "corrupt CIFAR pickle": (
+        lambda t, r: _train("--data", "cifar10", "--data-dir", str(_corrupt_pickle(t / "d")))(t, r),
+        "truncated or corrupt",
+    ),
     # arrays
-    ".npz that is not a zip": (lambda t, r: _train("--data", str(_write(t / "x.npz", b"PK-not-really")))(t, r),
-                               "not a readable .npz file (not a zip archive"),
-    ".npz of floats": (lambda t, r: _train("--data", str(_npz(t / "f.npz", images=np.ones((9, 8, 8)))))(t, r),
-                       "store integer levels"),
-    ".npz with a 2-D array": (lambda t, r: _train("--data", str(_npz(t / "s.npz",
-                                                                   images=np.ones((9, 8), np.uint8))))(t, r),
-                              "expected [N, H, W]"),
-    ".npz with pickled objects": (lambda t, r: _train("--data", str(_npz(t / "o.npz", images=np.array(
-        [{"a": 1}] * 4, dtype=object))))(t, r), "npz"),
-    ".npz values above its levels": (lambda t, r: _train("--data", str(_npz(
-        t / "l.npz", images=np.full((9, 8, 8), 20, np.uint8), levels=np.array(17))))(t, r), "outside 0..16"),
+    ".npz that is not a zip": (
+        lambda t, r: _train("--data", str(_write(t / "x.npz", b"PK-not-really")))(t, r),
+        "not a readable .npz file (not a zip archive",
+    ),
+    ".npz of floats": (
+        lambda t, r: _train("--data", str(_npz(t / "f.npz", images=np.ones((9, 8, 8)))))(t, r),
+        "store integer levels",
+    ),
+    ".npz with a 2-D array": (
+        lambda t, r: _train("--data", str(_npz(t / "s.npz", images=np.ones((9, 8), np.uint8))))(t, r),
+        "expected [N, H, W]",
+    ),
+    ".npz with pickled objects": (
+        lambda t, r: _train("--data", str(_npz(t / "o.npz", images=np.array([{"a": 1}] * 4, dtype=object))))(t, r),
+        "npz",
+    ),
+    ".npz values above its levels": (
+        lambda t, r: _train(
+            "--data", str(_npz(t / "l.npz", images=np.full((9, 8, 8), 20, np.uint8), levels=np.array(17)))
+        )(t, r),
+        "outside 0..16",
+    ),
     # config values
     "unknown --set key (typo)": (_train("--set", "train.lrr=0.1"), "did you mean 'train.lr'?"),
     "unknown section": (_train("--set", "trian.lr=0.1"), "did you mean 'train.lr'?"),
@@ -115,50 +145,89 @@ CASES = {
     "--set given twice": (_train("--set", "train.lr=1", "--set", "train.lr=2"), "given twice"),
     "a model config that builds no model": (_train("--set", "model.latent_dim=-1"), "cannot build a vae"),
     "missing config file": (_train("--config", "{t}/none.yaml"), "config file not found"),
-    "unparsable config file": (lambda t, r: _train("--config", str(_write(t / "c.yaml", b"a: [1,")))(t, r),
-                               "cannot parse config"),
-    "config file that is a list": (lambda t, r: _train("--config", str(_write(t / "c.json", b"[1, 2]")))(t, r),
-                                   "must hold a mapping"),
+    "unparsable config file": (
+        lambda t, r: _train("--config", str(_write(t / "c.yaml", b"a: [1,")))(t, r),
+        "cannot parse config",
+    ),
+    "config file that is a list": (
+        lambda t, r: _train("--config", str(_write(t / "c.json", b"[1, 2]")))(t, r),
+        "must hold a mapping",
+    ),
     # command-line arguments
-    "unknown model kind": (lambda t, r: ["train", "gan", "--out", str(t / "o")], "'gan' is not one of 'vae', 'diffusion'"),
+    "unknown model kind": (
+        lambda t, r: ["train", "gan", "--out", str(t / "o")],
+        "'gan' is not one of 'vae', 'diffusion'",
+    ),
     "--steps 0": (_train("--steps", "0"), "--steps 0: must be at least 1"),
     "--steps not a number": (_train("--steps", "many"), "'many' is not a valid integer"),
     "unknown option": (_train("--learning-rate", "1"), "No such option '--learning-rate'"),
     "eval --n 0": (lambda t, r: ["eval", str(r / "vae"), "--n", "0"], "--n (0) must be at least 1"),
-    "sample --batch-size 0": (lambda t, r: ["sample", str(r / "vae"), "--out", str(t / "s.npz"), "--batch-size",
-                                            "0"], "must be at least 1"),
-    "sample with a VAE sampler": (lambda t, r: ["sample", str(r / "vae"), "--out", str(t / "s.npz"), "--sampler",
-                                                "ddim"], "the vae model has no sampler 'ddim'; choose one of decoder"),
+    "sample --batch-size 0": (
+        lambda t, r: ["sample", str(r / "vae"), "--out", str(t / "s.npz"), "--batch-size", "0"],
+        "must be at least 1",
+    ),
+    "sample with a VAE sampler": (
+        lambda t, r: ["sample", str(r / "vae"), "--out", str(t / "s.npz"), "--sampler", "ddim"],
+        "the vae model has no sampler 'ddim'; choose one of decoder",
+    ),
     "compare --budget 0": (lambda t, r: ["compare", "--out", str(t / "c"), "--budget", "0"], "--budget (0.0)"),
     # run folders
     "eval on a folder that is not a run": (lambda t, r: ["eval", str(t)], "not an elbolab run"),
     "resume with nothing to resume": (_train("--resume"), "nothing to resume"),
-    "train into an existing run": (lambda t, r: ["train", "vae", "--out", str(r / "vae"), *TINY],
-                                   "already holds a run"),
-    "resume with a changed model": (lambda t, r: ["train", "vae", "--out", str(_copy_run(r, t)), "--resume",
-                                                  "--set", "model.beta=2"], "model.beta cannot change on --resume"),
-    "eval with damaged weights": (lambda t, r: ["eval", str(_copy_run(r, t, lambda run: _write(
-        run / "model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}")))], "corrupt"),
-    "eval with a corrupt run config": (lambda t, r: ["eval", str(_copy_run(r, t, lambda run: _write(
-        run / "config.json", b"{\"kind\": ")))], "corrupt run config"),
-    "compare over runs on other data": (lambda t, r: ["compare", "--data", "digits", "--out", str(t / "c"),
-                                                      "--budget", "1"] if shutil.copytree(
-        r / "unlabelled", t / "c" / "runs" / "vae") else [], "holds a run on"),
+    "train into an existing run": (
+        lambda t, r: ["train", "vae", "--out", str(r / "vae"), *TINY],
+        "already holds a run",
+    ),
+    "resume with a changed model": (
+        lambda t, r: ["train", "vae", "--out", str(_copy_run(r, t)), "--resume", "--set", "model.beta=2"],
+        "model.beta cannot change on --resume",
+    ),
+    "eval with damaged weights": (
+        lambda t, r: [
+            "eval",
+            str(_copy_run(r, t, lambda run: _write(run / "model.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{}"))),
+        ],
+        "corrupt",
+    ),
+    "eval with a corrupt run config": (
+        lambda t, r: ["eval", str(_copy_run(r, t, lambda run: _write(run / "config.json", b'{"kind": ')))],
+        "corrupt run config",
+    ),
+    "compare over runs on other data": (
+        lambda t, r: (
+            ["compare", "--data", "digits", "--out", str(t / "c"), "--budget", "1"]
+            if shutil.copytree(r / "unlabelled", t / "c" / "runs" / "vae")
+            else []
+        ),
+        "holds a run on",
+    ),
     # labels the built-in feature network needs
     "eval quality on unlabelled data": (lambda t, r: ["eval", str(r / "unlabelled")], "has no labels"),
-    "compare on unlabelled data": (lambda t, r: ["compare", "--data", str(r / "unlabelled.npz"), "--out",
-                                                 str(t / "c")], "has no labels"),
+    "compare on unlabelled data": (
+        lambda t, r: ["compare", "--data", str(r / "unlabelled.npz"), "--out", str(t / "c")],
+        "has no labels",
+    ),
     # unwritable or full output locations
-    "output under a file": (lambda t, r: ["train", "vae", "--out", str(_write(t / "file", b"x") / "run")],
-                            "is a file, so no folder can be made there"),
-    "output in a read-only file system": (lambda t, r: ["train", "vae", "--out", "/proc/elbolab-run"],
-                                          "cannot write in /proc"),
-    "sample to /dev/full": (lambda t, r: ["sample", str(r / "vae"), "--out", "/dev/full"],
-                            "exists and is not a regular file"),
-    "sample into a missing folder": (lambda t, r: ["sample", str(r / "vae"), "--out", str(t / "no" / "s.png")],
-                                     "does not exist"),
-    "sample to an unknown format": (lambda t, r: ["sample", str(r / "vae"), "--out", str(t / "s.gif")],
-                                    "write .png or .npz"),
+    "output under a file": (
+        lambda t, r: ["train", "vae", "--out", str(_write(t / "file", b"x") / "run")],
+        "is a file, so no folder can be made there",
+    ),
+    "output in a read-only file system": (
+        lambda t, r: ["train", "vae", "--out", "/proc/elbolab-run"],
+        "cannot write in /proc",
+    ),
+    "sample to /dev/full": (
+        lambda t, r: ["sample", str(r / "vae"), "--out", "/dev/full"],
+        "exists and is not a regular file",
+    ),
+    "sample into a missing folder": (
+        lambda t, r: ["sample", str(r / "vae"), "--out", str(t / "no" / "s.png")],
+        "does not exist",
+    ),
+    "sample to an unknown format": (
+        lambda t, r: ["sample", str(r / "vae"), "--out", str(t / "s.gif")],
+        "write .png or .npz",
+    ),
 }
 
 
@@ -190,17 +259,23 @@ def test_a_full_disk_is_refused_before_training(tmp_path, run_cli, monkeypatch):
     from collections import namedtuple
 
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(sh, "disk_usage", lambda _p: usage(10 ** 9, 10 ** 9 - 2 ** 20, 2 ** 20))
+    monkeypatch.setattr(sh, "disk_usage", lambda _p: usage(10**9, 10**9 - 2**20, 2**20))
     code, _, err = run_cli("train", "vae", "--out", tmp_path / "run", "--steps", "1", *TINY)
     assert code == 1 and "only 1.0 MiB free on that disk; a checkpoint needs about" in err
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("args", [["train", "vae", "--out", "{t}/r", "--set", "train.steps=-1"],
-                                  ["eval", "{t}/missing-run"]])
+@pytest.mark.parametrize(
+    "args", [["train", "vae", "--out", "{t}/r", "--set", "train.steps=-1"], ["eval", "{t}/missing-run"]]
+)
 def test_the_console_script_gives_one_line_and_exit_1(tmp_path, args):
-    proc = subprocess.run([sys.executable, "-m", "elbolab.cli", *[a.format(t=tmp_path) for a in args]],
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "elbolab.cli", *[a.format(t=tmp_path) for a in args]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error:")
 
@@ -208,17 +283,37 @@ def test_the_console_script_gives_one_line_and_exit_1(tmp_path, args):
 def test_json_to_a_full_device_is_one_line(runs):
     """stdout on /dev/full: the write fails with ENOSPC; still one line and exit 1."""
     with open("/dev/full", "w") as full:
-        proc = subprocess.run([sys.executable, "-m", "elbolab.cli", "eval", str(runs / "vae"), "--json",
-                               "--only-bound", "--n", "4"], stdout=full, stderr=subprocess.PIPE, text=True,
-                              timeout=120, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "elbolab.cli", "eval", str(runs / "vae"), "--json", "--only-bound", "--n", "4"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip() == "error: No space left on device"
     assert json.loads((runs / "vae" / "metrics.json").read_text())["step"] == 2
 
 
 def test_features_none_evaluates_unlabelled_data_without_quality(runs, run_cli):
-    code, out, err = run_cli("eval", runs / "unlabelled", "--features", "none", "--json", "--skip", "speed",
-                             "--skip", "information", "--n", "8", "--iwae", "0", "--n-samples", "8")
+    code, out, err = run_cli(
+        "eval",
+        runs / "unlabelled",
+        "--features",
+        "none",
+        "--json",
+        "--skip",
+        "speed",
+        "--skip",
+        "information",
+        "--n",
+        "8",
+        "--iwae",
+        "0",
+        "--n-samples",
+        "8",
+    )
     assert code == 0, err
     result = json.loads(out)
     assert result["quality"] is None and result["interpolation"] is None and result["bpd"]["total"] > 0

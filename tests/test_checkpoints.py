@@ -17,8 +17,16 @@ from elbolab.errors import ElbolabError
 from elbolab.train.checkpoint import CheckpointError, content_hash, load_tensors, save_tensors
 from elbolab.train.config import TrainConfig
 from elbolab.train.loop import Trainer
-from elbolab.train.run import (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, RunConfig, build_model,
-                               checkpoint_path, list_checkpoints)
+from elbolab.train.run import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    RunConfig,
+    build_model,
+    checkpoint_path,
+    list_checkpoints,
+)
 from elbolab.vae import VAEConfig
 
 CFG = TrainConfig(steps=10, batch_size=16, eval_every=0, eval_n=32, checkpoint_every=5, warmup_steps=2, seed=5)
@@ -55,7 +63,7 @@ def _rewrite(path, tensors, state):
 
 
 def _flip(data: bytes, at: int) -> bytes:
-    return data[:at] + bytes([data[at] ^ 0x40]) + data[at + 1:]
+    return data[:at] + bytes([data[at] ^ 0x40]) + data[at + 1 :]
 
 
 def _damage(kind, path):
@@ -85,16 +93,25 @@ def _damage(kind, path):
         _rewrite(path, tensors, state)
 
 
-DAMAGE = {"truncated": "corrupt or unreadable", "empty": "corrupt or unreadable",
-          "flipped byte in a tensor": "content hash mismatch", "flipped byte in the header": "corrupt",
-          "wrong shape": "does not fit the model", "missing tensor": "missing tensors",
-          "unexpected tensor": "tensors the model does not have: model.extra.weight",
-          "non-finite tensor": "non-finite values", "no training state": "no training state"}
+DAMAGE = {
+    "truncated": "corrupt or unreadable",
+    "empty": "corrupt or unreadable",
+    "flipped byte in a tensor": "content hash mismatch",
+    "flipped byte in the header": "corrupt",
+    "wrong shape": "does not fit the model",
+    "missing tensor": "missing tensors",
+    "unexpected tensor": "tensors the model does not have: model.extra.weight",
+    "non-finite tensor": "non-finite values",
+    "no training state": "no training state",
+}
 
 
 def test_the_newest_k_checkpoints_are_kept_and_indexed(finished):
     assert [p.name for p in list_checkpoints(finished)] == [
-        "step-000010.safetensors", "step-000005.safetensors", "step-000000.safetensors"]
+        "step-000010.safetensors",
+        "step-000005.safetensors",
+        "step-000000.safetensors",
+    ]
     index = json.loads((finished / CHECKPOINT_FILE).read_text())
     assert index["step"] == 10 and index["file"] == "checkpoints/step-000010.safetensors"
     _, state = load_tensors(checkpoint_path(finished, 10))
@@ -144,8 +161,23 @@ def test_every_checkpoint_damaged_is_one_line(finished, tmp_path, digits):
 
 def test_resume_on_the_command_line_says_it_falls_back(tmp_path, run_cli):
     run = tmp_path / "run"
-    args = ["train", "vae", "--out", run, "--quiet", "--set", "model.net=tiny", "--set", "train.eval_every=0",
-            "--set", "train.checkpoint_every=3", "--set", "train.eval_n=32", "--set", "train.batch_size=16"]
+    args = [
+        "train",
+        "vae",
+        "--out",
+        run,
+        "--quiet",
+        "--set",
+        "model.net=tiny",
+        "--set",
+        "train.eval_every=0",
+        "--set",
+        "train.checkpoint_every=3",
+        "--set",
+        "train.eval_n=32",
+        "--set",
+        "train.batch_size=16",
+    ]
     assert run_cli(*args, "--steps", "6")[0] == 0
     _damage("flipped byte in a tensor", checkpoint_path(run, 6))
     code, out, err = run_cli(*args, "--steps", "8", "--resume")
@@ -170,8 +202,13 @@ def test_files_get_the_permissions_of_the_umask(tmp_path, digits, umask):
         atomic_write_json(tmp_path / CONFIG_FILE, {"a": 1})
     finally:
         os.umask(old)
-    files = [tmp_path / CONFIG_FILE, tmp_path / METRICS_FILE, tmp_path / WEIGHTS_FILE, tmp_path / CHECKPOINT_FILE,
-             *list_checkpoints(tmp_path)]
+    files = [
+        tmp_path / CONFIG_FILE,
+        tmp_path / METRICS_FILE,
+        tmp_path / WEIGHTS_FILE,
+        tmp_path / CHECKPOINT_FILE,
+        *list_checkpoints(tmp_path),
+    ]
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
 

@@ -19,15 +19,43 @@ def vae_run(tmp_path_factory):
 
     run = tmp_path_factory.mktemp("runs") / "vae"
     with pytest.raises(SystemExit) as exc:
-        main(["train", "vae", "--data", "digits", "--out", str(run), "--steps", "300", "--quiet",
-              "--set", "model.net=tiny", "--set", "train.eval_every=0"])
+        main(
+            [
+                "train",
+                "vae",
+                "--data",
+                "digits",
+                "--out",
+                str(run),
+                "--steps",
+                "300",
+                "--quiet",
+                "--set",
+                "model.net=tiny",
+                "--set",
+                "train.eval_every=0",
+            ]
+        )
     assert exc.value.code == 0
     return run
 
 
 def test_train_and_eval_reach_well_below_the_uniform_baseline(vae_run, run_cli):
-    code, out, _ = run_cli("eval", vae_run, "--json", "--iwae", "100", "--skip", "speed", "--skip", "interpolation",
-                           "--skip", "information", "--n-samples", "64")
+    code, out, _ = run_cli(
+        "eval",
+        vae_run,
+        "--json",
+        "--iwae",
+        "100",
+        "--skip",
+        "speed",
+        "--skip",
+        "interpolation",
+        "--skip",
+        "information",
+        "--n-samples",
+        "64",
+    )
     assert code == 0
     same_n = json.loads(run_cli("eval", vae_run, "--json", "--only-bound", "--n", "200")[1])
     assert code == 0
@@ -68,6 +96,7 @@ def test_sample_and_interpolate_write_images(vae_run, run_cli, tmp_path):
 
 def test_resume_continues_a_finished_run(vae_run, run_cli, tmp_path):
     import shutil
+
     run = tmp_path / "more"
     shutil.copytree(vae_run, run)
     code, out, _ = run_cli("train", "vae", "--out", run, "--resume", "--steps", "310", "--quiet")
@@ -77,8 +106,9 @@ def test_resume_continues_a_finished_run(vae_run, run_cli, tmp_path):
 def test_config_file_and_set_are_saved_in_the_run(run_cli, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model:\n  latent_dim: 5\n  net: tiny\ntrain:\n  batch_size: 16\n")
-    code, _, err = run_cli("train", "vae", "--out", tmp_path / "r", "--steps", "2", "--config", cfg,
-                           "--set", "model.beta=0.5", "--quiet")
+    code, _, err = run_cli(
+        "train", "vae", "--out", tmp_path / "r", "--steps", "2", "--config", cfg, "--set", "model.beta=0.5", "--quiet"
+    )
     assert code == 0, err
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["model"]["latent_dim"] == 5 and saved["model"]["beta"] == 0.5 and saved["train"]["batch_size"] == 16
@@ -94,8 +124,12 @@ def _mixed_folder(root):
 def _corrupt_idx(root):
     folder = root / "mnist"
     folder.mkdir(parents=True)
-    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
-                 "train-labels-idx1-ubyte.gz"):
+    for name in (
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+    ):
         (folder / name).write_bytes(gzip.compress(b"\x00\x00\x08\x03garbage"))
     return root
 
@@ -123,23 +157,35 @@ BAD_INPUT = {
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
 def test_bad_input_gives_a_one_line_error(case, run_cli, tmp_path):
-    code, out, err = run_cli("train", "vae", "--out", tmp_path / "run", "--steps", "1", "--quiet",
-                             *BAD_INPUT[case](tmp_path))
+    code, out, err = run_cli(
+        "train", "vae", "--out", tmp_path / "run", "--steps", "1", "--quiet", *BAD_INPUT[case](tmp_path)
+    )
     assert code != 0
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), err
     assert "Traceback" not in err + out
 
 
-@pytest.mark.parametrize("args", [["eval", "{tmp}/no-run"], ["sample", "{tmp}", "--n", "2", "--out", "{tmp}/x.png"],
-                                  ["interpolate", "{tmp}/no-run", "--out", "{tmp}/x.png"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["eval", "{tmp}/no-run"],
+        ["sample", "{tmp}", "--n", "2", "--out", "{tmp}/x.png"],
+        ["interpolate", "{tmp}/no-run", "--out", "{tmp}/x.png"],
+    ],
+)
 def test_commands_on_a_folder_that_is_not_a_run(args, run_cli, tmp_path):
     code, _, err = run_cli(*[a.format(tmp=tmp_path) for a in args])
     assert code == 1 and err.startswith("error:") and len(err.strip().splitlines()) == 1
 
 
 def test_the_console_script_exits_non_zero_without_a_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "elbolab.cli", "eval", str(tmp_path / "none")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "elbolab.cli", "eval", str(tmp_path / "none")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("error:")

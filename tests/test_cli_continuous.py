@@ -8,14 +8,29 @@ import math
 import pytest
 from conftest import eval_json
 
-TINY = ["--set", "model.time=continuous", "--set", "model.unet.preset=tiny", "--set", "model.T=100",
-        "--set", "model.encode_steps=10", "--set", "train.batch_size=64", "--set", "train.eval_every=0",
-        "--set", "train.eval_n=64", "--set", "train.warmup_steps=10"]
+TINY = [
+    "--set",
+    "model.time=continuous",
+    "--set",
+    "model.unet.preset=tiny",
+    "--set",
+    "model.T=100",
+    "--set",
+    "model.encode_steps=10",
+    "--set",
+    "train.batch_size=64",
+    "--set",
+    "train.eval_every=0",
+    "--set",
+    "train.eval_n=64",
+    "--set",
+    "train.warmup_steps=10",
+]
 UNIFORM_BPD = math.log2(17)
 DIMS = 64
 
 
-from test_cli_diffusion import _one_thread  # noqa: E402,F401  (one torch thread, autouse)
+from test_cli_diffusion import _one_thread  # noqa: F401  (one torch thread, autouse)
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +40,22 @@ def continuous_run(tmp_path_factory):
 
     run = tmp_path_factory.mktemp("runs") / "continuous"
     with pytest.raises(SystemExit) as exc:
-        main(["train", "diffusion", "--data", "digits", "--out", str(run), "--steps", "60", "--quiet", *TINY,
-              "--set", "model.loss=vlb"])
+        main(
+            [
+                "train",
+                "diffusion",
+                "--data",
+                "digits",
+                "--out",
+                str(run),
+                "--steps",
+                "60",
+                "--quiet",
+                *TINY,
+                "--set",
+                "model.loss=vlb",
+            ]
+        )
     assert exc.value.code == 0
     return run
 
@@ -39,8 +68,9 @@ def _eval(run_cli, run, *extra):
 def test_eval_reports_bound_standard_error_spread_and_cost(continuous_run, run_cli):
     config = json.loads((continuous_run / "config.json").read_text())
     assert config["model"]["time"] == "continuous"
-    results = {p: _eval(run_cli, continuous_run, "--estimator", f"mc:16:{p}") for p in
-               ("uniform", "stratified", "importance")}
+    results = {
+        p: _eval(run_cli, continuous_run, "--estimator", f"mc:16:{p}") for p in ("uniform", "stratified", "importance")
+    }
     for proposal, r in results.items():
         assert r["estimator"] == ("mc (K=16)" if proposal == "uniform" else f"mc (K=16, {proposal})")
         assert set(r["bpd"]["terms"]) == {"prior", "diffusion", "reconstruction"}
@@ -72,7 +102,8 @@ def test_the_T_step_bound_of_the_same_model_is_looser(continuous_run, run_cli):
 def test_samples_on_any_grid(continuous_run, run_cli, tmp_path):
     for sampler in ("ancestral", "ddim", "dpm-solver++"):
         out = tmp_path / f"{sampler}.npz"
-        code, _, err = run_cli("sample", continuous_run, "--n", "3", "--sampler", sampler, "--steps", "250",
-                               "--out", str(out))
+        code, _, err = run_cli(
+            "sample", continuous_run, "--n", "3", "--sampler", sampler, "--steps", "250", "--out", str(out)
+        )
         assert code == 0, err
         assert out.is_file()

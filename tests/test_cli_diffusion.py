@@ -11,11 +11,24 @@ from conftest import eval_json
 from PIL import Image
 
 # a T = 100 chain around the tiny UNet, 25-step DDIM inversion: a few seconds of training on a CPU
-TINY = ["--set", "model.unet.preset=tiny", "--set", "model.T=100", "--set", "model.encode_steps=25",
-        "--set", "train.batch_size=64", "--set", "train.eval_every=0", "--set", "train.eval_n=64",
-        "--set", "train.warmup_steps=10"]
+TINY = [
+    "--set",
+    "model.unet.preset=tiny",
+    "--set",
+    "model.T=100",
+    "--set",
+    "model.encode_steps=25",
+    "--set",
+    "train.batch_size=64",
+    "--set",
+    "train.eval_every=0",
+    "--set",
+    "train.eval_n=64",
+    "--set",
+    "train.warmup_steps=10",
+]
 UNIFORM_BPD = math.log2(17)  # every one of the 17 levels equally likely
-DIMS = 64                    # 8×8 digits
+DIMS = 64  # 8×8 digits
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -112,8 +125,10 @@ def test_a_pilot_fit_kept_by_an_older_version_is_refitted_not_reused(diffusion_r
     cache.unlink(missing_ok=True)
     _eval(run_cli, diffusion_run)
     fit = json.loads(cache.read_text())["fits"][0]
-    old = {"key": {k: v for k, v in fit["key"].items() if k != "fit_version"},
-           "state": {"time_proposal": fit["state"]["time_proposal"]}}
+    old = {
+        "key": {k: v for k, v in fit["key"].items() if k != "fit_version"},
+        "state": {"time_proposal": fit["state"]["time_proposal"]},
+    }
     cache.write_text(json.dumps({"fits": [old]}))
     _eval(run_cli, diffusion_run)
     fits = json.loads(cache.read_text())["fits"]
@@ -122,13 +137,26 @@ def test_a_pilot_fit_kept_by_an_older_version_is_refitted_not_reused(diffusion_r
 
 @pytest.mark.parametrize("sampler", ["ancestral", "ddim", "dpm-solver++"])
 def test_sample_with_each_sampler_writes_png_and_npz(diffusion_run, run_cli, tmp_path, sampler):
-    code, out, err = run_cli("sample", diffusion_run, "--n", "9", "--sampler", sampler, "--steps", "8",
-                             "--out", tmp_path / "x.png")
+    code, out, err = run_cli(
+        "sample", diffusion_run, "--n", "9", "--sampler", sampler, "--steps", "8", "--out", tmp_path / "x.png"
+    )
     assert code == 0, err
     assert "9 samples" in out
     assert Image.open(tmp_path / "x.png").size[0] > 3 * 8
-    code, _, err = run_cli("sample", diffusion_run, "--n", "5", "--sampler", sampler, "--steps", "8",
-                           "--out", tmp_path / "x.npz", "--seed", "3")
+    code, _, err = run_cli(
+        "sample",
+        diffusion_run,
+        "--n",
+        "5",
+        "--sampler",
+        sampler,
+        "--steps",
+        "8",
+        "--out",
+        tmp_path / "x.npz",
+        "--seed",
+        "3",
+    )
     assert code == 0, err
     saved = np.load(tmp_path / "x.npz")
     images = saved["images"]
@@ -139,24 +167,37 @@ def test_sample_with_each_sampler_writes_png_and_npz(diffusion_run, run_cli, tmp
 
 def test_sampling_is_seeded(diffusion_run, run_cli, tmp_path):
     for name in ("a", "b"):
-        code, _, err = run_cli("sample", diffusion_run, "--n", "3", "--sampler", "ancestral", "--steps", "5",
-                               "--seed", "7", "--out", tmp_path / f"{name}.npz")
+        code, _, err = run_cli(
+            "sample",
+            diffusion_run,
+            "--n",
+            "3",
+            "--sampler",
+            "ancestral",
+            "--steps",
+            "5",
+            "--seed",
+            "7",
+            "--out",
+            tmp_path / f"{name}.npz",
+        )
         assert code == 0, err
     np.testing.assert_array_equal(np.load(tmp_path / "a.npz")["images"], np.load(tmp_path / "b.npz")["images"])
 
 
 def test_interpolate_writes_a_grid(diffusion_run, run_cli, tmp_path):
-    code, out, err = run_cli("interpolate", diffusion_run, "--out", tmp_path / "i.png", "--pairs", "2",
-                             "--frames", "4")
+    code, out, err = run_cli("interpolate", diffusion_run, "--out", tmp_path / "i.png", "--pairs", "2", "--frames", "4")
     assert code == 0, err
     assert "2 interpolations of 4 frames" in out
     width, height = Image.open(tmp_path / "i.png").size
     assert width > height > 8
 
 
-@pytest.mark.parametrize("args", [["--sampler", "nosuch"], ["--steps", "0"], ["--steps", "-3"],
-                                  ["--steps", "101"]], ids=["unknown sampler", "zero steps", "negative steps",
-                                                            "more steps than T"])
+@pytest.mark.parametrize(
+    "args",
+    [["--sampler", "nosuch"], ["--steps", "0"], ["--steps", "-3"], ["--steps", "101"]],
+    ids=["unknown sampler", "zero steps", "negative steps", "more steps than T"],
+)
 def test_bad_sampling_input_gives_a_one_line_error(diffusion_run, run_cli, tmp_path, args):
     code, out, err = run_cli("sample", diffusion_run, "--n", "2", "--out", tmp_path / "x.png", *args)
     assert code == 1
@@ -171,17 +212,21 @@ def test_vae_and_diffusion_under_the_same_wall_clock_budget(run_cli, tmp_path):
     budget = ["--steps", "100000", "--set", f"train.max_seconds={seconds}", "--quiet"]
     # v-prediction with a higher learning rate: the diffusion setting that learns fastest in the first steps
     fast = [*TINY, "--set", "model.parameterisation=v", "--set", "train.lr=0.005"]
-    runs = {"vae": (["--set", "model.net=tiny", "--set", "train.eval_every=0"], ["--iwae", "0"]),
-            # all T = 100 terms: a young model's Monte-Carlo estimate is heavy-tailed
-            "diffusion": (fast, ["--exact"])}
+    runs = {
+        "vae": (["--set", "model.net=tiny", "--set", "train.eval_every=0"], ["--iwae", "0"]),
+        # all T = 100 terms: a young model's Monte-Carlo estimate is heavy-tailed
+        "diffusion": (fast, ["--exact"]),
+    }
     results = {}
     for kind, (train_args, eval_args) in runs.items():
-        code, out, err = run_cli("train", kind, "--data", "digits", "--out", tmp_path / kind, *budget, *train_args)
+        code, _out, err = run_cli("train", kind, "--data", "digits", "--out", tmp_path / kind, *budget, *train_args)
         assert code == 0, err
         metrics = json.loads((tmp_path / kind / "metrics.json").read_text())
         assert seconds <= metrics["train_seconds"] < 2 * seconds and 0 < metrics["step"] < 100000
         results[kind] = (_eval(run_cli, tmp_path / kind, *eval_args)["bpd"], metrics["step"])
     for kind, (bpd, steps) in results.items():
-        print(f"\n{kind:>9} after {seconds} s ({steps} steps): {bpd['total']:.3f} ± {bpd['ci95']:.3f} test bits/dim "
-              f"(uniform: {UNIFORM_BPD:.3f})")
+        print(
+            f"\n{kind:>9} after {seconds} s ({steps} steps): {bpd['total']:.3f} ± {bpd['ci95']:.3f} test bits/dim "
+            f"(uniform: {UNIFORM_BPD:.3f})"
+        )
         assert math.isfinite(bpd["total"]) and bpd["total"] < UNIFORM_BPD, (kind, bpd)

@@ -14,22 +14,45 @@ from elbolab.report.render import write_report
 #: latent diffusion
 CONTRASTS = 12
 
-TINY = {"vae": {"model.net": "tiny", "train.batch_size": 64},
-        "diffusion": {"model.unet.preset": "tiny", "model.T": 100, "model.encode_steps": 10,
-                      "model.elbo_samples": 4, "train.batch_size": 64},
-        "latent-diffusion": {"model.vae.net": "tiny", "model.diffusion.unet.preset": "tiny", "model.diffusion.T": 100,
-                             "model.diffusion.encode_steps": 10, "model.diffusion.elbo_samples": 4,
-                             "train.batch_size": 64}}
+TINY = {
+    "vae": {"model.net": "tiny", "train.batch_size": 64},
+    "diffusion": {
+        "model.unet.preset": "tiny",
+        "model.T": 100,
+        "model.encode_steps": 10,
+        "model.elbo_samples": 4,
+        "train.batch_size": 64,
+    },
+    "latent-diffusion": {
+        "model.vae.net": "tiny",
+        "model.diffusion.unet.preset": "tiny",
+        "model.diffusion.T": 100,
+        "model.diffusion.encode_steps": 10,
+        "model.diffusion.elbo_samples": 4,
+        "train.batch_size": 64,
+    },
+}
 
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
-    evaluation = EvalConfig(n_eval=64, iwae_n=32, n_samples=32, speed_n=8, nfe=(2, 5), quality_steps=5,
-                            replicates=20)
-    cfg = CompareConfig(budget=4.0, evaluation=evaluation, beta_sweep=(0.25, 4.0), sweep_budget_fraction=0.25,
-                        objective_budget_fraction=0.25, objective_n_eval=40, steps=(1, 2), steps_replicates=20, interpolation_pairs=4,
-                        timing_repeats=2, information_images=200, information_draws=32, overrides=TINY)
+    evaluation = EvalConfig(n_eval=64, iwae_n=32, n_samples=32, speed_n=8, nfe=(2, 5), quality_steps=5, replicates=20)
+    cfg = CompareConfig(
+        budget=4.0,
+        evaluation=evaluation,
+        beta_sweep=(0.25, 4.0),
+        sweep_budget_fraction=0.25,
+        objective_budget_fraction=0.25,
+        objective_n_eval=40,
+        steps=(1, 2),
+        steps_replicates=20,
+        interpolation_pairs=4,
+        timing_repeats=2,
+        information_images=200,
+        information_draws=32,
+        overrides=TINY,
+    )
     messages = []
     results, images = run_compare(cfg, out, log=messages.append, progress=False)
     paths = write_report(results, out, images)
@@ -37,7 +60,7 @@ def compared(tmp_path_factory):
 
 
 def test_compare_trains_and_measures_every_model(compared):
-    out, results, paths, _ = compared
+    out, results, _paths, _ = compared
     assert set(results.models) == set(KINDS)
     for kind, run in results.models.items():
         r = run.measurement
@@ -74,8 +97,11 @@ def test_each_seed_keeps_its_evidence(compared):
     forward, code = seed.information
     assert forward.nats[0] == pytest.approx(forward.max_nats, rel=0.01) and forward.nats[-1] < 0.1 * forward.max_nats
     assert 0 <= code.nats[0] <= code.max_nats + 4 * code.stderr_nats[0]
-    assert {(p.model, p.sampler, p.steps) for p in seed.steps} >= {("diffusion", "ancestral", 1),
-                                                                   ("diffusion", "ddim", 2), ("vae", "decoder", 1)}
+    assert {(p.model, p.sampler, p.steps) for p in seed.steps} >= {
+        ("diffusion", "ancestral", 1),
+        ("diffusion", "ddim", 2),
+        ("vae", "decoder", 1),
+    }
     assert set(seed.paths) == set(KINDS) and set(seed.timings) == {"encoder", "decoder", "latent"}
     assert set(seed.objective) == {"simple", "elbo-weighted"}
     # the pair's bounds on objective_n_eval = 40 test images (the models': n_eval = 64), the same 40 for both
@@ -92,31 +118,44 @@ def test_report_files_are_written_and_consistent(compared):
     out, results, paths, _ = compared
     saved = json.loads(paths["json"].read_text())
     assert saved["models"]["vae"]["measurement"]["bound"]["bpd"]["total"] == pytest.approx(
-        results.models["vae"].measurement.bound.bpd.total)
+        results.models["vae"].measurement.bound.bpd.total
+    )
     md = paths["markdown"].read_text()
     assert "## The contrasts, measured" in md and md.count("**Verdict:") == CONTRASTS
-    for name in ("bound_terms.png", "per_step.png", "rate_distortion.png", "information.png", "frontier_quality.png",
-                 "frontier_speed.png", "samples_vae.png", "samples_diffusion.png", "interpolation_vae.png",
-                 "information_curves.png", "steps_sharpness.png", "beta_sweep.png"):
+    for name in (
+        "bound_terms.png",
+        "per_step.png",
+        "rate_distortion.png",
+        "information.png",
+        "frontier_quality.png",
+        "frontier_speed.png",
+        "samples_vae.png",
+        "samples_diffusion.png",
+        "interpolation_vae.png",
+        "information_curves.png",
+        "steps_sharpness.png",
+        "beta_sweep.png",
+    ):
         assert (out / name).is_file(), name
         assert f"]({name})" in md
     page = paths["html"].read_text()
-    assert page.count("<img src=\"data:image/png;base64,") >= 8 and ".png\"" not in page
+    assert page.count('<img src="data:image/png;base64,') >= 8 and '.png"' not in page
 
 
 def test_the_real_report_in_a_browser(compared, browser, tmp_path):
     from pagecheck import artefacts, assert_sound, inspect
 
-    out, results, paths, _ = compared
+    _out, results, paths, _ = compared
     for width in (1280, 390):
         found = inspect(browser, paths["html"], width, artefacts(tmp_path), "compare")
         assert_sound(found, results.contrasts)
-        assert all(s["figure"] for s in found["sections"])       # every contrast of a real compare has its figure
+        assert all(s["figure"] for s in found["sections"])  # every contrast of a real compare has its figure
 
 
 def test_a_second_compare_reuses_finished_runs(compared, tmp_path):
     out, _, _, _ = compared
     from elbolab.experiments.compare import train_models, with_preset
+
     messages = []
     cfg = with_preset(CompareConfig(budget=4.0, overrides=TINY), 8)  # as run_compare fills it in
     train_models(cfg, out, messages.append, progress=False)
@@ -125,12 +164,13 @@ def test_a_second_compare_reuses_finished_runs(compared, tmp_path):
 
 def test_report_command_on_existing_runs(compared, run_cli, tmp_path):
     out, _, _, _ = compared
-    code, stdout, err = run_cli("report", out / "runs" / "vae", out / "runs" / "diffusion", "--out", tmp_path / "r",
-                                "--n-samples", "16")
+    code, stdout, err = run_cli(
+        "report", out / "runs" / "vae", out / "runs" / "diffusion", "--out", tmp_path / "r", "--n-samples", "16"
+    )
     assert code == 0, err
     assert (tmp_path / "r" / "report.md").is_file() and "supported" in stdout
     page = (tmp_path / "r" / "report.html").read_text()
-    assert 'class="board"' in page and page.count('<img src="data:image/png;base64,') >= 5 and ".png\"" not in page
+    assert 'class="board"' in page and page.count('<img src="data:image/png;base64,') >= 5 and '.png"' not in page
     code, _, err = run_cli("report", out / "runs" / "vae", out / "runs" / "vae", "--out", tmp_path / "r2")
     assert code == 1 and err.startswith("error:")
 
@@ -150,5 +190,6 @@ def test_compare_command_end_to_end(run_cli, tmp_path):
     assert (tmp_path / "c" / "report.html").is_file() and (tmp_path / "c" / "results.json").is_file()
     results = json.loads((tmp_path / "c" / "results.json").read_text())
     assert len(results["contrasts"]) == CONTRASTS
-    assert sum(line.strip().split()[0] in ("supported", "not", "inconclusive")
-               for line in out.splitlines()) == CONTRASTS
+    assert (
+        sum(line.strip().split()[0] in ("supported", "not", "inconclusive") for line in out.splitlines()) == CONTRASTS
+    )

@@ -11,7 +11,7 @@ import scipy.special
 import torch
 
 # the Gaussian data and its optimal ε̂ = E[ε | z_t] are the discrete chain's oracle's (any schedule with log_snr)
-from test_diffusion_bound import MU, S2, gaussian_data  # noqa: E402
+from test_diffusion_bound import MU, S2, gaussian_data
 from test_diffusion_bound import optimal_eps as gauss_eps
 
 from elbolab.bounds import Estimator
@@ -27,7 +27,7 @@ def expected_sq_error(schedule, x, t, mu=MU):
     lam = schedule.log_snr(torch.as_tensor(t, dtype=torch.float64))
     a2, s2 = torch.sigmoid(lam)[..., None], torch.sigmoid(-lam)[..., None]
     v = a2 * S2 + s2
-    return ((a2 ** 2 * S2 ** 2 + s2 * a2 * (x - mu) ** 2) / v ** 2).sum(-1)
+    return ((a2**2 * S2**2 + s2 * a2 * (x - mu) ** 2) / v**2).sum(-1)
 
 
 def quadrature_diffusion(schedule, x, mu=MU, nodes=400, pieces=8):
@@ -72,7 +72,7 @@ def closed_form_bound(schedule, x):
                 recon = 0.5 * (math.log(2 * math.pi) + torch.log(s2 / a2) + 1)
                 out += (recon + cross_true - entropy).sum(1)
             else:
-                cross_prior = 0.5 * (math.log(2 * math.pi) + (var + mean ** 2))
+                cross_prior = 0.5 * (math.log(2 * math.pi) + (var + mean**2))
                 out += (cross_prior - cross_true).sum(1)
         return out
 
@@ -106,8 +106,12 @@ def test_optimal_denoiser_bound_equals_the_closed_form_left_by_the_end_points(sh
 
 def test_the_shape_between_the_end_points_does_not_change_the_continuous_bound():
     x = gaussian_data(5)
-    torch.testing.assert_close(oracle_bound(LearnedSchedule("linear", 10, -7.0, 4.0), x),
-                               oracle_bound(LearnedSchedule("cosine", 10, -7.0, 4.0), x), rtol=0, atol=1e-7)
+    torch.testing.assert_close(
+        oracle_bound(LearnedSchedule("linear", 10, -7.0, 4.0), x),
+        oracle_bound(LearnedSchedule("cosine", 10, -7.0, 4.0), x),
+        rtol=0,
+        atol=1e-7,
+    )
 
 
 def test_the_T_step_bound_falls_towards_the_continuous_one_as_T_doubles():
@@ -135,8 +139,10 @@ def test_a_wrong_denoiser_gives_a_looser_bound():
     assert wrong > right + 0.1
     # the library's Monte-Carlo estimate sees the same ordering on the same examples
     g = torch.Generator().manual_seed(0)
-    est = {name: continuous.mc_bound(den, x[:100], schedule, samples=16, generator=g).total.mean().item()
-           for name, den in (("right", gauss_eps(schedule)), ("wrong", gauss_eps(schedule, MU + 0.3)))}
+    est = {
+        name: continuous.mc_bound(den, x[:100], schedule, samples=16, generator=g).total.mean().item()
+        for name, den in (("right", gauss_eps(schedule)), ("wrong", gauss_eps(schedule, MU + 0.3)))
+    }
     assert est["wrong"] > est["right"]
 
 
@@ -150,7 +156,7 @@ def test_the_per_level_decoder_sums_to_one_and_matches_a_direct_computation():
     torch.testing.assert_close(logp.exp().sum(0), torch.ones(7, 3, dtype=torch.float64))
     a, s = math.sqrt(torch.sigmoid(lam0).item()), math.sqrt(torch.sigmoid(-lam0).item())
     zz = z.numpy()
-    direct = np.stack([np.exp(-(zz - a * v) ** 2 / (2 * s * s)) for v in levels.numpy()])
+    direct = np.stack([np.exp(-((zz - a * v) ** 2) / (2 * s * s)) for v in levels.numpy()])
     direct /= direct.sum(0)
     np.testing.assert_allclose(logp.exp().numpy(), direct, rtol=1e-9, atol=1e-12)
     # level-aware γ_min: σ_0 is the asked-for fraction of the bin width
@@ -203,8 +209,9 @@ def test_the_estimator_is_unbiased_and_its_standard_error_is_honest(proposal):
     denoiser = gauss_eps(schedule, MU + 0.2)  # an imperfect denoiser: the integrand is far from flat
     q = None
     if proposal == "importance":
-        second = continuous.pilot_second_moment(denoiser, gaussian_data(32, seed=9), schedule, 32, 2,
-                                                generator=torch.Generator().manual_seed(2))
+        second = continuous.pilot_second_moment(
+            denoiser, gaussian_data(32, seed=9), schedule, 32, 2, generator=torch.Generator().manual_seed(2)
+        )
         q = TimeProposal.fit(second)
     diffusion, se = _repeats(x, schedule, denoiser, 400, samples=8, proposal=q, stratified=proposal != "uniform")
     exact = quadrature_diffusion(schedule, x, MU + 0.2)
@@ -219,11 +226,15 @@ def test_importance_sampling_cuts_the_standard_error():
     x = gaussian_data(3, seed=5)
     schedule = LearnedSchedule("cosine", 10, -10.0, 6.0)
     denoiser = gauss_eps(schedule, MU + 0.2)
-    second = continuous.pilot_second_moment(denoiser, gaussian_data(32, seed=9), schedule, 32, 2,
-                                            generator=torch.Generator().manual_seed(2))
+    second = continuous.pilot_second_moment(
+        denoiser, gaussian_data(32, seed=9), schedule, 32, 2, generator=torch.Generator().manual_seed(2)
+    )
     spreads = {}
-    for name, q, strat in (("uniform", None, False), ("stratified", None, True),
-                           ("importance", TimeProposal.fit(second), True)):
+    for name, q, strat in (
+        ("uniform", None, False),
+        ("stratified", None, True),
+        ("importance", TimeProposal.fit(second), True),
+    ):
         spreads[name] = _repeats(x, schedule, denoiser, 100, samples=16, proposal=q, stratified=strat)[0].std(0)
     assert (spreads["importance"] < 0.5 * spreads["uniform"]).all()
 
@@ -233,8 +244,9 @@ def test_the_T_step_estimate_agrees_with_its_exact_sum():
     schedule = LearnedSchedule("linear", 10, -10.0, 6.0)
     denoiser = gauss_eps(schedule, MU + 0.2)
     T = 200
-    second = continuous.pilot_second_moment(denoiser, gaussian_data(32, seed=9), schedule, 32, 2, T=T,
-                                            generator=torch.Generator().manual_seed(2))
+    second = continuous.pilot_second_moment(
+        denoiser, gaussian_data(32, seed=9), schedule, 32, 2, T=T, generator=torch.Generator().manual_seed(2)
+    )
     diffusion, se = _repeats(x, schedule, denoiser, 300, samples=8, proposal=TimeProposal.fit(second), T=T)
     exact = steps_diffusion(schedule, x, T, MU + 0.2)
     assert ((diffusion.mean(0) - exact).abs() < 3 * diffusion.std(0) / math.sqrt(300)).all()
@@ -290,7 +302,7 @@ def test_the_discrete_chain_estimates_agree_with_its_exact_sum():
         se = torch.stack([b.extras["stderr"] for b in runs])
         spreads[proposal] = totals.std(0)
         err = (totals.mean(0) - exact_mean).abs()
-        assert (err < 3 * torch.sqrt(spreads[proposal] ** 2 / 150 + exact_se ** 2)).all(), (proposal, err)
+        assert (err < 3 * torch.sqrt(spreads[proposal] ** 2 / 150 + exact_se**2)).all(), (proposal, err)
         ratio = se.pow(2).mean(0).sqrt() / spreads[proposal]
         assert ((ratio > 0.7) & (ratio < 1.4)).all(), (proposal, ratio)
     assert (spreads["importance"] < spreads["uniform"]).all()

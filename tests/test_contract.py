@@ -182,6 +182,23 @@ def test_the_loss_is_per_example_and_trains(model, digits):
         model.eval()
 
 
+def test_every_model_declares_its_design_levels(model):
+    """compare pairs models by these levels, so each one is declared and agrees with the model itself."""
+    design = model.capabilities.design
+    assert design is not None, f"{model.kind} declares no DesignLevels"
+    assert design.latent in ("bottleneck", "full")
+    caps = model.capabilities
+    if caps.one_pass:
+        assert design.decoder_steps == 1
+    else:
+        assert design.decoder_steps is None or design.decoder_steps >= 1
+    if caps.encoding is not None and caps.encoding.learned_parameters > 0:
+        assert design.encoder != "fixed"
+    if design.encoder == "fixed":
+        assert caps.encoding is None or caps.encoding.learned_parameters == 0
+        assert design.latent_fraction == 1.0
+
+
 def test_components_are_models_in_their_own_right(model, digits):
     for name, part in model.components().items():
         assert isinstance(part, GenerativeModel), name
@@ -227,8 +244,13 @@ def test_no_import_points_up_the_layers_lazy_ones_included():
             continue
         own = rel.parts[0].removesuffix(".py")
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                else []
+            )
             for name in names:
                 top = _top(name)
                 if top is None or top == own:
@@ -245,10 +267,18 @@ def test_the_registry_points_only_down():
 
 # ---------------------------------------------------------------- effects and verdicts
 
-@pytest.mark.parametrize("low, high, direction, verdict", [
-    (0.1, 0.5, 1, "supported"), (-0.5, -0.1, 1, "not supported"), (-0.1, 0.3, 1, "inconclusive"),
-    (-0.5, -0.1, -1, "supported"), (0.1, 0.5, -1, "not supported"), (float("nan"), 1.0, 1, "inconclusive"),
-])
+
+@pytest.mark.parametrize(
+    "low, high, direction, verdict",
+    [
+        (0.1, 0.5, 1, "supported"),
+        (-0.5, -0.1, 1, "not supported"),
+        (-0.1, 0.3, 1, "inconclusive"),
+        (-0.5, -0.1, -1, "supported"),
+        (0.1, 0.5, -1, "not supported"),
+        (float("nan"), 1.0, 1, "inconclusive"),
+    ],
+)
 def test_an_effect_decides_its_verdict_from_its_interval(low, high, direction, verdict):
     from elbolab.records import Effect
 

@@ -33,6 +33,7 @@ def raises_one_line(fn, *args, match: str | None = None, **kwargs) -> str:
 
 # -- named sets from the shared folder ----------------------------------------------------
 
+
 def test_mnist_test_split_from_shared_files(shared_data):
     data = load_data("mnist", "test", data_dir=shared_data)
     assert data.images.shape == (10_000, 1, 28, 28) and data.images.dtype == torch.uint8
@@ -98,6 +99,7 @@ def test_unknown_split():
 
 # -- idx files -----------------------------------------------------------------------------
 
+
 def idx_bytes(array: np.ndarray, code: int) -> bytes:
     """Encode an array as idx: 0 0 code ndim, big-endian sizes, big-endian values."""
     header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
@@ -105,8 +107,14 @@ def idx_bytes(array: np.ndarray, code: int) -> bytes:
 
 
 def test_idx_round_trip_for_each_type(tmp_path):
-    for code, dtype in [(0x08, np.uint8), (0x09, np.int8), (0x0B, np.int16), (0x0C, np.int32),
-                        (0x0D, np.float32), (0x0E, np.float64)]:
+    for code, dtype in [
+        (0x08, np.uint8),
+        (0x09, np.int8),
+        (0x0B, np.int16),
+        (0x0C, np.int32),
+        (0x0D, np.float32),
+        (0x0E, np.float64),
+    ]:
         array = (np.arange(24).reshape(2, 3, 4) - 5).astype(dtype)
         path = tmp_path / f"a{code}-idx3-ubyte.gz"
         path.write_bytes(gzip.compress(idx_bytes(array, code)))
@@ -114,14 +122,17 @@ def test_idx_round_trip_for_each_type(tmp_path):
         assert back.dtype == np.dtype(dtype) and np.array_equal(back, array)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda raw: gzip.compress(raw)[:-20], "truncated or corrupt gzip"),
-    (lambda raw: raw, "not a gzip file"),
-    (lambda raw: gzip.compress(raw[:-5]), "truncated or corrupt idx data"),
-    (lambda raw: gzip.compress(b"\x08\x03" + raw[2:]), "not an idx file"),
-    (lambda raw: gzip.compress(raw[:6]), "truncated idx header"),
-    (lambda raw: b"", "not a gzip file"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda raw: gzip.compress(raw)[:-20], "truncated or corrupt gzip"),
+        (lambda raw: raw, "not a gzip file"),
+        (lambda raw: gzip.compress(raw[:-5]), "truncated or corrupt idx data"),
+        (lambda raw: gzip.compress(b"\x08\x03" + raw[2:]), "not an idx file"),
+        (lambda raw: gzip.compress(raw[:6]), "truncated idx header"),
+        (lambda raw: b"", "not a gzip file"),
+    ],
+)
 def test_corrupt_idx_names_the_file(tmp_path, make, message):
     path = tmp_path / "t10k-images-idx3-ubyte.gz"
     path.write_bytes(make(idx_bytes(np.zeros((3, 28, 28), np.uint8), 0x08)))
@@ -151,6 +162,7 @@ def test_idx_images_of_the_wrong_size_are_refused(tmp_path):
 
 # -- CIFAR pickles -------------------------------------------------------------------------
 
+
 class SystemCall:
     """An object whose pickle asks to run os.system (what a malicious batch would hold)."""
 
@@ -169,11 +181,14 @@ def test_malicious_pickle_is_refused(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("payload", [
-    pickle.dumps(eval),  # builtins.eval
-    b"cbuiltins\nexec\n(Vprint(1)\ntR.",  # GLOBAL + REDUCE, protocol 0
-    b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00aX\x05\x00\x00\x00rot13\x86R.",  # a codec other than latin-1
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pickle.dumps(eval),  # builtins.eval
+        b"cbuiltins\nexec\n(Vprint(1)\ntR.",  # GLOBAL + REDUCE, protocol 0
+        b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00aX\x05\x00\x00\x00rot13\x86R.",  # a codec other than latin-1
+    ],
+)
 def test_other_globals_are_refused(tmp_path, payload):
     path = tmp_path / "batch"
     path.write_bytes(payload)
@@ -182,8 +197,12 @@ def test_other_globals_are_refused(tmp_path, payload):
 
 def test_truncated_and_wrong_pickles(shared_data, tmp_path):
     good = (shared_data / CIFAR_BATCHES / "test_batch").read_bytes()
-    cases = {"cut": good[: len(good) // 2], "junk": b"\x80\x04not a pickle at all",
-             "list": pickle.dumps([1, 2, 3]), "nodata": pickle.dumps({b"labels": [1]})}
+    cases = {
+        "cut": good[: len(good) // 2],
+        "junk": b"\x80\x04not a pickle at all",
+        "list": pickle.dumps([1, 2, 3]),
+        "nodata": pickle.dumps({b"labels": [1]}),
+    }
     for name, raw in cases.items():
         (tmp_path / name).write_bytes(raw)
         text = raises_one_line(read_batch, tmp_path / name)
@@ -208,6 +227,7 @@ def test_cifar_labels_out_of_range(tmp_path):
 
 
 # -- image folders ---------------------------------------------------------------------------
+
 
 def save_png(path: Path, array: np.ndarray) -> None:
     """Write an [H, W] or [H, W, 3] uint8 array as a PNG, creating folders."""
@@ -293,6 +313,7 @@ def test_sixteen_bit_images_are_refused(tmp_path):
 
 # -- .npz files ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("layout", ["nhw", "nhwc", "nchw", "nhw1"])
 def test_npz_layouts(tmp_path, layout):
     channels = 3 if layout in ("nhwc", "nchw") else 1
@@ -318,16 +339,19 @@ def test_npz_first_array_levels_and_own_split(tmp_path):
     assert load_path(tmp_path / "s.npz", "train").labels is None
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ({"images": np.zeros((4, 4, 4), np.float32)}, "store integer levels"),
-    ({"images": np.full((4, 4, 4), 17), "levels": np.array(17)}, "outside 0..16"),
-    ({"images": np.zeros((4, 4, 4), np.uint8), "labels": np.zeros(3)}, "labels must be 4 integers"),
-    ({"images": np.zeros((4, 9, 9, 9), np.uint8)}, "at most 4 channels"),
-    ({"images": np.zeros(4, np.uint8)}, "expected \\[N, H, W\\]"),
-    ({"images": np.zeros((4, 4, 4), np.uint8), "levels": np.array(300)}, "between 2 and 256"),
-    ({"images": np.zeros((1, 4, 4), np.uint8)}, "at least 2"),
-    ({"labels": np.zeros(3)}, "no image array"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"images": np.zeros((4, 4, 4), np.float32)}, "store integer levels"),
+        ({"images": np.full((4, 4, 4), 17), "levels": np.array(17)}, "outside 0..16"),
+        ({"images": np.zeros((4, 4, 4), np.uint8), "labels": np.zeros(3)}, "labels must be 4 integers"),
+        ({"images": np.zeros((4, 9, 9, 9), np.uint8)}, "at most 4 channels"),
+        ({"images": np.zeros(4, np.uint8)}, "expected \\[N, H, W\\]"),
+        ({"images": np.zeros((4, 4, 4), np.uint8), "levels": np.array(300)}, "between 2 and 256"),
+        ({"images": np.zeros((1, 4, 4), np.uint8)}, "at least 2"),
+        ({"labels": np.zeros(3)}, "no image array"),
+    ],
+)
 def test_bad_npz_contents(tmp_path, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)
     raises_one_line(load_path, tmp_path / "bad.npz", "train", match=message)

@@ -10,16 +10,30 @@ import pytest
 from elbolab.train.checkpoint import load_tensors
 from elbolab.train.run import LOG_FILE, METRICS_FILE, WEIGHTS_FILE, list_checkpoints
 
-ARGS = ["--steps", "6", "--quiet", "--set", "model.net=tiny", "--set", "train.eval_every=3", "--set",
-        "train.eval_n=32", "--set", "train.checkpoint_every=3", "--set", "train.batch_size=16"]
+ARGS = [
+    "--steps",
+    "6",
+    "--quiet",
+    "--set",
+    "model.net=tiny",
+    "--set",
+    "train.eval_every=3",
+    "--set",
+    "train.eval_n=32",
+    "--set",
+    "train.checkpoint_every=3",
+    "--set",
+    "train.batch_size=16",
+]
 TIMING = {"train_images_per_s", "train_seconds", "images_per_s"}
 
 
 def _untimed(record):
     """The record without wall-clock figures (seconds, rates), at any depth."""
     if isinstance(record, dict):
-        return {k: _untimed(v) for k, v in record.items()
-                if k not in TIMING and "seconds" not in k and "per_s" not in k}
+        return {
+            k: _untimed(v) for k, v in record.items() if k not in TIMING and "seconds" not in k and "per_s" not in k
+        }
     if isinstance(record, list):
         return [_untimed(v) for v in record]
     return record

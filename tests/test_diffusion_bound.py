@@ -32,10 +32,12 @@ def log_density(x, mean, var):
 
 def optimal_eps(schedule, mu=MU, s2=S2):
     """E[ε | x_t] = σ (x_t − α μ)/(α² s² + σ²) for x_0 ~ N(μ, s²)."""
+
     def denoiser(x_t, t):
         lam = schedule.log_snr(t)
         a, s = expand(alpha(lam), x_t), expand(sigma(lam), x_t)
         return s * (x_t - a * mu) / (a * a * s2 + s * s)
+
     return denoiser
 
 
@@ -47,7 +49,7 @@ def true_reverse_variance(schedule, i):
     tilde = beta * (1 - ab_s) / (1 - ab_t)
     b = np.sqrt(ab_s) * beta / (1 - ab_t)
     var_x0 = S2.numpy() * (1 - ab_t) / (ab_t * S2.numpy() + 1 - ab_t)
-    return torch.from_numpy(tilde + b ** 2 * var_x0)
+    return torch.from_numpy(tilde + b**2 * var_x0)
 
 
 def exact_reverse(schedule):
@@ -61,6 +63,7 @@ def exact_reverse(schedule):
         hi = expand(log_beta(schedule.log_snr(t), schedule.log_snr(s)), x_t)
         target = torch.log(true_var[torch.round(t * schedule.T).long() - 1])
         return eps_of(x_t, t), (target - lo) / (hi - lo)
+
     return denoiser
 
 
@@ -89,9 +92,9 @@ def model_log_marginal(x, schedule, variance):
     for i in range(T, 0, -1):
         ab_t, ab_s = ab[i], ab[i - 1]
         a_t = ab_t.sqrt()
-        k = a_t * S2 / (ab_t * S2 + 1 - ab_t)                     # E[x_0|x_t] = μ + k (x_t − α_t μ)
+        k = a_t * S2 / (ab_t * S2 + 1 - ab_t)  # E[x_0|x_t] = μ + k (x_t − α_t μ)
         beta = 1 - ab_t / ab_s
-        coef_x0 = ab_s.sqrt() * beta / (1 - ab_t)                  # posterior mean coefficients
+        coef_x0 = ab_s.sqrt() * beta / (1 - ab_t)  # posterior mean coefficients
         coef_xt = (ab_t / ab_s).sqrt() * (1 - ab_s) / (1 - ab_t)
         A, c = coef_xt + coef_x0 * k, coef_x0 * (MU - k * a_t * MU)
         m, v = A * m + c, A * A * v + var_steps[i - 1]
@@ -102,8 +105,9 @@ def expected_bound(denoiser, x, schedule, variance, nodes=3):
     """E_ε[−ELBO] exactly, by Gauss–Hermite quadrature over one ε shared by all steps (the terms are quadratic in it)."""
     z, w = np.polynomial.hermite_e.hermegauss(nodes)
     w = w / w.sum()
-    bounds = [exact_bound(denoiser, x, schedule, variance=variance, eps=torch.full_like(x, zj), max_batch=10 ** 6)
-              for zj in z]
+    bounds = [
+        exact_bound(denoiser, x, schedule, variance=variance, eps=torch.full_like(x, zj), max_batch=10**6) for zj in z
+    ]
     total = sum(wj * b.total for wj, b in zip(w, bounds))
     per_step = sum(wj * b.per_step for wj, b in zip(w, bounds))
     return total, per_step
@@ -145,11 +149,11 @@ def test_gap_to_log_p_shrinks_with_T_for_the_optimal_eps():
     x = gaussian_data(128, seed=1)
     log_p = log_density(x, MU, S2)
     gaps = {"large": {}, "small": {}}
-    for variance in gaps:
+    for variance, by_T in gaps.items():
         for T in (10, 100, 1000):
             schedule = Schedule("cosine", T)
             total, _ = expected_bound(optimal_eps(schedule), x, schedule, variance)
-            gaps[variance][T] = round((total + log_p).mean().item(), 5)
+            by_T[T] = round((total + log_p).mean().item(), 5)
     print("\noptimal ε: mean gap −bound − (−log p) in nats (D = 4):", gaps)
     large = gaps["large"]
     assert 0 < large[1000] < large[100] < large[10]
@@ -172,8 +176,15 @@ def test_per_step_terms_add_up_to_the_total(levels):
     x = gaussian_data(8).clamp(-1, 1)
     if levels:
         x = torch.round((x + 1) * (levels - 1) / 2) * 2 / (levels - 1) - 1
-    bound = exact_bound(optimal_eps(schedule), x, schedule, variance="small", levels=levels,
-                        generator=torch.Generator().manual_seed(0), max_batch=100)
+    bound = exact_bound(
+        optimal_eps(schedule),
+        x,
+        schedule,
+        variance="small",
+        levels=levels,
+        generator=torch.Generator().manual_seed(0),
+        max_batch=100,
+    )
     assert bound.per_step.shape == (8, 50) and bound.discrete == (levels is not None)
     assert set(bound.terms) == {"prior", "diffusion", "reconstruction"}
     torch.testing.assert_close(bound.per_step.sum(1) + bound.terms["prior"], bound.total)
@@ -197,8 +208,10 @@ def test_an_x0_predictor_returning_the_true_x0_zeroes_every_diffusion_kl():
     assert bound.per_step[:, 1:].abs().max() < 1e-10
     # L_0 is the Gaussian decoder's density at its own mean: −log N(x; x, β̃_2) per dimension
     log_var = small_log_variance(schedule, torch.tensor(1 / 200), torch.tensor(0.0))
-    torch.testing.assert_close(bound.terms["reconstruction"], torch.full((6,), 4 * 0.5 * (math.log(2 * math.pi) + log_var.item()),
-                                                                   dtype=torch.float64))
+    torch.testing.assert_close(
+        bound.terms["reconstruction"],
+        torch.full((6,), 4 * 0.5 * (math.log(2 * math.pi) + log_var.item()), dtype=torch.float64),
+    )
 
 
 def test_posterior_and_model_variance_of_the_first_step_are_finite():
@@ -217,23 +230,33 @@ def test_monte_carlo_bound_agrees_with_the_exact_sum(proposal):
     x = gaussian_data(256, seed=2)
     denoiser = optimal_eps(schedule)
     exact, per_step = expected_bound(denoiser, x, schedule, "large")
-    q = {"uniform": None,
-         "good": per_step.mean(0).clamp_min(1e-3),           # ∝ the mean term: near-optimal
-         "poor": torch.arange(1, 101, dtype=torch.float64)}[proposal]  # favours the smallest terms
-    mc = mc_bound(denoiser, x, schedule, samples=32, proposal=q, variance="large",
-                  generator=torch.Generator().manual_seed(5))
+    q = {
+        "uniform": None,
+        "good": per_step.mean(0).clamp_min(1e-3),  # ∝ the mean term: near-optimal
+        "poor": torch.arange(1, 101, dtype=torch.float64),
+    }[proposal]  # favours the smallest terms
+    mc = mc_bound(
+        denoiser, x, schedule, samples=32, proposal=q, variance="large", generator=torch.Generator().manual_seed(5)
+    )
     se = mc.extras["stderr"]
     assert se.shape == (256,) and (se > 0).all() and mc.per_step is None
     # the batch mean within 3 standard errors
     diff = (mc.total - exact).mean()
     assert diff.abs() <= 3 * se.pow(2).sum().sqrt() / 256, (diff, se.mean())
     z = (mc.total - exact) / se
-    print(f"\n{proposal}: mean stderr {se.mean():.4f} nats, z std {z.std():.2f}, |z| < 3 for {(z.abs() < 3).float().mean():.1%}")
+    print(
+        f"\n{proposal}: mean stderr {se.mean():.4f} nats, z std {z.std():.2f}, |z| < 3 for {(z.abs() < 3).float().mean():.1%}"
+    )
     if proposal == "good":
         # near-optimal proposal: the per-example errors are as large as the standard error says, and it is small
         assert 0.8 < z.std().item() < 1.25
-        assert se.mean() < 0.4 * mc_bound(denoiser, x, schedule, samples=32, variance="large",
-                                          generator=torch.Generator().manual_seed(5)).extras["stderr"].mean()
+        assert (
+            se.mean()
+            < 0.4
+            * mc_bound(denoiser, x, schedule, samples=32, variance="large", generator=torch.Generator().manual_seed(5))
+            .extras["stderr"]
+            .mean()
+        )
     elif proposal == "uniform":
         # heavy-tailed weights (L_i ∝ 1/i): the standard error is itself noisy, but still covers most examples
         assert (z.abs() < 3).float().mean() > 0.8

@@ -35,8 +35,12 @@ def test_unet_shapes(shape, learned):
 
 
 def test_unet_28_keeps_the_skip_sizes_with_three_downsamplings():
-    net = UNet(1, 1, UNetConfig(preset="small", channel_mult=(1, 2, 2, 2), channels=8, num_res_blocks=1, groups=8),
-               image_size=28)
+    net = UNet(
+        1,
+        1,
+        UNetConfig(preset="small", channel_mult=(1, 2, 2, 2), channels=8, num_res_blocks=1, groups=8),
+        image_size=28,
+    )
     x = torch.randn(2, 1, 28, 28, requires_grad=True)
     out = net(x, torch.rand(2))
     assert out.shape == x.shape
@@ -86,13 +90,16 @@ def test_bound_terms_are_finite_with_the_right_shapes():
         model.elbo(torch.zeros(2, 1, 8, 9))
 
 
-@pytest.mark.parametrize("overrides", [
-    {},
-    {"parameterisation": "x0"},
-    {"parameterisation": "v", "timesteps": "importance"},
-    {"loss": "vlb", "variance": "large"},
-    {"loss": "hybrid", "variance": "learned", "timesteps": "importance"},
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"parameterisation": "x0"},
+        {"parameterisation": "v", "timesteps": "importance"},
+        {"loss": "vlb", "variance": "large"},
+        {"loss": "hybrid", "variance": "learned", "timesteps": "importance"},
+    ],
+)
 def test_loss_backpropagates(overrides):
     model = tiny_model(**overrides)
     loss = model.loss(digits(6))
@@ -163,7 +170,7 @@ def test_encode_decode_shapes():
 def test_a_few_training_steps_lower_the_loss():
     model = tiny_model()
     x = digits(16)
-    fixed = lambda: model.loss(x, generator=torch.Generator().manual_seed(0)).mean()  # noqa: E731
+    fixed = lambda: model.loss(x, generator=torch.Generator().manual_seed(0)).mean()
     before = fixed().item()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     for step in range(25):
@@ -180,8 +187,15 @@ def test_config_validation_and_round_trip():
     assert cfg.T == 1000 and cfg.unet.preset == "small"
     again = from_dict(DiffusionConfig, to_dict(with_overrides(cfg, {"unet.channels": "48", "T": "200"})))
     assert again.unet.channels == 48 and again.T == 200
-    for bad in ({"variance": "learned"}, {"loss": "hybrid"}, {"T": 10, "schedule": "linear"},
-                {"sample_steps": 2000}, {"T": 1}, {"elbo_samples": 1}, {"unet": UNetConfig(heads=5)}):
+    for bad in (
+        {"variance": "learned"},
+        {"loss": "hybrid"},
+        {"T": 10, "schedule": "linear"},
+        {"sample_steps": 2000},
+        {"T": 1},
+        {"elbo_samples": 1},
+        {"unet": UNetConfig(heads=5)},
+    ):
         with pytest.raises(ConfigError):
             DiffusionConfig(**bad)
     assert tiny_model(loss="hybrid", variance="learned").objective.startswith("L_hybrid")

@@ -20,7 +20,7 @@ def linear_alpha_bar_reference(T):
 
 def cosine_alpha_bar_reference(T, s=0.008):
     """Nichol & Dhariwal (2021), eq. 17: ᾱ_t = f(t)/f(0), f = cos²((t/T + s)/(1 + s)·π/2), β clipped at 0.999."""
-    f = lambda u: np.cos((u + s) / (1 + s) * np.pi / 2) ** 2  # noqa: E731
+    f = lambda u: np.cos((u + s) / (1 + s) * np.pi / 2) ** 2
     t = np.arange(T + 1, dtype=np.float64) / T
     betas = np.minimum(1 - f(t[1:]) / f(t[:-1]), 0.999)
     return betas, f(t[1:]) / f(0.0), np.cumprod(1.0 - betas)
@@ -76,7 +76,7 @@ def test_everything_derives_from_log_snr(name):
     assert lam.dtype == torch.float64 and lam[0] == math.inf
     assert (lam[1:] < lam[:-1]).all(), "λ must decrease in t"
     a, s = alpha(lam), sigma(lam)
-    torch.testing.assert_close(a ** 2 + s ** 2, torch.ones_like(a), rtol=0, atol=1e-15)  # variance preserving
+    torch.testing.assert_close(a**2 + s**2, torch.ones_like(a), rtol=0, atol=1e-15)  # variance preserving
     torch.testing.assert_close(torch.exp(lam[1:]), a[1:] ** 2 / s[1:] ** 2)  # SNR = α²/σ²
 
 
@@ -111,7 +111,7 @@ def test_marginal_is_the_composition_of_single_steps():
     for t in times:
         lam_t, lam_s = sched.log_snr(t), sched.log_snr(previous)
         step_mean_of_one, step_var = q_step(torch.ones((), dtype=torch.float64), lam_t, lam_s)  # α_{t|s}, σ²_{t|s}
-        mean, var = step_mean_of_one * mean, step_mean_of_one ** 2 * var + step_var
+        mean, var = step_mean_of_one * mean, step_mean_of_one**2 * var + step_var
         previous = t
     want_mean, want_var = q_marginal(x_0, sched.log_snr(times[-1]))
     torch.testing.assert_close(mean, want_mean, rtol=1e-12, atol=1e-14)
@@ -124,8 +124,8 @@ def test_posterior_is_bayes_rule_on_a_grid(t, s):
     lam_t, lam_s = sched.log_snr(torch.tensor(t)), sched.log_snr(torch.tensor(s))
     x_0, x_t = torch.tensor([0.3], dtype=torch.float64), torch.tensor([-0.7], dtype=torch.float64)
     grid = torch.linspace(-12, 12, 1_200_001, dtype=torch.float64)
-    prior_mean, prior_var = q_marginal(x_0, lam_s)            # q(x_s | x_0)
-    step_mean, step_var = q_step(grid, lam_t, lam_s)          # q(x_t | x_s) for each x_s on the grid
+    prior_mean, prior_var = q_marginal(x_0, lam_s)  # q(x_s | x_0)
+    step_mean, step_var = q_step(grid, lam_t, lam_s)  # q(x_t | x_s) for each x_s on the grid
     log_post = -0.5 * (grid - prior_mean) ** 2 / prior_var - 0.5 * (x_t - step_mean) ** 2 / step_var
     w = torch.exp(log_post - log_post.max())
     w = w / w.sum()

@@ -12,17 +12,21 @@ from scipy import stats
 
 from elbolab.bounds import Estimator
 from elbolab.data import load_data
-from elbolab.diffusion import DiffusionConfig, DiffusionModel
-from elbolab.diffusion import Schedule, exact_bound, mc_bound, prior_term
+from elbolab.diffusion import DiffusionConfig, DiffusionModel, Schedule, exact_bound, mc_bound, prior_term
 from elbolab.diffusion.bound import pilot_step_fit
 from elbolab.diffusion.forward import expand
-from elbolab.diffusion.noise_control import (CLASSES, FEATURES, control_features, coordinate_classes, fit_slopes,
-                                             latin_normal)
+from elbolab.diffusion.noise_control import (
+    CLASSES,
+    FEATURES,
+    control_features,
+    coordinate_classes,
+    fit_slopes,
+    latin_normal,
+)
 from elbolab.diffusion.schedule import alpha, sigma
 from elbolab.diffusion.time_proposal import TimeProposal, bin_of_step, step_edges
 from elbolab.likelihoods import quantize
 from elbolab.nets.unet import UNetConfig
-
 
 REPEATS = 80
 
@@ -55,7 +59,9 @@ def test_a_proposal_on_step_bins_gives_each_step_its_bins_mass():
     ends = (edges * 100).round().long()
     mass = q.density() * (edges[1:] - edges[:-1])
     for k in range(8):  # the steps of bin k share its mass equally
-        torch.testing.assert_close(p[ends[k]:ends[k + 1]], (mass[k] / (ends[k + 1] - ends[k])).expand(ends[k + 1] - ends[k]))
+        torch.testing.assert_close(
+            p[ends[k] : ends[k + 1]], (mass[k] / (ends[k + 1] - ends[k])).expand(ends[k + 1] - ends[k])
+        )
     u = torch.rand(100_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     i, p_i = q.discrete(u, 100)
     torch.testing.assert_close(torch.bincount(i - 1, minlength=100).double() / u.numel(), p, atol=4e-3, rtol=0)
@@ -141,13 +147,15 @@ def test_latin_noise_and_the_control_variate_are_unbiased_honest_and_beat_iid_no
     proposal = TimeProposal.fit(second, edges=step_edges(T, 16)).steps(T)
     spreads = {}
     for name, extra in {"new": {"control": control}, "old": {"latin": False}}.items():
-        runs = [mc_bound(den, x, schedule, samples=12, proposal=proposal, stratified=True, generator=g, **kw, **extra)
-                for _ in range(REPEATS)]
+        runs = [
+            mc_bound(den, x, schedule, samples=12, proposal=proposal, stratified=True, generator=g, **kw, **extra)
+            for _ in range(REPEATS)
+        ]
         totals = torch.stack([b.total for b in runs])
         se = torch.stack([b.extras["stderr"] for b in runs])
         assert runs[0].extras["passes"][0] == 16
         err = (totals.mean(0) - exact_mean).abs()
-        assert (err < 3 * torch.sqrt(totals.var(0) / REPEATS + exact_se ** 2)).all(), (name, err)
+        assert (err < 3 * torch.sqrt(totals.var(0) / REPEATS + exact_se**2)).all(), (name, err)
         ratio = se.pow(2).mean(0).sqrt() / totals.std(0)
         assert ((ratio > 0.7) & (ratio < 1.4)).all(), (name, ratio)
         spreads[name] = totals.std(0)
@@ -190,7 +198,9 @@ def test_the_default_estimator_is_unbiased_honest_and_beats_the_uniform_draw_at_
     g = torch.Generator().manual_seed(0)
     exact = torch.stack([model.elbo(x, Estimator("exact"), g).total for _ in range(12)])
     exact_mean, exact_se = exact.mean(0), exact.std(0) / math.sqrt(12)
-    model.prepare_estimator(Estimator("mc", 12, "importance"), load_data("digits", "train").model_range(slice(0, 16)), g)
+    model.prepare_estimator(
+        Estimator("mc", 12, "importance"), load_data("digits", "train").model_range(slice(0, 16)), g
+    )
     spreads, passes = {}, {}
     for estimator in (Estimator("mc", 12, "importance"), Estimator("mc", 8)):
         runs = [model.elbo(x, estimator, g) for _ in range(REPEATS)]
@@ -199,7 +209,7 @@ def test_the_default_estimator_is_unbiased_honest_and_beats_the_uniform_draw_at_
         spreads[estimator.proposal] = totals.std(0)
         passes[estimator.proposal] = runs[0].extras["passes"][0].item()
         err = (totals.mean(0) - exact_mean).abs()
-        assert (err < 3 * torch.sqrt(totals.var(0) / REPEATS + exact_se ** 2)).all(), (estimator, err)
+        assert (err < 3 * torch.sqrt(totals.var(0) / REPEATS + exact_se**2)).all(), (estimator, err)
         ratio = se.pow(2).mean(0).sqrt() / totals.std(0)
         assert ((ratio > 0.7) & (ratio < 1.4)).all(), (estimator, ratio)
     assert passes == {"importance": 16, "uniform": 16}

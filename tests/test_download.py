@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from elbolab.data import DataWarning, load_data
-from elbolab.data import download
+from elbolab.data import DataWarning, download, load_data
 from elbolab.data.download import SOURCES, extract_tar, fetch_dataset, file_md5, mirror_urls
 from elbolab.errors import DataError
 
@@ -89,6 +88,7 @@ def one_line(info) -> str:
 
 # -- the tables ----------------------------------------------------------------------------
 
+
 def test_official_checksums_are_well_formed():
     for source in SOURCES.values():
         assert all(re.fullmatch(r"[0-9a-f]{32}", md5) for md5 in source.md5.values())
@@ -105,14 +105,20 @@ def test_mirror_urls(monkeypatch):
     monkeypatch.delenv("ELBOLAB_MIRROR", raising=False)
     assert mirror_urls("mnist", "t10k-images-idx3-ubyte.gz") == [
         "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-images-idx3-ubyte.gz",
-        "http://yann.lecun.com/exdb/mnist/t10k-images-idx3-ubyte.gz"]
-    assert mirror_urls("cifar10", "cifar-10-python.tar.gz") == ["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"]
+        "http://yann.lecun.com/exdb/mnist/t10k-images-idx3-ubyte.gz",
+    ]
+    assert mirror_urls("cifar10", "cifar-10-python.tar.gz") == [
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    ]
     monkeypatch.setenv("ELBOLAB_MIRROR", "http://env.example/")
     assert mirror_urls("fashion-mnist", "x.gz") == ["http://env.example/fashion-mnist/x.gz"]
-    assert mirror_urls("fashion-mnist", "x.gz", mirror="http://arg.example") == ["http://arg.example/fashion-mnist/x.gz"]
+    assert mirror_urls("fashion-mnist", "x.gz", mirror="http://arg.example") == [
+        "http://arg.example/fashion-mnist/x.gz"
+    ]
 
 
 # -- downloads -----------------------------------------------------------------------------
+
 
 def test_download_checks_and_loads_then_reads_offline(shared_data, server, tmp_path, monkeypatch):
     for name in MNIST_TEST:
@@ -169,6 +175,7 @@ def test_fetch_dataset_refuses_sets_without_files(tmp_path):
 
 # -- CIFAR-10: an archive, unpacked safely ---------------------------------------------------
 
+
 def tar_bytes(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
     """A .tar.gz holding the given files (and symlinks), with whatever names they are given."""
     buffer = io.BytesIO()
@@ -202,12 +209,15 @@ def test_cifar_archive_downloads_unpacks_and_loads(shared_data, server, tmp_path
     one_line(info)
 
 
-@pytest.mark.parametrize("members, links, message", [
-    ({"../evil": b"x"}, None, "outside the folder"),
-    ({"/tmp/evil-abs": b"x"}, None, "outside the folder"),
-    ({"cifar-10-batches-py/../../evil": b"x"}, None, "outside the folder"),
-    ({}, {"cifar-10-batches-py/test_batch": "/etc/passwd"}, "not a regular file"),
-])
+@pytest.mark.parametrize(
+    "members, links, message",
+    [
+        ({"../evil": b"x"}, None, "outside the folder"),
+        ({"/tmp/evil-abs": b"x"}, None, "outside the folder"),
+        ({"cifar-10-batches-py/../../evil": b"x"}, None, "outside the folder"),
+        ({}, {"cifar-10-batches-py/test_batch": "/etc/passwd"}, "not a regular file"),
+    ],
+)
 def test_unsafe_archive_members_are_refused(tmp_path, members, links, message):
     archive = tmp_path / "a" / "cifar-10-python.tar.gz"
     archive.parent.mkdir()
@@ -230,6 +240,7 @@ def test_truncated_archive(tmp_path):
 
 
 # -- files already present ---------------------------------------------------------------------
+
 
 def test_present_files_are_read_with_a_warning_only_when_unofficial(shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv("ELBOLAB_MIRROR", closed_port_url())

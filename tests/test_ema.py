@@ -11,8 +11,8 @@ class Small(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.tensor([1.0, -2.0]))
         self.wide = nn.Parameter(torch.tensor([0.5], dtype=torch.float64))
-        self.register_buffer("scale", torch.tensor([3.0]))       # a float buffer: copied, not averaged
-        self.register_buffer("count", torch.tensor([7]))          # an integer buffer: copied
+        self.register_buffer("scale", torch.tensor([3.0]))  # a float buffer: copied, not averaged
+        self.register_buffer("count", torch.tensor([7]))  # an integer buffer: copied
 
 
 def test_two_updates_follow_the_warm_up_closed_form_and_buffers_are_copied():

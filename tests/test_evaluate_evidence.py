@@ -10,8 +10,13 @@ from elbolab.diffusion.schedule import Schedule
 from elbolab.evaluate.floors import gaussian_blur
 from elbolab.evaluate.information import code_information, forward_information, information_estimate
 from elbolab.evaluate.quality import frechet_distance, mmd2_unbiased, precision_recall
-from elbolab.evaluate.resample import (bootstrap_indices, resample_counts, resampled_precision_recall,
-                                       resampled_quality, resampled_sharpness)
+from elbolab.evaluate.resample import (
+    bootstrap_indices,
+    resample_counts,
+    resampled_precision_recall,
+    resampled_quality,
+    resampled_sharpness,
+)
 from elbolab.evaluate.sharpness import laplacian_variance
 from elbolab.evaluate.speed import paired_timing
 
@@ -88,8 +93,9 @@ def _precision_recall_draw(rng, n_fake, n_real=300):
 
 def _resampled_pr(fake, real, seed, replicates=100):
     """Precision and recall bootstrapped with the indices `resampled_quality` draws from `seed`."""
-    return resampled_precision_recall(fake, real, bootstrap_indices(len(fake), replicates, seed + 1),
-                                      bootstrap_indices(len(real), replicates, seed))
+    return resampled_precision_recall(
+        fake, real, bootstrap_indices(len(fake), replicates, seed + 1), bootstrap_indices(len(real), replicates, seed)
+    )
 
 
 def test_precision_recall_bootstrap_is_the_figure_and_covers_its_expectation():
@@ -104,8 +110,10 @@ def test_precision_recall_bootstrap_is_the_figure_and_covers_its_expectation():
     covered = np.zeros(2)
     for seed in range(40):
         found = _resampled_pr(*_precision_recall_draw(rng, 200), seed)
-        covered += [low <= t <= high for t, (low, high) in
-                    zip(truth, (found["precision"].interval(), found["recall"].interval()))]
+        covered += [
+            low <= t <= high
+            for t, (low, high) in zip(truth, (found["precision"].interval(), found["recall"].interval()))
+        ]
     assert (covered >= 32).all(), covered  # nominal 38 of 40; without recentring 17 and 8
 
 

@@ -11,9 +11,16 @@ from elbolab.data import load_data
 from elbolab.errors import DataError
 from elbolab.evaluate.features import load_or_train_classifier
 from elbolab.evaluate.interpolation import interpolation_smoothness
-from elbolab.evaluate.quality import (SmallSampleWarning, frechet_distance, frechet_distance_from_statistics,
-                                      kernel_inception_distance, mmd2_unbiased, polynomial_kernel, precision_recall,
-                                      sample_quality)
+from elbolab.evaluate.quality import (
+    SmallSampleWarning,
+    frechet_distance,
+    frechet_distance_from_statistics,
+    kernel_inception_distance,
+    mmd2_unbiased,
+    polynomial_kernel,
+    precision_recall,
+    sample_quality,
+)
 
 
 def random_spd(rng: np.random.Generator, d: int) -> np.ndarray:
@@ -82,11 +89,11 @@ def test_fd_of_a_set_with_itself_is_zero_even_when_rank_deficient():
 def test_mmd2_matches_its_definition_as_explicit_sums():
     rng = np.random.default_rng(4)
     x, y = rng.normal(size=(7, 3)), rng.normal(size=(7, 3)) + 0.5
-    k = lambda a, b: (a @ b / 3 + 1) ** 3  # noqa: E731
+    k = lambda a, b: (a @ b / 3 + 1) ** 3
     m = len(x)
     xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
-    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / m ** 2
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / m**2
     assert mmd2_unbiased(x, y) == pytest.approx(xx + yy - 2 * xy, rel=1e-12)
     assert polynomial_kernel(x, y)[2, 5] == pytest.approx(k(x[2], y[5]))
 
@@ -129,10 +136,11 @@ def test_precision_recall_fall_for_shifted_sets_and_separate_mode_dropping():
 def test_sample_quality_on_digits(digits, features):
     train, test = digits
     noise = torch.randint(0, 17, test.images.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    sevens = test.images[test.labels == 7].repeat(10, 1, 1, 1)[:len(test)]
+    sevens = test.images[test.labels == 7].repeat(10, 1, 1, 1)[: len(test)]
     real, fake, one_class, itself = (
         sample_quality(s, test.images, 17, features, reference_name="digits/test", kid_subsets=20)
-        for s in (train.images[:360], noise, sevens, test.images))
+        for s in (train.images[:360], noise, sevens, test.images)
+    )
     assert itself["fd"] == pytest.approx(0.0, abs=1e-6) and (itself["precision"], itself["recall"]) == (1.0, 1.0)
     assert real["fd"] < 0.1 * fake["fd"] and real["kid"] < 0.1 * fake["kid"] and fake["kid"] > 3 * fake["kid_std"]
     assert real["precision"] > 0.9 and real["recall"] > 0.6 and fake["recall"] < 0.2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -47,7 +49,7 @@ def test_ratio_is_one_against_itself_and_falls_monotonically_with_blur():
     ratios = [sharpness(blurred(test.images, s, 17), test.images, 17) for s in (0.5, 1.0, 2.0)]
     for key in ("laplacian_variance_ratio", "high_frequency_share_ratio"):
         series = [1.0] + [r[key] for r in ratios]
-        assert all(a > b for a, b in zip(series, series[1:])), (key, series)
+        assert all(a > b for a, b in itertools.pairwise(series)), (key, series)
     assert ratios[-1]["laplacian_variance_ratio"] < 0.2
 
 
@@ -61,7 +63,9 @@ def test_chunked_measures_equal_the_whole_set_at_once(monkeypatch):
     """A large set is measured in chunks (bounded memory) with the same per-image values and spectrum."""
     import importlib
 
-    sh = importlib.import_module("elbolab.evaluate.sharpness")  # the module (the package exports a function of its name)
+    sh = importlib.import_module(
+        "elbolab.evaluate.sharpness"
+    )  # the module (the package exports a function of its name)
 
     images = load_data("digits", "test").images[:300]
     whole = (laplacian_variance(images, 17), high_frequency_share(images, 17), radial_power_spectrum(images, 17))

@@ -23,9 +23,25 @@ from elbolab.train.checkpoint import load_tensors
 from elbolab.train.run import CHECKPOINT_DIR, CONFIG_FILE, LOG_FILE, METRICS_FILE, WEIGHTS_FILE
 
 STEPS = 40
-ARGS = ["--steps", str(STEPS), "--quiet", "--set", "model.net=tiny", "--set", "train.eval_every=0",
-        "--set", "train.checkpoint_every=10", "--set", "train.batch_size=32", "--set", "train.eval_n=64",
-        "--set", "train.threads=1", "--seed", "3"]
+ARGS = [
+    "--steps",
+    str(STEPS),
+    "--quiet",
+    "--set",
+    "model.net=tiny",
+    "--set",
+    "train.eval_every=0",
+    "--set",
+    "train.checkpoint_every=10",
+    "--set",
+    "train.batch_size=32",
+    "--set",
+    "train.eval_n=64",
+    "--set",
+    "train.threads=1",
+    "--seed",
+    "3",
+]
 
 
 def _temp_of(folder: Path, name: str) -> bool:
@@ -43,8 +59,9 @@ MOMENTS = {
     "writing the step-0 checkpoint": ("4:step-000000", lambda r: _temp_of(r / CHECKPOINT_DIR, "step-000000")),
     "writing the step-20 checkpoint": ("4:step-000020", lambda r: _temp_of(r / CHECKPOINT_DIR, "step-000020")),
     "writing checkpoint.json after step 30": (
-        "1:checkpoint.json", lambda r: (r / CHECKPOINT_DIR / "step-000030.safetensors").is_file()
-        and _temp_of(r, "checkpoint.json")),
+        "1:checkpoint.json",
+        lambda r: (r / CHECKPOINT_DIR / "step-000030.safetensors").is_file() and _temp_of(r, "checkpoint.json"),
+    ),
     # (the pause in metrics.json only keeps a late kill on a loaded machine from finding the run finished)
     "training between checkpoints (≥ 25 steps logged)": ("4:metrics.json", lambda r: _log_steps(r) >= 25),
     "writing the final weights": ("4:model.safetensors", lambda r: _temp_of(r, WEIGHTS_FILE)),
@@ -55,8 +72,12 @@ MOMENTS = {
 def _kill_at(run: Path, hook: str, ready) -> dict:
     """Start training into `run`, SIGKILL it once `ready(run)` holds; what the folder held at the kill."""
     env = {**os.environ, SLOW_WRITE_ENV: hook}
-    proc = subprocess.Popen([sys.executable, "-m", "elbolab.cli", "train", "vae", "--out", str(run), *ARGS],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "elbolab.cli", "train", "vae", "--out", str(run), *ARGS],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
     try:
         while not ready(run):
@@ -69,9 +90,13 @@ def _kill_at(run: Path, hook: str, ready) -> dict:
     finally:
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    return {"steps_logged": _log_steps(run), "config": (run / CONFIG_FILE).is_file(),
-            "checkpoints": sorted(p.name for p in (run / CHECKPOINT_DIR).glob("step-*"))
-            if (run / CHECKPOINT_DIR).is_dir() else []}
+    return {
+        "steps_logged": _log_steps(run),
+        "config": (run / CONFIG_FILE).is_file(),
+        "checkpoints": sorted(p.name for p in (run / CHECKPOINT_DIR).glob("step-*"))
+        if (run / CHECKPOINT_DIR).is_dir()
+        else [],
+    }
 
 
 @pytest.mark.slow

@@ -25,9 +25,9 @@ from elbolab.likelihoods import normal_log_prob
 from elbolab.nets.unet import UNetConfig
 from elbolab.vae import VAE, VAEConfig
 
-IMAGE, LATENT = (1, 4, 4), (1, 2, 2)          # D = 16 data dimensions, d = 4 latent dimensions
-SIGMA_X, S = 0.3, 2.5                         # decoder noise; latent scale s (z = s·u)
-MU_U = torch.tensor([0.4, -0.8, 0.2, 1.2], dtype=torch.float64).view(LATENT)     # u ~ N(μ, v) per dimension
+IMAGE, LATENT = (1, 4, 4), (1, 2, 2)  # D = 16 data dimensions, d = 4 latent dimensions
+SIGMA_X, S = 0.3, 2.5  # decoder noise; latent scale s (z = s·u)
+MU_U = torch.tensor([0.4, -0.8, 0.2, 1.2], dtype=torch.float64).view(LATENT)  # u ~ N(μ, v) per dimension
 VAR_U = torch.tensor([0.64, 0.16, 0.04, 1.44], dtype=torch.float64).view(LATENT)
 T = 200
 
@@ -79,7 +79,7 @@ def chain_marginal(schedule, variance):
         ab_t, ab_s = ab[i], ab[i - 1]
         beta = 1 - ab_t / ab_s
         a, b = (ab_t / ab_s).sqrt() * (1 - ab_s) / (1 - ab_t), ab_s.sqrt() * beta / (1 - ab_t)
-        k = ab_t.sqrt() * VAR_U / (ab_t * VAR_U + 1 - ab_t)       # E[u_0|u_t] = μ + k (u_t − √ᾱ_t μ)
+        k = ab_t.sqrt() * VAR_U / (ab_t * VAR_U + 1 - ab_t)  # E[u_0|u_t] = μ + k (u_t − √ᾱ_t μ)
         if variance == "large":
             step_var = beta
         else:  # β̃_i, and β̃_2 for the step into the data
@@ -105,12 +105,12 @@ def model_log_px(oracle, schedule, variance):
     """log p(x) = log N(x; W s m_ψ + b, W diag(s² v_ψ) Wᵀ + σ_x² I), and the exact posterior q(z|x) under p_ψ."""
     w, b, x = oracle
     m, v = (t.flatten() for t in chain_marginal(schedule, variance))
-    cov = w @ torch.diag(S * S * v) @ w.T + SIGMA_X ** 2 * torch.eye(16, dtype=torch.float64)
+    cov = w @ torch.diag(S * S * v) @ w.T + SIGMA_X**2 * torch.eye(16, dtype=torch.float64)
     log_px = torch.distributions.MultivariateNormal(w @ (S * m) + b, cov).log_prob(x.flatten(1))
 
     def exact_posterior(xf):  # W has orthogonal columns, so the posterior's precision is diagonal
-        precision = 1 / (S * S * v) + (w * w).sum(0) / SIGMA_X ** 2
-        return ((xf - b) @ w / SIGMA_X ** 2 + m / (S * v)) / precision, (1 / precision).expand(len(xf), -1)
+        precision = 1 / (S * S * v) + (w * w).sum(0) / SIGMA_X**2
+        return ((xf - b) @ w / SIGMA_X**2 + m / (S * v)) / precision, (1 / precision).expand(len(xf), -1)
 
     return log_px, exact_posterior
 
@@ -126,13 +126,28 @@ def expected_bound(oracle, encoder, schedule, variance, nodes=3):
     net = OptimalEps(schedule)
 
     def latent_prior(u):  # the chain's bound, its expectation over ε
-        bounds = [exact_bound(net, u, schedule, variance=variance, eps=torch.full_like(u, e), max_batch=10 ** 6)
-                  for e in eps_nodes]
-        return Bound({k: sum(wj * bd.terms[k] for wj, bd in zip(weights, bounds)) for k in bounds[0].terms},
-                     bounds[0].dims, discrete=False)
+        bounds = [
+            exact_bound(net, u, schedule, variance=variance, eps=torch.full_like(u, e), max_batch=10**6)
+            for e in eps_nodes
+        ]
+        return Bound(
+            {k: sum(wj * bd.terms[k] for wj, bd in zip(weights, bounds)) for k in bounds[0].terms},
+            bounds[0].dims,
+            discrete=False,
+        )
 
-    composed = [latent_bound(mean + (0.5 * logvar).exp() * zeta, logvar, lambda z: ae.log_likelihood(x, z),
-                             latent_prior, math.log(S), dims=16, discrete=False) for zeta in eps_nodes]
+    composed = [
+        latent_bound(
+            mean + (0.5 * logvar).exp() * zeta,
+            logvar,
+            lambda z: ae.log_likelihood(x, z),
+            latent_prior,
+            math.log(S),
+            dims=16,
+            discrete=False,
+        )
+        for zeta in eps_nodes
+    ]
     return sum(wj * bd.total for wj, bd in zip(weights, composed)), composed[0]
 
 
@@ -148,9 +163,12 @@ def test_with_the_exact_posterior_the_bound_is_below_log_px_and_tight(oracle, va
     # where the true reverse variance is β ("large"), so "small" pays about 0.7 nats per latent dimension.
     assert gap.max() < {"large": 0.1, "small": 4 * 0.8}[variance], gap.max()
     print(f"\nexact posterior, variance {variance}: gap −bound − log p(x) {gap.mean():.4f} nats (d = 4)")
-    assert one.discrete is False and one.dims == 16 and set(one.terms) == {"reconstruction", "neg_entropy", "latent_prior"}
-    torch.testing.assert_close(one.extras["latent_prior.log_scale"], torch.full((48,), 4 * math.log(S),
-                                                                                dtype=torch.float64))
+    assert (
+        one.discrete is False and one.dims == 16 and set(one.terms) == {"reconstruction", "neg_entropy", "latent_prior"}
+    )
+    torch.testing.assert_close(
+        one.extras["latent_prior.log_scale"], torch.full((48,), 4 * math.log(S), dtype=torch.float64)
+    )
     parts = sum(one.extras[f"latent_prior.{k}"] for k in ("prior", "diffusion", "reconstruction", "log_scale"))
     torch.testing.assert_close(parts, one.terms["latent_prior"])
 
@@ -160,9 +178,11 @@ def test_any_other_encoder_gives_a_looser_bound_on_every_example(oracle):
     log_px, exact_posterior = model_log_px(oracle, schedule, "large")
     best, _ = expected_bound(oracle, exact_posterior, schedule, "large")
     for shift, log_scale in [(0.5, 0.0), (0.0, 1.0), (-0.3, -1.5)]:
+
         def encoder(xf, shift=shift, log_scale=log_scale):
             mean, var = exact_posterior(xf)
             return mean + shift, var * math.exp(log_scale)
+
         total, _ = expected_bound(oracle, encoder, schedule, "large")
         assert (total + log_px >= -1e-9).all()
         assert (total - best).mean() > 0.05
@@ -172,10 +192,12 @@ def test_the_model_computes_the_same_bound(oracle):
     """LatentDiffusion.elbo with the oracle's autoencoder and ε̂: its Monte-Carlo estimates (both of the chain's
     methods) average to the quadrature's exact expectation."""
     schedule = Schedule("cosine", T)
-    log_px, exact_posterior = model_log_px(oracle, schedule, "large")
+    _log_px, exact_posterior = model_log_px(oracle, schedule, "large")
     exact, _ = expected_bound(oracle, exact_posterior, schedule, "large")
-    cfg = LatentDiffusionConfig(vae=VAEConfig(latent="spatial", latent_channels=1, net="tiny"),
-                                diffusion=DiffusionConfig(T=T, variance="large", unet=UNetConfig(preset="tiny")))
+    cfg = LatentDiffusionConfig(
+        vae=VAEConfig(latent="spatial", latent_channels=1, net="tiny"),
+        diffusion=DiffusionConfig(T=T, variance="large", unet=UNetConfig(preset="tiny")),
+    )
     model = LatentDiffusion(cfg, IMAGE, levels=256)
     w, b, x = oracle
     model.vae = LinearGaussianAE(w, b, exact_posterior)
@@ -219,15 +241,16 @@ def test_config_and_autoencoder_checks():
     other = VAE(VAEConfig(latent="spatial", latent_channels=3, net="tiny"), (1, 8, 8), 17)
     model.adopt_autoencoder(other)  # another architecture: the module and the config follow it
     assert model.config.vae.latent_channels == 3 and model.latent_shape == (3, 4, 4)
-    assert all(torch.equal(a, b) for a, b in zip(model.vae.state_dict().values(),
-                                                  other.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(model.vae.state_dict().values(), other.state_dict().values()))
     assert not any(p.requires_grad for p in model.vae.parameters())
 
 
 def test_joint_finetuning_reaches_the_autoencoder_only_in_its_last_steps():
-    cfg = LatentDiffusionConfig(vae=VAEConfig(latent="spatial", latent_channels=2, net="tiny"),
-                                diffusion=DiffusionConfig(T=50, unet=UNetConfig(preset="tiny")),
-                                joint_finetune_steps=3)
+    cfg = LatentDiffusionConfig(
+        vae=VAEConfig(latent="spatial", latent_channels=2, net="tiny"),
+        diffusion=DiffusionConfig(T=50, unet=UNetConfig(preset="tiny")),
+        joint_finetune_steps=3,
+    )
     model = LatentDiffusion(cfg, (1, 8, 8), 17)
     model.scale.fill_(1.0)
     x = torch.rand(4, 1, 8, 8) * 2 - 1
@@ -241,8 +264,15 @@ def test_joint_finetuning_reaches_the_autoencoder_only_in_its_last_steps():
 
 # ---------------------------------------------------------------- trained on digits
 
-SETTINGS = {"model.vae.net": "tiny", "model.diffusion.unet.channels": "16", "train.batch_size": "128",
-            "train.eval_every": "0", "train.eval_n": "64", "train.threads": "1", "train.seed": "0"}
+SETTINGS = {
+    "model.vae.net": "tiny",
+    "model.diffusion.unet.channels": "16",
+    "train.batch_size": "128",
+    "train.eval_every": "0",
+    "train.eval_n": "64",
+    "train.threads": "1",
+    "train.seed": "0",
+}
 
 
 def train_digits(run, overrides, steps, **kw):
@@ -251,8 +281,9 @@ def train_digits(run, overrides, steps, **kw):
 
     threads = torch.get_num_threads()
     try:
-        return train_run("latent-diffusion", "digits", run, overrides={**SETTINGS, **overrides}, steps=steps,
-                         progress=False, **kw)
+        return train_run(
+            "latent-diffusion", "digits", run, overrides={**SETTINGS, **overrides}, steps=steps, progress=False, **kw
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -272,8 +303,11 @@ def test_the_diffusion_prior_tightens_the_vaes_bound_with_the_same_autoencoder(t
     from elbolab.model import dataset_bound
     from elbolab.train.run import load_run
 
-    train_digits(tmp_path / "ld", {"model.vae.latent_channels": "2", "model.vae.beta": "0.25",
-                                   "model.autoencoder_steps": "400"}, steps=300)
+    train_digits(
+        tmp_path / "ld",
+        {"model.vae.latent_channels": "2", "model.vae.beta": "0.25", "model.autoencoder_steps": "400"},
+        steps=300,
+    )
     test = load_data("digits", "test")
     _, vae = load_run(tmp_path / "ld" / "autoencoder")
     _, model = load_run(tmp_path / "ld")
@@ -284,8 +318,10 @@ def test_the_diffusion_prior_tightens_the_vaes_bound_with_the_same_autoencoder(t
     ld_bpd = dataset_bound(model, test, estimator=Estimator("mc")).bits_per_dim()
     (v, v_ci), (l, l_ci) = mean_ci95(vae_bpd), mean_ci95(ld_bpd)
     diff, diff_ci = mean_ci95(ld_bpd - vae_bpd)  # paired: the same test images
-    print(f"\ndigits test bits/dim, same autoencoder: VAE ELBO {v:.4f} ± {v_ci:.4f}, "
-          f"latent diffusion bound {l:.4f} ± {l_ci:.4f}, paired difference {diff:.4f} ± {diff_ci:.4f}")
+    print(
+        f"\ndigits test bits/dim, same autoencoder: VAE ELBO {v:.4f} ± {v_ci:.4f}, "
+        f"latent diffusion bound {l:.4f} ± {l_ci:.4f}, paired difference {diff:.4f} ± {diff_ci:.4f}"
+    )
     assert diff + diff_ci < 0
 
 
@@ -295,7 +331,7 @@ def test_eval_sample_interpolate_and_resume_through_the_library(tiny_run, tmp_pa
     from elbolab.train.run import load_run
 
     test = load_data("digits", "test")
-    cfg, model = load_run(tiny_run)
+    _cfg, model = load_run(tiny_run)
     assert model.prepared and model.kind == "latent-diffusion" and model.latent_shape == (2, 4, 4)
     bound = dataset_bound(model, test, 64, estimator=Estimator("mc"))
     assert set(bound.terms) == {"reconstruction", "neg_entropy", "latent_prior"} and bound.discrete and bound.dims == 64
@@ -328,20 +364,38 @@ def test_eval_sample_interpolate_and_resume_through_the_library(tiny_run, tmp_pa
 
 def test_command_line_reuses_a_trained_autoencoder(tiny_run, run_cli, tmp_path):
     run = tmp_path / "cli"
-    code, out, err = run_cli("train", "latent-diffusion", "--data", "digits", "--out", run, "--steps", "10",
-                             "--autoencoder", tiny_run / "autoencoder", "--quiet",
-                             *(a for k in ("model.diffusion.unet.channels", "train.eval_every", "train.eval_n",
-                                           "train.threads") for a in ("--set", f"{k}={SETTINGS[k]}")))
+    code, out, err = run_cli(
+        "train",
+        "latent-diffusion",
+        "--data",
+        "digits",
+        "--out",
+        run,
+        "--steps",
+        "10",
+        "--autoencoder",
+        tiny_run / "autoencoder",
+        "--quiet",
+        *(
+            a
+            for k in ("model.diffusion.unet.channels", "train.eval_every", "train.eval_n", "train.threads")
+            for a in ("--set", f"{k}={SETTINGS[k]}")
+        ),
+    )
     assert code == 0, err
     assert not (run / "autoencoder").exists()  # reused, not trained
     saved = json.loads((run / "config.json").read_text())  # the reused VAE's architecture, not the default
     assert saved["model"]["vae"]["latent_channels"] == 2 and saved["model"]["vae"]["net"] == "tiny"
-    code, out, err = run_cli("eval", run, "--json", "--n", "32", "--n-samples", "16", "--skip", "speed",
-                             "--skip", "quality")
+    code, out, err = run_cli(
+        "eval", run, "--json", "--n", "32", "--n-samples", "16", "--skip", "speed", "--skip", "quality"
+    )
     assert code == 0, err
     result = json.loads(out)
     assert result["model"] == "latent-diffusion" and set(result["nats"]["terms"]) == {
-        "reconstruction", "neg_entropy", "latent_prior"}
+        "reconstruction",
+        "neg_entropy",
+        "latent_prior",
+    }
     assert set(result["components"]["autoencoder"]["nats"]["terms"]) == {"reconstruction", "kl"}  # the same VAE's ELBO
     assert result["nats"]["total"] == pytest.approx(sum(result["nats"]["terms"].values()), rel=1e-9)
     assert math.isfinite(result["bpd"]["total"]) and result["bpd"]["ci95"] > 0
@@ -352,6 +406,7 @@ def test_command_line_reuses_a_trained_autoencoder(tiny_run, run_cli, tmp_path):
     code, _, err = run_cli("interpolate", run, "--out", tmp_path / "i.png", "--pairs", "1", "--frames", "3")
     assert code == 0 and (tmp_path / "i.png").is_file(), err
     # a run that is not a VAE is refused as an autoencoder, in one line
-    code, _, err = run_cli("train", "latent-diffusion", "--out", tmp_path / "bad", "--steps", "1", "--quiet",
-                           "--autoencoder", run)
+    code, _, err = run_cli(
+        "train", "latent-diffusion", "--out", tmp_path / "bad", "--steps", "1", "--quiet", "--autoencoder", run
+    )
     assert code == 1 and "must be a VAE run" in err

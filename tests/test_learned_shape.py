@@ -3,17 +3,15 @@ increases, its γ′ is the derivative of its γ; with the optimal denoiser the 
 the end points leave, whatever the shape; the shape and end points are trained on the bound's gradient and on
 no other, whichever objective the network trains on; a run with it trains, saves, loads and reports."""
 
-import json
 import math
 
 import pytest
 import torch
-
-from test_continuous_diffusion import closed_form_bound, oracle_bound
-from test_diffusion_bound import gaussian_data
 from conftest import eval_json
 from test_cli_continuous import TINY
 from test_cli_diffusion import _one_thread  # noqa: F401  (one torch thread, autouse)
+from test_continuous_diffusion import closed_form_bound, oracle_bound
+from test_diffusion_bound import gaussian_data
 
 from elbolab.diffusion import DiffusionConfig, DiffusionModel
 from elbolab.diffusion.learned_schedule import LearnedSchedule
@@ -51,18 +49,23 @@ def test_with_the_optimal_denoiser_the_bound_is_what_the_end_points_leave_whatev
     x = gaussian_data(6)
     schedule = bent()
     torch.testing.assert_close(oracle_bound(schedule, x), closed_form_bound(schedule, x), rtol=0, atol=1e-6)
-    torch.testing.assert_close(oracle_bound(schedule, x), oracle_bound(LearnedSchedule("linear", 100, -8.0, 6.0), x),
-                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        oracle_bound(schedule, x), oracle_bound(LearnedSchedule("linear", 100, -8.0, 6.0), x), rtol=0, atol=1e-6
+    )
 
 
 def _model(loss: str) -> DiffusionModel:
     torch.manual_seed(0)
-    return DiffusionModel(DiffusionConfig(unet=UNetConfig(preset="tiny"), time="continuous", T=50, loss=loss,
-                                          schedule="learned"), (1, 8, 8), 17)
+    return DiffusionModel(
+        DiffusionConfig(unet=UNetConfig(preset="tiny"), time="continuous", T=50, loss=loss, schedule="learned"),
+        (1, 8, 8),
+        17,
+    )
 
 
 def _digits(n: int) -> torch.Tensor:
     from elbolab.data import load_data
+
     return load_data("digits", "test").model_range(slice(0, n))
 
 
@@ -81,8 +84,10 @@ def test_the_schedule_gets_the_bounds_gradient_and_no_other_whatever_the_network
         assert p.grad is not None and p.grad.abs().sum() > 0, name
         torch.testing.assert_close(p.grad, named[name].grad, rtol=1e-5, atol=1e-9)
     # while the network's gradient is its own objective's, not the bound's
-    grads = [torch.cat([p.grad.flatten() for p in m.diffusion.net.parameters() if p.grad is not None])
-             for m in (model, bound_model)]
+    grads = [
+        torch.cat([p.grad.flatten() for p in m.diffusion.net.parameters() if p.grad is not None])
+        for m in (model, bound_model)
+    ]
     assert grads[0].abs().sum() > 0 and not torch.allclose(grads[0], grads[1])
 
 
@@ -95,10 +100,25 @@ def test_a_learned_shape_is_for_continuous_time_with_learned_end_points():
 
 def test_a_run_with_a_learned_shape_trains_saves_and_reports(run_cli, tmp_path):
     run = tmp_path / "learned"
-    code, _, err = run_cli("train", "diffusion", "--data", "digits", "--out", run, "--steps", "30", "--quiet", *TINY,
-                           "--set", "model.schedule=learned", "--set", "model.loss=vlb")
+    code, _, err = run_cli(
+        "train",
+        "diffusion",
+        "--data",
+        "digits",
+        "--out",
+        run,
+        "--steps",
+        "30",
+        "--quiet",
+        *TINY,
+        "--set",
+        "model.schedule=learned",
+        "--set",
+        "model.loss=vlb",
+    )
     assert code == 0, err
     from elbolab.train.run import load_run
+
     _, model = load_run(run, device="cpu")
     start = LearnedSchedule("learned", 100, -1.0, 5.0).shape_net
     assert not torch.equal(model.diffusion.schedule.shape_net.c, start.c)  # it learned, and was saved so

@@ -6,9 +6,17 @@ import pytest
 import torch
 
 from elbolab.bounds import Bound, log_mean_exp, mean_ci95, nats_to_bpd
-from elbolab.likelihoods import (Bernoulli, DiscretizedGaussian, DiscretizedLogistic, bernoulli_log_prob,
-                                 discretized_gaussian_log_prob, discretized_logistic_log_prob, normal_kl,
-                                 normal_log_prob, quantize)
+from elbolab.likelihoods import (
+    Bernoulli,
+    DiscretizedGaussian,
+    DiscretizedLogistic,
+    bernoulli_log_prob,
+    discretized_gaussian_log_prob,
+    discretized_logistic_log_prob,
+    normal_kl,
+    normal_log_prob,
+    quantize,
+)
 
 DISCRETISED = [discretized_gaussian_log_prob, discretized_logistic_log_prob]
 
@@ -61,15 +69,18 @@ def test_discretised_gaussian_matches_the_normal_cdf_in_the_interior():
     normal = torch.distributions.Normal(torch.tensor(mean, dtype=torch.float64), scale)
     expected = (normal.cdf(x + h) - normal.cdf(x - h)).log()
     expected[0], expected[-1] = normal.cdf(x[0] + h).log(), (1 - normal.cdf(x[-1] - h)).log()
-    got = discretized_gaussian_log_prob(x, torch.tensor(mean, dtype=torch.float64),
-                                        torch.tensor(math.log(scale), dtype=torch.float64), levels)
+    got = discretized_gaussian_log_prob(
+        x, torch.tensor(mean, dtype=torch.float64), torch.tensor(math.log(scale), dtype=torch.float64), levels
+    )
     assert torch.allclose(got, expected, atol=1e-10)
 
 
 def test_bernoulli_sums_to_one():
     logits = torch.tensor([-30.0, -2.0, 0.0, 5.0, 30.0])
-    total = bernoulli_log_prob(torch.full_like(logits, -1.0), logits).exp() + \
-        bernoulli_log_prob(torch.ones_like(logits), logits).exp()
+    total = (
+        bernoulli_log_prob(torch.full_like(logits, -1.0), logits).exp()
+        + bernoulli_log_prob(torch.ones_like(logits), logits).exp()
+    )
     assert torch.allclose(total, torch.ones_like(total), atol=1e-6)
 
 

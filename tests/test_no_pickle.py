@@ -53,8 +53,10 @@ def test_no_source_file_unpickles_user_input():
 
 def test_the_audit_catches_what_it_looks_for(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("import pickle\nimport numpy as np\nimport torch\nimport yaml\n"
-                   "torch.load('x')\nnp.load('y')\nyaml.load('z')\ntorch.load('w', weights_only=False)\n")
+    bad.write_text(
+        "import pickle\nimport numpy as np\nimport torch\nimport yaml\n"
+        "torch.load('x')\nnp.load('y')\nyaml.load('z')\ntorch.load('w', weights_only=False)\n"
+    )
     assert len(_findings(bad)) == 5
 
 

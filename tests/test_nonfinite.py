@@ -15,8 +15,17 @@ from elbolab.train.loop import Trainer, TrainingDiverged, lr_at
 from elbolab.train.run import LOG_FILE, WEIGHTS_FILE, RunConfig, build_model, list_checkpoints
 from elbolab.vae import VAEConfig
 
-CFG = TrainConfig(steps=14, batch_size=16, eval_every=0, eval_n=32, checkpoint_every=5, warmup_steps=2, seed=2,
-                  nonfinite_patience=3, max_rollbacks=2)
+CFG = TrainConfig(
+    steps=14,
+    batch_size=16,
+    eval_every=0,
+    eval_n=32,
+    checkpoint_every=5,
+    warmup_steps=2,
+    seed=2,
+    nonfinite_patience=3,
+    max_rollbacks=2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +54,7 @@ def _trainer(run_dir, digits, bad_calls=(), grad_calls=(), cfg=CFG, said=None):
             def infinite(g):
                 handles[0].remove()
                 return torch.full_like(g, float("inf"))
+
             handles.append(p.register_hook(infinite))
         return out
 
@@ -82,7 +92,7 @@ def test_patience_in_a_row_rolls_back_with_half_the_rate_and_the_run_finishes(tm
     assert events[0]["checkpoint"] == "step-000005.safetensors"
     assert any("rolled back to step 5" in s and "fresh random stream" in s for s in said)
     steps = [r for r in _log(tmp_path) if "event" not in r]
-    assert [r["step"] for r in steps] == list(range(1, 15))            # the abandoned steps 6–9 are gone
+    assert [r["step"] for r in steps] == list(range(1, 15))  # the abandoned steps 6–9 are gone
     assert all(r["lr"] == pytest.approx(0.5 * lr_at(r["step"] - 1, CFG)) for r in steps[5:])
     _, state = load_tensors(list_checkpoints(tmp_path)[0])
     assert state["lr_scale"] == 0.5 and state["rollbacks"] == 1
@@ -126,6 +136,7 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path, digits):
             poisoned.append(step)
             with torch.no_grad():
                 next(trainer.model.parameters()).fill_(float("nan"))
+
     trainer.callbacks = (poison,)
     trainer.fit()
     events = [r for r in _log(tmp_path) if r.get("event") == "rollback"]

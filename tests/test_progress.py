@@ -21,9 +21,16 @@ PLAN = (("train", "vae", 60.0), ("train", "diffusion", 60.0), ("measure", "vae",
 
 def test_the_plan_lists_every_training_and_measurement_with_its_budget():
     plan = job_plan(CompareConfig(budget=40.0, beta_sweep=(4.0,), sweep_budget_fraction=0.25))
-    assert [s[:2] for s in plan] == [("train", "vae"), ("train", "diffusion"), ("train", "latent-diffusion"),
-                                     ("train", "vae β=4"), ("measure", "vae"), ("measure", "diffusion"),
-                                     ("measure", "latent-diffusion"), ("measure", "vae β=4")]
+    assert [s[:2] for s in plan] == [
+        ("train", "vae"),
+        ("train", "diffusion"),
+        ("train", "latent-diffusion"),
+        ("train", "vae β=4"),
+        ("measure", "vae"),
+        ("measure", "diffusion"),
+        ("measure", "latent-diffusion"),
+        ("measure", "vae β=4"),
+    ]
     assert [s[2] for s in plan[:4]] == [40.0, 40.0, 40.0, 10.0] and all(s[2] == 0 for s in plan[4:])
 
 
@@ -34,12 +41,12 @@ def test_time_left_counts_budgets_then_measurements_at_their_mean():
     job.update(JobEvent("train", "vae"))
     clock.now += 15
     job.update(JobEvent("train", "vae", step=300, loss=0.25))
-    assert job.left() == (45.0 + 60.0, False)          # measurements not timed yet: a lower bound
+    assert job.left() == (45.0 + 60.0, False)  # measurements not timed yet: a lower bound
     assert "stage 1 of 4: training vae (60 s), step 300, loss 0.25" == job.stage_text()
-    clock.now += 57                                     # the final evaluation runs over: 72 s for 60 s
+    clock.now += 57  # the final evaluation runs over: 72 s for 60 s
     job.update(JobEvent("train", "diffusion"))
     clock.now += 12
-    assert job.left() == (60 * 1.2 - 12, False)        # the next budget scaled by 72 / 60
+    assert job.left() == (60 * 1.2 - 12, False)  # the next budget scaled by 72 / 60
     clock.now += 70
     assert job.left() == (0.0, False)
     job.update(JobEvent("measure", "vae", detail="vae: sampling speed"))
@@ -47,7 +54,7 @@ def test_time_left_counts_budgets_then_measurements_at_their_mean():
     clock.now += 20
     job.update(JobEvent("measure", "diffusion", detail="diffusion: bound on 360 test images"))
     clock.now += 5
-    assert job.left() == (15.0, True)                   # one measurement took 20 s: 20 − 5 left of this one
+    assert job.left() == (15.0, True)  # one measurement took 20 s: 20 − 5 left of this one
     assert job.elapsed() == 179.0 and 0 < job.fraction() < 1
     job.update(JobEvent("done"))
     assert job.left() == (0.0, True) and job.fraction() == 1.0
@@ -59,21 +66,24 @@ def test_plain_mode_writes_a_line_per_stage_and_throttles_steps():
     display(JobEvent("plan", plan=PLAN))
     display.log("loading")
     display(JobEvent("train", "vae"))
-    for step in range(1, 41):                           # 40 steps over 20 s: two lines more, not forty
+    for step in range(1, 41):  # 40 steps over 20 s: two lines more, not forty
         clock.now += 0.5
         display(JobEvent("train", "vae", step=step, loss=1.0 / step))
     display(JobEvent("measure", "vae", detail="vae: information"))
-    display.log("vae: information")                     # shown as the stage, not repeated
+    display.log("vae: information")  # shown as the stage, not repeated
     display(JobEvent("done"))
     lines = out.getvalue().splitlines()
     assert all(line.startswith("[compare] ") for line in lines)
     assert lines[0] == "[compare] loading"
     assert lines[1] == "[compare] stage 1 of 4: training vae (60 s); elapsed 0:00, at least 2:00 left"
-    assert lines[2] == "[compare] stage 1 of 4: training vae (60 s), step 20, loss 0.05; elapsed 0:10, at least " \
-                       "1:50 left"
+    assert (
+        lines[2] == "[compare] stage 1 of 4: training vae (60 s), step 20, loss 0.05; elapsed 0:10, at least 1:50 left"
+    )
     assert lines[3].startswith("[compare] stage 1 of 4: training vae (60 s), step 40, loss 0.025; elapsed 0:20")
-    assert lines[4] == "[compare] stage 3 of 4: measuring vae: information; elapsed 0:20, time left known once a " \
-                       "measurement has finished"
+    assert (
+        lines[4] == "[compare] stage 3 of 4: measuring vae: information; elapsed 0:20, time left known once a "
+        "measurement has finished"
+    )
     assert lines[5] == "[compare] judging the contrasts and writing the report; elapsed 0:20, about 0:00 left"
     assert len(lines) == 6
 

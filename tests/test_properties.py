@@ -11,8 +11,12 @@ from hypothesis import strategies as st
 
 from elbolab.config import parse_set, with_overrides
 from elbolab.errors import ConfigError
-from elbolab.likelihoods import (bernoulli_log_prob, discretized_gaussian_log_prob, discretized_logistic_log_prob,
-                                 normal_kl)
+from elbolab.likelihoods import (
+    bernoulli_log_prob,
+    discretized_gaussian_log_prob,
+    discretized_logistic_log_prob,
+    normal_kl,
+)
 from elbolab.train.config import TrainConfig
 
 DISCRETISED = [discretized_gaussian_log_prob, discretized_logistic_log_prob]
@@ -61,7 +65,9 @@ def test_the_mass_at_the_mean_level_shrinks_as_the_scale_grows(log_prob, mean, l
 @FAST
 @given(logit=st.floats(-30, 30), other=st.floats(-30, 30))
 def test_bernoulli_is_normalised_and_increasing_in_its_logit(logit, other):
-    lp = bernoulli_log_prob(torch.tensor([-1.0, 1.0], dtype=torch.float64), torch.full((2,), logit, dtype=torch.float64))
+    lp = bernoulli_log_prob(
+        torch.tensor([-1.0, 1.0], dtype=torch.float64), torch.full((2,), logit, dtype=torch.float64)
+    )
     assert torch.isfinite(lp).all() and abs(torch.logsumexp(lp, 0).item()) < 1e-9
     one = lambda v: bernoulli_log_prob(torch.tensor(1.0, dtype=torch.float64), torch.tensor(v, dtype=torch.float64))
     lo, hi = sorted((logit, other))
@@ -97,7 +103,7 @@ def test_set_parsing_gives_a_mapping_or_a_one_line_config_error(item):
     except ConfigError as exc:
         assert len(str(exc).splitlines()) == 1 or "\n" in item or "\r" in item
     else:
-        (key, value), = out.items()
+        ((key, value),) = out.items()
         assert key and value and "=" not in key
 
 

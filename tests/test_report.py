@@ -6,12 +6,12 @@ from dataclasses import replace
 
 import pytest
 from PIL import Image
+from synthetic import StepsPoint, synthetic_results
 
 from elbolab.records import Contrast
 from elbolab.report import figures
 from elbolab.report.gallery import FIGURES, Material, draw, figure_name
 from elbolab.report.render import effect_text, to_html, write_report
-from synthetic import StepsPoint, synthetic_results
 
 
 @pytest.fixture(scope="module")
@@ -27,41 +27,55 @@ def test_the_page_embeds_every_image_and_needs_nothing_else(written):
     sources = re.findall(r'<img src="([^"]*)"', page)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "<script" not in page and "@import" not in page and "url(" not in page
-    assert "<link rel=\"stylesheet" not in page
+    assert '<link rel="stylesheet' not in page
     assert not re.search(r"https?://", page)
     emoji = [ch for ch in page if 0x2600 <= ord(ch) <= 0x27BF or ord(ch) >= 0x1F000]
-    assert not emoji, emoji                                   # verdicts are CSS shapes and words
+    assert not emoji, emoji  # verdicts are CSS shapes and words
     for c in results.contrasts:
-        assert f'<span class="badge {c.verdict.replace(" ", "-")}"><span class="sr">verdict: </span>{c.verdict}' \
-               f'</span>' in page
+        assert (
+            f'<span class="badge {c.verdict.replace(" ", "-")}"><span class="sr">verdict: </span>{c.verdict}'
+            f"</span>" in page
+        )
 
 
 def test_markdown_has_the_same_board_sections_and_images_beside_it(written):
     results, paths, out = written
     md = paths["markdown"].read_text()
     board = md.split("## Verdicts")[1].split("## The contrasts")[0]
-    assert [line.split(" | ")[0].strip("| *") for line in board.splitlines() if line.startswith("| **")] == \
-        [c.verdict for c in results.contrasts]
+    assert [line.split(" | ")[0].strip("| *") for line in board.splitlines() if line.startswith("| **")] == [
+        c.verdict for c in results.contrasts
+    ]
     for c in results.contrasts:
         assert f"### {c.title}" in md and c.claim in md and c.rule in md
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert linked and all((out / name).is_file() for name in linked)
     html_imgs = len(re.findall(r"<img ", paths["html"].read_text()))
-    assert len(linked) == html_imgs                           # the same figures in both
-    assert "unevenness (std/mean per path) 0.25; largest step 1.80× the mean" in md   # smoothness shown
+    assert len(linked) == html_imgs  # the same figures in both
+    assert "unevenness (std/mean per path) 0.25; largest step 1.80× the mean" in md  # smoothness shown
 
 
 def test_each_contrast_gets_its_named_figure_else_the_one_its_title_points_to():
     results, _, _ = synthetic_results()
     assert [figure_name(c) for c in results.contrasts] == [
-        "samples", "rate_distortion", "information", "frontier", "frontier", "interpolation", "bound_terms",
-        "no_such_figure"]
-    titles = {"Forward process: learned one-step encoder vs. fixed multi-step noising": "reconstructions",
-              "Latent: a bottleneck vs. same-size latents with information destroyed gradually": "information",
-              "Decoder speed: one pass vs. a chain of small steps": "frontier", "Samples: blurry vs. sharp": "samples",
-              "Sample quality": "frontier", "Merged: latent diffusion": "bound_terms",
-              "The bound in the loss: a reconstruction–KL tug-of-war vs. a sum of per-step KLs": "rate_distortion",
-              "Likelihood: the same bound, on held-out data": "bound_terms"}
+        "samples",
+        "rate_distortion",
+        "information",
+        "frontier",
+        "frontier",
+        "interpolation",
+        "bound_terms",
+        "no_such_figure",
+    ]
+    titles = {
+        "Forward process: learned one-step encoder vs. fixed multi-step noising": "reconstructions",
+        "Latent: a bottleneck vs. same-size latents with information destroyed gradually": "information",
+        "Decoder speed: one pass vs. a chain of small steps": "frontier",
+        "Samples: blurry vs. sharp": "samples",
+        "Sample quality": "frontier",
+        "Merged: latent diffusion": "bound_terms",
+        "The bound in the loss: a reconstruction–KL tug-of-war vs. a sum of per-step KLs": "rate_distortion",
+        "Likelihood: the same bound, on held-out data": "bound_terms",
+    }
     for title, name in titles.items():
         assert figure_name(Contrast(title, "c", "m", "r", "inconclusive")) == name, title
     assert figure_name(Contrast("Something new", "c", "m", "r", "inconclusive")) is None
@@ -87,7 +101,7 @@ def _pixels(png: bytes) -> set[tuple[int, int, int]]:
 def test_every_model_keeps_its_colour_in_the_frontier_and_a_steps_sweep_is_drawn():
     results, _, _ = synthetic_results()
     models = results.measured()
-    rgb = {k: tuple(int(figures.colour(k)[i:i + 2], 16) for i in (1, 3, 5)) for k in models}
+    rgb = {k: tuple(int(figures.colour(k)[i : i + 2], 16) for i in (1, 3, 5)) for k in models}
     assert len(set(rgb.values())) == len(rgb)
     quality = figures.frontier_quality(models)
     for png in (quality, figures.frontier_speed(models)):
@@ -101,7 +115,9 @@ def test_every_model_keeps_its_colour_in_the_frontier_and_a_steps_sweep_is_drawn
 def test_effects_read_with_their_interval_and_unknown_ends():
     results, _, _ = synthetic_results()
     e = results.contrasts[4].effect
-    assert effect_text(e) == "Fréchet distance, VAE − diffusion = 3.2 (95% interval 1.1 to 5.3; no effect: 0); " \
-                             "smallest detectable 0.8"
+    assert (
+        effect_text(e) == "Fréchet distance, VAE − diffusion = 3.2 (95% interval 1.1 to 5.3; no effect: 0); "
+        "smallest detectable 0.8"
+    )
     assert "95% interval unknown to 0.3" in effect_text(results.contrasts[5].effect)
     assert effect_text(None) == "no effect size recorded"

@@ -12,10 +12,10 @@ import shutil
 import time
 
 import pytest
-
-from elbolab.report.render import write_report
 from pagecheck import artefacts, assert_sound, inspect
 from synthetic import synthetic_results
+
+from elbolab.report.render import write_report
 
 WIDTHS = (1280, 390)
 
@@ -33,8 +33,10 @@ def test_the_page_in_a_browser(browser, page, width, tmp_path):
     results, html = page
     start = time.perf_counter()
     found = inspect(browser, html, width, artefacts(tmp_path), "report")
-    print(f"{width} px: {html.stat().st_size:,} bytes, checked in {time.perf_counter() - start:.2f} s, "
-          f"screenshot {found['screenshot']}")
+    print(
+        f"{width} px: {html.stat().st_size:,} bytes, checked in {time.perf_counter() - start:.2f} s, "
+        f"screenshot {found['screenshot']}"
+    )
     assert_sound(found, results.contrasts)
     named_elsewhere = [c for c in results.contrasts if c.figure == "no_such_figure"]
     assert sum(s["figure"] is not None for s in found["sections"]) == len(results.contrasts) - len(named_elsewhere)
@@ -42,7 +44,7 @@ def test_the_page_in_a_browser(browser, page, width, tmp_path):
 
 def test_the_page_alone_in_another_folder_shows_every_image(browser, page, tmp_path):
     _, html = page
-    folder = shutil.copytree(html.parent, tmp_path / "report")        # the report as written, images beside it
+    folder = shutil.copytree(html.parent, tmp_path / "report")  # the report as written, images beside it
     alone = tmp_path / "elsewhere" / "attachment.html"
     alone.parent.mkdir()
     shutil.move(folder / html.name, alone)
@@ -53,9 +55,11 @@ def test_the_page_alone_in_another_folder_shows_every_image(browser, page, tmp_p
 
 def test_the_checks_catch_a_page_that_breaks_them(browser, tmp_path):
     bad = tmp_path / "bad.html"
-    bad.write_text('<!doctype html><html><head><meta name="viewport" content="width=device-width"></head><body><main>'
-                   '<img src="beside.png" alt="a file beside the page"><div style="width:2000px">wide</div>'
-                   '<script>console.error("broken")</script></main></body></html>')
+    bad.write_text(
+        '<!doctype html><html><head><meta name="viewport" content="width=device-width"></head><body><main>'
+        '<img src="beside.png" alt="a file beside the page"><div style="width:2000px">wide</div>'
+        '<script>console.error("broken")</script></main></body></html>'
+    )
     found = inspect(browser, bad, 390, [tmp_path], "bad")
     assert found["requests"] == [(tmp_path / "beside.png").as_uri()]
     assert found["broken"] == ["a file beside the page"] and found["external"] and found["scripts"] == 1

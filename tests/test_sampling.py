@@ -16,16 +16,34 @@ def run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("sample") / "vae"
     with pytest.raises(SystemExit) as exc:
-        main(["train", "vae", "--out", str(out), "--steps", "3", "--quiet", "--set", "model.net=tiny",
-              "--set", "train.eval_every=0", "--set", "train.eval_n=16", "--set", "train.batch_size=8"])
+        main(
+            [
+                "train",
+                "vae",
+                "--out",
+                str(out),
+                "--steps",
+                "3",
+                "--quiet",
+                "--set",
+                "model.net=tiny",
+                "--set",
+                "train.eval_every=0",
+                "--set",
+                "train.eval_n=16",
+                "--set",
+                "train.batch_size=8",
+            ]
+        )
     assert exc.value.code == 0
     return out
 
 
 def test_npz_and_png_folder_hold_the_same_batched_samples(run, run_cli, tmp_path):
     for out in ("s.npz", "pngs"):
-        code, text, err = run_cli("sample", run, "--n", "23", "--batch-size", "5", "--seed", "2", "--out",
-                                  tmp_path / out)
+        code, text, err = run_cli(
+            "sample", run, "--n", "23", "--batch-size", "5", "--seed", "2", "--out", tmp_path / out
+        )
         assert code == 0 and "wrote 23 samples" in text, err
     with np.load(tmp_path / "s.npz") as saved:
         images, levels = saved["images"], int(saved["levels"])

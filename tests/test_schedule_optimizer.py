@@ -13,8 +13,9 @@ from elbolab.train.config import TrainConfig
 from elbolab.train.loop import Trainer, parameter_groups
 from elbolab.train.run import RunConfig, build_model, checkpoint_path
 
-CFG = TrainConfig(steps=6, batch_size=16, eval_every=0, eval_n=16, checkpoint_every=3, warmup_steps=1, seed=2,
-                  weight_decay=0.1)
+CFG = TrainConfig(
+    steps=6, batch_size=16, eval_every=0, eval_n=16, checkpoint_every=3, warmup_steps=1, seed=2, weight_decay=0.1
+)
 
 
 def _data():
@@ -25,8 +26,7 @@ def _data():
 
 def _run(schedule: str = "learned") -> RunConfig:
     train, _ = _data()
-    model = DiffusionConfig(unet=UNetConfig(preset="tiny"), time="continuous", T=50, schedule=schedule,
-                            loss="simple")
+    model = DiffusionConfig(unet=UNetConfig(preset="tiny"), time="continuous", T=50, schedule=schedule, loss="simple")
     return RunConfig("diffusion", "digits", None, train.shape, train.levels, model, CFG)
 
 

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from elbolab.data import load_data
 from elbolab.diffusion import Schedule, time_grid
 from elbolab.diffusion.forward import posterior_coefficients, posterior_log_variance
 from elbolab.diffusion.samplers import grid_steps
 from elbolab.diffusion.schedule import alpha, sigma
-from elbolab.data import load_data
 from elbolab.errors import ConfigError
-from elbolab.experiments.compare import (CompareConfig, budgeted_run, compare_evaluation, estimated_seconds,
-                                         preset_for, with_preset)
+from elbolab.experiments.compare import (
+    CompareConfig,
+    budgeted_run,
+    compare_evaluation,
+    estimated_seconds,
+    preset_for,
+    with_preset,
+)
 from elbolab.registry import model_classes
 from elbolab.train.config import TrainConfig
 
@@ -24,13 +32,21 @@ def test_grid_steps_hold_the_coefficients_of_each_step(name):
     grid = time_grid(100, 7)
     steps = grid_steps(grid, schedule)
     times = grid.tolist()
-    assert [(st.t, st.s) for st in steps] == list(zip(times[:-1], times[1:]))
+    assert [(st.t, st.s) for st in steps] == list(itertools.pairwise(times))
     assert steps[-1].s == 0 and all(st.s > 0 for st in steps[:-1])
     for st in steps[:-1]:
         lam_t, lam_s = schedule.log_snr(st.t), schedule.log_snr(st.s)
         a, b = posterior_coefficients(lam_t, lam_s)
-        expected = (alpha(lam_t), sigma(lam_t), alpha(lam_s), sigma(lam_s), a, b,
-                    posterior_log_variance(lam_t, lam_s), 0.5 * (lam_s - lam_t))
+        expected = (
+            alpha(lam_t),
+            sigma(lam_t),
+            alpha(lam_s),
+            sigma(lam_s),
+            a,
+            b,
+            posterior_log_variance(lam_t, lam_s),
+            0.5 * (lam_s - lam_t),
+        )
         got = (st.alpha_t, st.sigma_t, st.alpha_s, st.sigma_s, st.a, st.b, st.log_var, st.h)
         assert got == pytest.approx([v.item() for v in expected], rel=1e-10)
 
@@ -56,8 +72,10 @@ def test_compare_presets_fill_only_what_the_user_left_open():
     big_cpu = with_preset(CompareConfig(device="cpu"), 28)
     assert big_cpu.budget == preset_for(28, "cpu").budget and big_cpu.evaluation.n_eval == 2000
     assert max(big_cpu.steps) <= 50 < max(with_preset(CompareConfig(device="cpu"), 8).steps)
-    mine = with_preset(CompareConfig(device="cpu", budget=7.0, batch_size=16, steps=(1, 3),
-                                     evaluation=compare_evaluation(n_eval=99)), 28)
+    mine = with_preset(
+        CompareConfig(device="cpu", budget=7.0, batch_size=16, steps=(1, 3), evaluation=compare_evaluation(n_eval=99)),
+        28,
+    )
     assert (mine.budget, mine.batch_size, mine.steps, mine.evaluation.n_eval) == (7.0, 16, (1, 3), 99)
     run = budgeted_run("diffusion", mine, load_data("digits", "test"), mine.budget)
     assert run.train.batch_size == 16 and run.train.max_seconds == 7.0 and run.train.lr == 2e-3
@@ -84,12 +102,23 @@ def test_channels_last_training_follows_the_same_curve(tmp_path):
 
     from elbolab.train.api import train_run
 
-    settings = {"model.unet.preset": "tiny", "model.T": "50", "train.batch_size": "8", "train.eval_every": "0",
-                "train.eval_n": "8"}
+    settings = {
+        "model.unet.preset": "tiny",
+        "model.T": "50",
+        "train.batch_size": "8",
+        "train.eval_every": "0",
+        "train.eval_n": "8",
+    }
     curves = []
     for flag in ("false", "true"):
-        train_run("diffusion", "digits", tmp_path / flag, overrides={**settings, "train.channels_last": flag},
-                  steps=2, progress=False)
+        train_run(
+            "diffusion",
+            "digits",
+            tmp_path / flag,
+            overrides={**settings, "train.channels_last": flag},
+            steps=2,
+            progress=False,
+        )
         lines = (tmp_path / flag / "log.jsonl").read_text().splitlines()
         curves.append([json.loads(line)["loss"] for line in lines if line.strip()])
     assert len(curves[0]) == 2

@@ -1,5 +1,6 @@
 """Training: a run stopped after a checkpoint and resumed ends bit-identical to an uninterrupted one."""
 
+import itertools
 import json
 
 import pytest
@@ -36,6 +37,7 @@ def _stop_at(step, exc):
     def callback(current, _record):
         if current == step:
             raise exc
+
     return callback
 
 
@@ -93,14 +95,14 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     cfg = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
     lrs = [lr_at(s, cfg) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
     assert lr_at(100, cfg) == pytest.approx(0.1)
 
 
 def test_a_resumed_budgeted_run_keeps_the_time_already_spent(tmp_path, digits):
     from dataclasses import replace
 
-    import elbolab.train.loop as loop
+    from elbolab.train import loop
 
     train, test = digits
     cfg = replace(CFG, steps=1000, max_seconds=100.0, checkpoint_every=3)
@@ -137,7 +139,7 @@ def test_a_resumed_budgeted_run_keeps_the_time_already_spent(tmp_path, digits):
 def test_a_run_paused_in_turns_ends_as_one_trained_straight_through(tmp_path, digits):
     from dataclasses import replace
 
-    import elbolab.train.loop as loop
+    from elbolab.train import loop
 
     train, test = digits
     cfg = replace(CFG, steps=1000, max_seconds=100.0, eval_every=0, eval_n=8)
@@ -204,8 +206,8 @@ def test_a_first_stage_leaves_the_rest_of_the_budget_to_the_trainer(tmp_path):
 
     budget = replace(CFG, max_seconds=60.0)
     assert stage_budget(budget, 25.0).max_seconds == pytest.approx(35.0)
-    assert stage_budget(budget, 0.0).max_seconds == 60.0          # one-stage models
-    assert stage_budget(CFG, 25.0) == CFG   # no budget, nothing to split
+    assert stage_budget(budget, 0.0).max_seconds == 60.0  # one-stage models
+    assert stage_budget(CFG, 25.0) == CFG  # no budget, nothing to split
     (tmp_path / AUTOENCODER_DIR).mkdir()
     (tmp_path / AUTOENCODER_DIR / "metrics.json").write_text(json.dumps({"train_seconds": 25.0}))
     assert stage_one_seconds(LatentDiffusionConfig(), tmp_path) == 25.0

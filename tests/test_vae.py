@@ -21,10 +21,10 @@ def oracle():
     w, b = q * scales, torch.randn(D, generator=g, dtype=torch.float64)
     z = torch.randn(64, d, generator=g, dtype=torch.float64)
     x = z @ w.T + b + SIGMA * torch.randn(64, D, generator=g, dtype=torch.float64)
-    cov = w @ w.T + SIGMA ** 2 * torch.eye(D, dtype=torch.float64)
+    cov = w @ w.T + SIGMA**2 * torch.eye(D, dtype=torch.float64)
     log_px = torch.distributions.MultivariateNormal(b, cov).log_prob(x)
-    post_var = 1.0 / (1.0 + scales ** 2 / SIGMA ** 2)
-    post_mean = ((x - b) @ w / SIGMA ** 2) * post_var
+    post_var = 1.0 / (1.0 + scales**2 / SIGMA**2)
+    post_mean = ((x - b) @ w / SIGMA**2) * post_var
 
     def log_lik(zs, xs=x):
         return normal_log_prob(xs, zs @ w.T + b, 2 * math.log(SIGMA)).sum(1)
@@ -46,7 +46,7 @@ def test_with_the_exact_posterior_the_elbo_equals_log_px(oracle):
 
 
 def test_any_other_encoder_gives_a_lower_bound(oracle):
-    x, log_px, mean, logvar, log_lik = oracle
+    _x, log_px, mean, logvar, log_lik = oracle
     g = torch.Generator().manual_seed(5)
     for shift, log_scale in [(0.3, 0.0), (0.0, 1.0), (-1.0, -1.0)]:
         wrong_mean = mean + shift * torch.randn(mean.shape, generator=g, dtype=torch.float64)
@@ -113,6 +113,7 @@ def test_kl_warmup_scales_beta():
 
 def test_wrong_shape_and_nan_input_are_refused():
     from elbolab.errors import DataError
+
     model = VAE(VAEConfig(net="tiny"), (1, 8, 8), 17)
     with pytest.raises(DataError, match="shape"):
         model.elbo(torch.zeros(2, 1, 28, 28))

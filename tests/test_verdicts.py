@@ -25,8 +25,12 @@ def rs(value: float, sd: float, n: int = 200) -> Resampled:
 
 
 def figures(lap: float, fd: float, sd_lap: float = 0.02, sd_fd: float = 0.3) -> dict[str, Resampled]:
-    return {"laplacian_ratio": rs(lap, sd_lap), "high_frequency_ratio": rs(lap, sd_lap), "fd": rs(fd, sd_fd),
-            "kid": rs(fd / 100, 0.001)}
+    return {
+        "laplacian_ratio": rs(lap, sd_lap),
+        "high_frequency_ratio": rs(lap, sd_lap),
+        "fd": rs(fd, sd_fd),
+        "kid": rs(fd / 100, 0.001),
+    }
 
 
 def bound(per_image: np.ndarray) -> BoundSummary:
@@ -35,8 +39,9 @@ def bound(per_image: np.ndarray) -> BoundSummary:
 
 
 def measurement(per_image: np.ndarray, fd: float = 10.0, components=None) -> Measurement:
-    return Measurement("diffusion", "L_simple", 1, bound=bound(per_image), resampled=figures(1.0, fd),
-                       components=components or {})
+    return Measurement(
+        "diffusion", "L_simple", 1, bound=bound(per_image), resampled=figures(1.0, fd), components=components or {}
+    )
 
 
 def timing(ratio: float, noise: float = 0.01, n: int = 8) -> PairedTiming:
@@ -76,9 +81,11 @@ def test_paired_test_sees_what_unpaired_intervals_miss():
     assert abs(vae.mean() - dif.mean()) < unpaired_half
 
 
-SHARP = {PRESENT: (figures(0.5, 20.0), figures(1.0, 5.0)),
-         ABSENT: (figures(1.0, 5.0), figures(0.5, 5.0)),
-         TOO_SMALL: (figures(0.97, 5.0, sd_lap=0.1), figures(0.98, 5.0, sd_lap=0.1))}
+SHARP = {
+    PRESENT: (figures(0.5, 20.0), figures(1.0, 5.0)),
+    ABSENT: (figures(1.0, 5.0), figures(0.5, 5.0)),
+    TOO_SMALL: (figures(0.97, 5.0, sd_lap=0.1), figures(0.98, 5.0, sd_lap=0.1)),
+}
 
 
 @pytest.mark.parametrize("expected", [PRESENT, ABSENT, TOO_SMALL])
@@ -93,8 +100,9 @@ def test_noisy_samples_are_not_sharp():
     assert V.contrast_sharpness(figures(0.5, 5.0), figures(1.0, 30.0)).verdict == TOO_SMALL
 
 
-@pytest.mark.parametrize("expected,fds", [(PRESENT, (20.0, 5.0, 0.3)), (ABSENT, (5.0, 20.0, 0.3)),
-                                          (TOO_SMALL, (10.0, 9.9, 1.0))])
+@pytest.mark.parametrize(
+    "expected,fds", [(PRESENT, (20.0, 5.0, 0.3)), (ABSENT, (5.0, 20.0, 0.3)), (TOO_SMALL, (10.0, 9.9, 1.0))]
+)
 def test_quality(expected, fds):
     v, d, sd = fds
     floors = Floors(figures(1.0, 1.0), figures(0.3, 30.0), 0.5, 256, "training images")
@@ -125,37 +133,60 @@ def test_a_curve_that_never_falls_through_a_level_spans_to_its_last_step_with_re
     """Many images (log N large) and a short chain: I(x_0; x_t) stays above 10% of log N to the last step.
     The resampled replicates are numpy arrays, and must be read the same way as the measured tuple."""
     flat = curve(40, 0.05)
-    high = InformationCurve("forward", flat.steps, flat.t, tuple(0.5 * flat.max_nats + 0.5 * v for v in flat.nats),
-                            flat.stderr_nats, flat.max_nats, flat.n_images, flat.draws)
+    high = InformationCurve(
+        "forward",
+        flat.steps,
+        flat.t,
+        tuple(0.5 * flat.max_nats + 0.5 * v for v in flat.nats),
+        flat.stderr_nats,
+        flat.max_nats,
+        flat.n_images,
+        flat.draws,
+    )
     assert V.crossing(high.steps, np.asarray(high.nats), 0.1 * high.max_nats) == high.steps[-1]
     effect = V.span_effect(high)
     assert effect.low <= V.information_span(high) <= effect.high
 
 
 def steps_points(one: float, many: float, sd: float = 0.02, fd_one: float = 30.0) -> tuple[StepsPoint, ...]:
-    return (StepsPoint("diffusion", "ancestral", 1, 0.001, figures(one, fd_one, sd_lap=sd)),
-            StepsPoint("diffusion", "ancestral", 10, 0.01, figures((one + many) / 2, 20.0, sd_lap=sd)),
-            StepsPoint("diffusion", "ancestral", 100, 0.1, figures(many, 10.0, sd_lap=sd)),
-            StepsPoint("vae", "decoder", 1, 0.0001, figures(0.6, 25.0)))
+    return (
+        StepsPoint("diffusion", "ancestral", 1, 0.001, figures(one, fd_one, sd_lap=sd)),
+        StepsPoint("diffusion", "ancestral", 10, 0.01, figures((one + many) / 2, 20.0, sd_lap=sd)),
+        StepsPoint("diffusion", "ancestral", 100, 0.1, figures(many, 10.0, sd_lap=sd)),
+        StepsPoint("vae", "decoder", 1, 0.0001, figures(0.6, 25.0)),
+    )
 
 
-@pytest.mark.parametrize("expected,args", [(PRESENT, (0.4, 0.95)), (ABSENT, (0.95, 0.4, 0.02, 5.0)),
-                                           (TOO_SMALL, (0.9, 0.91, 0.1))])
+@pytest.mark.parametrize(
+    "expected,args", [(PRESENT, (0.4, 0.95)), (ABSENT, (0.95, 0.4, 0.02, 5.0)), (TOO_SMALL, (0.9, 0.91, 0.1))]
+)
 def test_steps_sweep(expected, args):
     assert V.contrast_steps(steps_points(*args)).verdict == expected
 
 
 def sweep(low_lap: float, high_lap: float, prior_fd: float, recon_fd: float, sd: float = 0.02):
     def point(beta, lap, pf, rf):
-        return SweepPoint(beta, 1.0 / beta, 10 * beta, sample_figures=figures(lap, pf, sd_lap=sd, sd_fd=sd * 10),
-                          reconstruction_figures=figures(lap, rf, sd_lap=sd, sd_fd=sd * 10),
-                          interpolation_step_mean=1.0, interpolation_max_step_ratio=1.5)
-    return (point(0.25, low_lap, prior_fd, recon_fd), point(1.0, (low_lap + high_lap) / 2, 10, 10),
-            point(4.0, high_lap, 12, 11))
+        return SweepPoint(
+            beta,
+            1.0 / beta,
+            10 * beta,
+            sample_figures=figures(lap, pf, sd_lap=sd, sd_fd=sd * 10),
+            reconstruction_figures=figures(lap, rf, sd_lap=sd, sd_fd=sd * 10),
+            interpolation_step_mean=1.0,
+            interpolation_max_step_ratio=1.5,
+        )
+
+    return (
+        point(0.25, low_lap, prior_fd, recon_fd),
+        point(1.0, (low_lap + high_lap) / 2, 10, 10),
+        point(4.0, high_lap, 12, 11),
+    )
 
 
-@pytest.mark.parametrize("expected,args", [(PRESENT, (1.0, 0.5, 30.0, 5.0)), (ABSENT, (0.5, 1.0, 5.0, 30.0)),
-                                           (TOO_SMALL, (0.9, 0.9, 10.0, 10.0, 0.5))])
+@pytest.mark.parametrize(
+    "expected,args",
+    [(PRESENT, (1.0, 0.5, 30.0, 5.0)), (ABSENT, (0.5, 1.0, 5.0, 30.0)), (TOO_SMALL, (0.9, 0.9, 10.0, 10.0, 0.5))],
+)
 def test_tug_of_war(expected, args):
     points = sweep(*args)
     assert V.contrast_tug_blur(points).verdict == expected
@@ -183,8 +214,10 @@ def paths(conf_gap: float, noise: float = 0.02, n: int = 16) -> dict[str, PathSt
     vae_conf = base + conf_gap + noise * RNG.standard_normal(n)
     even = 1.5 + 0.01 * RNG.standard_normal(n)
     ones = tuple(np.ones(n))
-    return {"vae": PathStats(ones, tuple(even), tuple(vae_conf), ones, 9),
-            "diffusion": PathStats(ones, tuple(even + 0.5), tuple(base), ones, 9)}
+    return {
+        "vae": PathStats(ones, tuple(even), tuple(vae_conf), ones, 9),
+        "diffusion": PathStats(ones, tuple(even + 0.5), tuple(base), ones, 9),
+    }
 
 
 @pytest.mark.parametrize("expected,gap,noise", [(PRESENT, 0.2, 0.02), (ABSENT, -0.2, 0.02), (TOO_SMALL, 0.001, 0.2)])
@@ -226,8 +259,10 @@ def test_seeds_fold_the_spread_into_the_interval():
 
 def test_judge_returns_every_contrast_the_evidence_allows():
     vae, dif = paired(0.3)
-    models = {"vae": Measurement("vae", "β-ELBO", 1, bound=bound(vae), resampled=figures(0.5, 20.0)),
-              "diffusion": Measurement("diffusion", "L_simple", 1, bound=bound(dif), resampled=figures(1.0, 5.0))}
+    models = {
+        "vae": Measurement("vae", "β-ELBO", 1, bound=bound(vae), resampled=figures(0.5, 20.0)),
+        "diffusion": Measurement("diffusion", "L_simple", 1, bound=bound(dif), resampled=figures(1.0, 5.0)),
+    }
     titles = [c.title for c in V.judge(V.Evidence(models, 64, 50))]
     assert titles == [V.SHARPNESS, V.QUALITY, V.LIKELIHOOD]
 
@@ -240,21 +275,24 @@ def test_the_evidence_figures_draw_from_synthetic_records(tmp_path):
     points = steps_points(0.4, 0.95) + (StepsPoint("diffusion", "ddim", 5, 0.01, biased),)
     floors = Floors(figures(1.0, 1.0), figures(0.3, 30.0), 0.5, 256, "training images")
     assert draw.steps_curves(points, floors, "laplacian_ratio", "sharpness").startswith(b"\x89PNG")
-    assert draw.information_curves((curve(40, 0.01), InformationCurve("VAE", (1,), (math.nan,), (3.0,), (0.1,),
-                                                                           math.log(1000), 1000, 256)),
-                                      ).startswith(b"\x89PNG")
+    assert draw.information_curves(
+        (curve(40, 0.01), InformationCurve("VAE", (1,), (math.nan,), (3.0,), (0.1,), math.log(1000), 1000, 256)),
+    ).startswith(b"\x89PNG")
     assert draw.beta_sweep(sweep(1.0, 0.5, 30.0, 5.0)).startswith(b"\x89PNG")
 
 
 def test_every_rule_names_its_tests_and_smallest_detectable_effects():
     vae, dif = paired(0.3)
-    models = {"vae": Measurement("vae", "β-ELBO", 1, bound=bound(vae), resampled=figures(0.5, 20.0)),
-              "diffusion": Measurement("diffusion", "L_simple", 1, bound=bound(dif), resampled=figures(1.0, 5.0))}
+    models = {
+        "vae": Measurement("vae", "β-ELBO", 1, bound=bound(vae), resampled=figures(0.5, 20.0)),
+        "diffusion": Measurement("diffusion", "L_simple", 1, bound=bound(dif), resampled=figures(1.0, 5.0)),
+    }
     judged = V.judge(V.Evidence(models, 64, 50)) + (V.contrast_tug_blur(()), V.contrast_interpolation({}))
     for c in judged:
         effects = c.numbers.get("effects", [])
-        assert all(e.test in c.rule and f"smallest detectable effect {e.min_detectable:.3g}" in c.rule
-                   for e in effects), c.rule
+        assert all(
+            e.test in c.rule and f"smallest detectable effect {e.min_detectable:.3g}" in c.rule for e in effects
+        ), c.rule
         assert effects or ("bootstrap" in c.rule or "t-interval" in c.rule) and "no smallest detectable" in c.rule
     # folding seeds names the folded test and its smallest detectable effect, not the first seed's
     folded = V.fold_seeds([judged[:1]] * 3)[0]

@@ -7,6 +7,8 @@ import math
 
 import pytest
 import torch
+from test_cli_continuous import TINY
+from test_cli_diffusion import _one_thread  # noqa: F401  (one torch thread, autouse)
 
 from elbolab.bounds import nats_to_bpd
 from elbolab.diffusion import DiffusionConfig, DiffusionModel, continuous
@@ -15,18 +17,17 @@ from elbolab.diffusion.weighting import WEIGHTINGS, edm_weight, sigmoid_weight, 
 from elbolab.errors import ConfigError
 from elbolab.nets.unet import UNetConfig
 
-from test_cli_continuous import TINY
-from test_cli_diffusion import _one_thread  # noqa: F401  (one torch thread, autouse)
-
 
 def tiny_continuous(loss: str) -> DiffusionModel:
     torch.manual_seed(0)
-    return DiffusionModel(DiffusionConfig(unet=UNetConfig(preset="tiny"), time="continuous", T=50, loss=loss),
-                          (1, 8, 8), 17)
+    return DiffusionModel(
+        DiffusionConfig(unet=UNetConfig(preset="tiny"), time="continuous", T=50, loss=loss), (1, 8, 8), 17
+    )
 
 
 def digits(n: int) -> torch.Tensor:
     from elbolab.data import load_data
+
     return load_data("digits", "test").model_range(slice(0, n))
 
 
@@ -77,7 +78,7 @@ def test_the_sigmoid_and_edm_weightings_are_the_papers_formulas():
     # EDM: the density of λ = −2 ln σ, ln σ ~ N(−1.2, 1.2²), times the loss weight (σ² + σ_d²)/(σ σ_d)² · σ²
     sigma = torch.exp(-lam / 2)
     log_sigma_density = torch.exp(-0.5 * ((torch.log(sigma) + 1.2) / 1.2) ** 2) / (1.2 * math.sqrt(2 * math.pi))
-    edm = log_sigma_density / 2 * (sigma ** 2 + 0.25) / 0.25  # dλ = 2 d ln σ
+    edm = log_sigma_density / 2 * (sigma**2 + 0.25) / 0.25  # dλ = 2 d ln σ
     torch.testing.assert_close(edm_weight(lam), edm)
 
 
@@ -87,13 +88,17 @@ def test_the_sigmoid_bias_is_a_config_key_that_moves_the_weight_and_is_named():
     losses = {}
     for bias in (-3.0, 2.0, 5.0):
         torch.manual_seed(0)
-        model = DiffusionModel(DiffusionConfig(unet=UNetConfig(preset="tiny"), time="continuous", T=50,
-                                               loss="sigmoid", sigmoid_bias=bias), (1, 8, 8), 17)
+        model = DiffusionModel(
+            DiffusionConfig(unet=UNetConfig(preset="tiny"), time="continuous", T=50, loss="sigmoid", sigmoid_bias=bias),
+            (1, 8, 8),
+            17,
+        )
         losses[bias] = model.loss(x, generator=torch.Generator().manual_seed(4)).double()
         t, eps, _ = _draws(x, 4)
         denoiser, parameterisation = model.diffusion.denoiser()
-        integrand = continuous.diffusion_integrand(denoiser, x, t, eps, model.diffusion.schedule,
-                                                   parameterisation=parameterisation)
+        integrand = continuous.diffusion_integrand(
+            denoiser, x, t, eps, model.diffusion.schedule, parameterisation=parameterisation
+        )
         w = torch.sigmoid(bias - model.diffusion.schedule.log_snr(t))
         torch.testing.assert_close(losses[bias], nats_to_bpd(w * integrand, 64).float().double())
         assert f"sigmoid({bias:g} − λ)" in model.objective
@@ -105,8 +110,9 @@ def test_the_sigmoid_bias_is_a_config_key_that_moves_the_weight_and_is_named():
 
 def test_every_weighting_is_positive_and_finite_over_the_schedules_range():
     for schedule in ("linear", "cosine"):
-        chain = DiffusionModel(DiffusionConfig(unet=UNetConfig(preset="tiny"), time="continuous", schedule=schedule),
-                               (1, 8, 8), 17).diffusion
+        chain = DiffusionModel(
+            DiffusionConfig(unet=UNetConfig(preset="tiny"), time="continuous", schedule=schedule), (1, 8, 8), 17
+        ).diffusion
         lam = chain.schedule.log_snr(torch.linspace(0, 1, 1001, dtype=torch.float64)).detach()
         for name in ("vlb", *WEIGHTINGS):
             w = weight(name, lam)
@@ -122,15 +128,39 @@ def test_an_unknown_weighting_is_a_one_line_error(run_cli, tmp_path):
         weight("focal", torch.zeros(2))
     with pytest.raises(ConfigError, match="continuous time"):
         DiffusionConfig(loss="sigmoid")  # the discrete chain has no w(λ) weighting
-    code, _, err = run_cli("train", "diffusion", "--data", "digits", "--out", tmp_path / "r", "--steps", "1",
-                           "--quiet", *TINY, "--set", "model.loss=focal")
+    code, _, err = run_cli(
+        "train",
+        "diffusion",
+        "--data",
+        "digits",
+        "--out",
+        tmp_path / "r",
+        "--steps",
+        "1",
+        "--quiet",
+        *TINY,
+        "--set",
+        "model.loss=focal",
+    )
     assert code != 0 and "model.loss" in err and "focal" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_the_run_and_its_eval_say_which_weighting_trained_it(run_cli, tmp_path):
     run = tmp_path / "sigmoid"
-    code, _, err = run_cli("train", "diffusion", "--data", "digits", "--out", run, "--steps", "3", "--quiet", *TINY,
-                           "--set", "model.loss=sigmoid")
+    code, _, err = run_cli(
+        "train",
+        "diffusion",
+        "--data",
+        "digits",
+        "--out",
+        run,
+        "--steps",
+        "3",
+        "--quiet",
+        *TINY,
+        "--set",
+        "model.loss=sigmoid",
+    )
     assert code == 0, err
     assert json.loads((run / "config.json").read_text())["model"]["loss"] == "sigmoid"
     assert "sigmoid(2 − λ)" in json.loads((run / "metrics.json").read_text())["objective"]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
-
-from elbolab.errors import ConfigError
 
 import torch
 from torch import Tensor
+
+from elbolab.errors import ConfigError
 
 LN2 = math.log(2.0)
 
@@ -91,16 +91,19 @@ class Bound:
         """total / (D ln 2), shape [B]."""
         return nats_to_bpd(self.total, self.dims)
 
-    def detach(self) -> "Bound":
+    def detach(self) -> Bound:
         """The same record with every tensor detached."""
-        det = lambda t: None if t is None else t.detach()  # noqa: E731
+        det = lambda t: None if t is None else t.detach()
         return Bound(
-            {k: v.detach() for k, v in self.terms.items()}, self.dims, det(self.per_step),
-            self.discrete, {k: v.detach() for k, v in self.extras.items()},
+            {k: v.detach() for k, v in self.terms.items()},
+            self.dims,
+            det(self.per_step),
+            self.discrete,
+            {k: v.detach() for k, v in self.extras.items()},
         )
 
     @staticmethod
-    def cat(bounds: list["Bound"]) -> "Bound":
+    def cat(bounds: list[Bound]) -> Bound:
         """Concatenate records of the same model along the batch dimension."""
         first = bounds[0]
         per_step = None
@@ -108,7 +111,9 @@ class Bound:
             per_step = torch.cat([b.per_step for b in bounds])
         return Bound(
             {k: torch.cat([b.terms[k] for b in bounds]) for k in first.terms},
-            first.dims, per_step, first.discrete,
+            first.dims,
+            per_step,
+            first.discrete,
             {k: torch.cat([b.extras[k] for b in bounds]) for k in first.extras},
         )
 
@@ -153,8 +158,8 @@ class Estimator:
             raise ConfigError(f"a T-step bound needs T ≥ 1, got {self.steps}")
 
     @classmethod
-    def parse(cls, text: str) -> "Estimator":
-        """"exact", "mc", "mc:16", "iwae:100", "mc:64:importance", "exact:T=1000" → an Estimator (the command
+    def parse(cls, text: str) -> Estimator:
+        """ "exact", "mc", "mc:16", "iwae:100", "mc:64:importance", "exact:T=1000" → an Estimator (the command
         line's form: the method, then any of a count, a proposal and T=steps, separated by colons)."""
         method, *parts = text.strip().split(":")
         samples, proposal, steps = None, "uniform", None
@@ -168,8 +173,9 @@ class Estimator:
                     samples = int(part)
             return cls(method, samples, proposal, steps)
         except ValueError:
-            raise ConfigError(f"cannot read the estimator {text!r}; write exact, mc, mc:K, iwae:K, "
-                              f"mc:K:importance or exact:T=1000") from None
+            raise ConfigError(
+                f"cannot read the estimator {text!r}; write exact, mc, mc:K, iwae:K, mc:K:importance or exact:T=1000"
+            ) from None
 
     def describe(self) -> str:
         """A short name for reports: "exact", "mc (K=16)", "iwae (k=100)", "mc (K=64, importance, T=1000)"."""

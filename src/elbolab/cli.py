@@ -26,80 +26,159 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("kind", type=click.Choice(list(MODEL_KINDS)))
-@click.option("--data", default=None, help="Data set name, image folder or .npz file  [default: digits; on "
-              "--resume: the run's]")
+@click.option(
+    "--data", default=None, help="Data set name, image folder or .npz file  [default: digits; on --resume: the run's]"
+)
 @click.option("--data-dir", default=None, help="Where named data sets live / are downloaded ($ELBOLAB_DATA).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @click.option("--steps", type=int, default=None, help="Training steps (train.steps).")
 @click.option("--config", "config_file", default=None, help="JSON or YAML file with model.* and train.* keys.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. model.beta=0.5.")
 @click.option("--seed", type=int, default=None, help="Random seed (train.seed).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its newest good checkpoint; --set "
-              "may change train.lr, steps, max_seconds, cadences, precision (recorded in config-history.jsonl).")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --out from its newest good checkpoint; --set "
+    "may change train.lr, steps, max_seconds, cadences, precision (recorded in config-history.jsonl).",
+)
 @click.option("--autoencoder", default=None, type=click.Path(), help="latent-diffusion: reuse this trained VAE run.")
 @click.option("--deterministic", is_flag=True, help="Deterministic GPU kernels (train.deterministic); slower.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
-def train(kind: str, data: str | None, data_dir: str | None, out: str, steps: int | None, config_file: str | None,
-          sets: tuple[str, ...], seed: int | None, resume: bool, autoencoder: str | None, deterministic: bool,
-          quiet: bool, device: str) -> None:
+def train(
+    kind: str,
+    data: str | None,
+    data_dir: str | None,
+    out: str,
+    steps: int | None,
+    config_file: str | None,
+    sets: tuple[str, ...],
+    seed: int | None,
+    resume: bool,
+    autoencoder: str | None,
+    deterministic: bool,
+    quiet: bool,
+    device: str,
+) -> None:
     """Train a model KIND on a data set into a run folder."""
     from elbolab.config import parse_set
     from elbolab.train.api import train_run
     from elbolab.validate import validate_train
 
     overrides: dict[str, str] = dict(parse_set(sets))
-    for key, value in (("train.seed", seed), ("train.deterministic", deterministic or None),
-                       ("train.device", None if device == "auto" else device),
-                       ("model.autoencoder", autoencoder and str(Path(autoencoder).resolve()))):
+    for key, value in (
+        ("train.seed", seed),
+        ("train.deterministic", deterministic or None),
+        ("train.device", None if device == "auto" else device),
+        ("model.autoencoder", autoencoder and str(Path(autoencoder).resolve())),
+    ):
         if value is not None:
             overrides[key] = str(value)
     if steps is not None and steps < 1:
         raise ElbolabError(f"--steps {steps}: must be at least 1")
-    options = {"data_dir": data_dir, "overrides": overrides, "config_file": config_file, "resume": resume,
-               "steps": steps}
+    options = {
+        "data_dir": data_dir,
+        "overrides": overrides,
+        "config_file": config_file,
+        "resume": resume,
+        "steps": steps,
+    }
     validate_train(kind, data, out, **options)
     cfg, metrics = train_run(kind, data, out, progress=not quiet, **options)
     if "test_bpd" not in metrics:  # a torchrun process other than rank 0: rank 0 reports
         return
-    click.echo(f"{kind} on {cfg.data}: step {metrics['step']}, test {metrics['test_bpd']:.4f} "
-               f"± {metrics['test_bpd_ci95']:.4f} bits/dim (EMA weights, {cfg.train.eval_n} test images); "
-               f"run saved in {out}")
+    click.echo(
+        f"{kind} on {cfg.data}: step {metrics['step']}, test {metrics['test_bpd']:.4f} "
+        f"± {metrics['test_bpd_ci95']:.4f} bits/dim (EMA weights, {cfg.train.eval_n} test images); "
+        f"run saved in {out}"
+    )
 
 
 @cli.command(name="eval")
 @click.argument("run_dir", type=click.Path(), required=False)
-@click.option("--diffusers", "diffusers_path", default=None, type=click.Path(),
-              help="Evaluate a diffusers folder (save_pretrained: UNet2DModel + DDPM/DDIM scheduler) instead of a run.")
+@click.option(
+    "--diffusers",
+    "diffusers_path",
+    default=None,
+    type=click.Path(),
+    help="Evaluate a diffusers folder (save_pretrained: UNet2DModel + DDPM/DDIM scheduler) instead of a run.",
+)
 @click.option("--data", default=None, help="With --diffusers: the data set to evaluate on.")
 @click.option("--data-dir", default=None, help="With --diffusers: where named data sets live ($ELBOLAB_DATA).")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
 @click.option("--n", type=int, default=None, help="Images for the bound (default: the whole split).")
-@click.option("--iwae", "iwae_k", type=int, default=100, show_default=True,
-              help="VAE: importance samples for the IWAE bound (0 = skip).")
-@click.option("--exact", is_flag=True, help="Diffusion: sum all T steps instead of the Monte-Carlo estimate "
-              "(the same as --estimator exact).")
-@click.option("--estimator", default=None, metavar="exact|mc[:K][:PROPOSAL][:T=STEPS]|iwae:k",
-              help="How the bound is estimated (default: the model's own, see its capabilities); e.g. "
-                   "mc:64:importance, or exact:T=1000 for a continuous-time model's T-step bound.")
-@click.option("--proposal", type=click.Choice(["uniform", "stratified", "importance"]), default=None,
-              help="Diffusion: where its Monte-Carlo bound draws t or the step (importance: fitted on a pilot "
-                   "pass over 64 training images, kept in the run folder; the discrete chain's default).")
-@click.option("--bpd-se", type=float, default=None, metavar="SE",
-              help="A Monte-Carlo bound: choose the draws per image for this standard error of the mean (bits/dim).")
+@click.option(
+    "--iwae",
+    "iwae_k",
+    type=int,
+    default=100,
+    show_default=True,
+    help="VAE: importance samples for the IWAE bound (0 = skip).",
+)
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="Diffusion: sum all T steps instead of the Monte-Carlo estimate (the same as --estimator exact).",
+)
+@click.option(
+    "--estimator",
+    default=None,
+    metavar="exact|mc[:K][:PROPOSAL][:T=STEPS]|iwae:k",
+    help="How the bound is estimated (default: the model's own, see its capabilities); e.g. "
+    "mc:64:importance, or exact:T=1000 for a continuous-time model's T-step bound.",
+)
+@click.option(
+    "--proposal",
+    type=click.Choice(["uniform", "stratified", "importance"]),
+    default=None,
+    help="Diffusion: where its Monte-Carlo bound draws t or the step (importance: fitted on a pilot "
+    "pass over 64 training images, kept in the run folder; the discrete chain's default).",
+)
+@click.option(
+    "--bpd-se",
+    type=float,
+    default=None,
+    metavar="SE",
+    help="A Monte-Carlo bound: choose the draws per image for this standard error of the mean (bits/dim).",
+)
 @click.option("--n-samples", type=int, default=256, show_default=True, help="Samples for quality and sharpness.")
-@click.option("--skip", multiple=True, type=click.Choice(["speed", "quality", "sharpness", "interpolation",
-                                                          "information"]), help="Leave a measurement out.")
+@click.option(
+    "--skip",
+    multiple=True,
+    type=click.Choice(["speed", "quality", "sharpness", "interpolation", "information"]),
+    help="Leave a measurement out.",
+)
 @click.option("--only-bound", is_flag=True, help="Only the bound (skip every other measurement).")
-@click.option("--features", type=click.Choice(["builtin", "inception", "auto", "none"]), default="builtin",
-              show_default=True, help="Feature network for the Fréchet distance (none: skip quality, interpolation).")
+@click.option(
+    "--features",
+    type=click.Choice(["builtin", "inception", "auto", "none"]),
+    default="builtin",
+    show_default=True,
+    help="Feature network for the Fréchet distance (none: skip quality, interpolation).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
-def evaluate(run_dir: str | None, diffusers_path: str | None, data: str | None, data_dir: str | None, split: str,
-             n: int | None, iwae_k: int, exact: bool, estimator: str | None, proposal: str | None,
-             bpd_se: float | None, n_samples: int, skip: tuple[str, ...], only_bound: bool, features: str,
-             as_json: bool, seed: int, device: str) -> None:
+def evaluate(
+    run_dir: str | None,
+    diffusers_path: str | None,
+    data: str | None,
+    data_dir: str | None,
+    split: str,
+    n: int | None,
+    iwae_k: int,
+    exact: bool,
+    estimator: str | None,
+    proposal: str | None,
+    bpd_se: float | None,
+    n_samples: int,
+    skip: tuple[str, ...],
+    only_bound: bool,
+    features: str,
+    as_json: bool,
+    seed: int,
+    device: str,
+) -> None:
     """Bound terms and bits/dim with 95% intervals, sample quality, sharpness, speed, information."""
     from elbolab.bounds import Estimator
     from elbolab.evaluate.run import PARTS, EvalConfig
@@ -124,50 +203,74 @@ def evaluate(run_dir: str | None, diffusers_path: str | None, data: str | None, 
         parts = tuple(p for p in parts if p not in ("quality", "interpolation"))
     if run_dir is not None:
         validate_eval(run_dir, split, features, parts)
-    cfg = EvalConfig(seed=seed, n_eval=n, estimator=chosen, proposal=proposal, bpd_se=bpd_se, iwae_k=iwae_k,
-                     n_samples=n_samples, parts=parts)
+    cfg = EvalConfig(
+        seed=seed,
+        n_eval=n,
+        estimator=chosen,
+        proposal=proposal,
+        bpd_se=bpd_se,
+        iwae_k=iwae_k,
+        n_samples=n_samples,
+        parts=parts,
+    )
     log = (lambda _: None) if as_json else (lambda m: click.echo(f"[eval] {m}", err=True))
     if diffusers_path is not None:
-        result = evaluate_diffusers(Path(diffusers_path), data, data_dir, split=split, cfg=cfg, features_kind=features,
-                                    log=log)
+        result = evaluate_diffusers(
+            Path(diffusers_path), data, data_dir, split=split, cfg=cfg, features_kind=features, log=log
+        )
     else:
         result = evaluate_run(Path(run_dir), split=split, cfg=cfg, features_kind=features, log=log, device=device)
     if as_json:
         _echo_json(result)
         return
     b = result["bpd"]
-    click.echo(f"{result['model']} on {result['data']} ({split}, n={result['n']}, estimator {result['estimator']}): "
-               f"{b['total']:.4f} ± {b['ci95']:.4f} bits/dim")
+    click.echo(
+        f"{result['model']} on {result['data']} ({split}, n={result['n']}, estimator {result['estimator']}): "
+        f"{b['total']:.4f} ± {b['ci95']:.4f} bits/dim"
+    )
     if result.get("mean_stderr_bpd") is not None:
         passes = result.get("passes_per_image")
-        click.echo(f"  Monte-Carlo standard error of the mean {result['mean_stderr_bpd']:.4f} bits/dim, "
-                   f"per-image spread {result['per_image_sd_bpd']:.3f} bits/dim"
-                   + (f", {passes:.0f} network passes per image" if passes is not None else ""))
+        click.echo(
+            f"  Monte-Carlo standard error of the mean {result['mean_stderr_bpd']:.4f} bits/dim, "
+            f"per-image spread {result['per_image_sd_bpd']:.3f} bits/dim"
+            + (f", {passes:.0f} network passes per image" if passes is not None else "")
+        )
     for name, value in b["terms"].items():
         click.echo(f"  {name:>16}: {value:.4f} bits/dim  ({result['nats']['terms'][name]:.2f} nats)")
     if "bound_network_passes_per_image" in result:
-        click.echo(f"  diffusers {result['scheduler']}, T = {result['T']}, {result['parameterisation']}, variance "
-                   f"{result['variance']}, clip {result['clip']}: {result['bound_network_passes_per_image']:.0f} "
-                   f"network passes per image for the bound")
+        click.echo(
+            f"  diffusers {result['scheduler']}, T = {result['T']}, {result['parameterisation']}, variance "
+            f"{result['variance']}, clip {result['clip']}: {result['bound_network_passes_per_image']:.0f} "
+            f"network passes per image for the bound"
+        )
     if result.get("iwae"):
         i = result["iwae"]
         click.echo(f"  IWAE (k={i['k']}, n={i['n']}): {i['bpd']:.4f} ± {i['ci95']:.4f} bits/dim")
     if result.get("quality"):
         q = result["quality"]
-        click.echo(f"  Fréchet distance {q['fd']:.3f}, KID {q['kid']:.4f}, precision {q['precision']:.2f}, "
-                   f"recall {q['recall']:.2f} ({q['n_samples']} samples, {q['feature_net']})")
+        click.echo(
+            f"  Fréchet distance {q['fd']:.3f}, KID {q['kid']:.4f}, precision {q['precision']:.2f}, "
+            f"recall {q['recall']:.2f} ({q['n_samples']} samples, {q['feature_net']})"
+        )
     if result.get("sharpness"):
         s = result["sharpness"]["samples"]
-        click.echo(f"  sharpness of samples (× test): Laplacian {s['laplacian_variance_ratio']:.2f}, "
-                   f"high-frequency share {s['high_frequency_share_ratio']:.2f}")
+        click.echo(
+            f"  sharpness of samples (× test): Laplacian {s['laplacian_variance_ratio']:.2f}, "
+            f"high-frequency share {s['high_frequency_share_ratio']:.2f}"
+        )
     for row in result.get("speed") or []:
         click.echo(f"  sampling {row['sampler']:>12} NFE {row['nfe']:>4}: {row['images_per_second']:.1f} images/s")
 
 
 @cli.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--diffusers", "out", required=True, type=click.Path(file_okay=False),
-              help="Write a folder that diffusers' DDPMPipeline.from_pretrained loads.")
+@click.option(
+    "--diffusers",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Write a folder that diffusers' DDPMPipeline.from_pretrained loads.",
+)
 def export(run_dir: str, out: str) -> None:
     """Export a diffusion run whose network is a diffusers UNet (model.net=diffusers-unet2d) as a DDPMPipeline."""
     from elbolab.interop.diffusers import export_run
@@ -179,17 +282,36 @@ def export(run_dir: str, out: str) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--n", type=int, default=64, show_default=True)
-@click.option("--out", "out", required=True, type=click.Path(),
-              help="A .png grid, an .npz of levels, or a folder (one PNG per sample).")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(),
+    help="A .png grid, an .npz of levels, or a folder (one PNG per sample).",
+)
 @click.option("--sampler", default=None, help="Diffusion: ancestral | ddim | dpm-solver++ (a VAE: decoder).")
 @click.option("--steps", type=int, default=None, help="Diffusion: number of sampling steps (NFE).")
-@click.option("--batch-size", type=int, default=1000, show_default=True,
-              help="Samples drawn at a time; .npz and folders are written as they come, in bounded memory.")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Samples drawn at a time; .npz and folders are written as they come, in bounded memory.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--deterministic", is_flag=True, help="Deterministic GPU kernels.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
-def sample(run_dir: str, n: int, out: str, sampler: str | None, steps: int | None, batch_size: int, seed: int,
-           deterministic: bool, device: str) -> None:
+def sample(
+    run_dir: str,
+    n: int,
+    out: str,
+    sampler: str | None,
+    steps: int | None,
+    batch_size: int,
+    seed: int,
+    deterministic: bool,
+    device: str,
+) -> None:
     """Draw N samples from a trained run."""
     import numpy as np
     import torch
@@ -220,7 +342,7 @@ def sample(run_dir: str, n: int, out: str, sampler: str | None, steps: int | Non
         write_npz(target, batches, n, cfg.levels)
     else:
         images = torch.from_numpy(np.concatenate(list(batches)))
-        save_images(images, cfg.levels, target, nrow=int(n ** 0.5 + 0.999))
+        save_images(images, cfg.levels, target, nrow=int(n**0.5 + 0.999))
     click.echo(f"wrote {n} samples to {target}")
 
 
@@ -257,57 +379,118 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int, devi
 @click.option("--data", default="digits", show_default=True, help="Data set name, image folder or .npz file.")
 @click.option("--data-dir", default=None, help="Where named data sets live / are downloaded ($ELBOLAB_DATA).")
 @click.option("--out", "out", default="compare-report", show_default=True, type=click.Path(file_okay=False))
-@click.option("--budget", type=float, default=None,
-              help="Training seconds per model [default: the preset's: 60 on digits or a GPU, 120 for larger "
-                   "images on a CPU].")
+@click.option(
+    "--budget",
+    type=float,
+    default=None,
+    help="Training seconds per model [default: the preset's: 60 on digits or a GPU, 120 for larger images on a CPU].",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--seeds", type=int, default=1, show_default=True,
-              help="Repeat the whole experiment with this many seeds; every interval folds their spread in.")
+@click.option(
+    "--seeds",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Repeat the whole experiment with this many seeds; every interval folds their spread in.",
+)
 @click.option("--n-samples", type=int, default=256, show_default=True, help="Samples per model for quality.")
-@click.option("--features", type=click.Choice(["builtin", "inception", "auto"]), default="builtin",
-              show_default=True, help="Feature network for the Fréchet distance.")
+@click.option(
+    "--features",
+    type=click.Choice(["builtin", "inception", "auto"]),
+    default="builtin",
+    show_default=True,
+    help="Feature network for the Fréchet distance.",
+)
 @click.option("--quick", is_flag=True, help="Small evaluation (fewer images, samples and steps): a smoke test.")
 @click.option("--quiet", is_flag=True, help="No progress display, only the job's log lines.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
-def compare(data: str, data_dir: str | None, out: str, budget: float | None, seed: int, seeds: int, n_samples: int,
-            features: str, quick: bool, quiet: bool, device: str) -> None:
+def compare(
+    data: str,
+    data_dir: str | None,
+    out: str,
+    budget: float | None,
+    seed: int,
+    seeds: int,
+    n_samples: int,
+    features: str,
+    quick: bool,
+    quiet: bool,
+    device: str,
+) -> None:
     """The main job: train a VAE, diffusion and latent diffusion under one budget, measure, judge, report."""
     from dataclasses import replace
 
     from elbolab.validate import validate_compare
 
     if (budget is not None and not budget > 0) or n_samples < 2 or seeds < 1:
-        raise ElbolabError(f"--budget ({budget}) must be positive, --n-samples ({n_samples}) at least 2 and "
-                           f"--seeds ({seeds}) at least 1")
+        raise ElbolabError(
+            f"--budget ({budget}) must be positive, --n-samples ({n_samples}) at least 2 and "
+            f"--seeds ({seeds}) at least 1"
+        )
     side = validate_compare(data, data_dir, out, features)
 
-    from elbolab.experiments.compare import (CompareConfig, compare_evaluation, estimated_seconds, run_compare,
-                                             with_preset)
+    from elbolab.experiments.compare import (
+        CompareConfig,
+        compare_evaluation,
+        estimated_seconds,
+        run_compare,
+        with_preset,
+    )
     from elbolab.report.render import write_report
 
     evaluation = compare_evaluation(seed=seed, n_samples=n_samples)
     if quick:
-        evaluation = compare_evaluation(seed=seed, n_eval=100, iwae_n=50, n_samples=min(n_samples, 32), speed_n=8,
-                                        nfe=(5, 10), quality_steps=10, bpd_se=0.05, replicates=50)
-    cfg = CompareConfig(data=data, data_dir=data_dir, budget=budget, seed=seed, seeds=seeds, evaluation=evaluation,
-                        beta_sweep=(4.0,) if quick else CompareConfig.beta_sweep, device=device)
+        evaluation = compare_evaluation(
+            seed=seed,
+            n_eval=100,
+            iwae_n=50,
+            n_samples=min(n_samples, 32),
+            speed_n=8,
+            nfe=(5, 10),
+            quality_steps=10,
+            bpd_se=0.05,
+            replicates=50,
+        )
+    cfg = CompareConfig(
+        data=data,
+        data_dir=data_dir,
+        budget=budget,
+        seed=seed,
+        seeds=seeds,
+        evaluation=evaluation,
+        beta_sweep=(4.0,) if quick else CompareConfig.beta_sweep,
+        device=device,
+    )
     if quick:
-        cfg = replace(cfg, steps=(1, 2, 10), steps_replicates=50, interpolation_pairs=8, timing_repeats=3,
-                      information_images=500, information_draws=64, objective_budget_fraction=0.5)
+        cfg = replace(
+            cfg,
+            steps=(1, 2, 10),
+            steps_replicates=50,
+            interpolation_pairs=8,
+            timing_repeats=3,
+            information_images=500,
+            information_draws=64,
+            objective_budget_fraction=0.5,
+        )
     many = f"{seeds} seeds: " if seeds > 1 else ""
     planned = with_preset(cfg, side)
-    click.echo(f"[compare] {many}about {estimated_seconds(cfg, side) / 60:.0f} minutes on an idle machine "
-               f"(training {planned.budget:g} s per model per seed, plus measurement)", err=True)
+    click.echo(
+        f"[compare] {many}about {estimated_seconds(cfg, side) / 60:.0f} minutes on an idle machine "
+        f"(training {planned.budget:g} s per model per seed, plus measurement)",
+        err=True,
+    )
     out_dir = Path(out)
     if quiet:
-        results, images = run_compare(cfg, out_dir, log=lambda m: click.echo(f"[compare] {m}", err=True),
-                                      progress=False, features_kind=features)
+        results, images = run_compare(
+            cfg, out_dir, log=lambda m: click.echo(f"[compare] {m}", err=True), progress=False, features_kind=features
+        )
     else:
         from elbolab.report.progress import job_progress
 
         with job_progress() as display:
-            results, images = run_compare(cfg, out_dir, log=display.log, progress=False, features_kind=features,
-                                          watch=display)
+            results, images = run_compare(
+                cfg, out_dir, log=display.log, progress=False, features_kind=features, watch=display
+            )
     paths = write_report(results, out_dir, images, reference_images(cfg.data, cfg.data_dir))
     _print_verdicts(results)
     click.echo(f"report: {paths['markdown']} and {paths['html']}")
@@ -317,20 +500,25 @@ def compare(data: str, data_dir: str | None, out: str, budget: float | None, see
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False))
 @click.option("--n-samples", type=int, default=256, show_default=True)
-@click.option("--features", type=click.Choice(["builtin", "inception", "auto"]), default="builtin",
-              show_default=True)
+@click.option("--features", type=click.Choice(["builtin", "inception", "auto"]), default="builtin", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 def report(run_dirs: tuple[str, ...], out: str, n_samples: int, features: str, device: str) -> None:
     """Measure trained runs side by side and write the report (contrasts need a VAE and a diffusion run)."""
     from elbolab.experiments.runs import measure_runs
     from elbolab.report.render import write_report
 
-    results, images = measure_runs([Path(r) for r in run_dirs], n_samples=n_samples, features_kind=features,
-                                   log=lambda m: click.echo(f"[report] {m}", err=True), device=device)
+    results, images = measure_runs(
+        [Path(r) for r in run_dirs],
+        n_samples=n_samples,
+        features_kind=features,
+        log=lambda m: click.echo(f"[report] {m}", err=True),
+        device=device,
+    )
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = write_report(results, out_dir, images, reference_images(results.config["data"],
-                                                                     results.config.get("data_dir")))
+    paths = write_report(
+        results, out_dir, images, reference_images(results.config["data"], results.config.get("data_dir"))
+    )
     _print_verdicts(results)
     click.echo(f"report: {paths['markdown']} and {paths['html']}")
 

@@ -8,8 +8,9 @@ import json
 import math
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from elbolab.errors import ConfigError
 
@@ -43,9 +44,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
+        if (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))) and type(None) in args:
+            return None
         for arg in args:
             if arg is type(None):
                 continue
@@ -172,6 +172,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
+
             data = yaml.safe_load(text) or {}
         else:
             data = json.loads(text)

@@ -21,13 +21,11 @@ LOG_2PI = math.log(2 * math.pi)
 _NARROW_BIN = 1e-5
 
 
-def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor | float = 0.0,
-              logvar2: Tensor | float = 0.0) -> Tensor:
+def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor | float = 0.0, logvar2: Tensor | float = 0.0) -> Tensor:
     """KL(N(mean1, e^logvar1) ‖ N(mean2, e^logvar2)), elementwise, in nats."""
     mean2 = torch.as_tensor(mean2, dtype=mean1.dtype, device=mean1.device)
     logvar2 = torch.as_tensor(logvar2, dtype=mean1.dtype, device=mean1.device)
-    return 0.5 * (logvar2 - logvar1 + torch.exp(logvar1 - logvar2)
-                  + (mean1 - mean2) ** 2 * torch.exp(-logvar2) - 1.0)
+    return 0.5 * (logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2) - 1.0)
 
 
 def normal_log_prob(x: Tensor, mean: Tensor | float, logvar: Tensor | float) -> Tensor:
@@ -115,6 +113,7 @@ def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
 
 # ---------------------------------------------------------------- pixel decoders
 
+
 @dataclass(frozen=True)
 class PixelLikelihood:
     """A per-pixel observation model p(x | params) over a data set's K levels.
@@ -197,8 +196,10 @@ def pixel_likelihood(name: str, levels: int) -> PixelLikelihood:
     """Build a pixel decoder likelihood by name for data with `levels` levels."""
     if name not in PIXEL_LIKELIHOODS:
         from elbolab.errors import ConfigError
+
         raise ConfigError(f"unknown likelihood {name!r}; choose one of {sorted(PIXEL_LIKELIHOODS)}")
     if name == "bernoulli" and levels != 2:
         from elbolab.errors import ConfigError
+
         raise ConfigError(f"the Bernoulli likelihood needs binary data (2 levels), this data has {levels}")
     return PIXEL_LIKELIHOODS[name](levels=levels)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +27,51 @@ class Encoding:
     network_passes: int
 
 
+#: the levels of `DesignLevels.encoder`
+ENCODERS = ("learned", "fixed", "learned, then fixed")
+#: the levels of `DesignLevels.objective`: the β-weighted ELBO (β ≠ 1), the ELBO itself, a reweighted bound
+#: (L_simple, sigmoid, EDM weighting), or a model trained in stages (latent diffusion)
+OBJECTIVE_LEVELS = ("β-ELBO", "ELBO", "weighted", "stages")
+
+
+@dataclass(frozen=True)
+class DesignLevels:
+    """The model's level of each of the essay's design choices (DESIGN.md, "The design space between them").
+
+    `encoder`: whether the map x → latent is learned, fixed (a Gaussian noising chain; a learnable noise level
+    still counts as fixed) or learned, then fixed (latent diffusion). `encoder_steps` and `decoder_steps`: the
+    stochastic steps of q and of the generative path (1 for a VAE, L for a hierarchy, T for a discrete chain,
+    None for ∞, a continuous-time chain; its sampler then takes any NFE). `latent_fraction`: latent values per
+    image over D (1.0: the size of x; a hierarchy or a chain counts its widest level, not their sum).
+    `objective`: one of `OBJECTIVE_LEVELS`. `compare` pairs models that differ in one of these alone.
+    """
+
+    encoder: str
+    encoder_steps: int | None
+    latent_fraction: float
+    decoder_steps: int | None
+    objective: str
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"DesignLevels.encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
+        if self.objective not in OBJECTIVE_LEVELS:
+            raise ConfigError(
+                f"DesignLevels.objective must be one of {', '.join(OBJECTIVE_LEVELS)}, got {self.objective!r}"
+            )
+        for name in ("encoder_steps", "decoder_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"DesignLevels.{name} must be ≥ 1 or None (∞), got {value}")
+        if not self.latent_fraction > 0:
+            raise ConfigError(f"DesignLevels.latent_fraction must be > 0, got {self.latent_fraction}")
+
+    @property
+    def latent(self) -> str:
+        """ "bottleneck" (fewer latent values than x) or "full" (as many as x, or more)."""
+        return "bottleneck" if self.latent_fraction < 1 else "full"
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a model offers, declared: evaluation, comparison and the report read these, never a kind string.
@@ -35,7 +81,8 @@ class Capabilities:
     `sample_options` the further keywords `sample` takes, `estimators` the `Estimator.method`s that
     `elbo` accepts (the first is the default), `encoding` the cost of `encode` (None: it does not encode),
     `proposals` the `Estimator.proposal`s its Monte-Carlo bound takes, `bound_steps` whether `elbo` takes
-    `Estimator.steps` (a continuous-time model's T-step bound).
+    `Estimator.steps` (a continuous-time model's T-step bound), `design` its levels of the essay's design
+    choices (`DesignLevels`; every registered model declares them).
     """
 
     samplers: tuple[str, ...]
@@ -46,6 +93,7 @@ class Capabilities:
     encoding: Encoding | None
     proposals: tuple[str, ...] = ("uniform",)
     bound_steps: bool = False
+    design: DesignLevels | None = None
 
     @property
     def one_pass(self) -> bool:
@@ -91,8 +139,9 @@ class GenerativeModel(nn.Module):
     def check_input(self, x: Tensor) -> None:
         """A clear error for images of the wrong shape or with NaNs."""
         if x.ndim != 4 or tuple(x.shape[1:]) != self.shape:
-            raise DataError(f"{self.kind} model expects images of shape [B, {', '.join(map(str, self.shape))}], "
-                            f"got {list(x.shape)}")
+            raise DataError(
+                f"{self.kind} model expects images of shape [B, {', '.join(map(str, self.shape))}], got {list(x.shape)}"
+            )
         if not torch.isfinite(x).all():
             raise DataError("input images contain NaN or infinite values")
 
@@ -115,17 +164,19 @@ class GenerativeModel(nn.Module):
         if not isinstance(estimator, Estimator):
             raise ConfigError(f"elbo takes an Estimator record, got {estimator!r}")
         if estimator.method not in caps.estimators:
-            raise ConfigError(f"the {self.kind} model has no {estimator.method!r} bound; it offers "
-                              f"{', '.join(caps.estimators)}")
+            raise ConfigError(
+                f"the {self.kind} model has no {estimator.method!r} bound; it offers {', '.join(caps.estimators)}"
+            )
         if estimator.proposal not in caps.proposals:
-            raise ConfigError(f"the {self.kind} model's bound has no {estimator.proposal!r} proposal; it offers "
-                              f"{', '.join(caps.proposals)}")
+            raise ConfigError(
+                f"the {self.kind} model's bound has no {estimator.proposal!r} proposal; it offers "
+                f"{', '.join(caps.proposals)}"
+            )
         if estimator.steps is not None and not caps.bound_steps:
             raise ConfigError(f"the {self.kind} model's bound has no T-step form (Estimator.steps); leave it None")
         return estimator
 
-    def prepare_estimator(self, estimator: Estimator, pilot: Tensor,
-                          generator: torch.Generator | None = None) -> None:
+    def prepare_estimator(self, estimator: Estimator, pilot: Tensor, generator: torch.Generator | None = None) -> None:
         """Fit what `estimator` needs from a pilot batch of training images (a diffusion model's importance
         proposal over t); nothing for most estimators."""
 
@@ -144,8 +195,14 @@ class GenerativeModel(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, sampler: str | None = None,
-               steps: int | None = None, **options: Any) -> Tensor:
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        sampler: str | None = None,
+        steps: int | None = None,
+        **options: Any,
+    ) -> Tensor:
         """n images as integer levels, drawn by `sampler` over `steps` network evaluations (None: the
         model's defaults); any other keyword must be one of `capabilities.sample_options`."""
         self.check_sampling(sampler, steps, **options)
@@ -161,11 +218,13 @@ class GenerativeModel(nn.Module):
             allowed = ["sampler", "steps", *caps.sample_options]
             close = difflib.get_close_matches(unknown[0], allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{self.kind}.sample got an unknown keyword {unknown[0]!r}{hint}; it takes "
-                              f"{', '.join(allowed)}")
+            raise ConfigError(
+                f"{self.kind}.sample got an unknown keyword {unknown[0]!r}{hint}; it takes {', '.join(allowed)}"
+            )
         if sampler is not None and sampler not in caps.samplers:
-            raise ConfigError(f"the {self.kind} model has no sampler {sampler!r}; choose one of "
-                              f"{', '.join(caps.samplers)}")
+            raise ConfigError(
+                f"the {self.kind} model has no sampler {sampler!r}; choose one of {', '.join(caps.samplers)}"
+            )
         if steps is not None and not (1 <= steps and (caps.max_steps is None or steps <= caps.max_steps)):
             limit = "any number ≥ 1" if caps.max_steps is None else f"1 to {caps.max_steps}"
             raise ConfigError(f"the {self.kind} model samples with {limit} steps, got {steps}")
@@ -180,7 +239,7 @@ class GenerativeModel(nn.Module):
         """What the model's own latent carries about x, on the first n images of `data`."""
         raise NotImplementedError
 
-    def components(self) -> dict[str, "GenerativeModel"]:
+    def components(self) -> dict[str, GenerativeModel]:
         """Named sub-models that are models in their own right (latent diffusion: its autoencoder)."""
         return {}
 
@@ -188,8 +247,9 @@ class GenerativeModel(nn.Module):
     def _elbo(self, x: Tensor, estimator: Estimator, generator: torch.Generator | None) -> Bound:
         raise NotImplementedError
 
-    def _sample(self, n: int, generator: torch.Generator | None, sampler: str | None, steps: int | None,
-                **options: Any) -> Tensor:
+    def _sample(
+        self, n: int, generator: torch.Generator | None, sampler: str | None, steps: int | None, **options: Any
+    ) -> Tensor:
         raise NotImplementedError
 
     @torch.no_grad()
@@ -208,16 +268,29 @@ def slerp(z0: Tensor, z1: Tensor, w: Tensor | float) -> Tensor:
     sin = torch.sin(omega)
     w = torch.as_tensor(w, dtype=a.dtype, device=a.device)
     parallel = sin.abs() < 1e-6
-    out = torch.where(parallel, (1 - w) * a + w * b,
-                      (torch.sin((1 - w) * omega) * a + torch.sin(w * omega) * b) / torch.where(parallel, 1.0, sin))
+    out = torch.where(
+        parallel,
+        (1 - w) * a + w * b,
+        (torch.sin((1 - w) * omega) * a + torch.sin(w * omega) * b) / torch.where(parallel, 1.0, sin),
+    )
     return out.view_as(z0)
 
 
 @torch.no_grad()
-def dataset_bound(model: GenerativeModel, data: ImageData, n: int | None = None, batch_size: int = 256,
-                  estimator: Estimator | None = None, generator: torch.Generator | None = None) -> Bound:
+def dataset_bound(
+    model: GenerativeModel,
+    data: ImageData,
+    n: int | None = None,
+    batch_size: int = 256,
+    estimator: Estimator | None = None,
+    generator: torch.Generator | None = None,
+) -> Bound:
     """The model's bound on the first n images of `data` (all if n is None), in batches."""
     n = len(data) if n is None else min(n, len(data))
     device = model.device
-    return Bound.cat([model.elbo(data.model_range(slice(i, min(i + batch_size, n))).to(device), estimator,
-                                 generator).detach() for i in range(0, n, batch_size)])
+    return Bound.cat(
+        [
+            model.elbo(data.model_range(slice(i, min(i + batch_size, n))).to(device), estimator, generator).detach()
+            for i in range(0, n, batch_size)
+        ]
+    )

@@ -34,6 +34,7 @@ def _plain(obj: Any) -> Any:
 
 # ---------------------------------------------------------------- the bound
 
+
 @dataclass(frozen=True)
 class Figure(Record):
     """A mean with the half-width of its 95% interval."""
@@ -62,33 +63,44 @@ class BoundSummary(Record):
     n: int
     estimator: str
     seconds: float = float("nan")
-    mc_stderr_nats: float | None = None     # mean Monte-Carlo standard error of one example's estimate
-    mean_stderr_bpd: float | None = None    # Monte-Carlo standard error of the mean over these n images
+    mc_stderr_nats: float | None = None  # mean Monte-Carlo standard error of one example's estimate
+    mean_stderr_bpd: float | None = None  # Monte-Carlo standard error of the mean over these n images
     per_image_sd_bpd: float = float("nan")  # spread of the per-image bound over the images
-    passes_per_image: float | None = None   # network passes per image of the estimator (None: not reported)
+    passes_per_image: float | None = None  # network passes per image of the estimator (None: not reported)
     per_example_bpd: tuple[float, ...] = ()  # each image's bound, in order: two models pair on the same images
 
     @staticmethod
-    def of(bound: Bound, estimator: str, seconds: float = float("nan")) -> "BoundSummary":
+    def of(bound: Bound, estimator: str, seconds: float = float("nan")) -> BoundSummary:
         """Means over the examples of a `Bound`, with 95% half-widths, in both units; for a Monte-Carlo bound
         the standard error of the mean, sqrt(Σ se_i²)/n; the cost where the model reports it."""
         units = {}
         for unit, scale in (("nats", lambda t: t), ("bpd", lambda t: nats_to_bpd(t, bound.dims))):
             total, ci = mean_ci95(scale(bound.total))
             stats = {k: mean_ci95(scale(v)) for k, v in bound.terms.items()}
-            units[unit] = UnitSummary(total, ci, {k: m for k, (m, _) in stats.items()},
-                                      {k: c for k, (_, c) in stats.items()})
+            units[unit] = UnitSummary(
+                total, ci, {k: m for k, (m, _) in stats.items()}, {k: c for k, (_, c) in stats.items()}
+            )
         stderr, passes = bound.extras.get("stderr"), bound.extras.get("passes")
         n = int(bound.total.shape[0])
         mean_se = None if stderr is None else nats_to_bpd(stderr.double().pow(2).sum().sqrt().item() / n, bound.dims)
         spread = nats_to_bpd(bound.total.double().std().item(), bound.dims) if n > 1 else float("nan")
-        return BoundSummary(units["nats"], units["bpd"], bound.discrete, n, estimator,
-                            seconds, None if stderr is None else stderr.double().mean().item(), mean_se, spread,
-                            None if passes is None else passes.double().mean().item(),
-                            tuple(nats_to_bpd(bound.total.double(), bound.dims).tolist()))
+        return BoundSummary(
+            units["nats"],
+            units["bpd"],
+            bound.discrete,
+            n,
+            estimator,
+            seconds,
+            None if stderr is None else stderr.double().mean().item(),
+            mean_se,
+            spread,
+            None if passes is None else passes.double().mean().item(),
+            tuple(nats_to_bpd(bound.total.double(), bound.dims).tolist()),
+        )
 
 
 # ---------------------------------------------------------------- resampled figures
+
 
 @dataclass(frozen=True)
 class Resampled(Record):
@@ -123,6 +135,7 @@ def _quantile(ordered: list[float], q: float) -> float:
 
 # ---------------------------------------------------------------- speed
 
+
 @dataclass(frozen=True)
 class SpeedRow(Record):
     """Sampling speed of one sampler at one number of network evaluations (median over repeats)."""
@@ -139,6 +152,7 @@ class SpeedRow(Record):
 
 
 # ---------------------------------------------------------------- information
+
 
 @dataclass(frozen=True)
 class LatentRate(Record):
@@ -243,8 +257,8 @@ class Contrast(Record):
     verdict: str
     numbers: dict[str, Any] = dataclasses.field(default_factory=dict)
     effect: Effect | None = None
-    figure: str | None = None                  # the name of the figure or image grid that shows it
-    per_seed: tuple[float, ...] = ()           # the effect in each seed's run, where several seeds ran
+    figure: str | None = None  # the name of the figure or image grid that shows it
+    per_seed: tuple[float, ...] = ()  # the effect in each seed's run, where several seeds ran
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -259,10 +273,10 @@ class SweepPoint(Record):
     rate_bpd: float
     distortion_rmse: float
     budget_seconds: float = float("nan")
-    sample_figures: dict[str, Resampled] = dataclasses.field(default_factory=dict)   # prior samples
+    sample_figures: dict[str, Resampled] = dataclasses.field(default_factory=dict)  # prior samples
     reconstruction_figures: dict[str, Resampled] = dataclasses.field(default_factory=dict)  # held-out images
-    interpolation_step_mean: float = float("nan")          # mean neighbour distance along its latent slerps
-    interpolation_max_step_ratio: float = float("nan")     # mean over paths of the largest step over the mean
+    interpolation_step_mean: float = float("nan")  # mean neighbour distance along its latent slerps
+    interpolation_max_step_ratio: float = float("nan")  # mean over paths of the largest step over the mean
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,11 @@ def write_npz(path: str | Path, batches: Iterator[np.ndarray], n: int, levels: i
     def write(fh: Any) -> None:
         with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
             first = next(batches)
-            header = {"descr": np.lib.format.dtype_to_descr(first.dtype), "fortran_order": False,
-                      "shape": (n, *first.shape[1:])}
+            header = {
+                "descr": np.lib.format.dtype_to_descr(first.dtype),
+                "fortran_order": False,
+                "shape": (n, *first.shape[1:]),
+            }
             written = 0
             with archive.open("images.npy", "w", force_zip64=True) as out:
                 np.lib.format.write_array_header_1_0(out, header)

@@ -19,7 +19,7 @@ from elbolab.errors import ConfigError, DataError, ElbolabError
 #: bytes per parameter in one checkpoint: fp32 weights, EMA and Adam's two moments
 CHECKPOINT_BYTES_PER_PARAMETER = 4 * 4
 #: kept free beyond the estimate, for logs, metrics and the file system's own needs
-DISK_MARGIN_BYTES = 16 * 2 ** 20
+DISK_MARGIN_BYTES = 16 * 2**20
 
 
 def existing_ancestor(path: Path) -> Path:
@@ -69,8 +69,9 @@ def check_disk(path: str | Path, needed: int) -> None:
     base = existing_ancestor(Path(path))
     free = shutil.disk_usage(base).free
     if free < needed:
-        raise ElbolabError(f"{path}: only {free / 2 ** 20:.1f} MiB free on that disk; a checkpoint needs about "
-                           f"{needed / 2 ** 20:.1f} MiB")
+        raise ElbolabError(
+            f"{path}: only {free / 2**20:.1f} MiB free on that disk; a checkpoint needs about {needed / 2**20:.1f} MiB"
+        )
 
 
 def check_data(data: str, data_dir: str | None, split: str = "test") -> ImageData:
@@ -81,8 +82,10 @@ def check_data(data: str, data_dir: str | None, split: str = "test") -> ImageDat
 def check_labels(data: ImageData, features: str) -> None:
     """The built-in feature network is a classifier: it needs the data's labels."""
     if features == "builtin" and data.labels is None:
-        raise DataError(f"{data.name} has no labels, which the built-in feature network (a classifier) needs "
-                        f"for sample quality; choose --features inception, or --features none where offered")
+        raise DataError(
+            f"{data.name} has no labels, which the built-in feature network (a classifier) needs "
+            f"for sample quality; choose --features inception, or --features none where offered"
+        )
 
 
 def parameter_count(kind: str, data: ImageData, model_cfg: Any) -> int:
@@ -94,14 +97,24 @@ def parameter_count(kind: str, data: ImageData, model_cfg: Any) -> int:
     except ElbolabError:
         raise
     except (RuntimeError, ValueError, TypeError, ZeroDivisionError) as exc:
-        raise ConfigError(f"the model config cannot build a {kind} for {data.shape} images "
-                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise ConfigError(
+            f"the model config cannot build a {kind} for {data.shape} images "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from None
     return sum(p.numel() for p in model.parameters())
 
 
-def validate_train(kind: str, data: str | None, out: str | Path, *, data_dir: str | None = None,
-                   overrides: dict[str, Any] | None = None, config_file: str | Path | None = None,
-                   resume: bool = False, steps: int | None = None) -> None:
+def validate_train(
+    kind: str,
+    data: str | None,
+    out: str | Path,
+    *,
+    data_dir: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    config_file: str | Path | None = None,
+    resume: bool = False,
+    steps: int | None = None,
+) -> None:
     """Everything `train_run` needs, checked before it starts: config, run folder, data, model, disk."""
     from elbolab.config import flatten, read_config_file
     from elbolab.train.api import resumed_config

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -54,7 +54,7 @@ class ImageData:
         images = self.images if index is None else self.images[index]
         return to_model(images, self.levels)
 
-    def subset(self, n: int) -> "ImageData":
+    def subset(self, n: int) -> ImageData:
         """The first n images (all of them if n exceeds the size)."""
         labels = None if self.labels is None else self.labels[:n]
         return ImageData(self.name, self.images[:n], self.levels, labels)
@@ -76,9 +76,11 @@ _REGISTRY: dict[str, Loader] = {}
 
 def register(name: str) -> Callable[[Loader], Loader]:
     """Register a named data set's loader(split, data_dir) -> ImageData."""
+
     def deco(fn: Loader) -> Loader:
         _REGISTRY[name] = fn
         return fn
+
     return deco
 
 
@@ -103,7 +105,10 @@ def load_data(spec: str, split: str = "train", data_dir: str | Path | None = Non
     path = Path(spec).expanduser()
     if path.suffix == ".npz" or path.is_dir():
         from elbolab.data.files import load_path
+
         return load_path(path, split)
     if not path.exists() and os.sep not in spec and "." not in spec:
-        raise DataError(f"unknown data set {spec!r}; choose one of {', '.join(dataset_names())}, a folder of images or an .npz file")
+        raise DataError(
+            f"unknown data set {spec!r}; choose one of {', '.join(dataset_names())}, a folder of images or an .npz file"
+        )
     raise DataError(f"{spec}: no such data set, folder or .npz file")

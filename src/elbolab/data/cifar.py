@@ -87,8 +87,11 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise data_error(path, "not a CIFAR-10 batch (no 'data' and 'labels' entries)") from None
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise data_error(path, "not a CIFAR-10 batch: 'data' must be a uint8 array of shape n×3072")
-    if labels.shape != (len(data),) or labels.dtype.kind not in "iu" or (
-            len(labels) and (labels.min() < 0 or labels.max() >= CLASSES)):
+    if (
+        labels.shape != (len(data),)
+        or labels.dtype.kind not in "iu"
+        or (len(labels) and (labels.min() < 0 or labels.max() >= CLASSES))
+    ):
         raise data_error(path, f"not a CIFAR-10 batch: expected {len(data)} labels in 0..{CLASSES - 1}")
     return data.reshape(-1, *SHAPE), labels.astype(np.int64)
 
@@ -102,4 +105,3 @@ def load_cifar10(split: str, data_dir: Path) -> ImageData:
     images = np.concatenate([b[0] for b in batches])
     labels = np.concatenate([b[1] for b in batches])
     return ImageData("cifar10", torch.from_numpy(images), LEVELS, torch.from_numpy(labels))
-

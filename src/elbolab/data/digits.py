@@ -22,8 +22,10 @@ def load_digits(split: str, data_dir: Path) -> ImageData:
     bunch = sk_load_digits()
     images = bunch.images.astype(np.uint8)[:, None]  # [N, 1, 8, 8], levels 0..16
     index = np.arange(len(images))
-    train_idx, test_idx = train_test_split(index, test_size=TEST_FRACTION, random_state=SPLIT_SEED,
-                                           stratify=bunch.target)
+    train_idx, test_idx = train_test_split(
+        index, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=bunch.target
+    )
     chosen = np.sort(train_idx if split == "train" else test_idx)
-    return ImageData("digits", torch.from_numpy(images[chosen].copy()), 17,
-                     torch.from_numpy(bunch.target[chosen].astype(np.int64)))
+    return ImageData(
+        "digits", torch.from_numpy(images[chosen].copy()), 17, torch.from_numpy(bunch.target[chosen].astype(np.int64))
+    )

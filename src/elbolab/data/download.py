@@ -22,9 +22,9 @@ import urllib.error
 import urllib.request
 import warnings
 import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Iterator, Sequence
 
 from elbolab.data.base import default_data_dir
 from elbolab.data.problems import data_error, one_line
@@ -50,39 +50,52 @@ class Source:
     splits: dict[str, tuple[str, ...]] | None = None  # split → the files it reads
 
 
-_IDX = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-        "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+_IDX = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
 CIFAR10_FOLDER = "cifar-10-batches-py"
-_CIFAR10 = {"train": tuple(f"{CIFAR10_FOLDER}/data_batch_{i}" for i in range(1, 6)),
-            "test": (f"{CIFAR10_FOLDER}/test_batch",)}
+_CIFAR10 = {
+    "train": tuple(f"{CIFAR10_FOLDER}/data_batch_{i}" for i in range(1, 6)),
+    "test": (f"{CIFAR10_FOLDER}/test_batch",),
+}
 
 # Official checksums, as published with torchvision's data set classes.
 SOURCES: dict[str, Source] = {
     "mnist": Source(
         bases=("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
-        md5={"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-             "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-             "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-             "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"},
-        splits=_IDX),
+        md5={
+            "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+        splits=_IDX,
+    ),
     "fashion-mnist": Source(
         bases=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        md5={"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-             "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-             "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-             "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"},
-        splits=_IDX),
+        md5={
+            "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+        splits=_IDX,
+    ),
     "cifar10": Source(
         bases=("https://www.cs.toronto.edu/~kriz/",),
-        md5={"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a",
-             f"{CIFAR10_FOLDER}/data_batch_1": "c99cafc152244af753f735de768cd75f",
-             f"{CIFAR10_FOLDER}/data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
-             f"{CIFAR10_FOLDER}/data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
-             f"{CIFAR10_FOLDER}/data_batch_4": "634d18415352ddfa80567beed471001a",
-             f"{CIFAR10_FOLDER}/data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
-             f"{CIFAR10_FOLDER}/test_batch": "40351d587109b95175f43aff81a1287e"},
+        md5={
+            "cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a",
+            f"{CIFAR10_FOLDER}/data_batch_1": "c99cafc152244af753f735de768cd75f",
+            f"{CIFAR10_FOLDER}/data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+            f"{CIFAR10_FOLDER}/data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+            f"{CIFAR10_FOLDER}/data_batch_4": "634d18415352ddfa80567beed471001a",
+            f"{CIFAR10_FOLDER}/data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+            f"{CIFAR10_FOLDER}/test_batch": "40351d587109b95175f43aff81a1287e",
+        },
         archive="cifar-10-python.tar.gz",
-        splits=_CIFAR10),
+        splits=_CIFAR10,
+    ),
 }
 
 
@@ -91,6 +104,7 @@ class _Failed(Exception):
 
 
 # -- where the files are ------------------------------------------------------------------
+
 
 def dataset_folder(root: Path, name: str) -> Path:
     """`root/<name>`, unless that is absent and `root` itself holds some of the set's files."""
@@ -158,6 +172,7 @@ def _fetch_missing(name: str, folder: Path, missing: list[str], mirror: str | No
 
 # -- checksums ---------------------------------------------------------------------------
 
+
 def hash_file(path: Path) -> str:
     """The MD5 of a file's bytes, as 32 hex digits."""
     digest = hashlib.md5(usedforsecurity=False)
@@ -211,11 +226,15 @@ def check_present(folder: Path, filename: str, expected: str | None) -> None:
         return
     got = file_md5(folder, filename)
     if got != expected:
-        warnings.warn(f"{folder / filename} differs from the official file (MD5 {got}, official {expected}); "
-                      "reading it as it is", DataWarning, stacklevel=3)
+        warnings.warn(
+            f"{folder / filename} differs from the official file (MD5 {got}, official {expected}); reading it as it is",
+            DataWarning,
+            stacklevel=3,
+        )
 
 
 # -- writing -----------------------------------------------------------------------------
+
 
 def _create_temp(dest: Path) -> tuple[int, Path]:
     """A new, hidden file beside dest, opened for writing with the usual (umask) permissions."""
@@ -252,14 +271,20 @@ def _writable_folder(folder: Path, filename: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise data_error(folder, f"cannot create the folder to download {filename} into; "
-                                 "choose a writable --data-dir or $ELBOLAB_DATA", exc) from exc
+        raise data_error(
+            folder,
+            f"cannot create the folder to download {filename} into; choose a writable --data-dir or $ELBOLAB_DATA",
+            exc,
+        ) from exc
     if not os.access(folder, os.W_OK):
-        raise data_error(folder, f"{filename} is missing and the folder is not writable; "
-                                 "choose a writable --data-dir or $ELBOLAB_DATA")
+        raise data_error(
+            folder,
+            f"{filename} is missing and the folder is not writable; choose a writable --data-dir or $ELBOLAB_DATA",
+        )
 
 
 # -- downloading -------------------------------------------------------------------------
+
 
 def download_file(name: str, filename: str, folder: Path, mirror: str | None = None) -> Path:
     """Fetch one official file into folder, trying each URL in turn; a bad MD5 never lands."""
@@ -275,8 +300,9 @@ def download_file(name: str, filename: str, folder: Path, mirror: str | None = N
             continue
         remember_md5(folder, filename, md5, create=True)
         return dest
-    raise DataError(one_line(f"could not download {filename} from {'; '.join(failures)}. "
-                             f"Download it by hand into {dest.parent}/"))
+    raise DataError(
+        one_line(f"could not download {filename} from {'; '.join(failures)}. Download it by hand into {dest.parent}/")
+    )
 
 
 def _download(url: str, dest: Path, expected: str) -> str:
@@ -297,14 +323,18 @@ def _download(url: str, dest: Path, expected: str) -> str:
 def _with_progress(response, total: int | None, url: str) -> Iterator[bytes]:
     """The response's bytes in chunks, advancing a rich progress bar on stderr (a plain line if no tty)."""
     from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     console = Console(stderr=True)
     if not console.is_terminal:
         console.print(f"downloading {url}", soft_wrap=True, highlight=False)
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task(f"downloading {url.rsplit('/', 1)[-1]}", total=total)
         for chunk in iter(lambda: response.read(CHUNK), b""):
@@ -313,6 +343,7 @@ def _with_progress(response, total: int | None, url: str) -> Iterator[bytes]:
 
 
 # -- unpacking ---------------------------------------------------------------------------
+
 
 def _member_path(member: tarfile.TarInfo, archive: Path) -> PurePosixPath:
     """A member's relative path, refusing links, devices, absolute paths and '..'."""
@@ -335,7 +366,7 @@ def extract_tar(archive: Path, folder: Path) -> list[str]:
                 rel = _member_path(member, archive)
                 (folder / rel).parent.mkdir(parents=True, exist_ok=True)
                 source = tar.extractfile(member)
-                md5 = write_atomic(folder / rel, iter(lambda: source.read(CHUNK), b""))
+                md5 = write_atomic(folder / rel, iter(lambda source=source: source.read(CHUNK), b""))
                 remember_md5(folder, rel.as_posix(), md5, create=True)
                 names.append(rel.as_posix())
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:

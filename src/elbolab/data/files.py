@@ -45,6 +45,7 @@ def split_indices(n: int, split: str, source: Path, seed: int = SPLIT_SEED) -> n
 
 # -- image folders -----------------------------------------------------------------------
 
+
 def image_files(folder: Path) -> list[Path]:
     """Every PNG/JPEG under folder, recursively, in sorted order (hidden files skipped)."""
     found = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
@@ -77,8 +78,10 @@ def survey(files: list[Path]) -> int:
         if mode in WIDE_MODES:
             raise data_error(f, f"{mode} images are not 8-bit; save them as 8-bit PNG or JPEG")
         if f_size != size:
-            raise data_error(f, f"is {f_size[0]}×{f_size[1]} but {files[0].name} is {size[0]}×{size[1]}; "
-                                "all images must have one size")
+            raise data_error(
+                f,
+                f"is {f_size[0]}×{f_size[1]} but {files[0].name} is {size[0]}×{size[1]}; all images must have one size",
+            )
         colour = colour or mode not in GREY_MODES
     return 3 if colour else 1
 
@@ -127,6 +130,7 @@ def load_folder(root: Path, split: str) -> ImageData:
 
 # -- .npz arrays -------------------------------------------------------------------------
 
+
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """Every array in an .npz file (pickled objects refused), in the order they were saved."""
     with open(path, "rb") as fh:  # neither a zip nor an .npy: numpy would call it a pickle
@@ -163,8 +167,11 @@ def to_nchw(images: np.ndarray, path: Path) -> np.ndarray:
         return images
     if images.ndim == 4 and images.shape[3] <= MAX_CHANNELS:
         return images.transpose(0, 3, 1, 2)
-    raise data_error(path, f"images of shape {images.shape}: expected [N, H, W], [N, H, W, C] or [N, C, H, W] "
-                           f"with at most {MAX_CHANNELS} channels")
+    raise data_error(
+        path,
+        f"images of shape {images.shape}: expected [N, H, W], [N, H, W, C] or [N, C, H, W] "
+        f"with at most {MAX_CHANNELS} channels",
+    )
 
 
 def npz_levels(arrays: dict[str, np.ndarray], images: np.ndarray, path: Path) -> int:

@@ -50,7 +50,10 @@ def parse_idx(raw: bytes, path: Path) -> np.ndarray:
     dtype = np.dtype(IDX_DTYPES[raw[2]])
     needed = prod(dims) * dtype.itemsize
     if len(raw) - start != needed:
-        raise data_error(path, f"truncated or corrupt idx data: {len(raw) - start} bytes after the header, "
-                               f"sizes {'x'.join(map(str, dims))} need {needed}")
+        raise data_error(
+            path,
+            f"truncated or corrupt idx data: {len(raw) - start} bytes after the header, "
+            f"sizes {'x'.join(map(str, dims))} need {needed}",
+        )
     values = np.frombuffer(raw, dtype=dtype, offset=start).reshape(dims)
     return values.astype(dtype.newbyteorder("="))

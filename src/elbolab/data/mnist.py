@@ -24,11 +24,14 @@ def load_idx_set(name: str, split: str, data_dir: Path) -> ImageData:
     images = read_idx(folder / images_file)
     labels = read_idx(folder / labels_file)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != SHAPE[1:]:
-        raise data_error(folder / images_file, f"expected uint8 images N×28×28, got {images.dtype} "
-                                               f"{'×'.join(map(str, images.shape))}")
+        raise data_error(
+            folder / images_file,
+            f"expected uint8 images N×28×28, got {images.dtype} {'×'.join(map(str, images.shape))}",
+        )
     if labels.ndim != 1 or len(labels) != len(images) or (len(labels) and int(labels.max()) >= CLASSES):
-        raise data_error(folder / labels_file, f"expected {len(images)} labels in 0..{CLASSES - 1}, "
-                                               f"got shape {labels.shape}")
+        raise data_error(
+            folder / labels_file, f"expected {len(images)} labels in 0..{CLASSES - 1}, got shape {labels.shape}"
+        )
     return ImageData(name, torch.from_numpy(images[:, None]), LEVELS, torch.from_numpy(labels.astype(np.int64)))
 
 

@@ -18,8 +18,14 @@ from torch import Tensor
 
 from elbolab.bounds import Bound, sum_per_example
 from elbolab.diffusion.forward import expand, posterior_coefficients, q_marginal, q_sample
-from elbolab.diffusion.noise_control import (FEATURES, control_features, control_value, coordinate_classes, fit_slopes,
-                                             latin_normal)
+from elbolab.diffusion.noise_control import (
+    FEATURES,
+    control_features,
+    control_value,
+    coordinate_classes,
+    fit_slopes,
+    latin_normal,
+)
 from elbolab.diffusion.reverse import Denoised, Denoiser, denoise, reverse_log_variance, small_log_variance
 from elbolab.diffusion.schedule import Schedule
 from elbolab.diffusion.time_proposal import bin_ends, draw_uniforms, mean_and_stderr, replicates_for
@@ -40,8 +46,15 @@ def decoder_log_prob(x_0: Tensor, mean: Tensor, log_var: Tensor, levels: int | N
     return discretized_gaussian_log_prob(x_0, mean, 0.5 * log_var, levels)
 
 
-def vlb_term(x_0: Tensor, denoised: Denoised, i: Tensor, schedule: Schedule, variance: str,
-             levels: int | None, stop_mean_grad: bool = False) -> Tensor:
+def vlb_term(
+    x_0: Tensor,
+    denoised: Denoised,
+    i: Tensor,
+    schedule: Schedule,
+    variance: str,
+    levels: int | None,
+    stop_mean_grad: bool = False,
+) -> Tensor:
     """L_{i−1} per example for steps i ∈ {1..T}: the KL of step i for i ≥ 2, −log p_θ(x_0|x_1) for i = 1.
 
     Both means are a x_t + b x̂_0 (posterior form; Ho et al. 2020, eq. 7), so the KL is taken
@@ -62,8 +75,17 @@ def vlb_term(x_0: Tensor, denoised: Denoised, i: Tensor, schedule: Schedule, var
     return sum_per_example(torch.where(first, nll, kl))
 
 
-def step_terms(denoiser: Denoiser, x_0: Tensor, i: Tensor, eps: Tensor, schedule: Schedule, *,
-               parameterisation: str = "eps", variance: str = "small", levels: int | None = None) -> Tensor:
+def step_terms(
+    denoiser: Denoiser,
+    x_0: Tensor,
+    i: Tensor,
+    eps: Tensor,
+    schedule: Schedule,
+    *,
+    parameterisation: str = "eps",
+    variance: str = "small",
+    levels: int | None = None,
+) -> Tensor:
     """L_{i−1} per example at x_i = α_i x_0 + σ_i ε (one draw of x_i per term)."""
     x_0 = x_0.double()
     t = schedule.times(i.to(x_0.device))
@@ -71,9 +93,18 @@ def step_terms(denoiser: Denoiser, x_0: Tensor, i: Tensor, eps: Tensor, schedule
     return vlb_term(x_0, denoise(denoiser, x_t, t, schedule, parameterisation), i, schedule, variance, levels)
 
 
-def _terms_for_pairs(denoiser: Denoiser, x_0: Tensor, example: Tensor, i: Tensor, schedule: Schedule,
-                     noise: Callable[[int, int], Tensor], max_batch: int, control: Tensor | None = None,
-                     classes: Tensor | None = None, **kw) -> Tensor:
+def _terms_for_pairs(
+    denoiser: Denoiser,
+    x_0: Tensor,
+    example: Tensor,
+    i: Tensor,
+    schedule: Schedule,
+    noise: Callable[[int, int], Tensor],
+    max_batch: int,
+    control: Tensor | None = None,
+    classes: Tensor | None = None,
+    **kw,
+) -> Tensor:
     """L_{i_n − 1} of example `example[n]` for every pair n, at most max_batch pairs per denoiser call; the ε of
     pairs start..stop−1 is `noise(start, stop)` (drawn chunk by chunk, so no more than max_batch are held).
     With `control` [T, FEATURES] (and `classes` [B, D], `noise_control.coordinate_classes` of x_0) each term has
@@ -89,16 +120,27 @@ def _terms_for_pairs(denoiser: Denoiser, x_0: Tensor, example: Tensor, i: Tensor
     return torch.cat(out)
 
 
-def _normal(shape: tuple[int, ...], generator: torch.Generator | None,
-            device: torch.device) -> Callable[[int, int], Tensor]:
+def _normal(
+    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device
+) -> Callable[[int, int], Tensor]:
     """`noise` for `_terms_for_pairs`: fresh iid N(0, I) ε of one example's `shape` for each pair."""
-    return lambda start, stop: torch.randn((stop - start, *shape), generator=generator, device=device,
-                                           dtype=torch.float64)
+    return lambda start, stop: torch.randn(
+        (stop - start, *shape), generator=generator, device=device, dtype=torch.float64
+    )
 
 
-def exact_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, parameterisation: str = "eps",
-                variance: str = "small", levels: int | None = None, eps: Tensor | None = None,
-                generator: torch.Generator | None = None, max_batch: int = 1024) -> Bound:
+def exact_bound(
+    denoiser: Denoiser,
+    x_0: Tensor,
+    schedule: Schedule,
+    *,
+    parameterisation: str = "eps",
+    variance: str = "small",
+    levels: int | None = None,
+    eps: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    max_batch: int = 1024,
+) -> Bound:
     """−ELBO with all T terms, one draw of x_i per term (`eps`, if given, is shared by every step).
 
     `per_step` [B, T] holds L_0 … L_{T−1}; per_step.sum(1) + prior = total.
@@ -107,20 +149,49 @@ def exact_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, paramete
     device = x_0.device
     example = torch.arange(B, device=device).repeat(T)
     i = torch.arange(1, T + 1, device=device).repeat_interleave(B)
-    noise = (lambda start, stop: eps[example[start:stop]]) if eps is not None else \
-        _normal(tuple(x_0.shape[1:]), generator, device)
-    terms = _terms_for_pairs(denoiser, x_0, example, i, schedule, noise, max_batch,
-                             parameterisation=parameterisation, variance=variance, levels=levels)
+    noise = (
+        (lambda start, stop: eps[example[start:stop]])
+        if eps is not None
+        else _normal(tuple(x_0.shape[1:]), generator, device)
+    )
+    terms = _terms_for_pairs(
+        denoiser,
+        x_0,
+        example,
+        i,
+        schedule,
+        noise,
+        max_batch,
+        parameterisation=parameterisation,
+        variance=variance,
+        levels=levels,
+    )
     per_step = terms.view(T, B).T
-    return Bound({"prior": prior_term(x_0, schedule), "diffusion": per_step[:, 1:].sum(1),
-                  "reconstruction": per_step[:, 0]}, _dims(x_0), per_step, discrete=levels is not None,
-                 extras={"passes": _passes(x_0, T)})
+    return Bound(
+        {"prior": prior_term(x_0, schedule), "diffusion": per_step[:, 1:].sum(1), "reconstruction": per_step[:, 0]},
+        _dims(x_0),
+        per_step,
+        discrete=levels is not None,
+        extras={"passes": _passes(x_0, T)},
+    )
 
 
-def mc_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, samples: int, proposal: Tensor | None = None,
-             stratified: bool = False, latin: bool = True, control: Tensor | None = None,
-             parameterisation: str = "eps", variance: str = "small", levels: int | None = None,
-             generator: torch.Generator | None = None, max_batch: int = 1024) -> Bound:
+def mc_bound(
+    denoiser: Denoiser,
+    x_0: Tensor,
+    schedule: Schedule,
+    *,
+    samples: int,
+    proposal: Tensor | None = None,
+    stratified: bool = False,
+    latin: bool = True,
+    control: Tensor | None = None,
+    parameterisation: str = "eps",
+    variance: str = "small",
+    levels: int | None = None,
+    generator: torch.Generator | None = None,
+    max_batch: int = 1024,
+) -> Bound:
     """−ELBO from K = `samples` estimates per example, each L_T + L_0 + L_{i−1}/q(i), i ~ q on {2..T}.
 
     L_T is exact; L_0 is kept out of the draw over steps (a draw would rarely reach it) and computed with
@@ -141,8 +212,11 @@ def mc_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, samples: in
         raise ValueError(f"the Monte-Carlo bound needs samples ≥ 2 for its standard error, got {samples}")
     B, T = x_0.shape[0], schedule.T
     device = x_0.device
-    q = torch.ones(T - 1, dtype=torch.float64, device=device) if proposal is None else \
-        proposal.to(device=device, dtype=torch.float64)[1:]
+    q = (
+        torch.ones(T - 1, dtype=torch.float64, device=device)
+        if proposal is None
+        else proposal.to(device=device, dtype=torch.float64)[1:]
+    )
     q = q / q.sum()
     R = replicates_for(samples) if stratified else samples
     m = samples // R
@@ -156,7 +230,7 @@ def mc_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, samples: in
     per_chunk = max(1, max_batch // pairs)  # images whose ε is drawn together (at least one)
     terms = []
     for start in range(0, B, per_chunk):
-        x = x_0[start:start + per_chunk]
+        x = x_0[start : start + per_chunk]
         n, shape = x.shape[0], tuple(x.shape[1:])
         if stratified and latin:  # replicate r: Latin-hypercube ε over its m steps (columns s·R + r) and its L_0
             sets = latin_normal(n * R, m + 1, shape, generator, device).view(n, R, m + 1, *shape)
@@ -164,24 +238,47 @@ def mc_bound(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, *, samples: in
         else:
             eps = torch.randn((n, pairs, *shape), generator=generator, dtype=torch.float64, device=device)
         eps = eps.flatten(0, 1)
-        chunk = _terms_for_pairs(denoiser, x, torch.arange(n, device=device).repeat_interleave(pairs),
-                                 steps[start:start + n].flatten(), schedule, lambda a, b: eps[a:b], max_batch,
-                                 control, None if classes is None else classes[start:start + n],
-                                 parameterisation=parameterisation, variance=variance, levels=levels)
+        chunk = _terms_for_pairs(
+            denoiser,
+            x,
+            torch.arange(n, device=device).repeat_interleave(pairs),
+            steps[start : start + n].flatten(),
+            schedule,
+            lambda a, b, eps=eps: eps[a:b],
+            max_batch,
+            control,
+            None if classes is None else classes[start : start + n],
+            parameterisation=parameterisation,
+            variance=variance,
+            levels=levels,
+        )
         terms.append(chunk.view(n, pairs))
     terms = torch.cat(terms)
     diffusion = terms[:, :samples] / q[i - 2]  # [B, K]
     reconstruction = terms[:, samples:].repeat(1, m)  # column c holds replicate c % R's L_0
     _, stderr = mean_and_stderr(diffusion + reconstruction, stratified)
-    return Bound({"prior": prior_term(x_0, schedule), "diffusion": diffusion.mean(1),
-                  "reconstruction": reconstruction.mean(1)}, _dims(x_0), None, discrete=levels is not None,
-                 extras={"stderr": stderr, "passes": _passes(x_0, samples + R)})
+    return Bound(
+        {"prior": prior_term(x_0, schedule), "diffusion": diffusion.mean(1), "reconstruction": reconstruction.mean(1)},
+        _dims(x_0),
+        None,
+        discrete=levels is not None,
+        extras={"stderr": stderr, "passes": _passes(x_0, samples + R)},
+    )
 
 
 @torch.no_grad()
-def pilot_step_fit(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, edges: Tensor, *,
-                   parameterisation: str = "eps", variance: str = "small", levels: int | None = None,
-                   generator: torch.Generator | None = None, max_batch: int = 1024) -> tuple[Tensor, Tensor]:
+def pilot_step_fit(
+    denoiser: Denoiser,
+    x_0: Tensor,
+    schedule: Schedule,
+    edges: Tensor,
+    *,
+    parameterisation: str = "eps",
+    variance: str = "small",
+    levels: int | None = None,
+    generator: torch.Generator | None = None,
+    max_batch: int = 1024,
+) -> tuple[Tensor, Tensor]:
     """A pilot pass over bins of whole steps (`edges` in t, e.g. `time_proposal.step_edges`): per image and bin,
     one step drawn uniformly in the bin, its term at two independent ε (2 × bins network passes per image).
 
@@ -202,8 +299,18 @@ def pilot_step_fit(denoiser: Denoiser, x_0: Tensor, schedule: Schedule, edges: T
         features.append(control_features(eps, classes[example[start:stop]]))
         return eps
 
-    terms = _terms_for_pairs(denoiser, x_0, example, i.flatten(), schedule, noise, max_batch,
-                             parameterisation=parameterisation, variance=variance, levels=levels).view(B, bins, 2)
+    terms = _terms_for_pairs(
+        denoiser,
+        x_0,
+        example,
+        i.flatten(),
+        schedule,
+        noise,
+        max_batch,
+        parameterisation=parameterisation,
+        variance=variance,
+        levels=levels,
+    ).view(B, bins, 2)
     features = torch.cat(features).view(B, bins, 2, FEATURES)
     slopes = fit_slopes(terms, features)
     residual = terms - (features * slopes[None, :, None]).sum(-1)

@@ -8,7 +8,6 @@ None for continuous data.
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 
@@ -41,7 +40,7 @@ def build_net(config: DiffusionConfig, channels: int, size: int) -> nn.Module:
 
 
 #: the power of two the schedule's own backward pass is scaled by (`GaussianDiffusion._continuous_loss`)
-SCHEDULE_GRAD_SCALE = 2.0 ** 10
+SCHEDULE_GRAD_SCALE = 2.0**10
 #: bins of the importance proposal over t fitted on a pilot pass (`GaussianDiffusion.fit_proposal`)
 PROPOSAL_BINS = 64
 
@@ -65,8 +64,9 @@ class GaussianDiffusion(nn.Module):
     given, replaces the config's named one (any object with log_snr, times, T, betas; e.g. a table).
     """
 
-    def __init__(self, config: DiffusionConfig, net: nn.Module, levels: int | None = None,
-                 schedule: Schedule | None = None) -> None:
+    def __init__(
+        self, config: DiffusionConfig, net: nn.Module, levels: int | None = None, schedule: Schedule | None = None
+    ) -> None:
         super().__init__()
         self.config = config
         self.schedule = build_schedule(config, levels) if schedule is None else schedule
@@ -81,8 +81,11 @@ class GaussianDiffusion(nn.Module):
         # the ε control variate per bin (`noise_control`), fitted on the same pilot pass
         bins = PROPOSAL_BINS if self.continuous else min(config.T, PROPOSAL_BINS)
         self.register_buffer("time_proposal", torch.zeros(bins, dtype=torch.float64), persistent=False)
-        self.register_buffer("control_slopes", torch.zeros(0 if self.continuous else bins, FEATURES,
-                                                           dtype=torch.float64), persistent=False)
+        self.register_buffer(
+            "control_slopes",
+            torch.zeros(0 if self.continuous else bins, FEATURES, dtype=torch.float64),
+            persistent=False,
+        )
 
     # ---- the network as a denoiser
     def denoiser(self, clip: bool = False) -> tuple[Denoiser, str]:
@@ -104,8 +107,9 @@ class GaussianDiffusion(nn.Module):
             out = raw(x_t, t)
             output, var_interp = out if isinstance(out, tuple) else (out, None)
             log_snr = self.schedule.log_snr(t)
-            x0_hat, _ = x0_and_eps(output, cfg.parameterisation, x_t, expand(alpha(log_snr), x_t),
-                                   expand(sigma(log_snr), x_t))
+            x0_hat, _ = x0_and_eps(
+                output, cfg.parameterisation, x_t, expand(alpha(log_snr), x_t), expand(sigma(log_snr), x_t)
+            )
             x0_hat = x0_hat.clamp(-1, 1)
             return x0_hat if var_interp is None else (x0_hat, var_interp)
 
@@ -122,8 +126,11 @@ class GaussianDiffusion(nn.Module):
             return self._continuous_loss(x_0, generator)
         cfg, T = self.config, self.config.T
         importance = cfg.timesteps == "importance"
-        probs = self.resampler.probabilities() if importance else \
-            torch.full((T,), 1.0 / T, dtype=torch.float64, device=self.resampler.seen.device)
+        probs = (
+            self.resampler.probabilities()
+            if importance
+            else torch.full((T,), 1.0 / T, dtype=torch.float64, device=self.resampler.seen.device)
+        )
         i, p_i = draw_steps(x_0.shape[0], probs, generator)
         # L_simple is an MSE of network outputs: float32 loses nothing; the bound's terms keep float64
         x_0 = x_0.float() if cfg.loss == "simple" else x_0.double()
@@ -156,8 +163,11 @@ class GaussianDiffusion(nn.Module):
         eps, eps_0 = torch.randn((2, *x_0.shape), generator=generator, dtype=torch.float64, device=device)
         raw, parameterisation = self.denoiser()
         mse = continuous.squared_error(raw, x_0, t, eps, self.schedule, parameterisation)
-        nats = (prior_term(x_0, self.schedule) + continuous.reconstruction_term(x_0, self.schedule, self.levels, eps_0)
-                + 0.5 * self.schedule.gamma_prime(t) * mse)
+        nats = (
+            prior_term(x_0, self.schedule)
+            + continuous.reconstruction_term(x_0, self.schedule, self.levels, eps_0)
+            + 0.5 * self.schedule.gamma_prime(t) * mse
+        )
         bound = nats_to_bpd(nats, D)
         if self.config.loss == "vlb":
             return bound.float()
@@ -174,8 +184,9 @@ class GaussianDiffusion(nn.Module):
             # (through z_t) is replaced by the bound's, value unchanged, in one backward pass; scaled by a power
             # of two on the way through the network (exact), so that under fp16 autocast, where the trainer's
             # GradScaler does not see this pass, small gradients at its output do not underflow
-            scaled = torch.autograd.grad(SCHEDULE_GRAD_SCALE * (bound.mean() - reweighted.mean()), learned,
-                                         retain_graph=True)
+            scaled = torch.autograd.grad(
+                SCHEDULE_GRAD_SCALE * (bound.mean() - reweighted.mean()), learned, retain_graph=True
+            )
             follow = sum((p * g / SCHEDULE_GRAD_SCALE).sum() for p, g in zip(learned, scaled))
             reweighted = reweighted + (follow - follow.detach())
         return reweighted.float()
@@ -197,8 +208,10 @@ class GaussianDiffusion(nn.Module):
     def proposal(self) -> TimeProposal:
         """The importance proposal over t fitted by `fit_proposal`; a clear error before it is fitted."""
         if not self.proposal_fitted():
-            raise ConfigError("the importance proposal over t is fitted on a pilot pass over training images "
-                              "first (model.prepare_estimator(estimator, images))")
+            raise ConfigError(
+                "the importance proposal over t is fitted on a pilot pass over training images "
+                "first (model.prepare_estimator(estimator, images))"
+            )
         return TimeProposal(self.time_proposal, self.proposal_edges())
 
     def proposal_fitted(self) -> bool:
@@ -206,19 +219,27 @@ class GaussianDiffusion(nn.Module):
         return bool((self.time_proposal > 0).all())
 
     @torch.no_grad()
-    def fit_proposal(self, pilot: Tensor, steps: int | None = None, generator: torch.Generator | None = None,
-                     clip: bool = False) -> TimeProposal:
+    def fit_proposal(
+        self, pilot: Tensor, steps: int | None = None, generator: torch.Generator | None = None, clip: bool = False
+    ) -> TimeProposal:
         """Fit q(t) ∝ sqrt(E[g(t)²]) on a pilot batch (PROPOSAL_BINS × 2 network passes per image), g the
         integrand of the bound (of its T-step form if `steps`), and keep it in the `time_proposal` buffer. For
         the discrete chain g is the step term L_{i−1} less its ε control variate, whose slopes per bin of
         `proposal_edges` the same pass fits (`bound.pilot_step_fit`) into `control_slopes`."""
         denoiser, parameterisation = self.denoiser(clip)
-        kw = dict(parameterisation=parameterisation, generator=generator, max_batch=self.config.max_batch)
+        kw = {"parameterisation": parameterisation, "generator": generator, "max_batch": self.config.max_batch}
         if self.continuous:
             second = continuous.pilot_second_moment(denoiser, pilot, self.schedule, PROPOSAL_BINS, 2, T=steps, **kw)
         else:
-            slopes, second = pilot_step_fit(denoiser, pilot, self.schedule, self.proposal_edges(),
-                                            variance=self.config.variance, levels=self.levels, **kw)
+            slopes, second = pilot_step_fit(
+                denoiser,
+                pilot,
+                self.schedule,
+                self.proposal_edges(),
+                variance=self.config.variance,
+                levels=self.levels,
+                **kw,
+            )
             self.control_slopes.copy_(slopes)
         fitted = TimeProposal.fit(second, edges=self.proposal_edges())
         self.time_proposal.copy_(fitted.weights.expand(self.time_proposal.numel()))
@@ -228,22 +249,46 @@ class GaussianDiffusion(nn.Module):
         """The control variate's slopes per step of the discrete chain, [T, FEATURES] (those of each step's bin)."""
         return self.control_slopes[bin_of_step(self.proposal_edges(), self.config.T).to(self.control_slopes.device)]
 
-    def _continuous_elbo(self, x_0: Tensor, estimator: Estimator, denoiser: Denoiser, parameterisation: str,
-                         levels: int | None, generator: torch.Generator | None) -> Bound:
+    def _continuous_elbo(
+        self,
+        x_0: Tensor,
+        estimator: Estimator,
+        denoiser: Denoiser,
+        parameterisation: str,
+        levels: int | None,
+        generator: torch.Generator | None,
+    ) -> Bound:
         """The VDM bound: "mc" over t (or over the steps of its T-step form), "exact" for the T-step form."""
-        kw = dict(parameterisation=parameterisation, levels=levels, generator=generator,
-                  max_batch=self.config.max_batch)
+        kw = {
+            "parameterisation": parameterisation,
+            "levels": levels,
+            "generator": generator,
+            "max_batch": self.config.max_batch,
+        }
         if estimator.method == "exact":
             return continuous.exact_steps_bound(denoiser, x_0, self.schedule, estimator.steps or self.config.T, **kw)
         if estimator.method == "mc":
             proposal = self.proposal() if estimator.proposal == "importance" else None
-            return continuous.mc_bound(denoiser, x_0, self.schedule, samples=estimator.samples or
-                                       self.config.elbo_samples, proposal=proposal,
-                                       stratified=estimator.proposal != "uniform", T=estimator.steps, **kw)
+            return continuous.mc_bound(
+                denoiser,
+                x_0,
+                self.schedule,
+                samples=estimator.samples or self.config.elbo_samples,
+                proposal=proposal,
+                stratified=estimator.proposal != "uniform",
+                T=estimator.steps,
+                **kw,
+            )
         raise ConfigError(f"the diffusion model has no {estimator.method!r} bound; it offers exact and mc")
 
-    def elbo(self, x_0: Tensor, estimator: Estimator | None = None, discrete: bool = True,
-             generator: torch.Generator | None = None, clip: bool = False) -> Bound:
+    def elbo(
+        self,
+        x_0: Tensor,
+        estimator: Estimator | None = None,
+        discrete: bool = True,
+        generator: torch.Generator | None = None,
+        clip: bool = False,
+    ) -> Bound:
         """−ELBO per example in nats: "exact" (all T terms) or "mc" (Monte Carlo over t: proposal "uniform"
         draws iid, importance-sampled once the resampler has a history; "stratified"; "importance" from a
         pilot-fitted proposal) — see `bound.exact_bound` / `bound.mc_bound`. With `clip` the
@@ -252,12 +297,18 @@ class GaussianDiffusion(nn.Module):
         estimator = estimator or self.default_estimator()
         denoiser, parameterisation = self.denoiser(clip)
         if self.continuous:
-            return self._continuous_elbo(x_0, estimator, denoiser, parameterisation,
-                                         self.levels if discrete else None, generator)
+            return self._continuous_elbo(
+                x_0, estimator, denoiser, parameterisation, self.levels if discrete else None, generator
+            )
         if estimator.steps not in (None, cfg.T):
             raise ConfigError(f"the discrete-time chain's bound is over its own T = {cfg.T} steps")
-        kw = dict(parameterisation=parameterisation, variance=cfg.variance, levels=self.levels if discrete else None,
-                  generator=generator, max_batch=cfg.max_batch)
+        kw = {
+            "parameterisation": parameterisation,
+            "variance": cfg.variance,
+            "levels": self.levels if discrete else None,
+            "generator": generator,
+            "max_batch": cfg.max_batch,
+        }
         if estimator.method == "exact":
             return exact_bound(denoiser, x_0, self.schedule, **kw)
         if estimator.method == "mc":
@@ -268,31 +319,62 @@ class GaussianDiffusion(nn.Module):
             elif estimator.proposal == "importance":
                 proposal = self.proposal().steps(cfg.T, x_0.device)
                 control = self.step_control()
-            return mc_bound(denoiser, x_0, self.schedule, samples=estimator.samples or cfg.elbo_samples,
-                            proposal=proposal, stratified=estimator.proposal != "uniform", control=control, **kw)
+            return mc_bound(
+                denoiser,
+                x_0,
+                self.schedule,
+                samples=estimator.samples or cfg.elbo_samples,
+                proposal=proposal,
+                stratified=estimator.proposal != "uniform",
+                control=control,
+                **kw,
+            )
         raise ConfigError(f"the diffusion chain has no {estimator.method!r} bound; it offers exact and mc")
 
     # ---- sampling
-    def sample(self, shape: tuple[int, ...], sampler: str | None = None, steps: int | None = None,
-               eta: float | None = None, variance: str | None = None, clip: bool = False,
-               generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Tensor:
+    def sample(
+        self,
+        shape: tuple[int, ...],
+        sampler: str | None = None,
+        steps: int | None = None,
+        eta: float | None = None,
+        variance: str | None = None,
+        clip: bool = False,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
         """x_T ~ N(0, I) of `shape`, then the sampler over `steps` (None: the config's) steps → x_0."""
         cfg = self.config
         device = device if device is not None else next(self.net.parameters()).device
         x_T = torch.randn(shape, generator=generator, device=device)
         denoiser, parameterisation = self.denoiser(clip)
         steps = steps if steps is not None else cfg.sample_steps
-        return run_sampler(sampler or cfg.sampler, denoiser, x_T, self.grid(steps), self.schedule,
-                           parameterisation=parameterisation, variance=variance or cfg.variance,
-                           eta=cfg.eta if eta is None else eta, generator=generator)
+        return run_sampler(
+            sampler or cfg.sampler,
+            denoiser,
+            x_T,
+            self.grid(steps),
+            self.schedule,
+            parameterisation=parameterisation,
+            variance=variance or cfg.variance,
+            eta=cfg.eta if eta is None else eta,
+            generator=generator,
+        )
 
-    def encode(self, x_0: Tensor, steps: int | None = None, clip: bool = False,
-               fixed_point: int | None = None) -> Tensor:
+    def encode(
+        self, x_0: Tensor, steps: int | None = None, clip: bool = False, fixed_point: int | None = None
+    ) -> Tensor:
         """x_0 → x_T by DDIM inversion over `steps`, each refined `fixed_point` times (None: the config's)."""
         denoiser, parameterisation = self.denoiser(clip)
         fixed_point = self.config.encode_fixed_point if fixed_point is None else fixed_point
-        return ddim_invert(denoiser, x_0, self._encode_grid(steps), self.schedule, parameterisation=parameterisation,
-                           fixed_point=fixed_point)
+        return ddim_invert(
+            denoiser,
+            x_0,
+            self._encode_grid(steps),
+            self.schedule,
+            parameterisation=parameterisation,
+            fixed_point=fixed_point,
+        )
 
     def decode(self, x_T: Tensor, steps: int | None = None, clip: bool = False) -> Tensor:
         """x_T → x_0 by DDIM with η = 0 over `steps` (None: the config's encode_steps)."""

@@ -13,7 +13,6 @@ from elbolab.diffusion.weighting import SIGMOID_BIAS, WEIGHTINGS
 from elbolab.errors import ConfigError
 from elbolab.nets.unet import UNetConfig
 
-
 #: what `loss` may name ("elbo" is read as "vlb")
 LOSSES = ("simple", "vlb", "hybrid", *WEIGHTINGS)
 
@@ -46,21 +45,21 @@ class DiffusionConfig:
     loss: Literal["simple", "vlb", "hybrid", "elbo", "sigmoid", "edm"] = "simple"
     variance: Literal["small", "large", "learned"] = "small"
     timesteps: Literal["uniform", "importance"] = "uniform"
-    hybrid_weight: float = 0.001          # λ in L_simple + λ L_vlb (Nichol & Dhariwal 2021, eq. 16)
-    sigmoid_bias: float = SIGMOID_BIAS    # b of loss=sigmoid, w(λ) = sigmoid(b − λ) (Kingma & Gao 2023, §5)
+    hybrid_weight: float = 0.001  # λ in L_simple + λ L_vlb (Nichol & Dhariwal 2021, eq. 16)
+    sigmoid_bias: float = SIGMOID_BIAS  # b of loss=sigmoid, w(λ) = sigmoid(b − λ) (Kingma & Gao 2023, §5)
     unet: UNetConfig = field(default_factory=UNetConfig)
-    net: Literal["unet", "diffusers-unet2d"] = "unet"   # elbolab's UNet, or diffusers' UNet2DModel sized by `unet`
-    sampler: str = "ancestral"            # a name in `samplers.SAMPLERS`
-    sample_steps: int | None = None       # None: all T steps
-    eta: float = 0.0                      # DDIM's η
-    encode_steps: int = 100               # DDIM steps of encode/decode (at most T are used)
-    encode_fixed_point: int = 1           # refinements of each inversion step (0: plain DDIM inversion)
+    net: Literal["unet", "diffusers-unet2d"] = "unet"  # elbolab's UNet, or diffusers' UNet2DModel sized by `unet`
+    sampler: str = "ancestral"  # a name in `samplers.SAMPLERS`
+    sample_steps: int | None = None  # None: all T steps
+    eta: float = 0.0  # DDIM's η
+    encode_steps: int = 100  # DDIM steps of encode/decode (at most T are used)
+    encode_fixed_point: int = 1  # refinements of each inversion step (0: plain DDIM inversion)
     elbo_method: Literal["mc", "exact"] = "mc"
-    elbo_samples: int = 16                # Monte-Carlo draws of t per example for method "mc"
-    max_batch: int = 1024                 # (example, step) pairs per network call when evaluating the bound
+    elbo_samples: int = 16  # Monte-Carlo draws of t per example for method "mc"
+    max_batch: int = 1024  # (example, step) pairs per network call when evaluating the bound
 
     @classmethod
-    def sized_for(cls, side: int, device: str = "cpu") -> "DiffusionConfig":
+    def sized_for(cls, side: int, device: str = "cpu") -> DiffusionConfig:
         """The configuration `compare` starts from for images of this side on this device: continuous time with
         γ linear in t between learned, level-aware end points, trained on the ELBO (whose weighting γ′ is then
         uniform in t: L_simple up to a constant, plus the end points); the UNet sized to the VAE it is compared
@@ -69,8 +68,13 @@ class DiffusionConfig:
         (≤ 28 px) or base."""
         preset = "tiny" if side <= 16 or not device.startswith("cuda") else "small" if side <= 28 else "base"
         # the bound's network calls hold max_batch images: 1024 of 8×8, 128 of larger ones (≈ 0.1 GB at 28×28)
-        return cls(unet=UNetConfig(preset=preset), time="continuous", schedule="linear", loss="vlb",
-                   max_batch=cls.max_batch if side <= 16 else 128)
+        return cls(
+            unet=UNetConfig(preset=preset),
+            time="continuous",
+            schedule="linear",
+            loss="vlb",
+            max_batch=cls.max_batch if side <= 16 else 128,
+        )
 
     def __post_init__(self) -> None:
         if self.loss == "elbo":  # the bound's other name; runs keep "vlb"
@@ -80,14 +84,18 @@ class DiffusionConfig:
         if self.time not in ("discrete", "continuous"):
             raise ConfigError(f"time must be discrete or continuous, got {self.time!r}")
         if self.time == "discrete" and self.loss in WEIGHTINGS:
-            raise ConfigError(f"the {self.loss} weighting is for continuous time (model.time=continuous); the "
-                              "discrete chain trains on simple, vlb or hybrid")
+            raise ConfigError(
+                f"the {self.loss} weighting is for continuous time (model.time=continuous); the "
+                "discrete chain trains on simple, vlb or hybrid"
+            )
         if self.time == "continuous":
             self._check_continuous()
         else:
             if self.schedule == "learned":
-                raise ConfigError("the learned schedule (VDM's monotone network) is for continuous time; set "
-                                  "model.time=continuous, or choose schedule=linear or cosine")
+                raise ConfigError(
+                    "the learned schedule (VDM's monotone network) is for continuous time; set "
+                    "model.time=continuous, or choose schedule=linear or cosine"
+                )
             Schedule(self.schedule, self.T)  # checks T against the schedule
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
@@ -95,8 +103,9 @@ class DiffusionConfig:
             raise ConfigError("a learned variance gets no gradient from L_simple; use loss=hybrid or loss=vlb")
         if self.loss == "hybrid" and self.variance != "learned":
             raise ConfigError("the hybrid loss trains a learned variance; set variance=learned (or use loss=simple)")
-        if self.sample_steps is not None and not 1 <= self.sample_steps <= (self.T if self.time == "discrete"
-                                                                              else self.sample_steps):
+        if self.sample_steps is not None and not 1 <= self.sample_steps <= (
+            self.T if self.time == "discrete" else self.sample_steps
+        ):
             raise ConfigError(f"sample_steps must be between 1 and T = {self.T}, got {self.sample_steps}")
         if self.encode_steps < 1 or self.encode_fixed_point < 0:
             raise ConfigError("encode_steps must be ≥ 1 and encode_fixed_point ≥ 0")
@@ -113,11 +122,15 @@ class DiffusionConfig:
         if self.schedule not in SHAPES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SHAPES)}")
         if self.schedule == "learned" and not self.learn_endpoints:
-            raise ConfigError("a learned schedule shape learns with its end points; set learn_endpoints=true or "
-                              "choose schedule=linear or cosine")
+            raise ConfigError(
+                "a learned schedule shape learns with its end points; set learn_endpoints=true or "
+                "choose schedule=linear or cosine"
+            )
         if self.variance != "small" or self.loss == "hybrid":
-            raise ConfigError("continuous time has no reverse variance to learn; use variance=small and "
-                              "loss=vlb (the ELBO) or loss=simple")
+            raise ConfigError(
+                "continuous time has no reverse variance to learn; use variance=small and "
+                "loss=vlb (the ELBO) or loss=simple"
+            )
         if self.timesteps != "uniform":
             raise ConfigError("continuous time draws t stratified in every batch; leave timesteps=uniform")
         if self.T < 1 or not 0 < self.bin_fraction < 1:

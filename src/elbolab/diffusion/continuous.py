@@ -13,7 +13,6 @@ App. C), or, for continuous data, the density N(x; z_0/α_0, σ_0²/α_0²).
 from __future__ import annotations
 
 import math
-
 from typing import Protocol
 
 import torch
@@ -50,7 +49,7 @@ def level_log_prob(x_0: Tensor, z_0: Tensor, log_snr_0: Tensor, levels: int | No
         return normal_log_prob(x_0, z_0 / a, 2 * torch.log(s / a))
     step = 2.0 / (levels - 1)
     z, a_, s_ = z_0.unsqueeze(-1), a.unsqueeze(-1), s.unsqueeze(-1)
-    logit = lambda k: -0.5 * ((z - a_ * (k * step - 1)) / s_) ** 2  # noqa: E731  log N(z_0; α_0 x_k, σ_0²) + c
+    logit = lambda k: -0.5 * ((z - a_ * (k * step - 1)) / s_) ** 2
     # the normaliser: every level within WINDOW_Z standard deviations of z_0 (those beyond add < e^-(WINDOW_Z²/2)
     # of the sum, below float64's resolution), so 256 levels cost a few, not 256, terms per dimension
     half = min(levels - 1, math.ceil(WINDOW_Z * (s / (a * step)).max().item()) + 1)
@@ -70,8 +69,10 @@ def reconstruction_term(x_0: Tensor, schedule: ContinuousSchedule, levels: int |
 
 # ---------------------------------------------------------------- the diffusion term
 
-def squared_error(denoiser: Denoiser, x_0: Tensor, t: Tensor, eps: Tensor, schedule: ContinuousSchedule,
-                  parameterisation: str = "eps") -> Tensor:
+
+def squared_error(
+    denoiser: Denoiser, x_0: Tensor, t: Tensor, eps: Tensor, schedule: ContinuousSchedule, parameterisation: str = "eps"
+) -> Tensor:
     """‖ε − ε̂(z_t, t)‖² per example at z_t = α_t x + σ_t ε, t a [B] tensor."""
     z_t = q_sample(x_0, schedule.log_snr(t), eps)
     eps_hat = denoise(denoiser, z_t, t, schedule, parameterisation).eps_hat
@@ -85,27 +86,43 @@ def step_weight(schedule: ContinuousSchedule, t: Tensor, T: int | None) -> Tenso
     return 0.5 * torch.expm1(schedule.gamma(t) - schedule.gamma(t - 1.0 / T))
 
 
-def diffusion_integrand(denoiser: Denoiser, x_0: Tensor, t: Tensor, eps: Tensor, schedule: ContinuousSchedule,
-                        T: int | None = None, parameterisation: str = "eps") -> Tensor:
+def diffusion_integrand(
+    denoiser: Denoiser,
+    x_0: Tensor,
+    t: Tensor,
+    eps: Tensor,
+    schedule: ContinuousSchedule,
+    T: int | None = None,
+    parameterisation: str = "eps",
+) -> Tensor:
     """½ γ′(t) ‖ε − ε̂‖² (continuous; VDM eq. 17), or step i's term ½ expm1(Δγ_i) ‖ε − ε̂‖² (T steps; eq. 14)."""
     x_0 = x_0.double()
     return step_weight(schedule, t, T) * squared_error(denoiser, x_0, t, eps.double(), schedule, parameterisation)
 
 
-def _integrand_pairs(denoiser: Denoiser, x_0: Tensor, example: Tensor, t: Tensor, schedule: ContinuousSchedule,
-                     T: int | None, parameterisation: str, generator: torch.Generator | None,
-                     max_batch: int) -> Tensor:
+def _integrand_pairs(
+    denoiser: Denoiser,
+    x_0: Tensor,
+    example: Tensor,
+    t: Tensor,
+    schedule: ContinuousSchedule,
+    T: int | None,
+    parameterisation: str,
+    generator: torch.Generator | None,
+    max_batch: int,
+) -> Tensor:
     """The integrand of example `example[n]` at time t[n] for every pair n, max_batch pairs per call."""
     out = []
     for start in range(0, example.numel(), max_batch):
-        x = x_0[example[start:start + max_batch]].double()
+        x = x_0[example[start : start + max_batch]].double()
         eps = torch.randn(x.shape, generator=generator, dtype=torch.float64, device=x.device)
-        out.append(diffusion_integrand(denoiser, x, t[start:start + max_batch], eps, schedule, T, parameterisation))
+        out.append(diffusion_integrand(denoiser, x, t[start : start + max_batch], eps, schedule, T, parameterisation))
     return torch.cat(out)
 
 
-def reconstruction_draws(x_0: Tensor, schedule: ContinuousSchedule, levels: int | None, draws: int,
-                         generator: torch.Generator | None) -> Tensor:
+def reconstruction_draws(
+    x_0: Tensor, schedule: ContinuousSchedule, levels: int | None, draws: int, generator: torch.Generator | None
+) -> Tensor:
     """−log p(x|z_0) at `draws` independent z_0 ~ q(z_0|x) per example, [B, draws] (no network pass)."""
     eps = torch.randn((draws, *x_0.shape), generator=generator, dtype=torch.float64, device=x_0.device)
     return torch.stack([reconstruction_term(x_0, schedule, levels, e) for e in eps], 1)
@@ -113,25 +130,49 @@ def reconstruction_draws(x_0: Tensor, schedule: ContinuousSchedule, levels: int 
 
 # ---------------------------------------------------------------- estimators
 
-def exact_steps_bound(denoiser: Denoiser, x_0: Tensor, schedule: ContinuousSchedule, T: int, *,
-                      parameterisation: str = "eps", levels: int | None = None,
-                      generator: torch.Generator | None = None, max_batch: int = 1024) -> Bound:
+
+def exact_steps_bound(
+    denoiser: Denoiser,
+    x_0: Tensor,
+    schedule: ContinuousSchedule,
+    T: int,
+    *,
+    parameterisation: str = "eps",
+    levels: int | None = None,
+    generator: torch.Generator | None = None,
+    max_batch: int = 1024,
+) -> Bound:
     """The T-step bound with all T terms, one ε per term; `per_step` [B, T] holds step i's term in column i − 1."""
     B = x_0.shape[0]
     example = torch.arange(B, device=x_0.device).repeat(T)
     t = (torch.arange(1, T + 1, dtype=torch.float64, device=x_0.device) / T).repeat_interleave(B)
-    per_step = _integrand_pairs(denoiser, x_0, example, t, schedule, T, parameterisation, generator,
-                                max_batch).view(T, B).T
+    per_step = (
+        _integrand_pairs(denoiser, x_0, example, t, schedule, T, parameterisation, generator, max_batch).view(T, B).T
+    )
     reconstruction = reconstruction_draws(x_0, schedule, levels, 1, generator)[:, 0]
-    return Bound({"prior": prior_term(x_0, schedule), "diffusion": per_step.sum(1), "reconstruction": reconstruction},
-                 int(x_0[0].numel()), per_step, discrete=levels is not None,
-                 extras={"passes": torch.full((B,), float(T), dtype=torch.float64, device=x_0.device)})
+    return Bound(
+        {"prior": prior_term(x_0, schedule), "diffusion": per_step.sum(1), "reconstruction": reconstruction},
+        int(x_0[0].numel()),
+        per_step,
+        discrete=levels is not None,
+        extras={"passes": torch.full((B,), float(T), dtype=torch.float64, device=x_0.device)},
+    )
 
 
-def mc_bound(denoiser: Denoiser, x_0: Tensor, schedule: ContinuousSchedule, *, samples: int,
-             proposal: TimeProposal | None = None, stratified: bool = True, T: int | None = None,
-             parameterisation: str = "eps", levels: int | None = None,
-             generator: torch.Generator | None = None, max_batch: int = 1024) -> Bound:
+def mc_bound(
+    denoiser: Denoiser,
+    x_0: Tensor,
+    schedule: ContinuousSchedule,
+    *,
+    samples: int,
+    proposal: TimeProposal | None = None,
+    stratified: bool = True,
+    T: int | None = None,
+    parameterisation: str = "eps",
+    levels: int | None = None,
+    generator: torch.Generator | None = None,
+    max_batch: int = 1024,
+) -> Bound:
     """The bound with the diffusion term from K = `samples` draws of t ~ q per example (of steps i when T is
     given), each weighted by 1/q: unbiased for any q > 0; prior exact, reconstruction over K draws of z_0
     (the k-th paired with the k-th t, so the standard error covers both).
@@ -149,29 +190,68 @@ def mc_bound(denoiser: Denoiser, x_0: Tensor, schedule: ContinuousSchedule, *, s
     else:
         i, q = proposal.discrete(u, T)
         t = i.double() / T
-    integrand = _integrand_pairs(denoiser, x_0, torch.arange(B, device=device).repeat_interleave(samples),
-                                 t.flatten(), schedule, T, parameterisation, generator, max_batch).view(B, samples)
+    integrand = _integrand_pairs(
+        denoiser,
+        x_0,
+        torch.arange(B, device=device).repeat_interleave(samples),
+        t.flatten(),
+        schedule,
+        T,
+        parameterisation,
+        generator,
+        max_batch,
+    ).view(B, samples)
     reconstruction = reconstruction_draws(x_0, schedule, levels, samples, generator)
     _, stderr = mean_and_stderr(integrand / q + reconstruction, stratified)
-    return Bound({"prior": prior_term(x_0, schedule), "diffusion": (integrand / q).mean(1),
-                  "reconstruction": reconstruction.mean(1)},
-                 int(x_0[0].numel()), None, discrete=levels is not None,
-                 extras={"stderr": stderr, "t": t, "integrand": integrand,
-                         "passes": torch.full((B,), float(samples), dtype=torch.float64, device=device)})
+    return Bound(
+        {
+            "prior": prior_term(x_0, schedule),
+            "diffusion": (integrand / q).mean(1),
+            "reconstruction": reconstruction.mean(1),
+        },
+        int(x_0[0].numel()),
+        None,
+        discrete=levels is not None,
+        extras={
+            "stderr": stderr,
+            "t": t,
+            "integrand": integrand,
+            "passes": torch.full((B,), float(samples), dtype=torch.float64, device=device),
+        },
+    )
 
 
 @torch.no_grad()
-def pilot_second_moment(denoiser: Denoiser, x_0: Tensor, schedule: ContinuousSchedule, bins: int = 64,
-                        per_bin: int = 2, *, T: int | None = None, parameterisation: str = "eps",
-                        generator: torch.Generator | None = None, max_batch: int = 1024) -> Tensor:
+def pilot_second_moment(
+    denoiser: Denoiser,
+    x_0: Tensor,
+    schedule: ContinuousSchedule,
+    bins: int = 64,
+    per_bin: int = 2,
+    *,
+    T: int | None = None,
+    parameterisation: str = "eps",
+    generator: torch.Generator | None = None,
+    max_batch: int = 1024,
+) -> Tensor:
     """E[g(t)²] per bin of [0, 1] from `per_bin` stratified draws per bin and image: the data for
     `TimeProposal.fit` (a pilot pass of bins × per_bin network passes per image)."""
     B, device = x_0.shape[0], x_0.device
     k = bins * per_bin
-    u = (torch.arange(k, device=device) // per_bin + torch.rand(B, k, generator=generator, dtype=torch.float64,
-                                                               device=device)) / bins
+    u = (
+        torch.arange(k, device=device) // per_bin
+        + torch.rand(B, k, generator=generator, dtype=torch.float64, device=device)
+    ) / bins
     t = u if T is None else (u * T).ceil().clamp(1, T) / T
-    g = _integrand_pairs(denoiser, x_0, torch.arange(B, device=device).repeat_interleave(k), t.flatten(), schedule,
-                         T, parameterisation, generator, max_batch).view(B, bins, per_bin)
+    g = _integrand_pairs(
+        denoiser,
+        x_0,
+        torch.arange(B, device=device).repeat_interleave(k),
+        t.flatten(),
+        schedule,
+        T,
+        parameterisation,
+        generator,
+        max_batch,
+    ).view(B, bins, per_bin)
     return g.pow(2).mean((0, 2))
-

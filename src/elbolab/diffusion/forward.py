@@ -6,7 +6,6 @@ x of any shape [B, ...]; coefficients are computed in float64 and cast to x's dt
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor

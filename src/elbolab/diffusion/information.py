@@ -27,8 +27,9 @@ def evaluation_steps(T: int, points: int) -> Tensor:
 
 
 @torch.no_grad()
-def chain_rate_distortion(chain: GaussianDiffusion, data: ImageData, n: int = 64, points: int = 30,
-                          generator: torch.Generator | None = None) -> ChainRateDistortion:
+def chain_rate_distortion(
+    chain: GaussianDiffusion, data: ImageData, n: int = 64, points: int = 30, generator: torch.Generator | None = None
+) -> ChainRateDistortion:
     """Progressive lossy coding (Ho et al. 2020, §4.3, Algorithms 3–4) along t, for the clipped reverse process.
 
     Holding x_i, a receiver has been sent L_T + Σ_{j ≥ i} L_j (the rate; in continuous time, of its
@@ -42,13 +43,21 @@ def chain_rate_distortion(chain: GaussianDiffusion, data: ImageData, n: int = 64
     x = data.model_range(slice(0, min(n, len(data)))).to(device).double()
     bound = chain.elbo(x, Estimator("exact"), generator=generator, clip=True)
     prior = bound.terms["prior"].double()
-    per_step = bound.per_step.double()                       # [B, T]: L_0 … L_{T−1}
+    per_step = bound.per_step.double()  # [B, T]: L_0 … L_{T−1}
     sent = prior[:, None] + per_step.flip(1).cumsum(1).flip(1)  # rate to hold x_i, i = 0..T−1
-    remaining = per_step.cumsum(1) - per_step                # Σ_{j<i} L_j
+    remaining = per_step.cumsum(1) - per_step  # Σ_{j<i} L_j
     raw, parameterisation = chain.denoiser(clip=False)
     variance = data.model_range().double().var(0).flatten()
-    points_out = [RatePoint(step=0, t=0.0, rate_bpd=nats_to_bpd(bound.total.double().mean().item(), data.dims),
-                            distortion_rmse=0.0, bits_to_recover_bpd=0.0, capacity_bpd=float("nan"))]
+    points_out = [
+        RatePoint(
+            step=0,
+            t=0.0,
+            rate_bpd=nats_to_bpd(bound.total.double().mean().item(), data.dims),
+            distortion_rmse=0.0,
+            bits_to_recover_bpd=0.0,
+            capacity_bpd=float("nan"),
+        )
+    ]
     for i in evaluation_steps(T, points).tolist():
         t = schedule.times(torch.tensor(i))
         log_snr = schedule.log_snr(t)
@@ -58,17 +67,28 @@ def chain_rate_distortion(chain: GaussianDiffusion, data: ImageData, n: int = 64
         rate = sent[:, i] if i < T else prior
         rem = remaining[:, i] if i < T else remaining[:, -1] + per_step[:, -1]
         capacity = 0.5 * torch.log1p(math.exp(log_snr.item()) * variance).sum().item()
-        points_out.append(RatePoint(step=i, t=t.item(), rate_bpd=nats_to_bpd(rate.mean().item(), data.dims),
-                                    distortion_rmse=rmse_255(x0_hat, x).mean().item(),
-                                    bits_to_recover_bpd=nats_to_bpd(rem.mean().item(), data.dims),
-                                    capacity_bpd=nats_to_bpd(capacity, data.dims)))
+        points_out.append(
+            RatePoint(
+                step=i,
+                t=t.item(),
+                rate_bpd=nats_to_bpd(rate.mean().item(), data.dims),
+                distortion_rmse=rmse_255(x0_hat, x).mean().item(),
+                bits_to_recover_bpd=nats_to_bpd(rem.mean().item(), data.dims),
+                capacity_bpd=nats_to_bpd(capacity, data.dims),
+            )
+        )
     # the Monte-Carlo estimate over t on the same images must agree with the exact sum of all T terms
     # (in continuous time: the estimate of the same T-step bound)
     estimator = replace(chain.default_estimator(), steps=T) if chain.continuous else None
     mc = chain.elbo(x, estimator, generator=generator, clip=True)
     diff = (mc.total.double() - bound.total.double()).mean().item()
     diff_se = mc.extras["stderr"].double().pow(2).sum().sqrt().item() / x.shape[0]
-    return ChainRateDistortion(curve=tuple(points_out), n=x.shape[0], T=T,
-                               exact_bpd=nats_to_bpd(bound.total.double().mean().item(), data.dims),
-                               mc_minus_exact_nats=diff, mc_minus_exact_se_nats=diff_se,
-                               per_step_bpd=tuple(nats_to_bpd(per_step.mean(0), data.dims).tolist()))
+    return ChainRateDistortion(
+        curve=tuple(points_out),
+        n=x.shape[0],
+        T=T,
+        exact_bpd=nats_to_bpd(bound.total.double().mean().item(), data.dims),
+        mc_minus_exact_nats=diff,
+        mc_minus_exact_se_nats=diff_se,
+        per_step_bpd=tuple(nats_to_bpd(per_step.mean(0), data.dims).tolist()),
+    )

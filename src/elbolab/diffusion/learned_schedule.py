@@ -27,7 +27,7 @@ SHAPES = ("linear", "cosine", "learned")
 #: hidden units of the learned shape's monotone network (VDM uses 1024)
 SHAPE_FEATURES = 256
 #: times per chunk when the learned shape is evaluated on a long grid
-RAW_CHUNK = 2 ** 14
+RAW_CHUNK = 2**14
 #: VDM's end points for 8-bit images (Kingma et al. 2021, App. B)
 VDM_GAMMA_MIN, VDM_GAMMA_MAX = -13.3, 5.0
 
@@ -130,7 +130,7 @@ class MonotoneShape(nn.Module):
         """(γ̃(t), γ̃′(t)) elementwise; a long grid in chunks, so its [len, F] intermediates stay small."""
         if t.numel() > RAW_CHUNK:
             flat = t.flatten()
-            parts = [self._raw(flat[i:i + RAW_CHUNK]) for i in range(0, flat.numel(), RAW_CHUNK)]
+            parts = [self._raw(flat[i : i + RAW_CHUNK]) for i in range(0, flat.numel(), RAW_CHUNK)]
             return torch.cat([v for v, _ in parts]).view(t.shape), torch.cat([d for _, d in parts]).view(t.shape)
         x = self.d.abs() * (2 * t.unsqueeze(-1) - 1) + self.e  # [..., F]
         s = torch.sigmoid(x)
@@ -155,7 +155,7 @@ class MonotoneShape(nn.Module):
 
 
 #: the longest grid a continuous-time model samples on (its grid is held in memory)
-MAX_GRID_STEPS = 10 ** 6
+MAX_GRID_STEPS = 10**6
 
 
 def uniform_grid(steps: int) -> Tensor:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Mapping
 
 import torch
 from torch import Tensor
@@ -16,7 +16,7 @@ from elbolab.diffusion.information import chain_rate_distortion
 from elbolab.diffusion.samplers import SAMPLERS
 from elbolab.diffusion.weighting import describe
 from elbolab.errors import ConfigError
-from elbolab.model import Capabilities, Encoding, GenerativeModel
+from elbolab.model import Capabilities, DesignLevels, Encoding, GenerativeModel
 from elbolab.records import Information
 
 #: what `sample` takes beyond the sampler and NFE: DDIM's η and the reverse variance of the ancestral sampler
@@ -25,8 +25,11 @@ SAMPLE_OPTIONS = ("eta", "variance")
 #: images of its own batch an unprepared importance estimate fits its proposal on (see `DiffusionModel._elbo`)
 SELF_PILOT_N = 16
 
-OBJECTIVES = {"simple": "L_simple (ε-MSE)", "vlb": "L_vlb (the bound, bits/dim)",
-              "hybrid": "L_hybrid = L_simple + λ L_vlb (learned variance)"}
+OBJECTIVES = {
+    "simple": "L_simple (ε-MSE)",
+    "vlb": "L_vlb (the bound, bits/dim)",
+    "hybrid": "L_hybrid = L_simple + λ L_vlb (learned variance)",
+}
 
 
 class DiffusionModel(GenerativeModel):
@@ -59,11 +62,29 @@ class DiffusionModel(GenerativeModel):
         samplers = (cfg.sampler, *(name for name in SAMPLERS if name != cfg.sampler))
         passes = min(cfg.encode_steps, cfg.T) * (1 + cfg.encode_fixed_point)
         continuous = cfg.time == "continuous"
-        return Capabilities(samplers=samplers, max_steps=None if continuous else cfg.T,
-                            sample_options=SAMPLE_OPTIONS, estimators=("mc", "exact"),
-                            default_estimator=self.default_estimator(), encoding=Encoding(0, passes),
-                            proposals=("uniform", "stratified", "importance"),
-                            bound_steps=continuous)
+        return Capabilities(
+            samplers=samplers,
+            max_steps=None if continuous else cfg.T,
+            sample_options=SAMPLE_OPTIONS,
+            estimators=("mc", "exact"),
+            default_estimator=self.default_estimator(),
+            encoding=Encoding(0, passes),
+            proposals=("uniform", "stratified", "importance"),
+            bound_steps=continuous,
+            design=self.design_levels(),
+        )
+
+    def design_levels(self) -> DesignLevels:
+        """A fixed Gaussian chain of T steps (None: continuous time) over latents the size of x; the ELBO where the
+        loss is the bound, a reweighting of it otherwise (L_simple, hybrid, sigmoid, EDM)."""
+        steps = None if self.config.time == "continuous" else self.config.T
+        return DesignLevels(
+            encoder="fixed",
+            encoder_steps=steps,
+            latent_fraction=1.0,
+            decoder_steps=steps,
+            objective="ELBO" if self.config.loss == "vlb" else "weighted",
+        )
 
     def default_estimator(self) -> Estimator:
         """The chain's (`GaussianDiffusion.default_estimator`), except that the discrete chain's Monte-Carlo
@@ -83,8 +104,7 @@ class DiffusionModel(GenerativeModel):
             return replace(estimator, steps=self.config.T)
         return estimator
 
-    def prepare_estimator(self, estimator: Estimator, pilot: Tensor,
-                          generator: torch.Generator | None = None) -> None:
+    def prepare_estimator(self, estimator: Estimator, pilot: Tensor, generator: torch.Generator | None = None) -> None:
         """For the importance proposal: fit q(t) on a pilot pass over `pilot` (training images), for the
         bound `elbo` computes (clipped x̂_0; the T-step form if estimator.steps)."""
         if estimator.proposal == "importance":
@@ -97,8 +117,10 @@ class DiffusionModel(GenerativeModel):
         d = self.diffusion
         if not d.proposal_fitted():
             return {}
-        return {"time_proposal": d.time_proposal.clone(), **({"control_slopes": d.control_slopes.clone()}
-                                                             if d.control_slopes.numel() else {})}
+        return {
+            "time_proposal": d.time_proposal.clone(),
+            **({"control_slopes": d.control_slopes.clone()} if d.control_slopes.numel() else {}),
+        }
 
     def load_fitted_estimator(self, state: Mapping[str, Tensor]) -> None:
         """Put back a kept importance proposal (weights of the same number of bins) and the control variate's
@@ -106,16 +128,22 @@ class DiffusionModel(GenerativeModel):
         d = self.diffusion
         weights = state["time_proposal"]
         slopes = state.get("control_slopes", torch.zeros_like(d.control_slopes))
-        if not set(state) <= {"time_proposal", "control_slopes"} or weights.shape != d.time_proposal.shape \
-                or slopes.numel() != d.control_slopes.numel():
-            raise ConfigError(f"a kept pilot fit does not match this model: {sorted(state)}, proposal "
-                              f"{list(weights.shape)} for {list(d.time_proposal.shape)}, {slopes.numel()} slopes "
-                              f"for {d.control_slopes.numel()}")
+        if (
+            not set(state) <= {"time_proposal", "control_slopes"}
+            or weights.shape != d.time_proposal.shape
+            or slopes.numel() != d.control_slopes.numel()
+        ):
+            raise ConfigError(
+                f"a kept pilot fit does not match this model: {sorted(state)}, proposal "
+                f"{list(weights.shape)} for {list(d.time_proposal.shape)}, {slopes.numel()} slopes "
+                f"for {d.control_slopes.numel()}"
+            )
         d.time_proposal.copy_(weights)
         d.control_slopes.copy_(slopes.reshape(d.control_slopes.shape))
 
-    def loss(self, x: Tensor, step: int = 0, total_steps: int | None = None,
-             generator: torch.Generator | None = None) -> Tensor:
+    def loss(
+        self, x: Tensor, step: int = 0, total_steps: int | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """The configured objective per example, [B] (see `GaussianDiffusion.loss`)."""
         self.check_input(x)
         return self.diffusion.loss(x, generator)
@@ -138,12 +166,20 @@ class DiffusionModel(GenerativeModel):
             self.diffusion.time_proposal.zero_()
             self.diffusion.control_slopes.zero_()
 
-    def _sample(self, n: int, generator: torch.Generator | None, sampler: str | None, steps: int | None,
-                eta: float | None = None, variance: str | None = None) -> Tensor:
+    def _sample(
+        self,
+        n: int,
+        generator: torch.Generator | None,
+        sampler: str | None,
+        steps: int | None,
+        eta: float | None = None,
+        variance: str | None = None,
+    ) -> Tensor:
         """x_T ~ N(0, I), then `sampler` ("ancestral" | "ddim" | "dpm-solver++") over `steps` network
         evaluations, x̂_0 clipped to [−1, 1] at every step (if `clip`)."""
-        x = self.diffusion.sample((n, *self.shape), sampler, steps, eta, variance, clip=self.clip, generator=generator,
-                                  device=self.device)
+        x = self.diffusion.sample(
+            (n, *self.shape), sampler, steps, eta, variance, clip=self.clip, generator=generator, device=self.device
+        )
         return self.to_levels(x)
 
     def information(self, data: ImageData, n: int = 16, generator: torch.Generator | None = None) -> Information:

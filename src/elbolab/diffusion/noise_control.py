@@ -36,15 +36,20 @@ FEATURES = 3 * CLASSES
 RIDGE = 1e-3
 
 
-def latin_normal(sets: int, draws: int, shape: tuple[int, ...], generator: torch.Generator | None = None,
-                 device: torch.device | str | None = None) -> Tensor:
+def latin_normal(
+    sets: int,
+    draws: int,
+    shape: tuple[int, ...],
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
     """ε [sets, draws, *shape] float64: within each set every coordinate takes one value from each of `draws`
     equal-probability strata of N(0, 1), in an order drawn independently per coordinate; every ε[s, k] is
     N(0, I), and the sets are independent."""
     size = (sets, draws, *shape)
     order = torch.rand(size, generator=generator, dtype=torch.float64, device=device).argsort(1)
     u = (order + torch.rand(size, generator=generator, dtype=torch.float64, device=device)) / draws
-    return torch.special.ndtri(u.clamp(1e-300, 1 - 2 ** -53))
+    return torch.special.ndtri(u.clamp(1e-300, 1 - 2**-53))
 
 
 def coordinate_classes(x_0: Tensor, levels: int | None) -> Tensor:

@@ -41,8 +41,9 @@ def to_v(x0_hat: Tensor, eps_hat: Tensor, alpha: Tensor, sigma: Tensor) -> Tenso
     return alpha * eps_hat - sigma * x0_hat
 
 
-def x0_and_eps(output: Tensor, parameterisation: str, x_t: Tensor, alpha: Tensor,
-               sigma: Tensor) -> tuple[Tensor, Tensor]:
+def x0_and_eps(
+    output: Tensor, parameterisation: str, x_t: Tensor, alpha: Tensor, sigma: Tensor
+) -> tuple[Tensor, Tensor]:
     """(x̂_0, ε̂) from a network output that predicts `parameterisation` ∈ {eps, x0, v}."""
     if parameterisation == "eps":
         return eps_to_x0(output, x_t, alpha, sigma), output

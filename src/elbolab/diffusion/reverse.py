@@ -9,8 +9,9 @@ The network, an analytic oracle in the tests, or a model with clipping all fit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal, Union
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -20,7 +21,7 @@ from elbolab.diffusion.parameterisation import x0_and_eps
 from elbolab.diffusion.schedule import Schedule, alpha, log_beta, sigma
 from elbolab.errors import ConfigError
 
-Denoiser = Callable[[Tensor, Tensor], Union[Tensor, tuple[Tensor, Tensor]]]
+Denoiser = Callable[[Tensor, Tensor], Tensor | tuple[Tensor, Tensor]]
 Variance = Literal["small", "large", "learned"]
 VARIANCES = ("small", "large", "learned")
 
@@ -40,14 +41,16 @@ def batch_times(t: Tensor | float, x: Tensor) -> Tensor:
     return t.expand(x.shape[0]) if t.ndim == 0 else t
 
 
-def denoise(denoiser: Denoiser, x_t: Tensor, t: Tensor | float, schedule: Schedule,
-            parameterisation: str = "eps") -> Denoised:
+def denoise(
+    denoiser: Denoiser, x_t: Tensor, t: Tensor | float, schedule: Schedule, parameterisation: str = "eps"
+) -> Denoised:
     """Evaluate the denoiser at (x_t, t) and convert its prediction to (x̂_0, ε̂) (Salimans & Ho 2022, §4)."""
     out = denoiser(x_t, batch_times(t, x_t))
     output, var_interp = out if isinstance(out, tuple) else (out, None)
     log_snr = schedule.log_snr(torch.as_tensor(t, dtype=torch.float64))  # a scalar, or [B]
-    x0_hat, eps_hat = x0_and_eps(output.to(x_t.dtype), parameterisation, x_t, expand(alpha(log_snr), x_t),
-                                 expand(sigma(log_snr), x_t))
+    x0_hat, eps_hat = x0_and_eps(
+        output.to(x_t.dtype), parameterisation, x_t, expand(alpha(log_snr), x_t), expand(sigma(log_snr), x_t)
+    )
     return Denoised(x0_hat, eps_hat, None if var_interp is None else var_interp.to(x_t.dtype))
 
 
@@ -59,8 +62,14 @@ def small_log_variance(schedule: Schedule, t: Tensor, s: Tensor) -> Tensor:
     return posterior_log_variance(schedule.log_snr(t_hi), schedule.log_snr(s_lo))
 
 
-def reverse_log_variance(schedule: Schedule, t: Tensor | float, s: Tensor | float, variance: str,
-                         like: Tensor, var_interp: Tensor | None = None) -> Tensor:
+def reverse_log_variance(
+    schedule: Schedule,
+    t: Tensor | float,
+    s: Tensor | float,
+    variance: str,
+    like: Tensor,
+    var_interp: Tensor | None = None,
+) -> Tensor:
     """log σ² of p_θ(x_s|x_t), shaped to broadcast with `like`: β̃ ("small"), β ("large") or
     w log β + (1 − w) log β̃ with w = var_interp ("learned"; Nichol & Dhariwal 2021, eq. 15)."""
     t, s = torch.as_tensor(t, dtype=torch.float64), torch.as_tensor(s, dtype=torch.float64)

@@ -39,8 +39,9 @@ def linear_log_alpha_bar(t: Tensor, T: int) -> Tensor:
     """
     beta_1, beta_T = 1e-4 * 1000 / T, 0.02 * 1000 / T
     if beta_T >= MAX_BETA:
-        raise ConfigError(f"the linear schedule needs T ≥ 21 (its last β is 20/T = {beta_T:.3g}); "
-                          f"use the cosine schedule for T = {T}")
+        raise ConfigError(
+            f"the linear schedule needs T ≥ 21 (its last β is 20/T = {beta_T:.3g}); use the cosine schedule for T = {T}"
+        )
     betas = torch.linspace(beta_1, beta_T, T, dtype=torch.float64, device=t.device)
     table = torch.cat([betas.new_zeros(1), torch.cumsum(torch.log1p(-betas), 0)])
     n = (t * T).clamp(0, T)
@@ -54,6 +55,7 @@ def cosine_log_alpha_bar(t: Tensor, T: int) -> Tensor:
     Only the last step ever reaches the clip, so one step of look-back reproduces it:
     log ᾱ(t) = max(log f(t)/f(0), log ᾱ(t − 1/T) + log(1 − 0.999)).
     """
+
     def log_f(u: Tensor) -> Tensor:
         return 2 * torch.log(torch.cos((u + COSINE_S) / (1 + COSINE_S) * (math.pi / 2)).clamp_min(1e-300))
 
@@ -109,6 +111,7 @@ class Schedule:
 
 # ---------------------------------------------------------------- quantities of λ
 
+
 def alpha_bar(log_snr: Tensor) -> Tensor:
     """ᾱ = α² = sigmoid(λ)."""
     return torch.sigmoid(log_snr)
@@ -140,6 +143,7 @@ def beta(log_snr_t: Tensor, log_snr_s: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------- sampling grids
+
 
 def step_grid(T: int, steps: int | None = None) -> Tensor:
     """Step indices T = i_K > … > i_1 = 1 > 0, spaced uniformly in the T steps (Nichol & Dhariwal 2021, §4).

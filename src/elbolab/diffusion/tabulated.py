@@ -29,7 +29,7 @@ class TabulatedSchedule:
         self._table = torch.cat([table.new_zeros(1), table])  # log ᾱ_0 = 0
 
     @classmethod
-    def from_betas(cls, betas: Tensor) -> "TabulatedSchedule":
+    def from_betas(cls, betas: Tensor) -> TabulatedSchedule:
         """log ᾱ_i = Σ_{j ≤ i} log(1 − β_j) (Ho et al. 2020, eq. 4), in float64."""
         return cls(torch.cumsum(torch.log1p(-torch.as_tensor(betas, dtype=torch.float64)), 0))
 

@@ -30,11 +30,11 @@ class TimeProposal:
     edges: Tensor | None = None
 
     @staticmethod
-    def uniform() -> "TimeProposal":
+    def uniform() -> TimeProposal:
         return TimeProposal(torch.ones(1, dtype=torch.float64))
 
     @staticmethod
-    def fit(second_moment: Tensor, uniform_mix: float = UNIFORM_MIX, edges: Tensor | None = None) -> "TimeProposal":
+    def fit(second_moment: Tensor, uniform_mix: float = UNIFORM_MIX, edges: Tensor | None = None) -> TimeProposal:
         """q ∝ sqrt(E[g(t)²]) per bin, the variance-minimising density (Owen 2013, §9.1), mixed with uniform."""
         root = second_moment.double().clamp_min(0).sqrt()
         if not torch.isfinite(root).all() or root.sum() <= 0:
@@ -121,8 +121,13 @@ def replicates_for(samples: int) -> int:
     return REPLICATES if samples % REPLICATES == 0 and samples >= 2 * REPLICATES else samples
 
 
-def draw_uniforms(batch: int, samples: int, stratified: bool, generator: torch.Generator | None = None,
-                  device: torch.device | str | None = None) -> Tensor:
+def draw_uniforms(
+    batch: int,
+    samples: int,
+    stratified: bool,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
     """u [batch, samples] in [0, 1): iid, or R replicates of samples/R strata (replicate r in columns r::R)."""
     u = torch.rand(batch, samples, generator=generator, dtype=torch.float64, device=device)
     if not stratified:

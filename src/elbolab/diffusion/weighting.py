@@ -33,17 +33,19 @@ def edm_weight(log_snr: Tensor) -> Tensor:
     """EDM's objective as a weighting: w(λ) = N(λ; 2.4, 2.4²) (e^{−λ} + σ_data²)/σ_data² (Kingma & Gao 2023,
     Table 1)."""
     z = (log_snr - EDM_LOG_SNR_MEAN) / EDM_LOG_SNR_STD
-    density = torch.exp(-0.5 * z ** 2) / (EDM_LOG_SNR_STD * math.sqrt(2 * math.pi))
-    return density * (torch.exp(-log_snr) + EDM_SIGMA_DATA ** 2) / EDM_SIGMA_DATA ** 2
+    density = torch.exp(-0.5 * z**2) / (EDM_LOG_SNR_STD * math.sqrt(2 * math.pi))
+    return density * (torch.exp(-log_snr) + EDM_SIGMA_DATA**2) / EDM_SIGMA_DATA**2
 
 
 #: the weightings given by a function of λ (beside "vlb", w = 1, and "simple", w = 1/γ′)
 WEIGHTINGS = {"sigmoid": sigmoid_weight, "edm": edm_weight}
 #: how each objective is named in reports ("sigmoid" with its b, see `describe`)
-DESCRIPTIONS = {"vlb": "continuous-time ELBO (weighting γ′(t), bits/dim)",
-                "simple": "L_simple (ε-MSE, uniform in t)",
-                "sigmoid": "weighted ELBO 'sigmoid', w(λ) = sigmoid({bias:g} − λ) (Kingma & Gao 2023)",
-                "edm": "weighted ELBO 'edm', EDM's w(λ) = N(λ; 2.4, 2.4²)(e^−λ + 0.25)/0.25 (Kingma & Gao 2023)"}
+DESCRIPTIONS = {
+    "vlb": "continuous-time ELBO (weighting γ′(t), bits/dim)",
+    "simple": "L_simple (ε-MSE, uniform in t)",
+    "sigmoid": "weighted ELBO 'sigmoid', w(λ) = sigmoid({bias:g} − λ) (Kingma & Gao 2023)",
+    "edm": "weighted ELBO 'edm', EDM's w(λ) = N(λ; 2.4, 2.4²)(e^−λ + 0.25)/0.25 (Kingma & Gao 2023)",
+}
 
 
 def describe(name: str, sigmoid_bias: float = SIGMOID_BIAS) -> str:

@@ -77,8 +77,10 @@ class ClassifierNet(nn.Module):
             _conv_block(c, width, first_stride),
             _conv_block(width, 2 * width, 2),
             _conv_block(2 * width, 2 * width),
-            nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-            nn.Linear(2 * width * 16, dim), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(2 * width * 16, dim),
+            nn.ReLU(),
         )
         self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(dim, classes))
 
@@ -121,7 +123,7 @@ def _fit(net: ClassifierNet, train: ImageData, steps: int, batch_size: int, gene
     for _ in range(steps):
         if cursor + batch_size > len(order):
             order, cursor = torch.randperm(len(train), generator=generator), 0
-        idx = order[cursor:cursor + batch_size]
+        idx = order[cursor : cursor + batch_size]
         cursor += batch_size
         loss = F.cross_entropy(net(x_all[idx]), y_all[idx])
         optimizer.zero_grad(set_to_none=True)
@@ -138,7 +140,7 @@ def accuracy(net: ClassifierNet, data: ImageData, batch_size: int = 1000) -> flo
     net.eval()
     for start in range(0, len(data), batch_size):
         logits = net(data.model_range(slice(start, start + batch_size)))
-        correct += int((logits.argmax(1) == labels[start:start + batch_size]).sum())
+        correct += int((logits.argmax(1) == labels[start : start + batch_size]).sum())
     return correct / len(data)
 
 
@@ -146,13 +148,23 @@ def accuracy(net: ClassifierNet, data: ImageData, batch_size: int = 1000) -> flo
 def feature_rms(net: ClassifierNet, data: ImageData, batch_size: int = 1000) -> float:
     """Root-mean-square penultimate activation over `data`: the scale that makes features O(1)."""
     net.eval()
-    total = sum(net.features(data.model_range(slice(i, i + batch_size))).double().pow(2).sum().item()
-                for i in range(0, len(data), batch_size))
+    total = sum(
+        net.features(data.model_range(slice(i, i + batch_size))).double().pow(2).sum().item()
+        for i in range(0, len(data), batch_size)
+    )
     return math.sqrt(total / (len(data) * net.dim))
 
 
-def train_classifier(train: ImageData, test: ImageData, *, steps: int | None = None, batch_size: int = 128,
-                     seed: int = 0, width: int = 32, dim: int = 128) -> tuple[ClassifierNet, dict[str, Any]]:
+def train_classifier(
+    train: ImageData,
+    test: ImageData,
+    *,
+    steps: int | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+    width: int = 32,
+    dim: int = 128,
+) -> tuple[ClassifierNet, dict[str, Any]]:
     """Train the feature classifier on `train`; return it with its metadata (test accuracy included)."""
     labels = _require_labels(train)
     if test.shape != train.shape:
@@ -165,12 +177,24 @@ def train_classifier(train: ImageData, test: ImageData, *, steps: int | None = N
         net = ClassifierNet(train.shape, classes, width, dim)
         _fit(net, train, steps, min(batch_size, len(train)), torch.Generator().manual_seed(seed))
     info = {
-        "format": CACHE_FORMAT, "data": train.name, "shape": list(train.shape), "levels": train.levels,
-        "classes": classes, "width": width, "dim": dim, "seed": seed, "steps": steps, "batch_size": batch_size,
-        "n_train": len(train), "n_test": len(test), "train_fingerprint": fingerprint(train),
-        "test_accuracy": accuracy(net, test), "feature_scale": feature_rms(net, train),
+        "format": CACHE_FORMAT,
+        "data": train.name,
+        "shape": list(train.shape),
+        "levels": train.levels,
+        "classes": classes,
+        "width": width,
+        "dim": dim,
+        "seed": seed,
+        "steps": steps,
+        "batch_size": batch_size,
+        "n_train": len(train),
+        "n_test": len(test),
+        "train_fingerprint": fingerprint(train),
+        "test_accuracy": accuracy(net, test),
+        "feature_scale": feature_rms(net, train),
         "train_seconds": round(time.perf_counter() - start, 3),
-        "torch": torch.__version__, "platform": platform.platform(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
     }
     return net, info
 
@@ -211,8 +235,10 @@ class ClassifierFeatures:
         if tuple(images.shape[1:]) != tuple(self.info["shape"]):
             raise DataError(f"{self.name} takes images of shape {self.info['shape']}, got {list(images.shape[1:])}")
         self.net.eval()
-        chunks = [self.net.features(to_model(images[i:i + self.batch_size], levels))
-                  for i in range(0, len(images), self.batch_size)]
+        chunks = [
+            self.net.features(to_model(images[i : i + self.batch_size], levels))
+            for i in range(0, len(images), self.batch_size)
+        ]
         return torch.cat(chunks).double() / self.info["feature_scale"]
 
     @torch.no_grad()
@@ -220,8 +246,9 @@ class ClassifierFeatures:
         """The classifier's softmax over its classes for uint8 level images, float64 [N, classes]."""
         check_levels(images, levels)
         self.net.eval()
-        chunks = [self.net(to_model(images[i:i + self.batch_size], levels))
-                  for i in range(0, len(images), self.batch_size)]
+        chunks = [
+            self.net(to_model(images[i : i + self.batch_size], levels)) for i in range(0, len(images), self.batch_size)
+        ]
         return torch.softmax(torch.cat(chunks).double(), -1)
 
 
@@ -258,14 +285,26 @@ def _save(net: ClassifierNet, info: dict[str, Any], weights: Path, meta: Path) -
         warnings.warn(f"could not cache the feature network in {weights.parent}: {err}", stacklevel=3)
 
 
-def load_or_train_classifier(train: ImageData, test: ImageData, cache_dir: str | Path | None = None, *,
-                             steps: int | None = None, batch_size: int = 128, seed: int = 0,
-                             retrain: bool = False) -> ClassifierFeatures:
+def load_or_train_classifier(
+    train: ImageData,
+    test: ImageData,
+    cache_dir: str | Path | None = None,
+    *,
+    steps: int | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+    retrain: bool = False,
+) -> ClassifierFeatures:
     """The built-in feature network for this data: from the cache folder, or trained and cached there."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_data_dir() / "features"
     weights, meta = _cache_paths(cache_dir, train, seed)
-    expected = {"format": CACHE_FORMAT, "data": train.name, "shape": list(train.shape), "seed": seed,
-                "train_fingerprint": fingerprint(train)}
+    expected = {
+        "format": CACHE_FORMAT,
+        "data": train.name,
+        "shape": list(train.shape),
+        "seed": seed,
+        "train_fingerprint": fingerprint(train),
+    }
     if steps is not None:
         expected["steps"] = int(steps)
     cached = None if retrain else _load_cached(weights, meta, expected)
@@ -276,8 +315,14 @@ def load_or_train_classifier(train: ImageData, test: ImageData, cache_dir: str |
     return ClassifierFeatures(net, info, from_cache=False)
 
 
-def builtin_features(data: str, data_dir: str | Path | None = None, cache_dir: str | Path | None = None, *,
-                     steps: int | None = None, seed: int = 0) -> ClassifierFeatures:
+def builtin_features(
+    data: str,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    *,
+    steps: int | None = None,
+    seed: int = 0,
+) -> ClassifierFeatures:
     """The built-in feature network of a registered data set, trained on its train split."""
     train, test = load_data(data, "train", data_dir), load_data(data, "test", data_dir)
     return load_or_train_classifier(train, test, cache_dir, steps=steps, seed=seed)
@@ -321,35 +366,44 @@ class InceptionFeatures:
             raise DataError(f"Inception-v3 takes 1- or 3-channel images, got {images.shape[1]} channels")
         chunks = []
         for start in range(0, len(images), self.batch_size):
-            batch = images[start:start + self.batch_size].float() * (255.0 / (levels - 1))
+            batch = images[start : start + self.batch_size].float() * (255.0 / (levels - 1))
             batch = batch.round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous().to(self.device)
             chunks.append(self.net(batch)[0].double().cpu())
         return torch.cat(chunks)
 
 
-def inception_features(weights_path: str | Path | None = None, device: str = "cpu",
-                       allow_download: bool = True) -> InceptionFeatures:
+def inception_features(
+    weights_path: str | Path | None = None, device: str = "cpu", allow_download: bool = True
+) -> InceptionFeatures:
     """torch-fidelity's Inception-v3, or FeatureNetUnavailable with a one-line reason."""
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     except ImportError as err:
         raise FeatureNetUnavailable(
-            f"torch-fidelity is not installed ({_one_line(err)}); pip install 'elbolab[fid]'") from err
+            f"torch-fidelity is not installed ({_one_line(err)}); pip install 'elbolab[fid]'"
+        ) from err
     path = _inception_weights_path(weights_path)
     os.environ.setdefault("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "1")  # torch-fidelity's torch.load: tensors only, no pickle
     if path is None and not allow_download:
-        raise FeatureNetUnavailable(f"Inception-v3 weights {INCEPTION_WEIGHTS} are not in the torch hub cache "
-                                    f"and downloading is off")
+        raise FeatureNetUnavailable(
+            f"Inception-v3 weights {INCEPTION_WEIGHTS} are not in the torch hub cache and downloading is off"
+        )
     try:
         net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=path)
-    except Exception as err:  # noqa: BLE001 - offline downloads fail in many ways; report any as one line
+    except Exception as err:
         raise FeatureNetUnavailable(f"Inception-v3 weights could not be loaded ({_one_line(err)})") from err
     return InceptionFeatures(net.to(device).eval(), device=device)
 
 
-def select_features(data: str, kind: str = "auto", *, data_dir: str | Path | None = None,
-                    cache_dir: str | Path | None = None, inception_weights: str | Path | None = None,
-                    device: str = "cpu") -> tuple[FeatureExtractor, str | None]:
+def select_features(
+    data: str,
+    kind: str = "auto",
+    *,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    inception_weights: str | Path | None = None,
+    device: str = "cpu",
+) -> tuple[FeatureExtractor, str | None]:
     """The feature network to use and, when Inception was wanted but unusable, the reason.
 
     kind: "inception" (fail if unusable), "builtin", or "auto" (Inception, else the built-in CNN).

@@ -50,12 +50,25 @@ def gaussian_blur(images: Tensor, levels: int, sigma: float) -> Tensor:
     return to_levels(x, levels)
 
 
-def reference_floors(held_out: Tensor, test: Tensor, reference: Tensor, levels: int, features, *,
-                     blur_sigma: float = 0.5, replicates: int = 200, seed: int = 0,
-                     real_source: str = "training images") -> Floors:
+def reference_floors(
+    held_out: Tensor,
+    test: Tensor,
+    reference: Tensor,
+    levels: int,
+    features,
+    *,
+    blur_sigma: float = 0.5,
+    replicates: int = 200,
+    seed: int = 0,
+    real_source: str = "training images",
+) -> Floors:
     """Floors for n = len(held_out) images: held-out real images, and `test` blurred by `blur_sigma` pixels."""
     n = len(held_out)
     blurred = gaussian_blur(test[:n], levels, blur_sigma)
-    return Floors(real=resampled_figures(held_out, reference, levels, features, replicates, seed),
-                  blurred=resampled_figures(blurred, reference, levels, features, replicates, seed),
-                  blur_sigma=blur_sigma, n=n, real_source=real_source)
+    return Floors(
+        real=resampled_figures(held_out, reference, levels, features, replicates, seed),
+        blurred=resampled_figures(blurred, reference, levels, features, replicates, seed),
+        blur_sigma=blur_sigma,
+        n=n,
+        real_source=real_source,
+    )

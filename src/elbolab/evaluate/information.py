@@ -55,20 +55,29 @@ def forward_information_at(x: Tensor, log_snr: Tensor, draws: int, generator: to
     return information_estimate(-torch.cdist(x_t, a * x).pow(2) / (2 * s * s))
 
 
-def forward_information(x: Tensor, schedule: Schedule, points: int = 64, draws: int = 256,
-                        seed: int = 0) -> InformationCurve:
+def forward_information(
+    x: Tensor, schedule: Schedule, points: int = 64, draws: int = 256, seed: int = 0
+) -> InformationCurve:
     """I(x_0; x_t) along t on `points` evenly spaced steps of `schedule`, for the images x [N, ...] in [−1, 1]."""
     flat = x.flatten(1).double()
     generator = torch.Generator().manual_seed(seed)
     steps = sorted(set(torch.linspace(1, schedule.T, points).round().long().tolist()))
     found = [forward_information_at(flat, schedule.log_snr(schedule.times(i)), draws, generator) for i in steps]
-    return InformationCurve("forward process q(x_t|x_0)", tuple(steps),
-                            tuple(schedule.times(i).item() for i in steps), tuple(v for v, _ in found),
-                            tuple(se for _, se in found), math.log(len(flat)), len(flat), draws)
+    return InformationCurve(
+        "forward process q(x_t|x_0)",
+        tuple(steps),
+        tuple(schedule.times(i).item() for i in steps),
+        tuple(v for v, _ in found),
+        tuple(se for _, se in found),
+        math.log(len(flat)),
+        len(flat),
+        draws,
+    )
 
 
-def code_information(mean: Tensor, logvar: Tensor, draws: int = 256, seed: int = 0,
-                     name: str = "VAE code q(z|x)") -> InformationCurve:
+def code_information(
+    mean: Tensor, logvar: Tensor, draws: int = 256, seed: int = 0, name: str = "VAE code q(z|x)"
+) -> InformationCurve:
     """I(x; z) for x uniform over N images with Gaussian codes q(z|x_i) = N(mean_i, exp(logvar_i)), [N, d]."""
     mean, var = mean.flatten(1).double(), logvar.flatten(1).double().exp()
     generator = torch.Generator().manual_seed(seed)

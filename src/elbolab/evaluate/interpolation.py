@@ -32,9 +32,15 @@ def interpolation_smoothness(frames: Tensor, levels: int, features: FeatureExtra
     path_mean = d.mean(1)
     path_cv = torch.where(path_mean > 0, d.std(1, unbiased=False) / path_mean.clamp_min(1e-300), 0.0)
     mean = d.mean().item()
-    return {"step_mean": mean, "step_std": d.std(unbiased=False).item(), "cv": path_cv.mean().item(),
-            "max_step_ratio": d.max().item() / mean if mean > 0 else 0.0,
-            "n_paths": d.shape[0], "n_frames": d.shape[1] + 1, "feature_net": features.name}
+    return {
+        "step_mean": mean,
+        "step_std": d.std(unbiased=False).item(),
+        "cv": path_cv.mean().item(),
+        "max_step_ratio": d.max().item() / mean if mean > 0 else 0.0,
+        "n_paths": d.shape[0],
+        "n_frames": d.shape[1] + 1,
+        "feature_net": features.name,
+    }
 
 
 @dataclass(frozen=True)
@@ -60,5 +66,10 @@ def path_stats(frames: Tensor, levels: int, features: FeatureExtractor) -> PathS
         confidence = features.class_probabilities(frames.flatten(0, 1), levels).max(1).values.reshape(p, t)
     else:
         confidence = torch.full((p, t), float("nan"), dtype=torch.float64)
-    return PathStats(tuple(mean.tolist()), tuple(ratio.tolist()), tuple(confidence[:, 1:-1].mean(1).tolist()),
-                     tuple(confidence[:, [0, -1]].mean(1).tolist()), t)
+    return PathStats(
+        tuple(mean.tolist()),
+        tuple(ratio.tolist()),
+        tuple(confidence[:, 1:-1].mean(1).tolist()),
+        tuple(confidence[:, [0, -1]].mean(1).tolist()),
+        t,
+    )

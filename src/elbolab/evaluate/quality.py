@@ -55,16 +55,18 @@ def trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray, root1: np.ndarray | N
     return float(np.sqrt(np.clip(eigval, 0.0, None)).sum())
 
 
-def frechet_distance_from_statistics(mu1: ArrayLike, cov1: ArrayLike, mu2: ArrayLike, cov2: ArrayLike,
-                                     root1: np.ndarray | None = None) -> float:
+def frechet_distance_from_statistics(
+    mu1: ArrayLike, cov1: ArrayLike, mu2: ArrayLike, cov2: ArrayLike, root1: np.ndarray | None = None
+) -> float:
     """Fréchet (2-Wasserstein²) distance of two Gaussians: ‖μ1−μ2‖² + Tr(Σ1 + Σ2 − 2(Σ1Σ2)^½) (`root1`: Σ1^½,
     where known)."""
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     cov1, cov2 = np.atleast_2d(np.asarray(cov1, np.float64)), np.atleast_2d(np.asarray(cov2, np.float64))
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != (mu1.size, mu1.size):
         raise ValueError(f"mismatched statistics: μ {mu1.shape}/{mu2.shape}, Σ {cov1.shape}/{cov2.shape}")
-    distance = float(((mu1 - mu2) ** 2).sum() + np.trace(cov1) + np.trace(cov2)
-                     - 2.0 * trace_sqrt_product(cov1, cov2, root1))
+    distance = float(
+        ((mu1 - mu2) ** 2).sum() + np.trace(cov1) + np.trace(cov2) - 2.0 * trace_sqrt_product(cov1, cov2, root1)
+    )
     return max(distance, 0.0)  # only round-off can make it negative
 
 
@@ -95,16 +97,21 @@ def effective_subset_size(n1: int, n2: int, subset_size: int = 1000) -> int:
     return max(2, min(subset_size, n1 // 2, n2 // 2))
 
 
-def kernel_inception_distance(features1: ArrayLike, features2: ArrayLike, *, subsets: int = 100,
-                              subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+def kernel_inception_distance(
+    features1: ArrayLike, features2: ArrayLike, *, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """KID (Bińkowski et al. 2018): mean and std of unbiased MMD² over random equal-size subsets."""
     x, y = _as_f64(features1), _as_f64(features2)
     if min(x.shape[0], y.shape[0]) < 4:
         raise ValueError("KID needs at least four feature vectors in each set")
     m = effective_subset_size(x.shape[0], y.shape[0], subset_size)
     rng = np.random.default_rng(seed)
-    values = np.array([mmd2_unbiased(x[rng.choice(x.shape[0], m, replace=False)],
-                                     y[rng.choice(y.shape[0], m, replace=False)]) for _ in range(subsets)])
+    values = np.array(
+        [
+            mmd2_unbiased(x[rng.choice(x.shape[0], m, replace=False)], y[rng.choice(y.shape[0], m, replace=False)])
+            for _ in range(subsets)
+        ]
+    )
     return float(values.mean()), float(values.std(ddof=1) if subsets > 1 else 0.0)
 
 
@@ -117,8 +124,12 @@ def knn_radii(features: Tensor, k: int = 3, chunk: int = 1024) -> Tensor:
     """Squared distance of each point to its k-th nearest neighbour in its own set (itself excluded)."""
     if features.shape[0] <= k:
         raise ValueError(f"k-NN radii with k={k} need more than {k} points, got {features.shape[0]}")
-    return torch.cat([torch.kthvalue(_squared_distances(features[i:i + chunk], features), k + 1, dim=1).values
-                      for i in range(0, features.shape[0], chunk)])
+    return torch.cat(
+        [
+            torch.kthvalue(_squared_distances(features[i : i + chunk], features), k + 1, dim=1).values
+            for i in range(0, features.shape[0], chunk)
+        ]
+    )
 
 
 def in_balls(points: Tensor, manifold: Tensor, radii: Tensor, chunk: int = 1024) -> Tensor:
@@ -126,8 +137,9 @@ def in_balls(points: Tensor, manifold: Tensor, radii: Tensor, chunk: int = 1024)
     (Kynkäänniemi et al. 2019, eq. 1)."""
     # slack for the round-off of ‖a‖² + ‖b‖² − 2a·b, so that a point always lies in its own ball
     scale = 1e-9 * (points.pow(2).sum(1).mean() + manifold.pow(2).sum(1).mean())
-    return torch.cat([_squared_distances(points[i:i + chunk], manifold) <= radii + scale
-                      for i in range(0, points.shape[0], chunk)])
+    return torch.cat(
+        [_squared_distances(points[i : i + chunk], manifold) <= radii + scale for i in range(0, points.shape[0], chunk)]
+    )
 
 
 def manifold_coverage(points: Tensor, manifold: Tensor, radii: Tensor, chunk: int = 1024) -> float:
@@ -143,40 +155,74 @@ def precision_recall(real: ArrayLike, fake: ArrayLike, k: int = 3) -> tuple[floa
     return precision, recall
 
 
-def quality_from_features(sample_features: ArrayLike, reference_features: ArrayLike, *, k: int = 3,
-                          kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0) -> dict[str, float]:
+def quality_from_features(
+    sample_features: ArrayLike,
+    reference_features: ArrayLike,
+    *,
+    k: int = 3,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
     """FD, KID (± std), precision and recall of sample features against reference features."""
     fake, real = _as_f64(sample_features), _as_f64(reference_features)
     kid, kid_std = kernel_inception_distance(fake, real, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
     precision, recall = precision_recall(real, fake, k)
-    return {"fd": frechet_distance(fake, real), "kid": kid, "kid_std": kid_std,
-            "precision": precision, "recall": recall}
+    return {
+        "fd": frechet_distance(fake, real),
+        "kid": kid,
+        "kid_std": kid_std,
+        "precision": precision,
+        "recall": recall,
+    }
 
 
 def warn_if_small(n: int, features: FeatureExtractor, min_samples: int | None = None) -> None:
     """Warn that FD/KID/precision–recall are biased when n is below the feature network's threshold."""
     threshold = max(features.dim, features.min_samples) if min_samples is None else min_samples
     if n < threshold:
-        warnings.warn(f"sample quality from {n} samples with {features.name} ({features.dim}-d features) is "
-                      f"biased; use at least {threshold} and compare figures only at equal n",
-                      SmallSampleWarning, stacklevel=3)
+        warnings.warn(
+            f"sample quality from {n} samples with {features.name} ({features.dim}-d features) is "
+            f"biased; use at least {threshold} and compare figures only at equal n",
+            SmallSampleWarning,
+            stacklevel=3,
+        )
 
 
-def sample_quality(samples: Tensor, reference: Tensor, levels: int, features: FeatureExtractor, *,
-                   reference_name: str | None = None, k: int = 3, kid_subsets: int = 100,
-                   kid_subset_size: int = 1000, seed: int = 0, min_samples: int | None = None) -> dict[str, Any]:
+def sample_quality(
+    samples: Tensor,
+    reference: Tensor,
+    levels: int,
+    features: FeatureExtractor,
+    *,
+    reference_name: str | None = None,
+    k: int = 3,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+    min_samples: int | None = None,
+) -> dict[str, Any]:
     """FD, KID, precision and recall of uint8 level samples against reference images, with metadata."""
     check_levels(samples, levels)
     check_levels(reference, levels)
     if samples.shape[1:] != reference.shape[1:]:
         raise ValueError(f"samples {list(samples.shape[1:])} and reference {list(reference.shape[1:])} differ in shape")
     warn_if_small(len(samples), features, min_samples)
-    figures = quality_from_features(features(samples, levels), features(reference, levels), k=k,
-                                    kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed)
+    figures = quality_from_features(
+        features(samples, levels),
+        features(reference, levels),
+        k=k,
+        kid_subsets=kid_subsets,
+        kid_subset_size=kid_subset_size,
+        seed=seed,
+    )
     meta: dict[str, Any] = {
-        "n_samples": len(samples), "n_reference": len(reference),
+        "n_samples": len(samples),
+        "n_reference": len(reference),
         "reference": reference_name or f"{len(reference)} reference images",
-        "feature_net": features.name, "feature_dim": features.dim, "k": k,
+        "feature_net": features.name,
+        "feature_dim": features.dim,
+        "k": k,
         "kid_subset_size": effective_subset_size(len(samples), len(reference), kid_subset_size),
         "kid_subsets": kid_subsets,
     }

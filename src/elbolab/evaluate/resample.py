@@ -15,9 +15,18 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
-from elbolab.evaluate.quality import (_as_f64, _sqrt_psd, feature_statistics, frechet_distance,
-                                      frechet_distance_from_statistics, in_balls, knn_radii, mmd2_from_kernels,
-                                      mmd2_unbiased, polynomial_kernel)
+from elbolab.evaluate.quality import (
+    _as_f64,
+    _sqrt_psd,
+    feature_statistics,
+    frechet_distance,
+    frechet_distance_from_statistics,
+    in_balls,
+    knn_radii,
+    mmd2_from_kernels,
+    mmd2_unbiased,
+    polynomial_kernel,
+)
 from elbolab.evaluate.sharpness import high_frequency_share, laplacian_variance
 from elbolab.records import Resampled
 
@@ -48,14 +57,15 @@ def _recentred(inside: np.ndarray, point_counts: np.ndarray, ball_counts: np.nda
     return Resampled(value, tuple(np.clip(replicates - replicates.mean() + value, 0.0, 1.0).tolist()))
 
 
-def resampled_precision_recall(fake: np.ndarray, real: np.ndarray, fake_idx: np.ndarray, ref_idx: np.ndarray,
-                               k: int = 3) -> dict[str, Resampled]:
+def resampled_precision_recall(
+    fake: np.ndarray, real: np.ndarray, fake_idx: np.ndarray, ref_idx: np.ndarray, k: int = 3
+) -> dict[str, Resampled]:
     """Improved precision and recall (Kynkäänniemi et al. 2019, eq. 1–2) and their bootstrap replicates: each
     replicate draws the points and the ball centres afresh; the k-NN radii stay the full sets' (in a
     resample a drawn-twice point would be its own neighbour, shrinking its ball to nothing)."""
     real_t, fake_t = torch.from_numpy(np.ascontiguousarray(real)), torch.from_numpy(np.ascontiguousarray(fake))
-    on_real = in_balls(fake_t, real_t, knn_radii(real_t, k)).double().numpy()   # [fakes, reals]
-    on_fake = in_balls(real_t, fake_t, knn_radii(fake_t, k)).double().numpy()   # [reals, fakes]
+    on_real = in_balls(fake_t, real_t, knn_radii(real_t, k)).double().numpy()  # [fakes, reals]
+    on_fake = in_balls(real_t, fake_t, knn_radii(fake_t, k)).double().numpy()  # [reals, fakes]
     fake_n, ref_n = resample_counts(fake_idx, len(fake)), resample_counts(ref_idx, len(real))
     return {"precision": _recentred(on_real, fake_n, ref_n), "recall": _recentred(on_fake, ref_n, fake_n)}
 
@@ -82,26 +92,34 @@ def reference_statistics(real: np.ndarray, ref_idx: np.ndarray) -> list[tuple[np
     return found
 
 
-def resampled_quality(sample_features: Tensor | np.ndarray, reference_features: Tensor | np.ndarray,
-                      replicates: int = 200, seed: int = 0) -> dict[str, Resampled]:
+def resampled_quality(
+    sample_features: Tensor | np.ndarray, reference_features: Tensor | np.ndarray, replicates: int = 200, seed: int = 0
+) -> dict[str, Resampled]:
     """Fréchet distance, KID (one full-size unbiased MMD² per replicate), precision and recall, on the samples
     and on `replicates` bootstrap resamples of samples and reference. Each replicate's FD takes the reference
     side's statistics and square root from `reference_statistics`, and its KID gathers from the kernel
     matrices of the full sets: the same figures as computing each resample afresh."""
     fake, real = _as_f64(sample_features), _as_f64(reference_features)
     m = min(len(fake), len(real))
-    ref_idx, fake_idx = bootstrap_indices(len(real), replicates, seed), bootstrap_indices(len(fake), replicates,
-                                                                                          seed + 1)
+    ref_idx, fake_idx = (
+        bootstrap_indices(len(real), replicates, seed),
+        bootstrap_indices(len(fake), replicates, seed + 1),
+    )
     with threadpool_limits(1, user_api="blas"):  # d×d matrices: threads gain nothing, and spin against torch's
-        fd = [frechet_distance_from_statistics(*ref[:2], *feature_statistics(fake[i]), ref[2])
-              for i, ref in zip(fake_idx, reference_statistics(real, ref_idx))]
-        k_xx, k_yy, k_xy = (polynomial_kernel(fake, fake), polynomial_kernel(real, real),
-                            polynomial_kernel(fake, real))
-        kid = [mmd2_from_kernels(k_xx[np.ix_(i[:m], i[:m])], k_yy[np.ix_(j[:m], j[:m])],
-                                 k_xy[np.ix_(i[:m], j[:m])]) for i, j in zip(fake_idx, ref_idx)]
-    return {"fd": Resampled(frechet_distance(fake, real), tuple(fd)),
-            "kid": Resampled(mmd2_unbiased(fake[:m], real[:m]), tuple(kid)),
-            **resampled_precision_recall(fake, real, fake_idx, ref_idx)}
+        fd = [
+            frechet_distance_from_statistics(*ref[:2], *feature_statistics(fake[i]), ref[2])
+            for i, ref in zip(fake_idx, reference_statistics(real, ref_idx))
+        ]
+        k_xx, k_yy, k_xy = (polynomial_kernel(fake, fake), polynomial_kernel(real, real), polynomial_kernel(fake, real))
+        kid = [
+            mmd2_from_kernels(k_xx[np.ix_(i[:m], i[:m])], k_yy[np.ix_(j[:m], j[:m])], k_xy[np.ix_(i[:m], j[:m])])
+            for i, j in zip(fake_idx, ref_idx)
+        ]
+    return {
+        "fd": Resampled(frechet_distance(fake, real), tuple(fd)),
+        "kid": Resampled(mmd2_unbiased(fake[:m], real[:m]), tuple(kid)),
+        **resampled_precision_recall(fake, real, fake_idx, ref_idx),
+    }
 
 
 def _ratio_of_means(a: Tensor, b: Tensor, a_idx: np.ndarray, b_idx: np.ndarray) -> Resampled:
@@ -111,20 +129,28 @@ def _ratio_of_means(a: Tensor, b: Tensor, a_idx: np.ndarray, b_idx: np.ndarray) 
     return Resampled((a.mean() / b.mean()).item(), tuple((a_rep / b_rep).tolist()))
 
 
-def resampled_sharpness(samples: Tensor, reference: Tensor, levels: int, replicates: int = 200,
-                        seed: int = 0) -> dict[str, Resampled]:
+def resampled_sharpness(
+    samples: Tensor, reference: Tensor, levels: int, replicates: int = 200, seed: int = 0
+) -> dict[str, Resampled]:
     """Laplacian-variance and high-frequency-share ratios (samples over reference, 1 = as sharp as the
     reference), with bootstrap replicates over both sets."""
-    ref_idx, idx = bootstrap_indices(len(reference), replicates, seed), bootstrap_indices(len(samples), replicates,
-                                                                                          seed + 1)
-    return {"laplacian_ratio": _ratio_of_means(laplacian_variance(samples, levels),
-                                               laplacian_variance(reference, levels), idx, ref_idx),
-            "high_frequency_ratio": _ratio_of_means(high_frequency_share(samples, levels),
-                                                    high_frequency_share(reference, levels), idx, ref_idx)}
+    ref_idx, idx = (
+        bootstrap_indices(len(reference), replicates, seed),
+        bootstrap_indices(len(samples), replicates, seed + 1),
+    )
+    return {
+        "laplacian_ratio": _ratio_of_means(
+            laplacian_variance(samples, levels), laplacian_variance(reference, levels), idx, ref_idx
+        ),
+        "high_frequency_ratio": _ratio_of_means(
+            high_frequency_share(samples, levels), high_frequency_share(reference, levels), idx, ref_idx
+        ),
+    }
 
 
-def resampled_figures(samples: Tensor, reference: Tensor, levels: int, features, replicates: int = 200,
-                      seed: int = 0) -> dict[str, Resampled]:
+def resampled_figures(
+    samples: Tensor, reference: Tensor, levels: int, features, replicates: int = 200, seed: int = 0
+) -> dict[str, Resampled]:
     """`resampled_quality` (where there is a feature network) and `resampled_sharpness` of level images."""
     found = resampled_sharpness(samples, reference, levels, replicates, seed)
     if features is not None:

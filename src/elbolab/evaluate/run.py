@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -48,20 +49,20 @@ class EvalConfig:
     """What to measure and on how many images."""
 
     seed: int = 0
-    n_eval: int | None = None                  # test images for the bound (None: the whole split)
-    estimator: Estimator | None = None         # how the bound is estimated (None: the model's default)
-    proposal: str | None = None                # a Monte-Carlo bound's proposal over t, where the model offers it
-    bpd_se: float | None = None                # a Monte-Carlo bound: draws chosen for this standard error of the mean
-    pilot_n: int = 64                          # training images for an importance proposal's pilot pass
-    iwae_k: int = 100                          # importance samples for models with an IWAE bound (0 = skip)
-    iwae_n: int = 200                          # test images for the IWAE bound
-    n_samples: int = 256                       # samples for quality and sharpness
-    speed_n: int = 16                          # images per timing
-    nfe: tuple[int, ...] = (10, 20, 50)        # sampling steps timed (a one-pass model: 1)
-    quality_sampler: str = "dpm-solver++"      # used where the model has it (else its default sampler)
+    n_eval: int | None = None  # test images for the bound (None: the whole split)
+    estimator: Estimator | None = None  # how the bound is estimated (None: the model's default)
+    proposal: str | None = None  # a Monte-Carlo bound's proposal over t, where the model offers it
+    bpd_se: float | None = None  # a Monte-Carlo bound: draws chosen for this standard error of the mean
+    pilot_n: int = 64  # training images for an importance proposal's pilot pass
+    iwae_k: int = 100  # importance samples for models with an IWAE bound (0 = skip)
+    iwae_n: int = 200  # test images for the IWAE bound
+    n_samples: int = 256  # samples for quality and sharpness
+    speed_n: int = 16  # images per timing
+    nfe: tuple[int, ...] = (10, 20, 50)  # sampling steps timed (a one-pass model: 1)
+    quality_sampler: str = "dpm-solver++"  # used where the model has it (else its default sampler)
     quality_steps: int = 50
-    information_n: int | None = None           # images for the information hook (None: the model's default)
-    replicates: int = 200                      # bootstrap resamples of the sample figures (0: none)
+    information_n: int | None = None  # images for the information hook (None: the model's default)
+    replicates: int = 200  # bootstrap resamples of the sample figures (0: none)
     parts: tuple[str, ...] = PARTS
 
 
@@ -93,15 +94,15 @@ class Measurement(Record):
     kind: str
     objective: str
     parameters: int
-    encoder_parameters: int | None = None      # learned parameters of `encode` (None: the model has no encoder)
-    encode_passes: int | None = None           # network passes per image of `encode`
+    encoder_parameters: int | None = None  # learned parameters of `encode` (None: the model has no encoder)
+    encode_passes: int | None = None  # network passes per image of `encode`
     bound: BoundSummary | None = None
     iwae: IWAESummary | None = None
     components: dict[str, BoundSummary] = field(default_factory=dict)  # e.g. latent diffusion's autoencoder
     speed: tuple[SpeedRow, ...] = ()
     quality_samples: QualitySamples | None = None
     quality: dict[str, Any] | None = None
-    sharpness: dict[str, dict[str, Any]] | None = None   # "samples" and, where the model encodes, "reconstructions"
+    sharpness: dict[str, dict[str, Any]] | None = None  # "samples" and, where the model encodes, "reconstructions"
     encode_seconds_per_image: float | None = None
     reconstruction_rmse: float | None = None
     interpolation: dict[str, Any] | None = None
@@ -126,11 +127,19 @@ def speed_table(model: GenerativeModel, cfg: EvalConfig) -> tuple[SpeedRow, ...]
         for nfe in nfes:
             draw = seeded_sampler(model, cfg.seed, sampler=sampler, steps=nfe)
             timing = time_sampling(draw, cfg.speed_n, nfe=nfe, repeats=1, warmup=0, device=model.device)
-            rows.append(SpeedRow(sampler=sampler, nfe=nfe, n=timing["n"], repeats=timing["repeats"],
-                                 seconds_per_call=timing["seconds_per_call"],
-                                 seconds_per_image=timing["seconds_per_image"],
-                                 images_per_second=timing["images_per_second"], device=timing["device"],
-                                 torch_threads=timing["torch_threads"]))
+            rows.append(
+                SpeedRow(
+                    sampler=sampler,
+                    nfe=nfe,
+                    n=timing["n"],
+                    repeats=timing["repeats"],
+                    seconds_per_call=timing["seconds_per_call"],
+                    seconds_per_image=timing["seconds_per_image"],
+                    images_per_second=timing["images_per_second"],
+                    device=timing["device"],
+                    torch_threads=timing["torch_threads"],
+                )
+            )
     return tuple(rows)
 
 
@@ -147,16 +156,31 @@ class Pilot:
 def prepare_estimator(model: GenerativeModel, estimator: Estimator, pilot: Pilot, pilot_n: int, seed: int) -> bool:
     """Fit what `estimator` needs on a pilot pass over `pilot_n` of the pilot's images, or put back the fit
     kept in `pilot.cache` under the same key (then True); a new fit is added to the cache atomically."""
-    key = json.loads(json.dumps({**pilot.key, "proposal": estimator.proposal, "steps": estimator.steps,
-                                 "data": pilot.images.name, "pilot_n": pilot_n, "seed": seed,
-                                 "fit_version": PILOT_FIT_VERSION}))
+    key = json.loads(
+        json.dumps(
+            {
+                **pilot.key,
+                "proposal": estimator.proposal,
+                "steps": estimator.steps,
+                "data": pilot.images.name,
+                "pilot_n": pilot_n,
+                "seed": seed,
+                "fit_version": PILOT_FIT_VERSION,
+            }
+        )
+    )
     fits = json.loads(pilot.cache.read_text())["fits"] if pilot.cache and pilot.cache.is_file() else []
     for fit in fits:
         if fit["key"] == key:
-            model.load_fitted_estimator({name: torch.tensor(v, dtype=torch.float64) for name, v in fit["state"].items()})
+            model.load_fitted_estimator(
+                {name: torch.tensor(v, dtype=torch.float64) for name, v in fit["state"].items()}
+            )
             return True
-    model.prepare_estimator(estimator, pilot.images.model_range(slice(0, pilot_n)).to(model.device),
-                            torch.Generator(model.device).manual_seed(seed + PILOT_SEED_OFFSET))
+    model.prepare_estimator(
+        estimator,
+        pilot.images.model_range(slice(0, pilot_n)).to(model.device),
+        torch.Generator(model.device).manual_seed(seed + PILOT_SEED_OFFSET),
+    )
     state = {name: t.detach().cpu().double().flatten().tolist() for name, t in model.fitted_estimator().items()}
     if pilot.cache is not None and state:
         try:
@@ -166,8 +190,15 @@ def prepare_estimator(model: GenerativeModel, estimator: Estimator, pilot: Pilot
     return False
 
 
-def summarize(model: GenerativeModel, test: ImageData, n: int | None, estimator: Estimator | None,
-              seed: int, cfg: EvalConfig = EvalConfig(), pilot: Pilot | None = None) -> BoundSummary:
+def summarize(
+    model: GenerativeModel,
+    test: ImageData,
+    n: int | None,
+    estimator: Estimator | None,
+    seed: int,
+    cfg: EvalConfig = EvalConfig(),
+    pilot: Pilot | None = None,
+) -> BoundSummary:
     """The model's test-set bound, timed, with the estimator it used: `cfg.proposal` where the model offers
     it (an importance proposal fitted on `cfg.pilot_n` images of `pilot`, or kept in its cache; without a
     pilot the model fits it on the images it bounds), and with `cfg.bpd_se` as many draws as that standard
@@ -185,8 +216,9 @@ def summarize(model: GenerativeModel, test: ImageData, n: int | None, estimator:
     return BoundSummary.of(bound, estimator.describe(), time.perf_counter() - start)
 
 
-def draws_for_precision(model: GenerativeModel, test: ImageData, n: int | None, estimator: Estimator,
-                        bpd_se: float, probe_n: int = 64) -> Estimator:
+def draws_for_precision(
+    model: GenerativeModel, test: ImageData, n: int | None, estimator: Estimator, bpd_se: float, probe_n: int = 64
+) -> Estimator:
     """The Monte-Carlo estimator with K draws such that the standard error of the mean over n images is
     below `bpd_se` bits/dim: K = Var_1/(n (m·se)²), Var_1 the per-draw variance seen on `probe_n` images,
     m = PRECISION_MARGIN. An estimator that reports no standard error is returned as it is."""
@@ -231,9 +263,14 @@ def timed_round_trip(model: GenerativeModel, x: torch.Tensor) -> tuple[float, to
     return seconds, model.decode(z).cpu()
 
 
-def measure(model: GenerativeModel, test: ImageData, cfg: EvalConfig, features: Any = None,
-            log: Log = lambda _: None, pilot: Pilot | None = None
-            ) -> tuple[Measurement, dict[str, torch.Tensor | None]]:
+def measure(
+    model: GenerativeModel,
+    test: ImageData,
+    cfg: EvalConfig,
+    features: Any = None,
+    log: Log = lambda _: None,
+    pilot: Pilot | None = None,
+) -> tuple[Measurement, dict[str, torch.Tensor | None]]:
     """The measurements named in `cfg.parts`, and the images behind them (samples, reconstructions, frames);
     `pilot`: training images for an estimator that needs a pilot pass."""
     unknown = set(cfg.parts) - set(PARTS)
@@ -247,8 +284,9 @@ def measure(model: GenerativeModel, test: ImageData, cfg: EvalConfig, features: 
         found["bound"] = summarize(model, test, cfg.n_eval, cfg.estimator, cfg.seed, cfg, pilot)
         if "iwae" in caps.estimators and cfg.iwae_k > 1:
             found["iwae"] = iwae_summary(model, test, cfg)
-        found["components"] = {name: summarize(part, test, cfg.n_eval, None, cfg.seed)
-                               for name, part in model.components().items()}
+        found["components"] = {
+            name: summarize(part, test, cfg.n_eval, None, cfg.seed) for name, part in model.components().items()
+        }
     if "speed" in parts:
         log(f"{kind}: sampling speed")
         found["speed"] = speed_table(model, cfg)
@@ -260,11 +298,23 @@ def measure(model: GenerativeModel, test: ImageData, cfg: EvalConfig, features: 
         found["quality_samples"] = QualitySamples(cfg.n_samples, time.perf_counter() - start, sampler, steps)
     reference = quality_reference(test, cfg.n_samples)
     if "quality" in parts:
-        found["quality"] = sample_quality(images["samples"], reference, test.levels, features,
-                                          reference_name=f"{len(reference)} {test.name} test images", seed=cfg.seed)
+        found["quality"] = sample_quality(
+            images["samples"],
+            reference,
+            test.levels,
+            features,
+            reference_name=f"{len(reference)} {test.name} test images",
+            seed=cfg.seed,
+        )
     if parts & {"quality", "sharpness"} and cfg.replicates > 0:
-        found["resampled"] = resampled_figures(images["samples"], reference, test.levels,
-                                               features if "quality" in parts else None, cfg.replicates, cfg.seed)
+        found["resampled"] = resampled_figures(
+            images["samples"],
+            reference,
+            test.levels,
+            features if "quality" in parts else None,
+            cfg.replicates,
+            cfg.seed,
+        )
     if "sharpness" in parts:
         found["sharpness"] = {"samples": sharpness(images["samples"], test.images, test.levels)}
     x = test.model_range(slice(0, min(len(test), cfg.n_samples, 64))).to(model.device)
@@ -273,20 +323,21 @@ def measure(model: GenerativeModel, test: ImageData, cfg: EvalConfig, features: 
         found["encode_passes"] = caps.encoding.network_passes
         if parts & {"speed", "sharpness", "interpolation"}:
             found["encode_seconds_per_image"], images["reconstructions"] = timed_round_trip(model, x)
-            found["reconstruction_rmse"] = rmse_255(to_model(images["reconstructions"], test.levels),
-                                                    x.cpu()).mean().item()
+            found["reconstruction_rmse"] = (
+                rmse_255(to_model(images["reconstructions"], test.levels), x.cpu()).mean().item()
+            )
             if "sharpness" in parts:
-                found["sharpness"]["reconstructions"] = sharpness(images["reconstructions"], test.images,
-                                                                  test.levels)
+                found["sharpness"]["reconstructions"] = sharpness(images["reconstructions"], test.images, test.levels)
         if "interpolation" in parts:
             log(f"{kind}: interpolation")
             pairs = min(8, len(x) // 2)
-            images["interpolation"] = model.interpolate(x[:pairs], x[pairs:2 * pairs], 9).cpu()
+            images["interpolation"] = model.interpolate(x[:pairs], x[pairs : 2 * pairs], 9).cpu()
             found["interpolation"] = interpolation_smoothness(images["interpolation"], test.levels, features)
     if "information" in parts:
         log(f"{kind}: information")
         generator = torch.Generator(model.device).manual_seed(cfg.seed)
         kwargs = {} if cfg.information_n is None else {"n": cfg.information_n}
         found["information"] = model.information(test, generator=generator, **kwargs)
-    return Measurement(kind=kind, objective=model.objective, parameters=sum(p.numel() for p in model.parameters()),
-                       **found), images
+    return Measurement(
+        kind=kind, objective=model.objective, parameters=sum(p.numel() for p in model.parameters()), **found
+    ), images

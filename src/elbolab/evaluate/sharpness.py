@@ -27,7 +27,7 @@ def per_image(fn: Callable[..., Tensor], images: Tensor, *args: Any) -> Tensor:
     """fn(images, *args) → [N], computed `CHUNK` images at a time."""
     if len(images) <= CHUNK:
         return fn(images, *args)
-    return torch.cat([fn(images[i:i + CHUNK], *args) for i in range(0, len(images), CHUNK)])
+    return torch.cat([fn(images[i : i + CHUNK], *args) for i in range(0, len(images), CHUNK)])
 
 
 def grey(images: Tensor, levels: int) -> Tensor:
@@ -50,7 +50,7 @@ def radial_frequency(height: int, width: int) -> Tensor:
     """|f| in cycles per pixel at each 2-D FFT bin, [H, W]; the Nyquist radius is 0.5."""
     fy = torch.fft.fftfreq(height, dtype=torch.float64)[:, None]
     fx = torch.fft.fftfreq(width, dtype=torch.float64)[None, :]
-    return torch.sqrt(fy ** 2 + fx ** 2)
+    return torch.sqrt(fy**2 + fx**2)
 
 
 def mirror(x: Tensor) -> Tensor:
@@ -91,7 +91,7 @@ def radial_power_spectrum(images: Tensor, levels: int) -> tuple[Tensor, Tensor]:
     if len(images) <= CHUNK:
         power = power_spectrum(images, levels).mean(0)
     else:
-        power = sum(power_spectrum(images[i:i + CHUNK], levels).sum(0) for i in range(0, len(images), CHUNK))
+        power = sum(power_spectrum(images[i : i + CHUNK], levels).sum(0) for i in range(0, len(images), CHUNK))
         power = power / len(images)
     h, w = power.shape
     step = 1.0 / max(h, w)
@@ -114,9 +114,13 @@ def sharpness(samples: Tensor, reference: Tensor, levels: int, cutoff: float = 0
     hf = high_frequency_share(samples, levels, cutoff).mean().item()
     hf_ref = high_frequency_share(reference, levels, cutoff).mean().item()
     return {
-        "laplacian_variance": lap, "laplacian_variance_reference": lap_ref,
+        "laplacian_variance": lap,
+        "laplacian_variance_reference": lap_ref,
         "laplacian_variance_ratio": _ratio(lap, lap_ref),
-        "high_frequency_share": hf, "high_frequency_share_reference": hf_ref,
+        "high_frequency_share": hf,
+        "high_frequency_share_reference": hf_ref,
         "high_frequency_share_ratio": _ratio(hf, hf_ref),
-        "cutoff_cycles_per_pixel": cutoff * 0.5, "n_samples": len(samples), "n_reference": len(reference),
+        "cutoff_cycles_per_pixel": cutoff * 0.5,
+        "n_samples": len(samples),
+        "n_reference": len(reference),
     }

@@ -33,9 +33,18 @@ class StepsPoint(Record):
     figures: dict[str, Resampled]
 
 
-def steps_sweep(model: GenerativeModel, reference: Tensor, levels: int, features, *, steps: tuple[int, ...] = STEPS,
-                samplers: tuple[str, ...] = ("ancestral", "ddim"), n: int = 256, replicates: int = 200,
-                seed: int = 0) -> tuple[StepsPoint, ...]:
+def steps_sweep(
+    model: GenerativeModel,
+    reference: Tensor,
+    levels: int,
+    features,
+    *,
+    steps: tuple[int, ...] = STEPS,
+    samplers: tuple[str, ...] = ("ancestral", "ddim"),
+    n: int = 256,
+    replicates: int = 200,
+    seed: int = 0,
+) -> tuple[StepsPoint, ...]:
     """Each of `samplers` the model offers at each of `steps` it takes (a one-pass model: its decoder, once)."""
     caps = model.capabilities
     chosen = caps.samplers if caps.one_pass else tuple(s for s in samplers if s in caps.samplers)
@@ -43,9 +52,17 @@ def steps_sweep(model: GenerativeModel, reference: Tensor, levels: int, features
     for sampler in chosen:
         for k in caps.steps_for(steps):
             start = time.perf_counter()
-            images = model.sample(n, generator=torch.Generator(model.device).manual_seed(seed), sampler=sampler,
-                                  steps=k).cpu()
+            images = model.sample(
+                n, generator=torch.Generator(model.device).manual_seed(seed), sampler=sampler, steps=k
+            ).cpu()
             seconds = (time.perf_counter() - start) / n
-            points.append(StepsPoint(model.kind, sampler, k, seconds,
-                                     resampled_figures(images, reference, levels, features, replicates, seed)))
+            points.append(
+                StepsPoint(
+                    model.kind,
+                    sampler,
+                    k,
+                    seconds,
+                    resampled_figures(images, reference, levels, features, replicates, seed),
+                )
+            )
     return tuple(points)

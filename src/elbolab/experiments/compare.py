@@ -7,9 +7,10 @@ could come out either way, and states the rule it applied.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -27,14 +28,22 @@ from elbolab.evaluate.steps import STEPS, StepsPoint, steps_sweep
 from elbolab.experiments.results import CompareResults, RunResult, SeedResult
 from elbolab.experiments.runs import data_info, measure_run
 from elbolab.experiments.verdicts import Evidence, fold_seeds, judge, sweep_point
-from elbolab.train.checkpoint import atomic_write_json
 from elbolab.machine import machine_info
-from elbolab.train.api import fit_run
-from elbolab.train.config import TrainConfig
 from elbolab.records import SweepPoint
 from elbolab.registry import MODEL_KINDS, model_classes
-from elbolab.train.run import (CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, RunConfig, apply_overrides, load_run,
-                               pick_device, read_run_config)
+from elbolab.train.api import fit_run
+from elbolab.train.checkpoint import atomic_write_json
+from elbolab.train.config import TrainConfig
+from elbolab.train.run import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    RunConfig,
+    apply_overrides,
+    load_run,
+    pick_device,
+    read_run_config,
+)
 
 #: the kinds compared: every registered model
 KINDS = tuple(MODEL_KINDS)
@@ -47,12 +56,12 @@ BOUND_PRECISION = {"proposal": "importance", "bpd_se": 0.01}
 class Preset:
     """What `compare` trains and measures, unless told otherwise, for images of one size on one kind of device."""
 
-    budget: float                  # training seconds per model
-    batch_size: int                # images per optimiser step
-    n_eval: int | None             # test images for the bound (None: the whole split)
-    steps: tuple[int, ...]         # sampling steps of the steps sweep
-    measure_seconds: float         # measurement time per seed on an idle machine (for the estimate printed first)
-    lr: float = TrainConfig.lr     # every model's peak learning rate
+    budget: float  # training seconds per model
+    batch_size: int  # images per optimiser step
+    n_eval: int | None  # test images for the bound (None: the whole split)
+    steps: tuple[int, ...]  # sampling steps of the steps sweep
+    measure_seconds: float  # measurement time per seed on an idle machine (for the estimate printed first)
+    lr: float = TrainConfig.lr  # every model's peak learning rate
 
 
 def preset_for(side: int, device: str) -> Preset:
@@ -69,8 +78,9 @@ def preset_for(side: int, device: str) -> Preset:
         return Preset(budget=60.0, batch_size=256, n_eval=None, steps=STEPS, measure_seconds=120.0)
     # measured on Fashion-MNIST on an idle 2-core CPU: 406 and 424 s of measurement after 461 s of training
     # (the budgets' 432 s plus each run's start and final evaluation): 14 min 31 s and 14 min 48 s in all
-    return Preset(budget=120.0, batch_size=64, n_eval=2000, steps=tuple(s for s in STEPS if s <= 50),
-                  measure_seconds=450.0)
+    return Preset(
+        budget=120.0, batch_size=64, n_eval=2000, steps=tuple(s for s in STEPS if s <= 50), measure_seconds=450.0
+    )
 
 
 def compare_evaluation(**changes: Any) -> EvalConfig:
@@ -84,24 +94,24 @@ class CompareConfig:
 
     data: str = "digits"
     data_dir: str | None = None
-    budget: float | None = None                # training seconds per model (None: the preset's)
+    budget: float | None = None  # training seconds per model (None: the preset's)
     seed: int = 0
-    seeds: int = 1                             # the whole experiment repeated with seeds seed, seed + 1, …
+    seeds: int = 1  # the whole experiment repeated with seeds seed, seed + 1, …
     evaluation: EvalConfig = field(default_factory=compare_evaluation)
     beta_sweep: tuple[float, ...] = (0.25, 4.0)  # extra VAEs placed on the rate–distortion axes
-    sweep_budget_fraction: float = 0.15        # of `budget`, per β-sweep VAE
-    objective_budget_fraction: float = 0.15    # of `budget`, per diffusion model of the ε-objective pair (0: none)
-    objective_n_eval: int | None = 500         # test images for the pair's bounds, at most (None: as the models')
-    steps: tuple[int, ...] | None = None       # sampling steps of the steps sweep (None: the preset's)
-    batch_size: int | None = None              # training images per step (None: the preset's)
-    lr: float | None = None                    # every model's peak learning rate (None: the preset's)
-    steps_replicates: int = 100                # bootstrap resamples per point of the steps sweep
-    interpolation_pairs: int = 16              # test-image pairs interpolated by every model
-    timing_repeats: int = 5                    # alternating repeats of each paired timing
-    information_images: int = 2000             # training images of the empirical distribution for I(x_0; x_t)
-    information_draws: int = 256               # Monte-Carlo draws per point of the information curves
+    sweep_budget_fraction: float = 0.15  # of `budget`, per β-sweep VAE
+    objective_budget_fraction: float = 0.15  # of `budget`, per diffusion model of the ε-objective pair (0: none)
+    objective_n_eval: int | None = 500  # test images for the pair's bounds, at most (None: as the models')
+    steps: tuple[int, ...] | None = None  # sampling steps of the steps sweep (None: the preset's)
+    batch_size: int | None = None  # training images per step (None: the preset's)
+    lr: float | None = None  # every model's peak learning rate (None: the preset's)
+    steps_replicates: int = 100  # bootstrap resamples per point of the steps sweep
+    interpolation_pairs: int = 16  # test-image pairs interpolated by every model
+    timing_repeats: int = 5  # alternating repeats of each paired timing
+    information_images: int = 2000  # training images of the empirical distribution for I(x_0; x_t)
+    information_draws: int = 256  # Monte-Carlo draws per point of the information curves
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per kind: extra --set keys
-    device: str = "auto"                       # where every model trains and is measured: auto | cpu | cuda[:N]
+    device: str = "auto"  # where every model trains and is measured: auto | cpu | cuda[:N]
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
@@ -124,12 +134,12 @@ class JobEvent:
     """What the compare job is doing, for a progress display: a plan of its stages, a stage starting, a training
     step, a measurement message, or the end."""
 
-    stage: str                                  # "plan" | "train" | "measure" | "done"
-    name: str = ""                              # the run: "vae", "vae β=4", ...
-    detail: str = ""                            # what is being measured
+    stage: str  # "plan" | "train" | "measure" | "done"
+    name: str = ""  # the run: "vae", "vae β=4", ...
+    detail: str = ""  # what is being measured
     step: int | None = None
     loss: float | None = None
-    plan: tuple[tuple[str, str, float], ...] = ()   # "plan": (stage, name, training budget s; 0: not known) each
+    plan: tuple[tuple[str, str, float], ...] = ()  # "plan": (stage, name, training budget s; 0: not known) each
 
 
 Watch = Callable[[JobEvent], None]
@@ -139,8 +149,11 @@ def job_plan(cfg: CompareConfig) -> tuple[tuple[str, str, float], ...]:
     """Every stage of the job in order, with its training budget in seconds (0 for measurements)."""
     sweep = [f"vae β={beta:g}" for beta in cfg.beta_sweep]
     sweep_budget = cfg.budget * cfg.sweep_budget_fraction
-    return (tuple(("train", kind, cfg.budget) for kind in KINDS) + tuple(("train", n, sweep_budget) for n in sweep)
-            + tuple(("measure", n, 0.0) for n in (*KINDS, *sweep)))
+    return (
+        tuple(("train", kind, cfg.budget) for kind in KINDS)
+        + tuple(("train", n, sweep_budget) for n in sweep)
+        + tuple(("measure", n, 0.0) for n in (*KINDS, *sweep))
+    )
 
 
 def watched_log(log: Log, watch: Watch | None, name: str) -> Log:
@@ -151,41 +164,70 @@ def watched_log(log: Log, watch: Watch | None, name: str) -> Log:
     def both(message: str) -> None:
         watch(JobEvent("measure", name, detail=message))
         log(message)
+
     return both
 
 
-def budgeted_run(kind: str, cfg: CompareConfig, test: ImageData, budget: float,
-                 model_changes: dict[str, Any] | None = None) -> RunConfig:
+def budgeted_run(
+    kind: str, cfg: CompareConfig, test: ImageData, budget: float, model_changes: dict[str, Any] | None = None
+) -> RunConfig:
     """The typed run config of one model in the comparison: the kind's configuration sized for these images,
     a wall-clock budget, the seed, no periodic evaluation; then the user's `--set` keys for that kind."""
     cfg_cls, _ = model_classes(kind)
     device = str(pick_device(cfg.device))
     model_cfg = replace(cfg_cls.sized_for(test.shape[-1], device), **(model_changes or {}))
-    train_cfg = TrainConfig(steps=1_000_000, max_seconds=budget, seed=cfg.seed, eval_every=0, checkpoint_every=500,
-                            device=cfg.device, batch_size=cfg.batch_size or TrainConfig.batch_size,
-                            lr=cfg.lr or TrainConfig.lr)
+    train_cfg = TrainConfig(
+        steps=1_000_000,
+        max_seconds=budget,
+        seed=cfg.seed,
+        eval_every=0,
+        checkpoint_every=500,
+        device=cfg.device,
+        batch_size=cfg.batch_size or TrainConfig.batch_size,
+        lr=cfg.lr or TrainConfig.lr,
+    )
     model_cfg, train_cfg = apply_overrides(model_cfg, train_cfg, cfg.overrides.get(kind, {}))
     return RunConfig(kind, cfg.data, cfg.data_dir, tuple(test.shape), test.levels, model_cfg, train_cfg)
 
 
-def train_or_reuse(run_cfg: RunConfig, run_dir: Path, train: ImageData, test: ImageData, log: Log,
-                   progress: bool, watch: Watch | None = None, name: str = "") -> None:
+def train_or_reuse(
+    run_cfg: RunConfig,
+    run_dir: Path,
+    train: ImageData,
+    test: ImageData,
+    log: Log,
+    progress: bool,
+    watch: Watch | None = None,
+    name: str = "",
+) -> None:
     """Train a run; a finished run with the same settings is reused, an interrupted one resumed."""
     if (run_dir / CONFIG_FILE).is_file() and read_run_config(run_dir) != run_cfg:
-        raise ElbolabError(f"{run_dir} holds a {run_cfg.kind} run trained with other settings (budget, seed or "
-                           f"model); choose another --out or delete it")
+        raise ElbolabError(
+            f"{run_dir} holds a {run_cfg.kind} run trained with other settings (budget, seed or "
+            f"model); choose another --out or delete it"
+        )
     if (run_dir / METRICS_FILE).is_file():
         log(f"{run_cfg.kind}: reusing the finished run in {run_dir}")
         return
     resume = (run_dir / CHECKPOINT_FILE).is_file()
     log(f"{run_cfg.kind}: {'resuming' if resume else 'training'} for {run_cfg.train.max_seconds:.0f} s")
-    callbacks = () if watch is None else \
-        (lambda step, record: watch(JobEvent("train", name or run_cfg.kind, step=step, loss=record["loss"])),)
+    callbacks = (
+        ()
+        if watch is None
+        else (lambda step, record: watch(JobEvent("train", name or run_cfg.kind, step=step, loss=record["loss"])),)
+    )
     fit_run(run_cfg, run_dir, train, test, resume=resume, progress=progress, callbacks=callbacks)
 
 
-def train_models(cfg: CompareConfig, out: Path, log: Log, progress: bool, train: ImageData | None = None,
-                 test: ImageData | None = None, watch: Watch | None = None) -> dict[str, Path]:
+def train_models(
+    cfg: CompareConfig,
+    out: Path,
+    log: Log,
+    progress: bool,
+    train: ImageData | None = None,
+    test: ImageData | None = None,
+    watch: Watch | None = None,
+) -> dict[str, Path]:
     """Train (or pick up) one run per kind; returns their folders."""
     train = train or load_data(cfg.data, "train", cfg.data_dir)
     test = test or load_data(cfg.data, "test", cfg.data_dir)
@@ -197,8 +239,15 @@ def train_models(cfg: CompareConfig, out: Path, log: Log, progress: bool, train:
     return runs
 
 
-def train_sweep(cfg: CompareConfig, out: Path, log: Log, progress: bool, train: ImageData,
-                test: ImageData, watch: Watch | None = None) -> dict[float, Path]:
+def train_sweep(
+    cfg: CompareConfig,
+    out: Path,
+    log: Log,
+    progress: bool,
+    train: ImageData,
+    test: ImageData,
+    watch: Watch | None = None,
+) -> dict[float, Path]:
     """Train (or pick up) the β-sweep VAEs, each on `sweep_budget_fraction` of the budget; returns their folders."""
     sweep = {beta: out / "runs" / f"vae-beta{beta:g}" for beta in cfg.beta_sweep}
     for beta, run_dir in sweep.items():
@@ -210,19 +259,21 @@ def train_sweep(cfg: CompareConfig, out: Path, log: Log, progress: bool, train: 
     return sweep
 
 
-def train_objective_pair(cfg: CompareConfig, out: Path, log: Log, progress: bool, train: ImageData,
-                         test: ImageData) -> dict[str, Path]:
+def train_objective_pair(
+    cfg: CompareConfig, out: Path, log: Log, progress: bool, train: ImageData, test: ImageData
+) -> dict[str, Path]:
     """Train (or pick up) diffusion with L_simple and with the ELBO's weighting under one budget; their folders."""
     if cfg.objective_budget_fraction <= 0:
         return {}
     changes, name = elbo_weighted(budgeted_run("diffusion", cfg, test, cfg.budget).model)
     budget = cfg.budget * cfg.objective_budget_fraction
-    runs = {"simple": (out / "runs" / "diffusion-simple", {"loss": "simple"}),
-            "elbo-weighted": (out / "runs" / "diffusion-elbo", changes)}
+    runs = {
+        "simple": (out / "runs" / "diffusion-simple", {"loss": "simple"}),
+        "elbo-weighted": (out / "runs" / "diffusion-elbo", changes),
+    }
     for label, (run_dir, model_changes) in runs.items():
         log(f"ε-objective pair: diffusion with {label if label == 'simple' else name} for {budget:.0f} s")
-        train_or_reuse(budgeted_run("diffusion", cfg, test, budget, model_changes), run_dir, train, test, log,
-                       progress)
+        train_or_reuse(budgeted_run("diffusion", cfg, test, budget, model_changes), run_dir, train, test, log, progress)
     return {label: run_dir for label, (run_dir, _) in runs.items()}
 
 
@@ -240,12 +291,15 @@ def with_preset(cfg: CompareConfig, side: int) -> CompareConfig:
     """`cfg` with what it leaves open (budget, batch, learning rate, steps sweep, the bound's test images) from
     the preset for images of `side` px on its device."""
     preset = preset_for(side, str(pick_device(cfg.device)))
-    evaluation = cfg.evaluation if cfg.evaluation.n_eval is not None else replace(cfg.evaluation,
-                                                                                  n_eval=preset.n_eval)
-    return replace(cfg, budget=preset.budget if cfg.budget is None else cfg.budget,
-                   batch_size=cfg.batch_size or preset.batch_size, lr=cfg.lr or preset.lr,
-                   steps=cfg.steps or preset.steps,
-                   evaluation=evaluation)
+    evaluation = cfg.evaluation if cfg.evaluation.n_eval is not None else replace(cfg.evaluation, n_eval=preset.n_eval)
+    return replace(
+        cfg,
+        budget=preset.budget if cfg.budget is None else cfg.budget,
+        batch_size=cfg.batch_size or preset.batch_size,
+        lr=cfg.lr or preset.lr,
+        steps=cfg.steps or preset.steps,
+        evaluation=evaluation,
+    )
 
 
 def seed_folder(out: Path, cfg: CompareConfig, index: int) -> Path:
@@ -258,14 +312,20 @@ def estimated_seconds(cfg: CompareConfig, side: int) -> float:
     measurement time, per seed."""
     cfg = with_preset(cfg, side)
     measure_seconds = preset_for(side, str(pick_device(cfg.device))).measure_seconds
-    per_seed = cfg.budget * (len(KINDS) + cfg.sweep_budget_fraction * len(cfg.beta_sweep)
-                             + 2 * cfg.objective_budget_fraction)
+    per_seed = cfg.budget * (
+        len(KINDS) + cfg.sweep_budget_fraction * len(cfg.beta_sweep) + 2 * cfg.objective_budget_fraction
+    )
     return cfg.seeds * (per_seed + measure_seconds)
 
 
-def run_compare(cfg: CompareConfig, out: Path, log: Log = print, progress: bool = True,
-                features_kind: str = "builtin", watch: Watch | None = None
-                ) -> tuple[CompareResults, dict[str, dict[str, Any]]]:
+def run_compare(
+    cfg: CompareConfig,
+    out: Path,
+    log: Log = print,
+    progress: bool = True,
+    features_kind: str = "builtin",
+    watch: Watch | None = None,
+) -> tuple[CompareResults, dict[str, dict[str, Any]]]:
     """Train, measure and judge, once per seed; the contrasts fold every seed's effects. Returns the results and
     the first seed's images. `watch`, where given, hears every stage, training step and measurement (`JobEvent`)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -281,8 +341,9 @@ def run_compare(cfg: CompareConfig, out: Path, log: Log = print, progress: bool 
         seed_cfg = replace(cfg, seed=cfg.seed + index, evaluation=replace(cfg.evaluation, seed=cfg.seed + index))
         if cfg.seeds > 1:
             log(f"seed {seed_cfg.seed} ({index + 1} of {cfg.seeds})")
-        result, seed_images = run_seed(seed_cfg, seed_folder(out, cfg, index), train, test, features, log, progress,
-                                       watch)
+        result, seed_images = run_seed(
+            seed_cfg, seed_folder(out, cfg, index), train, test, features, log, progress, watch
+        )
         atomic_write_json(out / f"seed-{seed_cfg.seed}-results.json", result.to_json())
         seeds.append(result)
         images = images or seed_images
@@ -290,15 +351,29 @@ def run_compare(cfg: CompareConfig, out: Path, log: Log = print, progress: bool 
         watch(JobEvent("done"))
     first = seeds[0]
     contrasts = fold_seeds([s.contrasts for s in seeds])
-    results = CompareResults(config=asdict(cfg), machine=machine_info(), data=data_info(test),
-                             feature_net={"name": features.name, "inception_unavailable_because": why_not},
-                             models=first.models, beta_sweep=first.beta_sweep, contrasts=contrasts,
-                             seeds=tuple(seeds))
+    results = CompareResults(
+        config=asdict(cfg),
+        machine=machine_info(),
+        data=data_info(test),
+        feature_net={"name": features.name, "inception_unavailable_because": why_not},
+        models=first.models,
+        beta_sweep=first.beta_sweep,
+        contrasts=contrasts,
+        seeds=tuple(seeds),
+    )
     return results, images
 
 
-def run_seed(cfg: CompareConfig, out: Path, train: ImageData, test: ImageData, features: Any, log: Log,
-             progress: bool, watch: Watch | None = None) -> tuple[SeedResult, dict[str, dict[str, Any]]]:
+def run_seed(
+    cfg: CompareConfig,
+    out: Path,
+    train: ImageData,
+    test: ImageData,
+    features: Any,
+    log: Log,
+    progress: bool,
+    watch: Watch | None = None,
+) -> tuple[SeedResult, dict[str, dict[str, Any]]]:
     """One seed's comparison: train every run, measure, gather the evidence and judge it."""
     runs = train_models(cfg, out, log, progress, train, test, watch)
     sweep_runs = train_sweep(cfg, out, log, progress, train, test, watch)
@@ -307,41 +382,69 @@ def run_seed(cfg: CompareConfig, out: Path, train: ImageData, test: ImageData, f
     models: dict[str, RunResult] = {}
     images: dict[str, dict[str, Any]] = {}
     for kind, run_dir in runs.items():
-        models[kind], images[kind] = measure_run(run_dir, ev_cfg, test, features, watched_log(log, watch, kind),
-                                                 cfg.device)
+        models[kind], images[kind] = measure_run(
+            run_dir, ev_cfg, test, features, watched_log(log, watch, kind), cfg.device
+        )
     loaded = {kind: load_run(run_dir, cfg.device)[1] for kind, run_dir in runs.items()}
     reference = quality_reference(test, ev_cfg.n_samples)
     held_out = train.images[: ev_cfg.n_samples]
     x0, x1 = pair_images(test, cfg.interpolation_pairs, loaded["vae"].device)
     log("floors, information curves, steps sweep, interpolation and timings")
-    floors = reference_floors(held_out, test.images, reference, test.levels, features,
-                              replicates=ev_cfg.replicates, seed=cfg.seed, real_source=f"{train.name} training images")
+    floors = reference_floors(
+        held_out,
+        test.images,
+        reference,
+        test.levels,
+        features,
+        replicates=ev_cfg.replicates,
+        seed=cfg.seed,
+        real_source=f"{train.name} training images",
+    )
     information = information_curves(loaded, train, cfg)
     steps = steps_evidence(loaded, reference, test.levels, features, cfg)
-    paths = {kind: path_stats(m.interpolate(x0, x1, 9).cpu(), test.levels, features)
-             for kind, m in loaded.items() if m.capabilities.encoding is not None}
+    paths = {
+        kind: path_stats(m.interpolate(x0, x1, 9).cpu(), test.levels, features)
+        for kind, m in loaded.items()
+        if m.capabilities.encoding is not None
+    }
     timings = paired_timings(loaded, x0, cfg)
     sweep_cfg = replace(ev_cfg, parts=("information", "quality", "sharpness"))
     sweep = []
     for run_dir in sweep_runs.values():
         run, _ = measure_run(run_dir, sweep_cfg, test, features, log, cfg.device)
-        sweep.append(beta_point(run, load_run(run_dir, cfg.device)[1], held_out, reference, x0, x1, test.levels,
-                                features, cfg))
+        sweep.append(
+            beta_point(run, load_run(run_dir, cfg.device)[1], held_out, reference, x0, x1, test.levels, features, cfg)
+        )
     sweep.append(beta_point(models["vae"], loaded["vae"], held_out, reference, x0, x1, test.levels, features, cfg))
     sweep = tuple(sorted(sweep, key=lambda p: p.beta))
     # its sharpness is in `resampled`; its bounds on fewer images than the models' (`objective_pair_images`)
     objective_cfg = replace(ev_cfg, parts=("likelihood", "quality"), n_eval=objective_pair_images(cfg, len(test)))
-    objective = {label: measure_run(run_dir, objective_cfg, test, features, log, cfg.device)[0]
-                 for label, run_dir in objective_runs.items()}
+    objective = {
+        label: measure_run(run_dir, objective_cfg, test, features, log, cfg.device)[0]
+        for label, run_dir in objective_runs.items()
+    }
     evidence = Evidence(
-        models={k: r.measurement for k, r in models.items()}, dims=test.dims, nfe=ev_cfg.quality_steps,
-        sweep=sweep, floors=floors, forward_information=information[0],
-        code_information=information[1] if len(information) > 1 else None, steps=steps, paths=paths,
+        models={k: r.measurement for k, r in models.items()},
+        dims=test.dims,
+        nfe=ev_cfg.quality_steps,
+        sweep=sweep,
+        floors=floors,
+        forward_information=information[0],
+        code_information=information[1] if len(information) > 1 else None,
+        steps=steps,
+        paths=paths,
         timings=timings,
-        objective=(objective["simple"].measurement, objective["elbo-weighted"].measurement,
-                   elbo_weighted(loaded["diffusion"].config)[1]) if objective else None)
-    return SeedResult(cfg.seed, models, sweep, floors, information, steps, paths, timings, objective,
-                      judge(evidence)), images
+        objective=(
+            objective["simple"].measurement,
+            objective["elbo-weighted"].measurement,
+            elbo_weighted(loaded["diffusion"].config)[1],
+        )
+        if objective
+        else None,
+    )
+    return SeedResult(
+        cfg.seed, models, sweep, floors, information, steps, paths, timings, objective, judge(evidence)
+    ), images
 
 
 def pair_images(test: ImageData, pairs: int, device: Any) -> tuple[Any, Any]:
@@ -353,8 +456,9 @@ def pair_images(test: ImageData, pairs: int, device: Any) -> tuple[Any, Any]:
 def information_curves(loaded: dict[str, Any], train: ImageData, cfg: CompareConfig) -> tuple[InformationCurve, ...]:
     """I(x_0; x_t) of diffusion's forward process on the training images, and the VAE's I(x; z) on the same ones."""
     x = train.model_range(slice(0, min(len(train), cfg.information_images)))
-    curves = [forward_information(x, loaded["diffusion"].diffusion.schedule, draws=cfg.information_draws,
-                                  seed=cfg.seed)]
+    curves = [
+        forward_information(x, loaded["diffusion"].diffusion.schedule, draws=cfg.information_draws, seed=cfg.seed)
+    ]
     vae = loaded["vae"]
     with torch.no_grad():
         mean, logvar = vae.posterior(x.to(vae.device))
@@ -362,13 +466,25 @@ def information_curves(loaded: dict[str, Any], train: ImageData, cfg: CompareCon
     return tuple(curves)
 
 
-def steps_evidence(loaded: dict[str, Any], reference: Any, levels: int, features: Any,
-                   cfg: CompareConfig) -> tuple[StepsPoint, ...]:
+def steps_evidence(
+    loaded: dict[str, Any], reference: Any, levels: int, features: Any, cfg: CompareConfig
+) -> tuple[StepsPoint, ...]:
     """Sample figures against steps for diffusion (ancestral, DDIM) and the VAE's one pass, on the same axes."""
     n = cfg.evaluation.n_samples
-    return tuple(point for kind in ("diffusion", "vae") for point in
-                 steps_sweep(loaded[kind], reference, levels, features, steps=cfg.steps, n=n,
-                             replicates=cfg.steps_replicates, seed=cfg.seed))
+    return tuple(
+        point
+        for kind in ("diffusion", "vae")
+        for point in steps_sweep(
+            loaded[kind],
+            reference,
+            levels,
+            features,
+            steps=cfg.steps,
+            n=n,
+            replicates=cfg.steps_replicates,
+            seed=cfg.seed,
+        )
+    )
 
 
 def paired_timings(loaded: dict[str, Any], x: Any, cfg: CompareConfig) -> dict[str, PairedTiming]:
@@ -377,26 +493,49 @@ def paired_timings(loaded: dict[str, Any], x: Any, cfg: CompareConfig) -> dict[s
     vae, dif, n, reps = loaded["vae"], loaded["diffusion"], len(x), cfg.timing_repeats
     nfe = cfg.evaluation.quality_steps
     sampler, steps = quality_sampling(dif, cfg.evaluation)
-    g = lambda: torch.Generator(dif.device).manual_seed(cfg.seed)  # noqa: E731
-    found = {"encoder": paired_timing("vae encode", lambda: vae.encode(x), "diffusion encode",
-                                      lambda: dif.encode(x), reps, dif.device),
-             "decoder": paired_timing("vae sample", lambda: vae.sample(n, g()), f"diffusion {sampler} {steps}",
-                                      lambda: dif.sample(n, g(), sampler=sampler, steps=steps), reps, dif.device)}
+    g = lambda: torch.Generator(dif.device).manual_seed(cfg.seed)
+    found = {
+        "encoder": paired_timing(
+            "vae encode", lambda: vae.encode(x), "diffusion encode", lambda: dif.encode(x), reps, dif.device
+        ),
+        "decoder": paired_timing(
+            "vae sample",
+            lambda: vae.sample(n, g()),
+            f"diffusion {sampler} {steps}",
+            lambda: dif.sample(n, g(), sampler=sampler, steps=steps),
+            reps,
+            dif.device,
+        ),
+    }
     if "latent-diffusion" in loaded:
         ld = loaded["latent-diffusion"]
-        found["latent"] = paired_timing(f"latent diffusion ddim {nfe}",
-                                        lambda: ld.sample(n, g(), sampler="ddim", steps=nfe),
-                                        f"pixel diffusion ddim {nfe}",
-                                        lambda: dif.sample(n, g(), sampler="ddim", steps=nfe), reps, dif.device)
+        found["latent"] = paired_timing(
+            f"latent diffusion ddim {nfe}",
+            lambda: ld.sample(n, g(), sampler="ddim", steps=nfe),
+            f"pixel diffusion ddim {nfe}",
+            lambda: dif.sample(n, g(), sampler="ddim", steps=nfe),
+            reps,
+            dif.device,
+        )
     return found
 
 
-def beta_point(run: RunResult, vae: Any, held_out: Any, reference: Any, x0: Any, x1: Any, levels: int,
-               features: Any, cfg: CompareConfig) -> SweepPoint:
+def beta_point(
+    run: RunResult,
+    vae: Any,
+    held_out: Any,
+    reference: Any,
+    x0: Any,
+    x1: Any,
+    levels: int,
+    features: Any,
+    cfg: CompareConfig,
+) -> SweepPoint:
     """A β-sweep VAE: rate, distortion, its prior samples' figures, its held-out reconstructions' and its paths."""
     with torch.no_grad():
         x = to_model(held_out, levels).to(vae.device)
         reconstructions = vae.decode(vae.encode(x)).cpu()
     recon = resampled_figures(reconstructions, reference, levels, features, cfg.evaluation.replicates, cfg.seed)
-    return sweep_point(run, run.measurement.resampled, recon, path_stats(vae.interpolate(x0, x1, 9).cpu(), levels,
-                                                                          features))
+    return sweep_point(
+        run, run.measurement.resampled, recon, path_stats(vae.interpolate(x0, x1, 9).cpu(), levels, features)
+    )

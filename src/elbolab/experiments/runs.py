@@ -18,8 +18,8 @@ from elbolab.evaluate.speed import PassCounter
 from elbolab.experiments.results import CompareResults, RunResult
 from elbolab.experiments.verdicts import Evidence, judge, sweep_point
 from elbolab.machine import machine_info
-from elbolab.records import DataInfo
 from elbolab.model import GenerativeModel
+from elbolab.records import DataInfo
 from elbolab.train.run import METRICS_FILE, WEIGHTS_FILE, RunConfig, list_checkpoints, load_run, read_run_config
 
 
@@ -35,8 +35,11 @@ def pilot_images(run_dir: Path, run_cfg: RunConfig, model: GenerativeModel, cfg:
     wanted = estimator.proposal == "importance" or (cfg.proposal == "importance" and estimator.method == "mc")
     if not (wanted and "likelihood" in cfg.parts):
         return None
-    return Pilot(load_data(run_cfg.data, "train", run_cfg.data_dir), Path(run_dir) / PILOT_CACHE_FILE,
-                 {"weights": weights_identity(Path(run_dir))})
+    return Pilot(
+        load_data(run_cfg.data, "train", run_cfg.data_dir),
+        Path(run_dir) / PILOT_CACHE_FILE,
+        {"weights": weights_identity(Path(run_dir))},
+    )
 
 
 def weights_identity(run_dir: Path) -> dict[str, Any]:
@@ -48,18 +51,25 @@ def weights_identity(run_dir: Path) -> dict[str, Any]:
     return {"step": step, "file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
-def measure_run(run_dir: Path, cfg: EvalConfig, test: ImageData, features: Any,
-                log: Log, device: str = "auto") -> tuple[RunResult, dict[str, Any]]:
+def measure_run(
+    run_dir: Path, cfg: EvalConfig, test: ImageData, features: Any, log: Log, device: str = "auto"
+) -> tuple[RunResult, dict[str, Any]]:
     """`evaluate.measure` on a trained run, with its training figures beside; and the images behind it."""
     run_cfg, model = load_run(run_dir, device)
     metrics = json.loads((Path(run_dir) / METRICS_FILE).read_text())
     measurement, images = measure(model, test, cfg, features, log, pilot_images(run_dir, run_cfg, model, cfg))
-    return RunResult(measurement, int(metrics["step"]), float(metrics["train_images_per_s"]),
-                     float(metrics["train_seconds"]), to_dict(run_cfg.model)), images
+    return RunResult(
+        measurement,
+        int(metrics["step"]),
+        float(metrics["train_images_per_s"]),
+        float(metrics["train_seconds"]),
+        to_dict(run_cfg.model),
+    ), images
 
 
-def measure_runs(run_dirs: list[Path], n_samples: int = 256, features_kind: str = "builtin",
-                 log: Log = print, device: str = "auto") -> tuple[CompareResults, dict[str, dict[str, Any]]]:
+def measure_runs(
+    run_dirs: list[Path], n_samples: int = 256, features_kind: str = "builtin", log: Log = print, device: str = "auto"
+) -> tuple[CompareResults, dict[str, dict[str, Any]]]:
     """`elbolab report`: measure existing runs (one per kind, same data) and judge what they allow."""
     if len({Path(r).resolve() for r in run_dirs}) != len(run_dirs):
         raise ElbolabError("the same run folder was given twice")
@@ -79,30 +89,57 @@ def measure_runs(run_dirs: list[Path], n_samples: int = 256, features_kind: str 
         models[run_cfg.kind], images[run_cfg.kind] = measure_run(run_dir, evaluation, test, features, log, device)
     sweep = (sweep_point(models["vae"]),) if "vae" in models else ()
     results = CompareResults(
-        config={"data": data, "data_dir": data_dir, "budget": float("nan"), "evaluation": asdict(evaluation),
-                "runs": [str(r) for r in run_dirs]},
-        machine=machine_info(), data=data_info(test),
+        config={
+            "data": data,
+            "data_dir": data_dir,
+            "budget": float("nan"),
+            "evaluation": asdict(evaluation),
+            "runs": [str(r) for r in run_dirs],
+        },
+        machine=machine_info(),
+        data=data_info(test),
         feature_net={"name": features.name, "inception_unavailable_because": why_not},
-        models=models, beta_sweep=sweep,
-        contrasts=judge(Evidence({k: r.measurement for k, r in models.items()}, test.dims, evaluation.quality_steps,
-                                 sweep)))
+        models=models,
+        beta_sweep=sweep,
+        contrasts=judge(
+            Evidence({k: r.measurement for k, r in models.items()}, test.dims, evaluation.quality_steps, sweep)
+        ),
+    )
     return results, images
 
 
-def evaluate_run(run_dir: Path, split: str = "test", cfg: EvalConfig = EvalConfig(), features_kind: str = "builtin",
-                 log: Log = lambda _: None, device: str = "auto") -> dict[str, Any]:
+def evaluate_run(
+    run_dir: Path,
+    split: str = "test",
+    cfg: EvalConfig = EvalConfig(),
+    features_kind: str = "builtin",
+    log: Log = lambda _: None,
+    device: str = "auto",
+) -> dict[str, Any]:
     """`elbolab eval`: the run's measurements as one JSON object, with the bound's nats/bpd at the top level."""
     run_cfg, model = load_run(run_dir, device)
     model.check_estimator(cfg.estimator)  # a bound the model does not offer is refused before any work
     data = load_data(run_cfg.data, split, run_cfg.data_dir)
-    measurement = measure(model, data, cfg, _features(cfg, run_cfg.data, features_kind, run_cfg.data_dir), log,
-                          pilot_images(run_dir, run_cfg, model, cfg))[0]
+    measurement = measure(
+        model,
+        data,
+        cfg,
+        _features(cfg, run_cfg.data, features_kind, run_cfg.data_dir),
+        log,
+        pilot_images(run_dir, run_cfg, model, cfg),
+    )[0]
     return _eval_json(run_cfg.kind, run_cfg.data, split, data, measurement)
 
 
-def evaluate_diffusers(path: Path, data_name: str, data_dir: str | None = None, split: str = "test",
-                       cfg: EvalConfig = EvalConfig(), features_kind: str = "builtin",
-                       log: Log = lambda _: None) -> dict[str, Any]:
+def evaluate_diffusers(
+    path: Path,
+    data_name: str,
+    data_dir: str | None = None,
+    split: str = "test",
+    cfg: EvalConfig = EvalConfig(),
+    features_kind: str = "builtin",
+    log: Log = lambda _: None,
+) -> dict[str, Any]:
     """`elbolab eval --diffusers PATH`: a diffusers folder's model measured like a run, on the data set `data_name`,
     with the network passes per image its bound cost, counted."""
     from elbolab.interop.diffusers import diffusers_folders, load_diffusers
@@ -117,9 +154,14 @@ def evaluate_diffusers(path: Path, data_name: str, data_dir: str | None = None, 
     if rest:
         features = _features(cfg, data_name, features_kind, data_dir)
         found = replace(measure(model, data, replace(cfg, parts=rest), features, log)[0], bound=found.bound)
-    source = {"source": str(path), "scheduler": model.scheduler_name, "T": model.config.T,
-              "parameterisation": model.config.parameterisation, "variance": model.config.variance,
-              "clip": model.clip}
+    source = {
+        "source": str(path),
+        "scheduler": model.scheduler_name,
+        "T": model.config.T,
+        "parameterisation": model.config.parameterisation,
+        "variance": model.config.variance,
+        "clip": model.clip,
+    }
     if found.bound is not None:
         source["bound_network_passes_per_image"] = passes.images / found.bound.n
     return {**_eval_json(model.kind, data_name, split, data, found), **source}
@@ -136,5 +178,12 @@ def _eval_json(kind: str, data_name: str, split: str, data: ImageData, measureme
     """One JSON object: model, data, split, dims, levels, the bound's nats/bpd at the top level, the rest."""
     found = measurement.to_json()
     bound = found.pop("bound") or {}
-    return {"model": kind, "data": data_name, "split": split, "dims": data.dims, "levels": data.levels,
-            **bound, **found}
+    return {
+        "model": kind,
+        "data": data_name,
+        "split": split,
+        "dims": data.dims,
+        "levels": data.levels,
+        **bound,
+        **found,
+    }

@@ -13,8 +13,8 @@ fold into one interval per effect (`fold_seeds`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import numpy as np
 from scipy import stats
@@ -45,25 +45,36 @@ def paired_effect(name: str, a: Sequence[float], b: Sequence[float], items: str,
     d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
     half = t_quantile(len(d)) * d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else math.nan
     mean = float(d.mean())
-    return Effect(name, mean, mean - half, mean + half, f"paired t-interval over {len(d)} {items}", 0.0, direction,
-                  half)
+    return Effect(
+        name, mean, mean - half, mean + half, f"paired t-interval over {len(d)} {items}", 0.0, direction, half
+    )
 
 
-def bootstrap_effect(name: str, value: float, replicates: Sequence[float], what: str, direction: int = 1,
-                     null: float = 0.0) -> Effect:
+def bootstrap_effect(
+    name: str, value: float, replicates: Sequence[float], what: str, direction: int = 1, null: float = 0.0
+) -> Effect:
     """A figure's bootstrap percentile interval; min_detectable = 1.96 × the replicates' standard deviation."""
     low, high = percentile_interval(replicates)
     finite = [r for r in replicates if math.isfinite(r)]
     spread = Z95 * float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
-    return Effect(name, value, min(low, value) if math.isfinite(low) else low,
-                  max(high, value) if math.isfinite(high) else high,
-                  f"percentile bootstrap over {what} ({len(replicates)} resamples)", null, direction, spread)
+    return Effect(
+        name,
+        value,
+        min(low, value) if math.isfinite(low) else low,
+        max(high, value) if math.isfinite(high) else high,
+        f"percentile bootstrap over {what} ({len(replicates)} resamples)",
+        null,
+        direction,
+        spread,
+    )
 
 
 def difference(a: Resampled, b: Resampled, transform=lambda v: v) -> tuple[float, tuple[float, ...]]:
     """transform(a) − transform(b) and its replicates (a and b measured with shared resampling indices)."""
-    return (transform(a.value) - transform(b.value),
-            tuple(transform(x) - transform(y) for x, y in zip(a.replicates, b.replicates)))
+    return (
+        transform(a.value) - transform(b.value),
+        tuple(transform(x) - transform(y) for x, y in zip(a.replicates, b.replicates)),
+    )
 
 
 def log_ratio(r: float) -> float:
@@ -81,9 +92,16 @@ def ratio_effect(name: str, timing: PairedTiming, direction: int = 1) -> Effect:
     logs = np.log(np.asarray(timing.ratios(), np.float64))
     mean = float(logs.mean())
     half = t_quantile(len(logs)) * logs.std(ddof=1) / math.sqrt(len(logs)) if len(logs) > 1 else math.nan
-    return Effect(name, math.exp(mean), math.exp(mean - half), math.exp(mean + half),
-                  f"t-interval of the mean log ratio over {len(logs)} alternating timings", 1.0, direction,
-                  math.expm1(half) if math.isfinite(half) else half)
+    return Effect(
+        name,
+        math.exp(mean),
+        math.exp(mean - half),
+        math.exp(mean + half),
+        f"t-interval of the mean log ratio over {len(logs)} alternating timings",
+        1.0,
+        direction,
+        math.expm1(half) if math.isfinite(half) else half,
+    )
 
 
 def decide(effect: Effect) -> str:
@@ -110,31 +128,54 @@ def combine(effects: Sequence[Effect], how: str) -> str:
     return "not supported" if "not supported" in verdicts else "inconclusive"
 
 
-COMBINE_TEXT = {"all": "every effect above must be supported (any not supported: not supported)",
-                "guarded": "the first effect decides, unless the second (a guard) is not supported, which makes "
-                           "it inconclusive"}
-RULE_TAIL = ("supported when the 95% interval excludes no effect on the claimed side, not supported when it "
-             "excludes it on the other, inconclusive otherwise or when the smallest detectable effect exceeds "
-             "the effect measured")
+COMBINE_TEXT = {
+    "all": "every effect above must be supported (any not supported: not supported)",
+    "guarded": "the first effect decides, unless the second (a guard) is not supported, which makes it inconclusive",
+}
+RULE_TAIL = (
+    "supported when the 95% interval excludes no effect on the claimed side, not supported when it "
+    "excludes it on the other, inconclusive otherwise or when the smallest detectable effect exceeds "
+    "the effect measured"
+)
 
 
 def rule_text(effects: Sequence[Effect], how: str) -> str:
     """The rule a contrast applied: each effect's test, claimed side and smallest detectable effect; `RULE_TAIL`;
     how the effects combine."""
+
     def smallest(e: Effect) -> str:
         known = e.min_detectable is not None and math.isfinite(e.min_detectable)
         return f"{e.min_detectable:.3g}" if known else "unknown (so inconclusive)"
-    tests = "; ".join(f"{e.name}: {e.test}, claimed {'>' if e.direction > 0 else '<'} {e.null:g}, smallest "
-                      f"detectable effect {smallest(e)}" for e in effects)
+
+    tests = "; ".join(
+        f"{e.name}: {e.test}, claimed {'>' if e.direction > 0 else '<'} {e.null:g}, smallest "
+        f"detectable effect {smallest(e)}"
+        for e in effects
+    )
     return f"{tests}. Each {RULE_TAIL}." + (f" Combined: {COMBINE_TEXT[how]}." if len(effects) > 1 else "")
 
 
-def judged(title: str, claim: str, measured: str, effects: Sequence[Effect], how: str = "all",
-           figure: str | None = None, numbers: dict | None = None) -> Contrast:
+def judged(
+    title: str,
+    claim: str,
+    measured: str,
+    effects: Sequence[Effect],
+    how: str = "all",
+    figure: str | None = None,
+    numbers: dict | None = None,
+) -> Contrast:
     """A contrast whose verdict `combine`s its effects; the rule names each effect's test and its smallest
     detectable effect."""
-    return Contrast(title, claim, measured, rule_text(effects, how), combine(effects, how),
-                    {**(numbers or {}), "effects": list(effects), "combine": how}, effects[0], figure)
+    return Contrast(
+        title,
+        claim,
+        measured,
+        rule_text(effects, how),
+        combine(effects, how),
+        {**(numbers or {}), "effects": list(effects), "combine": how},
+        effects[0],
+        figure,
+    )
 
 
 def show(e: Effect, digits: int = 3) -> str:
@@ -151,8 +192,9 @@ def show_figure(r: Resampled, digits: int = 3) -> str:
 def no_evidence(title: str, claim: str, why: str, test: str) -> Contrast:
     """A contrast that could not be measured: inconclusive, naming the test that would have decided it and why
     it did not run."""
-    return Contrast(title, claim, why, f"{test}; not run ({why}), so no smallest detectable effect: inconclusive.",
-                    "inconclusive")
+    return Contrast(
+        title, claim, why, f"{test}; not run ({why}), so no smallest detectable effect: inconclusive.", "inconclusive"
+    )
 
 
 # ---------------------------------------------------------------- the contrasts
@@ -169,7 +211,9 @@ def contrast_encoder(timing: PairedTiming, vae_parameters: int, diffusion_passes
         "and mapping an image to its latent x_T deterministically (DDIM inversion) takes many network passes.",
         f"VAE encoder: {vae_parameters:,} learned parameters, 1 pass; diffusion: 0 parameters, DDIM inversion with "
         f"{diffusion_passes} network passes. Time ratio (diffusion / VAE, alternating repeats): {show(e)}.",
-        [e], figure="reconstructions")
+        [e],
+        figure="reconstructions",
+    )
 
 
 BOTTLENECK = "Latent: a bottleneck vs. same-size latents with information destroyed gradually"
@@ -194,17 +238,27 @@ def span_effect(curve: InformationCurve, replicates: int = 200, seed: int = 0) -
     rng = np.random.default_rng(seed)
     nats, se = np.asarray(curve.nats), np.nan_to_num(np.asarray(curve.stderr_nats))
     reps = [information_span(curve, nats + se * rng.standard_normal(len(nats))) for _ in range(replicates)]
-    return bootstrap_effect("steps over which I(x_0; x_t) falls from 90% to 10%", information_span(curve), reps,
-                            "each point's Monte-Carlo error (parametric)", 1, null=1.0)
+    return bootstrap_effect(
+        "steps over which I(x_0; x_t) falls from 90% to 10%",
+        information_span(curve),
+        reps,
+        "each point's Monte-Carlo error (parametric)",
+        1,
+        null=1.0,
+    )
 
 
-def contrast_bottleneck(forward: InformationCurve, code: InformationCurve | None, latent_dims: int,
-                        dims: int) -> Contrast:
+def contrast_bottleneck(
+    forward: InformationCurve, code: InformationCurve | None, latent_dims: int, dims: int
+) -> Contrast:
     """I(x_0; x_t) of the forward process along t against the VAE's one-step code I(x; z)."""
     e = span_effect(forward)
-    code_txt = (f"VAE: {latent_dims} latent dimensions for D = {dims}, I(x; z) = {code.nats[0]:.2f} ± "
-                f"{Z95 * code.stderr_nats[0]:.2f} nats of log N = {code.max_nats:.2f}, reached in one encoder pass"
-                if code else f"VAE: {latent_dims} latent dimensions for D = {dims}")
+    code_txt = (
+        f"VAE: {latent_dims} latent dimensions for D = {dims}, I(x; z) = {code.nats[0]:.2f} ± "
+        f"{Z95 * code.stderr_nats[0]:.2f} nats of log N = {code.max_nats:.2f}, reached in one encoder pass"
+        if code
+        else f"VAE: {latent_dims} latent dimensions for D = {dims}"
+    )
     half = next((s for s, v in zip(forward.steps, forward.nats) if v < 0.5 * forward.max_nats), forward.steps[-1])
     return judged(
         BOTTLENECK,
@@ -214,7 +268,10 @@ def contrast_bottleneck(forward: InformationCurve, code: InformationCurve | None
         f"{forward.draws} Monte-Carlo draws per point, no model): I(x_0; x_t) falls from {forward.nats[0]:.2f} "
         f"nats at step {forward.steps[0]} to half of log N by step {half} and to {forward.nats[-1]:.2f} at step "
         f"{forward.steps[-1]}; the fall from 90% to 10% spans {show(e)} steps.",
-        [e], figure="information_curves", numbers={"span_steps": e.value})
+        [e],
+        figure="information_curves",
+        numbers={"span_steps": e.value},
+    )
 
 
 SPEED = "Decoder speed: one pass vs. a chain of small steps"
@@ -223,9 +280,14 @@ SPEED = "Decoder speed: one pass vs. a chain of small steps"
 def contrast_speed(timing: PairedTiming, nfe: int) -> Contrast:
     """One decoder pass against NFE network passes, timed alternately."""
     e = ratio_effect(f"diffusion (NFE {nfe}) / VAE sampling time", timing)
-    return judged(SPEED, "The VAE samples with one decoder pass; diffusion needs one network pass per step.",
-                  f"Sampling time ratio, diffusion at NFE {nfe} over the VAE's one pass, same batch, alternating "
-                  f"repeats (load average {timing.load_average}): {show(e)}×.", [e], figure="frontier")
+    return judged(
+        SPEED,
+        "The VAE samples with one decoder pass; diffusion needs one network pass per step.",
+        f"Sampling time ratio, diffusion at NFE {nfe} over the VAE's one pass, same batch, alternating "
+        f"repeats (load average {timing.load_average}): {show(e)}×.",
+        [e],
+        figure="frontier",
+    )
 
 
 SHARPNESS = "Samples: blurry vs. sharp"
@@ -235,19 +297,25 @@ def floor_text(floors: Floors | None, key: str, digits: int = 2) -> str:
     """'real held-out X, blurred (σ) Y' for a figure."""
     if floors is None or key not in floors.real:
         return ""
-    return (f" Floors: real held-out {floors.real_source} {floors.real[key].value:.{digits}f}, test images "
-            f"blurred by σ = {floors.blur_sigma:g} px {floors.blurred[key].value:.{digits}f}.")
+    return (
+        f" Floors: real held-out {floors.real_source} {floors.real[key].value:.{digits}f}, test images "
+        f"blurred by σ = {floors.blur_sigma:g} px {floors.blurred[key].value:.{digits}f}."
+    )
 
 
-def contrast_sharpness(vae: dict[str, Resampled], diffusion: dict[str, Resampled],
-                       floors: Floors | None = None) -> Contrast:
+def contrast_sharpness(
+    vae: dict[str, Resampled], diffusion: dict[str, Resampled], floors: Floors | None = None
+) -> Contrast:
     """Sharpness judged as closeness to the data's own (a ratio near 1), guarded by sample quality."""
     value, reps = difference(vae["laplacian_ratio"], diffusion["laplacian_ratio"], distance_from_one)
     e = bootstrap_effect("|log ratio| VAE − diffusion (Laplacian variance × test set)", value, reps, "samples")
     effects = [e]
     if "fd" in vae and "fd" in diffusion:
-        effects.append(bootstrap_effect("Fréchet distance VAE − diffusion (guard)",
-                                        *difference(vae["fd"], diffusion["fd"]), "samples"))
+        effects.append(
+            bootstrap_effect(
+                "Fréchet distance VAE − diffusion (guard)", *difference(vae["fd"], diffusion["fd"]), "samples"
+            )
+        )
     return judged(
         SHARPNESS,
         "The VAE's decoder mean averages over everything z leaves open, so its samples are blurry; diffusion's "
@@ -257,23 +325,35 @@ def contrast_sharpness(vae: dict[str, Resampled], diffusion: dict[str, Resampled
         f"{vae['high_frequency_ratio'].value:.2f}, diffusion {diffusion['high_frequency_ratio'].value:.2f}."
         f"{floor_text(floors, 'laplacian_ratio')} Closer to 1 is closer to the data's own sharpness (more is "
         f"noise, not detail); the effect is how much closer diffusion is: {show(e)}.",
-        effects, "guarded", figure="steps_sharpness")
+        effects,
+        "guarded",
+        figure="steps_sharpness",
+    )
 
 
 QUALITY = "Sample quality"
 
 
-def contrast_quality(vae: dict[str, Resampled], diffusion: dict[str, Resampled],
-                     floors: Floors | None = None) -> Contrast:
+def contrast_quality(
+    vae: dict[str, Resampled], diffusion: dict[str, Resampled], floors: Floors | None = None
+) -> Contrast:
     """Fréchet distance of samples to the test set, bootstrapped."""
     e = bootstrap_effect("Fréchet distance VAE − diffusion", *difference(vae["fd"], diffusion["fd"]), "samples")
     kid = f" KID: VAE {vae['kid'].value:.4f}, diffusion {diffusion['kid'].value:.4f}." if "kid" in vae else ""
-    pr = "".join(f" {key.capitalize()} (bootstrap 95%, not part of the rule): VAE {show_figure(vae[key])}, "
-                 f"diffusion {show_figure(diffusion[key])}." for key in ("precision", "recall")
-                 if key in vae and key in diffusion)
-    return judged(QUALITY, "Diffusion's samples are closer to the data than the VAE's.",
-                  f"Fréchet distance: VAE {vae['fd'].value:.2f}, diffusion {diffusion['fd'].value:.2f}; difference "
-                  f"{show(e)}.{kid}{pr}{floor_text(floors, 'fd')}", [e], figure="steps_fd")
+    pr = "".join(
+        f" {key.capitalize()} (bootstrap 95%, not part of the rule): VAE {show_figure(vae[key])}, "
+        f"diffusion {show_figure(diffusion[key])}."
+        for key in ("precision", "recall")
+        if key in vae and key in diffusion
+    )
+    return judged(
+        QUALITY,
+        "Diffusion's samples are closer to the data than the VAE's.",
+        f"Fréchet distance: VAE {vae['fd'].value:.2f}, diffusion {diffusion['fd'].value:.2f}; difference "
+        f"{show(e)}.{kid}{pr}{floor_text(floors, 'fd')}",
+        [e],
+        figure="steps_fd",
+    )
 
 
 STEPS = "Why diffusion is sharp: one leap to a posterior mean vs. many small Gaussian steps"
@@ -281,27 +361,45 @@ STEPS = "Why diffusion is sharp: one leap to a posterior mean vs. many small Gau
 
 def contrast_steps(points: Sequence[StepsPoint], sampler: str = "ancestral") -> Contrast:
     """Sharpness (closeness to the data's) of diffusion's samples at 1 step against the most steps swept."""
-    claim = ("With one step a sampler returns x̂_0 = E[x_0 | x_T], a single leap to a posterior mean like the "
-             "VAE's decoder, and is blurry; many small Gaussian steps are what make diffusion's samples sharp.")
+    claim = (
+        "With one step a sampler returns x̂_0 = E[x_0 | x_T], a single leap to a posterior mean like the "
+        "VAE's decoder, and is blurry; many small Gaussian steps are what make diffusion's samples sharp."
+    )
     chain = sorted((p for p in points if p.sampler == sampler), key=lambda p: p.steps)
     if len(chain) < 2 or chain[0].steps != 1:
-        return no_evidence(STEPS, claim, f"no {sampler} sweep from 1 step to many in these runs",
-                           "|log Laplacian-variance ratio| at 1 step − at the most steps, percentile bootstrap over "
-                           "samples, claimed > 0")
+        return no_evidence(
+            STEPS,
+            claim,
+            f"no {sampler} sweep from 1 step to many in these runs",
+            "|log Laplacian-variance ratio| at 1 step − at the most steps, percentile bootstrap over "
+            "samples, claimed > 0",
+        )
     one, many = chain[0], chain[-1]
     value, reps = difference(one.figures["laplacian_ratio"], many.figures["laplacian_ratio"], distance_from_one)
-    e = bootstrap_effect(f"|log ratio| at 1 step − at {many.steps} steps (Laplacian variance × test set)", value,
-                         reps, "samples")
+    e = bootstrap_effect(
+        f"|log ratio| at 1 step − at {many.steps} steps (Laplacian variance × test set)", value, reps, "samples"
+    )
     effects = [e]
     if "fd" in one.figures:
-        effects.append(bootstrap_effect(f"Fréchet distance at 1 step − at {many.steps} (guard)",
-                                        *difference(one.figures["fd"], many.figures["fd"]), "samples"))
+        effects.append(
+            bootstrap_effect(
+                f"Fréchet distance at 1 step − at {many.steps} (guard)",
+                *difference(one.figures["fd"], many.figures["fd"]),
+                "samples",
+            )
+        )
     curve = ", ".join(f"{p.steps}: {p.figures['laplacian_ratio'].value:.2f}" for p in chain)
     vae = next((p for p in points if p.sampler == "decoder"), None)
     vae_txt = f" VAE (1 pass): {vae.figures['laplacian_ratio'].value:.2f}." if vae else ""
-    return judged(STEPS, claim, f"Diffusion, {sampler} sampler, Laplacian variance × test set by steps: {curve}."
-                  f"{vae_txt} Closeness to the data's own, 1 step against {many.steps}: {show(e)}.",
-                  effects, "guarded", figure="steps_sharpness")
+    return judged(
+        STEPS,
+        claim,
+        f"Diffusion, {sampler} sampler, Laplacian variance × test set by steps: {curve}."
+        f"{vae_txt} Closeness to the data's own, 1 step against {many.steps}: {show(e)}.",
+        effects,
+        "guarded",
+        figure="steps_sharpness",
+    )
 
 
 TUG_BLUR = "The tug-of-war, prior side: a heavy KL weight (high β) gives blurry samples"
@@ -310,48 +408,77 @@ TUG_DISJOINT = "The tug-of-war, reconstruction side: a light KL weight (low β) 
 
 def sweep_text(points: Sequence[SweepPoint]) -> str:
     """Rate, distortion, sample FD and sharpness of each β."""
+
     def fig(p: SweepPoint, key: str) -> str:
         return f"{p.sample_figures[key].value:.2f}" if key in p.sample_figures else "–"
-    return "; ".join(f"β={p.beta:g}: rate {p.rate_bpd:.3f} bits/dim, RMSE {p.distortion_rmse:.1f}, sample FD "
-                     f"{fig(p, 'fd')}, sharpness {fig(p, 'laplacian_ratio')}, interpolation max/mean step "
-                     f"{p.interpolation_max_step_ratio:.2f}" for p in points)
+
+    return "; ".join(
+        f"β={p.beta:g}: rate {p.rate_bpd:.3f} bits/dim, RMSE {p.distortion_rmse:.1f}, sample FD "
+        f"{fig(p, 'fd')}, sharpness {fig(p, 'laplacian_ratio')}, interpolation max/mean step "
+        f"{p.interpolation_max_step_ratio:.2f}"
+        for p in points
+    )
 
 
 def contrast_tug_blur(sweep: Sequence[SweepPoint]) -> Contrast:
     """log sharpness ratio of samples at the lowest β minus at the highest."""
-    claim = ("Weighting the KL (prior) term heavily squeezes z towards N(0, I), so the decoder averages over more "
-             "and its samples blur.")
+    claim = (
+        "Weighting the KL (prior) term heavily squeezes z towards N(0, I), so the decoder averages over more "
+        "and its samples blur."
+    )
     points = sorted((p for p in sweep if "laplacian_ratio" in p.sample_figures), key=lambda p: p.beta)
     if len(points) < 2:
-        return no_evidence(TUG_BLUR, claim, "needs sample sharpness of VAEs at two or more β",
-                           "log sharpness ratio at the lowest β − at the highest, percentile bootstrap over samples, "
-                           "claimed > 0")
+        return no_evidence(
+            TUG_BLUR,
+            claim,
+            "needs sample sharpness of VAEs at two or more β",
+            "log sharpness ratio at the lowest β − at the highest, percentile bootstrap over samples, claimed > 0",
+        )
     low, high = points[0], points[-1]
-    e = bootstrap_effect(f"log sharpness ratio at β={low.beta:g} − at β={high.beta:g}",
-                         *difference(low.sample_figures["laplacian_ratio"], high.sample_figures["laplacian_ratio"],
-                                     log_ratio), "samples")
+    e = bootstrap_effect(
+        f"log sharpness ratio at β={low.beta:g} − at β={high.beta:g}",
+        *difference(low.sample_figures["laplacian_ratio"], high.sample_figures["laplacian_ratio"], log_ratio),
+        "samples",
+    )
     return judged(TUG_BLUR, claim, f"{sweep_text(points)}. Effect: {show(e)}.", [e], figure="beta_sweep")
 
 
 def contrast_tug_disjoint(sweep: Sequence[SweepPoint]) -> Contrast:
     """At the lowest β (< 1): FD of prior samples minus FD of reconstructions of held-out images."""
-    claim = ("Weighting reconstruction heavily (β < 1) lets q(z|x) spread codes where the prior N(0, I) puts "
-             "little mass: a disjointed latent space whose prior samples fall off the data, although "
-             "reconstructions stay close.")
-    points = sorted((p for p in sweep if "fd" in p.sample_figures and "fd" in p.reconstruction_figures),
-                    key=lambda p: p.beta)
+    claim = (
+        "Weighting reconstruction heavily (β < 1) lets q(z|x) spread codes where the prior N(0, I) puts "
+        "little mass: a disjointed latent space whose prior samples fall off the data, although "
+        "reconstructions stay close."
+    )
+    points = sorted(
+        (p for p in sweep if "fd" in p.sample_figures and "fd" in p.reconstruction_figures), key=lambda p: p.beta
+    )
     if not points or points[0].beta >= 1:
-        return no_evidence(TUG_DISJOINT, claim,
-                           "needs a VAE with β < 1 and the FD of its samples and reconstructions",
-                           "FD of prior samples − FD of reconstructions at the lowest β, percentile bootstrap over "
-                           "samples, claimed > 0")
+        return no_evidence(
+            TUG_DISJOINT,
+            claim,
+            "needs a VAE with β < 1 and the FD of its samples and reconstructions",
+            "FD of prior samples − FD of reconstructions at the lowest β, percentile bootstrap over "
+            "samples, claimed > 0",
+        )
     low = points[0]
-    e = bootstrap_effect(f"FD of prior samples − FD of reconstructions at β={low.beta:g}",
-                         *difference(low.sample_figures["fd"], low.reconstruction_figures["fd"]), "samples")
-    others = "; ".join(f"β={p.beta:g}: samples {p.sample_figures['fd'].value:.2f}, reconstructions "
-                       f"{p.reconstruction_figures['fd'].value:.2f}" for p in points)
-    return judged(TUG_DISJOINT, claim, f"Fréchet distance of prior samples and of reconstructions: {others}. "
-                  f"Effect at β={low.beta:g}: {show(e)}.", [e], figure="beta_sweep")
+    e = bootstrap_effect(
+        f"FD of prior samples − FD of reconstructions at β={low.beta:g}",
+        *difference(low.sample_figures["fd"], low.reconstruction_figures["fd"]),
+        "samples",
+    )
+    others = "; ".join(
+        f"β={p.beta:g}: samples {p.sample_figures['fd'].value:.2f}, reconstructions "
+        f"{p.reconstruction_figures['fd'].value:.2f}"
+        for p in points
+    )
+    return judged(
+        TUG_DISJOINT,
+        claim,
+        f"Fréchet distance of prior samples and of reconstructions: {others}. Effect at β={low.beta:g}: {show(e)}.",
+        [e],
+        figure="beta_sweep",
+    )
 
 
 LIKELIHOOD = "Likelihood: the same bound, on held-out data"
@@ -360,13 +487,18 @@ LIKELIHOOD = "Likelihood: the same bound, on held-out data"
 def contrast_likelihood(vae: BoundSummary, diffusion: BoundSummary) -> Contrast:
     """Paired per-image difference of the two bounds on the same test images."""
     n = min(len(vae.per_example_bpd), len(diffusion.per_example_bpd))
-    e = paired_effect("−ELBO bits/dim VAE − diffusion", vae.per_example_bpd[:n], diffusion.per_example_bpd[:n],
-                      "test images")
-    return judged(LIKELIHOOD,
-                  "Both optimise the same kind of bound; with enough steps diffusion's is the tighter (VDM, iDDPM).",
-                  f"VAE {vae.bpd.total:.3f} ± {vae.bpd.ci95:.3f} bits/dim ({vae.estimator}), diffusion "
-                  f"{diffusion.bpd.total:.3f} ± {diffusion.bpd.ci95:.3f} bits/dim ({diffusion.estimator}); paired "
-                  f"difference on the same {n} images: {show(e)}.", [e], figure="bound_terms")
+    e = paired_effect(
+        "−ELBO bits/dim VAE − diffusion", vae.per_example_bpd[:n], diffusion.per_example_bpd[:n], "test images"
+    )
+    return judged(
+        LIKELIHOOD,
+        "Both optimise the same kind of bound; with enough steps diffusion's is the tighter (VDM, iDDPM).",
+        f"VAE {vae.bpd.total:.3f} ± {vae.bpd.ci95:.3f} bits/dim ({vae.estimator}), diffusion "
+        f"{diffusion.bpd.total:.3f} ± {diffusion.bpd.ci95:.3f} bits/dim ({diffusion.estimator}); paired "
+        f"difference on the same {n} images: {show(e)}.",
+        [e],
+        figure="bound_terms",
+    )
 
 
 OBJECTIVE = "The ε-objective is the ELBO with its weights dropped"
@@ -375,20 +507,37 @@ OBJECTIVE = "The ε-objective is the ELBO with its weights dropped"
 def contrast_objective(simple: Measurement, weighted: Measurement, weighted_name: str) -> Contrast:
     """Two diffusion models trained alike but for the weighting: what L_simple costs in bits/dim and buys in FD."""
     n = min(len(simple.bound.per_example_bpd), len(weighted.bound.per_example_bpd))
-    cost = paired_effect("bits/dim L_simple − ELBO-weighted", simple.bound.per_example_bpd[:n],
-                         weighted.bound.per_example_bpd[:n], "test images")
+    cost = paired_effect(
+        "bits/dim L_simple − ELBO-weighted",
+        simple.bound.per_example_bpd[:n],
+        weighted.bound.per_example_bpd[:n],
+        "test images",
+    )
     effects = [cost]
     if "fd" in simple.resampled and "fd" in weighted.resampled:
-        effects.append(bootstrap_effect("Fréchet distance ELBO-weighted − L_simple",
-                                        *difference(weighted.resampled["fd"], simple.resampled["fd"]), "samples"))
-    fd_txt = (f"; sample FD: L_simple {simple.resampled['fd'].value:.2f}, ELBO-weighted "
-              f"{weighted.resampled['fd'].value:.2f}, difference {show(effects[1])}" if len(effects) > 1 else "")
-    return judged(OBJECTIVE,
-                  "The diffusion ELBO is a weighted sum of ε-prediction errors; dropping the weights (L_simple) "
-                  "costs likelihood and buys sample quality.",
-                  f"Same budget, same network: L_simple ({simple.objective}) {simple.bound.bpd.total:.3f} bits/dim, "
-                  f"ELBO-weighted ({weighted_name}) {weighted.bound.bpd.total:.3f} bits/dim; cost of dropping "
-                  f"the weights {show(cost)} bits/dim{fd_txt}.", effects, figure="bound_terms")
+        effects.append(
+            bootstrap_effect(
+                "Fréchet distance ELBO-weighted − L_simple",
+                *difference(weighted.resampled["fd"], simple.resampled["fd"]),
+                "samples",
+            )
+        )
+    fd_txt = (
+        f"; sample FD: L_simple {simple.resampled['fd'].value:.2f}, ELBO-weighted "
+        f"{weighted.resampled['fd'].value:.2f}, difference {show(effects[1])}"
+        if len(effects) > 1
+        else ""
+    )
+    return judged(
+        OBJECTIVE,
+        "The diffusion ELBO is a weighted sum of ε-prediction errors; dropping the weights (L_simple) "
+        "costs likelihood and buys sample quality.",
+        f"Same budget, same network: L_simple ({simple.objective}) {simple.bound.bpd.total:.3f} bits/dim, "
+        f"ELBO-weighted ({weighted_name}) {weighted.bound.bpd.total:.3f} bits/dim; cost of dropping "
+        f"the weights {show(cost)} bits/dim{fd_txt}.",
+        effects,
+        figure="bound_terms",
+    )
 
 
 INTERPOLATION = "Interpolation: a VAE's latent space vs. diffusion's inverted noise"
@@ -398,32 +547,51 @@ def contrast_interpolation(paths: dict[str, PathStats]) -> Contrast:
     """Paired over the same image pairs: midpoint recognisability (classifier confidence) and evenness."""
     claim = "VAE latent spaces are great for interpolating between concepts: the midpoints are recognisable."
     if not {"vae", "diffusion"} <= set(paths):
-        return no_evidence(INTERPOLATION, claim, "needs interpolations of the VAE and of diffusion",
-                           "classifier confidence on interior frames, VAE − diffusion, paired t-interval over image "
-                           "pairs, claimed > 0")
+        return no_evidence(
+            INTERPOLATION,
+            claim,
+            "needs interpolations of the VAE and of diffusion",
+            "classifier confidence on interior frames, VAE − diffusion, paired t-interval over image "
+            "pairs, claimed > 0",
+        )
     v, d = paths["vae"], paths["diffusion"]
-    conf = paired_effect("classifier confidence on interior frames, VAE − diffusion", v.interior_confidence,
-                         d.interior_confidence, "image pairs")
-    even = paired_effect("largest step / mean step, diffusion − VAE (guard)", d.max_step_ratio, v.max_step_ratio,
-                         "image pairs")
-    rows = "; ".join(f"{k}: confidence {np.mean(p.interior_confidence):.2f} inside, {np.mean(p.end_confidence):.2f} "
-                     f"at the ends, mean step {np.mean(p.step_mean):.2f}, max/mean {np.mean(p.max_step_ratio):.2f}"
-                     for k, p in paths.items())
-    return judged(INTERPOLATION, claim, f"{len(v.step_mean)} pairs of test images, {v.frames} frames: {rows}. "
-                  f"Effect: {show(conf)}.", [conf, even], "guarded", figure="interpolation")
+    conf = paired_effect(
+        "classifier confidence on interior frames, VAE − diffusion",
+        v.interior_confidence,
+        d.interior_confidence,
+        "image pairs",
+    )
+    even = paired_effect(
+        "largest step / mean step, diffusion − VAE (guard)", d.max_step_ratio, v.max_step_ratio, "image pairs"
+    )
+    rows = "; ".join(
+        f"{k}: confidence {np.mean(p.interior_confidence):.2f} inside, {np.mean(p.end_confidence):.2f} "
+        f"at the ends, mean step {np.mean(p.step_mean):.2f}, max/mean {np.mean(p.max_step_ratio):.2f}"
+        for k, p in paths.items()
+    )
+    return judged(
+        INTERPOLATION,
+        claim,
+        f"{len(v.step_mean)} pairs of test images, {v.frames} frames: {rows}. Effect: {show(conf)}.",
+        [conf, even],
+        "guarded",
+        figure="interpolation",
+    )
 
 
 LATENT = "Merged: latent diffusion"
 
 
-def contrast_latent(latent: Measurement, timing: PairedTiming | None, dims: int, latent_dims: int,
-                    nfe: int) -> Contrast:
+def contrast_latent(
+    latent: Measurement, timing: PairedTiming | None, dims: int, latent_dims: int, nfe: int
+) -> Contrast:
     """Latent diffusion's bound against its own autoencoder's (paired), and its per-step cost against pixel
     diffusion's at equal NFE."""
     own, ae = latent.bound, latent.components["autoencoder"]
     n = min(len(own.per_example_bpd), len(ae.per_example_bpd))
-    tighter = paired_effect("bits/dim autoencoder ELBO − latent diffusion", ae.per_example_bpd[:n],
-                            own.per_example_bpd[:n], "test images")
+    tighter = paired_effect(
+        "bits/dim autoencoder ELBO − latent diffusion", ae.per_example_bpd[:n], own.per_example_bpd[:n], "test images"
+    )
     effects = [tighter]
     ratio = dims / latent_dims
     speed_txt = ""
@@ -431,10 +599,17 @@ def contrast_latent(latent: Measurement, timing: PairedTiming | None, dims: int,
         faster = ratio_effect(f"pixel / latent diffusion sampling time at NFE {nfe}", timing)
         effects.append(faster)
         small = faster.low <= 1.0
-        speed_txt = (f" Per-step cost, pixel over latent diffusion (DDIM, NFE {nfe}, alternating repeats): "
-                     f"{show(faster)}×." + (f" At a pixel-to-latent dimension ratio of {ratio:.0f}, these data are "
-                                            "too small for the latent model's speed advantage to appear: both "
-                                            "networks are cheap here." if small else ""))
+        speed_txt = (
+            f" Per-step cost, pixel over latent diffusion (DDIM, NFE {nfe}, alternating repeats): "
+            f"{show(faster)}×."
+            + (
+                f" At a pixel-to-latent dimension ratio of {ratio:.0f}, these data are "
+                "too small for the latent model's speed advantage to appear: both "
+                "networks are cheap here."
+                if small
+                else ""
+            )
+        )
     return judged(
         LATENT,
         "Modelling a VAE's latents with a diffusion model keeps the autoencoder's fast decoder and replaces its "
@@ -442,24 +617,34 @@ def contrast_latent(latent: Measurement, timing: PairedTiming | None, dims: int,
         "diffusion in pixel space.",
         f"D = {dims} pixel values, {latent_dims} latent dimensions (ratio {ratio:.1f}). Same frozen autoencoder: "
         f"its own ELBO {ae.bpd.total:.3f} bits/dim, with the latent diffusion prior {own.bpd.total:.3f}; paired "
-        f"difference {show(tighter)}.{speed_txt}", effects, figure="frontier",
-        numbers={"dimension_ratio": ratio})
+        f"difference {show(tighter)}.{speed_txt}",
+        effects,
+        figure="frontier",
+        numbers={"dimension_ratio": ratio},
+    )
 
 
 # ---------------------------------------------------------------- one seed's evidence, and several seeds
 
 
-def sweep_point(run: RunResult, sample_figures: dict[str, Resampled] | None = None,
-                reconstruction_figures: dict[str, Resampled] | None = None,
-                paths: PathStats | None = None) -> SweepPoint:
+def sweep_point(
+    run: RunResult,
+    sample_figures: dict[str, Resampled] | None = None,
+    reconstruction_figures: dict[str, Resampled] | None = None,
+    paths: PathStats | None = None,
+) -> SweepPoint:
     """A trained VAE on the rate–distortion axes, at the β its run was trained with, with its sample figures."""
     latent = run.measurement.information.latent
-    return SweepPoint(beta=float(run.model_config["beta"]), rate_bpd=latent.rate_bpd,
-                      distortion_rmse=latent.distortion_rmse, budget_seconds=run.train_seconds,
-                      sample_figures=dict(sample_figures or run.measurement.resampled),
-                      reconstruction_figures=dict(reconstruction_figures or {}),
-                      interpolation_step_mean=float(np.mean(paths.step_mean)) if paths else math.nan,
-                      interpolation_max_step_ratio=float(np.mean(paths.max_step_ratio)) if paths else math.nan)
+    return SweepPoint(
+        beta=float(run.model_config["beta"]),
+        rate_bpd=latent.rate_bpd,
+        distortion_rmse=latent.distortion_rmse,
+        budget_seconds=run.train_seconds,
+        sample_figures=dict(sample_figures or run.measurement.resampled),
+        reconstruction_figures=dict(reconstruction_figures or {}),
+        interpolation_step_mean=float(np.mean(paths.step_mean)) if paths else math.nan,
+        interpolation_max_step_ratio=float(np.mean(paths.max_step_ratio)) if paths else math.nan,
+    )
 
 
 @dataclass(frozen=True)
@@ -476,7 +661,7 @@ class Evidence:
     steps: tuple[StepsPoint, ...] = ()
     paths: dict[str, PathStats] | None = None
     timings: dict[str, PairedTiming] | None = None
-    objective: tuple[Measurement, Measurement, str] | None = None   # (L_simple, ELBO-weighted, its name)
+    objective: tuple[Measurement, Measurement, str] | None = None  # (L_simple, ELBO-weighted, its name)
 
 
 def judge(ev: Evidence) -> tuple[Contrast, ...]:
@@ -487,8 +672,11 @@ def judge(ev: Evidence) -> tuple[Contrast, ...]:
         if "encoder" in timings:
             out.append(contrast_encoder(timings["encoder"], vae.encoder_parameters or 0, dif.encode_passes or 0))
         if ev.forward_information is not None:
-            out.append(contrast_bottleneck(ev.forward_information, ev.code_information,
-                                           vae.information.latent.latent_dims, ev.dims))
+            out.append(
+                contrast_bottleneck(
+                    ev.forward_information, ev.code_information, vae.information.latent.latent_dims, ev.dims
+                )
+            )
         if "decoder" in timings:
             out.append(contrast_speed(timings["decoder"], ev.nfe))
         if vae.resampled and dif.resampled:
@@ -507,8 +695,11 @@ def judge(ev: Evidence) -> tuple[Contrast, ...]:
         out.append(contrast_objective(*ev.objective))
     if {"latent-diffusion", "diffusion"} <= set(m) and m["latent-diffusion"].bound:
         latent = m["latent-diffusion"].information.latent
-        out.append(contrast_latent(m["latent-diffusion"], timings.get("latent"), ev.dims,
-                                   latent.latent_dims if latent else ev.dims, ev.nfe))
+        out.append(
+            contrast_latent(
+                m["latent-diffusion"], timings.get("latent"), ev.dims, latent.latent_dims if latent else ev.dims, ev.nfe
+            )
+        )
     return tuple(out)
 
 
@@ -520,9 +711,16 @@ def fold_effect(effects: Sequence[Effect]) -> Effect:
     se = math.sqrt((np.nanmean(within) + values.var(ddof=1)) / len(values))
     mean = float(values.mean())
     first = effects[0]
-    return Effect(first.name, mean, mean - Z95 * se, mean + Z95 * se,
-                  f"{first.test}, per seed; folded over {len(values)} seeds (seed-to-seed variance added)",
-                  first.null, first.direction, Z95 * se)
+    return Effect(
+        first.name,
+        mean,
+        mean - Z95 * se,
+        mean + Z95 * se,
+        f"{first.test}, per seed; folded over {len(values)} seeds (seed-to-seed variance added)",
+        first.null,
+        first.direction,
+        Z95 * se,
+    )
 
 
 def fold_seeds(per_seed: Sequence[tuple[Contrast, ...]]) -> tuple[Contrast, ...]:
@@ -539,9 +737,17 @@ def fold_seeds(per_seed: Sequence[tuple[Contrast, ...]]) -> tuple[Contrast, ...]
         how = first.numbers["combine"]
         effects = [fold_effect(list(es)) for es in zip(*(c.numbers["effects"] for c in group))]
         per = tuple(c.effect.value for c in group)
-        folded.append(replace(first, verdict=combine(effects, how), effect=effects[0], per_seed=per,
-                              rule=rule_text(effects, how),
-                              measured=f"{first.measured} [{len(per_seed)} seeds; first effect per seed: "
-                                       + ", ".join(f"{v:.3g}" for v in per) + f"; folded: {show(effects[0])}.]",
-                              numbers={**first.numbers, "effects": effects}))
+        folded.append(
+            replace(
+                first,
+                verdict=combine(effects, how),
+                effect=effects[0],
+                per_seed=per,
+                rule=rule_text(effects, how),
+                measured=f"{first.measured} [{len(per_seed)} seeds; first effect per seed: "
+                + ", ".join(f"{v:.3g}" for v in per)
+                + f"; folded: {show(effects[0])}.]",
+                numbers={**first.numbers, "effects": effects},
+            )
+        )
     return tuple(folded)

@@ -29,8 +29,13 @@ from elbolab.train.run import load_run, pick_device, read_run_config
 #: diffusers' prediction_type → elbolab's parameterisation
 PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
 #: diffusers' variance_type → elbolab's reverse variance (the *_log forms differ only in how they are stored)
-VARIANCE_TYPES = {"fixed_small": "small", "fixed_small_log": "small", "fixed_large": "large",
-                  "fixed_large_log": "large", "learned_range": "learned"}
+VARIANCE_TYPES = {
+    "fixed_small": "small",
+    "fixed_small_log": "small",
+    "fixed_large": "large",
+    "fixed_large_log": "large",
+    "learned_range": "learned",
+}
 SCHEDULERS = ("DDPMScheduler", "DDIMScheduler")
 #: ᾱ from the float64 table must match the scheduler's float32 alphas_cumprod this closely (relative)
 ALPHA_BAR_RTOL = 1e-4
@@ -41,8 +46,9 @@ class DiffusersModel(DiffusionModel):
 
     kind = "diffusers"
 
-    def __init__(self, unet: torch.nn.Module, scheduler: Any, shape: tuple[int, int, int], levels: int,
-                 source: str = "") -> None:
+    def __init__(
+        self, unet: torch.nn.Module, scheduler: Any, shape: tuple[int, int, int], levels: int, source: str = ""
+    ) -> None:
         chain, clip = chain_config(scheduler.config)
         GenerativeModel.__init__(self, chain, shape, levels)
         self.clip = clip
@@ -60,12 +66,14 @@ def chain_config(config: dict[str, Any]) -> tuple[DiffusionConfig, bool]:
     get = config.get
     prediction = get("prediction_type", "epsilon")
     if prediction not in PREDICTION_TYPES:
-        raise ElbolabError(f"prediction_type {prediction!r} has no elbolab parameterisation; "
-                           f"supported: {', '.join(PREDICTION_TYPES)}")
+        raise ElbolabError(
+            f"prediction_type {prediction!r} has no elbolab parameterisation; supported: {', '.join(PREDICTION_TYPES)}"
+        )
     variance_type = get("variance_type", "fixed_small")  # a DDIM scheduler has none: its DDPM chain's β̃
     if variance_type not in VARIANCE_TYPES:
-        raise ElbolabError(f"variance_type {variance_type!r} has no elbolab counterpart; "
-                           f"supported: {', '.join(VARIANCE_TYPES)}")
+        raise ElbolabError(
+            f"variance_type {variance_type!r} has no elbolab counterpart; supported: {', '.join(VARIANCE_TYPES)}"
+        )
     if get("thresholding", False):
         raise ElbolabError("the scheduler uses dynamic thresholding of x̂_0, which elbolab's bound does not model")
     clip = bool(get("clip_sample", False))
@@ -74,8 +82,12 @@ def chain_config(config: dict[str, Any]) -> tuple[DiffusionConfig, bool]:
     if get("rescale_betas_zero_snr", False):
         raise ElbolabError("a zero terminal SNR schedule (rescale_betas_zero_snr) has no finite prior term")
     variance = VARIANCE_TYPES[variance_type]
-    chain = DiffusionConfig(T=int(get("num_train_timesteps")), parameterisation=PREDICTION_TYPES[prediction],
-                            variance=variance, loss="hybrid" if variance == "learned" else "simple")
+    chain = DiffusionConfig(
+        T=int(get("num_train_timesteps")),
+        parameterisation=PREDICTION_TYPES[prediction],
+        variance=variance,
+        loss="hybrid" if variance == "learned" else "simple",
+    )
     return chain, clip
 
 
@@ -86,8 +98,10 @@ def scheduler_schedule(scheduler: Any) -> TabulatedSchedule:
     found = schedule.alpha_bar(schedule.times(torch.arange(1, schedule.T + 1)))
     if not torch.allclose(found, expected, rtol=ALPHA_BAR_RTOL, atol=0):
         worst = ((found - expected).abs() / expected).max().item()
-        raise ElbolabError(f"the scheduler's alphas_cumprod is not the product of its (1 − betas) "
-                           f"(relative difference {worst:.2g}); elbolab cannot tabulate this schedule")
+        raise ElbolabError(
+            f"the scheduler's alphas_cumprod is not the product of its (1 − betas) "
+            f"(relative difference {worst:.2g}); elbolab cannot tabulate this schedule"
+        )
     return schedule
 
 
@@ -95,14 +109,18 @@ def diffusers_folders(path: Path) -> tuple[Path, Path]:
     """(UNet folder, scheduler folder) of a pipeline folder (unet/, scheduler/) or a folder holding both configs."""
     path = Path(path)
     if not path.is_dir():
-        raise ElbolabError(f"{path}: no such folder; elbolab never downloads — on a machine with internet, fetch "
-                           f"the model first (hf download {path} --local-dir FOLDER) and pass FOLDER")
+        raise ElbolabError(
+            f"{path}: no such folder; elbolab never downloads — on a machine with internet, fetch "
+            f"the model first (hf download {path} --local-dir FOLDER) and pass FOLDER"
+        )
     if (path / "unet").is_dir() and (path / "scheduler").is_dir():
         return path / "unet", path / "scheduler"
     if (path / "config.json").is_file() and (path / "scheduler_config.json").is_file():
         return path, path
-    raise ElbolabError(f"{path}: not a diffusers folder (expected unet/ and scheduler/ of a pipeline, "
-                       f"or config.json and scheduler_config.json)")
+    raise ElbolabError(
+        f"{path}: not a diffusers folder (expected unet/ and scheduler/ of a pipeline, "
+        f"or config.json and scheduler_config.json)"
+    )
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -122,8 +140,9 @@ def load_diffusers(path: Path, shape: tuple[int, int, int], levels: int, device:
     if unet_cfg.get("_class_name") != "UNet2DModel":
         raise ElbolabError(f"{unet_dir}: a {unet_cfg.get('_class_name')}, but elbolab reads a UNet2DModel")
     if scheduler_cfg.get("_class_name") not in SCHEDULERS:
-        raise ElbolabError(f"{scheduler_dir}: a {scheduler_cfg.get('_class_name')}; elbolab reads "
-                           f"{' or '.join(SCHEDULERS)}")
+        raise ElbolabError(
+            f"{scheduler_dir}: a {scheduler_cfg.get('_class_name')}; elbolab reads {' or '.join(SCHEDULERS)}"
+        )
     check_unet(unet_cfg, shape, scheduler_cfg.get("variance_type") == "learned_range")
     scheduler = getattr(diffusers, scheduler_cfg["_class_name"]).from_config(scheduler_cfg)
     unet = diffusers.UNet2DModel.from_pretrained(unet_dir, local_files_only=True, low_cpu_mem_usage=False)
@@ -137,25 +156,32 @@ def check_unet(cfg: dict[str, Any], shape: tuple[int, int, int], learned_varianc
     size = cfg.get("sample_size")
     sides = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
     if cfg.get("in_channels") != c or (sides != (h, w) and size is not None):
-        raise ElbolabError(f"the UNet takes {cfg.get('in_channels')}×{sides[0]}×{sides[1]} images, "
-                           f"the data are {c}×{h}×{w}")
+        raise ElbolabError(
+            f"the UNet takes {cfg.get('in_channels')}×{sides[0]}×{sides[1]} images, the data are {c}×{h}×{w}"
+        )
     out = 2 * c if learned_variance else c
     if cfg.get("out_channels") != out:
         raise ElbolabError(f"the UNet gives {cfg.get('out_channels')} channels; the scheduler needs {out}")
-    if cfg.get("time_embedding_type", "positional") != "positional" or cfg.get("num_class_embeds") \
-            or cfg.get("class_embed_type"):
+    if (
+        cfg.get("time_embedding_type", "positional") != "positional"
+        or cfg.get("num_class_embeds")
+        or cfg.get("class_embed_type")
+    ):
         raise ElbolabError("elbolab reads unconditional UNet2DModels with the positional time embedding")
 
 
 # ---------------------------------------------------------------- export
+
 
 def export_refusal(kind: str, model_cfg: Any) -> str | None:
     """Why a run cannot become a DDPMPipeline folder, or None if it can."""
     if kind != "diffusion":
         return f"it is a {kind} run; only diffusion runs have a DDPM pipeline"
     if getattr(model_cfg, "net", "unet") != "diffusers-unet2d":
-        return ("its network is elbolab's own UNet, which diffusers cannot load; train with "
-                "--set model.net=diffusers-unet2d")
+        return (
+            "its network is elbolab's own UNet, which diffusers cannot load; train with "
+            "--set model.net=diffusers-unet2d"
+        )
     return None
 
 
@@ -171,8 +197,13 @@ def export_run(run_dir: Path, out: Path) -> Path:
     chain = model.diffusion
     prediction = {v: k for k, v in PREDICTION_TYPES.items()}[chain.config.parameterisation]
     variance = {"small": "fixed_small", "large": "fixed_large", "learned": "learned_range"}[chain.config.variance]
-    scheduler = diffusers.DDPMScheduler(num_train_timesteps=chain.config.T, trained_betas=chain.schedule.betas().tolist(),
-                                        prediction_type=prediction, variance_type=variance, clip_sample=model.clip,
-                                        clip_sample_range=1.0)
+    scheduler = diffusers.DDPMScheduler(
+        num_train_timesteps=chain.config.T,
+        trained_betas=chain.schedule.betas().tolist(),
+        prediction_type=prediction,
+        variance_type=variance,
+        clip_sample=model.clip,
+        clip_sample_range=1.0,
+    )
     diffusers.DDPMPipeline(unet=chain.net.unet, scheduler=scheduler).save_pretrained(out)
     return Path(out)

@@ -11,7 +11,7 @@ callables, so the tests' linear-Gaussian oracle checks the very code the model r
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -27,8 +27,15 @@ def negative_entropy(logvar: Tensor) -> Tensor:
     return -0.5 * sum_per_example(1.0 + LOG_2PI + logvar.double())
 
 
-def latent_bound(z: Tensor, logvar: Tensor, log_likelihood: Callable[[Tensor], Tensor], latent_prior: LatentPrior,
-                 log_scale: float | Tensor, dims: int, discrete: bool = True) -> Bound:
+def latent_bound(
+    z: Tensor,
+    logvar: Tensor,
+    log_likelihood: Callable[[Tensor], Tensor],
+    latent_prior: LatentPrior,
+    log_scale: float | Tensor,
+    dims: int,
+    discrete: bool = True,
+) -> Bound:
     """−ELBO at one draw z ~ q(z|x) (module docstring's equation): terms `reconstruction` = −log p(x|z),
     `neg_entropy` = −H[q(z|x)] and `latent_prior` = L_ψ(z/s) + d log s, each [B] nats, over `dims` data dimensions.
 
@@ -41,8 +48,11 @@ def latent_bound(z: Tensor, logvar: Tensor, log_likelihood: Callable[[Tensor], T
     jacobian = torch.full((z.shape[0],), z[0].numel() * log_scale.item(), dtype=torch.float64, device=z.device)
     extras = {f"latent_prior.{k}": v.double() for k, v in {**prior.terms, **prior.extras}.items()}
     extras["latent_prior.log_scale"] = jacobian
-    terms = {"reconstruction": -log_likelihood(z).double(), "neg_entropy": negative_entropy(logvar),
-             "latent_prior": prior.total.double() + jacobian}
+    terms = {
+        "reconstruction": -log_likelihood(z).double(),
+        "neg_entropy": negative_entropy(logvar),
+        "latent_prior": prior.total.double() + jacobian,
+    }
     return Bound(terms, dims, prior.per_step, discrete, extras)
 
 

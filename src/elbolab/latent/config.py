@@ -29,9 +29,15 @@ def _latent_diffusion() -> DiffusionConfig:
     The cosine schedule's last steps weigh ε-errors up to 1000×, which the short training runs here do not
     survive; the linear schedule's do not.
     """
-    return DiffusionConfig(schedule="linear", loss="vlb", variance="large", timesteps="importance",
-                           unet=UNetConfig(preset="tiny", channels=32, channel_mult=(1, 2), num_res_blocks=1,
-                                           attention_resolution=8, heads=1))
+    return DiffusionConfig(
+        schedule="linear",
+        loss="vlb",
+        variance="large",
+        timesteps="importance",
+        unet=UNetConfig(
+            preset="tiny", channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolution=8, heads=1
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -45,14 +51,14 @@ class LatentDiffusionConfig:
 
     vae: VAEConfig = field(default_factory=_latent_vae)
     diffusion: DiffusionConfig = field(default_factory=_latent_diffusion)
-    autoencoder: str | None = None        # path of a trained VAE run to reuse (`elbolab train --autoencoder RUN`)
+    autoencoder: str | None = None  # path of a trained VAE run to reuse (`elbolab train --autoencoder RUN`)
     autoencoder_steps: int | None = None  # stage-1 optimiser steps when no run is given (None: the run's train.steps)
-    stage_one_fraction: float = 0.5       # of a wall-clock budget (train.max_seconds), the share stage 1 may take
-    joint_finetune_steps: int = 0         # last steps of stage 2 that also update the autoencoder (0 = frozen)
-    scale_images: int = 10000             # training images the latent scale s is measured on
+    stage_one_fraction: float = 0.5  # of a wall-clock budget (train.max_seconds), the share stage 1 may take
+    joint_finetune_steps: int = 0  # last steps of stage 2 that also update the autoencoder (0 = frozen)
+    scale_images: int = 10000  # training images the latent scale s is measured on
 
     @classmethod
-    def sized_for(cls, side: int, device: str = "cpu") -> "LatentDiffusionConfig":
+    def sized_for(cls, side: int, device: str = "cpu") -> LatentDiffusionConfig:
         """The configuration `compare` starts from for images of this side on this device: the defaults, with the
         autoencoder sized as `VAEConfig.sized_for` sizes a VAE (its tiny net on a CPU over 16 px)."""
         vae = _latent_vae()
@@ -61,8 +67,11 @@ class LatentDiffusionConfig:
     def __post_init__(self) -> None:
         if self.vae.latent != "spatial":
             raise ConfigError("latent diffusion needs a VAE with spatial latents (model.vae.latent=spatial)")
-        if (self.autoencoder_steps is not None and self.autoencoder_steps < 1) or self.joint_finetune_steps < 0 \
-                or self.scale_images < 2:
+        if (
+            (self.autoencoder_steps is not None and self.autoencoder_steps < 1)
+            or self.joint_finetune_steps < 0
+            or self.scale_images < 2
+        ):
             raise ConfigError("autoencoder_steps must be ≥ 1, joint_finetune_steps ≥ 0 and scale_images ≥ 2")
         if not 0 < self.stage_one_fraction < 1:
             raise ConfigError(f"model.stage_one_fraction must be in (0, 1), got {self.stage_one_fraction}")

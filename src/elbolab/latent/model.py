@@ -20,13 +20,16 @@ from elbolab.diffusion.samplers import SAMPLERS
 from elbolab.errors import ElbolabError
 from elbolab.latent.bound import latent_bound, total_std
 from elbolab.latent.config import LatentDiffusionConfig
-from elbolab.model import Capabilities, Encoding, GenerativeModel
+from elbolab.model import Capabilities, DesignLevels, Encoding, GenerativeModel
 from elbolab.records import Information
 from elbolab.vae.bound import reparameterize
 from elbolab.vae.model import VAE
 
-OBJECTIVES = {"simple": "L_simple (ε-MSE) on z/s", "vlb": "L_vlb on z/s (bits per latent dimension)",
-              "hybrid": "L_hybrid on z/s (learned variance)"}
+OBJECTIVES = {
+    "simple": "L_simple (ε-MSE) on z/s",
+    "vlb": "L_vlb on z/s (bits per latent dimension)",
+    "hybrid": "L_hybrid on z/s (learned variance)",
+}
 
 
 class LatentDiffusion(GenerativeModel):
@@ -55,8 +58,11 @@ class LatentDiffusion(GenerativeModel):
     @property
     def objective(self) -> str:  # type: ignore[override]
         """What `loss` optimises (after stage 1's β-ELBO)."""
-        joint = f"; the last {self.config.joint_finetune_steps} steps add the whole bound" \
-            if self.config.joint_finetune_steps else ""
+        joint = (
+            f"; the last {self.config.joint_finetune_steps} steps add the whole bound"
+            if self.config.joint_finetune_steps
+            else ""
+        )
         return OBJECTIVES[self.config.diffusion.loss] + joint
 
     # ---- stage 1 → stage 2
@@ -68,8 +74,10 @@ class LatentDiffusion(GenerativeModel):
     def log_scale(self) -> Tensor:
         """log s (float64), with a clear error before the scale is measured."""
         if not self.prepared:
-            raise ElbolabError("the latent diffusion model has no latent scale yet: train or load its "
-                               "autoencoder first (its first stage, as `elbolab train latent-diffusion` does)")
+            raise ElbolabError(
+                "the latent diffusion model has no latent scale yet: train or load its "
+                "autoencoder first (its first stage, as `elbolab train latent-diffusion` does)"
+            )
         return torch.log(self.scale.double())
 
     def _s(self, like: Tensor) -> Tensor:
@@ -81,8 +89,10 @@ class LatentDiffusion(GenerativeModel):
         if vae.config.latent != "spatial":
             raise ElbolabError("latent diffusion needs a VAE with spatial latents; this one has flat latents")
         if tuple(vae.shape) != self.shape or vae.levels != self.levels:
-            raise ElbolabError(f"the autoencoder was trained on images of shape {list(vae.shape)} with "
-                               f"{vae.levels} levels; this data has shape {list(self.shape)} and {self.levels} levels")
+            raise ElbolabError(
+                f"the autoencoder was trained on images of shape {list(vae.shape)} with "
+                f"{vae.levels} levels; this data has shape {list(self.shape)} and {self.levels} levels"
+            )
         if vae.config != self.config.vae:
             self.config = replace(self.config, vae=vae.config)
             self.vae = VAE(vae.config, self.shape, self.levels).to(self.scale.device)
@@ -113,9 +123,28 @@ class LatentDiffusion(GenerativeModel):
         cfg = self.config.diffusion
         samplers = (cfg.sampler, *(name for name in SAMPLERS if name != cfg.sampler))
         encoder = sum(p.numel() for n, p in self.vae.named_parameters() if n.startswith("encoder."))
-        return Capabilities(samplers=samplers, max_steps=cfg.T, sample_options=SAMPLE_OPTIONS,
-                            estimators=("mc", "exact"), default_estimator=self.diffusion.default_estimator(),
-                            encoding=Encoding(encoder, 1))
+        return Capabilities(
+            samplers=samplers,
+            max_steps=cfg.T,
+            sample_options=SAMPLE_OPTIONS,
+            estimators=("mc", "exact"),
+            default_estimator=self.diffusion.default_estimator(),
+            encoding=Encoding(encoder, 1),
+            design=self.design_levels(),
+        )
+
+    def design_levels(self) -> DesignLevels:
+        """The autoencoder's learned one-step encoder, then the fixed T-step chain over its bottleneck z (1 + T
+        steps each way), trained in stages."""
+        chain = self.config.diffusion
+        steps = None if chain.time == "continuous" else 1 + chain.T
+        return DesignLevels(
+            encoder="learned, then fixed",
+            encoder_steps=steps,
+            latent_fraction=math.prod(self.vae.latent_shape) / self.dims,
+            decoder_steps=steps,
+            objective="stages",
+        )
 
     def components(self) -> dict[str, GenerativeModel]:
         """The autoencoder, a VAE in its own right: its ELBO is the bound the latent prior improves on."""
@@ -148,13 +177,19 @@ class LatentDiffusion(GenerativeModel):
         return self.diffusion.loss((z / self._s(z)).detach()) + bound.bits_per_dim().float()
 
     # ---- the bound
-    def _bound_at(self, x: Tensor, z: Tensor, logvar: Tensor, estimator: Estimator,
-                  generator: torch.Generator | None = None) -> Bound:
+    def _bound_at(
+        self, x: Tensor, z: Tensor, logvar: Tensor, estimator: Estimator, generator: torch.Generator | None = None
+    ) -> Bound:
         """The bound at a given draw z ~ q(z|x) (`bound.latent_bound`), the latent chain's bound by `estimator`."""
         return latent_bound(
-            z, logvar, lambda z_: self.vae.log_likelihood(x, z_),
+            z,
+            logvar,
+            lambda z_: self.vae.log_likelihood(x, z_),
             lambda u: self.diffusion.elbo(u, estimator, discrete=False, generator=generator),
-            self.log_scale(), self.dims, discrete=True)
+            self.log_scale(),
+            self.dims,
+            discrete=True,
+        )
 
     def _elbo(self, x: Tensor, estimator: Estimator, generator: torch.Generator | None) -> Bound:
         """−ELBO per example in nats: terms `reconstruction` (−log p(x|z), discretised), `neg_entropy`
@@ -167,22 +202,37 @@ class LatentDiffusion(GenerativeModel):
         if estimator.method == "exact":
             return self._bound_at(x, reparameterize(mean, logvar, generator), logvar, estimator, generator)
         K = estimator.samples or self.config.diffusion.elbo_samples
-        rep = lambda t: t.repeat(K, *(1,) * (t.ndim - 1))  # noqa: E731  (draw k of example b at row k·B + b)
+        rep = lambda t: t.repeat(K, *(1,) * (t.ndim - 1))
         z = reparameterize(rep(mean), rep(logvar), generator)
         draws = self._bound_at(rep(x), z, rep(logvar), Estimator("mc", 2), generator)
-        fold = lambda t: t.view(K, x.shape[0]).mean(0)  # noqa: E731
+        fold = lambda t: t.view(K, x.shape[0]).mean(0)
         extras = {k: fold(v) for k, v in draws.extras.items() if k != "latent_prior.stderr"}
         total = draws.total.view(K, x.shape[0])
         extras["stderr"] = total.std(0) / math.sqrt(K) if K > 1 else torch.zeros_like(total[0])
         return Bound({k: fold(v) for k, v in draws.terms.items()}, self.dims, None, draws.discrete, extras)
 
     # ---- sampling and the latent path
-    def _sample(self, n: int, generator: torch.Generator | None, sampler: str | None, steps: int | None,
-                eta: float | None = None, variance: str | None = None) -> Tensor:
+    def _sample(
+        self,
+        n: int,
+        generator: torch.Generator | None,
+        sampler: str | None,
+        steps: int | None,
+        eta: float | None = None,
+        variance: str | None = None,
+    ) -> Tensor:
         """u_T ~ N(0, I), `sampler` over `steps` network evaluations → u_0, then one decoder pass on z = s·u_0
         (the decoder's mean), all n latents decoded in one batch."""
-        u = self.diffusion.sample((n, *self.latent_shape), sampler, steps, eta, variance, clip=False,
-                                  generator=generator, device=self.scale.device)
+        u = self.diffusion.sample(
+            (n, *self.latent_shape),
+            sampler,
+            steps,
+            eta,
+            variance,
+            clip=False,
+            generator=generator,
+            device=self.scale.device,
+        )
         return self.decode(u)
 
     @torch.no_grad()

@@ -37,8 +37,8 @@ def downsamples_for(size: int) -> int:
     if size % 2:
         raise ConfigError(f"image side {size} must be even for the convolutional networks")
     downs = 1 if size <= 16 else 2
-    if size % (2 ** downs):
-        raise ConfigError(f"image side {size} is not divisible by {2 ** downs}")
+    if size % (2**downs):
+        raise ConfigError(f"image side {size} is not divisible by {2**downs}")
     return downs
 
 
@@ -52,8 +52,12 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            _norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
-            _norm(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+            _norm(channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            _norm(channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -75,7 +79,7 @@ class ConvEncoder(nn.Module):
                 layers.append(nn.Conv2d(width, widths[i + 1], 3, stride=2, padding=1))
         layers += [_norm(widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], out_channels, 1)]
         self.net = nn.Sequential(*layers)
-        self.resolution = size // 2 ** downs
+        self.resolution = size // 2**downs
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -93,11 +97,10 @@ class ConvDecoder(nn.Module):
         for i, width in enumerate(widths):
             layers += [ResBlock(width) for _ in range(p.blocks)]
             if i < downs:
-                layers += [nn.Upsample(scale_factor=2, mode="nearest"),
-                           nn.Conv2d(width, widths[i + 1], 3, padding=1)]
+                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(width, widths[i + 1], 3, padding=1)]
         layers += [_norm(widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], out_channels, 3, padding=1)]
         self.net = nn.Sequential(*layers)
-        self.resolution = size // 2 ** downs
+        self.resolution = size // 2**downs
 
     def forward(self, h: Tensor) -> Tensor:
         return self.net(h)

@@ -46,15 +46,24 @@ def unet2d_layout(spec: UNetSpec, in_channels: int, out_channels: int, size: int
     ≤ spec.attention_resolution (and in the middle block), heads, GroupNorm groups, dropout."""
     widths = tuple(spec.channels * m for m in spec.channel_mult)
     if size % 2 ** (len(widths) - 1):
-        raise ConfigError(f"diffusers' UNet2DModel halves the image {len(widths) - 1} times, so its side must be a "
-                          f"multiple of {2 ** (len(widths) - 1)}; got {size} (change model.unet.channel_mult)")
-    sides = [size // 2 ** level for level in range(len(widths))]
+        raise ConfigError(
+            f"diffusers' UNet2DModel halves the image {len(widths) - 1} times, so its side must be a "
+            f"multiple of {2 ** (len(widths) - 1)}; got {size} (change model.unet.channel_mult)"
+        )
+    sides = [size // 2**level for level in range(len(widths))]
     attend = [side <= spec.attention_resolution for side in sides]
-    return dict(sample_size=size, in_channels=in_channels, out_channels=out_channels, block_out_channels=widths,
-                layers_per_block=spec.num_res_blocks, norm_num_groups=math.gcd(spec.groups, *widths),
-                attention_head_dim=widths[-1] // spec.heads, dropout=spec.dropout,
-                down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attend),
-                up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attend)))
+    return {
+        "sample_size": size,
+        "in_channels": in_channels,
+        "out_channels": out_channels,
+        "block_out_channels": widths,
+        "layers_per_block": spec.num_res_blocks,
+        "norm_num_groups": math.gcd(spec.groups, *widths),
+        "attention_head_dim": widths[-1] // spec.heads,
+        "dropout": spec.dropout,
+        "down_block_types": tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attend),
+        "up_block_types": tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attend)),
+    }
 
 
 class DiffusersUNet(nn.Module):
@@ -66,7 +75,7 @@ class DiffusersUNet(nn.Module):
         self.T = int(T)
 
     @classmethod
-    def like(cls, spec: UNetSpec, in_channels: int, out_channels: int, size: int, T: int) -> "DiffusersUNet":
+    def like(cls, spec: UNetSpec, in_channels: int, out_channels: int, size: int, T: int) -> DiffusersUNet:
         """A freshly initialised UNet2DModel laid out like elbolab's UNet `spec` (see `unet2d_layout`)."""
         diffusers = require_diffusers()
         return cls(diffusers.UNet2DModel(**unet2d_layout(spec, in_channels, out_channels, size)), T)

@@ -23,12 +23,12 @@ from elbolab.nets.embeddings import TimeEmbedding
 class UNetSpec:
     """A concrete UNet architecture."""
 
-    channels: int                    # width at full resolution
-    channel_mult: tuple[int, ...]    # width multiplier per resolution level
-    num_res_blocks: int              # residual blocks per level (down path)
-    attention_resolution: int        # self-attention where the feature map's side is ≤ this
+    channels: int  # width at full resolution
+    channel_mult: tuple[int, ...]  # width multiplier per resolution level
+    num_res_blocks: int  # residual blocks per level (down path)
+    attention_resolution: int  # self-attention where the feature map's side is ≤ this
     heads: int = 1
-    groups: int = 32                 # GroupNorm groups (fewer where the width is not divisible)
+    groups: int = 32  # GroupNorm groups (fewer where the width is not divisible)
     dropout: float = 0.0
     level_blocks: tuple[int, ...] = ()  # residual blocks per level (down path), overriding num_res_blocks; () = uniform
 
@@ -41,15 +41,24 @@ UNET_PRESETS: dict[str, UNetSpec] = {
     # fast on a CPU for 8×8 images (the tests)
     "tiny": UNetSpec(channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolution=4, groups=8),
     # 8×8 digits and 28×28 MNIST-like data
-    "small": UNetSpec(channels=32, channel_mult=(1, 2, 2), num_res_blocks=2, attention_resolution=7, heads=2,
-                      groups=16),
+    "small": UNetSpec(
+        channels=32, channel_mult=(1, 2, 2), num_res_blocks=2, attention_resolution=7, heads=2, groups=16
+    ),
     # 28×28 at small's parameter count (1.65M vs 1.62M) with half its FLOPs per image: 16 channels at full
     # resolution and one block per level there, the width and depth at 7×7 and 4×4 where a pass is cheap
-    "lean": UNetSpec(channels=16, channel_mult=(1, 4, 4, 4), num_res_blocks=1, attention_resolution=7, heads=2,
-                     groups=16, level_blocks=(1, 1, 1, 2)),
+    "lean": UNetSpec(
+        channels=16,
+        channel_mult=(1, 4, 4, 4),
+        num_res_blocks=1,
+        attention_resolution=7,
+        heads=2,
+        groups=16,
+        level_blocks=(1, 1, 1, 2),
+    ),
     # 32×32 (Ho et al. 2020's CIFAR-10 model)
-    "base": UNetSpec(channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_resolution=16,
-                     heads=4, dropout=0.1),
+    "base": UNetSpec(
+        channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_resolution=16, heads=4, dropout=0.1
+    ),
 }
 
 
@@ -76,7 +85,9 @@ class UNetConfig:
         if spec.channels < 1 or not spec.channel_mult or min(spec.channel_mult) < 1 or spec.num_res_blocks < 1:
             raise ConfigError(f"the UNet needs positive channels, channel_mult and num_res_blocks, got {spec}")
         if spec.level_blocks and (len(spec.level_blocks) != len(spec.channel_mult) or min(spec.level_blocks) < 1):
-            raise ConfigError(f"level_blocks needs one positive count per level of channel_mult, got {spec.level_blocks}")
+            raise ConfigError(
+                f"level_blocks needs one positive count per level of channel_mult, got {spec.level_blocks}"
+            )
         if any((spec.channels * m) % spec.heads for m in spec.channel_mult):
             raise ConfigError(f"the UNet's widths must be divisible by heads = {spec.heads}")
         if not 0.0 <= spec.dropout < 1.0:
@@ -160,8 +171,9 @@ class Level(nn.Module):
     def __init__(self, widths: list[tuple[int, int]], emb_dim: int, spec: UNetSpec, attend: bool) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(ResBlock(a, b, emb_dim, spec.groups, spec.dropout) for a, b in widths)
-        self.attn = nn.ModuleList(SelfAttention(b, spec.heads, spec.groups) if attend else nn.Identity()
-                                  for _, b in widths)
+        self.attn = nn.ModuleList(
+            SelfAttention(b, spec.heads, spec.groups) if attend else nn.Identity() for _, b in widths
+        )
 
 
 class UNet(nn.Module):
@@ -171,8 +183,9 @@ class UNet(nn.Module):
     also predict the learned variance's interpolation (Nichol & Dhariwal 2021).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, config: UNetConfig | None = None,
-                 image_size: int = 32) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, config: UNetConfig | None = None, image_size: int = 32
+    ) -> None:
         super().__init__()
         spec = (config or UNetConfig()).spec()
         self.spec = spec

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from elbolab.evaluate.run import Measurement  # noqa: E402
-from elbolab.records import RatePoint, SpeedRow, SweepPoint  # noqa: E402
+from elbolab.evaluate.run import Measurement
+from elbolab.records import RatePoint, SpeedRow, SweepPoint
 
 #: one colour per model kind (Okabe–Ito, readable by colour-blind readers); other kinds take the rest in turn
 COLOURS = {"vae": "#0072B2", "diffusion": "#D55E00", "latent-diffusion": "#009E73"}
@@ -21,7 +22,7 @@ SPARE_COLOURS = ("#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 LABELS = {"vae": "VAE", "diffusion": "diffusion", "latent-diffusion": "latent diffusion"}
 #: one marker and line style per sampler, the same in every plot
 SAMPLER_STYLE = {"decoder": ("*", "-"), "ddim": ("o", "-"), "dpm-solver++": ("^", "--"), "ancestral": ("s", ":")}
-DECADES_FOR_LOG = 1.5   # a positive axis whose data span more than this many decades is drawn on a log scale
+DECADES_FOR_LOG = 1.5  # a positive axis whose data span more than this many decades is drawn on a log scale
 
 
 def colour(kind: str) -> str:
@@ -58,8 +59,15 @@ def bound_terms(models: dict[str, Measurement]) -> bytes:
     for i, (kind, res) in enumerate(models.items()):
         bottom = 0.0
         for j, (name, value) in enumerate(res.bound.bpd.terms.items()):
-            ax.bar(i, value, bottom=bottom, color=colour(kind), alpha=0.45 + 0.25 * (j % 2), edgecolor="black",
-                   linewidth=0.5)
+            ax.bar(
+                i,
+                value,
+                bottom=bottom,
+                color=colour(kind),
+                alpha=0.45 + 0.25 * (j % 2),
+                edgecolor="black",
+                linewidth=0.5,
+            )
             if abs(value) > 0.06 * res.bound.bpd.total:
                 ax.text(i, bottom + value / 2, name, ha="center", va="center", fontsize=7)
             bottom += value
@@ -84,12 +92,19 @@ def rate_distortion(diffusion_curve: Sequence[RatePoint], vae_points: Sequence[S
     """Diffusion's progressive-coding curve and the VAE β-sweep on the same axes."""
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     if diffusion_curve:
-        ax.plot([r.rate_bpd for r in diffusion_curve], [r.distortion_rmse for r in diffusion_curve],
-                "o-", ms=3, color=colour("diffusion"), label="diffusion: progressive coding along t")
+        ax.plot(
+            [r.rate_bpd for r in diffusion_curve],
+            [r.distortion_rmse for r in diffusion_curve],
+            "o-",
+            ms=3,
+            color=colour("diffusion"),
+            label="diffusion: progressive coding along t",
+        )
     for p in vae_points:
         ax.plot(p.rate_bpd, p.distortion_rmse, "s", ms=7, color=colour("vae"))
-        ax.annotate(f"β={p.beta:g}", (p.rate_bpd, p.distortion_rmse), fontsize=8,
-                    xytext=(5, 4), textcoords="offset points")
+        ax.annotate(
+            f"β={p.beta:g}", (p.rate_bpd, p.distortion_rmse), fontsize=8, xytext=(5, 4), textcoords="offset points"
+        )
     if vae_points:
         ax.plot([], [], "s", color=colour("vae"), label="VAE β-sweep: rate KL(q‖p) vs reconstruction")
     ax.set_xscale("symlog", linthresh=0.01)
@@ -105,16 +120,29 @@ def information_curve(curve: Sequence[RatePoint], latent_rates: dict[str, float]
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     rows = [r for r in curve if r.step > 0]
     ts = [r.t for r in rows]
-    ax.plot(ts, [r.capacity_bpd for r in rows], color=colour("diffusion"),
-            label="ceiling on I(x_0; x_t): Σ ½ log(1 + SNR·Var x_0)")
-    ax.plot(ts, [r.bits_to_recover_bpd for r in rows], "--", color=colour("diffusion"),
-            label="bits still needed to recover x_0 from x_t")
+    ax.plot(
+        ts,
+        [r.capacity_bpd for r in rows],
+        color=colour("diffusion"),
+        label="ceiling on I(x_0; x_t): Σ ½ log(1 + SNR·Var x_0)",
+    )
+    ax.plot(
+        ts,
+        [r.bits_to_recover_bpd for r in rows],
+        "--",
+        color=colour("diffusion"),
+        label="bits still needed to recover x_0 from x_t",
+    )
     for i, (kind, rate) in enumerate(latent_rates.items()):
-        ax.axhline(rate, color=colour(kind), linestyle=("-", "-.", ":")[i % 3],
-                   label=f"{label(kind)}: rate KL(q(z|x)‖p(z)) ≥ I(x; z)")
+        ax.axhline(
+            rate,
+            color=colour(kind),
+            linestyle=("-", "-.", ":")[i % 3],
+            label=f"{label(kind)}: rate KL(q(z|x)‖p(z)) ≥ I(x; z)",
+        )
     values = [r.capacity_bpd for r in rows] + [r.bits_to_recover_bpd for r in rows] + list(latent_rates.values())
     log_if_decades(ax, "y", values)
-    if ax.get_yscale() == "log":                        # the last steps' vanishing ceiling would squash the rest
+    if ax.get_yscale() == "log":  # the last steps' vanishing ceiling would squash the rest
         ax.set_ylim(bottom=max(min(values), max(values) * 1e-4))
     ax.set_xlabel("diffusion time t (0: data, 1: noise)")
     ax.set_ylabel("information (bits/dim)")
@@ -129,8 +157,8 @@ def _nfe_axis(ax, nfes: list[float]) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("network evaluations per image (NFE, log scale)")
     ax.set_xlim(0.7, max(nfes + [2]) * 1.5)
-    ticks = sorted(set(int(n) for n in nfes))
-    ax.set_xticks(ticks, [str(n) for n in ticks])       # the NFEs measured, as plain numbers
+    ticks = sorted({int(n) for n in nfes})
+    ax.set_xticks(ticks, [str(n) for n in ticks])  # the NFEs measured, as plain numbers
     ax.xaxis.set_minor_formatter(NullFormatter())
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
@@ -156,8 +184,15 @@ def frontier_quality(models: dict[str, Measurement], sweep: Sequence[Any] = ()) 
     for kind, m in models.items():
         if m.quality and m.quality_samples and (kind, m.quality_samples.sampler) not in swept:
             marker, _ = SAMPLER_STYLE.get(m.quality_samples.sampler, ("o", "-"))
-            ax.plot(m.quality_samples.steps, m.quality["fd"], marker=marker, ms=9, linestyle="none",
-                    color=colour(kind), label=f"{label(kind)} {m.quality_samples.sampler}")
+            ax.plot(
+                m.quality_samples.steps,
+                m.quality["fd"],
+                marker=marker,
+                ms=9,
+                linestyle="none",
+                color=colour(kind),
+                label=f"{label(kind)} {m.quality_samples.sampler}",
+            )
             nfes.append(m.quality_samples.steps)
     _nfe_axis(ax, nfes)
     ax.set_ylabel("Fréchet distance (lower is better)")
@@ -176,8 +211,15 @@ def frontier_speed(models: dict[str, Measurement]) -> bytes:
         for sampler, rows in by_sampler.items():
             rows = sorted(rows, key=lambda r: r.nfe)
             marker, line = SAMPLER_STYLE.get(sampler, ("o", "-"))
-            ax.plot([r.nfe for r in rows], [r.images_per_second for r in rows], marker=marker, linestyle=line,
-                    ms=9 if len(rows) == 1 else 5, color=colour(kind), label=f"{label(kind)} {sampler}")
+            ax.plot(
+                [r.nfe for r in rows],
+                [r.images_per_second for r in rows],
+                marker=marker,
+                linestyle=line,
+                ms=9 if len(rows) == 1 else 5,
+                color=colour(kind),
+                label=f"{label(kind)} {sampler}",
+            )
             nfes += [r.nfe for r in rows]
     _nfe_axis(ax, nfes)
     ax.set_yscale("log")
@@ -217,11 +259,21 @@ def steps_curves(points: tuple, floors, key: str, axis_label: str) -> bytes:
         values = [p.figures[key].value for p in rows]
         spans = [p.figures[key].interval() for p in rows]
         # a percentile interval need not hold the figure itself (bootstrap bias): bars never go negative
-        err = [[max(v - lo, 0.0) for v, (lo, _) in zip(values, spans)],
-               [max(hi - v, 0.0) for v, (_, hi) in zip(values, spans)]]
-        ax.errorbar([p.steps for p in rows], values, yerr=err, fmt="o-" if len(rows) > 1 else "*", ms=4,
-                    capsize=2, color=colour(model), alpha=1.0 if sampler != "ddim" else 0.6,
-                    label=f"{label(model)} {sampler}")
+        err = [
+            [max(v - lo, 0.0) for v, (lo, _) in zip(values, spans)],
+            [max(hi - v, 0.0) for v, (_, hi) in zip(values, spans)],
+        ]
+        ax.errorbar(
+            [p.steps for p in rows],
+            values,
+            yerr=err,
+            fmt="o-" if len(rows) > 1 else "*",
+            ms=4,
+            capsize=2,
+            color=colour(model),
+            alpha=1.0 if sampler != "ddim" else 0.6,
+            label=f"{label(model)} {sampler}",
+        )
     if floors is not None and key in floors.real:
         ax.axhline(floors.real[key].value, color="black", ls=":", label=f"real held-out {floors.real_source}")
         ax.axhline(floors.blurred[key].value, color="grey", ls="--", label=f"test blurred σ={floors.blur_sigma:g} px")
@@ -237,16 +289,25 @@ def beta_sweep(points: tuple) -> bytes:
     """The β-sweep VAEs: Fréchet distance of prior samples and of reconstructions, and sample sharpness, by β."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))
     betas = [p.beta for p in points]
-    for key, style, name in (("sample_figures", "o-", "prior samples"), ("reconstruction_figures", "s--",
-                                                                         "reconstructions")):
+    for key, style, name in (
+        ("sample_figures", "o-", "prior samples"),
+        ("reconstruction_figures", "s--", "reconstructions"),
+    ):
         values = [getattr(p, key)["fd"].value if "fd" in getattr(p, key) else float("nan") for p in points]
         left.plot(betas, values, style, color=colour("vae"), label=name)
     left.set_xscale("log")
     left.set_xlabel("β")
     left.set_ylabel("Fréchet distance")
     left.legend(fontsize=7)
-    right.plot(betas, [p.sample_figures["laplacian_ratio"].value if "laplacian_ratio" in p.sample_figures
-                       else float("nan") for p in points], "o-", color=colour("vae"))
+    right.plot(
+        betas,
+        [
+            p.sample_figures["laplacian_ratio"].value if "laplacian_ratio" in p.sample_figures else float("nan")
+            for p in points
+        ],
+        "o-",
+        color=colour("vae"),
+    )
     right.axhline(1.0, color="black", ls=":")
     right.set_xscale("log")
     right.set_xlabel("β")

@@ -7,8 +7,9 @@ beside it; a contrast that names none gets the figure its title points to (`FALL
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from torch import Tensor
 
@@ -27,9 +28,9 @@ class Panel:
     caption: str
     alt: str
     png: bytes
-    kind: str | None = None        # the model it shows, where it shows one
-    pixelated: bool = False        # an image grid (enlarged pixels), not a plot
-    strip: bool = False            # a grid read along its rows (interpolation): a whole row of the figure
+    kind: str | None = None  # the model it shows, where it shows one
+    pixelated: bool = False  # an image grid (enlarged pixels), not a plot
+    strip: bool = False  # a grid read along its rows (interpolation): a whole row of the figure
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,10 @@ class Material:
 
     def chain(self):
         """The first diffusion chain's rate–distortion record among the models, if any."""
-        return next((m.information.chain for m in self.results.measured().values()
-                     if m.information and m.information.chain), None)
+        return next(
+            (m.information.chain for m in self.results.measured().values() if m.information and m.information.chain),
+            None,
+        )
 
     def grids(self, part: str) -> dict[str, Tensor]:
         """Each model's images of one part ("samples", "reconstructions", "interpolation") that exist."""
@@ -69,8 +72,14 @@ def draw_bound_terms(m: Material) -> tuple[Panel, ...]:
     bounded = {k: r for k, r in m.results.measured().items() if r.bound}
     if not bounded:
         return ()
-    return (_plot("bound_terms", "The negative ELBO of each model on held-out images, split into its named terms, "
-                  "in bits per dimension, with its 95% interval.", figures.bound_terms(bounded)),)
+    return (
+        _plot(
+            "bound_terms",
+            "The negative ELBO of each model on held-out images, split into its named terms, "
+            "in bits per dimension, with its 95% interval.",
+            figures.bound_terms(bounded),
+        ),
+    )
 
 
 def draw_per_step(m: Material) -> tuple[Panel, ...]:
@@ -78,8 +87,13 @@ def draw_per_step(m: Material) -> tuple[Panel, ...]:
     chain = m.chain()
     if chain is None or not chain.per_step_bpd:
         return ()
-    return (_plot("per_step", f"Diffusion's bound as the sum of its {chain.T} per-step terms L_(t−1).",
-                  figures.per_step_terms(chain.per_step_bpd)),)
+    return (
+        _plot(
+            "per_step",
+            f"Diffusion's bound as the sum of its {chain.T} per-step terms L_(t−1).",
+            figures.per_step_terms(chain.per_step_bpd),
+        ),
+    )
 
 
 def draw_rate_distortion(m: Material) -> tuple[Panel, ...]:
@@ -87,9 +101,14 @@ def draw_rate_distortion(m: Material) -> tuple[Panel, ...]:
     chain = m.chain()
     if chain is None and not m.results.beta_sweep:
         return ()
-    return (_plot("rate_distortion", "Rate against distortion: diffusion decoding progressively along t, and VAEs "
-                  "trained at several β (each square one VAE).",
-                  figures.rate_distortion(chain.curve if chain else (), m.results.beta_sweep)),)
+    return (
+        _plot(
+            "rate_distortion",
+            "Rate against distortion: diffusion decoding progressively along t, and VAEs "
+            "trained at several β (each square one VAE).",
+            figures.rate_distortion(chain.curve if chain else (), m.results.beta_sweep),
+        ),
+    )
 
 
 def draw_information(m: Material) -> tuple[Panel, ...]:
@@ -97,10 +116,19 @@ def draw_information(m: Material) -> tuple[Panel, ...]:
     chain = m.chain()
     if chain is None:
         return ()
-    rates = {kind: r.information.latent.rate_bpd for kind, r in m.results.measured().items()
-             if r.information and r.information.latent}
-    return (_plot("information", "How much x_t can still say about x_0 along the diffusion, against the rate of "
-                  "each learned one-step latent.", figures.information_curve(chain.curve, rates)),)
+    rates = {
+        kind: r.information.latent.rate_bpd
+        for kind, r in m.results.measured().items()
+        if r.information and r.information.latent
+    }
+    return (
+        _plot(
+            "information",
+            "How much x_t can still say about x_0 along the diffusion, against the rate of "
+            "each learned one-step latent.",
+            figures.information_curve(chain.curve, rates),
+        ),
+    )
 
 
 def draw_frontier(m: Material) -> tuple[Panel, ...]:
@@ -109,19 +137,39 @@ def draw_frontier(m: Material) -> tuple[Panel, ...]:
     sweep = getattr(m.results, "steps_sweep", None) or ()
     panels = []
     if sweep or any(r.quality and r.quality_samples for r in models.values()):
-        panels.append(_plot("frontier_quality", "Sample quality against the number of network evaluations per image "
-                            "for each sampler; the VAE decodes in one.", figures.frontier_quality(models, sweep)))
+        panels.append(
+            _plot(
+                "frontier_quality",
+                "Sample quality against the number of network evaluations per image "
+                "for each sampler; the VAE decodes in one.",
+                figures.frontier_quality(models, sweep),
+            )
+        )
     if any(r.speed for r in models.values()):
-        panels.append(_plot("frontier_speed", "Images per second against the number of network evaluations per "
-                            "image: what each step of quality costs.", figures.frontier_speed(models)))
+        panels.append(
+            _plot(
+                "frontier_speed",
+                "Images per second against the number of network evaluations per "
+                "image: what each step of quality costs.",
+                figures.frontier_speed(models),
+            )
+        )
     return tuple(panels)
 
 
 def _grid_panels(m: Material, part: str, limit: int, caption: Callable[[str, Tensor], str]) -> tuple[Panel, ...]:
     levels = m.results.data.levels
-    return tuple(Panel(f"{part}_{kind}", caption(kind, imgs), f"{label(kind)}: {part}",
-                       grid_png(imgs[:limit], levels, nrow=8), kind, pixelated=True)
-                 for kind, imgs in m.grids(part).items())
+    return tuple(
+        Panel(
+            f"{part}_{kind}",
+            caption(kind, imgs),
+            f"{label(kind)}: {part}",
+            grid_png(imgs[:limit], levels, nrow=8),
+            kind,
+            pixelated=True,
+        )
+        for kind, imgs in m.grids(part).items()
+    )
 
 
 def draw_samples(m: Material) -> tuple[Panel, ...]:
@@ -135,8 +183,15 @@ def draw_samples(m: Material) -> tuple[Panel, ...]:
 
     panels = _grid_panels(m, "samples", 32, caption)
     if m.reference is not None and panels:
-        panels = (Panel("samples_data", f"{m.results.data.name}: real test images", "real test images",
-                        grid_png(m.reference[:32], m.results.data.levels, nrow=8), pixelated=True),) + panels
+        panels = (
+            Panel(
+                "samples_data",
+                f"{m.results.data.name}: real test images",
+                "real test images",
+                grid_png(m.reference[:32], m.results.data.levels, nrow=8),
+                pixelated=True,
+            ),
+        ) + panels
     return panels
 
 
@@ -147,7 +202,8 @@ def draw_reconstructions(m: Material) -> tuple[Panel, ...]:
     def caption(kind: str, imgs: Tensor) -> str:
         value = rmse.get(kind)
         return f"{label(kind)}: decode(encode(x)) of test images" + (
-            f", RMSE {value:.1f} (0–255 scale)" if value is not None else "")
+            f", RMSE {value:.1f} (0–255 scale)" if value is not None else ""
+        )
 
     return _grid_panels(m, "reconstructions", 32, caption)
 
@@ -156,20 +212,29 @@ def smoothness_text(found: dict[str, Any] | None) -> str:
     """Interpolation smoothness as a reader reads it."""
     if not found:
         return "smoothness not measured"
-    return (f"neighbour-frame distance {found['step_mean']:.3g} on average ({found['feature_net']} features); "
-            f"unevenness (std/mean per path) {found['cv']:.2f}; largest step {found['max_step_ratio']:.2f}× the "
-            f"mean (an even path: 0 and 1×)")
+    return (
+        f"neighbour-frame distance {found['step_mean']:.3g} on average ({found['feature_net']} features); "
+        f"unevenness (std/mean per path) {found['cv']:.2f}; largest step {found['max_step_ratio']:.2f}× the "
+        f"mean (an even path: 0 and 1×)"
+    )
 
 
 def draw_interpolation(m: Material) -> tuple[Panel, ...]:
     """Each model's interpolation strips (one row per pair of test images) with their smoothness numbers."""
     levels = m.results.data.levels
     smooth = {k: r.interpolation for k, r in m.results.measured().items()}
-    return tuple(Panel(f"interpolation_{kind}", f"{label(kind)}: {smoothness_text(smooth.get(kind))}",
-                       f"{label(kind)}: interpolation between pairs of test images",
-                       grid_png(frames[:6].flatten(0, 1), levels, nrow=frames.shape[1]), kind, pixelated=True,
-                       strip=True)
-                 for kind, frames in m.grids("interpolation").items())
+    return tuple(
+        Panel(
+            f"interpolation_{kind}",
+            f"{label(kind)}: {smoothness_text(smooth.get(kind))}",
+            f"{label(kind)}: interpolation between pairs of test images",
+            grid_png(frames[:6].flatten(0, 1), levels, nrow=frames.shape[1]),
+            kind,
+            pixelated=True,
+            strip=True,
+        )
+        for kind, frames in m.grids("interpolation").items()
+    )
 
 
 def _first_seed(m: Material):
@@ -183,18 +248,29 @@ def draw_information_curves(m: Material) -> tuple[Panel, ...]:
     seed = _first_seed(m)
     if seed is None or not seed.information:
         return ()
-    return (_plot("information_curves", "Mutual information between an image and diffusion's x_t along the forward "
-                  "process (no model: the data's own posterior), with its Monte-Carlo interval, against the VAE's "
-                  "I(x; z) through its one-step code.", figures.information_curves(seed.information)),)
+    return (
+        _plot(
+            "information_curves",
+            "Mutual information between an image and diffusion's x_t along the forward "
+            "process (no model: the data's own posterior), with its Monte-Carlo interval, against the VAE's "
+            "I(x; z) through its one-step code.",
+            figures.information_curves(seed.information),
+        ),
+    )
 
 
 def _steps_panel(m: Material, key: str, axis_label: str, stem: str) -> tuple[Panel, ...]:
     seed = _first_seed(m)
     if seed is None or not seed.steps or key not in seed.steps[0].figures:
         return ()
-    return (_plot(stem, f"{axis_label} of samples against the number of sampling steps (95% bootstrap intervals), "
-                  "the VAE's single pass beside, with real and blurred reference floors.",
-                  figures.steps_curves(seed.steps, seed.floors, key, axis_label)),)
+    return (
+        _plot(
+            stem,
+            f"{axis_label} of samples against the number of sampling steps (95% bootstrap intervals), "
+            "the VAE's single pass beside, with real and blurred reference floors.",
+            figures.steps_curves(seed.steps, seed.floors, key, axis_label),
+        ),
+    )
 
 
 def draw_steps_sharpness(m: Material) -> tuple[Panel, ...]:
@@ -212,8 +288,14 @@ def draw_beta_sweep(m: Material) -> tuple[Panel, ...]:
     sweep = m.results.beta_sweep
     if not sweep or not sweep[0].sample_figures:
         return ()
-    return (_plot("beta_sweep", "VAEs trained at several β: Fréchet distance of prior samples and of "
-                  "reconstructions, and sample sharpness.", figures.beta_sweep(sweep)),)
+    return (
+        _plot(
+            "beta_sweep",
+            "VAEs trained at several β: Fréchet distance of prior samples and of "
+            "reconstructions, and sample sharpness.",
+            figures.beta_sweep(sweep),
+        ),
+    )
 
 
 #: name → (title, how it is drawn); a contrast's `figure` names one of these
@@ -233,11 +315,23 @@ FIGURES: dict[str, tuple[str, Callable[[Material], tuple[Panel, ...]]]] = {
 }
 
 #: for contrasts that name no figure: the first key found in the lower-cased title picks one
-FALLBACK = (("interpolat", "interpolation"), ("sharp", "samples"), ("blurry", "samples"),
-            ("tug-of-war", "rate_distortion"), ("rate", "rate_distortion"), ("bottleneck", "information"),
-            ("information", "information"), ("speed", "frontier"), ("quality", "frontier"),
-            ("steps", "frontier"), ("forward process", "reconstructions"), ("encoder", "reconstructions"),
-            ("likelihood", "bound_terms"), ("latent diffusion", "bound_terms"), ("bound", "bound_terms"))
+FALLBACK = (
+    ("interpolat", "interpolation"),
+    ("sharp", "samples"),
+    ("blurry", "samples"),
+    ("tug-of-war", "rate_distortion"),
+    ("rate", "rate_distortion"),
+    ("bottleneck", "information"),
+    ("information", "information"),
+    ("speed", "frontier"),
+    ("quality", "frontier"),
+    ("steps", "frontier"),
+    ("forward process", "reconstructions"),
+    ("encoder", "reconstructions"),
+    ("likelihood", "bound_terms"),
+    ("latent diffusion", "bound_terms"),
+    ("bound", "bound_terms"),
+)
 
 
 def figure_name(contrast: Contrast) -> str | None:

@@ -21,7 +21,7 @@ def grid_array(images: Tensor, levels: int, nrow: int, pad: int = 1) -> np.ndarr
     for i in range(n):
         r, col = divmod(i, ncol)
         y, x = pad + r * (h + pad), pad + col * (w + pad)
-        canvas[y:y + h, x:x + w] = images[i].permute(1, 2, 0).round().clamp(0, 255).numpy().astype(np.uint8)
+        canvas[y : y + h, x : x + w] = images[i].permute(1, 2, 0).round().clamp(0, 255).numpy().astype(np.uint8)
     return canvas
 
 

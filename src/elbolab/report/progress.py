@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 from elbolab.experiments.compare import JobEvent
 
@@ -24,7 +28,7 @@ Clock = Callable[[], float]
 
 def clock_text(seconds: float) -> str:
     """Seconds as m:ss (h:mm:ss from an hour)."""
-    s = int(round(max(seconds, 0.0)))
+    s = round(max(seconds, 0.0))
     h, rest = divmod(s, 3600)
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
@@ -36,10 +40,10 @@ class JobClock:
         self.clock = clock
         self.started = clock()
         self.plan: tuple[tuple[str, str, float], ...] = ()
-        self.index = -1                      # the current stage in the plan
+        self.index = -1  # the current stage in the plan
         self.stage_started = self.started
         self.measure_seconds: list[float] = []
-        self.train_ratios: list[float] = []        # time each finished training stage took over its budget
+        self.train_ratios: list[float] = []  # time each finished training stage took over its budget
         self.step: int | None = None
         self.loss: float | None = None
         self.detail = ""
@@ -77,7 +81,7 @@ class JobClock:
         took = self.clock() - self.stage_started
         if stage == "measure":
             self.measure_seconds.append(took)
-        elif self.step is not None and budget > 0:      # trained (not reused): its time against its budget
+        elif self.step is not None and budget > 0:  # trained (not reused): its time against its budget
             self.train_ratios.append(took / budget)
 
     def elapsed(self) -> float:
@@ -109,7 +113,7 @@ class JobClock:
         return 1.0 if self.done else elapsed / (elapsed + left) if elapsed + left > 0 else 0.0
 
     def stage_text(self) -> str:
-        """"stage 3 of 8: training diffusion, step 1,200, loss 0.0423" (or measuring what)."""
+        """ "stage 3 of 8: training diffusion, step 1,200, loss 0.0423" (or measuring what)."""
         if self.done:
             return "judging the contrasts and writing the report"
         if not 0 <= self.index < len(self.plan):
@@ -125,7 +129,7 @@ class JobClock:
         return text
 
     def time_text(self) -> str:
-        """"elapsed 1:02, about 3:40 left" ("at least 3:40 left" until a measurement has been timed)."""
+        """ "elapsed 1:02, about 3:40 left" ("at least 3:40 left" until a measurement has been timed)."""
         left, known = self.left()
         if not known and left < 1:
             return f"elapsed {clock_text(self.elapsed())}, time left known once a measurement has finished"
@@ -158,7 +162,7 @@ class PlainProgress:
         if not (0 <= self.job.index < len(self.job.plan) and self.job.plan[self.job.index][0] == "measure"):
             self._line(message)
 
-    def __enter__(self) -> "PlainProgress":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -184,8 +188,11 @@ class RichProgress:
         grid = Table.grid(padding=(0, 1))
         grid.add_row("[bold]elbolab compare[/]", self.job.stage_text())
         bar = Table.grid(padding=(0, 1))
-        bar.add_row(ProgressBar(total=1.0, completed=self.job.fraction(), width=36),
-                    f"{100 * self.job.fraction():3.0f}%", self.job.time_text())
+        bar.add_row(
+            ProgressBar(total=1.0, completed=self.job.fraction(), width=36),
+            f"{100 * self.job.fraction():3.0f}%",
+            self.job.time_text(),
+        )
         grid.add_row("", bar)
         return grid
 
@@ -197,7 +204,7 @@ class RichProgress:
         if not (0 <= self.job.index < len(self.job.plan) and self.job.plan[self.job.index][0] == "measure"):
             self.console.print(f"[dim]\\[compare][/] {message}", highlight=False)
 
-    def __enter__(self) -> "RichProgress":
+    def __enter__(self) -> Self:
         self.live.start()
         return self
 

@@ -20,8 +20,8 @@ from torch import Tensor
 from elbolab.experiments.results import CompareResults
 from elbolab.experiments.verdicts import show_figure
 from elbolab.records import Contrast, Effect, Resampled
-from elbolab.report.gallery import Figure, Material, draw, figure_name
 from elbolab.report.figures import colour, label
+from elbolab.report.gallery import Figure, Material, draw, figure_name
 
 esc = html.escape
 
@@ -68,27 +68,52 @@ def summary_rows(results: CompareResults) -> list[tuple[str, list[str]]]:
         fig = r.resampled
         sharp = (r.sharpness or {}).get("samples", {})
         bound = f"{num(r.bound.bpd.total)} ± {num(r.bound.bpd.ci95, 2)}" if r.bound else "–"
-        rows.append((kind, [label(kind), bound,
-                            num(r.parameters), f"{num(run.train_steps)} ({num(run.train_images_per_s)} img/s)",
-                            interval_text(fig.get("fd")) if "fd" in fig else num((r.quality or {}).get("fd")),
-                            " / ".join(interval_text(fig.get(key)) for key in ("precision", "recall")),
-                            num(sharp.get("laplacian_variance_ratio")),
-                            f"{num(fastest.images_per_second)} at NFE {fastest.nfe}" if fastest else "–",
-                            r.objective]))
+        rows.append(
+            (
+                kind,
+                [
+                    label(kind),
+                    bound,
+                    num(r.parameters),
+                    f"{num(run.train_steps)} ({num(run.train_images_per_s)} img/s)",
+                    interval_text(fig.get("fd")) if "fd" in fig else num((r.quality or {}).get("fd")),
+                    " / ".join(interval_text(fig.get(key)) for key in ("precision", "recall")),
+                    num(sharp.get("laplacian_variance_ratio")),
+                    f"{num(fastest.images_per_second)} at NFE {fastest.nfe}" if fastest else "–",
+                    r.objective,
+                ],
+            )
+        )
     return rows
 
 
-SUMMARY_HEADER = ["model", "−ELBO bits/dim (± 95%)", "parameters", "training steps", "Fréchet distance [95%]",
-                  "precision / recall [95%]", "sharpness (× test set)", "fastest sampling, img/s",
-                  "objective trained"]
+SUMMARY_HEADER = [
+    "model",
+    "−ELBO bits/dim (± 95%)",
+    "parameters",
+    "training steps",
+    "Fréchet distance [95%]",
+    "precision / recall [95%]",
+    "sharpness (× test set)",
+    "fastest sampling, img/s",
+    "objective trained",
+]
 
 
 def flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
     """Nested settings as (dotted key, value) rows."""
     if isinstance(obj, dict):
         return [row for k, v in obj.items() for row in flatten(v, f"{prefix}{k}.")]
-    return [(prefix.rstrip("."), num(obj) if isinstance(obj, (int, float)) else
-             ", ".join(map(str, obj)) if isinstance(obj, (list, tuple)) else str(obj))]
+    return [
+        (
+            prefix.rstrip("."),
+            num(obj)
+            if isinstance(obj, (int, float))
+            else ", ".join(map(str, obj))
+            if isinstance(obj, (list, tuple))
+            else str(obj),
+        )
+    ]
 
 
 def versions() -> list[tuple[str, str]]:
@@ -107,8 +132,12 @@ def versions() -> list[tuple[str, str]]:
 def setting_rows(results: CompareResults) -> list[tuple[str, str]]:
     """Configuration, seeds, data, feature network, versions and machine as (key, value) rows."""
     d = results.data
-    rows = [("data", f"{d.name}: {num(d.n_test)} test images of shape {tuple(d.shape)}, {d.levels} levels, "
-                     f"D = {num(d.dims)}")]
+    rows = [
+        (
+            "data",
+            f"{d.name}: {num(d.n_test)} test images of shape {tuple(d.shape)}, {d.levels} levels, D = {num(d.dims)}",
+        )
+    ]
     rows += [(f"config.{k}", v) for k, v in flatten(results.config)]
     rows += [(f"feature_net.{k}", v) for k, v in flatten(results.feature_net)]
     rows += [(f"version.{k}", v) for k, v in versions()]
@@ -222,9 +251,13 @@ def figure_html(fig: Figure) -> str:
         f'<figure class="panel {"grid" if p.pixelated else "plot"}{" strip" if p.strip else ""}" '
         f'data-stem="{esc(p.stem)}">'
         f'<img src="{data_uri(p.png)}" alt="{esc(p.alt)}"><figcaption>'
-        f'{swatch(p.kind) if p.kind else ""}{esc(p.caption)}</figcaption></figure>' for p in fig.panels)
-    return (f'<figure class="fig" data-figure="{esc(fig.name)}"><figcaption>{esc(fig.title)}</figcaption>'
-            f'<div class="panels">{panels}</div></figure>')
+        f"{swatch(p.kind) if p.kind else ''}{esc(p.caption)}</figcaption></figure>"
+        for p in fig.panels
+    )
+    return (
+        f'<figure class="fig" data-figure="{esc(fig.name)}"><figcaption>{esc(fig.title)}</figcaption>'
+        f'<div class="panels">{panels}</div></figure>'
+    )
 
 
 def swatch(kind: str) -> str:
@@ -234,18 +267,31 @@ def swatch(kind: str) -> str:
 
 def contrast_html(c: Contrast, anchor: str, fig: Figure | None) -> str:
     """One contrast: claim, measurement, effect, rule, verdict and its figure."""
-    items = [("Claim", c.claim), ("Measured", c.measured), ("Effect", effect_text(c.effect)),
-             ("Test", c.effect.test if c.effect else None), ("Rule", c.rule),
-             ("Per seed", ", ".join(num(v) for v in c.per_seed) if c.per_seed else None)]
+    items = [
+        ("Claim", c.claim),
+        ("Measured", c.measured),
+        ("Effect", effect_text(c.effect)),
+        ("Test", c.effect.test if c.effect else None),
+        ("Rule", c.rule),
+        ("Per seed", ", ".join(num(v) for v in c.per_seed) if c.per_seed else None),
+    ]
     dl = "".join(f"<dt>{name}</dt><dd>{esc(text)}</dd>" for name, text in items if text)
     dl += f"<dt>Verdict</dt><dd>{badge(c.verdict)}</dd>"
     wanted = figure_name(c)
-    shown = figure_html(fig) if fig else (
-        f'<p class="note">Figure “{esc(wanted)}” has nothing to show in these results.</p>' if wanted
-        else '<p class="note">No figure belongs to this contrast.</p>')
-    return (f'<section class="contrast" id="{anchor}" data-figure="{esc(wanted or "")}" aria-labelledby="{anchor}-h">'
-            f'<header><h3 id="{anchor}-h">{esc(c.title)}</h3>{badge(c.verdict)}</header>'
-            f'<div class="body"><dl>{dl}</dl><div>{shown}</div></div></section>')
+    shown = (
+        figure_html(fig)
+        if fig
+        else (
+            f'<p class="note">Figure “{esc(wanted)}” has nothing to show in these results.</p>'
+            if wanted
+            else '<p class="note">No figure belongs to this contrast.</p>'
+        )
+    )
+    return (
+        f'<section class="contrast" id="{anchor}" data-figure="{esc(wanted or "")}" aria-labelledby="{anchor}-h">'
+        f'<header><h3 id="{anchor}-h">{esc(c.title)}</h3>{badge(c.verdict)}</header>'
+        f'<div class="body"><dl>{dl}</dl><div>{shown}</div></div></section>'
+    )
 
 
 def board_html(rows: list[tuple[Contrast, str, Figure | None]]) -> str:
@@ -254,7 +300,9 @@ def board_html(rows: list[tuple[Contrast, str, Figure | None]]) -> str:
         f'<li data-contrast="{esc(c.title)}"><div class="what"><a href="#{anchor}">{esc(c.title)}</a>'
         f'<p class="claim">{esc(first_sentence(c.claim))}</p></div>'
         f'<div class="effect">{esc(effect_text(c.effect) if c.effect else c.rule)}</div>'
-        f'<div class="verdict">{badge(c.verdict)}</div></li>' for c, anchor, _ in rows)
+        f'<div class="verdict">{badge(c.verdict)}</div></li>'
+        for c, anchor, _ in rows
+    )
     return f'<ol class="board" aria-label="verdict per contrast">{items}</ol>'
 
 
@@ -262,30 +310,40 @@ def table_html(header: list[str], rows: list[list[str]], cls: str = "") -> str:
     """A table in a box that scrolls sideways on its own when it is wider than the screen."""
     head = "".join(f"<th scope=col>{esc(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f'<div class="scroll" tabindex="0"><table class="{cls}"><thead><tr>{head}</tr></thead>' \
-           f'<tbody>{body}</tbody></table></div>'
+    return (
+        f'<div class="scroll" tabindex="0"><table class="{cls}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
 
 
 def lede(results: CompareResults) -> str:
     """One sentence on what was compared, on what, under which budget and where."""
     d, m = results.data, results.machine
     budget = results.config.get("budget")
-    spent = f"a training budget of {num(budget)} s per model" if isinstance(budget, (int, float)) and \
-        math.isfinite(budget) else "existing runs"
-    return (f"{', '.join(label(k) for k in results.models)} on {d.name} ({num(d.n_test)} test images, "
-            f"{'×'.join(map(str, d.shape))}, {d.levels} levels), {spent}, measured through one bound on "
-            f"{m.get('processor', '?')} with {m.get('torch_threads', '?')} threads.")
+    spent = (
+        f"a training budget of {num(budget)} s per model"
+        if isinstance(budget, (int, float)) and math.isfinite(budget)
+        else "existing runs"
+    )
+    return (
+        f"{', '.join(label(k) for k in results.models)} on {d.name} ({num(d.n_test)} test images, "
+        f"{'×'.join(map(str, d.shape))}, {d.levels} levels), {spent}, measured through one bound on "
+        f"{m.get('processor', '?')} with {m.get('torch_threads', '?')} threads."
+    )
 
 
 def to_html(results: CompareResults, drawn: dict[str, Figure]) -> str:
     """The whole report as one self-contained HTML page."""
     rows = placed(results, drawn)
-    contrasts = "".join(contrast_html(c, anchor, fig) for c, anchor, fig in rows) or \
-        '<p class="note">No contrast could be judged: a comparison needs a VAE and a diffusion run.</p>'
+    contrasts = (
+        "".join(contrast_html(c, anchor, fig) for c, anchor, fig in rows)
+        or '<p class="note">No contrast could be judged: a comparison needs a VAE and a diffusion run.</p>'
+    )
     shown = {fig.name for _, _, fig in rows if fig}
     others = "".join(f'<div class="contrast">{figure_html(f)}</div>' for n, f in drawn.items() if n not in shown)
-    summary = table_html(SUMMARY_HEADER, [[swatch(kind) + esc(cells[0]), *map(esc, cells[1:])]
-                                          for kind, cells in summary_rows(results)])
+    summary = table_html(
+        SUMMARY_HEADER, [[swatch(kind) + esc(cells[0]), *map(esc, cells[1:])] for kind, cells in summary_rows(results)]
+    )
     settings = table_html(["setting", "value"], [[esc(k), esc(v)] for k, v in setting_rows(results)], "kv")
     title = f"elbolab compare — {results.data.name}"
     return f"""<!doctype html>
@@ -296,7 +354,7 @@ def to_html(results: CompareResults, drawn: dict[str, Figure]) -> str:
 <section aria-labelledby="verdicts-h"><h2 id="verdicts-h">Verdicts</h2>{board_html(rows)}</section>
 <section aria-labelledby="contrasts-h"><h2 id="contrasts-h">The contrasts, measured</h2>{contrasts}</section>
 <section aria-labelledby="summary-h"><h2 id="summary-h">Summary</h2>{summary}</section>
-{f'<section aria-labelledby="more-h"><h2 id="more-h">More figures</h2>{others}</section>' if others else ''}
+{f'<section aria-labelledby="more-h"><h2 id="more-h">More figures</h2>{others}</section>' if others else ""}
 <section aria-labelledby="settings-h"><h2 id="settings-h">Configuration, seeds, versions and machine</h2>{settings}
 <p class="note">All numbers are in results.json beside this page; the runs (weights, configs, logs) in runs/.</p>
 </section></main></body></html>
@@ -304,6 +362,7 @@ def to_html(results: CompareResults, drawn: dict[str, Figure]) -> str:
 
 
 # ---------------------------------------------------------------- Markdown
+
 
 def md_cell(text: str) -> str:
     """Text safe inside a Markdown table cell."""
@@ -321,15 +380,36 @@ def figure_md(fig: Figure) -> list[str]:
 def to_markdown(results: CompareResults, drawn: dict[str, Figure]) -> str:
     """The same report as Markdown: images are the PNG files `write_report` puts beside it."""
     rows = placed(results, drawn)
-    lines = [f"# elbolab compare — {results.data.name}", "", lede(results), "", "## Verdicts", "",
-             "| verdict | contrast | effect (95% interval) |", "|---|---|---|"]
-    lines += [f"| **{c.verdict}** | [{md_cell(c.title)}](#{anchor}) | {md_cell(effect_text(c.effect))} |"
-              for c, anchor, _ in rows]
+    lines = [
+        f"# elbolab compare — {results.data.name}",
+        "",
+        lede(results),
+        "",
+        "## Verdicts",
+        "",
+        "| verdict | contrast | effect (95% interval) |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| **{c.verdict}** | [{md_cell(c.title)}](#{anchor}) | {md_cell(effect_text(c.effect))} |"
+        for c, anchor, _ in rows
+    ]
     lines += ["", "## The contrasts, measured", ""]
     for c, anchor, fig in rows:
-        lines += [f'<a id="{anchor}"></a>', "", f"### {c.title}", "", f"**Verdict: {c.verdict}**", "",
-                  f"*Claim.* {c.claim}", "", f"*Measured.* {c.measured}", "", f"*Effect.* {effect_text(c.effect)}",
-                  ""]
+        lines += [
+            f'<a id="{anchor}"></a>',
+            "",
+            f"### {c.title}",
+            "",
+            f"**Verdict: {c.verdict}**",
+            "",
+            f"*Claim.* {c.claim}",
+            "",
+            f"*Measured.* {c.measured}",
+            "",
+            f"*Effect.* {effect_text(c.effect)}",
+            "",
+        ]
         if c.effect:
             lines += [f"*Test.* {c.effect.test}", ""]
         lines += [f"*Rule.* {c.rule}", ""]
@@ -352,8 +432,13 @@ def to_markdown(results: CompareResults, drawn: dict[str, Figure]) -> str:
 
 # ---------------------------------------------------------------- files
 
-def write_report(results: CompareResults, out: Path, images: dict[str, dict[str, Tensor | None]] | None = None,
-                 reference: Tensor | None = None) -> dict[str, Path]:
+
+def write_report(
+    results: CompareResults,
+    out: Path,
+    images: dict[str, dict[str, Tensor | None]] | None = None,
+    reference: Tensor | None = None,
+) -> dict[str, Path]:
     """results.json, report.html (self-contained), report.md and its PNG files, into `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

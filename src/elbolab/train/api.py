@@ -16,18 +16,51 @@ from elbolab.data.base import ImageData
 from elbolab.errors import ConfigError, ElbolabError
 from elbolab.train import distributed
 from elbolab.train.loop import Callback, Say, Trainer, say_on_stderr
-from elbolab.train.run import (CHECKPOINT_FILE, CONFIG_FILE, CONFIG_HISTORY_FILE, RunConfig, apply_overrides,
-                               build_model, list_checkpoints, pick_device, read_run_config, resolve_configs,
-                               save_run_config)
+from elbolab.train.run import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    CONFIG_HISTORY_FILE,
+    RunConfig,
+    apply_overrides,
+    build_model,
+    list_checkpoints,
+    pick_device,
+    read_run_config,
+    resolve_configs,
+    save_run_config,
+)
 from elbolab.train.stages import run_first_stage, stage_budget
 from elbolab.train.tensorboard import TensorBoardLog
 
 #: keys `--resume --set` may change: they steer the rest of the run, not what its checkpoint means
-RESUMABLE = frozenset(f"train.{k}" for k in (
-    "lr", "min_lr_ratio", "warmup_steps", "steps", "max_seconds", "checkpoint_every", "eval_every", "eval_n",
-    "precision", "keep_checkpoints", "nonfinite_patience", "max_rollbacks", "grad_clip", "weight_decay",
-    "adam_beta1", "adam_beta2", "ema_decay", "threads", "device", "deterministic", "grad_accum", "compile",
-    "channels_last"))
+RESUMABLE = frozenset(
+    f"train.{k}"
+    for k in (
+        "lr",
+        "min_lr_ratio",
+        "warmup_steps",
+        "steps",
+        "max_seconds",
+        "checkpoint_every",
+        "eval_every",
+        "eval_n",
+        "precision",
+        "keep_checkpoints",
+        "nonfinite_patience",
+        "max_rollbacks",
+        "grad_clip",
+        "weight_decay",
+        "adam_beta1",
+        "adam_beta2",
+        "ema_decay",
+        "threads",
+        "device",
+        "deterministic",
+        "grad_accum",
+        "compile",
+        "channels_last",
+    )
+)
 
 Changes = dict[str, tuple[Any, Any]]
 
@@ -40,8 +73,10 @@ def resume_config(saved: RunConfig, overrides: dict[str, Any]) -> tuple[RunConfi
     changes = {k: (old[k], new[k]) for k in old if old[k] != new[k]}
     for key, (before, after) in changes.items():
         if key not in RESUMABLE:
-            raise ConfigError(f"{key} cannot change on --resume ({before!r} → {after!r}): the checkpoint was "
-                              f"trained with {before!r}; start a new run (another --out) to change it")
+            raise ConfigError(
+                f"{key} cannot change on --resume ({before!r} → {after!r}): the checkpoint was "
+                f"trained with {before!r}; start a new run (another --out) to change it"
+            )
     return replace(saved, model=model_cfg, train=train_cfg), changes
 
 
@@ -49,8 +84,11 @@ def record_changes(run_dir: Path, trainer: Trainer, changes: Changes, say: Say) 
     """Write config changes made on resume to the run's log, its config history and stderr."""
     if not changes:
         return
-    entry = {"step": trainer.step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-             "changes": {k: list(v) for k, v in changes.items()}}
+    entry = {
+        "step": trainer.step,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "changes": {k: list(v) for k, v in changes.items()},
+    }
     with open(run_dir / CONFIG_HISTORY_FILE, "a") as fh:
         fh.write(json.dumps(entry) + "\n")
     trainer.log_event("config-change", changes=entry["changes"])
@@ -70,10 +108,19 @@ def resumed_config(run_dir: Path, kind: str, data: str | None, overrides: dict[s
     return resume_config(saved, overrides)
 
 
-def train_run(kind: str, data: str | None, out: str | Path, *, data_dir: str | None = None,
-              overrides: dict[str, Any] | None = None, config_file: str | Path | None = None,
-              resume: bool = False, steps: int | None = None, progress: bool = True,
-              say: Say = say_on_stderr) -> tuple[RunConfig, dict]:
+def train_run(
+    kind: str,
+    data: str | None,
+    out: str | Path,
+    *,
+    data_dir: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    config_file: str | Path | None = None,
+    resume: bool = False,
+    steps: int | None = None,
+    progress: bool = True,
+    say: Say = say_on_stderr,
+) -> tuple[RunConfig, dict]:
     """Train (or resume) one model into a run folder; returns its config and final metrics.
 
     On resume, `overrides` (and a config file) may change the keys in `RESUMABLE`; the changes are recorded,
@@ -95,13 +142,30 @@ def train_run(kind: str, data: str | None, out: str | Path, *, data_dir: str | N
         cfg = RunConfig(kind, data, data_dir, test_data.shape, test_data.levels, model_cfg, train_cfg)
     if resume:
         test_data = load_data(cfg.data, "test", cfg.data_dir)
-    return cfg, fit_run(cfg, run_dir, load_data(cfg.data, "train", cfg.data_dir), test_data, resume=resume,
-                        progress=progress, say=say, changes=changes)
+    return cfg, fit_run(
+        cfg,
+        run_dir,
+        load_data(cfg.data, "train", cfg.data_dir),
+        test_data,
+        resume=resume,
+        progress=progress,
+        say=say,
+        changes=changes,
+    )
 
 
-def fit_run(cfg: RunConfig, run_dir: Path, train_data: ImageData, test_data: ImageData, *, resume: bool = False,
-            progress: bool = True, say: Say = say_on_stderr, changes: Changes | None = None,
-            callbacks: tuple[Callback, ...] = ()) -> dict:
+def fit_run(
+    cfg: RunConfig,
+    run_dir: Path,
+    train_data: ImageData,
+    test_data: ImageData,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    say: Say = say_on_stderr,
+    changes: Changes | None = None,
+    callbacks: tuple[Callback, ...] = (),
+) -> dict:
     """Train the run `cfg` into `run_dir` on data already loaded (a first stage first, where the model has one);
     with `resume`, from the run's newest good checkpoint, recording `changes` made to its config. `callbacks`
     hear every step of the main stage. Returns the final metrics."""
@@ -114,14 +178,23 @@ def fit_run(cfg: RunConfig, run_dir: Path, train_data: ImageData, test_data: Ima
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg)
         run_dir.mkdir(parents=True, exist_ok=True)
-        board = TensorBoardLog(run_dir, cfg.levels, seed=cfg.train.seed) if cfg.train.tensorboard and world.main \
-            else None
+        board = (
+            TensorBoardLog(run_dir, cfg.levels, seed=cfg.train.seed) if cfg.train.tensorboard and world.main else None
+        )
         if world.main:
             save_run_config(run_dir, cfg)
         # e.g. latent diffusion: train or load the autoencoder, measure the latent scale
         spent = run_first_stage(model, train_data, test_data, cfg, run_dir, progress)
-        trainer = Trainer(model, train_data, test_data, stage_budget(cfg.train, spent), run_dir,
-                          (*callbacks, board) if board else callbacks, progress=progress, say=say)
+        trainer = Trainer(
+            model,
+            train_data,
+            test_data,
+            stage_budget(cfg.train, spent),
+            run_dir,
+            (*callbacks, board) if board else callbacks,
+            progress=progress,
+            say=say,
+        )
         if board:
             board.watch(trainer.eval_model)
         if world.main:

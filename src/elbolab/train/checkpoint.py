@@ -56,8 +56,9 @@ def save_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, Any
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     bad = nonfinite_tensors(tensors)
     if bad:
-        raise CheckpointError(f"{path}: not written, non-finite values in {', '.join(bad[:3])}"
-                              f"{' …' if len(bad) > 3 else ''}")
+        raise CheckpointError(
+            f"{path}: not written, non-finite values in {', '.join(bad[:3])}{' …' if len(bad) > 3 else ''}"
+        )
     state = dict(metadata or {})
     state[HASH_KEY] = content_hash(tensors, state)
     atomic_write_bytes(path, save_bytes(tensors, metadata={"state": json.dumps(state)}))
@@ -66,7 +67,7 @@ def save_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, Any
 def _header_state(raw: bytes, path: Path) -> dict[str, Any] | None:
     """The JSON state in a safetensors header's metadata (None if it has none)."""
     (size,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + size])
+    header = json.loads(raw[8 : 8 + size])
     meta = header.get("__metadata__") or {}
     if "state" not in meta:
         return None
@@ -101,22 +102,29 @@ def load_tensors(path: Path, spec: Spec | None = None) -> tuple[dict[str, Tensor
     return tensors, state
 
 
-def check_spec(path: Path, tensors: Mapping[str, Tensor], spec: Spec,
-               exact: tuple[str, ...] = ("model.", "ema.")) -> None:
+def check_spec(
+    path: Path, tensors: Mapping[str, Tensor], spec: Spec, exact: tuple[str, ...] = ("model.", "ema.")
+) -> None:
     """Every tensor `spec` names is present with its shape and dtype, and none else under the `exact` prefixes."""
     missing = [k for k in spec if k not in tensors]
     if missing:
-        raise CheckpointError(f"{path}: checkpoint does not fit the model (missing tensors "
-                              f"{', '.join(missing[:3])}{' …' if len(missing) > 3 else ''})")
+        raise CheckpointError(
+            f"{path}: checkpoint does not fit the model (missing tensors "
+            f"{', '.join(missing[:3])}{' …' if len(missing) > 3 else ''})"
+        )
     extra = [k for k in tensors if k.startswith(exact) and k not in spec]
     if extra:
-        raise CheckpointError(f"{path}: checkpoint does not fit the model (tensors the model does not have: "
-                              f"{', '.join(extra[:3])}{' …' if len(extra) > 3 else ''})")
+        raise CheckpointError(
+            f"{path}: checkpoint does not fit the model (tensors the model does not have: "
+            f"{', '.join(extra[:3])}{' …' if len(extra) > 3 else ''})"
+        )
     for name, (shape, dtype) in spec.items():
         t = tensors[name]
         if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
-            raise CheckpointError(f"{path}: checkpoint does not fit the model ({name} is {t.dtype} "
-                                  f"{list(t.shape)}, the model needs {dtype} {list(shape)})")
+            raise CheckpointError(
+                f"{path}: checkpoint does not fit the model ({name} is {t.dtype} "
+                f"{list(t.shape)}, the model needs {dtype} {list(shape)})"
+            )
 
 
 def module_spec(state: Mapping[str, Tensor], prefix: str = "") -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -159,8 +167,10 @@ def optimizer_spec(path: Path, tensors: Mapping[str, Tensor], params: list[Tenso
             raise CheckpointError(f"{path}: checkpoint does not fit the model ({key} names no parameter)")
         p = params[int(pid)]
         if name.startswith("exp_avg") and (tuple(t.shape) != tuple(p.shape) or t.dtype != p.dtype):
-            raise CheckpointError(f"{path}: checkpoint does not fit the model ({key} is {t.dtype} "
-                                  f"{list(t.shape)}, the parameter is {p.dtype} {list(p.shape)})")
+            raise CheckpointError(
+                f"{path}: checkpoint does not fit the model ({key} is {t.dtype} "
+                f"{list(t.shape)}, the parameter is {p.dtype} {list(p.shape)})"
+            )
 
 
 def rng_tensors() -> dict[str, Tensor]:
@@ -174,8 +184,7 @@ def rng_tensors() -> dict[str, Tensor]:
 
 def rng_spec() -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """What `rng_tensors` writes, as a spec (CUDA states excluded: they depend on the machine)."""
-    return {k: (tuple(v.shape), v.dtype) for k, v in rng_tensors().items()
-            if not k.startswith("rng.cuda.")}
+    return {k: (tuple(v.shape), v.dtype) for k, v in rng_tensors().items() if not k.startswith("rng.cuda.")}
 
 
 def restore_rng(tensors: dict[str, Tensor]) -> None:

@@ -13,38 +13,53 @@ class TrainConfig:
     """Optimiser, schedule, EMA, evaluation and checkpoint cadence."""
 
     steps: int = 2000
-    max_seconds: float = 0.0       # stop early once this much wall-clock training time is spent (0 = no limit)
+    max_seconds: float = 0.0  # stop early once this much wall-clock training time is spent (0 = no limit)
     batch_size: int = 128
     lr: float = 2e-3
-    min_lr_ratio: float = 0.1      # cosine decay ends at lr × this
-    warmup_steps: int = 100        # linear learning-rate warm-up
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr × this
+    warmup_steps: int = 100  # linear learning-rate warm-up
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
-    grad_clip: float = 1.0         # max global gradient norm, 0 = off
+    grad_clip: float = 1.0  # max global gradient norm, 0 = off
     ema_decay: float = 0.999
-    eval_every: int = 500          # steps between test evaluations (0 = only at the end)
-    eval_n: int = 256              # test images in each periodic evaluation
-    checkpoint_every: int = 500    # steps between checkpoints
+    eval_every: int = 500  # steps between test evaluations (0 = only at the end)
+    eval_n: int = 256  # test images in each periodic evaluation
+    checkpoint_every: int = 500  # steps between checkpoints
     seed: int = 0
-    threads: int = 0               # torch CPU threads, 0 = torch's default
-    device: str = "auto"           # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch CPU threads, 0 = torch's default
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype of the forward pass (fp16 with a grad scaler)
-    grad_accum: int = 1            # micro-batches per process per optimiser step (batch_size is the global batch)
-    compile: bool = False          # torch.compile the networks (opt-in: pays on GPUs, rarely on a CPU)
-    channels_last: bool = False    # model and batches in channels_last (opt-in: 0.5-1.3x on a 2-core CPU, load-dependent)
-    keep_checkpoints: int = 3      # the newest K checkpoints are kept in checkpoints/
-    nonfinite_patience: int = 3    # non-finite steps in a row before rolling back to the last good checkpoint
-    max_rollbacks: int = 3         # rollbacks (each halving the learning rate) before the run stops
-    deterministic: bool = False    # deterministic algorithms (cuDNN/cuBLAS) on the GPU; the CPU always is
-    tensorboard: bool = False      # TensorBoard event files in RUN/tensorboard (pip install 'elbolab[tensorboard]')
+    grad_accum: int = 1  # micro-batches per process per optimiser step (batch_size is the global batch)
+    compile: bool = False  # torch.compile the networks (opt-in: pays on GPUs, rarely on a CPU)
+    channels_last: bool = False  # model and batches in channels_last (opt-in: 0.5-1.3x on a 2-core CPU, load-dependent)
+    keep_checkpoints: int = 3  # the newest K checkpoints are kept in checkpoints/
+    nonfinite_patience: int = 3  # non-finite steps in a row before rolling back to the last good checkpoint
+    max_rollbacks: int = 3  # rollbacks (each halving the learning rate) before the run stops
+    deterministic: bool = False  # deterministic algorithms (cuDNN/cuBLAS) on the GPU; the CPU always is
+    tensorboard: bool = False  # TensorBoard event files in RUN/tensorboard (pip install 'elbolab[tensorboard]')
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_n", "checkpoint_every", "keep_checkpoints", "nonfinite_patience",
-                     "grad_accum"):
+        for name in (
+            "steps",
+            "batch_size",
+            "eval_n",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "nonfinite_patience",
+            "grad_accum",
+        ):
             require(f"train.{name}", getattr(self, name), getattr(self, name) >= 1, "an integer ≥ 1")
-        for name in ("max_seconds", "eval_every", "warmup_steps", "weight_decay", "grad_clip", "threads",
-                     "max_rollbacks", "seed"):
+        for name in (
+            "max_seconds",
+            "eval_every",
+            "warmup_steps",
+            "weight_decay",
+            "grad_clip",
+            "threads",
+            "max_rollbacks",
+            "seed",
+        ):
             require(f"train.{name}", getattr(self, name), getattr(self, name) >= 0, "a number ≥ 0")
         require("train.lr", self.lr, self.lr > 0, "a number > 0")
         require("train.ema_decay", self.ema_decay, 0 <= self.ema_decay < 1, "a number in [0, 1)")
@@ -52,5 +67,9 @@ class TrainConfig:
         for name in ("adam_beta1", "adam_beta2"):
             require(f"train.{name}", getattr(self, name), 0 <= getattr(self, name) < 1, "a number in [0, 1)")
         require("train.precision", self.precision, self.precision in ("fp32", "bf16", "fp16"), "fp32, bf16 or fp16")
-        require("train.device", self.device, self.device in ("auto", "cpu") or self.device.startswith("cuda"),
-                "auto, cpu or cuda[:N]")
+        require(
+            "train.device",
+            self.device,
+            self.device in ("auto", "cpu") or self.device.startswith("cuda"),
+            "auto, cpu or cuda[:N]",
+        )

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, ContextManager
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -72,8 +72,10 @@ def micro_batch(batch_size: int, grad_accum: int, world: World) -> int:
     """Images per micro-batch: the global batch over N processes × grad_accum slots, exactly."""
     slots = world.size * grad_accum
     if batch_size % slots:
-        raise ConfigError(f"train.batch_size = {batch_size} does not split into {world.size} processes × "
-                          f"train.grad_accum = {grad_accum} equal micro-batches")
+        raise ConfigError(
+            f"train.batch_size = {batch_size} does not split into {world.size} processes × "
+            f"train.grad_accum = {grad_accum} equal micro-batches"
+        )
     return batch_size // slots
 
 
@@ -103,7 +105,7 @@ def objective(model: nn.Module, world: World, device: torch.device) -> nn.Module
     return nn.parallel.DistributedDataParallel(wrapped, device_ids=ids)
 
 
-def no_sync(module: nn.Module, last: bool) -> ContextManager[Any]:
+def no_sync(module: nn.Module, last: bool) -> AbstractContextManager[Any]:
     """Skip DDP's gradient all-reduce on every micro-batch but the last of a step."""
     if last or not isinstance(module, nn.parallel.DistributedDataParallel):
         return nullcontext()

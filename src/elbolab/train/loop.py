@@ -19,22 +19,40 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import Tensor, nn
 
 from elbolab.atomic import TEMP_SUFFIX, atomic_write_json, atomic_write_text
 from elbolab.bounds import mean_ci95, nats_to_bpd
 from elbolab.data.base import ImageData, to_model
 from elbolab.errors import ElbolabError
 from elbolab.model import GenerativeModel, dataset_bound
-from elbolab.train.checkpoint import (CheckpointError, flatten_optimizer, load_tensors, module_spec, nonfinite_tensors,
-                                      optimizer_spec, restore_rng, rng_spec, rng_tensors, save_tensors,
-                                      unflatten_optimizer)
 from elbolab.train import distributed
+from elbolab.train.checkpoint import (
+    CheckpointError,
+    flatten_optimizer,
+    load_tensors,
+    module_spec,
+    nonfinite_tensors,
+    optimizer_spec,
+    restore_rng,
+    rng_spec,
+    rng_tensors,
+    save_tensors,
+    unflatten_optimizer,
+)
 from elbolab.train.config import TrainConfig
 from elbolab.train.ema import EMA
-from elbolab.train.run import (CHECKPOINT_DIR, CHECKPOINT_FILE, LOG_FILE, METRICS_FILE, WEIGHTS_FILE, checkpoint_path,
-                               list_checkpoints, pick_device)
+from elbolab.train.run import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    checkpoint_path,
+    list_checkpoints,
+    pick_device,
+)
 
 Callback = Callable[[int, dict], None]
 Say = Callable[[str], None]
@@ -99,7 +117,7 @@ def regroup(saved: dict[str, Any], groups: list[dict[str, Any]]) -> dict[str, An
     template = {k: v for k, v in saved["param_groups"][0].items() if k != "params"}
     cut, start = [], 0
     for group in groups:
-        cut.append({**template, "decay": group["decay"], "params": order[start:start + len(group["params"])]})
+        cut.append({**template, "decay": group["decay"], "params": order[start : start + len(group["params"])]})
         start += len(group["params"])
     return {"state": saved["state"], "param_groups": cut}
 
@@ -148,9 +166,17 @@ class _StepBoundaryInterrupt:
 class Trainer:
     """Trains one model on one data set into a run folder; resumable bit for bit on the CPU."""
 
-    def __init__(self, model: GenerativeModel, train_data: ImageData, test_data: ImageData, cfg: TrainConfig,
-                 run_dir: Path, callbacks: tuple[Callback, ...] = (), progress: bool = True,
-                 say: Say = say_on_stderr) -> None:
+    def __init__(
+        self,
+        model: GenerativeModel,
+        train_data: ImageData,
+        test_data: ImageData,
+        cfg: TrainConfig,
+        run_dir: Path,
+        callbacks: tuple[Callback, ...] = (),
+        progress: bool = True,
+        say: Say = say_on_stderr,
+    ) -> None:
         self.cfg = cfg
         if cfg.deterministic:
             use_deterministic_algorithms()
@@ -168,14 +194,18 @@ class Trainer:
         self.callbacks = callbacks
         self.progress = progress and self.world.main
         self.say = say
-        self.optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                           betas=(cfg.adam_beta1, cfg.adam_beta2), fused=self.device.type == "cuda")
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(model, cfg.weight_decay),
+            lr=cfg.lr,
+            betas=(cfg.adam_beta1, cfg.adam_beta2),
+            fused=self.device.type == "cuda",
+        )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.ema = EMA(model, cfg.ema_decay)
         self.eval_model = copy.deepcopy(model).eval()
         self.step = 0
-        self.seconds_before = 0.0          # training time of earlier sessions of this run (from the checkpoint)
-        self.lr_scale = 1.0                # halved by each rollback
+        self.seconds_before = 0.0  # training time of earlier sessions of this run (from the checkpoint)
+        self.lr_scale = 1.0  # halved by each rollback
         self.rollbacks = 0
         self.nonfinite_in_a_row = 0
         self._started: float | None = None
@@ -183,23 +213,40 @@ class Trainer:
     # ---- checkpoints
     def _spec(self) -> dict:
         """Names, shapes and dtypes a checkpoint of this model must hold."""
-        return {**module_spec(self.model.state_dict(), "model."), **module_spec(self.ema.shadow, "ema."),
-                **rng_spec()}
+        return {**module_spec(self.model.state_dict(), "model."), **module_spec(self.ema.shadow, "ema."), **rng_spec()}
 
     def save_checkpoint(self) -> Path:
         """Model, EMA, optimizer and RNG tensors with the JSON state, in one atomic file; keeps the newest K."""
         optim_tensors, optim_meta = flatten_optimizer(self.optimizer.state_dict())
-        tensors = {**{f"model.{k}": v for k, v in self.model.state_dict().items()}, **self.ema.state_tensors(),
-                   **optim_tensors, **rng_tensors()}
-        state = {"step": self.step, "ema_updates": self.ema.updates, "optimizer": optim_meta,
-                 "train_seconds": self.seconds_trained(), "lr_scale": self.lr_scale, "rollbacks": self.rollbacks}
+        tensors = {
+            **{f"model.{k}": v for k, v in self.model.state_dict().items()},
+            **self.ema.state_tensors(),
+            **optim_tensors,
+            **rng_tensors(),
+        }
+        state = {
+            "step": self.step,
+            "ema_updates": self.ema.updates,
+            "optimizer": optim_meta,
+            "train_seconds": self.seconds_trained(),
+            "lr_scale": self.lr_scale,
+            "rollbacks": self.rollbacks,
+        }
         path = checkpoint_path(self.run_dir, self.step)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_tensors(path, tensors, state)
-        atomic_write_json(self.run_dir / CHECKPOINT_FILE, {
-            "step": self.step, "file": f"{CHECKPOINT_DIR}/{path.name}", "ema_updates": self.ema.updates,
-            "train_seconds": state["train_seconds"], "lr_scale": self.lr_scale, "rollbacks": self.rollbacks})
-        for old in list_checkpoints(self.run_dir)[self.cfg.keep_checkpoints:]:
+        atomic_write_json(
+            self.run_dir / CHECKPOINT_FILE,
+            {
+                "step": self.step,
+                "file": f"{CHECKPOINT_DIR}/{path.name}",
+                "ema_updates": self.ema.updates,
+                "train_seconds": state["train_seconds"],
+                "lr_scale": self.lr_scale,
+                "rollbacks": self.rollbacks,
+            },
+        )
+        for old in list_checkpoints(self.run_dir)[self.cfg.keep_checkpoints :]:
             if old.parent.name == CHECKPOINT_DIR:
                 old.unlink(missing_ok=True)
         return path
@@ -229,18 +276,22 @@ class Trainer:
                 self.say(f"falling back to the older checkpoint {path} (step {state['step']})")
             self._restore(tensors, state, rollback)
             return path
-        raise CheckpointError(f"{self.run_dir}: no usable checkpoint; all {len(problems)} are damaged, "
-                              f"the newest: {problems[0]}")
+        raise CheckpointError(
+            f"{self.run_dir}: no usable checkpoint; all {len(problems)} are damaged, the newest: {problems[0]}"
+        )
 
     def _restore(self, tensors: dict, state: dict, rollback: bool) -> None:
         """Put back everything `save_checkpoint` wrote (a rollback keeps its own time and rollback count)."""
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         self.ema.load_tensors(tensors, state["ema_updates"])
-        self.optimizer.load_state_dict(regroup(unflatten_optimizer(tensors, state["optimizer"]),
-                                               self.optimizer.param_groups))
+        self.optimizer.load_state_dict(
+            regroup(unflatten_optimizer(tensors, state["optimizer"]), self.optimizer.param_groups)
+        )
         for group in self.optimizer.param_groups:  # settings changed on resume win over the saved ones
-            group.update(betas=(self.cfg.adam_beta1, self.cfg.adam_beta2),
-                         weight_decay=self.cfg.weight_decay if group.get("decay", True) else 0.0)
+            group.update(
+                betas=(self.cfg.adam_beta1, self.cfg.adam_beta2),
+                weight_decay=self.cfg.weight_decay if group.get("decay", True) else 0.0,
+            )
         restore_rng(tensors)
         self.step = int(state["step"])
         if not rollback:
@@ -287,17 +338,22 @@ class Trainer:
     def _roll_back(self, reason: str) -> None:
         """Back to the newest good checkpoint with the learning rate halved and a fresh random stream."""
         if self.rollbacks >= self.cfg.max_rollbacks:
-            raise TrainingDiverged(f"training diverged at step {self.step}: {reason} after {self.rollbacks} "
-                                   f"rollbacks (train.max_rollbacks={self.cfg.max_rollbacks}, learning rate × "
-                                   f"{self.lr_scale:g}); lower train.lr or check the data")
+            raise TrainingDiverged(
+                f"training diverged at step {self.step}: {reason} after {self.rollbacks} "
+                f"rollbacks (train.max_rollbacks={self.cfg.max_rollbacks}, learning rate × "
+                f"{self.lr_scale:g}); lower train.lr or check the data"
+            )
         from_step, rollbacks, scale = self.step, self.rollbacks + 1, self.lr_scale * 0.5
         path = self.load_checkpoint(rollback=True)
         self.rollbacks, self.lr_scale, self.nonfinite_in_a_row = rollbacks, scale, 0
-        self.log_event("rollback", reason=reason, from_step=from_step, checkpoint=path.name, lr_scale=scale,
-                       rollbacks=rollbacks)
-        self.say(f"warning: {reason} at step {from_step}; rolled back to step {self.step} ({path.name}) with the "
-                 f"learning rate × {scale:g} and a fresh random stream (rollback {rollbacks} of "
-                 f"{self.cfg.max_rollbacks})")
+        self.log_event(
+            "rollback", reason=reason, from_step=from_step, checkpoint=path.name, lr_scale=scale, rollbacks=rollbacks
+        )
+        self.say(
+            f"warning: {reason} at step {from_step}; rolled back to step {self.step} ({path.name}) with the "
+            f"learning rate × {scale:g} and a fresh random stream (rollback {rollbacks} of "
+            f"{self.cfg.max_rollbacks})"
+        )
 
     # ---- evaluation
     def evaluate(self) -> dict:
@@ -350,8 +406,9 @@ class Trainer:
         overflow = False
         if problem is None:
             self.scaler.unscale_(self.optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                                       cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+            )
             if not torch.isfinite(grad_norm):
                 problem = f"non-finite gradient (norm {grad_norm.item()})"
                 overflow = self.scaler.is_enabled()  # with fp16, the scaler's business: it lowers its scale
@@ -363,8 +420,11 @@ class Trainer:
         elif overflow:
             self.scaler.update()
             self.step += 1
-            return {"step": self.step, "overflow": f"{problem}; fp16 loss scale now {self.scaler.get_scale():g}",
-                    "lr": lr}
+            return {
+                "step": self.step,
+                "overflow": f"{problem}; fp16 loss scale now {self.scaler.get_scale():g}",
+                "lr": lr,
+            }
         else:  # skip the update: the weights, the optimizer's moments and the EMA stay as they were
             self.optimizer.zero_grad(set_to_none=True)
             self.nonfinite_in_a_row += 1
@@ -390,8 +450,9 @@ class Trainer:
 
     def _pause_due(self, pause_at: float | None) -> bool:
         """True once this run has trained `pause_at` seconds (earlier sessions included); rank 0's clock on all."""
-        return pause_at is not None and distributed.from_main(self.seconds_trained(), self.world,
-                                                              self.device) >= pause_at
+        return (
+            pause_at is not None and distributed.from_main(self.seconds_trained(), self.world, self.device) >= pause_at
+        )
 
     def fit(self, pause_at: float | None = None) -> dict:
         """Train to `cfg.steps`, evaluating and checkpointing on the way; returns the final metrics. With
@@ -400,9 +461,15 @@ class Trainer:
         (how a benchmark trains two models in turns)."""
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]:.4g}"), TextColumn("test {task.fields[bpd]} bits/dim"),
-                   TextColumn("{task.fields[ips]:.0f} img/s"), TimeRemainingColumn()]
+        columns = [
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4g}"),
+            TextColumn("test {task.fields[bpd]} bits/dim"),
+            TextColumn("{task.fields[ips]:.0f} img/s"),
+            TimeRemainingColumn(),
+        ]
         last_eval = {"test_bpd": float("nan")}
         started, start_step = time.perf_counter(), self.step
         self._started = started
@@ -411,16 +478,18 @@ class Trainer:
             if self.step == 0:
                 self.save_checkpoint()  # a start to resume or roll back to, before any step
         with Progress(*columns, disable=not self.progress, transient=False) as bar:
-            task = bar.add_task(f"{self.model.kind}", total=cfg.steps, completed=self.step, loss=float("nan"),
-                                bpd="–", ips=0.0)
+            task = bar.add_task(
+                f"{self.model.kind}", total=cfg.steps, completed=self.step, loss=float("nan"), bpd="–", ips=0.0
+            )
             stop = _StepBoundaryInterrupt()
             try:
                 while self.step < cfg.steps and not self._out_of_time() and not self._pause_due(pause_at):
                     if stop.requested:
                         raise KeyboardInterrupt
                     record = self.train_step()
-                    record["images_per_s"] = (max(0, self.step - start_step) * cfg.batch_size
-                                              / max(1e-9, time.perf_counter() - started))
+                    record["images_per_s"] = (
+                        max(0, self.step - start_step) * cfg.batch_size / max(1e-9, time.perf_counter() - started)
+                    )
                     if "skipped" in record:
                         self.say(f"warning: step {self.step} skipped: {record['skipped']}")
                     if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps and self.world.main:
@@ -438,13 +507,19 @@ class Trainer:
                             self.save_checkpoint()
                     for callback in self.callbacks:
                         callback(self.step, record)
-                    bar.update(task, completed=self.step, loss=record.get("loss", float("nan")),
-                               ips=record["images_per_s"], bpd=f"{last_eval['test_bpd']:.3f}")
+                    bar.update(
+                        task,
+                        completed=self.step,
+                        loss=record.get("loss", float("nan")),
+                        ips=record["images_per_s"],
+                        bpd=f"{last_eval['test_bpd']:.3f}",
+                    )
             except KeyboardInterrupt:
                 if self.world.main:
                     self.save_checkpoint()
-                raise TrainingInterrupted(f"interrupted at step {self.step}; checkpoint saved in {self.run_dir}, "
-                                          f"continue with --resume") from None
+                raise TrainingInterrupted(
+                    f"interrupted at step {self.step}; checkpoint saved in {self.run_dir}, continue with --resume"
+                ) from None
             finally:
                 stop.restore()
         elapsed = time.perf_counter() - started
@@ -454,9 +529,13 @@ class Trainer:
         if not self.world.main:  # rank 0 evaluates and writes the run folder
             return {"step": self.step}
         final = self.evaluate()
-        metrics = {"step": self.step, **final,
-                   "train_images_per_s": (self.step - start_step) * cfg.batch_size / max(elapsed, 1e-9),
-                   "train_seconds": self.seconds_before, "objective": self.model.objective}
+        metrics = {
+            "step": self.step,
+            **final,
+            "train_images_per_s": (self.step - start_step) * cfg.batch_size / max(elapsed, 1e-9),
+            "train_seconds": self.seconds_before,
+            "objective": self.model.objective,
+        }
         save_tensors(self.run_dir / WEIGHTS_FILE, self.ema.shadow)
         atomic_write_json(self.run_dir / METRICS_FILE, metrics)
         return metrics

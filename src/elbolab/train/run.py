@@ -57,15 +57,29 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "data": self.data, "data_dir": self.data_dir, "shape": list(self.shape),
-                "levels": self.levels, "model": to_dict(self.model), "train": to_dict(self.train)}
+        return {
+            "kind": self.kind,
+            "data": self.data,
+            "data_dir": self.data_dir,
+            "shape": list(self.shape),
+            "levels": self.levels,
+            "model": to_dict(self.model),
+            "train": to_dict(self.train),
+        }
 
     @staticmethod
-    def from_json(obj: dict[str, Any]) -> "RunConfig":
+    def from_json(obj: dict[str, Any]) -> RunConfig:
         try:
             cfg_cls, _ = model_classes(obj["kind"])
-            return RunConfig(obj["kind"], obj["data"], obj.get("data_dir"), tuple(obj["shape"]), int(obj["levels"]),
-                             from_dict(cfg_cls, obj["model"], "model."), from_dict(TrainConfig, obj["train"], "train."))
+            return RunConfig(
+                obj["kind"],
+                obj["data"],
+                obj.get("data_dir"),
+                tuple(obj["shape"]),
+                int(obj["levels"]),
+                from_dict(cfg_cls, obj["model"], "model."),
+                from_dict(TrainConfig, obj["train"], "train."),
+            )
         except KeyError as exc:
             raise ElbolabError(f"run config is missing the key {exc}") from None
 

@@ -10,9 +10,9 @@ autoencoder's weights and s) and a finished autoencoder run are all left as they
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 from elbolab.data.base import ImageData
 from elbolab.errors import ElbolabError
@@ -21,8 +21,16 @@ from elbolab.latent.model import LatentDiffusion
 from elbolab.model import GenerativeModel
 from elbolab.train.config import TrainConfig
 from elbolab.train.loop import Trainer
-from elbolab.train.run import CHECKPOINT_FILE, METRICS_FILE, WEIGHTS_FILE, RunConfig, build_model, load_run, \
-    read_run_config, save_run_config
+from elbolab.train.run import (
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    RunConfig,
+    build_model,
+    load_run,
+    read_run_config,
+    save_run_config,
+)
 from elbolab.vae.model import VAE
 
 #: where stage 1 trains the autoencoder, inside the latent diffusion run
@@ -38,8 +46,14 @@ def stage_budget(train_cfg: TrainConfig, spent: float) -> TrainConfig:
     return replace(train_cfg, max_seconds=max(train_cfg.max_seconds - spent, 1.0))
 
 
-def run_first_stage(model: GenerativeModel, train_data: ImageData, test_data: ImageData, run_cfg: RunConfig,
-                    run_dir: Path, progress: bool = True) -> float:
+def run_first_stage(
+    model: GenerativeModel,
+    train_data: ImageData,
+    test_data: ImageData,
+    run_cfg: RunConfig,
+    run_dir: Path,
+    progress: bool = True,
+) -> float:
     """Run the model's registered first stage, if it has one; returns the training seconds it spent of the budget."""
     stage = FIRST_STAGES.get(type(model))
     return 0.0 if stage is None else stage(model, train_data, test_data, run_cfg, Path(run_dir), progress)
@@ -47,8 +61,15 @@ def run_first_stage(model: GenerativeModel, train_data: ImageData, test_data: Im
 
 # ---------------------------------------------------------------- latent diffusion: the autoencoder
 
-def latent_first_stage(model: LatentDiffusion, train_data: ImageData, test_data: ImageData, run_cfg: RunConfig,
-                       run_dir: Path, progress: bool = True) -> float:
+
+def latent_first_stage(
+    model: LatentDiffusion,
+    train_data: ImageData,
+    test_data: ImageData,
+    run_cfg: RunConfig,
+    run_dir: Path,
+    progress: bool = True,
+) -> float:
     """Load (`config.autoencoder`) or train the autoencoder into `run_dir/autoencoder`, adopt it, measure s."""
     if not (model.prepared or (run_dir / CHECKPOINT_FILE).is_file()):
         cfg = model.config
@@ -81,15 +102,24 @@ def load_autoencoder(path: Path, device: str = "auto") -> VAE:
     return load_run(path, device)[1]
 
 
-def train_autoencoder(model: LatentDiffusion, train_data: ImageData, test_data: ImageData, run_cfg: RunConfig,
-                      folder: Path, progress: bool = True) -> VAE:
+def train_autoencoder(
+    model: LatentDiffusion,
+    train_data: ImageData,
+    test_data: ImageData,
+    run_cfg: RunConfig,
+    folder: Path,
+    progress: bool = True,
+) -> VAE:
     """Stage 1: the VAE `config.vae` trained by the library's Trainer into `folder`, a VAE run of its own, for
     `autoencoder_steps` steps and `stage_one_fraction` of the wall-clock budget (resumed from its checkpoint if it
     was cut short; kept if it finished)."""
     cfg = model.config
     if not (folder / WEIGHTS_FILE).is_file():
-        train = replace(run_cfg.train, steps=cfg.autoencoder_steps or run_cfg.train.steps,
-                        max_seconds=run_cfg.train.max_seconds * cfg.stage_one_fraction)
+        train = replace(
+            run_cfg.train,
+            steps=cfg.autoencoder_steps or run_cfg.train.steps,
+            max_seconds=run_cfg.train.max_seconds * cfg.stage_one_fraction,
+        )
         vae_run = RunConfig("vae", run_cfg.data, run_cfg.data_dir, run_cfg.shape, run_cfg.levels, cfg.vae, train)
         folder.mkdir(parents=True, exist_ok=True)
         save_run_config(folder, vae_run)

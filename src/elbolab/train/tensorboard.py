@@ -18,9 +18,13 @@ from elbolab.model import GenerativeModel
 #: folder inside the run that holds the event files
 TENSORBOARD_DIR = "tensorboard"
 #: trainer record key → TensorBoard tag, written at every step
-STEP_TAGS = {"loss": "train/loss", "lr": "train/learning_rate", "grad_norm": "train/grad_norm",
-             "images_per_s": "train/images_per_s"}
-SAMPLE_STEPS = 20            # network evaluations per sample grid (a one-pass model: 1)
+STEP_TAGS = {
+    "loss": "train/loss",
+    "lr": "train/learning_rate",
+    "grad_norm": "train/grad_norm",
+    "images_per_s": "train/images_per_s",
+}
+SAMPLE_STEPS = 20  # network evaluations per sample grid (a one-pass model: 1)
 
 
 def summary_writer(log_dir: Path):
@@ -28,8 +32,9 @@ def summary_writer(log_dir: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise ConfigError("train.tensorboard needs the tensorboard package: pip install 'elbolab[tensorboard]'") \
-            from None
+        raise ConfigError(
+            "train.tensorboard needs the tensorboard package: pip install 'elbolab[tensorboard]'"
+        ) from None
     return SummaryWriter(str(log_dir))
 
 

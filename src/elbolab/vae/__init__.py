@@ -3,5 +3,13 @@
 from elbolab.vae.bound import elbo_terms, free_bits_kl, iwae_bound, kl_per_dim, reconstruction_draws, reparameterize
 from elbolab.vae.model import VAE, VAEConfig
 
-__all__ = ["VAE", "VAEConfig", "elbo_terms", "free_bits_kl", "iwae_bound", "kl_per_dim", "reconstruction_draws",
-           "reparameterize"]
+__all__ = [
+    "VAE",
+    "VAEConfig",
+    "elbo_terms",
+    "free_bits_kl",
+    "iwae_bound",
+    "kl_per_dim",
+    "reconstruction_draws",
+    "reparameterize",
+]

@@ -6,7 +6,7 @@ so the linear-Gaussian oracle in the tests checks the very code the VAE runs.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -28,14 +28,21 @@ def kl_per_dim(mean: Tensor, logvar: Tensor) -> Tensor:
     return normal_kl(mean, logvar)
 
 
-def reconstruction_draws(mean: Tensor, logvar: Tensor, log_likelihood: LogLikelihood, samples: int,
-                         generator: torch.Generator | None = None) -> Tensor:
+def reconstruction_draws(
+    mean: Tensor, logvar: Tensor, log_likelihood: LogLikelihood, samples: int, generator: torch.Generator | None = None
+) -> Tensor:
     """−log p(x|z_k) for `samples` draws z_k ~ q(z|x), [K, B]: the Monte-Carlo draws of the reconstruction term."""
     return torch.stack([-log_likelihood(reparameterize(mean, logvar, generator)) for _ in range(samples)])
 
 
-def elbo_terms(mean: Tensor, logvar: Tensor, log_likelihood: LogLikelihood, samples: int = 1,
-               kl: str = "analytic", generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def elbo_terms(
+    mean: Tensor,
+    logvar: Tensor,
+    log_likelihood: LogLikelihood,
+    samples: int = 1,
+    kl: str = "analytic",
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
     """(−E_q[log p(x|z)], KL(q‖p)) per example, the two terms of −ELBO (Kingma & Welling 2014, eq. 7).
 
     The expectation is a mean over `samples` draws of z. `kl="analytic"` uses the closed
@@ -56,8 +63,9 @@ def elbo_terms(mean: Tensor, logvar: Tensor, log_likelihood: LogLikelihood, samp
     raise ValueError(f"kl must be 'analytic' or 'sampled', got {kl!r}")
 
 
-def iwae_bound(mean: Tensor, logvar: Tensor, log_likelihood: LogLikelihood, k: int,
-               generator: torch.Generator | None = None) -> Tensor:
+def iwae_bound(
+    mean: Tensor, logvar: Tensor, log_likelihood: LogLikelihood, k: int, generator: torch.Generator | None = None
+) -> Tensor:
     """−log (1/k) Σ_i p(x, z_i)/q(z_i|x), z_i ~ q (Burda et al. 2016, eq. 8), per example."""
     log_w = []
     for _ in range(k):

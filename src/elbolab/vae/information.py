@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 
 
 @torch.no_grad()
-def latent_rate(model: "VAE", data: ImageData, n: int = 1000, batch_size: int = 250,
-                active_threshold: float = 0.01) -> LatentRate:
+def latent_rate(
+    model: VAE, data: ImageData, n: int = 1000, batch_size: int = 250, active_threshold: float = 0.01
+) -> LatentRate:
     """Rate KL(q(z|x)‖p(z)) (an upper bound on I(x; z)), KL per latent dimension, active units
     (Cov_x E_q[z_u] > 0.01; Burda et al. 2016, §5.2) and the distortion of the mean reconstruction."""
     n = min(n, len(data))
@@ -32,7 +33,14 @@ def latent_rate(model: "VAE", data: ImageData, n: int = 1000, batch_size: int = 
     kl = torch.cat(kls)
     activity = torch.cat(means).var(0)
     rate, rate_ci = mean_ci95(kl.sum(1))
-    return LatentRate(rate_nats=rate, rate_ci95_nats=rate_ci, rate_bpd=nats_to_bpd(rate, data.dims),
-                      kl_per_dim_nats=tuple(kl.mean(0).tolist()), latent_dims=kl.shape[1],
-                      active_units=int((activity > active_threshold).sum()), active_threshold=active_threshold,
-                      distortion_rmse=mean_ci95(torch.cat(distortions))[0], n=n)
+    return LatentRate(
+        rate_nats=rate,
+        rate_ci95_nats=rate_ci,
+        rate_bpd=nats_to_bpd(rate, data.dims),
+        kl_per_dim_nats=tuple(kl.mean(0).tolist()),
+        latent_dims=kl.shape[1],
+        active_units=int((activity > active_threshold).sum()),
+        active_threshold=active_threshold,
+        distortion_rmse=mean_ci95(torch.cat(distortions))[0],
+        n=n,
+    )

@@ -13,7 +13,7 @@ from elbolab.bounds import Bound, Estimator, sum_per_example
 from elbolab.data.base import ImageData
 from elbolab.errors import DataError
 from elbolab.likelihoods import pixel_likelihood
-from elbolab.model import DECODER, Capabilities, Encoding, GenerativeModel
+from elbolab.model import DECODER, Capabilities, DesignLevels, Encoding, GenerativeModel
 from elbolab.nets.conv import ConvDecoder, ConvEncoder
 from elbolab.records import Information
 from elbolab.vae.bound import free_bits_kl, iwae_bound, kl_per_dim, reconstruction_draws, reparameterize
@@ -25,16 +25,16 @@ class VAEConfig:
     """The VAE's architecture and objective."""
 
     latent: Literal["flat", "spatial"] = "flat"
-    latent_dim: int = 16          # size of z for flat latents
-    latent_channels: int = 4      # channels of z for spatial latents ([c, S/2^d, S/2^d])
-    net: str = "small"            # conv preset: tiny | small | base
+    latent_dim: int = 16  # size of z for flat latents
+    latent_channels: int = 4  # channels of z for spatial latents ([c, S/2^d, S/2^d])
+    net: str = "small"  # conv preset: tiny | small | base
     likelihood: Literal["logistic", "gaussian", "bernoulli"] = "logistic"
-    beta: float = 1.0             # weight of the KL term in the training loss
-    kl_warmup_steps: int = 0      # β rises linearly from 0 over these steps
-    free_bits: float = 0.0        # nats per latent dimension (batch mean), 0 = off
+    beta: float = 1.0  # weight of the KL term in the training loss
+    kl_warmup_steps: int = 0  # β rises linearly from 0 over these steps
+    free_bits: float = 0.0  # nats per latent dimension (batch mean), 0 = off
 
     @classmethod
-    def sized_for(cls, side: int, device: str = "cpu") -> "VAEConfig":
+    def sized_for(cls, side: int, device: str = "cpu") -> VAEConfig:
         """The configuration `compare` starts from for images of this side on this device: the small conv net,
         but on a CPU for images over 16 px the tiny one (a quarter of small's FLOPs at 28×28), so that a
         minutes-long budget buys enough steps."""
@@ -91,16 +91,35 @@ class VAE(GenerativeModel):
     def capabilities(self) -> Capabilities:
         """One decoder pass; the ELBO by Monte Carlo over z (K draws) or the IWAE bound; a one-pass encoder."""
         encoder = sum(p.numel() for n, p in self.named_parameters() if n.startswith(("encoder.", "to_posterior.")))
-        return Capabilities(samplers=(DECODER,), max_steps=1, sample_options=("mean",), estimators=("mc", "iwae"),
-                            default_estimator=Estimator("mc", 1), encoding=Encoding(encoder, 1))
+        return Capabilities(
+            samplers=(DECODER,),
+            max_steps=1,
+            sample_options=("mean",),
+            estimators=("mc", "iwae"),
+            default_estimator=Estimator("mc", 1),
+            encoding=Encoding(encoder, 1),
+            design=self.design_levels(),
+        )
+
+    def design_levels(self) -> DesignLevels:
+        """A learned one-step encoder and one-pass decoder around z; the ELBO where β = 1 without free bits."""
+        elbo = self.config.beta == 1 and self.config.free_bits == 0
+        return DesignLevels(
+            encoder="learned",
+            encoder_steps=1,
+            latent_fraction=math.prod(self.latent_shape) / self.dims,
+            decoder_steps=1,
+            objective="ELBO" if elbo else "β-ELBO",
+        )
 
     def _elbo(self, x: Tensor, estimator: Estimator, generator: torch.Generator | None) -> Bound:
         """−ELBO as `reconstruction` + `kl` (K draws of z, analytic KL); "iwae": the IWAE bound as the term `iwae`."""
         mean, logvar = self.posterior(x)
-        log_lik = lambda z: self.log_likelihood(x, z)  # noqa: E731
+        log_lik = lambda z: self.log_likelihood(x, z)
         if estimator.method == "iwae":
-            return Bound({"iwae": iwae_bound(mean, logvar, log_lik, estimator.samples or 100, generator=generator)},
-                         self.dims)
+            return Bound(
+                {"iwae": iwae_bound(mean, logvar, log_lik, estimator.samples or 100, generator=generator)}, self.dims
+            )
         draws = reconstruction_draws(mean, logvar, log_lik, estimator.samples or 1, generator)
         kl = sum_per_example(kl_per_dim(mean, logvar))
         # the KL is exact: the Monte-Carlo error is the reconstruction's, over K draws of z
@@ -120,8 +139,9 @@ class VAE(GenerativeModel):
         kl = free_bits_kl(kl_per_dim(mean, logvar), self.config.free_bits)
         return reconstruction + self.beta_at(step) * kl
 
-    def _sample(self, n: int, generator: torch.Generator | None, sampler: str | None, steps: int | None,
-                mean: bool = True) -> Tensor:
+    def _sample(
+        self, n: int, generator: torch.Generator | None, sampler: str | None, steps: int | None, mean: bool = True
+    ) -> Tensor:
         """z ~ N(0, I), one decoder pass; the decoder's mean (default) or a draw from p(x|z)."""
         z = torch.randn((n, *self.latent_shape), generator=generator, device=self.device)
         return self.decode(z, mean=mean, generator=generator)
