@@ -9,6 +9,7 @@ h = 1/(K-1); the first and last bins extend to -inf and +inf.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +51,9 @@ def _log1mexp(a: Tensor) -> Tensor:
     return torch.where(a > -math.log(2), torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a)))
 
 
-def _log_bin_mass(lo: Tensor, hi: Tensor, log_cdf, log_pdf) -> Tensor:
+def _log_bin_mass(
+    lo: Tensor, hi: Tensor, log_cdf: Callable[[Tensor], Tensor], log_pdf: Callable[[Tensor], Tensor]
+) -> Tensor:
     """log(F(hi) - F(lo)) for a distribution symmetric about 0, stable in both tails.
 
     Bins right of the centre are mirrored, so both ends sit in the left tail where
@@ -68,9 +71,9 @@ def _log_bin_mass(lo: Tensor, hi: Tensor, log_cdf, log_pdf) -> Tensor:
     return torch.where(narrow, midpoint, exact)
 
 
-def _standardised_bin(x: Tensor, mean: Tensor, log_scale: Tensor, levels: int):
+def _standardised_bin(x: Tensor, mean: Tensor, log_scale: Tensor, levels: int) -> tuple[Tensor, Tensor]:
     """The bin of x's level in standardised units, with open edge bins."""
-    x, mean, log_scale = (t.double() for t in torch.broadcast_tensors(x, mean, log_scale))
+    x, mean, log_scale = (t.double() for t in torch.broadcast_tensors(x, mean, log_scale))  # type: ignore[no-untyped-call]
     h = 1.0 / (levels - 1)
     inv_scale = torch.exp(-log_scale)
     k = level_of(x, levels)
