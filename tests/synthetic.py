@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
 from elbolab.evaluate.interpolation import PathStats
+from elbolab.evaluate.resample import images_digest
 from elbolab.evaluate.run import Measurement, QualitySamples
 from elbolab.evaluate.steps import StepsPoint
 from elbolab.experiments.compare import CompareConfig
@@ -31,6 +34,20 @@ from elbolab.registry import model_classes
 
 LEVELS, SIDE = 17, 8
 RNG = np.random.default_rng(0)
+
+
+class CountedFeatures:
+    """A feature network that records the digest of every image set it featurises (`__call__`)."""
+
+    def __init__(self, features: Any) -> None:
+        self.features, self.seen = features, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.features, name)
+
+    def __call__(self, images: torch.Tensor, levels: int) -> torch.Tensor:
+        self.seen.append(images_digest(images, levels))
+        return self.features(images, levels)
 
 
 def resampled(value: float, sd: float, n: int = 50) -> Resampled:

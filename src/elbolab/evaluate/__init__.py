@@ -18,7 +18,7 @@ from elbolab.evaluate.quality import (
     kernel_inception_distance,
     precision_recall,
 )
-from elbolab.evaluate.resample import reference_features, sample_figures
+from elbolab.evaluate.resample import features_of, sample_figures
 from elbolab.evaluate.sharpness import high_frequency_share, laplacian_variance, radial_power_spectrum, sharpness
 from elbolab.evaluate.speed import time_sampling, time_training
 
@@ -30,6 +30,7 @@ __all__ = [
     "PathStats",
     "SmallSampleWarning",
     "builtin_features",
+    "features_of",
     "frechet_distance",
     "frechet_distance_from_statistics",
     "high_frequency_share",
@@ -40,7 +41,6 @@ __all__ = [
     "path_stats",
     "precision_recall",
     "radial_power_spectrum",
-    "reference_features",
     "sample_figures",
     "select_features",
     "sharpness",

@@ -156,10 +156,10 @@ def resampled_sharpness(
     }
 
 
-#: features of reference sets, keyed by the feature network's identity and name and the images' digest; each entry
+#: features of image sets, keyed by the feature network's identity and name and the images' digest; each entry
 #: holds its network, so that an identity is never reused while its entry lives
-_REFERENCE_FEATURES: OrderedDict[tuple[int, str, bytes], tuple[Any, Tensor]] = OrderedDict()
-REFERENCE_CACHE_SETS = 8
+_FEATURES: OrderedDict[tuple[int, str, bytes], tuple[Any, Tensor]] = OrderedDict()
+FEATURE_CACHE_SETS = 8
 
 
 def images_digest(images: Tensor, levels: int) -> bytes:
@@ -168,16 +168,16 @@ def images_digest(images: Tensor, levels: int) -> bytes:
     return hashlib.blake2b(f"{tuple(images.shape)}/{levels}/{array.dtype}".encode() + array.tobytes()).digest()
 
 
-def reference_features(features: FeatureExtractor, reference: Tensor, levels: int) -> Tensor:
-    """features(reference), extracted once per feature network and reference set in a process (the newest
-    REFERENCE_CACHE_SETS kept)."""
-    key = (id(features), features.name, images_digest(reference, levels))
-    if key not in _REFERENCE_FEATURES:
-        _REFERENCE_FEATURES[key] = (features, features(reference, levels))
-        if len(_REFERENCE_FEATURES) > REFERENCE_CACHE_SETS:
-            _REFERENCE_FEATURES.popitem(last=False)
-    _REFERENCE_FEATURES.move_to_end(key)
-    return _REFERENCE_FEATURES[key][1]
+def features_of(features: FeatureExtractor, images: Tensor, levels: int) -> Tensor:
+    """features(images), extracted once per feature network and image set in a process: a reference set measured
+    against again and again, or two samplers' identical samples (the newest FEATURE_CACHE_SETS sets kept)."""
+    key = (id(features), features.name, images_digest(images, levels))
+    if key not in _FEATURES:
+        _FEATURES[key] = (features, features(images, levels))
+        if len(_FEATURES) > FEATURE_CACHE_SETS:
+            _FEATURES.popitem(last=False)
+    _FEATURES.move_to_end(key)
+    return _FEATURES[key][1]
 
 
 def sample_figures(
@@ -189,8 +189,7 @@ def sample_figures(
     seed: int = 0,
 ) -> SampleFigures:
     """Every figure of level images `samples` against `reference`: `resampled_sharpness` and, where there is a
-    feature network, `resampled_quality` on the samples' features (extracted here, once) and the reference's
-    (`reference_features`)."""
+    feature network, `resampled_quality` on the features of both (`features_of`: each set featurised once)."""
     check_levels(samples, levels)
     check_levels(reference, levels)
     if samples.shape[1:] != reference.shape[1:]:
@@ -200,6 +199,6 @@ def sample_figures(
         return SampleFigures(len(samples), len(reference), **sharp)
     warn_if_small(len(samples), features)
     quality = resampled_quality(
-        features(samples, levels), reference_features(features, reference, levels), replicates, seed
+        features_of(features, samples, levels), features_of(features, reference, levels), replicates, seed
     )
     return SampleFigures(len(samples), len(reference), **sharp, **quality, feature_net=features.name)
