@@ -17,19 +17,19 @@ import torch
 from elbolab.data import load_data
 from elbolab.data.base import ImageData, to_model
 from elbolab.errors import ConfigError, ElbolabError
-from elbolab.evaluate.features import select_features
+from elbolab.evaluate.features import FeatureExtractor, select_features
 from elbolab.evaluate.floors import reference_floors
 from elbolab.evaluate.information import InformationCurve, code_information, forward_information
-from elbolab.evaluate.interpolation import path_stats
-from elbolab.evaluate.resample import resampled_figures
-from elbolab.evaluate.run import EvalConfig, Log, quality_reference, quality_sampling
+from elbolab.evaluate.resample import sample_figures
+from elbolab.evaluate.run import EvalConfig, Log, pair_images, quality_reference, quality_sampling
 from elbolab.evaluate.speed import PairedTiming, paired_timing
 from elbolab.evaluate.steps import STEPS, StepsPoint, steps_sweep
 from elbolab.experiments.results import CompareResults, RunResult, SeedResult
 from elbolab.experiments.runs import data_info, measure_run
 from elbolab.experiments.verdicts import Evidence, fold_seeds, judge, sweep_point
 from elbolab.machine import machine_info
-from elbolab.records import SweepPoint
+from elbolab.model import GenerativeModel
+from elbolab.records import FeatureNet, Machine, SweepPoint
 from elbolab.registry import MODEL_KINDS, model_classes
 from elbolab.train.api import fit_run
 from elbolab.train.checkpoint import atomic_write_json
@@ -40,7 +40,6 @@ from elbolab.train.run import (
     METRICS_FILE,
     RunConfig,
     apply_overrides,
-    load_run,
     pick_device,
     read_run_config,
 )
@@ -352,10 +351,10 @@ def run_compare(
     first = seeds[0]
     contrasts = fold_seeds([s.contrasts for s in seeds])
     results = CompareResults(
-        config=asdict(cfg),
-        machine=machine_info(),
+        config=cfg,
+        machine=Machine.from_json(machine_info()),
         data=data_info(test),
-        feature_net={"name": features.name, "inception_unavailable_because": why_not},
+        feature_net=FeatureNet(features.name, why_not),
         models=first.models,
         beta_sweep=first.beta_sweep,
         contrasts=contrasts,
@@ -369,26 +368,28 @@ def run_seed(
     out: Path,
     train: ImageData,
     test: ImageData,
-    features: Any,
+    features: FeatureExtractor,
     log: Log,
     progress: bool,
     watch: Watch | None = None,
 ) -> tuple[SeedResult, dict[str, dict[str, Any]]]:
-    """One seed's comparison: train every run, measure, gather the evidence and judge it."""
+    """One seed's comparison: train every run, measure each once (its model kept for the evidence beyond),
+    gather the evidence and judge it. The models' interpolations are the paths judged, the VAE's quality
+    samples its point of the steps sweep and of the β-sweep."""
     runs = train_models(cfg, out, log, progress, train, test, watch)
     sweep_runs = train_sweep(cfg, out, log, progress, train, test, watch)
     objective_runs = train_objective_pair(cfg, out, log, progress, train, test)
-    ev_cfg = cfg.evaluation
+    ev_cfg = replace(cfg.evaluation, interpolation_pairs=cfg.interpolation_pairs)
     models: dict[str, RunResult] = {}
     images: dict[str, dict[str, Any]] = {}
+    loaded: dict[str, GenerativeModel] = {}
     for kind, run_dir in runs.items():
-        models[kind], images[kind] = measure_run(
+        models[kind], images[kind], loaded[kind] = measure_run(
             run_dir, ev_cfg, test, features, watched_log(log, watch, kind), cfg.device
         )
-    loaded = {kind: load_run(run_dir, cfg.device)[1] for kind, run_dir in runs.items()}
     reference = quality_reference(test, ev_cfg.n_samples)
     held_out = train.images[: ev_cfg.n_samples]
-    x0, x1 = pair_images(test, cfg.interpolation_pairs, loaded["vae"].device)
+    x0, _ = pair_images(test, cfg.interpolation_pairs, loaded["vae"].device)
     log("floors, information curves, steps sweep, interpolation and timings")
     floors = reference_floors(
         held_out,
@@ -401,22 +402,15 @@ def run_seed(
         real_source=f"{train.name} training images",
     )
     information = information_curves(loaded, train, cfg)
-    steps = steps_evidence(loaded, reference, test.levels, features, cfg)
-    paths = {
-        kind: path_stats(m.interpolate(x0, x1, 9).cpu(), test.levels, features)
-        for kind, m in loaded.items()
-        if m.capabilities.encoding is not None
-    }
+    steps = steps_evidence(loaded, models["vae"], reference, test.levels, features, cfg)
+    paths = {kind: r.measurement.interpolation for kind, r in models.items() if r.measurement.interpolation}
     timings = paired_timings(loaded, x0, cfg)
-    sweep_cfg = replace(ev_cfg, parts=("information", "quality", "sharpness"))
-    sweep = []
+    sweep_cfg = replace(ev_cfg, parts=("information", "quality", "sharpness", "interpolation"))
+    points = [beta_point(models["vae"], loaded["vae"], held_out, reference, test.levels, features, cfg)]
     for run_dir in sweep_runs.values():
-        run, _ = measure_run(run_dir, sweep_cfg, test, features, log, cfg.device)
-        sweep.append(
-            beta_point(run, load_run(run_dir, cfg.device)[1], held_out, reference, x0, x1, test.levels, features, cfg)
-        )
-    sweep.append(beta_point(models["vae"], loaded["vae"], held_out, reference, x0, x1, test.levels, features, cfg))
-    sweep = tuple(sorted(sweep, key=lambda p: p.beta))
+        run, _, vae = measure_run(run_dir, sweep_cfg, test, features, log, cfg.device)
+        points.append(beta_point(run, vae, held_out, reference, test.levels, features, cfg))
+    sweep = tuple(sorted(points, key=lambda p: p.beta))
     # its sharpness is in `resampled`; its bounds on fewer images than the models' (`objective_pair_images`)
     objective_cfg = replace(ev_cfg, parts=("likelihood", "quality"), n_eval=objective_pair_images(cfg, len(test)))
     objective = {
@@ -447,12 +441,6 @@ def run_seed(
     ), images
 
 
-def pair_images(test: ImageData, pairs: int, device: Any) -> tuple[Any, Any]:
-    """The first `pairs` test images and the next `pairs`, in the model range: the ends of every interpolation."""
-    pairs = min(pairs, len(test) // 2)
-    return (test.model_range(slice(0, pairs)).to(device), test.model_range(slice(pairs, 2 * pairs)).to(device))
-
-
 def information_curves(loaded: dict[str, Any], train: ImageData, cfg: CompareConfig) -> tuple[InformationCurve, ...]:
     """I(x_0; x_t) of diffusion's forward process on the training images, and the VAE's I(x; z) on the same ones."""
     x = train.model_range(slice(0, min(len(train), cfg.information_images)))
@@ -467,24 +455,26 @@ def information_curves(loaded: dict[str, Any], train: ImageData, cfg: CompareCon
 
 
 def steps_evidence(
-    loaded: dict[str, Any], reference: Any, levels: int, features: Any, cfg: CompareConfig
+    loaded: dict[str, GenerativeModel],
+    vae: RunResult,
+    reference: Any,
+    levels: int,
+    features: FeatureExtractor,
+    cfg: CompareConfig,
 ) -> tuple[StepsPoint, ...]:
-    """Sample figures against steps for diffusion (ancestral, DDIM) and the VAE's one pass, on the same axes."""
-    n = cfg.evaluation.n_samples
-    return tuple(
-        point
-        for kind in ("diffusion", "vae")
-        for point in steps_sweep(
-            loaded[kind],
-            reference,
-            levels,
-            features,
-            steps=cfg.steps,
-            n=n,
-            replicates=cfg.steps_replicates,
-            seed=cfg.seed,
-        )
+    """Sample figures against steps for diffusion (ancestral, DDIM) and the VAE's one pass (its quality samples,
+    measured already), on the same axes."""
+    diffusion = steps_sweep(
+        loaded["diffusion"],
+        reference,
+        levels,
+        features,
+        steps=cfg.steps or (),
+        n=cfg.evaluation.n_samples,
+        replicates=cfg.steps_replicates,
+        seed=cfg.seed,
     )
+    return (*diffusion, StepsPoint.of(vae.measurement))
 
 
 def paired_timings(loaded: dict[str, Any], x: Any, cfg: CompareConfig) -> dict[str, PairedTiming]:
@@ -522,20 +512,18 @@ def paired_timings(loaded: dict[str, Any], x: Any, cfg: CompareConfig) -> dict[s
 
 def beta_point(
     run: RunResult,
-    vae: Any,
+    vae: GenerativeModel,
     held_out: Any,
     reference: Any,
-    x0: Any,
-    x1: Any,
     levels: int,
-    features: Any,
+    features: FeatureExtractor,
     cfg: CompareConfig,
 ) -> SweepPoint:
-    """A β-sweep VAE: rate, distortion, its prior samples' figures, its held-out reconstructions' and its paths."""
+    """A β-sweep VAE: rate, distortion, its prior samples' figures and paths (measured), and the figures of its
+    reconstructions of held-out images."""
     with torch.no_grad():
         x = to_model(held_out, levels).to(vae.device)
         reconstructions = vae.decode(vae.encode(x)).cpu()
-    recon = resampled_figures(reconstructions, reference, levels, features, cfg.evaluation.replicates, cfg.seed)
     return sweep_point(
-        run, run.measurement.resampled, recon, path_stats(vae.interpolate(x0, x1, 9).cpu(), levels, features)
+        run, sample_figures(reconstructions, reference, levels, features, cfg.evaluation.replicates, cfg.seed)
     )
