@@ -121,7 +121,7 @@ def _perturb_priors(model: HierarchicalVAE) -> None:
     """Move every prior off N(0, I) (it starts there: its last convolution is zero)."""
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():
-        for block in model.top_down:
+        for block in model.blocks:
             last = block.prior_net[-1]
             last.weight.copy_(0.05 * torch.randn(last.weight.shape, generator=g))
 
@@ -130,7 +130,7 @@ def test_one_level_at_initialisation_is_the_vae_bound_on_the_same_weights():
     model = _model(L=1)
     x = _digits()
     h0, features = model.initial_state(len(x)), model.bottom_up(x)
-    block = model.top_down[0]
+    block = model.blocks[0]
     prior, feature = block.prior(h0)
     assert all(torch.equal(p, torch.zeros_like(p)) for p in (*prior, feature))  # p(z_1) = N(0, I)
     mean, logvar = block.posterior(h0, features, prior)

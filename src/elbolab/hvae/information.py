@@ -30,15 +30,15 @@ def level_rates(
     rates add up to the bound's KL) and the active units of E_q[z_l | z_>l, x] with the levels above at their
     posterior means; all levels together as one `LatentRate`, with the mean reconstruction's distortion."""
     n = min(n, len(data))
-    L = len(model.top_down)
+    L = len(model.blocks)
     kls: list[list[torch.Tensor]] = [[] for _ in range(L)]
     means: list[list[torch.Tensor]] = [[] for _ in range(L)]
     distortions = []
     for i in range(0, n, batch_size):
         x = data.model_range(slice(i, min(i + batch_size, n))).to(model.device)
         features, h0 = model.bottom_up(x), model.initial_state(len(x))
-        _, drawn = top_down(model.top_down, h0, features, posterior_draw(generator))
-        h, at_mean = top_down(model.top_down, h0, features, posterior_mean)
+        _, drawn = top_down(model.blocks, h0, features, posterior_draw(generator))
+        h, at_mean = top_down(model.blocks, h0, features, posterior_mean)
         for level in range(L):
             kls[level].append(level_kl(drawn[level]).flatten(1))
             means[level].append(at_mean[level].z.flatten(1))
@@ -49,7 +49,9 @@ def level_rates(
     for index, (k, m) in enumerate(zip(kl, mean, strict=True)):
         rate, ci = mean_ci95(k.sum(1))
         levels.append(
-            LevelRate(L - index, rate, ci, nats_to_bpd(rate, data.dims), k.shape[1], active_units(m, active_threshold))
+            LevelRate(
+                L - index, rate, ci, float(nats_to_bpd(rate, data.dims)), k.shape[1], active_units(m, active_threshold)
+            )
         )
     together = rate_record(torch.cat(kl, 1), torch.cat(mean, 1), torch.cat(distortions), data.dims, active_threshold)
     return Information(latent=together, levels=tuple(levels))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -43,9 +44,10 @@ class TopDownBlock(nn.Module):
     def __init__(self, width: int, channels: int, residual: bool) -> None:
         super().__init__()
         self.width, self.channels, self.residual = width, channels, residual
-        self.prior_net = nn.Sequential(ResBlock(width), nn.SiLU(), nn.Conv2d(width, 2 * channels + width, 1))
-        nn.init.zeros_(self.prior_net[-1].weight)
-        nn.init.zeros_(self.prior_net[-1].bias)
+        last = nn.Conv2d(width, 2 * channels + width, 1)
+        for parameter in last.parameters():
+            nn.init.zeros_(parameter)
+        self.prior_net = nn.Sequential(ResBlock(width), nn.SiLU(), last)
         self.posterior_net = nn.Sequential(
             nn.Conv2d(2 * width, width, 3, padding=1), nn.SiLU(), nn.Conv2d(width, 2 * channels, 1)
         )
@@ -104,6 +106,11 @@ class HierarchicalVAE(GenerativeModel):
         """The bound's KL terms, top level first: kl_L … kl_1."""
         return tuple(f"kl_{l}" for l in range(self.config.L, 0, -1))
 
+    @property
+    def blocks(self) -> list[TopDownBlock]:
+        """The levels' blocks, top level first."""
+        return [cast(TopDownBlock, block) for block in self.top_down]
+
     def initial_state(self, n: int) -> Tensor:
         """The learned top-down state above z_L, [n, width, r, r]."""
         return self.h_top.expand(n, -1, -1, -1)
@@ -114,21 +121,23 @@ class HierarchicalVAE(GenerativeModel):
 
     def _draw(self, x: Tensor, features: Tensor, generator: torch.Generator | None) -> dict[str, Tensor]:
         """One draw z_1:L ~ q of the bound's terms: −log p(x|z) and each level's KL, [B] each."""
-        h, draws = top_down(self.top_down, self.initial_state(len(x)), features, posterior_draw(generator))
+        h, draws = top_down(self.blocks, self.initial_state(len(x)), features, posterior_draw(generator))
         kls = {name: sum_per_example(level_kl(d)) for name, d in zip(self.level_names, draws, strict=True)}
         return {"reconstruction": -self.log_likelihood(x, self.decoder(h)), **kls}
 
     def _log_weight(self, x: Tensor, features: Tensor, generator: torch.Generator | None) -> Tensor:
         """log p(x, z_1:L) − log q(z_1:L | x) at one draw z ~ q, [B]."""
-        h, draws = top_down(self.top_down, self.initial_state(len(x)), features, posterior_draw(generator))
+        h, draws = top_down(self.blocks, self.initial_state(len(x)), features, posterior_draw(generator))
         return self.log_likelihood(x, self.decoder(h)) + log_prior_over_posterior(draws)
 
     # ---- the contract
     @property
     def capabilities(self) -> Capabilities:
         """One decoder pass drawing z_L … z_1 in turn; the ELBO by Monte Carlo (K draws) or the IWAE bound."""
-        top = self.top_down[0]
-        encoder = [self.bottom_up, top.posterior_net, *([top.prior_net] if self.config.residual_posterior else [])]
+        top = self.blocks[0]
+        encoder: list[nn.Module] = [self.bottom_up, top.posterior_net]
+        if self.config.residual_posterior:
+            encoder.append(top.prior_net)
         return Capabilities(
             samplers=(DECODER,),
             max_steps=1,
@@ -172,7 +181,7 @@ class HierarchicalVAE(GenerativeModel):
 
     def loss(self, x: Tensor, step: int = 0, total_steps: int | None = None) -> Tensor:
         """reconstruction + β·Σ_l KL_l (free bits per dimension of each level; β after KL warm-up), per example."""
-        h, draws = top_down(self.top_down, self.initial_state(len(x)), self.bottom_up(x), posterior_draw())
+        h, draws = top_down(self.blocks, self.initial_state(len(x)), self.bottom_up(x), posterior_draw())
         reconstruction = -self.log_likelihood(x, self.decoder(h))
         kl = torch.stack([free_bits_kl(level_kl(d), self.config.free_bits) for d in draws]).sum(0)
         return reconstruction + kl_weight(self.config.beta, self.config.kl_warmup_steps, step) * kl
@@ -181,7 +190,7 @@ class HierarchicalVAE(GenerativeModel):
         self, n: int, generator: torch.Generator | None, sampler: str | None, steps: int | None, mean: bool = True
     ) -> Tensor:
         """z_L ~ p(z_L), then each z_l ~ p(z_l | z_>l), one decoder pass; its mean (default) or a draw from p(x|z)."""
-        h, _ = top_down(self.top_down, self.initial_state(n), None, prior_draw(generator))
+        h, _ = top_down(self.blocks, self.initial_state(n), None, prior_draw(generator))
         return self._image(self.decoder(h), mean, generator)
 
     def _image(self, params: Tensor, mean: bool, generator: torch.Generator | None) -> Tensor:
@@ -194,11 +203,11 @@ class HierarchicalVAE(GenerativeModel):
 
     def encode(self, x: Tensor) -> Tensor:
         """The top level's posterior mean E_q[z_L | x]."""
-        _, draws = top_down(self.top_down[:1], self.initial_state(len(x)), self.bottom_up(x), posterior_mean)
+        _, draws = top_down(self.blocks[:1], self.initial_state(len(x)), self.bottom_up(x), posterior_mean)
         return draws[0].z
 
     @torch.no_grad()
     def decode(self, z: Tensor, mean: bool = True, generator: torch.Generator | None = None) -> Tensor:
         """z_L → image levels: the top-down path with every lower level at its prior mean, one decoder pass."""
-        h, _ = top_down(self.top_down, self.initial_state(len(z)), None, top_given(z))
+        h, _ = top_down(self.blocks, self.initial_state(len(z)), None, top_given(z))
         return self._image(self.decoder(h), mean, generator)

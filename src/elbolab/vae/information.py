@@ -31,7 +31,7 @@ def rate_record(kl: Tensor, means: Tensor, distortion: Tensor, dims: int, thresh
     return LatentRate(
         rate_nats=rate,
         rate_ci95_nats=rate_ci,
-        rate_bpd=nats_to_bpd(rate, dims),
+        rate_bpd=float(nats_to_bpd(rate, dims)),
         kl_per_dim_nats=tuple(kl.mean(0).tolist()),
         latent_dims=kl.shape[1],
         active_units=active_units(means, threshold),
