@@ -12,9 +12,9 @@ from elbolab.errors import ConfigError
 
 MODEL_KINDS: dict[str, tuple[str, str, str]] = {
     "vae": ("elbolab.vae", "VAEConfig", "VAE"),
-    "hvae": ("elbolab.hvae", "HVAEConfig", "HierarchicalVAE"),
     "diffusion": ("elbolab.diffusion", "DiffusionConfig", "DiffusionModel"),
     "latent-diffusion": ("elbolab.latent", "LatentDiffusionConfig", "LatentDiffusion"),
+    "hvae": ("elbolab.hvae", "HVAEConfig", "HierarchicalVAE"),
 }
 
 
