@@ -273,6 +273,19 @@ class LatentRate(Record):
 
 
 @dataclass(frozen=True)
+class LevelRate(Record):
+    """One level z_l of a hierarchical latent: its rate E_q[KL(q(z_l|z_>l, x)‖p(z_l|z_>l))] (its share of the
+    bound's KL) and its active units (Cov_x E_q[z_l] > threshold, the levels above at their posterior means)."""
+
+    level: int
+    rate_nats: float
+    rate_ci95_nats: float
+    rate_bpd: float
+    latent_dims: int
+    active_units: int
+
+
+@dataclass(frozen=True)
 class RatePoint(Record):
     """One point of diffusion's progressive rate–distortion curve (at step `step`, time t)."""
 
@@ -299,10 +312,12 @@ class ChainRateDistortion(Record):
 
 @dataclass(frozen=True)
 class Information(Record):
-    """What a model's `information` hook reports about its own latent: a learned code, a chain along t, or both."""
+    """What a model's `information` hook reports about its own latent: a learned code, a chain along t, or both;
+    for a hierarchy, `latent` is all its levels together and `levels` each one, top level first."""
 
     latent: LatentRate | None = None
     chain: ChainRateDistortion | None = None
+    levels: tuple[LevelRate, ...] = ()
 
 
 # ---------------------------------------------------------------- contrasts and the comparison

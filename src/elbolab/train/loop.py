@@ -403,7 +403,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss, problem = self._accumulate()
         grad_norm = torch.tensor(float("nan"))
-        overflow = False
+        overflow = large = False
         if problem is None:
             self.scaler.unscale_(self.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -412,6 +412,9 @@ class Trainer:
             if not torch.isfinite(grad_norm):
                 problem = f"non-finite gradient (norm {grad_norm.item()})"
                 overflow = self.scaler.is_enabled()  # with fp16, the scaler's business: it lowers its scale
+            elif grad_norm > (limit := getattr(self.model, "skip_gradient_norm", math.inf)):  # e.g. VDVAE's skip
+                large = True
+                problem = f"gradient norm {grad_norm.item():.4g} above the model's skip_gradient_norm {limit:g}"
         if problem is None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -427,7 +430,12 @@ class Trainer:
             }
         else:  # skip the update: the weights, the optimizer's moments and the EMA stay as they were
             self.optimizer.zero_grad(set_to_none=True)
-            self.nonfinite_in_a_row += 1
+            if (
+                large
+            ):  # finite, only above the model's limit: no fault to roll back for; the fp16 scaler closes its step
+                self.scaler.update()
+            else:
+                self.nonfinite_in_a_row += 1
         self.step += 1
         if problem is not None:
             return {"step": self.step, "skipped": problem, "lr": lr}
