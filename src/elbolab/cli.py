@@ -36,6 +36,13 @@ def cli() -> None:
 @click.option("--data-dir", default=None, help="Where named data sets live / are downloaded ($ELBOLAB_DATA).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @click.option("--steps", type=int, default=None, help="Training steps (train.steps).")
+@click.option(
+    "--budget",
+    default=None,
+    metavar="BUDGET",
+    help="Training compute instead of --steps: optimiser steps (1200steps), counted FLOPs (2.5e13flop) or "
+    "wall-clock seconds (60s, machine-dependent); sets train.steps, max_flops and max_seconds.",
+)
 @click.option("--config", "config_file", default=None, help="JSON or YAML file with model.* and train.* keys.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. model.beta=0.5.")
 @click.option("--seed", type=int, default=None, help="Random seed (train.seed).")
@@ -43,7 +50,7 @@ def cli() -> None:
     "--resume",
     is_flag=True,
     help="Continue the run in --out from its newest good checkpoint; --set "
-    "may change train.lr, steps, max_seconds, cadences, precision (recorded in config-history.jsonl).",
+    "may change train.lr, steps, max_seconds, max_flops, cadences, precision (recorded in config-history.jsonl).",
 )
 @click.option("--autoencoder", default=None, type=click.Path(), help="latent-diffusion: reuse this trained VAE run.")
 @click.option("--deterministic", is_flag=True, help="Deterministic GPU kernels (train.deterministic); slower.")
@@ -55,6 +62,7 @@ def train(
     data_dir: str | None,
     out: str,
     steps: int | None,
+    budget: str | None,
     config_file: str | None,
     sets: tuple[str, ...],
     seed: int | None,
@@ -67,6 +75,7 @@ def train(
     """Train a model KIND on a data set into a run folder."""
     from elbolab.config import parse_set
     from elbolab.train.api import train_run
+    from elbolab.train.budget import Budget
     from elbolab.validate import validate_train
 
     overrides: dict[str, str] = dict(parse_set(sets))
@@ -80,6 +89,10 @@ def train(
             overrides[key] = str(value)
     if steps is not None and steps < 1:
         raise ElbolabError(f"--steps {steps}: must be at least 1")
+    if budget is not None:
+        if steps is not None:
+            raise ElbolabError("--steps and --budget both set the training length: give one of them")
+        overrides.update({f"train.{k}": str(v) for k, v in Budget.parse(budget).train_keys().items()})
     options = {
         "data_dir": data_dir,
         "overrides": overrides,
@@ -393,9 +406,11 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int, devi
 @click.option("--out", "out", default="compare-report", show_default=True, type=click.Path(file_okay=False))
 @click.option(
     "--budget",
-    type=float,
     default=None,
-    help="Training seconds per model [default: the preset's: 60 on digits or a GPU, 120 for larger images on a CPU].",
+    metavar="BUDGET",
+    help="Training compute per model: optimiser steps (1200steps) or counted FLOPs (2.5e13flop); or wall-clock "
+    "seconds (60s), whose results depend on the machine [default: the preset's: 3e12flop on digits, 7.5e12flop "
+    "for larger images on a CPU, 500steps on a GPU].",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
@@ -420,7 +435,7 @@ def compare(
     data: str,
     data_dir: str | None,
     out: str,
-    budget: float | None,
+    budget: str | None,
     seed: int,
     seeds: int,
     n_samples: int,
@@ -432,13 +447,12 @@ def compare(
     """The main job: train a VAE, diffusion and latent diffusion under one budget, measure, judge, report."""
     from dataclasses import replace
 
+    from elbolab.train.budget import Budget
     from elbolab.validate import validate_compare
 
-    if (budget is not None and not budget > 0) or n_samples < 2 or seeds < 1:
-        raise ElbolabError(
-            f"--budget ({budget}) must be positive, --n-samples ({n_samples}) at least 2 and "
-            f"--seeds ({seeds}) at least 1"
-        )
+    if n_samples < 2 or seeds < 1:
+        raise ElbolabError(f"--n-samples ({n_samples}) must be at least 2 and --seeds ({seeds}) at least 1")
+    compute = None if budget is None else Budget.parse(budget)
     side = validate_compare(data, data_dir, out, features)
 
     from elbolab.experiments.compare import (
@@ -466,7 +480,7 @@ def compare(
     cfg = CompareConfig(
         data=data,
         data_dir=data_dir,
-        budget=budget,
+        budget=compute,
         seed=seed,
         seeds=seeds,
         evaluation=evaluation,
@@ -488,7 +502,8 @@ def compare(
     planned = with_preset(cfg, side)
     click.echo(
         f"[compare] {many}about {estimated_seconds(cfg, side) / 60:.0f} minutes on an idle machine "
-        f"(training {planned.budget:g} s per model per seed, plus measurement)",
+        f"(training {planned.budget} per model per seed, plus measurement"
+        f"{'; a wall-clock budget: the steps, and so the answer, depend on the machine' if planned.budget and planned.budget.machine_dependent else ''})",
         err=True,
     )
     out_dir = Path(out)

@@ -1,4 +1,4 @@
-"""`elbolab compare`: every registered model kind trained under one wall-clock budget on one data set,
+"""`elbolab compare`: every registered model kind trained under one compute budget on one data set,
 measured through the same contract, with a verdict per contrast (`verdicts`).
 
 Every number in the results is measured here; each verdict is a rule over those numbers that
@@ -32,6 +32,7 @@ from elbolab.model import GenerativeModel
 from elbolab.records import FeatureNet, Machine, SweepPoint
 from elbolab.registry import MODEL_KINDS, model_classes
 from elbolab.train.api import fit_run
+from elbolab.train.budget import Budget
 from elbolab.train.checkpoint import atomic_write_json
 from elbolab.train.config import TrainConfig
 from elbolab.train.run import (
@@ -49,13 +50,17 @@ KINDS = tuple(MODEL_KINDS)
 #: compare's bound: where a model's Monte-Carlo bound takes it, t importance-sampled from a pilot pass and as
 #: many draws as a standard error of 0.01 bits/dim on the test-set mean needs (the results name the estimator)
 BOUND_PRECISION = {"proposal": "importance", "bpd_se": 0.01}
+#: every compared model keeps its best EMA weights on this seeded share of the training images, validated this often
+VALIDATION = {"validation_fraction": 0.1, "validate_every": 100, "keep_best": True}
 
 
 @dataclass(frozen=True)
 class Preset:
     """What `compare` trains and measures, unless told otherwise, for images of one size on one kind of device."""
 
-    budget: float  # training seconds per model
+    budget: Budget  # training compute per model
+    step_seconds: float  # idle training seconds per optimiser step, over the models (for the estimate printed first)
+    flop_rate: float  # idle counted FLOPs trained per second, over the models (the same)
     batch_size: int  # images per optimiser step
     n_eval: int | None  # test images for the bound (None: the whole split)
     steps: tuple[int, ...]  # sampling steps of the steps sweep
@@ -70,16 +75,56 @@ def preset_for(side: int, device: str) -> Preset:
     50; on a GPU the full test set and sweep. Digits train every model at a learning rate of 3e-3: over the
     ~1,000 steps of their budget it gave lower test bounds than 2e-3 on both sides (paired over the test set,
     the same steps: diffusion −0.013, −0.016 and −0.019 bits/dim at three seeds; the VAE −0.007 and +0.005 and
-    latent diffusion −0.007, within their noise; 1e-3 was worse; benchmarks/results/digits_lr.json)."""
+    latent diffusion −0.007, within their noise; 1e-3 was worse; benchmarks/results/digits_lr.json).
+
+    The budgets are counted FLOPs (`train.budget.step_flops`), the same for every model, so that no model's
+    steps depend on the machine. On digits one step costs 5.3e9 FLOPs (VAE), 3.1e9 (diffusion), 4.8e9 and 4.0e9
+    (latent diffusion's autoencoder and prior); in the 60 s each model had before (2 threads, idle:
+    benchmarks/results/compare_digits.json, 1,213 / 1,015 / 443 steps) they trained 6.5e12, 3.2e12 and ≈ 4.9e12
+    FLOPs, 4.5e12 each on average. At one thread (`train.threads`) a step takes ≈ 1.3× as long idle, so 3e12
+    keeps the README's command within its 6 minutes: ≈ 560 VAE steps, ≈ 960 diffusion steps, ≈ 310 + 375 of
+    latent diffusion. On 28 px on a CPU (batch 64) the steps cost 9.4e9, 1.9e10, 9.0e9 and 7.1e9 FLOPs; the
+    120 s of before bought ≈ 1e13 each (benchmarks/results/compare_fashion_mnist.json), 7.5e12 at one thread. On
+    a GPU 500 steps, what diffusion's base preset trains in 60 s (123 ms a step, benchmarks/results/gpu-mfu.json)."""
     if side <= 16:
-        return Preset(budget=60.0, batch_size=128, n_eval=None, steps=STEPS, measure_seconds=70.0, lr=3e-3)
+        return Preset(
+            budget=Budget(3e12, "flop"),
+            step_seconds=0.078,
+            flop_rate=5.7e10,
+            batch_size=128,
+            n_eval=None,
+            steps=STEPS,
+            measure_seconds=70.0,
+            lr=3e-3,
+        )
     if device.startswith("cuda"):
-        return Preset(budget=60.0, batch_size=256, n_eval=None, steps=STEPS, measure_seconds=120.0)
+        return Preset(
+            budget=Budget(500, "steps"),
+            step_seconds=0.123,
+            flop_rate=7.9e13,
+            batch_size=256,
+            n_eval=None,
+            steps=STEPS,
+            measure_seconds=120.0,
+        )
     # measured on Fashion-MNIST on an idle 2-core CPU: 406 and 424 s of measurement after 461 s of training
     # (the budgets' 432 s plus each run's start and final evaluation): 14 min 31 s and 14 min 48 s in all
     return Preset(
-        budget=120.0, batch_size=64, n_eval=2000, steps=tuple(s for s in STEPS if s <= 50), measure_seconds=450.0
+        budget=Budget(7.5e12, "flop"),
+        step_seconds=0.21,
+        flop_rate=6.4e10,
+        batch_size=64,
+        n_eval=2000,
+        steps=tuple(s for s in STEPS if s <= 50),
+        measure_seconds=450.0,
     )
+
+
+def expected_seconds(budget: Budget, preset: Preset) -> float:
+    """Roughly how long one model trains on `budget` on an idle machine like the preset's."""
+    if budget.unit == "s":
+        return budget.amount
+    return budget.amount * preset.step_seconds if budget.unit == "steps" else budget.amount / preset.flop_rate
 
 
 def compare_evaluation(**changes: Any) -> EvalConfig:
@@ -93,7 +138,7 @@ class CompareConfig:
 
     data: str = "digits"
     data_dir: str | None = None
-    budget: float | None = None  # training seconds per model (None: the preset's)
+    budget: Budget | None = None  # training compute per model (None: the preset's); a number is seconds
     seed: int = 0
     seeds: int = 1  # the whole experiment repeated with seeds seed, seed + 1, …
     evaluation: EvalConfig = field(default_factory=compare_evaluation)
@@ -113,6 +158,8 @@ class CompareConfig:
     device: str = "auto"  # where every model trains and is measured: auto | cpu | cuda[:N]
 
     def __post_init__(self) -> None:
+        if isinstance(self.budget, int | float):
+            object.__setattr__(self, "budget", Budget(float(self.budget), "s"))
         if self.seeds < 1:
             raise ConfigError(f"--seeds must be at least 1, got {self.seeds}")
         if self.objective_n_eval is not None and self.objective_n_eval < 2:
@@ -144,13 +191,17 @@ class JobEvent:
 Watch = Callable[[JobEvent], None]
 
 
-def job_plan(cfg: CompareConfig) -> tuple[tuple[str, str, float], ...]:
-    """Every stage of the job in order, with its training budget in seconds (0 for measurements)."""
+def job_plan(cfg: CompareConfig, side: int = 8) -> tuple[tuple[str, str, float], ...]:
+    """Every stage of the job in order, with its training time in seconds (a compute budget's idle estimate for
+    images of `side` px, by default digits'; 0 for measurements)."""
+    preset = preset_for(side, str(pick_device(cfg.device)))
+    budget = cfg.budget or preset.budget
     sweep = [f"vae β={beta:g}" for beta in cfg.beta_sweep]
-    sweep_budget = cfg.budget * cfg.sweep_budget_fraction
+    seconds = expected_seconds(budget, preset)
+    sweep_seconds = expected_seconds(budget.scaled(cfg.sweep_budget_fraction), preset)
     return (
-        tuple(("train", kind, cfg.budget) for kind in KINDS)
-        + tuple(("train", n, sweep_budget) for n in sweep)
+        tuple(("train", kind, seconds) for kind in KINDS)
+        + tuple(("train", n, sweep_seconds) for n in sweep)
         + tuple(("measure", n, 0.0) for n in (*KINDS, *sweep))
     )
 
@@ -168,16 +219,29 @@ def watched_log(log: Log, watch: Watch | None, name: str) -> Log:
 
 
 def budgeted_run(
-    kind: str, cfg: CompareConfig, test: ImageData, budget: float, model_changes: dict[str, Any] | None = None
+    kind: str,
+    cfg: CompareConfig,
+    test: ImageData,
+    budget: Budget | float,
+    model_changes: dict[str, Any] | None = None,
 ) -> RunConfig:
     """The typed run config of one model in the comparison: the kind's configuration sized for these images,
-    a wall-clock budget, the seed, no periodic evaluation; then the user's `--set` keys for that kind."""
+    the budget, the seed, the best weights kept on a validation split (`VALIDATION`), no periodic evaluation;
+    then the user's `--set` keys for that kind. A model trained in stages (latent diffusion) splits a budget of
+    steps as it splits FLOPs and seconds: `stage_one_fraction` of them to its first stage. A number is seconds."""
+    budget = budget if isinstance(budget, Budget) else Budget(float(budget), "s")
     cfg_cls, _ = model_classes(kind)
     device = str(pick_device(cfg.device))
     model_cfg = replace(cfg_cls.sized_for(test.shape[-1], device), **(model_changes or {}))
+    keys = budget.train_keys()
+    fraction = getattr(model_cfg, "stage_one_fraction", None)
+    if budget.unit == "steps" and fraction is not None and getattr(model_cfg, "autoencoder", None) is None:
+        first = max(1, min(keys["steps"] - 1, round(keys["steps"] * fraction)))
+        model_cfg = replace(model_cfg, autoencoder_steps=first)
+        keys["steps"] = max(1, keys["steps"] - first)
     train_cfg = TrainConfig(
-        steps=1_000_000,
-        max_seconds=budget,
+        **keys,
+        **VALIDATION,
         seed=cfg.seed,
         eval_every=0,
         checkpoint_every=500,
@@ -209,7 +273,7 @@ def train_or_reuse(
         log(f"{run_cfg.kind}: reusing the finished run in {run_dir}")
         return
     resume = (run_dir / CHECKPOINT_FILE).is_file()
-    log(f"{run_cfg.kind}: {'resuming' if resume else 'training'} for {run_cfg.train.max_seconds:.0f} s")
+    log(f"{run_cfg.kind}: {'resuming' if resume else 'training'} for {Budget.of(run_cfg.train)}")
     callbacks = (
         ()
         if watch is None
@@ -250,10 +314,10 @@ def train_sweep(
     """Train (or pick up) the β-sweep VAEs, each on `sweep_budget_fraction` of the budget; returns their folders."""
     sweep = {beta: out / "runs" / f"vae-beta{beta:g}" for beta in cfg.beta_sweep}
     for beta, run_dir in sweep.items():
-        run_cfg = budgeted_run("vae", cfg, test, cfg.budget * cfg.sweep_budget_fraction, {"beta": beta})
+        run_cfg = budgeted_run("vae", cfg, test, cfg.budget.scaled(cfg.sweep_budget_fraction), {"beta": beta})
         if watch:
             watch(JobEvent("train", f"vae β={beta:g}"))
-        log(f"β-sweep: VAE with β = {beta:g} for {run_cfg.train.max_seconds:.0f} s")
+        log(f"β-sweep: VAE with β = {beta:g} for {Budget.of(run_cfg.train)}")
         train_or_reuse(run_cfg, run_dir, train, test, log, progress, watch, f"vae β={beta:g}")
     return sweep
 
@@ -265,13 +329,13 @@ def train_objective_pair(
     if cfg.objective_budget_fraction <= 0:
         return {}
     changes, name = elbo_weighted(budgeted_run("diffusion", cfg, test, cfg.budget).model)
-    budget = cfg.budget * cfg.objective_budget_fraction
+    budget = cfg.budget.scaled(cfg.objective_budget_fraction)
     runs = {
         "simple": (out / "runs" / "diffusion-simple", {"loss": "simple"}),
         "elbo-weighted": (out / "runs" / "diffusion-elbo", changes),
     }
     for label, (run_dir, model_changes) in runs.items():
-        log(f"ε-objective pair: diffusion with {label if label == 'simple' else name} for {budget:.0f} s")
+        log(f"ε-objective pair: diffusion with {label if label == 'simple' else name} for {budget}")
         train_or_reuse(budgeted_run("diffusion", cfg, test, budget, model_changes), run_dir, train, test, log, progress)
     return {label: run_dir for label, (run_dir, _) in runs.items()}
 
@@ -310,11 +374,11 @@ def estimated_seconds(cfg: CompareConfig, side: int) -> float:
     """A rough wall-clock estimate of the whole comparison on an idle machine: training budgets plus the preset's
     measurement time, per seed."""
     cfg = with_preset(cfg, side)
-    measure_seconds = preset_for(side, str(pick_device(cfg.device))).measure_seconds
-    per_seed = cfg.budget * (
+    preset = preset_for(side, str(pick_device(cfg.device)))
+    per_seed = expected_seconds(cfg.budget, preset) * (
         len(KINDS) + cfg.sweep_budget_fraction * len(cfg.beta_sweep) + 2 * cfg.objective_budget_fraction
     )
-    return cfg.seeds * (per_seed + measure_seconds)
+    return cfg.seeds * (per_seed + preset.measure_seconds)
 
 
 def run_compare(
@@ -332,7 +396,7 @@ def run_compare(
     cfg = with_preset(cfg, test.shape[-1])
     atomic_write_json(out / "compare-config.json", asdict(cfg))
     if watch:
-        watch(JobEvent("plan", plan=job_plan(cfg)))
+        watch(JobEvent("plan", plan=job_plan(cfg, test.shape[-1])))
     log("feature network for sample quality")
     features, why_not = select_features(cfg.data, features_kind, data_dir=cfg.data_dir)
     seeds, images = [], {}
