@@ -206,7 +206,7 @@ def mc_bound(
     otherwise ε is iid. `control` [T, FEATURES] (slopes per step, from `pilot_step_fit`) subtracts from each
     term, L_0 too, the control variate `noise_control.control_value` of its ε, of mean zero: the estimate's
     expectation is unchanged.
-    extras["stderr"] [B]: the standard error of the mean of the K estimates.
+    extras["stderr"], shape [B]: the standard error of the mean of the K estimates.
     """
     if samples < 2:
         raise ValueError(f"the Monte-Carlo bound needs samples ≥ 2 for its standard error, got {samples}")
