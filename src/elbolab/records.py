@@ -24,6 +24,7 @@ class Record:
     """A frozen result record: `to_json` gives plain JSON-ready data (NaN → None), `from_json` reads it back."""
 
     def to_json(self) -> dict[str, Any]:
+        """The record as plain JSON-ready data, NaN and ±inf as None."""
         return json_ready(_plain(self))
 
     @classmethod

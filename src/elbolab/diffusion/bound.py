@@ -207,7 +207,7 @@ def mc_bound(
     term, L_0 too, the control variate `noise_control.control_value` of its ε, of mean zero: the estimate's
     expectation is unchanged. A one-step chain (T = 1) has no step to draw: its K estimates are L_T + L_0 at K
     independent x_1 (`one_step_bound`).
-    extras["stderr"] [B]: the standard error of the mean of the K estimates.
+    extras["stderr"], shape [B]: the standard error of the mean of the K estimates.
     """
     if samples < 2:
         raise ValueError(f"the Monte-Carlo bound needs samples ≥ 2 for its standard error, got {samples}")
