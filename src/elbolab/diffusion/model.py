@@ -48,12 +48,14 @@ class DiffusionModel(GenerativeModel):
 
     @property
     def objective(self) -> str:  # type: ignore[override]
-        """The name of what `loss` optimises (and, in continuous time, how the schedule's end points are trained)."""
+        """The name of what `loss` optimises (and how the forward process's learned parts are trained)."""
         cfg = self.config
         if cfg.time == "discrete":
-            return OBJECTIVES[cfg.loss]
+            one_step = "; one step, λ_1 learned on the ELBO" if cfg.T == 1 and cfg.learn_endpoints else ""
+            return OBJECTIVES[cfg.loss] + one_step
         ends = "learned end points on the ELBO" if cfg.learn_endpoints else "fixed end points"
-        return f"{describe(cfg.loss, cfg.sigmoid_bias)}; {cfg.schedule} γ(t), {ends}"
+        encoder = "; DiffEnc's mean x_φ learned on the ELBO" if cfg.encoder == "learned" else ""
+        return f"{describe(cfg.loss, cfg.sigmoid_bias)}; {cfg.schedule} γ(t), {ends}{encoder}"
 
     @property
     def capabilities(self) -> Capabilities:

@@ -42,6 +42,8 @@ class LatentDiffusion(GenerativeModel):
         self.vae = VAE(config.vae, shape, levels)
         self.vae.requires_grad_(False)
         self.diffusion = self._diffusion_for(self.vae)
+        #: values per z, set with the autoencoder's config (the design levels' latent size, read without a pass)
+        self.latent_values = math.prod(self.vae.latent_shape)
         #: s, the latent scale; 0 until measured from the data (`measure_scale`), then saved with the weights
         self.register_buffer("scale", torch.zeros(()))
 
@@ -97,6 +99,7 @@ class LatentDiffusion(GenerativeModel):
             self.config = replace(self.config, vae=vae.config)
             self.vae = VAE(vae.config, self.shape, self.levels).to(self.scale.device)
             self.diffusion = self._diffusion_for(self.vae).to(self.scale.device)
+            self.latent_values = math.prod(self.vae.latent_shape)
         self.vae.load_state_dict(vae.state_dict())
         self.vae.requires_grad_(False)
 
@@ -141,7 +144,7 @@ class LatentDiffusion(GenerativeModel):
         return DesignLevels(
             encoder="learned, then fixed",
             encoder_steps=steps,
-            latent_fraction=math.prod(self.vae.latent_shape) / self.dims,
+            latent_fraction=self.latent_values / self.dims,
             decoder_steps=steps,
             objective="stages",
         )
