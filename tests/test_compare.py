@@ -237,3 +237,10 @@ def test_compare_command_end_to_end(run_cli, tmp_path):
     assert (
         sum(line.strip().split()[0] in ("supported", "not", "inconclusive") for line in out.splitlines()) == CONTRASTS
     )
+
+
+@pytest.mark.parametrize("budget", ["12parsecs", "0steps", "2.5steps"])
+def test_compare_budget_must_be_steps_flops_or_seconds(run_cli, tmp_path, budget):
+    code, _, err = run_cli("compare", "--out", tmp_path / "c", "--budget", budget, "--quick", "--quiet")
+    assert code == 1 and err.startswith("error:") and "budget" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()  # refused before anything ran
