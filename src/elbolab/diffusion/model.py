@@ -13,14 +13,16 @@ from elbolab.data.base import ImageData
 from elbolab.diffusion.chain import GaussianDiffusion, build_net
 from elbolab.diffusion.config import DiffusionConfig
 from elbolab.diffusion.information import chain_rate_distortion
-from elbolab.diffusion.samplers import SAMPLERS
+from elbolab.diffusion.samplers import SAMPLERS, Churn
 from elbolab.diffusion.weighting import describe
 from elbolab.errors import ConfigError
 from elbolab.model import Capabilities, DesignLevels, Encoding, GenerativeModel
 from elbolab.records import Information
 
-#: what `sample` takes beyond the sampler and NFE: DDIM's η and the reverse variance of the ancestral sampler
-SAMPLE_OPTIONS = ("eta", "variance")
+#: what `sample` takes beyond the sampler and steps: DDIM's η, the reverse variance of the ancestral sampler and the
+#: churn of EDM's stochastic sampler ("heun-churn", `samplers.Churn`)
+CHURN_OPTIONS = ("s_churn", "s_min", "s_max", "s_noise")
+SAMPLE_OPTIONS = ("eta", "variance", *CHURN_OPTIONS)
 
 #: images of its own batch an unprepared importance estimate fits its proposal on (see `DiffusionModel._elbo`)
 SELF_PILOT_N = 16
@@ -174,11 +176,20 @@ class DiffusionModel(GenerativeModel):
         steps: int | None,
         eta: float | None = None,
         variance: str | None = None,
+        **churn: float,
     ) -> Tensor:
-        """x_T ~ N(0, I), then `sampler` ("ancestral" | "ddim" | "dpm-solver++") over `steps` network
-        evaluations, x̂_0 clipped to [−1, 1] at every step (if `clip`)."""
+        """x_T ~ N(0, I), then `sampler` (a name in `samplers.SAMPLERS`) over `steps` steps, x̂_0 clipped to [−1, 1]
+        at every step (if `clip`); `churn` the options of "heun-churn" (`samplers.Churn`)."""
         x = self.diffusion.sample(
-            (n, *self.shape), sampler, steps, eta, variance, clip=self.clip, generator=generator, device=self.device
+            (n, *self.shape),
+            sampler,
+            steps,
+            eta,
+            variance,
+            clip=self.clip,
+            generator=generator,
+            device=self.device,
+            churn=Churn(**churn),
         )
         return self.to_levels(x)
 
