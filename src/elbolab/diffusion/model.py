@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -75,6 +76,13 @@ class DiffusionModel(GenerativeModel):
             bound_steps=continuous,
             design=self.design_levels(),
         )
+
+    def check_sampling(self, sampler: str | None = None, steps: int | None = None, **options: Any) -> None:
+        """As every model's, and the options' values: η ≥ 0 and churn that `samplers.Churn` takes."""
+        super().check_sampling(sampler, steps, **options)
+        Churn(**{k: options[k] for k in CHURN_OPTIONS if k in options})
+        if options.get("eta") is not None and options["eta"] < 0:
+            raise ConfigError(f"eta must be ≥ 0, got {options['eta']}")
 
     def design_levels(self) -> DesignLevels:
         """A fixed Gaussian chain of T steps (None: continuous time) over latents the size of x; the ELBO where the
