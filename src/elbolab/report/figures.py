@@ -166,7 +166,8 @@ def _nfe_axis(ax, nfes: list[float]) -> None:
 
 def frontier_quality(models: dict[str, Measurement], sweep: Sequence[Any] = ()) -> bytes:
     """Fréchet distance against NFE for every sampler (the VAE: its one pass). `sweep` holds optional extra
-    quality points (`kind`, `sampler`, `nfe`, `fd`, and where known `fd_low`/`fd_high`), e.g. a steps sweep."""
+    quality points (`kind`, `sampler`, `nfe`, `fd`, and where known `fd_low`/`fd_high`), e.g. a steps sweep.
+    Each model's own quality point, the sampler and steps `compare` uses, is ringed, on its sweep or alone."""
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     nfes: list[float] = []
     swept: dict[tuple[str, str], list[Any]] = {}
@@ -181,19 +182,35 @@ def frontier_quality(models: dict[str, Measurement], sweep: Sequence[Any] = ()) 
         if all(v is not None for v in lows + highs):
             ax.fill_between(xs, lows, highs, color=colour(kind), alpha=0.15, linewidth=0)
         nfes += xs
+    ring_label = "ringed: the sampler and steps compare uses"
     for kind, m in models.items():
-        if m.quality and m.quality_samples and (kind, m.quality_samples.sampler) not in swept:
-            marker, _ = SAMPLER_STYLE.get(m.quality_samples.sampler, ("o", "-"))
+        if not (m.quality and m.quality_samples):
+            continue
+        used = m.quality_samples
+        if (kind, used.sampler) not in swept:
+            marker, _ = SAMPLER_STYLE.get(used.sampler, ("o", "-"))
             ax.plot(
-                m.quality_samples.steps,
+                used.steps,
                 m.quality["fd"],
                 marker=marker,
                 ms=9,
                 linestyle="none",
                 color=colour(kind),
-                label=f"{label(kind)} {m.quality_samples.sampler}",
+                label=f"{label(kind)} {used.sampler}",
             )
-            nfes.append(m.quality_samples.steps)
+        ax.plot(
+            used.steps,
+            m.quality["fd"],
+            marker="o",
+            ms=15,
+            markerfacecolor="none",
+            markeredgewidth=1.5,
+            linestyle="none",
+            color=colour(kind),
+            label=ring_label,
+        )
+        ring_label = "_nolegend_"
+        nfes.append(used.steps)
     _nfe_axis(ax, nfes)
     ax.set_ylabel("Fréchet distance (lower is better)")
     ax.set_title("Quality against sampling steps")
