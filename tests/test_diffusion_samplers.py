@@ -282,26 +282,27 @@ def test_churn_zero_is_heun_exactly_and_churn_adds_noise():
 
 
 @pytest.mark.parametrize(
-    "case,opts",
+    "opts,steps",
     [
-        ("ancestral", {"name": "ancestral"}),
-        ("ddim-eta", {"name": "ddim", "eta": 0.5}),
-        ("heun-churn", {"name": "heun-churn", "churn": Churn(s_churn=20.0, s_min=0.01, s_max=10.0)}),
+        ({"name": "ancestral"}, (10, 100, 1000)),
+        ({"name": "ddim", "eta": 0.5}, (10, 100, 1000)),
+        ({"name": "heun-churn", "churn": Churn(s_churn=20.0, s_min=0.01, s_max=10.0)}, (10, 50, 200)),
     ],
+    ids=["ancestral", "ddim-eta", "heun-churn"],
 )
-def test_stochastic_samplers_converge_to_the_data_distribution(case, opts):
-    """Mean and variance of 40 000 draws with the exact Gaussian ε̂: the variance's error falls with the steps, to
-    within sampling error at all 1000."""
+def test_stochastic_samplers_converge_to_the_data_distribution(opts, steps):
+    """Mean and variance of 20 000 draws with the exact Gaussian ε̂: the variance's error falls with the steps, to
+    within sampling error at the most (all 1000 of the chain; 200 for Heun's 2nd-order steps)."""
     schedule = Schedule("cosine", 1000)
-    n = 40_000
+    n = 20_000
     errors = []
-    for steps in (10, 100, 1000):
+    for k in steps:
         g = torch.Generator().manual_seed(5)
         x_T = torch.randn(n, generator=g, dtype=torch.float64)
         options = dict(opts)
         name = options.pop("name")
         out = run_sampler(
-            name, gaussian_eps(schedule, MU, S2), x_T, time_grid(1000, steps), schedule, generator=g, **options
+            name, gaussian_eps(schedule, MU, S2), x_T, time_grid(1000, k), schedule, generator=g, **options
         )
         errors.append((abs(out.mean().item() - MU), abs(out.var().item() - S2)))
     se_mean, se_var = math.sqrt(S2 / n), S2 * math.sqrt(2 / n)
