@@ -165,7 +165,8 @@ class GaussianDiffusion(nn.Module):
         B, D, device = x_0.shape[0], x_0[0].numel(), x_0.device
         u = torch.rand((), generator=generator, dtype=torch.float64, device=device)
         t = (u + torch.arange(B, dtype=torch.float64, device=device) / B) % 1.0
-        q_t: Tensor | float = 1.0  # the density t is drawn from: uniform, or EDM's log-normal σ̃ (`edm_draw`)
+        q_t = torch.ones((), dtype=torch.float64, device=device)  # t's density: uniform, or EDM's draw (`edm_draw`)
+        mass = q_t
         if cfg.loss == "edm":
             t, q_t, mass = self.edm_draw(t)
         eps, eps_0 = torch.randn((2, *x_0.shape), generator=generator, dtype=torch.float64, device=device)

@@ -92,6 +92,7 @@ def ancestral(
         d = denoise(denoiser, x, step.t, schedule, parameterisation)
         if step.s <= 0:
             return d.x0_hat
+        std: Tensor | float
         if variance == "learned":
             std = torch.exp(0.5 * reverse_log_variance(schedule, step.t, step.s, variance, x, d.var_interp))
         else:
