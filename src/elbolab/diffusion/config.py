@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from elbolab.diffusion.edm import P_MEAN, P_STD
@@ -34,6 +34,17 @@ class DiffusionConfig:
     continuous time `loss` names the weighting w(λ) of ½ γ′(t) ‖ε − ε̂‖² (`weighting`): "vlb" (alias "elbo";
     the ELBO, w = 1), "simple" (uniform in t, ‖ε − ε̂‖²), "sigmoid" or "edm" (Kingma & Gao 2023); learned
     end points follow the bound whatever the network is trained on.
+
+    T = 1 (discrete time) is the one-step model: q(x_1|x_0) = N(α_1 x_0, σ_1² I), the prior KL L_T and the decoder
+    L_0 and nothing else, a VAE with a fixed encoder and a latent the size of x. Its chain has no shape (`schedule`
+    is not read): its one log-SNR is λ_1 = −γ_max, learned on the bound if `learn_endpoints`, and its decoder
+    variance is σ_1² (β̃_1 = 0 has no second step to borrow from; "small" and "large" agree). `one_step` is the
+    recipe `compare` trains. T ≥ 1 in every form.
+
+    `encoder`: "fixed" (the Gaussian chain) or "learned", DiffEnc (Nielsen et al. 2024; continuous time only):
+    q(z_t|x) = N(α_t x_φ(x, t), σ_t² I), x_φ = x + σ_t² NN_φ(x, t), NN_φ a small network `encoder_width`
+    channels wide whose zero-initialised output makes the start VDM's (`encoder.MeanEncoder`); φ is trained on
+    the bound whatever the network is trained on.
     """
 
     T: int = 1000
@@ -43,6 +54,8 @@ class DiffusionConfig:
     bin_fraction: float = 0.25
     learn_endpoints: bool = True
     schedule: Literal["linear", "cosine", "learned"] = "cosine"
+    encoder: Literal["fixed", "learned"] = "fixed"
+    encoder_width: int = 32  # channels of DiffEnc's NN_φ (encoder=learned)
     parameterisation: Literal["eps", "x0", "v", "edm"] = "eps"  # "edm": EDM's preconditioned D(x̃; σ̃) (`edm`)
     loss: Literal["simple", "vlb", "hybrid", "elbo", "sigmoid", "edm"] = "simple"
     variance: Literal["small", "large", "learned"] = "small"
@@ -81,7 +94,26 @@ class DiffusionConfig:
             max_batch=cls.max_batch if side <= 16 else 128,
         )
 
+    @classmethod
+    def one_step(cls, side: int, device: str = "cpu") -> DiffusionConfig:
+        """The one-step model `compare` sets beside the same-size VAE ("learned vs fixed encoder, one step, same
+        size"): `sized_for`'s network, discrete time with T = 1, trained on its ELBO L_T + L_0 (exact: one step
+        is all there is), its noise level λ_1 learned on it from γ_1 = 0 (σ_1² = ½, where α_1 and σ_1 move
+        fastest with γ_1, so the optimiser reaches either side within a short budget)."""
+        return replace(
+            cls.sized_for(side, device),
+            time="discrete",
+            T=1,
+            schedule="cosine",
+            gamma_max=0.0,
+            learn_endpoints=True,
+            loss="vlb",
+            sampler="ancestral",
+        )
+
     def __post_init__(self) -> None:
+        if self.T < 1:
+            raise ConfigError(f"model.T must be ≥ 1, got {self.T}")
         if self.loss == "elbo":  # the bound's other name; runs keep "vlb"
             object.__setattr__(self, "loss", "vlb")
         if self.loss not in LOSSES:
@@ -93,15 +125,27 @@ class DiffusionConfig:
                 f"the {self.loss} weighting is for continuous time (model.time=continuous); the "
                 "discrete chain trains on simple, vlb or hybrid"
             )
+        if self.encoder not in ("fixed", "learned") or self.encoder_width < 1:
+            raise ConfigError(
+                f"model.encoder must be fixed or learned and model.encoder_width ≥ 1, got {self.encoder!r} and "
+                f"{self.encoder_width}"
+            )
         if self.time == "continuous":
             self._check_continuous()
         else:
+            if self.encoder == "learned":
+                raise ConfigError("model.encoder=learned (DiffEnc) is for continuous time; set model.time=continuous")
             if self.schedule == "learned":
                 raise ConfigError(
                     "the learned schedule (VDM's monotone network) is for continuous time; set "
                     "model.time=continuous, or choose schedule=linear or cosine"
                 )
-            Schedule(self.schedule, self.T)  # checks T against the schedule
+            if self.T == 1 and self.variance == "learned":
+                raise ConfigError(
+                    "model.variance=learned has nothing to learn at T = 1 (β_1 and the clipped β̃_1 are both σ_1²)"
+                )
+            if self.T > 1:
+                Schedule(self.schedule, self.T)  # checks T against the schedule
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if not (self.sigma_data > 0 and self.edm_p_std > 0 and math.isfinite(self.edm_p_mean)):

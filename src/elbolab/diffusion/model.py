@@ -13,6 +13,7 @@ from elbolab.bounds import Bound, Estimator
 from elbolab.data.base import ImageData
 from elbolab.diffusion.chain import GaussianDiffusion, build_net
 from elbolab.diffusion.config import DiffusionConfig
+from elbolab.diffusion.encoder import MeanEncoder
 from elbolab.diffusion.information import chain_rate_distortion
 from elbolab.diffusion.samplers import SAMPLERS, Churn
 from elbolab.diffusion.weighting import describe
@@ -45,7 +46,8 @@ class DiffusionModel(GenerativeModel):
     def __init__(self, config: DiffusionConfig, shape: tuple[int, int, int], levels: int) -> None:
         super().__init__(config, shape, levels)
         c, h, w = self.shape
-        self.diffusion = GaussianDiffusion(config, build_net(config, c, max(h, w)), levels)
+        encoder = MeanEncoder(c, config.encoder_width) if config.encoder == "learned" else None
+        self.diffusion = GaussianDiffusion(config, build_net(config, c, max(h, w)), levels, encoder=encoder)
 
     @property
     def objective(self) -> str:  # type: ignore[override]
@@ -60,7 +62,8 @@ class DiffusionModel(GenerativeModel):
     def capabilities(self) -> Capabilities:
         """Every sampler over 1..T steps (any number in continuous time); the bound exact (all T steps) or by
         Monte Carlo over t, iid, stratified or importance-sampled (its T-step form too in continuous time; by
-        default importance-sampled steps in discrete time, see `default_estimator`); DDIM inversion."""
+        default importance-sampled steps in discrete time, see `default_estimator`); DDIM inversion, whose cost
+        counts DiffEnc's encoder among the learned parameters of the map to the latent."""
         cfg = self.config
         samplers = (cfg.sampler, *(name for name in SAMPLERS if name != cfg.sampler))
         passes = min(cfg.encode_steps, cfg.T) * (1 + cfg.encode_fixed_point)
@@ -71,7 +74,9 @@ class DiffusionModel(GenerativeModel):
             sample_options=SAMPLE_OPTIONS,
             estimators=("mc", "exact"),
             default_estimator=self.default_estimator(),
-            encoding=Encoding(0, passes),
+            encoding=Encoding(
+                0 if self.diffusion.encoder is None else self.diffusion.encoder.learned_parameters(), passes
+            ),
             proposals=("uniform", "stratified", "importance"),
             bound_steps=continuous,
             design=self.design_levels(),
@@ -85,11 +90,12 @@ class DiffusionModel(GenerativeModel):
             raise ConfigError(f"eta must be ≥ 0, got {options['eta']}")
 
     def design_levels(self) -> DesignLevels:
-        """A fixed Gaussian chain of T steps (None: continuous time) over latents the size of x; the ELBO where the
-        loss is the bound, a reweighting of it otherwise (L_simple, hybrid, sigmoid, EDM)."""
+        """A Gaussian chain of T steps (None: continuous time; 1 for the one-step model) over latents the size of
+        x, fixed, or with DiffEnc's learned mean; the ELBO where the loss is the bound, a reweighting of it
+        otherwise (L_simple, hybrid, sigmoid, EDM)."""
         steps = None if self.config.time == "continuous" else self.config.T
         return DesignLevels(
-            encoder="fixed",
+            encoder="learned" if self.config.encoder == "learned" else "fixed",
             encoder_steps=steps,
             latent_fraction=1.0,
             decoder_steps=steps,
@@ -101,9 +107,10 @@ class DiffusionModel(GenerativeModel):
         bound draws its steps stratified from the importance proposal fitted on a pilot pass (`elbo_samples` + 4
         network passes per image, L_0 once in each of 4 replicates), each replicate's ε a Latin hypercube and less
         a control variate fitted on the same pilot (`noise_control`): its per-image standard error is far below
-        the uniform draw's at equal passes (benchmarks/results/likelihood.json, t_step_checks)."""
+        the uniform draw's at equal passes (benchmarks/results/likelihood.json, t_step_checks). The one-step
+        chain has no step to draw: its estimate is L_T + L_0 over `elbo_samples` draws of x_1."""
         estimator = self.diffusion.default_estimator()
-        if self.config.time == "discrete" and estimator.method == "mc":
+        if self.config.time == "discrete" and self.config.T > 1 and estimator.method == "mc":
             return replace(estimator, proposal="importance")
         return estimator
 

@@ -57,6 +57,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_json(self) -> dict[str, Any]:
+        """The resolved config as the JSON saved in the run's config.json."""
         return {
             "kind": self.kind,
             "data": self.data,
@@ -69,6 +70,7 @@ class RunConfig:
 
     @staticmethod
     def from_json(obj: dict[str, Any]) -> RunConfig:
+        """A RunConfig from config.json's contents; unknown or bad keys are a clear error."""
         try:
             cfg_cls, _ = model_classes(obj["kind"])
             return RunConfig(
@@ -118,6 +120,7 @@ def build_model(cfg: RunConfig) -> GenerativeModel:
 
 
 def save_run_config(run_dir: Path, cfg: RunConfig) -> None:
+    """Write the resolved config into RUN/config.json, atomically."""
     atomic_write_json(Path(run_dir) / CONFIG_FILE, cfg.to_json())
 
 
