@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -14,14 +15,16 @@ from elbolab.diffusion.chain import GaussianDiffusion, build_net
 from elbolab.diffusion.config import DiffusionConfig
 from elbolab.diffusion.encoder import MeanEncoder
 from elbolab.diffusion.information import chain_rate_distortion
-from elbolab.diffusion.samplers import SAMPLERS
+from elbolab.diffusion.samplers import SAMPLERS, Churn
 from elbolab.diffusion.weighting import describe
 from elbolab.errors import ConfigError
 from elbolab.model import Capabilities, DesignLevels, Encoding, GenerativeModel
 from elbolab.records import Information
 
-#: what `sample` takes beyond the sampler and NFE: DDIM's η and the reverse variance of the ancestral sampler
-SAMPLE_OPTIONS = ("eta", "variance")
+#: what `sample` takes beyond the sampler and steps: DDIM's η, the reverse variance of the ancestral sampler and the
+#: churn of EDM's stochastic sampler ("heun-churn", `samplers.Churn`)
+CHURN_OPTIONS = ("s_churn", "s_min", "s_max", "s_noise")
+SAMPLE_OPTIONS = ("eta", "variance", *CHURN_OPTIONS)
 
 #: images of its own batch an unprepared importance estimate fits its proposal on (see `DiffusionModel._elbo`)
 SELF_PILOT_N = 16
@@ -80,6 +83,13 @@ class DiffusionModel(GenerativeModel):
             bound_steps=continuous,
             design=self.design_levels(),
         )
+
+    def check_sampling(self, sampler: str | None = None, steps: int | None = None, **options: Any) -> None:
+        """As every model's, and the options' values: η ≥ 0 and churn that `samplers.Churn` takes."""
+        super().check_sampling(sampler, steps, **options)
+        Churn(**{k: options[k] for k in CHURN_OPTIONS if k in options})
+        if options.get("eta") is not None and options["eta"] < 0:
+            raise ConfigError(f"eta must be ≥ 0, got {options['eta']}")
 
     def design_levels(self) -> DesignLevels:
         """A Gaussian chain of T steps (None: continuous time; 1 for the one-step model) over latents the size of
@@ -183,11 +193,20 @@ class DiffusionModel(GenerativeModel):
         steps: int | None,
         eta: float | None = None,
         variance: str | None = None,
+        **churn: float,
     ) -> Tensor:
-        """x_T ~ N(0, I), then `sampler` ("ancestral" | "ddim" | "dpm-solver++") over `steps` network
-        evaluations, x̂_0 clipped to [−1, 1] at every step (if `clip`)."""
+        """x_T ~ N(0, I), then `sampler` (a name in `samplers.SAMPLERS`) over `steps` steps, x̂_0 clipped to [−1, 1]
+        at every step (if `clip`); `churn` the options of "heun-churn" (`samplers.Churn`)."""
         x = self.diffusion.sample(
-            (n, *self.shape), sampler, steps, eta, variance, clip=self.clip, generator=generator, device=self.device
+            (n, *self.shape),
+            sampler,
+            steps,
+            eta,
+            variance,
+            clip=self.clip,
+            generator=generator,
+            device=self.device,
+            churn=Churn(**churn),
         )
         return self.to_levels(x)
 

@@ -16,7 +16,7 @@ from elbolab.bounds import Bound, Estimator
 from elbolab.data.base import ImageData
 from elbolab.diffusion.chain import GaussianDiffusion, build_net
 from elbolab.diffusion.model import SAMPLE_OPTIONS
-from elbolab.diffusion.samplers import SAMPLERS
+from elbolab.diffusion.samplers import SAMPLERS, Churn
 from elbolab.errors import ElbolabError
 from elbolab.latent.bound import latent_bound, total_std
 from elbolab.latent.config import LatentDiffusionConfig
@@ -223,9 +223,10 @@ class LatentDiffusion(GenerativeModel):
         steps: int | None,
         eta: float | None = None,
         variance: str | None = None,
+        **churn: float,
     ) -> Tensor:
-        """u_T ~ N(0, I), `sampler` over `steps` network evaluations → u_0, then one decoder pass on z = s·u_0
-        (the decoder's mean), all n latents decoded in one batch."""
+        """u_T ~ N(0, I), `sampler` over `steps` steps → u_0 (`churn`: "heun-churn"'s options), then one decoder pass
+        on z = s·u_0 (the decoder's mean), all n latents decoded in one batch."""
         u = self.diffusion.sample(
             (n, *self.latent_shape),
             sampler,
@@ -235,6 +236,7 @@ class LatentDiffusion(GenerativeModel):
             clip=False,
             generator=generator,
             device=self.scale.device,
+            churn=Churn(**churn),
         )
         return self.decode(u)
 
