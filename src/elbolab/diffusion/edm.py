@@ -80,7 +80,7 @@ def time_of(schedule: Any, log_snr: Tensor) -> Tensor:
     lo, hi = torch.zeros_like(target), torch.ones_like(target)
     for _ in range(BISECTIONS):
         mid = 0.5 * (lo + hi)
-        above = schedule.log_snr(mid).to(torch.float64) > target  # λ(mid) too high: t lies later
+        above = schedule.log_snr(mid).to(target) > target  # λ(mid) too high: t lies later
         lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
     return 0.5 * (lo + hi)
 
