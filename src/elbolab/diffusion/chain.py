@@ -28,7 +28,7 @@ from elbolab.diffusion.noise_control import FEATURES
 from elbolab.diffusion.parameterisation import x0_and_eps
 from elbolab.diffusion.reverse import Denoiser, denoise
 from elbolab.diffusion.samplers import Churn, ddim, ddim_invert, run_sampler
-from elbolab.diffusion.schedule import Schedule, alpha, sigma, time_grid
+from elbolab.diffusion.schedule import ContinuousSchedule, NoiseSchedule, Schedule, alpha, sigma, time_grid
 from elbolab.diffusion.time_proposal import TimeProposal, bin_of_step, step_edges
 from elbolab.diffusion.timesteps import LossSecondMomentResampler, draw_steps
 from elbolab.diffusion.weighting import weight
@@ -52,7 +52,7 @@ SCHEDULE_GRAD_SCALE = 2.0**10
 PROPOSAL_BINS = 64
 
 
-def build_schedule(config: DiffusionConfig, levels: int | None) -> Schedule | LearnedSchedule | OneStepSchedule:
+def build_schedule(config: DiffusionConfig, levels: int | None) -> NoiseSchedule:
     """The model's λ(t): the named T-step schedule; for one step (T = 1) its one log-SNR −γ_max, learned if
     `learn_endpoints`; or in continuous time γ of the named shape between end points, γ_min from the data's
     levels unless given (σ_0 = bin_fraction × 2/(K − 1))."""
@@ -71,17 +71,25 @@ class GaussianDiffusion(nn.Module):
 
     The network maps (x_t [B, C, ...], t [B] ∈ [0, 1]) to the output named by
     `config.parameterisation`, with C more channels (dim 1) for a learned variance. `schedule`, if
-    given, replaces the config's named one (any object with log_snr, times, T, betas; e.g. a table). `encoder`
-    is DiffEnc's learned mean x_φ (config.encoder = "learned", continuous time), built by the wrapper that
-    knows the data's layout.
+    given, replaces the config's named one (any `NoiseSchedule`, e.g. a table; in continuous time a
+    `ContinuousSchedule`). `encoder` is DiffEnc's learned mean x_φ (config.encoder = "learned", continuous time),
+    built by the wrapper that knows the data's layout.
     """
+
+    schedule: NoiseSchedule
+    encoder: MeanEncoder | None
+    net: nn.Module
+    #: the importance proposal's weights per bin of `proposal_edges` (zeros until `fit_proposal`)
+    time_proposal: Tensor
+    #: the ε control variate's slopes per bin, [bins, FEATURES] (discrete chain; [0, FEATURES] in continuous time)
+    control_slopes: Tensor
 
     def __init__(
         self,
         config: DiffusionConfig,
         net: nn.Module,
         levels: int | None = None,
-        schedule: Schedule | None = None,
+        schedule: NoiseSchedule | None = None,
         encoder: MeanEncoder | None = None,
     ) -> None:
         super().__init__()
@@ -99,6 +107,8 @@ class GaussianDiffusion(nn.Module):
         self.levels = levels
         self.resampler = LossSecondMomentResampler(config.T)
         self.continuous = config.time == "continuous"
+        if self.continuous:
+            self.continuous_schedule()  # a clear error for a schedule without γ′
         # the importance proposal q(t) ∝ weights over `proposal_edges()`: zeros until fitted, refitted by every
         # evaluation that asks for it (not part of the saved state); for the discrete chain also the slopes of
         # the ε control variate per bin (`noise_control`), fitted on the same pilot pass
@@ -109,6 +119,16 @@ class GaussianDiffusion(nn.Module):
             torch.zeros(0 if self.continuous else bins, FEATURES, dtype=torch.float64),
             persistent=False,
         )
+
+    def continuous_schedule(self) -> ContinuousSchedule:
+        """The schedule as continuous time reads it (γ, γ′); a clear error for one without them."""
+        schedule = self.schedule
+        if not isinstance(schedule, ContinuousSchedule):
+            raise ConfigError(
+                f"continuous time (model.time=continuous) needs a schedule with γ(t) and γ′(t); "
+                f"{type(schedule).__name__} has none"
+            )
+        return schedule
 
     # ---- the network as a denoiser
     def denoiser(self, clip: bool = False) -> tuple[Denoiser, str]:
@@ -186,7 +206,7 @@ class GaussianDiffusion(nn.Module):
     def learned_forward(self) -> list[nn.Parameter]:
         """The forward process's learned parameters: the schedule's (end points, shape, one-step λ_1) and DiffEnc's
         encoder's, trained on the bound whatever the network is trained on."""
-        modules = [self.schedule] if isinstance(self.schedule, nn.Module) else []
+        modules: list[nn.Module] = [self.schedule] if isinstance(self.schedule, nn.Module) else []
         modules += [self.encoder] if self.encoder is not None else []
         return [p for m in modules for p in m.parameters() if p.requires_grad]
 
@@ -201,7 +221,8 @@ class GaussianDiffusion(nn.Module):
         scaled = torch.autograd.grad(
             SCHEDULE_GRAD_SCALE * (bound.mean() - objective.mean()), learned, retain_graph=True, allow_unused=True
         )
-        follow = sum((p * g / SCHEDULE_GRAD_SCALE).sum() for p, g in zip(learned, scaled) if g is not None)
+        terms = ((p * g / SCHEDULE_GRAD_SCALE).sum() for p, g in zip(learned, scaled) if g is not None)
+        follow = sum(terms, objective.new_zeros(()))
         return objective + (follow - follow.detach())
 
     def _continuous_loss(self, x_0: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -210,7 +231,7 @@ class GaussianDiffusion(nn.Module):
         or the weighted diffusion term ½ w(λ_t) γ′(t) ‖ε − ε̂‖² in bits/dim (a named w, `weighting`), while
         a learned schedule (end points, and shape) follows the bound: its parameters get the bound's gradient
         alone, the objective's value unchanged."""
-        cfg = self.config
+        cfg, schedule = self.config, self.continuous_schedule()
         x_0 = x_0.double()
         B, D, device = x_0.shape[0], x_0[0].numel(), x_0.device
         u = torch.rand((), generator=generator, dtype=torch.float64, device=device)
@@ -222,12 +243,12 @@ class GaussianDiffusion(nn.Module):
         eps, eps_0 = torch.randn((2, *x_0.shape), generator=generator, dtype=torch.float64, device=device)
         raw, parameterisation = self.denoiser()
         enc = self.encoder
-        mse = continuous.squared_error(raw, x_0, t, eps, self.schedule, parameterisation, enc)
-        mean_0 = None if enc is None else continuous.encoded_mean(enc, x_0, 0.0, self.schedule)
+        mse = continuous.squared_error(raw, x_0, t, eps, schedule, parameterisation, enc)
+        mean_0 = None if enc is None else continuous.encoded_mean(enc, x_0, 0.0, schedule)
         nats = (
-            continuous.encoded_prior_term(x_0, self.schedule, enc)
-            + continuous.reconstruction_term(x_0, self.schedule, self.levels, eps_0, mean_0)
-            + 0.5 * self.schedule.gamma_prime(t) * mse / q_t
+            continuous.encoded_prior_term(x_0, schedule, enc)
+            + continuous.reconstruction_term(x_0, schedule, self.levels, eps_0, mean_0)
+            + 0.5 * schedule.gamma_prime(t) * mse / q_t
         )
         bound = nats_to_bpd(nats, D)
         if cfg.loss == "vlb":
@@ -237,10 +258,10 @@ class GaussianDiffusion(nn.Module):
         else:  # the schedule enters as a fixed weight: its parameters learn from the bound alone
             with torch.no_grad():
                 if cfg.loss == "edm":  # ½ w(λ) γ′ / q(t) = ½ Z (σ̃² + σ_data²)/σ_data²
-                    w = 0.5 * mass * edm.loss_weight(edm.ve_sigma(self.schedule.log_snr(t)), cfg.sigma_data)
+                    w = 0.5 * mass * edm.loss_weight(edm.ve_sigma(schedule.log_snr(t)), cfg.sigma_data)
                 else:
-                    w = weight(cfg.loss, self.schedule.log_snr(t), cfg.sigmoid_bias)
-                    w = w * 0.5 * self.schedule.gamma_prime(t)
+                    w = weight(cfg.loss, schedule.log_snr(t), cfg.sigmoid_bias)
+                    w = w * 0.5 * schedule.gamma_prime(t)
             reweighted = nats_to_bpd(w * mse, D)
         # the end points (a learned shape, DiffEnc's encoder) get the bound's gradient and no other: the
         # objective's own (through z_t) is replaced by the bound's, value unchanged
@@ -250,10 +271,10 @@ class GaussianDiffusion(nn.Module):
     def edm_draw(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(t, q(t), Z): t with ln σ̃_t ~ N(P_mean, P_std²) truncated to the schedule (mass Z), from uniforms u, and its
         density q(t) = p(λ_t) γ′(t)/Z over t, the importance ratio that keeps the bound's estimate unbiased."""
-        cfg = self.config
-        t, log_snr, mass = edm.lognormal_times(u, self.schedule, cfg.edm_p_mean, cfg.edm_p_std)
+        cfg, schedule = self.config, self.continuous_schedule()
+        t, log_snr, mass = edm.lognormal_times(u, schedule, cfg.edm_p_mean, cfg.edm_p_std)
         density = edm.lognormal_density(log_snr, cfg.edm_p_mean, cfg.edm_p_std)
-        return t, density * self.schedule.gamma_prime(t) / mass, mass
+        return t, density * schedule.gamma_prime(t) / mass, mass
 
     # ---- the bound
     def default_estimator(self) -> Estimator:
@@ -267,7 +288,11 @@ class GaussianDiffusion(nn.Module):
     def proposal_edges(self) -> Tensor | None:
         """The importance proposal's bins: equal in t, or, for the discrete chain, whole steps, the first ones
         each a bin of its own (`step_edges`)."""
-        return None if self.continuous else step_edges(self.config.T, self.time_proposal.numel())
+        return None if self.continuous else self.step_edges()
+
+    def step_edges(self) -> Tensor:
+        """The discrete chain's proposal bins over its steps (`time_proposal.step_edges`)."""
+        return step_edges(self.config.T, self.time_proposal.numel())
 
     def proposal(self) -> TimeProposal:
         """The importance proposal over t fitted by `fit_proposal`; a clear error before it is fitted."""
@@ -291,20 +316,31 @@ class GaussianDiffusion(nn.Module):
         the discrete chain g is the step term L_{i−1} less its ε control variate, whose slopes per bin of
         `proposal_edges` the same pass fits (`bound.pilot_step_fit`) into `control_slopes`."""
         denoiser, parameterisation = self.denoiser(clip)
-        kw = {"parameterisation": parameterisation, "generator": generator, "max_batch": self.config.max_batch}
+        max_batch = self.config.max_batch
         if self.continuous:
             second = continuous.pilot_second_moment(
-                denoiser, pilot, self.schedule, PROPOSAL_BINS, 2, T=steps, encoder=self.encoder, **kw
+                denoiser,
+                pilot,
+                self.continuous_schedule(),
+                PROPOSAL_BINS,
+                2,
+                T=steps,
+                encoder=self.encoder,
+                parameterisation=parameterisation,
+                generator=generator,
+                max_batch=max_batch,
             )
         else:
             slopes, second = pilot_step_fit(
                 denoiser,
                 pilot,
                 self.schedule,
-                self.proposal_edges(),
+                self.step_edges(),
                 variance=self.config.variance,
                 levels=self.levels,
-                **kw,
+                parameterisation=parameterisation,
+                generator=generator,
+                max_batch=max_batch,
             )
             self.control_slopes.copy_(slopes)
         fitted = TimeProposal.fit(second, edges=self.proposal_edges())
@@ -313,7 +349,7 @@ class GaussianDiffusion(nn.Module):
 
     def step_control(self) -> Tensor:
         """The control variate's slopes per step of the discrete chain, [T, FEATURES] (those of each step's bin)."""
-        return self.control_slopes[bin_of_step(self.proposal_edges(), self.config.T).to(self.control_slopes.device)]
+        return self.control_slopes[bin_of_step(self.step_edges(), self.config.T).to(self.control_slopes.device)]
 
     def _continuous_elbo(
         self,
@@ -325,26 +361,34 @@ class GaussianDiffusion(nn.Module):
         generator: torch.Generator | None,
     ) -> Bound:
         """The VDM bound: "mc" over t (or over the steps of its T-step form), "exact" for the T-step form."""
-        kw = {
-            "parameterisation": parameterisation,
-            "levels": levels,
-            "generator": generator,
-            "max_batch": self.config.max_batch,
-            "encoder": self.encoder,
-        }
+        schedule, max_batch = self.continuous_schedule(), self.config.max_batch
         if estimator.method == "exact":
-            return continuous.exact_steps_bound(denoiser, x_0, self.schedule, estimator.steps or self.config.T, **kw)
+            return continuous.exact_steps_bound(
+                denoiser,
+                x_0,
+                schedule,
+                estimator.steps or self.config.T,
+                parameterisation=parameterisation,
+                levels=levels,
+                generator=generator,
+                max_batch=max_batch,
+                encoder=self.encoder,
+            )
         if estimator.method == "mc":
             proposal = self.proposal() if estimator.proposal == "importance" else None
             return continuous.mc_bound(
                 denoiser,
                 x_0,
-                self.schedule,
+                schedule,
                 samples=estimator.samples or self.config.elbo_samples,
                 proposal=proposal,
                 stratified=estimator.proposal != "uniform",
                 T=estimator.steps,
-                **kw,
+                parameterisation=parameterisation,
+                levels=levels,
+                generator=generator,
+                max_batch=max_batch,
+                encoder=self.encoder,
             )
         raise ConfigError(f"the diffusion model has no {estimator.method!r} bound; it offers exact and mc")
 
@@ -369,15 +413,18 @@ class GaussianDiffusion(nn.Module):
             )
         if estimator.steps not in (None, cfg.T):
             raise ConfigError(f"the discrete-time chain's bound is over its own T = {cfg.T} steps")
-        kw = {
-            "parameterisation": parameterisation,
-            "variance": cfg.variance,
-            "levels": self.levels if discrete else None,
-            "generator": generator,
-            "max_batch": cfg.max_batch,
-        }
+        levels = self.levels if discrete else None
         if estimator.method == "exact":
-            return exact_bound(denoiser, x_0, self.schedule, **kw)
+            return exact_bound(
+                denoiser,
+                x_0,
+                self.schedule,
+                parameterisation=parameterisation,
+                variance=cfg.variance,
+                levels=levels,
+                generator=generator,
+                max_batch=cfg.max_batch,
+            )
         if estimator.method == "mc":
             proposal = self.resampler.probabilities() if self.resampler.ready() else None
             control = None
@@ -394,7 +441,11 @@ class GaussianDiffusion(nn.Module):
                 proposal=proposal,
                 stratified=estimator.proposal != "uniform",
                 control=control,
-                **kw,
+                parameterisation=parameterisation,
+                variance=cfg.variance,
+                levels=levels,
+                generator=generator,
+                max_batch=cfg.max_batch,
             )
         raise ConfigError(f"the diffusion chain has no {estimator.method!r} bound; it offers exact and mc")
 
@@ -402,7 +453,7 @@ class GaussianDiffusion(nn.Module):
         """The mean of q(x_t|x_0) over α_t: x_0, or DiffEnc's x_φ(x_0, t) (t a [B] tensor)."""
         if self.encoder is None:
             return x_0
-        return self.encoder(x_0, t, self.schedule)[0]
+        return self.encoder(x_0, t, self.continuous_schedule())[0]
 
     # ---- sampling
     def sample(

@@ -13,7 +13,7 @@ from elbolab.diffusion.samplers import SAMPLERS
 from elbolab.diffusion.schedule import Schedule
 from elbolab.diffusion.weighting import SIGMOID_BIAS, WEIGHTINGS
 from elbolab.errors import ConfigError
-from elbolab.nets.unet import UNetConfig
+from elbolab.nets.unet import UNetConfig, UNetPreset
 
 #: what `loss` may name ("elbo" is read as "vlb")
 LOSSES = ("simple", "vlb", "hybrid", *WEIGHTINGS)
@@ -84,7 +84,9 @@ class DiffusionConfig:
         with and to what the device trains in minutes: tiny (~0.17M parameters) for small images (≤ 16 px) and
         for larger ones on a CPU (0.3 GFLOP per 28×28 training image, a third of lean's), on a GPU small
         (≤ 28 px) or base."""
-        preset = "tiny" if side <= 16 or not device.startswith("cuda") else "small" if side <= 28 else "base"
+        preset: UNetPreset = (
+            "tiny" if side <= 16 or not device.startswith("cuda") else "small" if side <= 28 else "base"
+        )
         # the bound's network calls hold max_batch images: 1024 of 8×8, 128 of larger ones (≈ 0.1 GB at 28×28)
         return cls(
             unet=UNetConfig(preset=preset),

@@ -20,6 +20,7 @@ import torch
 from elbolab.diffusion.chain import GaussianDiffusion
 from elbolab.diffusion.config import DiffusionConfig
 from elbolab.diffusion.model import DiffusionModel
+from elbolab.diffusion.schedule import DiscreteSchedule
 from elbolab.diffusion.tabulated import TabulatedSchedule
 from elbolab.errors import ElbolabError
 from elbolab.model import GenerativeModel
@@ -82,8 +83,11 @@ def chain_config(config: dict[str, Any]) -> tuple[DiffusionConfig, bool]:
     if get("rescale_betas_zero_snr", False):
         raise ElbolabError("a zero terminal SNR schedule (rescale_betas_zero_snr) has no finite prior term")
     variance = VARIANCE_TYPES[variance_type]
+    steps = get("num_train_timesteps")
+    if steps is None:
+        raise ElbolabError("the scheduler's config has no num_train_timesteps")
     chain = DiffusionConfig(
-        T=int(get("num_train_timesteps")),
+        T=int(steps),
         parameterisation=PREDICTION_TYPES[prediction],  # type: ignore[arg-type]  # a key of PREDICTION_TYPES
         variance=variance,  # type: ignore[arg-type]  # a value of VARIANCE_TYPES
         loss="hybrid" if variance == "learned" else "simple",
@@ -197,6 +201,8 @@ def export_run(run_dir: Path, out: Path) -> Path:
     if not isinstance(model, DiffusionModel):
         raise ElbolabError(f"{run_dir}: cannot export to diffusers: not a pixel-space diffusion run")
     chain = model.diffusion
+    if not isinstance(chain.schedule, DiscreteSchedule):
+        raise ElbolabError(f"{run_dir}: cannot export to diffusers: a continuous-time chain has no β_1..β_T")
     prediction = {v: k for k, v in PREDICTION_TYPES.items()}[chain.config.parameterisation]
     variance = {"small": "fixed_small", "large": "fixed_large", "learned": "learned_range"}[chain.config.variance]
     scheduler = diffusers.DDPMScheduler(

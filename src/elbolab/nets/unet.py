@@ -62,11 +62,15 @@ UNET_PRESETS: dict[str, UNetSpec] = {
 }
 
 
+#: the names of `UNET_PRESETS`
+UNetPreset = Literal["tiny", "small", "lean", "base"]
+
+
 @dataclass(frozen=True)
 class UNetConfig:
     """A preset and field-by-field overrides of it (None keeps the preset's value)."""
 
-    preset: Literal["tiny", "small", "lean", "base"] = "small"
+    preset: UNetPreset = "small"
     channels: int | None = None
     channel_mult: tuple[int, ...] | None = None
     num_res_blocks: int | None = None
