@@ -116,15 +116,24 @@ class GenerativeModel(nn.Module):
     """
 
     kind: ClassVar[str] = ""
-    #: the name of the objective `loss` optimises, for reports ("β-ELBO", "L_simple", ...)
-    objective: ClassVar[str] = ""
-    capabilities: Capabilities
 
     def __init__(self, config: Any, shape: tuple[int, int, int], levels: int) -> None:
         super().__init__()
         self.config = config
-        self.shape = tuple(int(s) for s in shape)
+        c, h, w = shape
+        self.shape = (int(c), int(h), int(w))
         self.levels = int(levels)
+
+    @property
+    def objective(self) -> str:
+        """The name of the objective `loss` optimises, for reports ("β-ELBO", "L_simple", ...); a subclass names it
+        (a class attribute or a property)."""
+        return ""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the model offers (`Capabilities`); every subclass declares it."""
+        raise NotImplementedError(f"the {self.kind} model declares no capabilities")
 
     @property
     def dims(self) -> int:
@@ -250,9 +259,8 @@ class GenerativeModel(nn.Module):
     def _elbo(self, x: Tensor, estimator: Estimator, generator: torch.Generator | None) -> Bound:
         raise NotImplementedError
 
-    def _sample(
-        self, n: int, generator: torch.Generator | None, sampler: str | None, steps: int | None, **options: Any
-    ) -> Tensor:
+    def _sample(self, n: int, generator: torch.Generator | None, sampler: str | None, steps: int | None) -> Tensor:
+        """n images by `sampler` over `steps`; a subclass adds the keywords of its `capabilities.sample_options`."""
         raise NotImplementedError
 
     @torch.no_grad()

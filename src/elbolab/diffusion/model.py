@@ -50,7 +50,7 @@ class DiffusionModel(GenerativeModel):
         self.diffusion = GaussianDiffusion(config, build_net(config, c, max(h, w)), levels, encoder=encoder)
 
     @property
-    def objective(self) -> str:  # type: ignore[override]
+    def objective(self) -> str:
         """The name of what `loss` optimises (and how the forward process's learned parts are trained)."""
         cfg = self.config
         if cfg.time == "discrete":

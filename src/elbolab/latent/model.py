@@ -36,6 +36,9 @@ class LatentDiffusion(GenerativeModel):
     """An autoencoder (a VAE with spatial latents) and a Gaussian diffusion over its scaled latents u = z/s."""
 
     kind = "latent-diffusion"
+    config: LatentDiffusionConfig
+    #: s, the latent scale (0-dim); 0 until measured from the data (`measure_scale`), then saved with the weights
+    scale: Tensor
 
     def __init__(self, config: LatentDiffusionConfig, shape: tuple[int, int, int], levels: int) -> None:
         super().__init__(config, shape, levels)
@@ -44,11 +47,12 @@ class LatentDiffusion(GenerativeModel):
         self.diffusion = self._diffusion_for(self.vae)
         #: values per z, set with the autoencoder's config (the design levels' latent size, read without a pass)
         self.latent_values = math.prod(self.vae.latent_shape)
-        #: s, the latent scale; 0 until measured from the data (`measure_scale`), then saved with the weights
         self.register_buffer("scale", torch.zeros(()))
 
     def _diffusion_for(self, vae: VAE) -> GaussianDiffusion:
         """The chain over continuous latents, with a UNet sized for the latent grid [c, r, r]."""
+        if len(vae.latent_shape) != 3:
+            raise ElbolabError("latent diffusion needs a VAE with spatial latents; this one has flat latents")
         c, r, _ = vae.latent_shape
         return GaussianDiffusion(self.config.diffusion, build_net(self.config.diffusion, c, r), levels=None)
 
@@ -58,7 +62,7 @@ class LatentDiffusion(GenerativeModel):
         return tuple(self.vae.latent_shape)
 
     @property
-    def objective(self) -> str:  # type: ignore[override]
+    def objective(self) -> str:
         """What `loss` optimises (after stage 1's β-ELBO)."""
         joint = (
             f"; the last {self.config.joint_finetune_steps} steps add the whole bound"
@@ -113,7 +117,8 @@ class LatentDiffusion(GenerativeModel):
             mean, logvar = self.vae.posterior(data.model_range(slice(start, min(start + batch_size, n))).to(device))
             mean = mean.double()
             sums += torch.stack([mean.sum(), mean.pow(2).sum(), logvar.double().exp().sum()]).cpu()
-        s = total_std(*sums.tolist(), count=n * math.prod(self.latent_shape))
+        mean_sum, square_sum, var_sum = sums.tolist()
+        s = total_std(mean_sum, square_sum, var_sum, count=n * math.prod(self.latent_shape))
         if not s > 0:
             raise ElbolabError(f"the autoencoder's latents have standard deviation {s}; it cannot be used")
         self.scale.fill_(s)
@@ -205,10 +210,15 @@ class LatentDiffusion(GenerativeModel):
         if estimator.method == "exact":
             return self._bound_at(x, reparameterize(mean, logvar, generator), logvar, estimator, generator)
         K = estimator.samples or self.config.diffusion.elbo_samples
-        rep = lambda t: t.repeat(K, *(1,) * (t.ndim - 1))
+
+        def rep(t: Tensor) -> Tensor:  # K copies of the batch, stacked
+            return t.repeat(K, *(1,) * (t.ndim - 1))
+
+        def fold(t: Tensor) -> Tensor:  # the mean over the K copies, per example
+            return t.view(K, x.shape[0]).mean(0)
+
         z = reparameterize(rep(mean), rep(logvar), generator)
         draws = self._bound_at(rep(x), z, rep(logvar), Estimator("mc", 2), generator)
-        fold = lambda t: t.view(K, x.shape[0]).mean(0)
         extras = {k: fold(v) for k, v in draws.extras.items() if k != "latent_prior.stderr"}
         total = draws.total.view(K, x.shape[0])
         extras["stderr"] = total.std(0) / math.sqrt(K) if K > 1 else torch.zeros_like(total[0])

@@ -75,7 +75,7 @@ class VAE(GenerativeModel):
             self.to_posterior = nn.Linear(enc_out * r * r, 2 * config.latent_dim)
             self.from_latent = nn.Sequential(nn.Linear(config.latent_dim, dec_in * r * r), nn.SiLU())
         # spatial and full: z is [c, S/2^d, S/2^d]; full has C·4^d channels, so z holds D values, as many as x
-        self.latent_shape = (config.latent_dim,) if flat else (channels, r, r)
+        self.latent_shape: tuple[int, ...] = (config.latent_dim,) if flat else (channels, r, r)
 
     # ---- q(z|x) and p(x|z)
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
