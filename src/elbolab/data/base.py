@@ -38,7 +38,8 @@ class ImageData:
     @property
     def shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one image."""
-        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+        c, h, w = self.images.shape[1:]
+        return c, h, w
 
     @property
     def dims(self) -> int:
