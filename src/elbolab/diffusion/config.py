@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from elbolab.config import require
 from elbolab.diffusion.learned_schedule import SHAPES
 from elbolab.diffusion.samplers import SAMPLERS
 from elbolab.diffusion.schedule import Schedule
@@ -77,6 +78,10 @@ class DiffusionConfig:
         )
 
     def __post_init__(self) -> None:
+        for name in ("elbo_samples", "max_batch", "encode_steps"):
+            require(f"model.{name}", getattr(self, name), getattr(self, name) >= 1, "an integer ≥ 1")
+        for name in ("encode_fixed_point", "eta", "hybrid_weight"):
+            require(f"model.{name}", getattr(self, name), getattr(self, name) >= 0, "a number ≥ 0")
         if self.loss == "elbo":  # the bound's other name; runs keep "vlb"
             object.__setattr__(self, "loss", "vlb")
         if self.loss not in LOSSES:

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from elbolab.bounds import Bound, Estimator, sum_per_example
+from elbolab.config import require
 from elbolab.data.base import ImageData
 from elbolab.errors import DataError
 from elbolab.likelihoods import pixel_likelihood
@@ -41,6 +42,13 @@ class VAEConfig:
         if side > 16 and not device.startswith("cuda"):
             return cls(net="tiny")
         return cls()
+
+    def __post_init__(self) -> None:
+        for name in ("latent_dim", "latent_channels"):
+            require(f"model.{name}", getattr(self, name), getattr(self, name) >= 1, "an integer ≥ 1")
+        require("model.beta", self.beta, self.beta > 0, "a number > 0 (β weights the KL term)")
+        require("model.free_bits", self.free_bits, self.free_bits >= 0, "a number ≥ 0 (nats per latent dimension)")
+        require("model.kl_warmup_steps", self.kl_warmup_steps, self.kl_warmup_steps >= 0, "an integer ≥ 0")
 
 
 class VAE(GenerativeModel):
