@@ -170,7 +170,7 @@ def validate_eval(run_dir: str | Path, split: str, features: str, parts: tuple[s
     """The run folder is a run with weights, its data loads, and labels are there if the features need them."""
     from elbolab.train.run import check_data_agrees, load_run
 
-    run_cfg, _ = load_run(Path(run_dir), device="cpu")
+    run_cfg, _ = load_run(Path(run_dir), device="cpu", say_live=False)
     data = check_data(run_cfg.data, run_cfg.data_dir, split)
     check_data_agrees(run_cfg, data.shape, data.levels, Path(run_dir))
     if set(parts) & {"quality", "interpolation"}:

@@ -236,8 +236,9 @@ def check_device_name(name: str) -> None:
         raise ConfigError(f"device {name!r}: choose auto, cpu, cuda or cuda:N (N a device number)")
 
 
-def load_run(run_dir: Path, device: str = "auto") -> tuple[RunConfig, GenerativeModel]:
-    """A trained run's config and its model with the EMA weights, in eval mode, in `inference_layout`."""
+def load_run(run_dir: Path, device: str = "auto", say_live: bool = True) -> tuple[RunConfig, GenerativeModel]:
+    """A trained run's config and its model with the EMA weights, in eval mode, in `inference_layout`; a run still
+    training gives its newest checkpoint's, saying so (`say_live`)."""
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     model = build_model(cfg)
@@ -248,7 +249,7 @@ def load_run(run_dir: Path, device: str = "auto") -> tuple[RunConfig, Generative
     else:  # a live run's weights are its newest checkpoint (written atomically, so whole)
         all_tensors, state, path = newest_checkpoint(run_dir)
         tensors = {k[4:]: v for k, v in all_tensors.items() if k.startswith("ema.")}
-        if holder is not None:
+        if holder is not None and say_live:
             step = (state or {}).get("step", "?")
             note(f"{run_dir} is still training (PID {holder}); reading its checkpoint at step {step} ({path.name})")
     try:

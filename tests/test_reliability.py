@@ -1,0 +1,224 @@
+"""Run folders under real processes: SIGTERM and SIGHUP stop training with a checkpoint and a resume is bit-identical;
+one process writes a run at a time (an flock, named by PID); readers of a live run say which step they read; a run
+folder is marked, and a checkpoint of another run is never used."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from elbolab.train.checkpoint import load_tensors
+from elbolab.train.run import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_FILE,
+    LOCK_FILE,
+    LOG_FILE,
+    MARKER_FILE,
+    WEIGHTS_FILE,
+    lock_holder,
+    read_marker,
+)
+
+STEPS = 30
+ARGS = [
+    "--quiet",
+    "--set",
+    "model.net=tiny",
+    "--set",
+    "train.eval_every=0",
+    "--set",
+    "train.batch_size=16",
+    "--set",
+    "train.eval_n=32",
+    "--set",
+    "train.threads=1",
+    "--seed",
+    "5",
+]
+
+
+def _logged(run: Path) -> int:
+    path = run / LOG_FILE
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+def _start(run: Path, steps: int, *extra: str) -> subprocess.Popen:
+    """`elbolab train vae --out run` in a process of its own."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "elbolab.cli", "train", "vae", "--out", str(run), "--steps", str(steps), *ARGS, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(proc: subprocess.Popen, ready, what: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before {what}: {proc.stderr.read()[-500:]}")
+        assert time.monotonic() < deadline, f"{what} never came"
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_checkpoints_the_current_step_and_resumes_bit_identical(tmp_path, run_cli, signum):
+    rare = ("--set", "train.checkpoint_every=100")
+    code, _, err = run_cli("train", "vae", "--out", tmp_path / "whole", "--steps", STEPS, *ARGS, *rare)
+    assert code == 0, err
+    reference = load_tensors(tmp_path / "whole" / WEIGHTS_FILE)[0]
+
+    run = tmp_path / "cut"
+    proc = _start(run, STEPS, *rare)
+    _wait_for(proc, lambda: _logged(run) >= 7, "step 7")
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: interrupted ({signal.Signals(signum).name}) at step ")
+    step = int(lines[0].split(" at step ")[1].split(";")[0])
+    assert 7 <= step < STEPS  # no checkpoint was due before step 100: this one is the signal's
+    assert json.loads((run / CHECKPOINT_FILE).read_text())["step"] == step
+    assert (run / CHECKPOINT_DIR / f"step-{step:06d}.safetensors").is_file()
+
+    code, _, err = run_cli("train", "vae", "--out", run, "--steps", STEPS, *ARGS, *rare, "--resume")
+    assert code == 0, err
+    weights = load_tensors(run / WEIGHTS_FILE)[0]
+    assert all(weights[k].equal(reference[k]) for k in reference), "the resumed run's weights differ"
+    steps = [json.loads(ln)["step"] for ln in (run / LOG_FILE).read_text().splitlines()]
+    assert steps == list(range(1, STEPS + 1))
+
+
+def test_a_second_writer_is_refused_naming_the_pid_and_a_reader_names_the_step(tmp_path, run_cli):
+    run = tmp_path / "live"
+    proc = _start(run, 100_000, "--set", "train.checkpoint_every=5")
+    try:
+        _wait_for(proc, lambda: (run / CHECKPOINT_DIR / "step-000005.safetensors").is_file(), "the step-5 checkpoint")
+        assert lock_holder(run) == proc.pid
+        for extra in ((), ("--resume",)):
+            second = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "elbolab.cli",
+                    "train",
+                    "vae",
+                    "--out",
+                    str(run),
+                    "--steps",
+                    "10",
+                    *ARGS,
+                    *extra,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert second.returncode == 1, second.stderr
+            assert second.stderr.strip() == (
+                f"error: {run}: another process (PID {proc.pid}) is training this run; wait for it or stop it"
+            )
+        assert proc.poll() is None, "the first writer was disturbed"
+
+        code, out, err = run_cli("eval", run, "--json", "--only-bound", "--n", "4")
+        assert code == 0, err
+        notes = [ln for ln in err.splitlines() if ln.startswith("note:")]
+        assert len(notes) == 1 and f"is still training (PID {proc.pid}); reading its checkpoint at step" in notes[0]
+        assert json.loads(out)["bpd"]["total"] > 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    assert lock_holder(run) is None  # released with the process
+
+
+def test_the_lock_dies_with_its_process(tmp_path, run_cli):
+    """SIGKILL: no handler runs, yet the kernel drops the flock, and the run resumes."""
+    run = tmp_path / "killed"
+    proc = _start(run, 100_000, "--set", "train.checkpoint_every=5")
+    _wait_for(proc, lambda: (run / CHECKPOINT_DIR / "step-000005.safetensors").is_file(), "the step-5 checkpoint")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert (run / LOCK_FILE).is_file() and lock_holder(run) is None
+    code, _, err = run_cli("train", "vae", "--out", run, "--steps", "12", *ARGS, "--resume")
+    assert code == 0, err
+
+
+def test_a_checkpoint_of_another_run_is_never_used(tmp_path, run_cli):
+    for name in ("a", "b"):
+        code, _, err = run_cli("train", "vae", "--out", tmp_path / name, "--steps", "4", *ARGS)
+        assert code == 0, err
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert read_marker(a)["run_id"] != read_marker(b)["run_id"]
+    # b's newer checkpoint dropped into a: discovery sees it first, and passes over it
+    shutil.copy(b / CHECKPOINT_DIR / "step-000004.safetensors", a / CHECKPOINT_DIR / "step-000009.safetensors")
+    code, _, err = run_cli("train", "vae", "--out", a, "--steps", "6", *ARGS, "--resume")
+    assert code == 0, err
+    assert "step-000009.safetensors: a checkpoint of another run" in err
+    assert "falling back to the older checkpoint" in err
+
+
+def test_a_run_from_before_markers_resumes_and_is_marked(tmp_path, run_cli):
+    run = tmp_path / "old"
+    code, _, err = run_cli("train", "vae", "--out", run, "--steps", "4", *ARGS)
+    assert code == 0, err
+    (run / MARKER_FILE).unlink()  # as a run written before markers: id-less checkpoints, no marker
+    for path in (run / CHECKPOINT_DIR).glob("*.safetensors"):
+        tensors, state = load_tensors(path)
+        del state["run_id"], state["sha256"]
+        from elbolab.train.checkpoint import save_tensors
+
+        save_tensors(path, tensors, state)
+    code, _, err = run_cli("train", "vae", "--out", run, "--steps", "6", *ARGS, "--resume")
+    assert code == 0, err
+    assert "a run from before run markers; marked as one" in err
+    assert read_marker(run)["legacy"] is True
+    assert json.loads((run / CHECKPOINT_FILE).read_text())["step"] == 6
+
+
+def test_stale_checkpoints_without_an_index_block_a_fresh_run(tmp_path, run_cli):
+    """A folder whose checkpoint.json is gone but whose old checkpoints remain: a fresh `train` would prune its own
+    newer-looking files against them; it is refused instead, and nothing is written."""
+    run = tmp_path / "r"
+    code, _, err = run_cli("train", "vae", "--out", run, "--steps", "4", *ARGS)
+    assert code == 0, err
+    (run / CHECKPOINT_FILE).unlink()
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    code, _, err = run_cli("train", "vae", "--out", run, "--steps", "2", *ARGS)
+    assert code == 1 and "already holds a run; pass --resume" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_sigterm_outside_training_removes_the_temporary_file(tmp_path, runs_for_sampling):
+    """`sample` stopped by SIGTERM while it writes: rc 143 and no hidden temporary file left."""
+    out = tmp_path / "s.npz"
+    env = {**os.environ, "ELBOLAB_TEST_SLOW_WRITE": "30:s.npz"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "elbolab.cli", "sample", str(runs_for_sampling), "--n", "8", "--out", str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(proc, lambda: any(p.name.startswith(".s.npz.") for p in tmp_path.iterdir()), "the temporary file")
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def runs_for_sampling(tmp_path_factory, run_cli):
+    run = tmp_path_factory.mktemp("sampling") / "vae"
+    code, _, err = run_cli("train", "vae", "--out", run, "--steps", "2", *ARGS)
+    assert code == 0, err
+    return run
