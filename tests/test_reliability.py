@@ -222,3 +222,21 @@ def runs_for_sampling(tmp_path_factory, run_cli):
     code, _, err = run_cli("train", "vae", "--out", run, "--steps", "2", *ARGS)
     assert code == 0, err
     return run
+
+
+def test_report_md_escapes_html_from_a_data_path_and_writes_every_file_whole(tmp_path):
+    from dataclasses import replace
+
+    from synthetic import synthetic_results
+
+    from elbolab.report.render import write_report
+
+    results, images, reference = synthetic_results()
+    hostile = "/data/<img src=x onerror=alert(1)>|cats"
+    results = replace(results, data=replace(results.data, name=hostile))
+    paths = write_report(results, tmp_path, images, reference)
+    md = paths["markdown"].read_text()
+    assert "<img src=x" not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
+    assert "<img src=x" not in paths["html"].read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left"
+    assert json.loads(paths["json"].read_text())["data"]["name"] == hostile

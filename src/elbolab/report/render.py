@@ -378,9 +378,9 @@ def md_cell(text: str) -> str:
 
 def figure_md(fig: Figure) -> list[str]:
     """A figure's panels as Markdown images (files beside the report) with their captions."""
-    lines = [f"**{fig.title}**", ""]
+    lines = [f"**{md_text(fig.title)}**", ""]
     for p in fig.panels:
-        lines += [f"![{p.alt}]({p.stem}.png)", "", f"*{p.caption}*", ""]
+        lines += [f"![{md_text(p.alt)}]({p.stem}.png)", "", f"*{md_text(p.caption)}*", ""]
     return lines
 
 
