@@ -240,3 +240,32 @@ def test_report_md_escapes_html_from_a_data_path_and_writes_every_file_whole(tmp
     assert "<img src=x" not in paths["html"].read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left"
     assert json.loads(paths["json"].read_text())["data"]["name"] == hostile
+
+
+def test_a_downloaded_file_damaged_since_is_refused_and_a_users_own_only_warned(tmp_path, monkeypatch):
+    import hashlib
+    import warnings
+
+    from elbolab.data import download
+    from elbolab.errors import DataError
+
+    name = "t10k-labels-idx1-ubyte.gz"
+    good = b"\x00\x00\x08\x01official labels"
+    monkeypatch.setitem(download.SOURCES["mnist"].md5, name, hashlib.md5(good).hexdigest())
+    ours, mine = tmp_path / "ours", tmp_path / "mine"
+    for folder in (ours, mine):
+        folder.mkdir()
+        (folder / name).write_bytes(good)
+    download.remember_md5(ours, name, hashlib.md5(good).hexdigest(), create=True)  # as `download_file` leaves it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        download.check_present(ours, name, download.SOURCES["mnist"].md5[name])  # official: silent
+
+    for folder in (ours, mine):
+        (folder / name).write_bytes(good[:-1] + b"X")
+    with pytest.raises(DataError, match=rf"damaged since it was downloaded .* remove it \(rm '{ours / name}'\)"):
+        download.check_present(ours, name, download.SOURCES["mnist"].md5[name])
+    with pytest.raises(DataError):  # the damaged hash was not remembered as good: refused again
+        download.check_present(ours, name, download.SOURCES["mnist"].md5[name])
+    with pytest.warns(download.DataWarning, match="differs from the official file"):
+        download.check_present(mine, name, download.SOURCES["mnist"].md5[name])
