@@ -269,3 +269,35 @@ def test_a_downloaded_file_damaged_since_is_refused_and_a_users_own_only_warned(
         download.check_present(ours, name, download.SOURCES["mnist"].md5[name])
     with pytest.warns(download.DataWarning, match="differs from the official file"):
         download.check_present(mine, name, download.SOURCES["mnist"].md5[name])
+
+
+def test_an_untrained_model_asking_for_too_many_draws_is_capped_and_says_so():
+    """An untrained diffusion model's per-draw variance is large: a standard error of 1e-4 bits/dim would need
+    far more draws than the cap; the estimate stops at the cap and warns that the precision was not reached."""
+    import warnings
+
+    import torch
+
+    from elbolab.data import load_data
+    from elbolab.evaluate.precision import MAX_PRECISION_DRAWS, PrecisionWarning
+    from elbolab.evaluate.run import EvalConfig, draws_for_precision, summarize
+    from elbolab.nets.unet import UNetConfig
+    from elbolab.registry import model_classes
+    from elbolab.train.run import RunConfig, build_model
+
+    torch.manual_seed(0)
+    test = load_data("digits", "test")
+    cfg_cls, _ = model_classes("diffusion")
+    model = build_model(
+        RunConfig("diffusion", "digits", None, test.shape, test.levels, cfg_cls(unet=UNetConfig(preset="tiny")))
+    ).eval()
+    estimator = model.check_estimator(None)
+    assert draws_for_precision(model, test, 8, estimator, 1e-4).samples == MAX_PRECISION_DRAWS
+    with pytest.warns(PrecisionWarning, match=rf"above the 0.0001 asked for.*cap of {MAX_PRECISION_DRAWS} draws"):
+        summary = summarize(model, test, 8, None, seed=0, cfg=EvalConfig(bpd_se=1e-4, proposal="uniform"))
+    assert f"{MAX_PRECISION_DRAWS}" in summary.estimator and summary.mean_stderr_bpd > 1e-4
+    # a precision the cap does reach: no warning, and the standard error reached is within it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PrecisionWarning)
+        loose = summarize(model, test, 8, None, seed=0, cfg=EvalConfig(bpd_se=0.5, proposal="uniform"))
+    assert loose.mean_stderr_bpd <= 0.5

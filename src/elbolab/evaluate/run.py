@@ -22,6 +22,7 @@ from elbolab.bounds import Estimator, mean_ci95, nats_to_bpd, rmse_255
 from elbolab.data.base import ImageData, to_model
 from elbolab.errors import ElbolabError
 from elbolab.evaluate.interpolation import interpolation_smoothness
+from elbolab.evaluate.precision import capped_draws, warn_if_imprecise
 from elbolab.evaluate.quality import sample_quality
 from elbolab.evaluate.resample import resampled_figures
 from elbolab.evaluate.sharpness import sharpness
@@ -213,6 +214,8 @@ def summarize(
     if cfg.bpd_se is not None and estimator.method == "mc":
         estimator = draws_for_precision(model, test, n, estimator, cfg.bpd_se)
     bound = dataset_bound(model, test, n, 256, estimator)
+    if cfg.bpd_se is not None and estimator.method == "mc":
+        warn_if_imprecise(bound, cfg.bpd_se, estimator.samples)
     return BoundSummary.of(bound, estimator.describe(), time.perf_counter() - start)
 
 
@@ -229,7 +232,7 @@ def draws_for_precision(
         return estimator
     per_draw = nats_to_bpd(probe.extras["stderr"].double(), probe.dims).pow(2).mean().item() * k
     draws = math.ceil(per_draw / (n * (PRECISION_MARGIN * bpd_se) ** 2) / PRECISION_ROUNDING) * PRECISION_ROUNDING
-    return replace(estimator, samples=int(min(max(draws, 2 * PRECISION_ROUNDING), MAX_DRAWS)))
+    return replace(estimator, samples=capped_draws(draws, 2 * PRECISION_ROUNDING))
 
 
 def iwae_summary(model: GenerativeModel, test: ImageData, cfg: EvalConfig) -> IWAESummary:
