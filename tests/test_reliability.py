@@ -301,3 +301,39 @@ def test_an_untrained_model_asking_for_too_many_draws_is_capped_and_says_so():
         warnings.simplefilter("error", PrecisionWarning)
         loose = summarize(model, test, 8, None, seed=0, cfg=EvalConfig(bpd_se=0.5, proposal="uniform"))
     assert loose.mean_stderr_bpd <= 0.5
+
+
+def test_a_pilot_fit_full_of_nan_is_refitted_saying_so_and_a_garbage_cache_is_one_line(tmp_path):
+    import torch
+
+    from elbolab.data import load_data
+    from elbolab.evaluate.pilot_cache import PilotCacheError
+    from elbolab.evaluate.run import Pilot, prepare_estimator
+    from elbolab.nets.unet import UNetConfig
+    from elbolab.registry import model_classes
+    from elbolab.train.run import RunConfig, build_model
+
+    torch.manual_seed(0)
+    data = load_data("digits", "train")
+    cfg_cls, _ = model_classes("diffusion")
+    model = build_model(
+        RunConfig("diffusion", "digits", None, data.shape, data.levels, cfg_cls(unet=UNetConfig(preset="tiny")))
+    )
+    estimator = model.check_estimator(None)
+    from dataclasses import replace
+
+    estimator = replace(estimator, proposal="importance")
+    pilot = Pilot(data, tmp_path / "pilot-fits.json", {"weights": "w"})
+    assert prepare_estimator(model, estimator, pilot, 16, 0) is False  # fitted
+    assert prepare_estimator(model, estimator, pilot, 16, 0) is True  # from the cache
+    cache = json.loads(pilot.cache.read_text())
+    name = next(iter(cache["fits"][0]["state"]))
+    cache["fits"][0]["state"][name] = [float("nan")] * len(cache["fits"][0]["state"][name])
+    pilot.cache.write_text(json.dumps(cache))
+    with pytest.warns(UserWarning, match=f"cached pilot fit's {name} is not all finite numbers; fitting it again"):
+        assert prepare_estimator(model, estimator, pilot, 16, 0) is False
+    fits = json.loads(pilot.cache.read_text(), parse_constant=lambda c: pytest.fail(f"{c} kept in the cache"))["fits"]
+    assert len(fits) == 1
+    pilot.cache.write_bytes(b"\xff\xfe garbage")
+    with pytest.raises(PilotCacheError, match="pilot-fits.json: corrupt pilot cache"):
+        prepare_estimator(model, estimator, pilot, 16, 0)

@@ -22,6 +22,7 @@ from elbolab.bounds import Estimator, mean_ci95, nats_to_bpd, rmse_255
 from elbolab.data.base import ImageData, to_model
 from elbolab.errors import ElbolabError
 from elbolab.evaluate.interpolation import interpolation_smoothness
+from elbolab.evaluate.pilot_cache import finite_fit, read_pilot_fits
 from elbolab.evaluate.precision import capped_draws, warn_if_imprecise
 from elbolab.evaluate.quality import sample_quality
 from elbolab.evaluate.resample import resampled_figures
@@ -170,9 +171,9 @@ def prepare_estimator(model: GenerativeModel, estimator: Estimator, pilot: Pilot
             }
         )
     )
-    fits = json.loads(pilot.cache.read_text())["fits"] if pilot.cache and pilot.cache.is_file() else []
+    fits = read_pilot_fits(pilot.cache)
     for fit in fits:
-        if fit["key"] == key:
+        if fit["key"] == key and finite_fit(fit, pilot.cache):
             model.load_fitted_estimator(
                 {name: torch.tensor(v, dtype=torch.float64) for name, v in fit["state"].items()}
             )
@@ -185,7 +186,8 @@ def prepare_estimator(model: GenerativeModel, estimator: Estimator, pilot: Pilot
     state = {name: t.detach().cpu().double().flatten().tolist() for name, t in model.fitted_estimator().items()}
     if pilot.cache is not None and state:
         try:
-            atomic_write_json(pilot.cache, {"fits": [*fits, {"key": key, "state": state}][-MAX_PILOT_FITS:]})
+            kept = [f for f in fits if f["key"] != key]  # a fit redone replaces the one it redoes
+            atomic_write_json(pilot.cache, {"fits": [*kept, {"key": key, "state": state}][-MAX_PILOT_FITS:]})
         except ElbolabError:  # a run folder that cannot be written keeps no cache; the fit is used all the same
             pass
     return False
