@@ -304,6 +304,8 @@ def test_an_untrained_model_asking_for_too_many_draws_is_capped_and_says_so():
 
 
 def test_a_pilot_fit_full_of_nan_is_refitted_saying_so_and_a_garbage_cache_is_one_line(tmp_path):
+    from dataclasses import replace
+
     import torch
 
     from elbolab.data import load_data
@@ -319,10 +321,7 @@ def test_a_pilot_fit_full_of_nan_is_refitted_saying_so_and_a_garbage_cache_is_on
     model = build_model(
         RunConfig("diffusion", "digits", None, data.shape, data.levels, cfg_cls(unet=UNetConfig(preset="tiny")))
     )
-    estimator = model.check_estimator(None)
-    from dataclasses import replace
-
-    estimator = replace(estimator, proposal="importance")
+    estimator = replace(model.check_estimator(None), proposal="importance")
     pilot = Pilot(data, tmp_path / "pilot-fits.json", {"weights": "w"})
     assert prepare_estimator(model, estimator, pilot, 16, 0) is False  # fitted
     assert prepare_estimator(model, estimator, pilot, 16, 0) is True  # from the cache
