@@ -2,11 +2,17 @@
 
 import json
 import math
+import shutil
 
 import pytest
+from synthetic import CountedFeatures
 
+from elbolab.cli import reference_images
+from elbolab.evaluate.features import select_features
 from elbolab.evaluate.run import EvalConfig
+from elbolab.experiments import compare
 from elbolab.experiments.compare import KINDS, CompareConfig, run_compare
+from elbolab.experiments.results import CompareResults
 from elbolab.experiments.verdicts import combine
 from elbolab.report.render import write_report
 
@@ -54,21 +60,30 @@ def compared(tmp_path_factory):
         overrides=TINY,
     )
     messages = []
-    results, images = run_compare(cfg, out, log=messages.append, progress=False)
-    paths = write_report(results, out, images)
-    return out, results, paths, messages
+    counted = []
+
+    def counting(*args, **kwargs):
+        features, why_not = select_features(*args, **kwargs)
+        counted.append(CountedFeatures(features))
+        return counted[-1], why_not
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compare, "select_features", counting)
+        results, images = run_compare(cfg, out, log=messages.append, progress=False)
+    paths = write_report(results, out, images, reference_images("digits", None))
+    return out, results, paths, messages, counted[0].seen
 
 
 def test_compare_trains_and_measures_every_model(compared):
-    out, results, _paths, _ = compared
+    out, results, _paths, _, _ = compared
     assert set(results.models) == set(KINDS)
     for kind, run in results.models.items():
         r = run.measurement
         b = r.bound.bpd
         assert math.isfinite(b.total) and b.total > 0 and b.ci95 > 0, kind
         assert run.train_steps > 0 and (out / "runs" / kind / "model.safetensors").is_file()
-        assert r.quality["n_samples"] == 32 and math.isfinite(r.quality["fd"])
-        assert r.sharpness["samples"]["laplacian_variance_ratio"] > 0
+        assert r.samples.n == 32 and math.isfinite(r.samples.fd.value) and len(r.samples.fd.replicates) == 20
+        assert r.samples.laplacian_ratio.value > 0 and r.interpolation.frames == 9
         assert all(row.images_per_second > 0 for row in r.speed)
     assert results.models["vae"].measurement.information.latent.latent_dims == 16
     info = results.models["diffusion"].measurement.information.chain
@@ -77,7 +92,7 @@ def test_compare_trains_and_measures_every_model(compared):
 
 
 def test_every_contrast_has_a_rule_and_a_verdict(compared):
-    _, results, _, _ = compared
+    _, results, _, _, _ = compared
     titles = [c.title for c in results.contrasts]
     assert len(titles) == CONTRASTS and len(set(titles)) == CONTRASTS
     for c in results.contrasts:
@@ -85,15 +100,15 @@ def test_every_contrast_has_a_rule_and_a_verdict(compared):
         assert c.claim and c.measured and c.rule
         # every verdict rests on a measured effect with its interval and the test that produced it
         e = c.effect
-        assert e is not None and e.test in c.rule and c.verdict == combine(c.numbers["effects"], c.numbers["combine"])
+        assert e is not None and e.test in c.rule and c.verdict == combine(c.effects, c.combine)
         assert math.isfinite(e.value) and c.figure
 
 
 def test_each_seed_keeps_its_evidence(compared):
-    _, results, _, _ = compared
+    _, results, _, _, _ = compared
     (seed,) = results.seeds
-    assert seed.floors.real["fd"].value < seed.floors.blurred["fd"].value
-    assert seed.floors.blurred["laplacian_ratio"].value < 1
+    assert seed.floors.real.fd.value < seed.floors.blurred.fd.value
+    assert seed.floors.blurred.laplacian_ratio.value < 1
     forward, code = seed.information
     assert forward.nats[0] == pytest.approx(forward.max_nats, rel=0.01) and forward.nats[-1] < 0.1 * forward.max_nats
     assert 0 <= code.nats[0] <= code.max_nats + 4 * code.stderr_nats[0]
@@ -109,13 +124,42 @@ def test_each_seed_keeps_its_evidence(compared):
     assert [b.n for b in pair] == [40, 40] and len(pair[0].per_example_bpd) == 40
     assert results.models["diffusion"].measurement.bound.n == 64
     assert [p.beta for p in results.beta_sweep] == [0.25, 1.0, 4.0]
-    assert all("fd" in p.reconstruction_figures and "fd" in p.sample_figures for p in results.beta_sweep)
+    assert all(p.reconstruction_figures.fd and p.sample_figures.fd for p in results.beta_sweep)
+    # what the records hold is not measured again: the paths judged are the measurements' own, the VAE's point of
+    # the steps sweep and of the β-sweep its quality samples
+    vae = results.models["vae"].measurement
+    assert all(seed.paths[k] == r.measurement.interpolation for k, r in results.models.items())
+    assert seed.steps[-1].figures == vae.samples and seed.steps[-1].model == "vae"
+    assert next(p for p in results.beta_sweep if p.beta == 1.0).sample_figures == vae.samples
     bound = results.models["vae"].measurement.bound
     assert len(bound.per_example_bpd) == 64 and sum(bound.per_example_bpd) / 64 == pytest.approx(bound.bpd.total)
 
 
+def test_each_image_set_is_featurised_once_per_seed(compared):
+    *_, seen = compared
+    # at most: each model's samples and interpolation frames, the reference, the two floors, diffusion's four
+    # steps-sweep points, each β-sweep VAE's samples, frames and reconstructions, the main VAE's reconstructions,
+    # the objective pair's samples; fewer where two are the same images (one-step ancestral and DDIM samples are
+    # x̂_0 of one x_T; a barely trained model's samples can round to the same levels). Before: 57 calls.
+    assert len(seen) == len(set(seen))
+    assert 2 * len(KINDS) + 1 + 2 <= len(seen) <= 2 * len(KINDS) + 1 + 2 + 4 + 2 * 3 + 1 + 2
+
+
+def test_saved_results_read_back_and_render_the_same_page_without_any_weights(compared, run_cli, tmp_path):
+    out, _, paths, _, _ = compared
+    saved = json.loads(paths["json"].read_text())
+    assert CompareResults.from_json(saved).to_json() == saved
+    copy = tmp_path / "saved"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("*.safetensors", "checkpoint*"))
+    assert not list(copy.rglob("*.safetensors"))
+    code, stdout, err = run_cli("report", copy, "--out", tmp_path / "again")
+    assert code == 0, err
+    assert (tmp_path / "again" / "report.html").read_bytes() == paths["html"].read_bytes()
+    assert sum(line.split()[0] in ("supported", "not", "inconclusive") for line in stdout.splitlines()) == CONTRASTS
+
+
 def test_report_files_are_written_and_consistent(compared):
-    out, results, paths, _ = compared
+    out, results, paths, _, _ = compared
     saved = json.loads(paths["json"].read_text())
     assert saved["models"]["vae"]["measurement"]["bound"]["bpd"]["total"] == pytest.approx(
         results.models["vae"].measurement.bound.bpd.total
@@ -145,7 +189,7 @@ def test_report_files_are_written_and_consistent(compared):
 def test_the_real_report_in_a_browser(compared, browser, tmp_path):
     from pagecheck import artefacts, assert_sound, inspect
 
-    _out, results, paths, _ = compared
+    _out, results, paths, _, _ = compared
     for width in (1280, 390):
         found = inspect(browser, paths["html"], width, artefacts(tmp_path), "compare")
         assert_sound(found, results.contrasts)
@@ -153,7 +197,7 @@ def test_the_real_report_in_a_browser(compared, browser, tmp_path):
 
 
 def test_a_second_compare_reuses_finished_runs(compared, tmp_path):
-    out, _, _, _ = compared
+    out, _, _, _, _ = compared
     from elbolab.experiments.compare import train_models, with_preset
 
     messages = []
@@ -163,7 +207,7 @@ def test_a_second_compare_reuses_finished_runs(compared, tmp_path):
 
 
 def test_report_command_on_existing_runs(compared, run_cli, tmp_path):
-    out, _, _, _ = compared
+    out, _, _, _, _ = compared
     code, stdout, err = run_cli(
         "report", out / "runs" / "vae", out / "runs" / "diffusion", "--out", tmp_path / "r", "--n-samples", "16"
     )
@@ -179,7 +223,7 @@ def test_compare_refuses_runs_trained_with_other_settings(compared):
     from elbolab.errors import ElbolabError
     from elbolab.experiments.compare import train_models
 
-    out, _, _, _ = compared
+    out, _, _, _, _ = compared
     with pytest.raises(ElbolabError, match="other settings"):
         train_models(CompareConfig(budget=9.0, overrides=TINY), out, lambda _: None, progress=False)
 
@@ -193,3 +237,10 @@ def test_compare_command_end_to_end(run_cli, tmp_path):
     assert (
         sum(line.strip().split()[0] in ("supported", "not", "inconclusive") for line in out.splitlines()) == CONTRASTS
     )
+
+
+@pytest.mark.parametrize("budget", ["12parsecs", "0steps", "2.5steps"])
+def test_compare_budget_must_be_steps_flops_or_seconds(run_cli, tmp_path, budget):
+    code, _, err = run_cli("compare", "--out", tmp_path / "c", "--budget", budget, "--quick", "--quiet")
+    assert code == 1 and err.startswith("error:") and "budget" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()  # refused before anything ran

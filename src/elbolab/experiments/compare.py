@@ -1,4 +1,4 @@
-"""`elbolab compare`: every registered model kind trained under one wall-clock budget on one data set,
+"""`elbolab compare`: every registered model kind trained under one compute budget on one data set,
 measured through the same contract, with a verdict per contrast (`verdicts`).
 
 Every number in the results is measured here; each verdict is a rule over those numbers that
@@ -17,21 +17,22 @@ import torch
 from elbolab.data import load_data
 from elbolab.data.base import ImageData, to_model
 from elbolab.errors import ConfigError, ElbolabError
-from elbolab.evaluate.features import select_features
+from elbolab.evaluate.features import FeatureExtractor, select_features
 from elbolab.evaluate.floors import reference_floors
 from elbolab.evaluate.information import InformationCurve, code_information, forward_information
-from elbolab.evaluate.interpolation import path_stats
-from elbolab.evaluate.resample import resampled_figures
-from elbolab.evaluate.run import EvalConfig, Log, quality_reference, quality_sampling
+from elbolab.evaluate.resample import sample_figures
+from elbolab.evaluate.run import EvalConfig, Log, pair_images, quality_reference, quality_sampling
 from elbolab.evaluate.speed import PairedTiming, paired_timing
 from elbolab.evaluate.steps import STEPS, StepsPoint, steps_sweep
 from elbolab.experiments.results import CompareResults, RunResult, SeedResult
 from elbolab.experiments.runs import data_info, measure_run
 from elbolab.experiments.verdicts import Evidence, fold_seeds, judge, sweep_point
 from elbolab.machine import machine_info
-from elbolab.records import SweepPoint
+from elbolab.model import GenerativeModel
+from elbolab.records import FeatureNet, Machine, SweepPoint
 from elbolab.registry import MODEL_KINDS, model_classes
 from elbolab.train.api import fit_run
+from elbolab.train.budget import Budget
 from elbolab.train.checkpoint import atomic_write_json
 from elbolab.train.config import TrainConfig
 from elbolab.train.run import (
@@ -40,7 +41,6 @@ from elbolab.train.run import (
     METRICS_FILE,
     RunConfig,
     apply_overrides,
-    load_run,
     pick_device,
     read_run_config,
 )
@@ -50,13 +50,17 @@ KINDS = tuple(MODEL_KINDS)
 #: compare's bound: where a model's Monte-Carlo bound takes it, t importance-sampled from a pilot pass and as
 #: many draws as a standard error of 0.01 bits/dim on the test-set mean needs (the results name the estimator)
 BOUND_PRECISION = {"proposal": "importance", "bpd_se": 0.01}
+#: every compared model keeps its best EMA weights on this seeded share of the training images, validated this often
+VALIDATION: dict[str, Any] = {"validation_fraction": 0.1, "validate_every": 100, "keep_best": True}
 
 
 @dataclass(frozen=True)
 class Preset:
     """What `compare` trains and measures, unless told otherwise, for images of one size on one kind of device."""
 
-    budget: float  # training seconds per model
+    budget: Budget  # training compute per model
+    step_seconds: float  # idle training seconds per optimiser step, over the models (for the estimate printed first)
+    flop_rate: float  # idle counted FLOPs trained per second, over the models (the same)
     batch_size: int  # images per optimiser step
     n_eval: int | None  # test images for the bound (None: the whole split)
     steps: tuple[int, ...]  # sampling steps of the steps sweep
@@ -71,16 +75,56 @@ def preset_for(side: int, device: str) -> Preset:
     50; on a GPU the full test set and sweep. Digits train every model at a learning rate of 3e-3: over the
     ~1,000 steps of their budget it gave lower test bounds than 2e-3 on both sides (paired over the test set,
     the same steps: diffusion −0.013, −0.016 and −0.019 bits/dim at three seeds; the VAE −0.007 and +0.005 and
-    latent diffusion −0.007, within their noise; 1e-3 was worse; benchmarks/results/digits_lr.json)."""
+    latent diffusion −0.007, within their noise; 1e-3 was worse; benchmarks/results/digits_lr.json).
+
+    The budgets are counted FLOPs (`train.budget.step_flops`), the same for every model, so that no model's
+    steps depend on the machine. On digits one step costs 5.3e9 FLOPs (VAE), 3.1e9 (diffusion), 4.8e9 and 4.0e9
+    (latent diffusion's autoencoder and prior); in the 60 s each model had before (2 threads, idle:
+    benchmarks/results/compare_digits.json, 1,213 / 1,015 / 443 steps) they trained 6.5e12, 3.2e12 and ≈ 4.9e12
+    FLOPs, 4.5e12 each on average. At one thread (`train.threads`) a step takes ≈ 1.3× as long idle, so 3e12
+    keeps the README's command within its 6 minutes: ≈ 560 VAE steps, ≈ 960 diffusion steps, ≈ 310 + 375 of
+    latent diffusion. On 28 px on a CPU (batch 64) the steps cost 9.4e9, 1.9e10, 9.0e9 and 7.1e9 FLOPs; the
+    120 s of before bought ≈ 1e13 each (benchmarks/results/compare_fashion_mnist.json), 7.5e12 at one thread. On
+    a GPU 500 steps, what diffusion's base preset trains in 60 s (123 ms a step, benchmarks/results/gpu-mfu.json)."""
     if side <= 16:
-        return Preset(budget=60.0, batch_size=128, n_eval=None, steps=STEPS, measure_seconds=70.0, lr=3e-3)
+        return Preset(
+            budget=Budget(3e12, "flop"),
+            step_seconds=0.078,
+            flop_rate=5.7e10,
+            batch_size=128,
+            n_eval=None,
+            steps=STEPS,
+            measure_seconds=70.0,
+            lr=3e-3,
+        )
     if device.startswith("cuda"):
-        return Preset(budget=60.0, batch_size=256, n_eval=None, steps=STEPS, measure_seconds=120.0)
+        return Preset(
+            budget=Budget(500, "steps"),
+            step_seconds=0.123,
+            flop_rate=7.9e13,
+            batch_size=256,
+            n_eval=None,
+            steps=STEPS,
+            measure_seconds=120.0,
+        )
     # measured on Fashion-MNIST on an idle 2-core CPU: 406 and 424 s of measurement after 461 s of training
     # (the budgets' 432 s plus each run's start and final evaluation): 14 min 31 s and 14 min 48 s in all
     return Preset(
-        budget=120.0, batch_size=64, n_eval=2000, steps=tuple(s for s in STEPS if s <= 50), measure_seconds=450.0
+        budget=Budget(7.5e12, "flop"),
+        step_seconds=0.21,
+        flop_rate=6.4e10,
+        batch_size=64,
+        n_eval=2000,
+        steps=tuple(s for s in STEPS if s <= 50),
+        measure_seconds=450.0,
     )
+
+
+def expected_seconds(budget: Budget, preset: Preset) -> float:
+    """Roughly how long one model trains on `budget` on an idle machine like the preset's."""
+    if budget.unit == "s":
+        return budget.amount
+    return budget.amount * preset.step_seconds if budget.unit == "steps" else budget.amount / preset.flop_rate
 
 
 def compare_evaluation(**changes: Any) -> EvalConfig:
@@ -94,7 +138,7 @@ class CompareConfig:
 
     data: str = "digits"
     data_dir: str | None = None
-    budget: float | None = None  # training seconds per model (None: the preset's)
+    budget: Budget | None = None  # training compute per model (None: the preset's); a number is seconds
     seed: int = 0
     seeds: int = 1  # the whole experiment repeated with seeds seed, seed + 1, …
     evaluation: EvalConfig = field(default_factory=compare_evaluation)
@@ -114,6 +158,8 @@ class CompareConfig:
     device: str = "auto"  # where every model trains and is measured: auto | cpu | cuda[:N]
 
     def __post_init__(self) -> None:
+        if isinstance(self.budget, int | float):
+            object.__setattr__(self, "budget", Budget(float(self.budget), "s"))
         if self.seeds < 1:
             raise ConfigError(f"--seeds must be at least 1, got {self.seeds}")
         if self.objective_n_eval is not None and self.objective_n_eval < 2:
@@ -145,13 +191,17 @@ class JobEvent:
 Watch = Callable[[JobEvent], None]
 
 
-def job_plan(cfg: CompareConfig) -> tuple[tuple[str, str, float], ...]:
-    """Every stage of the job in order, with its training budget in seconds (0 for measurements)."""
+def job_plan(cfg: CompareConfig, side: int = 8) -> tuple[tuple[str, str, float], ...]:
+    """Every stage of the job in order, with its training time in seconds (a compute budget's idle estimate for
+    images of `side` px, by default digits'; 0 for measurements)."""
+    preset = preset_for(side, str(pick_device(cfg.device)))
+    budget = cfg.budget or preset.budget
     sweep = [f"vae β={beta:g}" for beta in cfg.beta_sweep]
-    sweep_budget = cfg.budget * cfg.sweep_budget_fraction
+    seconds = expected_seconds(budget, preset)
+    sweep_seconds = expected_seconds(budget.scaled(cfg.sweep_budget_fraction), preset)
     return (
-        tuple(("train", kind, cfg.budget) for kind in KINDS)
-        + tuple(("train", n, sweep_budget) for n in sweep)
+        tuple(("train", kind, seconds) for kind in KINDS)
+        + tuple(("train", n, sweep_seconds) for n in sweep)
         + tuple(("measure", n, 0.0) for n in (*KINDS, *sweep))
     )
 
@@ -168,17 +218,37 @@ def watched_log(log: Log, watch: Watch | None, name: str) -> Log:
     return both
 
 
+def filled_budget(cfg: CompareConfig) -> Budget:
+    """The budget of a config `with_preset` has filled in."""
+    if cfg.budget is None:
+        raise ElbolabError("compare's budget is not set: fill the config in with `with_preset` first")
+    return cfg.budget
+
+
 def budgeted_run(
-    kind: str, cfg: CompareConfig, test: ImageData, budget: float, model_changes: dict[str, Any] | None = None
+    kind: str,
+    cfg: CompareConfig,
+    test: ImageData,
+    budget: Budget | float,
+    model_changes: dict[str, Any] | None = None,
 ) -> RunConfig:
     """The typed run config of one model in the comparison: the kind's configuration sized for these images,
-    a wall-clock budget, the seed, no periodic evaluation; then the user's `--set` keys for that kind."""
+    the budget, the seed, the best weights kept on a validation split (`VALIDATION`), no periodic evaluation;
+    then the user's `--set` keys for that kind. A model trained in stages (latent diffusion) splits a budget of
+    steps as it splits FLOPs and seconds: `stage_one_fraction` of them to its first stage. A number is seconds."""
+    budget = budget if isinstance(budget, Budget) else Budget(float(budget), "s")
     cfg_cls, _ = model_classes(kind)
     device = str(pick_device(cfg.device))
     model_cfg = replace(cfg_cls.sized_for(test.shape[-1], device), **(model_changes or {}))
+    keys = budget.train_keys()
+    fraction = getattr(model_cfg, "stage_one_fraction", None)
+    if budget.unit == "steps" and fraction is not None and getattr(model_cfg, "autoencoder", None) is None:
+        first = max(1, min(keys["steps"] - 1, round(keys["steps"] * fraction)))
+        model_cfg = replace(model_cfg, autoencoder_steps=first)
+        keys["steps"] = max(1, keys["steps"] - first)
     train_cfg = TrainConfig(
-        steps=1_000_000,
-        max_seconds=budget,
+        **keys,
+        **VALIDATION,
         seed=cfg.seed,
         eval_every=0,
         checkpoint_every=500,
@@ -210,7 +280,7 @@ def train_or_reuse(
         log(f"{run_cfg.kind}: reusing the finished run in {run_dir}")
         return
     resume = (run_dir / CHECKPOINT_FILE).is_file()
-    log(f"{run_cfg.kind}: {'resuming' if resume else 'training'} for {run_cfg.train.max_seconds:.0f} s")
+    log(f"{run_cfg.kind}: {'resuming' if resume else 'training'} for {Budget.of(run_cfg.train)}")
     callbacks = (
         ()
         if watch is None
@@ -235,7 +305,9 @@ def train_models(
     for kind, run_dir in runs.items():
         if watch:
             watch(JobEvent("train", kind))
-        train_or_reuse(budgeted_run(kind, cfg, test, cfg.budget), run_dir, train, test, log, progress, watch, kind)
+        train_or_reuse(
+            budgeted_run(kind, cfg, test, filled_budget(cfg)), run_dir, train, test, log, progress, watch, kind
+        )
     return runs
 
 
@@ -251,10 +323,10 @@ def train_sweep(
     """Train (or pick up) the β-sweep VAEs, each on `sweep_budget_fraction` of the budget; returns their folders."""
     sweep = {beta: out / "runs" / f"vae-beta{beta:g}" for beta in cfg.beta_sweep}
     for beta, run_dir in sweep.items():
-        run_cfg = budgeted_run("vae", cfg, test, cfg.budget * cfg.sweep_budget_fraction, {"beta": beta})
+        run_cfg = budgeted_run("vae", cfg, test, filled_budget(cfg).scaled(cfg.sweep_budget_fraction), {"beta": beta})
         if watch:
             watch(JobEvent("train", f"vae β={beta:g}"))
-        log(f"β-sweep: VAE with β = {beta:g} for {run_cfg.train.max_seconds:.0f} s")
+        log(f"β-sweep: VAE with β = {beta:g} for {Budget.of(run_cfg.train)}")
         train_or_reuse(run_cfg, run_dir, train, test, log, progress, watch, f"vae β={beta:g}")
     return sweep
 
@@ -265,14 +337,14 @@ def train_objective_pair(
     """Train (or pick up) diffusion with L_simple and with the ELBO's weighting under one budget; their folders."""
     if cfg.objective_budget_fraction <= 0:
         return {}
-    changes, name = elbo_weighted(budgeted_run("diffusion", cfg, test, cfg.budget).model)
-    budget = cfg.budget * cfg.objective_budget_fraction
+    changes, name = elbo_weighted(budgeted_run("diffusion", cfg, test, filled_budget(cfg)).model)
+    budget = filled_budget(cfg).scaled(cfg.objective_budget_fraction)
     runs = {
         "simple": (out / "runs" / "diffusion-simple", {"loss": "simple"}),
         "elbo-weighted": (out / "runs" / "diffusion-elbo", changes),
     }
     for label, (run_dir, model_changes) in runs.items():
-        log(f"ε-objective pair: diffusion with {label if label == 'simple' else name} for {budget:.0f} s")
+        log(f"ε-objective pair: diffusion with {label if label == 'simple' else name} for {budget}")
         train_or_reuse(budgeted_run("diffusion", cfg, test, budget, model_changes), run_dir, train, test, log, progress)
     return {label: run_dir for label, (run_dir, _) in runs.items()}
 
@@ -311,11 +383,11 @@ def estimated_seconds(cfg: CompareConfig, side: int) -> float:
     """A rough wall-clock estimate of the whole comparison on an idle machine: training budgets plus the preset's
     measurement time, per seed."""
     cfg = with_preset(cfg, side)
-    measure_seconds = preset_for(side, str(pick_device(cfg.device))).measure_seconds
-    per_seed = cfg.budget * (
+    preset = preset_for(side, str(pick_device(cfg.device)))
+    per_seed = expected_seconds(filled_budget(cfg), preset) * (
         len(KINDS) + cfg.sweep_budget_fraction * len(cfg.beta_sweep) + 2 * cfg.objective_budget_fraction
     )
-    return cfg.seeds * (per_seed + measure_seconds)
+    return cfg.seeds * (per_seed + preset.measure_seconds)
 
 
 def run_compare(
@@ -333,7 +405,7 @@ def run_compare(
     cfg = with_preset(cfg, test.shape[-1])
     atomic_write_json(out / "compare-config.json", asdict(cfg))
     if watch:
-        watch(JobEvent("plan", plan=job_plan(cfg)))
+        watch(JobEvent("plan", plan=job_plan(cfg, test.shape[-1])))
     log("feature network for sample quality")
     features, why_not = select_features(cfg.data, features_kind, data_dir=cfg.data_dir)
     seeds, images = [], {}
@@ -352,10 +424,10 @@ def run_compare(
     first = seeds[0]
     contrasts = fold_seeds([s.contrasts for s in seeds])
     results = CompareResults(
-        config=asdict(cfg),
-        machine=machine_info(),
+        config=cfg,
+        machine=Machine.from_json(machine_info()),
         data=data_info(test),
-        feature_net={"name": features.name, "inception_unavailable_because": why_not},
+        feature_net=FeatureNet(features.name, why_not),
         models=first.models,
         beta_sweep=first.beta_sweep,
         contrasts=contrasts,
@@ -369,26 +441,28 @@ def run_seed(
     out: Path,
     train: ImageData,
     test: ImageData,
-    features: Any,
+    features: FeatureExtractor,
     log: Log,
     progress: bool,
     watch: Watch | None = None,
 ) -> tuple[SeedResult, dict[str, dict[str, Any]]]:
-    """One seed's comparison: train every run, measure, gather the evidence and judge it."""
+    """One seed's comparison: train every run, measure each once (its model kept for the evidence beyond),
+    gather the evidence and judge it. The models' interpolations are the paths judged, the VAE's quality
+    samples its point of the steps sweep and of the β-sweep."""
     runs = train_models(cfg, out, log, progress, train, test, watch)
     sweep_runs = train_sweep(cfg, out, log, progress, train, test, watch)
     objective_runs = train_objective_pair(cfg, out, log, progress, train, test)
-    ev_cfg = cfg.evaluation
+    ev_cfg = replace(cfg.evaluation, interpolation_pairs=cfg.interpolation_pairs)
     models: dict[str, RunResult] = {}
     images: dict[str, dict[str, Any]] = {}
+    loaded: dict[str, GenerativeModel] = {}
     for kind, run_dir in runs.items():
-        models[kind], images[kind] = measure_run(
+        models[kind], images[kind], loaded[kind] = measure_run(
             run_dir, ev_cfg, test, features, watched_log(log, watch, kind), cfg.device
         )
-    loaded = {kind: load_run(run_dir, cfg.device)[1] for kind, run_dir in runs.items()}
     reference = quality_reference(test, ev_cfg.n_samples)
     held_out = train.images[: ev_cfg.n_samples]
-    x0, x1 = pair_images(test, cfg.interpolation_pairs, loaded["vae"].device)
+    x0, _ = pair_images(test, cfg.interpolation_pairs, loaded["vae"].device)
     log("floors, information curves, steps sweep, interpolation and timings")
     floors = reference_floors(
         held_out,
@@ -401,23 +475,16 @@ def run_seed(
         real_source=f"{train.name} training images",
     )
     information = information_curves(loaded, train, cfg)
-    steps = steps_evidence(loaded, reference, test.levels, features, cfg)
-    paths = {
-        kind: path_stats(m.interpolate(x0, x1, 9).cpu(), test.levels, features)
-        for kind, m in loaded.items()
-        if m.capabilities.encoding is not None
-    }
+    steps = steps_evidence(loaded, models["vae"], reference, test.levels, features, cfg)
+    paths = {kind: r.measurement.interpolation for kind, r in models.items() if r.measurement.interpolation}
     timings = paired_timings(loaded, x0, cfg)
-    sweep_cfg = replace(ev_cfg, parts=("information", "quality", "sharpness"))
-    sweep = []
+    sweep_cfg = replace(ev_cfg, parts=("information", "quality", "sharpness", "interpolation"))
+    points = [beta_point(models["vae"], loaded["vae"], held_out, reference, test.levels, features, cfg)]
     for run_dir in sweep_runs.values():
-        run, _ = measure_run(run_dir, sweep_cfg, test, features, log, cfg.device)
-        sweep.append(
-            beta_point(run, load_run(run_dir, cfg.device)[1], held_out, reference, x0, x1, test.levels, features, cfg)
-        )
-    sweep.append(beta_point(models["vae"], loaded["vae"], held_out, reference, x0, x1, test.levels, features, cfg))
-    sweep = tuple(sorted(sweep, key=lambda p: p.beta))
-    # its sharpness is in `resampled`; its bounds on fewer images than the models' (`objective_pair_images`)
+        run, _, vae = measure_run(run_dir, sweep_cfg, test, features, log, cfg.device)
+        points.append(beta_point(run, vae, held_out, reference, test.levels, features, cfg))
+    sweep = tuple(sorted(points, key=lambda p: p.beta))
+    # its sharpness is in `samples`; its bounds on fewer images than the models' (`objective_pair_images`)
     objective_cfg = replace(ev_cfg, parts=("likelihood", "quality"), n_eval=objective_pair_images(cfg, len(test)))
     objective = {
         label: measure_run(run_dir, objective_cfg, test, features, log, cfg.device)[0]
@@ -447,12 +514,6 @@ def run_seed(
     ), images
 
 
-def pair_images(test: ImageData, pairs: int, device: Any) -> tuple[Any, Any]:
-    """The first `pairs` test images and the next `pairs`, in the model range: the ends of every interpolation."""
-    pairs = min(pairs, len(test) // 2)
-    return (test.model_range(slice(0, pairs)).to(device), test.model_range(slice(pairs, 2 * pairs)).to(device))
-
-
 def information_curves(loaded: dict[str, Any], train: ImageData, cfg: CompareConfig) -> tuple[InformationCurve, ...]:
     """I(x_0; x_t) of diffusion's forward process on the training images, and the VAE's I(x; z) on the same ones."""
     x = train.model_range(slice(0, min(len(train), cfg.information_images)))
@@ -467,24 +528,26 @@ def information_curves(loaded: dict[str, Any], train: ImageData, cfg: CompareCon
 
 
 def steps_evidence(
-    loaded: dict[str, Any], reference: Any, levels: int, features: Any, cfg: CompareConfig
+    loaded: dict[str, GenerativeModel],
+    vae: RunResult,
+    reference: Any,
+    levels: int,
+    features: FeatureExtractor,
+    cfg: CompareConfig,
 ) -> tuple[StepsPoint, ...]:
-    """Sample figures against steps for diffusion (ancestral, DDIM) and the VAE's one pass, on the same axes."""
-    n = cfg.evaluation.n_samples
-    return tuple(
-        point
-        for kind in ("diffusion", "vae")
-        for point in steps_sweep(
-            loaded[kind],
-            reference,
-            levels,
-            features,
-            steps=cfg.steps,
-            n=n,
-            replicates=cfg.steps_replicates,
-            seed=cfg.seed,
-        )
+    """Sample figures against steps for diffusion (ancestral, DDIM) and the VAE's one pass (its quality samples,
+    measured already), on the same axes."""
+    diffusion = steps_sweep(
+        loaded["diffusion"],
+        reference,
+        levels,
+        features,
+        steps=cfg.steps or (),
+        n=cfg.evaluation.n_samples,
+        replicates=cfg.steps_replicates,
+        seed=cfg.seed,
     )
+    return (*diffusion, StepsPoint.of(vae.measurement))
 
 
 def paired_timings(loaded: dict[str, Any], x: Any, cfg: CompareConfig) -> dict[str, PairedTiming]:
@@ -522,20 +585,18 @@ def paired_timings(loaded: dict[str, Any], x: Any, cfg: CompareConfig) -> dict[s
 
 def beta_point(
     run: RunResult,
-    vae: Any,
+    vae: GenerativeModel,
     held_out: Any,
     reference: Any,
-    x0: Any,
-    x1: Any,
     levels: int,
-    features: Any,
+    features: FeatureExtractor,
     cfg: CompareConfig,
 ) -> SweepPoint:
-    """A β-sweep VAE: rate, distortion, its prior samples' figures, its held-out reconstructions' and its paths."""
+    """A β-sweep VAE: rate, distortion, its prior samples' figures and paths (measured), and the figures of its
+    reconstructions of held-out images."""
     with torch.no_grad():
         x = to_model(held_out, levels).to(vae.device)
         reconstructions = vae.decode(vae.encode(x)).cpu()
-    recon = resampled_figures(reconstructions, reference, levels, features, cfg.evaluation.replicates, cfg.seed)
     return sweep_point(
-        run, run.measurement.resampled, recon, path_stats(vae.interpolate(x0, x1, 9).cpu(), levels, features)
+        run, sample_figures(reconstructions, reference, levels, features, cfg.evaluation.replicates, cfg.seed)
     )

@@ -73,6 +73,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_json(self) -> dict[str, Any]:
+        """The resolved config as the JSON saved in the run's config.json."""
         return {
             "kind": self.kind,
             "data": self.data,
@@ -165,6 +166,7 @@ def build_model(cfg: RunConfig) -> GenerativeModel:
 
 
 def save_run_config(run_dir: Path, cfg: RunConfig) -> None:
+    """Write the resolved config into RUN/config.json, atomically."""
     atomic_write_json(Path(run_dir) / CONFIG_FILE, cfg.to_json())
 
 
@@ -237,8 +239,9 @@ def check_device_name(name: str) -> None:
 
 
 def load_run(run_dir: Path, device: str = "auto", say_live: bool = True) -> tuple[RunConfig, GenerativeModel]:
-    """A trained run's config and its model with the EMA weights, in eval mode, in `inference_layout`; a run still
-    training gives its newest checkpoint's, saying so (`say_live`)."""
+    """A trained run's config and its model with the EMA weights (with `keep_best`, those of the best validation
+    bound), in eval mode, in `inference_layout`; a run still training gives its newest checkpoint's, saying so
+    (`say_live`)."""
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     model = build_model(cfg)
@@ -246,9 +249,10 @@ def load_run(run_dir: Path, device: str = "auto", say_live: bool = True) -> tupl
     holder = lock_holder(run_dir)
     if weights.is_file() and holder is None:
         tensors, _ = load_tensors(weights)
-    else:  # a live run's weights are its newest checkpoint (written atomically, so whole)
+    else:  # a live run's weights, or a run cut short: its newest checkpoint's kept (keep_best) or EMA weights
         all_tensors, state, path = newest_checkpoint(run_dir)
-        tensors = {k[4:]: v for k, v in all_tensors.items() if k.startswith("ema.")}
+        prefix = "best." if cfg.train.keep_best and any(k.startswith("best.") for k in all_tensors) else "ema."
+        tensors = {k[len(prefix) :]: v for k, v in all_tensors.items() if k.startswith(prefix)}
         if holder is not None and say_live:
             step = (state or {}).get("step", "?")
             note(f"{run_dir} is still training (PID {holder}); reading its checkpoint at step {step} ({path.name})")
