@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,39 @@ def _echo_json(obj: dict) -> None:
     from elbolab.bounds import json_ready
 
     click.echo(json.dumps(json_ready(obj), indent=2, sort_keys=False, default=float, allow_nan=False))
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--device is auto, cpu, cuda or cuda:N, checked before anything loads."""
+    from elbolab.train.run import check_device_name
+
+    try:
+        check_device_name(value)
+    except ElbolabError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _check_image_count(run_dir: str, images: int, target: Path, option: str) -> None:
+    """`images` images of the run fit the output `target`: a PNG grid within the pixels image readers open
+    (PIL's MAX_IMAGE_PIXELS), an .npz or a folder within the disk's free space."""
+    from PIL import Image
+
+    from elbolab.train.run import read_run_config
+    from elbolab.validate import check_disk
+
+    c, h, w = read_run_config(Path(run_dir)).shape
+    if target.suffix.lower() == ".png":
+        scale = max(1, 64 // w)  # as save_images enlarges small images
+        pixels = images * h * w * scale * scale
+        limit = Image.MAX_IMAGE_PIXELS or 2**31
+        if pixels > limit:
+            raise ElbolabError(
+                f"{option}: a PNG grid of {images} images is {pixels:,} pixels, more than image readers open "
+                f"({limit:,}); write .npz or a folder, or ask for fewer"
+            )
+    else:
+        check_disk(target.parent if target.suffix else target, images * c * h * w)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,7 +89,7 @@ def cli() -> None:
 @click.option("--autoencoder", default=None, type=click.Path(), help="latent-diffusion: reuse this trained VAE run.")
 @click.option("--deterministic", is_flag=True, help="Deterministic GPU kernels (train.deterministic); slower.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.", callback=_device)
 def train(
     kind: str,
     data: str | None,
@@ -175,7 +209,7 @@ def train(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.", callback=_device)
 def evaluate(
     run_dir: str | None,
     diffusers_path: str | None,
@@ -336,7 +370,7 @@ def export(run_dir: str, out: str) -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--deterministic", is_flag=True, help="Deterministic GPU kernels.")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.", callback=_device)
 def sample(
     run_dir: str,
     n: int,
@@ -371,6 +405,7 @@ def sample(
         check_output_folder(target)
     else:
         check_output_file(target, (".png", ".npz"))
+    _check_image_count(run_dir, n, target, f"--n {n}")
     if deterministic:
         use_deterministic_algorithms()
     cfg, model = load_run(Path(run_dir), device)
@@ -394,7 +429,7 @@ def sample(
 @click.option("--pairs", type=int, default=6, show_default=True, help="Pairs of test images.")
 @click.option("--frames", type=int, default=10, show_default=True, help="Frames per pair, ends included.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.", callback=_device)
 def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int, device: str) -> None:
     """Slerp in latent space between pairs of test images; one row per pair."""
     import torch
@@ -405,6 +440,7 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int, devi
 
     if pairs < 1 or frames < 2:
         raise ElbolabError("--pairs must be ≥ 1 and --frames ≥ 2")
+    _check_image_count(run_dir, pairs * frames, Path(out), f"--pairs {pairs} × --frames {frames}")
     cfg, model = load_run(Path(run_dir), device)
     data = load_data(cfg.data, "test", cfg.data_dir)
     g = torch.Generator().manual_seed(seed)
@@ -447,7 +483,7 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int, devi
 )
 @click.option("--quick", is_flag=True, help="Small evaluation (fewer images, samples and steps): a smoke test.")
 @click.option("--quiet", is_flag=True, help="No progress display, only the job's log lines.")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.", callback=_device)
 def compare(
     data: str,
     data_dir: str | None,
@@ -545,7 +581,7 @@ def compare(
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False))
 @click.option("--n-samples", type=int, default=256, show_default=True)
 @click.option("--features", type=click.Choice(["builtin", "inception", "auto"]), default="builtin", show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.", callback=_device)
 def report(run_dirs: tuple[str, ...], out: str, n_samples: int, features: str, device: str) -> None:
     """Write the report of a compare folder from its saved results (no model is loaded), or measure trained runs
     side by side and write theirs (contrasts need a VAE and a diffusion run)."""
@@ -588,13 +624,15 @@ def main(argv: list[str] | None = None) -> None:
     import warnings
 
     warnings.formatwarning = lambda message, category, *_args, **_kw: f"warning: {message}\n"
+    _stop_on_signals()
     try:
         cli.main(args=argv, prog_name="elbolab", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+    except click.exceptions.Abort as exc:  # click's form of Ctrl-C (and of SIGTERM/SIGHUP, see SignalStop)
+        signum = getattr(exc.__cause__, "signum", signal.SIGINT)
+        click.echo("aborted" if signum == signal.SIGINT else f"stopped ({signal.Signals(signum).name})", err=True)
+        sys.exit(128 + int(signum))
     except click.ClickException as exc:  # usage errors too: one line, like every other error
         command = exc.ctx.command_path if getattr(exc, "ctx", None) else "elbolab"
         hint = f" (see {command} --help)" if isinstance(exc, click.UsageError) else ""
@@ -604,15 +642,39 @@ def main(argv: list[str] | None = None) -> None:
         from elbolab.train.loop import TrainingInterrupted
 
         click.echo(f"error: {exc}", err=True)
-        sys.exit(130 if isinstance(exc, TrainingInterrupted) else 1)
+        sys.exit(exc.exit_code if isinstance(exc, TrainingInterrupted) else 1)
     except OSError as exc:  # a file system fault no check foresaw: still one line
         where = f"{exc.filename}: " if exc.filename else ""
         click.echo(f"error: {where}{exc.strerror or exc}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        click.echo(f"interrupted ({signal.Signals(signum).name})", err=True)
+        sys.exit(128 + int(signum))
     sys.exit(0)
+
+
+class SignalStop(KeyboardInterrupt):
+    """SIGTERM or SIGHUP outside training, raised like Ctrl-C: `finally` blocks and the atomic writer's cleanup
+    run (no temporary file is left), and the process exits with 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise SignalStop(signum)
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGHUP unwind the process like Ctrl-C (the trainer takes them over while it trains)."""
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            try:
+                signal.signal(getattr(signal, name), _raise_stop)
+            except ValueError:  # not the main thread
+                return
 
 
 if __name__ == "__main__":

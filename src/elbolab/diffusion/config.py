@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from elbolab.config import require
 from elbolab.diffusion.edm import P_MEAN, P_STD
 from elbolab.diffusion.edm import SIGMA_DATA as EDM_SIGMA_DATA
 from elbolab.diffusion.learned_schedule import SHAPES
@@ -114,6 +115,10 @@ class DiffusionConfig:
         )
 
     def __post_init__(self) -> None:
+        for name in ("elbo_samples", "max_batch", "encode_steps"):
+            require(f"model.{name}", getattr(self, name), getattr(self, name) >= 1, "an integer ≥ 1")
+        for name in ("encode_fixed_point", "eta", "hybrid_weight"):
+            require(f"model.{name}", getattr(self, name), getattr(self, name) >= 0, "a number ≥ 0")
         if self.T < 1:
             raise ConfigError(f"model.T must be ≥ 1, got {self.T}")
         if self.loss == "elbo":  # the bound's other name; runs keep "vlb"

@@ -23,6 +23,8 @@ from elbolab.data.base import ImageData, to_model
 from elbolab.errors import ElbolabError
 from elbolab.evaluate.features import FeatureExtractor
 from elbolab.evaluate.interpolation import PathStats, path_stats
+from elbolab.evaluate.pilot_cache import finite_fit, read_pilot_fits
+from elbolab.evaluate.precision import capped_draws, warn_if_imprecise
 from elbolab.evaluate.resample import sample_figures
 from elbolab.evaluate.speed import synchronize, time_sampling
 from elbolab.model import GenerativeModel, dataset_bound
@@ -218,9 +220,9 @@ def prepare_estimator(model: GenerativeModel, estimator: Estimator, pilot: Pilot
             }
         )
     )
-    fits = json.loads(pilot.cache.read_text())["fits"] if pilot.cache and pilot.cache.is_file() else []
+    fits = read_pilot_fits(pilot.cache)
     for fit in fits:
-        if fit["key"] == key:
+        if fit["key"] == key and finite_fit(fit, pilot.cache):
             model.load_fitted_estimator(
                 {name: torch.tensor(v, dtype=torch.float64) for name, v in fit["state"].items()}
             )
@@ -233,7 +235,8 @@ def prepare_estimator(model: GenerativeModel, estimator: Estimator, pilot: Pilot
     state = {name: t.detach().cpu().double().flatten().tolist() for name, t in model.fitted_estimator().items()}
     if pilot.cache is not None and state:
         try:
-            atomic_write_json(pilot.cache, {"fits": [*fits, {"key": key, "state": state}][-MAX_PILOT_FITS:]})
+            kept = [f for f in fits if f["key"] != key]  # a fit redone replaces the one it redoes
+            atomic_write_json(pilot.cache, {"fits": [*kept, {"key": key, "state": state}][-MAX_PILOT_FITS:]})
         except ElbolabError:  # a run folder that cannot be written keeps no cache; the fit is used all the same
             pass
     return False
@@ -262,6 +265,8 @@ def summarize(
     if cfg.bpd_se is not None and estimator.method == "mc":
         estimator = draws_for_precision(model, test, n, estimator, cfg.bpd_se)
     bound = dataset_bound(model, test, n, 256, estimator)
+    if cfg.bpd_se is not None and estimator.method == "mc":
+        warn_if_imprecise(bound, cfg.bpd_se, estimator.samples)
     return BoundSummary.of(bound, estimator.describe(), time.perf_counter() - start)
 
 
@@ -278,7 +283,7 @@ def draws_for_precision(
         return estimator
     per_draw = nats_to_bpd(probe.extras["stderr"].double(), probe.dims).pow(2).mean().item() * k
     draws = math.ceil(per_draw / (n * (PRECISION_MARGIN * bpd_se) ** 2) / PRECISION_ROUNDING) * PRECISION_ROUNDING
-    return replace(estimator, samples=int(min(max(draws, 2 * PRECISION_ROUNDING), MAX_DRAWS)))
+    return replace(estimator, samples=capped_draws(draws, 2 * PRECISION_ROUNDING))
 
 
 def iwae_summary(model: GenerativeModel, test: ImageData, cfg: EvalConfig) -> IWAESummary:

@@ -51,9 +51,12 @@ from elbolab.train.run import (
     LOG_FILE,
     METRICS_FILE,
     WEIGHTS_FILE,
+    check_checkpoint_run,
     checkpoint_path,
     list_checkpoints,
     pick_device,
+    read_log_text,
+    run_stamp,
 )
 from elbolab.train.validation import BestState, ValidationCurve, split_validation, validation_bpd
 
@@ -135,7 +138,12 @@ class TrainingDiverged(ElbolabError):
 
 
 class TrainingInterrupted(ElbolabError):
-    """Ctrl-C during training: a checkpoint was written and the run can be resumed."""
+    """Ctrl-C, SIGTERM or SIGHUP during training: a checkpoint was written and the run can be resumed; the
+    process exits with 128 + the signal's number (130, 143, 129), as a shell reports a death by that signal."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
 
 
 def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
@@ -148,22 +156,34 @@ def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+#: the signals that stop training with a checkpoint: Ctrl-C, `kill` (schedulers, containers), a closed terminal
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 class _StepBoundaryInterrupt:
-    """Ctrl-C sets a flag that the loop reads between steps, so a checkpoint never holds half a step."""
+    """A stop signal sets a flag that the loop reads between steps, so a checkpoint never holds half a step."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int = signal.SIGINT
+        self._previous: dict[int, Any] = {}
         try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl-C as it is
-            self._previous = None
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        except ValueError:  # not the main thread: leave the signals as they are
+            self.restore()
 
-    def _handle(self, signum, frame) -> None:
-        self.requested = True
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested, self.signum = True, signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
 
     def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
 
 class Trainer:
@@ -240,6 +260,7 @@ class Trainer:
             "train_seconds": self.seconds_trained(),
             "lr_scale": self.lr_scale,
             "rollbacks": self.rollbacks,
+            **run_stamp(self.run_dir),
             "validation": {"curve": self.curve, "best_step": self.best.step, "best_bpd": self._best_bpd()},
         }
         path = checkpoint_path(self.run_dir, self.step)
@@ -254,6 +275,7 @@ class Trainer:
                 "train_seconds": state["train_seconds"],
                 "lr_scale": self.lr_scale,
                 "rollbacks": self.rollbacks,
+                **run_stamp(self.run_dir),
             },
         )
         for old in list_checkpoints(self.run_dir)[self.cfg.keep_checkpoints :]:
@@ -267,6 +289,7 @@ class Trainer:
         optimizer_spec(path, tensors, list(self.model.parameters()))
         if state is None or any(key not in state for key in STATE_KEYS):
             raise CheckpointError(f"{path}: checkpoint has no training state")
+        check_checkpoint_run(self.run_dir, path, state)
         return tensors, state
 
     def load_checkpoint(self, rollback: bool = False) -> Path:
@@ -327,7 +350,7 @@ class Trainer:
         if not path.is_file():
             return
         keep = []
-        for line in path.read_text().splitlines():
+        for line in read_log_text(path).splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
@@ -580,7 +603,9 @@ class Trainer:
                 if self.world.main:
                     self.save_checkpoint()
                 raise TrainingInterrupted(
-                    f"interrupted at step {self.step}; checkpoint saved in {self.run_dir}, continue with --resume"
+                    f"interrupted ({stop.name}) at step {self.step}; checkpoint saved in {self.run_dir}, "
+                    f"continue with --resume",
+                    stop.signum,
                 ) from None
             finally:
                 stop.restore()
