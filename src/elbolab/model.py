@@ -83,7 +83,8 @@ class Capabilities:
     `proposals` the `Estimator.proposal`s its Monte-Carlo bound takes, `bound_steps` whether `elbo` takes
     `Estimator.steps` (a continuous-time model's T-step bound), `design` its levels of the essay's design
     choices (`DesignLevels`; every registered model declares them), `classes` the K labels 0..K−1 a conditional
-    model takes (`elbo(x, y)` bounds log p(x | y), `loss(x, y=...)`, `sample(n, y=...)`; None: unconditional).
+    model takes (`elbo(x, y)` bounds log p(x | y), `loss(x, y=...)`, `sample(n, y=...)`; None: unconditional),
+    `null_class` whether such a model also bounds log p(x), `elbo(x)` without labels (diffusion: its null class).
     """
 
     samplers: tuple[str, ...]
@@ -96,6 +97,7 @@ class Capabilities:
     bound_steps: bool = False
     design: DesignLevels | None = None
     classes: int | None = None
+    null_class: bool = False
 
     @property
     def one_pass(self) -> bool:

@@ -84,6 +84,7 @@ class DiffusionModel(GenerativeModel):
             bound_steps=continuous,
             design=self.design_levels(),
             classes=self.classes,
+            null_class=self.classes is not None,
         )
 
     def design_levels(self) -> DesignLevels:

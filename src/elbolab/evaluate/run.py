@@ -96,7 +96,9 @@ class Measurement(Record):
     parameters: int
     encoder_parameters: int | None = None  # learned parameters of `encode` (None: the model has no encoder)
     encode_passes: int | None = None  # network passes per image of `encode`
-    bound: BoundSummary | None = None
+    bound: BoundSummary | None = None  # a conditional model's on −log p(x | y), with the test labels
+    classes: int | None = None  # K of a conditional model (None: unconditional)
+    unconditional: BoundSummary | None = None  # a conditional model's bound on −log p(x), where it has one
     iwae: IWAESummary | None = None
     components: dict[str, BoundSummary] = field(default_factory=dict)  # e.g. latent diffusion's autoencoder
     speed: tuple[SpeedRow, ...] = ()
@@ -247,11 +249,13 @@ def summarize(
     seed: int,
     cfg: EvalConfig = EvalConfig(),
     pilot: Pilot | None = None,
+    conditional: bool = True,
 ) -> BoundSummary:
     """The model's test-set bound, timed, with the estimator it used: `cfg.proposal` where the model offers
     it (an importance proposal fitted on `cfg.pilot_n` images of `pilot`, or kept in its cache; without a
     pilot the model fits it on the images it bounds), and with `cfg.bpd_se` as many draws as that standard
-    error of the test-set mean needs."""
+    error of the test-set mean needs. A conditional model's is on −log p(x | y) with the test labels, or with
+    `conditional` False on −log p(x)."""
     torch.manual_seed(seed)
     estimator = model.check_estimator(estimator)
     if estimator.method == "mc" and cfg.proposal in model.capabilities.proposals:
@@ -261,7 +265,7 @@ def summarize(
         prepare_estimator(model, estimator, pilot, cfg.pilot_n, seed)
     if cfg.bpd_se is not None and estimator.method == "mc":
         estimator = draws_for_precision(model, test, n, estimator, cfg.bpd_se)
-    bound = dataset_bound(model, test, n, 256, estimator)
+    bound = dataset_bound(model, test, n, 256, estimator, conditional=conditional)
     return BoundSummary.of(bound, estimator.describe(), time.perf_counter() - start)
 
 
@@ -338,6 +342,13 @@ def measure(
     if "likelihood" in parts:
         log(f"{kind}: bound on {cfg.n_eval or len(test)} test images")
         found["bound"] = summarize(model, test, cfg.n_eval, cfg.estimator, cfg.seed, cfg, pilot)
+        if caps.classes is not None:
+            found["classes"] = caps.classes
+            if caps.null_class:
+                log(f"{kind}: unconditional bound (the null class) on {cfg.n_eval or len(test)} test images")
+                found["unconditional"] = summarize(
+                    model, test, cfg.n_eval, cfg.estimator, cfg.seed, cfg, pilot, conditional=False
+                )
         if "iwae" in caps.estimators and cfg.iwae_k > 1:
             found["iwae"] = iwae_summary(model, test, cfg)
         found["components"] = {

@@ -107,7 +107,7 @@ class VAE(GenerativeModel):
         if self.classes is None:
             return None
         if y is None:
-            raise ConfigError("the conditional VAE bounds and samples given labels: pass y (sample --class K)")
+            raise ConfigError("the conditional VAE bounds log p(x|y) and trains given labels: pass y")
         return self.check_labels(y, n)
 
     # ---- the contract
@@ -181,8 +181,11 @@ class VAE(GenerativeModel):
         mean: bool = True,
         y: Tensor | None = None,
     ) -> Tensor:
-        """z ~ N(0, I), one decoder pass (given labels y [n] if conditional); the decoder's mean (default) or a draw
-        from p(x|z, y)."""
+        """z ~ N(0, I), one decoder pass (given labels y [n] if conditional; without them y ~ p(y), uniform over the
+        K classes, so that the samples are of the model's p(x)); the decoder's mean (default) or a draw from
+        p(x|z, y)."""
+        if self.classes is not None and y is None:
+            y = torch.randint(self.classes, (n,), generator=generator, device=self.device)
         y = self.labels_for(y, n)
         z = torch.randn((n, *self.latent_shape), generator=generator, device=self.device)
         return self.decode(z, mean=mean, generator=generator, y=y)
