@@ -323,3 +323,18 @@ def test_compare_budgets_are_compute_and_keep_the_best_weights():
     assert plan[0] == ("train", "vae", pytest.approx(3e12 / preset.flop_rate))
     per_seed = 3e12 / preset.flop_rate * (3 + 0.15 * 2 + 2 * 0.15) + preset.measure_seconds
     assert estimated_seconds(cfg, 8) == pytest.approx(per_seed)
+
+
+def test_a_run_cut_short_loads_its_kept_weights(tmp_path, digits):
+    from elbolab.train.run import load_run, save_run_config
+
+    train, _ = digits
+    cfg = replace(CFG, steps=32, lr=0.3, warmup_steps=32, validate_every=2)  # a rising learning rate
+    with pytest.raises(RuntimeError, match="power cut"):
+        _trainer(tmp_path, digits, cfg, (_stop_at(14),)).fit()
+    save_run_config(tmp_path, RunConfig("vae", "digits", None, train.shape, train.levels, VAEConfig(net="tiny"), cfg))
+    newest = load_tensors(checkpoint_path(tmp_path, 12))[0]
+    best = {k[5:]: v for k, v in newest.items() if k.startswith("best.")}
+    assert best and not all(torch.equal(v, newest[f"ema.{k}"]) for k, v in best.items())
+    model = load_run(tmp_path, "cpu")[1]
+    assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())

@@ -137,11 +137,12 @@ def test_each_seed_keeps_its_evidence(compared):
 
 def test_each_image_set_is_featurised_once_per_seed(compared):
     *_, seen = compared
-    # each model's samples and interpolation frames, the reference, the two floors, diffusion's steps-sweep points
-    # (four, but one-step ancestral and DDIM samples are the same images, x̂_0 of one x_T: three sets), each β-sweep
-    # VAE's samples, frames and reconstructions, the main VAE's reconstructions, the objective pair's samples
-    # (before: 57 calls, the reference featurised 19 times)
-    assert len(seen) == len(set(seen)) == 2 * len(KINDS) + 1 + 2 + 3 + 2 * 3 + 1 + 2
+    # at most: each model's samples and interpolation frames, the reference, the two floors, diffusion's four
+    # steps-sweep points, each β-sweep VAE's samples, frames and reconstructions, the main VAE's reconstructions,
+    # the objective pair's samples; fewer where two are the same images (one-step ancestral and DDIM samples are
+    # x̂_0 of one x_T; a barely trained model's samples can round to the same levels). Before: 57 calls.
+    assert len(seen) == len(set(seen))
+    assert 2 * len(KINDS) + 1 + 2 <= len(seen) <= 2 * len(KINDS) + 1 + 2 + 4 + 2 * 3 + 1 + 2
 
 
 def test_saved_results_read_back_and_render_the_same_page_without_any_weights(compared, run_cli, tmp_path):
@@ -236,3 +237,10 @@ def test_compare_command_end_to_end(run_cli, tmp_path):
     assert (
         sum(line.strip().split()[0] in ("supported", "not", "inconclusive") for line in out.splitlines()) == CONTRASTS
     )
+
+
+@pytest.mark.parametrize("budget", ["12parsecs", "0steps", "2.5steps"])
+def test_compare_budget_must_be_steps_flops_or_seconds(run_cli, tmp_path, budget):
+    code, _, err = run_cli("compare", "--out", tmp_path / "c", "--budget", budget, "--quick", "--quiet")
+    assert code == 1 and err.startswith("error:") and "budget" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()  # refused before anything ran

@@ -130,8 +130,8 @@ def test_samples_are_levels_for_every_declared_sampler(model):
 def test_sample_rejects_unknown_keywords_samplers_and_step_counts(model):
     with pytest.raises(ConfigError, match="unknown keyword 'stpes'.*did you mean 'steps'"):
         model.sample(2, stpes=5)
-    with pytest.raises(ConfigError, match="no sampler 'euler'"):
-        model.sample(2, sampler="euler")
+    with pytest.raises(ConfigError, match="no sampler 'lms'"):
+        model.sample(2, sampler="lms")
     caps = model.capabilities
     too_many = (caps.max_steps or 10**9) + 1
     with pytest.raises(ConfigError, match="steps"):

@@ -209,7 +209,7 @@ def test_config_validation_and_round_trip():
         {"loss": "hybrid"},
         {"T": 10, "schedule": "linear"},
         {"sample_steps": 2000},
-        {"T": 1},
+        {"T": 0},
         {"elbo_samples": 1},
         {"unet": UNetConfig(heads=5)},
     ):

@@ -171,6 +171,20 @@ def test_per_level_kls_are_non_negative_and_add_up_to_the_bound_and_the_rates(re
     assert json.loads(json.dumps(info.to_json()))["levels"][0]["level"] == 3
 
 
+def test_the_loss_is_the_bound_with_kl_warm_up_weighting_every_level():
+    model = _model(L=3, kl_warmup_steps=100)
+    _perturb_priors(model)
+    x = _digits()
+    torch.manual_seed(1)
+    loss = model.loss(x, step=25)
+    torch.manual_seed(1)  # the same draws of z_3, z_2, z_1
+    terms = model._draw(x, model.bottom_up(x), None)
+    kl = terms["kl_3"] + terms["kl_2"] + terms["kl_1"]
+    torch.testing.assert_close(loss, terms["reconstruction"] + 0.25 * kl)
+    torch.manual_seed(1)
+    torch.testing.assert_close(model.loss(x, step=500), terms["reconstruction"] + kl)
+
+
 def test_the_importance_weighted_bound_is_at_least_as_tight_as_the_elbo():
     model = _model()
     _perturb_priors(model)

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from synthetic import synthetic_results
 
+from elbolab.evaluate.run import DiffusersSource, EvalResult
 from elbolab.experiments.compare import CompareConfig
 from elbolab.experiments.results import CompareResults
 from elbolab.records import Contrast
@@ -152,3 +153,17 @@ def test_report_renders_a_written_report_again_from_its_files(written, run_cli, 
     assert (tmp_path / "again" / "report.html").read_bytes() == paths["html"].read_bytes()
     assert (tmp_path / "again" / "report.md").read_text() == paths["markdown"].read_text()
     assert "supported" in stdout
+
+
+def test_eval_results_read_back_from_their_flat_json():
+    results, _, _ = synthetic_results()
+    measurement = results.models["diffusion"].measurement
+    source = DiffusersSource("folder", "DDPMScheduler", 1000, "eps", "small", True, 2000.0)
+    for record in (
+        EvalResult("diffusion", "digits", "test", 64, 17, measurement),
+        EvalResult("diffusers", "digits", "test", 64, 17, measurement, source),
+        EvalResult("vae", "digits", "test", 64, 17, replace(measurement, bound=None, kind="vae")),
+    ):
+        saved = json.loads(json.dumps(record.to_json()))
+        assert saved["model"] == record.model and ("bpd" in saved) == (record.measurement.bound is not None)
+        assert EvalResult.from_json(saved).to_json() == saved

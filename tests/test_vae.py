@@ -168,3 +168,20 @@ def test_bad_vae_settings_are_one_line_errors_naming_the_key(key, value):
     with pytest.raises(ConfigError, match=f"model.{key}") as exc:
         with_overrides(VAEConfig(), {key: value}, "model.")
     assert "\n" not in str(exc.value)
+
+
+def test_the_same_size_vae_through_the_command_line(run_cli, tmp_path):
+    import json
+
+    run = tmp_path / "full"
+    common = ("--set", "model.latent=full", "--set", "model.net=tiny", "--set", "train.threads=1", "--quiet")
+    code, out, err = run_cli("train", "vae", "--data", "digits", "--out", run, "--steps", "20", *common)
+    assert code == 0 and "step 20" in out, err
+    code, out, err = run_cli("eval", run, "--json", "--only-bound", "--n", "64")
+    nats = json.loads(out)["nats"]
+    assert code == 0 and set(nats["terms"]) == {"reconstruction", "kl"}, err
+    assert nats["total"] == pytest.approx(sum(nats["terms"].values()), rel=1e-6)
+    assert run_cli("sample", run, "--n", "4", "--out", tmp_path / "s.png")[0] == 0
+    assert run_cli("interpolate", run, "--out", tmp_path / "i.png", "--pairs", "2", "--frames", "3")[0] == 0
+    code, out, err = run_cli("train", "vae", "--out", run, "--resume", "--steps", "25", "--quiet")
+    assert code == 0 and "step 25" in out, err

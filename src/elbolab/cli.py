@@ -320,8 +320,19 @@ def export(run_dir: str, out: str) -> None:
     type=click.Path(),
     help="A .png grid, an .npz of levels, or a folder (one PNG per sample).",
 )
-@click.option("--sampler", default=None, help="Diffusion: ancestral | ddim | dpm-solver++ (a VAE: decoder).")
-@click.option("--steps", type=int, default=None, help="Diffusion: number of sampling steps (NFE).")
+@click.option(
+    "--sampler",
+    default=None,
+    help="Diffusion: ancestral | ddim | dpm-solver++ | dpm-solver++3m | euler | heun | heun-churn (a VAE: decoder).",
+)
+@click.option(
+    "--steps", type=int, default=None, help="Diffusion: number of sampling steps (NFE; Heun's 2 per step but the last)."
+)
+@click.option("--eta", type=float, default=None, help="Diffusion, DDIM: η (0 deterministic, 1 ancestral).")
+@click.option("--s-churn", type=float, default=None, help="Diffusion, heun-churn: EDM's S_churn (0: Heun).")
+@click.option("--s-min", type=float, default=None, help="Diffusion, heun-churn: churn only at σ/α ≥ S_min.")
+@click.option("--s-max", type=float, default=None, help="Diffusion, heun-churn: churn only at σ/α ≤ S_max.")
+@click.option("--s-noise", type=float, default=None, help="Diffusion, heun-churn: EDM's S_noise (1: no scaling).")
 @click.option(
     "--batch-size",
     type=int,
@@ -350,6 +361,11 @@ def sample(
     out: str,
     sampler: str | None,
     steps: int | None,
+    eta: float | None,
+    s_churn: float | None,
+    s_min: float | None,
+    s_max: float | None,
+    s_noise: float | None,
     batch_size: int,
     seed: int,
     deterministic: bool,
@@ -378,7 +394,8 @@ def sample(
     if deterministic:
         use_deterministic_algorithms()
     cfg, model = load_run(Path(run_dir), device)
-    kwargs: dict[str, object] = {k: v for k, v in (("sampler", sampler), ("steps", steps)) if v is not None}
+    given = {"sampler": sampler, "steps": steps, "eta": eta, "s_churn": s_churn, "s_min": s_min, "s_max": s_max}
+    kwargs: dict[str, object] = {k: v for k, v in {**given, "s_noise": s_noise}.items() if v is not None}
     chosen = class_option(classes, guidance, model)
     if guidance is not None:
         kwargs["guidance"] = guidance

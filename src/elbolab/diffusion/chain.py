@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from elbolab.bounds import Bound, Estimator, nats_to_bpd
-from elbolab.diffusion import continuous
+from elbolab.diffusion import continuous, edm
 from elbolab.diffusion.bound import exact_bound, mc_bound, pilot_step_fit, prior_term, vlb_term
 from elbolab.diffusion.conditioning import by_class, drop_labels, guide, labels_at
 from elbolab.diffusion.config import DiffusionConfig
@@ -28,7 +28,7 @@ from elbolab.diffusion.learned_schedule import (
 from elbolab.diffusion.noise_control import FEATURES
 from elbolab.diffusion.parameterisation import x0_and_eps
 from elbolab.diffusion.reverse import Denoiser, denoise
-from elbolab.diffusion.samplers import ddim, ddim_invert, run_sampler
+from elbolab.diffusion.samplers import Churn, ddim, ddim_invert, run_sampler
 from elbolab.diffusion.schedule import Schedule, alpha, sigma, time_grid
 from elbolab.diffusion.time_proposal import TimeProposal, bin_of_step, step_edges
 from elbolab.diffusion.timesteps import LossSecondMomentResampler, draw_steps
@@ -136,15 +136,19 @@ class GaussianDiffusion(nn.Module):
             return raw
 
         raw = given(None) if y is None else guide(given(y), given(None), guidance)
+        out_of: Denoiser = raw
+        parameterisation: str = cfg.parameterisation
+        if parameterisation == "edm":  # EDM's D(x̃; σ̃) around the network: an x̂_0-denoiser
+            out_of, parameterisation = edm.preconditioned(raw, self.schedule, cfg.sigma_data), "x0"
         if not clip:
-            return raw, cfg.parameterisation
+            return out_of, parameterisation
 
         def clipped(x_t: Tensor, t: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-            out = raw(x_t, t)
+            out = out_of(x_t, t)
             output, var_interp = out if isinstance(out, tuple) else (out, None)
             log_snr = self.schedule.log_snr(t)
             x0_hat, _ = x0_and_eps(
-                output, cfg.parameterisation, x_t, expand(alpha(log_snr), x_t), expand(sigma(log_snr), x_t)
+                output, parameterisation, x_t, expand(alpha(log_snr), x_t), expand(sigma(log_snr), x_t)
             )
             x0_hat = x0_hat.clamp(-1, 1)
             return x0_hat if var_interp is None else (x0_hat, var_interp)
@@ -228,10 +232,15 @@ class GaussianDiffusion(nn.Module):
         or the weighted diffusion term ½ w(λ_t) γ′(t) ‖ε − ε̂‖² in bits/dim (a named w, `weighting`), while
         a learned schedule (end points, and shape) follows the bound: its parameters get the bound's gradient
         alone, the objective's value unchanged."""
+        cfg = self.config
         x_0 = x_0.double()
         B, D, device = x_0.shape[0], x_0[0].numel(), x_0.device
         u = torch.rand((), generator=generator, dtype=torch.float64, device=device)
         t = (u + torch.arange(B, dtype=torch.float64, device=device) / B) % 1.0
+        q_t = torch.ones((), dtype=torch.float64, device=device)  # t's density: uniform, or EDM's draw (`edm_draw`)
+        mass = q_t
+        if cfg.loss == "edm":
+            t, q_t, mass = self.edm_draw(t)
         eps, eps_0 = torch.randn((2, *x_0.shape), generator=generator, dtype=torch.float64, device=device)
         raw, parameterisation = self.denoiser(y=self.training_labels(y, x_0, generator))
         enc = self.encoder
@@ -240,21 +249,33 @@ class GaussianDiffusion(nn.Module):
         nats = (
             continuous.encoded_prior_term(x_0, self.schedule, enc)
             + continuous.reconstruction_term(x_0, self.schedule, self.levels, eps_0, mean_0)
-            + 0.5 * self.schedule.gamma_prime(t) * mse
+            + 0.5 * self.schedule.gamma_prime(t) * mse / q_t
         )
         bound = nats_to_bpd(nats, D)
-        if self.config.loss == "vlb":
+        if cfg.loss == "vlb":
             return bound.float()
-        if self.config.loss == "simple":
+        if cfg.loss == "simple":
             reweighted = mse / D
         else:  # the schedule enters as a fixed weight: its parameters learn from the bound alone
             with torch.no_grad():
-                w = weight(self.config.loss, self.schedule.log_snr(t), self.config.sigmoid_bias)
-                w = w * 0.5 * self.schedule.gamma_prime(t)
+                if cfg.loss == "edm":  # ½ w(λ) γ′ / q(t) = ½ Z (σ̃² + σ_data²)/σ_data²
+                    w = 0.5 * mass * edm.loss_weight(edm.ve_sigma(self.schedule.log_snr(t)), cfg.sigma_data)
+                else:
+                    w = weight(cfg.loss, self.schedule.log_snr(t), cfg.sigmoid_bias)
+                    w = w * 0.5 * self.schedule.gamma_prime(t)
             reweighted = nats_to_bpd(w * mse, D)
         # the end points (a learned shape, DiffEnc's encoder) get the bound's gradient and no other: the
         # objective's own (through z_t) is replaced by the bound's, value unchanged
         return self.follow_bound(reweighted, bound).float()
+
+    @torch.no_grad()
+    def edm_draw(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(t, q(t), Z): t with ln σ̃_t ~ N(P_mean, P_std²) truncated to the schedule (mass Z), from uniforms u, and its
+        density q(t) = p(λ_t) γ′(t)/Z over t, the importance ratio that keeps the bound's estimate unbiased."""
+        cfg = self.config
+        t, log_snr, mass = edm.lognormal_times(u, self.schedule, cfg.edm_p_mean, cfg.edm_p_std)
+        density = edm.lognormal_density(log_snr, cfg.edm_p_mean, cfg.edm_p_std)
+        return t, density * self.schedule.gamma_prime(t) / mass, mass
 
     # ---- the bound
     def default_estimator(self) -> Estimator:
@@ -421,11 +442,13 @@ class GaussianDiffusion(nn.Module):
         clip: bool = False,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
+        churn: Churn | None = None,
         y: Tensor | None = None,
         guidance: float = 1.0,
     ) -> Tensor:
-        """x_T ~ N(0, I) of `shape`, then the sampler over `steps` (None: the config's) steps → x_0; a conditional
-        network's given labels y [B] (None: unconditional) with guidance w (`conditioning.guide`)."""
+        """x_T ~ N(0, I) of `shape`, then the sampler over `steps` (None: the config's) steps → x_0 (`churn`: EDM's
+        stochastic sampler's); a conditional network's given labels y [B] (None: unconditional) with guidance w
+        (`conditioning.guide`)."""
         cfg = self.config
         device = device if device is not None else next(self.net.parameters()).device
         x_T = torch.randn(shape, generator=generator, device=device)
@@ -440,6 +463,7 @@ class GaussianDiffusion(nn.Module):
             parameterisation=parameterisation,
             variance=variance or cfg.variance,
             eta=cfg.eta if eta is None else eta,
+            churn=churn or Churn(),
             generator=generator,
         )
 

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from elbolab.diffusion.edm import P_MEAN, P_STD
+from elbolab.diffusion.edm import SIGMA_DATA as EDM_SIGMA_DATA
 from elbolab.diffusion.learned_schedule import SHAPES
 from elbolab.diffusion.samplers import SAMPLERS
 from elbolab.diffusion.schedule import Schedule
@@ -54,12 +56,15 @@ class DiffusionConfig:
     schedule: Literal["linear", "cosine", "learned"] = "cosine"
     encoder: Literal["fixed", "learned"] = "fixed"
     encoder_width: int = 32  # channels of DiffEnc's NN_φ (encoder=learned)
-    parameterisation: Literal["eps", "x0", "v"] = "eps"
+    parameterisation: Literal["eps", "x0", "v", "edm"] = "eps"  # "edm": EDM's preconditioned D(x̃; σ̃) (`edm`)
     loss: Literal["simple", "vlb", "hybrid", "elbo", "sigmoid", "edm"] = "simple"
     variance: Literal["small", "large", "learned"] = "small"
     timesteps: Literal["uniform", "importance"] = "uniform"
     hybrid_weight: float = 0.001  # λ in L_simple + λ L_vlb (Nichol & Dhariwal 2021, eq. 16)
     sigmoid_bias: float = SIGMOID_BIAS  # b of loss=sigmoid, w(λ) = sigmoid(b − λ) (Kingma & Gao 2023, §5)
+    sigma_data: float = EDM_SIGMA_DATA  # σ_data of parameterisation=edm's preconditioning and of loss=edm's weight
+    edm_p_mean: float = P_MEAN  # loss=edm draws ln σ̃ ~ N(P_mean, P_std²) (Karras et al. 2022, Table 1)
+    edm_p_std: float = P_STD
     unet: UNetConfig = field(default_factory=UNetConfig)
     net: Literal["unet", "diffusers-unet2d"] = "unet"  # elbolab's UNet, or diffusers' UNet2DModel sized by `unet`
     sampler: str = "ancestral"  # a name in `samplers.SAMPLERS`
@@ -145,6 +150,13 @@ class DiffusionConfig:
                 Schedule(self.schedule, self.T)  # checks T against the schedule
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if not (self.sigma_data > 0 and self.edm_p_std > 0 and math.isfinite(self.edm_p_mean)):
+            raise ConfigError(
+                f"sigma_data and edm_p_std must be > 0 and edm_p_mean finite, got {self.sigma_data}, "
+                f"{self.edm_p_std} and {self.edm_p_mean}"
+            )
+        if self.parameterisation == "edm" and self.variance == "learned":
+            raise ConfigError("parameterisation=edm predicts x_0 alone; use variance=small or large")
         if self.variance == "learned" and self.loss == "simple":
             raise ConfigError("a learned variance gets no gradient from L_simple; use loss=hybrid or loss=vlb")
         if self.loss == "hybrid" and self.variance != "learned":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -15,14 +16,16 @@ from elbolab.diffusion.chain import GaussianDiffusion, build_net
 from elbolab.diffusion.config import DiffusionConfig
 from elbolab.diffusion.encoder import MeanEncoder
 from elbolab.diffusion.information import chain_rate_distortion
-from elbolab.diffusion.samplers import SAMPLERS
+from elbolab.diffusion.samplers import SAMPLERS, Churn
 from elbolab.diffusion.weighting import describe
 from elbolab.errors import ConfigError
 from elbolab.model import Capabilities, DesignLevels, Encoding, GenerativeModel, class_count
 from elbolab.records import Information
 
-#: what `sample` takes beyond the sampler and NFE: DDIM's η and the reverse variance of the ancestral sampler
-SAMPLE_OPTIONS = ("eta", "variance")
+#: what `sample` takes beyond the sampler and steps: DDIM's η, the reverse variance of the ancestral sampler and the
+#: churn of EDM's stochastic sampler ("heun-churn", `samplers.Churn`)
+CHURN_OPTIONS = ("s_churn", "s_min", "s_max", "s_noise")
+SAMPLE_OPTIONS = ("eta", "variance", *CHURN_OPTIONS)
 
 #: images of its own batch an unprepared importance estimate fits its proposal on (see `DiffusionModel._elbo`)
 SELF_PILOT_N = 16
@@ -54,12 +57,14 @@ class DiffusionModel(GenerativeModel):
 
     @property
     def objective(self) -> str:  # type: ignore[override]
-        """The name of what `loss` optimises (and, in continuous time, how the schedule's end points are trained)."""
+        """The name of what `loss` optimises (and how the forward process's learned parts are trained)."""
         cfg = self.config
         if cfg.time == "discrete":
-            return OBJECTIVES[cfg.loss]
+            one_step = "; one step, λ_1 learned on the ELBO" if cfg.T == 1 and cfg.learn_endpoints else ""
+            return OBJECTIVES[cfg.loss] + one_step
         ends = "learned end points on the ELBO" if cfg.learn_endpoints else "fixed end points"
-        return f"{describe(cfg.loss, cfg.sigmoid_bias)}; {cfg.schedule} γ(t), {ends}"
+        encoder = "; DiffEnc's mean x_φ learned on the ELBO" if cfg.encoder == "learned" else ""
+        return f"{describe(cfg.loss, cfg.sigmoid_bias)}; {cfg.schedule} γ(t), {ends}{encoder}"
 
     @property
     def capabilities(self) -> Capabilities:
@@ -86,6 +91,13 @@ class DiffusionModel(GenerativeModel):
             classes=self.classes,
             null_class=self.classes is not None,
         )
+
+    def check_sampling(self, sampler: str | None = None, steps: int | None = None, **options: Any) -> None:
+        """As every model's, and the options' values: η ≥ 0 and churn that `samplers.Churn` takes."""
+        super().check_sampling(sampler, steps, **options)
+        Churn(**{k: options[k] for k in CHURN_OPTIONS if k in options})
+        if options.get("eta") is not None and options["eta"] < 0:
+            raise ConfigError(f"eta must be ≥ 0, got {options['eta']}")
 
     def design_levels(self) -> DesignLevels:
         """A Gaussian chain of T steps (None: continuous time; 1 for the one-step model) over latents the size of
@@ -205,11 +217,12 @@ class DiffusionModel(GenerativeModel):
         variance: str | None = None,
         y: Tensor | None = None,
         guidance: float | None = None,
+        **churn: float,
     ) -> Tensor:
-        """x_T ~ N(0, I), then `sampler` ("ancestral" | "ddim" | "dpm-solver++") over `steps` network
-        evaluations, x̂_0 clipped to [−1, 1] at every step (if `clip`). A conditional model samples given labels
-        y [n] (None: unconditionally, through the null class) with classifier-free guidance w = `guidance`
-        (default 1, the conditional model itself, the one its bound is of; 0 the unconditional one)."""
+        """x_T ~ N(0, I), then `sampler` (a name in `samplers.SAMPLERS`) over `steps` steps, x̂_0 clipped to [−1, 1]
+        at every step (if `clip`); `churn` the options of "heun-churn" (`samplers.Churn`). A conditional model
+        samples given labels y [n] (None: unconditionally, through the null class) with classifier-free guidance
+        w = `guidance` (default 1, the conditional model itself, the one its bound is of; 0 the unconditional one)."""
         if y is not None:
             y = self.check_labels(y, n)
         if guidance is not None and (y is None or not math.isfinite(guidance)):
@@ -223,6 +236,7 @@ class DiffusionModel(GenerativeModel):
             clip=self.clip,
             generator=generator,
             device=self.device,
+            churn=Churn(**churn),
             y=y,
             guidance=1.0 if guidance is None else float(guidance),
         )

@@ -475,7 +475,7 @@ def run_seed(
         run, _, vae = measure_run(run_dir, sweep_cfg, test, features, log, cfg.device)
         points.append(beta_point(run, vae, held_out, reference, test.levels, features, cfg))
     sweep = tuple(sorted(points, key=lambda p: p.beta))
-    # its sharpness is in `resampled`; its bounds on fewer images than the models' (`objective_pair_images`)
+    # its sharpness is in `samples`; its bounds on fewer images than the models' (`objective_pair_images`)
     objective_cfg = replace(ev_cfg, parts=("likelihood", "quality"), n_eval=objective_pair_images(cfg, len(test)))
     objective = {
         label: measure_run(run_dir, objective_cfg, test, features, log, cfg.device)[0]
