@@ -346,4 +346,4 @@ def dataset_bound(
 
 def label_keywords(model: GenerativeModel, y: Tensor | None) -> dict[str, Tensor]:
     """{"y": y} for a conditional model (its `loss` takes the labels), {} for any other."""
-    return {"y": y} if model.capabilities.classes is not None and y is not None else {}
+    return {"y": y} if y is not None and model.capabilities.classes is not None else {}

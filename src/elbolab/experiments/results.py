@@ -15,6 +15,7 @@ from elbolab.evaluate.speed import PairedTiming
 from elbolab.evaluate.steps import StepsPoint
 from elbolab.records import Contrast, DataInfo, FeatureNet, Machine, Record, SweepPoint
 from elbolab.registry import model_classes
+from elbolab.vae import VAEConfig
 
 if TYPE_CHECKING:
     from elbolab.experiments.compare import CompareConfig
@@ -38,8 +39,7 @@ class RunResult(Record):
 
     def beta(self) -> float:
         """The KL weight β the run's VAE was trained with (eq. 1 of β-VAE: Higgins et al. 2017)."""
-        vae_config = model_classes("vae")[0]
-        if not isinstance(self.model_config, vae_config):
+        if not isinstance(self.model_config, VAEConfig):
             raise TypeError(f"{self.measurement.kind}: β is a VAE's setting, this run has none")
         return float(self.model_config.beta)
 
