@@ -289,6 +289,13 @@ def _print_eval(result: EvalResult) -> None:
             f"  sharpness of samples (× test): Laplacian {f.laplacian_ratio.value:.2f}, "
             f"high-frequency share {f.high_frequency_ratio.value:.2f}"
         )
+    if m.class_accuracy is not None:
+        a = m.class_accuracy
+        click.echo(
+            f"  samples given each class, classified right: {a.overall:.2f} ({a.n_per_class} per class; "
+            + " ".join(f"{k}:{v:.2f}" for k, v in enumerate(a.per_class))
+            + ")"
+        )
     for row in m.speed:
         click.echo(f"  sampling {row.sampler:>12} NFE {row.nfe:>4}: {row.images_per_second:.1f} images/s")
 

@@ -43,6 +43,8 @@ class DiffusionModel(GenerativeModel):
     kind = "diffusion"
     #: whether every reverse step clips x̂_0 to [−1, 1] (sampling, bound, encoding alike)
     clip: bool = True
+    #: K labels of a conditional model (None: unconditional, also for a subclass built around another network)
+    classes: int | None = None
 
     def __init__(
         self, config: DiffusionConfig, shape: tuple[int, int, int], levels: int, classes: int | None = None

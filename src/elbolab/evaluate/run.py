@@ -21,7 +21,7 @@ from elbolab.atomic import atomic_write_json
 from elbolab.bounds import Estimator, mean_ci95, nats_to_bpd, rmse_255
 from elbolab.data.base import ImageData, to_model
 from elbolab.errors import ElbolabError
-from elbolab.evaluate.features import FeatureExtractor
+from elbolab.evaluate.features import ClassifierFeatures, FeatureExtractor
 from elbolab.evaluate.interpolation import PathStats, path_stats
 from elbolab.evaluate.resample import sample_figures
 from elbolab.evaluate.speed import synchronize, time_sampling
@@ -88,6 +88,16 @@ class QualitySamples(Record):
 
 
 @dataclass(frozen=True)
+class ClassAccuracy(Record):
+    """A conditional model's samples given each class (guidance 1: the model its bound is of), classified by the
+    built-in feature net: the share of each class's samples it puts in that class, and their mean."""
+
+    n_per_class: int
+    per_class: tuple[float, ...]
+    overall: float
+
+
+@dataclass(frozen=True)
 class Measurement(Record):
     """What `measure` found about one model; a part that was not measured is None (or empty)."""
 
@@ -104,6 +114,7 @@ class Measurement(Record):
     speed: tuple[SpeedRow, ...] = ()
     quality_samples: QualitySamples | None = None
     samples: SampleFigures | None = None  # the quality samples' figures against the test images
+    class_accuracy: ClassAccuracy | None = None  # a conditional model's samples per class, classified
     reconstructions: SampleFigures | None = None  # decode(encode(x)) of test images: their sharpness
     encode_seconds_per_image: float | None = None
     reconstruction_rmse: float | None = None
@@ -301,6 +312,19 @@ def quality_sampling(model: GenerativeModel, cfg: EvalConfig) -> tuple[str, int]
     return sampler, steps[0] if steps else int(caps.max_steps)
 
 
+def class_accuracy(
+    model: GenerativeModel, features: ClassifierFeatures, cfg: EvalConfig, sampler: str, steps: int, levels: int
+) -> ClassAccuracy:
+    """⌊n_samples / K⌋ (at least 1) samples given each of the K classes, classified by the built-in feature net."""
+    classes = int(model.capabilities.classes or 0)
+    per = max(1, cfg.n_samples // classes)
+    y = torch.arange(classes).repeat_interleave(per)
+    draw = seeded_sampler(model, cfg.seed, sampler=sampler, steps=steps, y=y.to(model.device))
+    predicted = features.class_probabilities(draw(len(y)).cpu(), levels).argmax(1)
+    hits = (predicted == y).double().view(classes, per).mean(1)
+    return ClassAccuracy(per, tuple(hits.tolist()), float(hits.mean()))
+
+
 def quality_reference(test: ImageData, n_samples: int) -> torch.Tensor:
     """The test images sample figures are measured against: at least n_samples, up to 2000."""
     return test.images[: max(n_samples, min(len(test), 2000))]
@@ -373,6 +397,9 @@ def measure(
             cfg.replicates,
             cfg.seed,
         )
+        if caps.classes is not None and isinstance(features, ClassifierFeatures) and "quality" in parts:
+            log(f"{kind}: samples of each of its {caps.classes} classes, classified")
+            found["class_accuracy"] = class_accuracy(model, features, cfg, sampler, steps, test.levels)
     x = test.model_range(slice(0, min(len(test), cfg.n_samples, 64))).to(model.device)
     if caps.encoding is not None:
         found["encoder_parameters"] = caps.encoding.learned_parameters
