@@ -200,6 +200,33 @@ def test_guidance_one_is_conditional_sampling_and_zero_unconditional(sampler):
     assert not torch.equal(draw(y=torch.tensor([1, 1, 1, 1])), plain_given)
 
 
+def test_latent_diffusion_is_conditional_in_z():
+    from elbolab.latent.config import LatentDiffusionConfig
+    from elbolab.latent.model import LatentDiffusion
+
+    base = LatentDiffusionConfig()
+    cfg = replace(base, conditional=True, diffusion=replace(base.diffusion, T=30, unet=UNetConfig(preset="tiny")))
+    model = LatentDiffusion(cfg, SHAPE, LEVELS, K).eval()
+    model.measure_scale(load_data("digits", "train"), n=64)
+    with torch.no_grad():
+        for p in model.diffusion.net.parameters():
+            p.add_(torch.randn_like(p), alpha=0.05)
+    assert model.capabilities.classes == K and model.capabilities.null_class
+    assert model.vae.capabilities.classes is None  # the autoencoder is not conditional
+    y = torch.tensor([0, 4, 9])
+    draw = lambda **kw: model.sample(3, gen(2), "ddim", 5, **kw)
+    assert torch.equal(draw(y=y, guidance=1.0), draw(y=y))
+    assert torch.equal(draw(y=y, guidance=0.0), draw())
+    assert not torch.equal(draw(y=y, guidance=3.0), draw(y=y))
+    x, labels = digits_batch(6)
+    with torch.no_grad():
+        given = model.elbo(x, Estimator("exact"), gen(), y=labels)
+        unconditional = model.elbo(x, Estimator("exact"), gen())
+    assert torch.allclose(sum(given.terms.values()), given.total)
+    assert not torch.allclose(given.total, unconditional.total)
+    assert model.loss(x, y=labels).shape == (6,)
+
+
 def test_label_dropout_drops_about_p_and_none_at_its_ends():
     y = torch.arange(10).repeat(100)
     dropped = drop_labels(y, len(y), 0.3, K, gen(), torch.device("cpu"))

@@ -402,7 +402,7 @@ def sample(
         use_deterministic_algorithms()
     cfg, model = load_run(Path(run_dir), device)
     given = {"sampler": sampler, "steps": steps, "eta": eta, "s_churn": s_churn, "s_min": s_min, "s_max": s_max}
-    kwargs: dict[str, object] = {k: v for k, v in {**given, "s_noise": s_noise}.items() if v is not None}
+    kwargs: dict[str, Any] = {k: v for k, v in {**given, "s_noise": s_noise}.items() if v is not None}
     chosen = class_option(classes, guidance, model)
     if guidance is not None:
         kwargs["guidance"] = guidance
