@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -162,6 +163,15 @@ class GenerativeModel(nn.Module):
             raise ConfigError(f"the {self.kind} model is not conditional (train it with model.conditional=true)")
         check_labels(y, n, classes, what)
         return y.to(device=self.device, dtype=torch.long)
+
+    def guided_labels(self, y: Tensor | None, n: int, guidance: float | None) -> tuple[Tensor | None, float]:
+        """(checked labels, guidance scale w) for sampling a conditional model: w = 1 by default (the model its bound
+        is of); a guidance without labels, or one that is not finite, is a one-line error."""
+        if y is not None:
+            y = self.check_labels(y, n)
+        if guidance is not None and (y is None or not math.isfinite(guidance)):
+            raise ConfigError(f"guidance (got {guidance}) is a finite scale for sampling given labels y")
+        return y, 1.0 if guidance is None else float(guidance)
 
     # ---- the contract
     def elbo(

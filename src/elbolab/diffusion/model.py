@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -225,10 +224,7 @@ class DiffusionModel(GenerativeModel):
         at every step (if `clip`); `churn` the options of "heun-churn" (`samplers.Churn`). A conditional model
         samples given labels y [n] (None: unconditionally, through the null class) with classifier-free guidance
         w = `guidance` (default 1, the conditional model itself, the one its bound is of; 0 the unconditional one)."""
-        if y is not None:
-            y = self.check_labels(y, n)
-        if guidance is not None and (y is None or not math.isfinite(guidance)):
-            raise ConfigError(f"guidance (got {guidance}) is a finite scale for sampling given labels y")
+        y, w = self.guided_labels(y, n, guidance)
         x = self.diffusion.sample(
             (n, *self.shape),
             sampler,
@@ -240,7 +236,7 @@ class DiffusionModel(GenerativeModel):
             device=self.device,
             churn=Churn(**churn),
             y=y,
-            guidance=1.0 if guidance is None else float(guidance),
+            guidance=w,
         )
         return self.to_levels(x)
 

@@ -17,7 +17,7 @@ from elbolab.data.base import ImageData
 from elbolab.diffusion.chain import GaussianDiffusion, build_net
 from elbolab.diffusion.model import SAMPLE_OPTIONS
 from elbolab.diffusion.samplers import SAMPLERS, Churn
-from elbolab.errors import ConfigError, ElbolabError
+from elbolab.errors import ElbolabError
 from elbolab.latent.bound import latent_bound, total_std
 from elbolab.latent.config import LatentDiffusionConfig
 from elbolab.model import Capabilities, DesignLevels, Encoding, GenerativeModel, class_count
@@ -253,10 +253,7 @@ class LatentDiffusion(GenerativeModel):
         """u_T ~ N(0, I), `sampler` over `steps` steps → u_0 (`churn`: "heun-churn"'s options), then one decoder pass
         on z = s·u_0 (the decoder's mean), all n latents decoded in one batch. A conditional model's chain samples
         given labels y [n] with guidance w (default 1; None y: unconditionally)."""
-        if y is not None:
-            y = self.check_labels(y, n)
-        if guidance is not None and (y is None or not math.isfinite(guidance)):
-            raise ConfigError(f"guidance (got {guidance}) is a finite scale for sampling given labels y")
+        y, w = self.guided_labels(y, n, guidance)
         u = self.diffusion.sample(
             (n, *self.latent_shape),
             sampler,
@@ -268,7 +265,7 @@ class LatentDiffusion(GenerativeModel):
             device=self.scale.device,
             churn=Churn(**churn),
             y=y,
-            guidance=1.0 if guidance is None else float(guidance),
+            guidance=w,
         )
         return self.decode(u)
 
