@@ -6,7 +6,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -295,6 +295,12 @@ def _print_eval(result: EvalResult) -> None:
             )
         for name, value in b.bpd.terms.items():
             click.echo(f"  {name:>16}: {value:.4f} bits/dim  ({b.nats.terms[name]:.2f} nats)")
+        if m.classes is not None:
+            u = m.unconditional
+            click.echo(
+                f"  the bound of log p(x | y) over {m.classes} classes"
+                + ("" if u is None else f"; of log p(x) (the null class) {u.bpd.total:.4f} ± {u.bpd.ci95:.4f} bits/dim")
+            )
     else:
         click.echo(f"{result.model} on {result.data} ({result.split})")
     d = result.diffusers
@@ -316,6 +322,13 @@ def _print_eval(result: EvalResult) -> None:
         click.echo(
             f"  sharpness of samples (× test): Laplacian {f.laplacian_ratio.value:.2f}, "
             f"high-frequency share {f.high_frequency_ratio.value:.2f}"
+        )
+    if m.class_accuracy is not None:
+        a = m.class_accuracy
+        click.echo(
+            f"  samples given each class, classified right: {a.overall:.2f} ({a.n_per_class} per class; "
+            + " ".join(f"{k}:{v:.2f}" for k, v in enumerate(a.per_class))
+            + ")"
         )
     for row in m.speed:
         click.echo(f"  sampling {row.sampler:>12} NFE {row.nfe:>4}: {row.images_per_second:.1f} images/s")
@@ -371,6 +384,18 @@ def export(run_dir: str, out: str) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--deterministic", is_flag=True, help="Deterministic GPU kernels.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.", callback=_device)
+@click.option(
+    "--class",
+    "classes",
+    default=None,
+    help="A conditional run: the class K, or a comma list (N samples of each; a .png has a row per class).",
+)
+@click.option(
+    "--guidance",
+    type=float,
+    default=None,
+    help="A conditional diffusion run: the classifier-free guidance scale W (1: the conditional model; 0: none).",
+)
 def sample(
     run_dir: str,
     n: int,
@@ -386,8 +411,10 @@ def sample(
     seed: int,
     deterministic: bool,
     device: str,
+    classes: str | None,
+    guidance: float | None,
 ) -> None:
-    """Draw N samples from a trained run."""
+    """Draw N samples from a trained run (N of each class with --class)."""
     import numpy as np
     import torch
 
@@ -410,17 +437,47 @@ def sample(
         use_deterministic_algorithms()
     cfg, model = load_run(Path(run_dir), device)
     given = {"sampler": sampler, "steps": steps, "eta": eta, "s_churn": s_churn, "s_min": s_min, "s_max": s_max}
-    kwargs = {k: v for k, v in {**given, "s_noise": s_noise}.items() if v is not None}
+    kwargs: dict[str, Any] = {k: v for k, v in {**given, "s_noise": s_noise}.items() if v is not None}
+    chosen = class_option(classes, guidance, model)
+    if guidance is not None:
+        kwargs["guidance"] = guidance
     model.check_sampling(**kwargs)  # a sampler or step count the model lacks is refused before any file is written
-    batches = sample_batches(model, n, batch_size, seed, **kwargs)
+    y = None if chosen is None else torch.tensor(chosen, dtype=torch.long).repeat_interleave(n)
+    columns = int(n**0.5 + 0.999) if chosen is None else n
+    n = n if chosen is None else n * len(chosen)
+    batches = sample_batches(model, n, batch_size, seed, y, **kwargs)
     if to_folder:
         write_png_folder(target, batches, cfg.levels)
     elif target.suffix == ".npz":
         write_npz(target, batches, n, cfg.levels)
     else:
         images = torch.from_numpy(np.concatenate(list(batches)))
-        save_images(images, cfg.levels, target, nrow=int(n**0.5 + 0.999))
+        save_images(images, cfg.levels, target, nrow=columns)
     click.echo(f"wrote {n} samples to {target}")
+
+
+def class_option(classes: str | None, guidance: float | None, model: Any) -> list[int] | None:
+    """`sample --class K[,K...]` as labels checked against the run (a one-line error naming the option: no such
+    class, a run that is not conditional, --guidance without --class or on a model without guidance)."""
+    if classes is None:
+        if guidance is not None:
+            raise ElbolabError("--guidance needs --class K: it scales the pull towards a class")
+        return None
+    count = model.capabilities.classes
+    if count is None:
+        raise ElbolabError(
+            f"--class needs a conditional run (train with --set model.conditional=true); {model.kind} is not"
+        )
+    if guidance is not None and "guidance" not in model.capabilities.sample_options:
+        raise ElbolabError(f"--guidance is classifier-free guidance of a diffusion model; the {model.kind} has none")
+    try:
+        chosen = [int(part) for part in classes.split(",")]
+    except ValueError:
+        raise ElbolabError(f"--class takes a class number or a comma list of them, got {classes!r}") from None
+    bad = [k for k in chosen if not 0 <= k < count]
+    if bad:
+        raise ElbolabError(f"--class {bad[0]} is out of range: the run's classes are 0..{count - 1}")
+    return chosen
 
 
 @cli.command()

@@ -117,10 +117,11 @@ def check_labels(data: ImageData, features: str) -> None:
 
 def parameter_count(kind: str, data: ImageData, model_cfg: Any) -> int:
     """Parameters of the model a config builds on this data; a config that cannot build one is a ConfigError."""
-    from elbolab.train.run import RunConfig, build_model
+    from elbolab.train.run import RunConfig, build_model, conditional_classes
 
+    classes = conditional_classes(model_cfg, data)  # a conditional model's K, from the data's labels
     try:
-        model = build_model(RunConfig(kind, data.name, None, data.shape, data.levels, model_cfg))
+        model = build_model(RunConfig(kind, data.name, None, data.shape, data.levels, model_cfg, classes=classes))
     except ElbolabError:
         raise
     except (RuntimeError, ValueError, TypeError, ZeroDivisionError) as exc:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from elbolab.bounds import Bound, Estimator, nats_to_bpd
 from elbolab.diffusion import continuous, edm
 from elbolab.diffusion.bound import exact_bound, mc_bound, pilot_step_fit, prior_term, vlb_term
+from elbolab.diffusion.conditioning import by_class, drop_labels, guide, labels_at
 from elbolab.diffusion.config import DiffusionConfig
 from elbolab.diffusion.encoder import MeanEncoder
 from elbolab.diffusion.forward import expand, q_sample
@@ -37,13 +38,16 @@ from elbolab.nets.diffusers_unet import DiffusersUNet
 from elbolab.nets.unet import UNet
 
 
-def build_net(config: DiffusionConfig, channels: int, size: int) -> nn.Module:
+def build_net(config: DiffusionConfig, channels: int, size: int, classes: int | None = None) -> nn.Module:
     """The network net(x_t, t) for data of `channels` channels and side `size`, with C more output
-    channels for a learned variance: elbolab's UNet, or diffusers' UNet2DModel laid out like it."""
+    channels for a learned variance: elbolab's UNet, or diffusers' UNet2DModel laid out like it; net(x_t, t, y)
+    with a class embedding for K = `classes` labels and the null class."""
     out_channels = 2 * channels if config.variance == "learned" else channels
     if config.net == "diffusers-unet2d":
+        if classes is not None:
+            raise ConfigError("model.conditional=true needs elbolab's UNet (model.net=unet)")
         return DiffusersUNet.like(config.unet.spec(), channels, out_channels, size, config.T)
-    return UNet(channels, out_channels, config.unet, image_size=size)
+    return UNet(channels, out_channels, config.unet, image_size=size, classes=classes)
 
 
 #: the power of two the schedule's own backward pass is scaled by (`GaussianDiffusion._continuous_loss`)
@@ -91,9 +95,11 @@ class GaussianDiffusion(nn.Module):
         levels: int | None = None,
         schedule: NoiseSchedule | None = None,
         encoder: MeanEncoder | None = None,
+        classes: int | None = None,
     ) -> None:
         super().__init__()
         self.config = config
+        self.classes = classes  # K labels of a conditional network net(x_t, t, y), K itself the null class
         self.schedule = build_schedule(config, levels) if schedule is None else schedule
         if self.schedule.T != config.T:
             raise ConfigError(f"the schedule has T = {self.schedule.T} steps but the config T = {config.T}")
@@ -131,18 +137,25 @@ class GaussianDiffusion(nn.Module):
         return schedule
 
     # ---- the network as a denoiser
-    def denoiser(self, clip: bool = False) -> tuple[Denoiser, str]:
-        """(denoiser, its parameterisation): the network's raw output, or, with `clip`, x̂_0 clipped to [−1, 1]."""
+    def denoiser(self, clip: bool = False, y: Tensor | None = None, guidance: float = 1.0) -> tuple[Denoiser, str]:
+        """(denoiser, its parameterisation): the network's raw output, or, with `clip`, x̂_0 clipped to [−1, 1].
+        A conditional network is given labels y (one, or one per example; None: the null class), its output
+        guided by w = `guidance` (`conditioning.guide`, before the clip)."""
         cfg = self.config
         dtype = next(self.net.parameters()).dtype
 
-        def raw(x_t: Tensor, t: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-            out = self.net(x_t.to(dtype), t.to(dtype)).to(x_t.dtype)
-            if cfg.variance != "learned":
-                return out
-            output, var_out = out.chunk(2, dim=1)
-            return output, (var_out + 1) / 2  # Nichol & Dhariwal 2021's v ∈ [−1, 1] ↦ var_interp ∈ [0, 1]
+        def given(labels: Tensor | None) -> Denoiser:
+            def raw(x_t: Tensor, t: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+                y_t = () if self.classes is None else (labels_at(labels, x_t.shape[0], self.classes, x_t.device),)
+                out = self.net(x_t.to(dtype), t.to(dtype), *y_t).to(x_t.dtype)
+                if cfg.variance != "learned":
+                    return out
+                output, var_out = out.chunk(2, dim=1)
+                return output, (var_out + 1) / 2  # Nichol & Dhariwal 2021's v ∈ [−1, 1] ↦ var_interp ∈ [0, 1]
 
+            return raw
+
+        raw = given(None) if y is None else guide(given(y), given(None), guidance)
         out_of: Denoiser = raw
         parameterisation: str = cfg.parameterisation
         if parameterisation == "edm":  # EDM's D(x̃; σ̃) around the network: an x̂_0-denoiser
@@ -163,14 +176,16 @@ class GaussianDiffusion(nn.Module):
         return clipped, "x0"
 
     # ---- training
-    def loss(self, x_0: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def loss(self, x_0: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
         """The per-example objective at one step i per example, reweighted by 1/(T p_i) (unbiased for any p):
         L_simple = mean ‖ε − ε̂‖² (Ho et al. 2020, eq. 14), L_vlb = T·L_{i−1} in bits/dim, or
         L_simple + λ L_vlb with the mean frozen in L_vlb (Nichol & Dhariwal 2021, eq. 16). L_T is left out (constant).
         L_simple runs in float32 (coefficients from the float64 schedule); the objectives with bound terms in float64.
+        A conditional network sees labels y (None: the null class), each dropped to the null class with probability
+        `label_dropout`, drawn after t and ε.
         """
         if self.continuous:
-            return self._continuous_loss(x_0, generator)
+            return self._continuous_loss(x_0, generator, y)
         cfg, T = self.config, self.config.T
         importance = cfg.timesteps == "importance"
         probs = (
@@ -184,7 +199,7 @@ class GaussianDiffusion(nn.Module):
         eps = torch.randn(x_0.shape, generator=generator, device=x_0.device, dtype=x_0.dtype)
         t = self.schedule.times(i)
         x_t = q_sample(x_0, self.schedule.log_snr(t), eps)
-        raw, parameterisation = self.denoiser()
+        raw, parameterisation = self.denoiser(y=self.training_labels(y, x_0, generator))
         d = denoise(raw, x_t, t, self.schedule, parameterisation)
         mse = (eps - d.eps_hat).pow(2).flatten(1).mean(1)
         if cfg.loss == "simple":
@@ -225,7 +240,14 @@ class GaussianDiffusion(nn.Module):
         follow = sum(terms, objective.new_zeros(()))
         return objective + (follow - follow.detach())
 
-    def _continuous_loss(self, x_0: Tensor, generator: torch.Generator | None) -> Tensor:
+    def training_labels(self, y: Tensor | None, x_0: Tensor, generator: torch.Generator | None) -> Tensor | None:
+        """A conditional network's labels for one training batch, with label dropout (`conditioning.drop_labels`);
+        None for an unconditional one."""
+        if self.classes is None:
+            return None
+        return drop_labels(y, x_0.shape[0], self.config.label_dropout, self.classes, generator, x_0.device)
+
+    def _continuous_loss(self, x_0: Tensor, generator: torch.Generator | None, y: Tensor | None = None) -> Tensor:
         """Continuous time, t low-discrepancy over the batch, t_b = (u + b/B) mod 1 (VDM, App. I): the ELBO in
         bits/dim ("vlb"; one z_0 and one t per example), or for the network L_simple = mean ‖ε − ε̂‖² ("simple")
         or the weighted diffusion term ½ w(λ_t) γ′(t) ‖ε − ε̂‖² in bits/dim (a named w, `weighting`), while
@@ -241,7 +263,7 @@ class GaussianDiffusion(nn.Module):
         if cfg.loss == "edm":
             t, q_t, mass = self.edm_draw(t)
         eps, eps_0 = torch.randn((2, *x_0.shape), generator=generator, dtype=torch.float64, device=device)
-        raw, parameterisation = self.denoiser()
+        raw, parameterisation = self.denoiser(y=self.training_labels(y, x_0, generator))
         enc = self.encoder
         mse = continuous.squared_error(raw, x_0, t, eps, schedule, parameterisation, enc)
         mean_0 = None if enc is None else continuous.encoded_mean(enc, x_0, 0.0, schedule)
@@ -399,14 +421,19 @@ class GaussianDiffusion(nn.Module):
         discrete: bool = True,
         generator: torch.Generator | None = None,
         clip: bool = False,
+        y: Tensor | None = None,
     ) -> Bound:
         """−ELBO per example in nats: "exact" (all T terms) or "mc" (Monte Carlo over t: proposal "uniform"
         draws iid, importance-sampled once the resampler has a history; "stratified"; "importance" from a
         pilot-fitted proposal) — see `bound.exact_bound` / `bound.mc_bound`. With `clip` the
-        reverse process is the one `sample(clip=True)` draws from (x̂_0 clipped to [−1, 1])."""
+        reverse process is the one `sample(clip=True)` draws from (x̂_0 clipped to [−1, 1]). A conditional
+        network's bound is on −log p(x | y) with labels y [B], class by class (`conditioning.by_class`), and on
+        −log p(x) through the null class for y None."""
         cfg = self.config
         estimator = estimator or self.default_estimator()
-        denoiser, parameterisation = self.denoiser(clip)
+        if y is not None and y.numel() > 1:
+            return by_class(lambda x, k: self.elbo(x, estimator, discrete, generator, clip, k), x_0, y)
+        denoiser, parameterisation = self.denoiser(clip, y)
         if self.continuous:
             return self._continuous_elbo(
                 x_0, estimator, denoiser, parameterisation, self.levels if discrete else None, generator
@@ -467,13 +494,16 @@ class GaussianDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
         churn: Churn | None = None,
+        y: Tensor | None = None,
+        guidance: float = 1.0,
     ) -> Tensor:
         """x_T ~ N(0, I) of `shape`, then the sampler over `steps` (None: the config's) steps → x_0 (`churn`: EDM's
-        stochastic sampler's)."""
+        stochastic sampler's); a conditional network's given labels y [B] (None: unconditional) with guidance w
+        (`conditioning.guide`)."""
         cfg = self.config
         device = device if device is not None else next(self.net.parameters()).device
         x_T = torch.randn(shape, generator=generator, device=device)
-        denoiser, parameterisation = self.denoiser(clip)
+        denoiser, parameterisation = self.denoiser(clip, y, guidance)
         steps = steps if steps is not None else cfg.sample_steps
         return run_sampler(
             sampler or cfg.sampler,

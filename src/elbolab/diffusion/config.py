@@ -76,6 +76,8 @@ class DiffusionConfig:
     elbo_method: Literal["mc", "exact"] = "mc"
     elbo_samples: int = 16  # Monte-Carlo draws of t per example for method "mc"
     max_batch: int = 1024  # (example, step) pairs per network call when evaluating the bound
+    conditional: bool = False  # net(x_t, t, y): a class embedding beside the time embedding, K read from the data
+    label_dropout: float = 0.1  # P(label → the null class) in training: one network, conditional and not
 
     @classmethod
     def sized_for(cls, side: int, device: str = "cpu") -> DiffusionConfig:
@@ -179,6 +181,8 @@ class DiffusionConfig:
         if self.elbo_samples < 2 or self.max_batch < 1 or self.hybrid_weight < 0:
             raise ConfigError("elbo_samples must be ≥ 2, max_batch ≥ 1 and hybrid_weight ≥ 0")
         self.unet.spec()  # checks the network's overrides
+        if not 0 <= self.label_dropout <= 1:
+            raise ConfigError(f"model.label_dropout must be a probability in [0, 1], got {self.label_dropout}")
 
     def _check_continuous(self) -> None:
         """What continuous time does not take: a learned variance, the hybrid loss, step-history resampling."""

@@ -26,6 +26,7 @@ from elbolab.train.run import (
     build_model,
     check_data_agrees,
     check_run_folder,
+    conditional_classes,
     list_checkpoints,
     pick_device,
     read_run_config,
@@ -160,14 +161,17 @@ def train_run(
         use_threads(train_cfg.threads)  # before any torch work
         data = data or "digits"
         test_data = load_data(data, "test", data_dir)
-        cfg = RunConfig(kind, data, data_dir, test_data.shape, test_data.levels, model_cfg, train_cfg)
+        train_data = load_data(data, "train", data_dir)
+        classes = conditional_classes(model_cfg, train_data)
+        cfg = RunConfig(kind, data, data_dir, test_data.shape, test_data.levels, model_cfg, train_cfg, classes)
     if resume:
         test_data = load_data(cfg.data, "test", cfg.data_dir)
         check_data_agrees(cfg, test_data.shape, test_data.levels, run_dir)
+        train_data = load_data(cfg.data, "train", cfg.data_dir)
     return cfg, fit_run(
         cfg,
         run_dir,
-        load_data(cfg.data, "train", cfg.data_dir),
+        train_data,
         test_data,
         resume=resume,
         progress=progress,

@@ -212,6 +212,12 @@ class Trainer:
         self.train_data, self.validation = split_validation(train_data, cfg.validation_fraction, cfg.seed)
         self.test_data = test_data
         self.images = device_images(self.train_data, self.device)
+        # a conditional model's labels, beside the images (None for any other model)
+        self.labels = (
+            self.train_data.require_labels(f"the conditional {model.kind} model").to(self.images.device)
+            if model.capabilities.classes is not None
+            else None
+        )
         self.micro_size = distributed.micro_batch(cfg.batch_size, cfg.grad_accum, self.world)
         self.objective = distributed.objective(model, self.world, self.device)
         if cfg.compile:
@@ -433,17 +439,20 @@ class Trainer:
         x = to_model(self.images[: self.micro_size], self.train_data.levels).contiguous(
             memory_format=self.memory_format
         )
-        return step_flops(self.model, x, self.cfg.steps) * self.cfg.grad_accum * self.world.size
+        y = None if self.labels is None else self.labels[: self.micro_size].to(self.device)
+        return step_flops(self.model, x, self.cfg.steps, y) * self.cfg.grad_accum * self.world.size
 
     # ---- the loop
-    def micro_batch(self, slot: int) -> Tensor:
-        """Micro-batch `slot` of this step, drawn with replacement from the slot's own stream, which also
-        seeds the loss's noise (see `distributed`): the same draws on any number of processes."""
+    def micro_batch(self, slot: int) -> tuple[Tensor, Tensor | None]:
+        """Micro-batch `slot` of this step (images, and a conditional model's labels), drawn with replacement from
+        the slot's own stream, which also seeds the loss's noise (see `distributed`): the same draws on any number
+        of processes."""
         seed = distributed.slot_seed(stream_seed(self.cfg.seed, self.rollbacks), self.step, slot)
         torch.manual_seed(seed)
         idx = torch.randint(len(self.images), (self.micro_size,), generator=torch.Generator().manual_seed(seed))
         x = to_model(self.images[idx.to(self.images.device)], self.train_data.levels)
-        return x.contiguous(memory_format=self.memory_format)
+        y = None if self.labels is None else self.labels[idx.to(self.labels.device)].to(self.device)
+        return x.contiguous(memory_format=self.memory_format), y
 
     def _accumulate(self) -> tuple[Tensor, str | None]:
         """Forward and backward over this process's grad_accum micro-batches; the loss averaged over every
@@ -452,10 +461,10 @@ class Trainer:
         autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         total = torch.zeros((), device=self.device)
         for a in range(cfg.grad_accum):
-            x = self.micro_batch(self.world.rank * cfg.grad_accum + a)
+            x, y = self.micro_batch(self.world.rank * cfg.grad_accum + a)
             with distributed.no_sync(self.objective, a == cfg.grad_accum - 1):
                 with torch.autocast(self.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-                    loss = self.objective(x, self.step, cfg.steps).mean()
+                    loss = self.objective(x, self.step, cfg.steps, y).mean()
                 mean = distributed.mean_over(loss.detach().float(), self.world)
                 if not torch.isfinite(mean):
                     return mean, f"non-finite loss ({mean.item()})"

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 import torch
 
 from elbolab.config import dotted_keys, flatten, from_dict, to_dict, unknown_key, with_overrides
+from elbolab.data.base import ImageData
 from elbolab.errors import ConfigError, ElbolabError
 from elbolab.model import GenerativeModel
 from elbolab.registry import MODEL_KINDS, model_classes
@@ -62,7 +63,8 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything needed to rebuild a run: model kind and config, data, training."""
+    """Everything needed to rebuild a run: model kind and config, data, training; `classes`, the K labels of a
+    conditional model (read from the training data at build time; None: unconditional)."""
 
     kind: str
     data: str
@@ -71,6 +73,7 @@ class RunConfig:
     levels: int
     model: Any
     train: TrainConfig = field(default_factory=TrainConfig)
+    classes: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The resolved config as the JSON saved in the run's config.json."""
@@ -82,6 +85,7 @@ class RunConfig:
             "levels": self.levels,
             "model": to_dict(self.model),
             "train": to_dict(self.train),
+            **({"classes": self.classes} if self.classes is not None else {}),
         }
 
     @staticmethod
@@ -120,6 +124,7 @@ class RunConfig:
                 obj["levels"],
                 from_dict(cfg_cls, obj["model"], "model."),
                 from_dict(TrainConfig, obj["train"], "train."),
+                None if obj.get("classes") is None else int(obj["classes"]),
             )
         except ElbolabError as exc:
             raise ConfigError(f"{source}: {exc}") from None
@@ -162,7 +167,18 @@ def apply_overrides(model_cfg: Any, train_cfg: TrainConfig, merged: dict[str, An
 def build_model(cfg: RunConfig) -> GenerativeModel:
     """A freshly initialised model for a run config (seed the RNG first)."""
     _, model_cls = model_classes(cfg.kind)
-    return model_cls(cfg.model, cfg.shape, cfg.levels)
+    if cfg.classes is None:
+        return model_cls(cfg.model, cfg.shape, cfg.levels)
+    return model_cls(cfg.model, cfg.shape, cfg.levels, classes=cfg.classes)
+
+
+def conditional_classes(model_cfg: Any, train_data: ImageData) -> int | None:
+    """K for a model asked to be conditional (`model.conditional=true`), from the training data's labels (a
+    one-line error where there are none); None for any other."""
+    if not getattr(model_cfg, "conditional", False):
+        return None
+    train_data.require_labels("model.conditional=true")
+    return train_data.classes
 
 
 def save_run_config(run_dir: Path, cfg: RunConfig) -> None:
