@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # imported where the commands run, so that `--help` loads no 
     from elbolab.evaluate.run import EvalResult
 
 
-def _echo_json(obj: dict) -> None:
+def _echo_json(obj: dict[str, Any]) -> None:
     from elbolab.bounds import json_ready
 
     click.echo(json.dumps(json_ready(obj), indent=2, sort_keys=False, default=float, allow_nan=False))
@@ -127,7 +127,7 @@ def train(
         if steps is not None:
             raise ElbolabError("--steps and --budget both set the training length: give one of them")
         overrides.update({f"train.{k}": str(v) for k, v in Budget.parse(budget).train_keys().items()})
-    options = {
+    options: dict[str, Any] = {
         "data_dir": data_dir,
         "overrides": overrides,
         "config_file": config_file,
@@ -266,10 +266,14 @@ def evaluate(
     )
     log = (lambda _: None) if as_json else (lambda m: click.echo(f"[eval] {m}", err=True))
     if diffusers_path is not None:
+        if data is None:
+            raise ElbolabError("--diffusers needs --data: the data set to evaluate on")
         result = evaluate_diffusers(
             Path(diffusers_path), data, data_dir, split=split, cfg=cfg, features_kind=features, log=log
         )
     else:
+        if run_dir is None:
+            raise ElbolabError("give a run folder, or --diffusers PATH --data NAME")
         result = evaluate_run(Path(run_dir), split=split, cfg=cfg, features_kind=features, log=log, device=device)
     if as_json:
         _echo_json(result.to_json())
@@ -664,14 +668,14 @@ def report(run_dirs: tuple[str, ...], out: str, n_samples: int, features: str, d
     click.echo(f"report: {paths['markdown']} and {paths['html']}")
 
 
-def reference_images(data: str, data_dir: str | None):
+def reference_images(data: str, data_dir: str | None) -> Any:
     """Real test images shown beside the samples."""
     from elbolab.data import load_data
 
     return load_data(data, "test", data_dir).images[:32]
 
 
-def _print_verdicts(results) -> None:
+def _print_verdicts(results: Any) -> None:
     for c in results.contrasts:
         click.echo(f"{c.verdict:>14}  {c.title}")
 
@@ -691,7 +695,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("aborted" if signum == signal.SIGINT else f"stopped ({signal.Signals(signum).name})", err=True)
         sys.exit(128 + int(signum))
     except click.ClickException as exc:  # usage errors too: one line, like every other error
-        command = exc.ctx.command_path if getattr(exc, "ctx", None) else "elbolab"
+        ctx = getattr(exc, "ctx", None)  # a UsageError's context; other ClickExceptions have none
+        command = ctx.command_path if ctx is not None else "elbolab"
         hint = f" (see {command} --help)" if isinstance(exc, click.UsageError) else ""
         click.echo(f"error: {exc.format_message()}{hint}".replace("\n", " "), err=True)
         sys.exit(1)

@@ -15,7 +15,10 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typing.Self is Python ≥ 3.11
+    from typing_extensions import Self
 
 from elbolab.bounds import Bound, json_ready, mean_ci95, nats_to_bpd
 
@@ -30,7 +33,7 @@ class Record:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Self:
         """The record `to_json` wrote: every field rebuilt as its declared type (None → NaN for a float)."""
-        return typing.cast(Self, revive(data, cls, cls.__name__))
+        return typing.cast("Self", revive(data, cls, cls.__name__))
 
     @classmethod
     def type_names(cls) -> dict[str, Any]:

@@ -181,7 +181,8 @@ def validate_eval(run_dir: str | Path, split: str, features: str, parts: tuple[s
 def validate_compare(data: str, data_dir: str | None, out: str | Path, features: str) -> int:
     """`compare`'s data loads and has labels for the features chosen; its output folder is writable with
     room for the checkpoints of its models. Returns the images' side in pixels."""
-    from elbolab.train.run import MODEL_KINDS, model_classes, read_run_config
+    from elbolab.registry import MODEL_KINDS, model_classes
+    from elbolab.train.run import read_run_config
 
     check_output_folder(out)
     probe = check_data(data, data_dir)

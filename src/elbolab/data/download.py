@@ -24,7 +24,9 @@ import warnings
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from elbolab.data.base import default_data_dir
 from elbolab.data.problems import data_error, one_line
@@ -50,7 +52,7 @@ class Source:
     splits: dict[str, tuple[str, ...]] | None = None  # split → the files it reads
 
 
-_IDX = {
+_IDX: dict[str, tuple[str, ...]] = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
@@ -182,7 +184,7 @@ def hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_stamps(folder: Path) -> dict[str, list]:
+def _read_stamps(folder: Path) -> dict[str, list[Any]]:
     """The remembered hashes of a folder: file → [size, mtime_ns, md5]; empty if none or unreadable."""
     try:
         stamps = json.loads((folder / STAMP).read_text())
@@ -335,7 +337,7 @@ def _download(url: str, dest: Path, expected: str) -> str:
         raise _Failed(f"{type(exc).__name__}: {one_line(exc)}") from exc
 
 
-def _with_progress(response, total: int | None, url: str) -> Iterator[bytes]:
+def _with_progress(response: Any, total: int | None, url: str) -> Iterator[bytes]:
     """The response's bytes in chunks, advancing a rich progress bar on stderr (a plain line if no tty)."""
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
@@ -381,7 +383,9 @@ def extract_tar(archive: Path, folder: Path) -> list[str]:
                 rel = _member_path(member, archive)
                 (folder / rel).parent.mkdir(parents=True, exist_ok=True)
                 source = tar.extractfile(member)
-                md5 = write_atomic(folder / rel, iter(lambda source=source: source.read(CHUNK), b""))
+                if source is None:
+                    raise tarfile.TarError(f"{member.name} is not a regular file")
+                md5 = write_atomic(folder / rel, iter(partial(source.read, CHUNK), b""))
                 remember_md5(folder, rel.as_posix(), md5, create=True)
                 names.append(rel.as_posix())
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:

@@ -38,9 +38,12 @@ class FeatureNetUnavailable(ElbolabError):
 class FeatureExtractor(Protocol):
     """What the quality metrics need from a feature network."""
 
-    name: str
-    dim: int
-    min_samples: int
+    @property
+    def name(self) -> str: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def min_samples(self) -> int: ...
 
     def __call__(self, images: Tensor, levels: int) -> Tensor: ...
 

@@ -20,7 +20,7 @@ import torch
 from elbolab.atomic import atomic_write_json
 from elbolab.bounds import Estimator, mean_ci95, nats_to_bpd, rmse_255
 from elbolab.data.base import ImageData, to_model
-from elbolab.errors import ElbolabError
+from elbolab.errors import ConfigError, ElbolabError
 from elbolab.evaluate.features import ClassifierFeatures, FeatureExtractor
 from elbolab.evaluate.interpolation import PathStats, path_stats
 from elbolab.evaluate.pilot_cache import finite_fit, read_pilot_fits
@@ -314,7 +314,11 @@ def quality_sampling(model: GenerativeModel, cfg: EvalConfig) -> tuple[str, int]
     caps = model.capabilities
     sampler = cfg.quality_sampler if cfg.quality_sampler in caps.samplers else caps.samplers[0]
     steps = caps.steps_for((cfg.quality_steps,))
-    return sampler, steps[0] if steps else int(caps.max_steps)
+    if steps:
+        return sampler, steps[0]
+    if caps.max_steps is None:  # steps_for keeps every NFE of a model without a maximum
+        raise ConfigError(f"the {model.kind} model offers no sampling steps for {cfg.quality_steps}")
+    return sampler, caps.max_steps
 
 
 def class_accuracy(

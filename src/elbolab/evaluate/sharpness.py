@@ -90,8 +90,8 @@ def radial_power_spectrum(images: Tensor, levels: int) -> tuple[Tensor, Tensor]:
     if len(images) <= CHUNK:
         power = power_spectrum(images, levels).mean(0)
     else:
-        power = sum(power_spectrum(images[i : i + CHUNK], levels).sum(0) for i in range(0, len(images), CHUNK))
-        power = power / len(images)
+        chunks = [power_spectrum(images[i : i + CHUNK], levels).sum(0) for i in range(0, len(images), CHUNK)]
+        power = torch.stack(chunks).sum(0) / len(images)
     h, w = power.shape
     step = 1.0 / max(h, w)
     ring = torch.round(radial_frequency(h, w) / step).long().flatten()

@@ -96,7 +96,7 @@ class PassCounter:
         self.calls = 0
         self._handle = net.register_forward_pre_hook(self._count)
 
-    def _count(self, _module: torch.nn.Module, args: tuple) -> None:
+    def _count(self, _module: torch.nn.Module, args: tuple[Any, ...]) -> None:
         self.images += int(args[0].shape[0])
         self.calls += 1
 

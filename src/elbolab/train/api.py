@@ -141,7 +141,7 @@ def train_run(
     steps: int | None = None,
     progress: bool = True,
     say: Say = say_on_stderr,
-) -> tuple[RunConfig, dict]:
+) -> tuple[RunConfig, dict[str, Any]]:
     """Train (or resume) one model into a run folder; returns its config and final metrics.
 
     On resume, `overrides` (and a config file) may change the keys in `RESUMABLE`; the changes are recorded,
@@ -191,7 +191,7 @@ def fit_run(
     say: Say = say_on_stderr,
     changes: Changes | None = None,
     callbacks: tuple[Callback, ...] = (),
-) -> dict:
+) -> dict[str, Any]:
     """Train the run `cfg` into `run_dir` on data already loaded (a first stage first, where the model has one);
     with `resume`, from the run's newest good checkpoint, recording `changes` made to its config. `callbacks`
     hear every step of the main stage. Returns the final metrics."""
@@ -225,7 +225,7 @@ def _fit_locked(
     say: Say,
     changes: Changes | None,
     callbacks: tuple[Callback, ...],
-) -> dict:
+) -> dict[str, Any]:
     """`fit_run`'s work once the run folder is this process's (see there)."""
     board = TensorBoardLog(run_dir, cfg.levels, seed=cfg.train.seed) if cfg.train.tensorboard and world.main else None
     if world.main:

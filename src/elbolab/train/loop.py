@@ -60,7 +60,7 @@ from elbolab.train.run import (
 )
 from elbolab.train.validation import BestState, ValidationCurve, split_validation, validation_bpd
 
-Callback = Callable[[int, dict], None]
+Callback = Callable[[int, dict[str, Any]], None]
 Say = Callable[[str], None]
 #: the training state every checkpoint's JSON holds
 STATE_KEYS = ("step", "ema_updates", "optimizer", "train_seconds")
@@ -207,7 +207,8 @@ class Trainer:
         self.world = distributed.current()
         self.device = distributed.local_device(pick_device(cfg.device), self.world)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=self.memory_format)
+        # nn.Module.to takes memory_format at run time; torch's stub does not declare it
+        self.model = model.to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
         # the validation split is carved from the training images (the test split only measures)
         self.train_data, self.validation = split_validation(train_data, cfg.validation_fraction, cfg.seed)
         self.test_data = test_data
@@ -245,7 +246,7 @@ class Trainer:
         self.curve: list[tuple[int, float]] = []  # (step, validation bits/dim)
 
     # ---- checkpoints
-    def _spec(self) -> dict:
+    def _spec(self) -> dict[str, Any]:
         """Names, shapes and dtypes a checkpoint of this model must hold."""
         return {**module_spec(self.model.state_dict(), "model."), **module_spec(self.ema.shadow, "ema."), **rng_spec()}
 
@@ -289,7 +290,7 @@ class Trainer:
                 old.unlink(missing_ok=True)
         return path
 
-    def _read(self, path: Path) -> tuple[dict, dict]:
+    def _read(self, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         """A checkpoint's tensors and state, verified against this model and optimizer."""
         tensors, state = load_tensors(path, self._spec())
         optimizer_spec(path, tensors, list(self.model.parameters()))
@@ -319,7 +320,7 @@ class Trainer:
             f"{self.run_dir}: no usable checkpoint; all {len(problems)} are damaged, the newest: {problems[0]}"
         )
 
-    def _restore(self, tensors: dict, state: dict, rollback: bool) -> None:
+    def _restore(self, tensors: dict[str, Any], state: dict[str, Any], rollback: bool) -> None:
         """Put back everything `save_checkpoint` wrote (a rollback keeps its own time and rollback count)."""
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         self.ema.load_tensors(tensors, state["ema_updates"])
@@ -365,14 +366,14 @@ class Trainer:
                 keep.append(line)
         atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
-    def _log(self, record: dict) -> None:
+    def _log(self, record: dict[str, Any]) -> None:
         """A line in the run's log (rank 0 writes the run folder)."""
         if not self.world.main:
             return
         with open(self.run_dir / LOG_FILE, "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
-    def log_event(self, event: str, **fields) -> None:
+    def log_event(self, event: str, **fields: Any) -> None:
         """A line in the run's log for something other than a training step (a rollback, a config change)."""
         self._log({"step": self.step, "event": event, **fields})
 
@@ -398,7 +399,7 @@ class Trainer:
         )
 
     # ---- evaluation
-    def evaluate(self, weights: dict[str, Tensor] | None = None) -> dict:
+    def evaluate(self, weights: dict[str, Tensor] | None = None) -> dict[str, Any]:
         """Test bits/dim of the EMA weights (or `weights`) on `eval_n` test images, and of each term of the bound."""
         self.eval_model.load_state_dict(self.ema.shadow if weights is None else weights)
         bound = dataset_bound(self.eval_model, self.test_data, self.cfg.eval_n, self.cfg.batch_size)
@@ -406,7 +407,7 @@ class Trainer:
         terms = {k: nats_to_bpd(v, bound.dims).mean().item() for k, v in bound.terms.items()}
         return {"test_bpd": mean, "test_bpd_ci95": ci, "test_bpd_terms": terms}
 
-    def validate(self) -> dict:
+    def validate(self) -> dict[str, Any]:
         """The validation bound of the EMA weights at this step, on the curve; kept if the best so far."""
         if self.validation is None:
             raise ElbolabError("no validation split to validate on: set train.validation_fraction")
@@ -472,7 +473,7 @@ class Trainer:
             total += mean / cfg.grad_accum
         return total, None
 
-    def train_step(self) -> dict:
+    def train_step(self) -> dict[str, Any]:
         """One optimiser step on the global batch: grad_accum micro-batches on each process, gradients averaged
         (DDP's all-reduce); a non-finite loss or gradient skips the update on every process alike."""
         cfg = self.cfg
@@ -542,7 +543,7 @@ class Trainer:
             pause_at is not None and distributed.from_main(self.seconds_trained(), self.world, self.device) >= pause_at
         )
 
-    def fit(self, pause_at: float | None = None) -> dict:
+    def fit(self, pause_at: float | None = None) -> dict[str, Any]:
         """Train to `cfg.steps`, evaluating and checkpointing on the way; returns the final metrics. With
         `pause_at`, return {"step", "train_seconds", "paused": True} once the run has trained that many seconds,
         with no final evaluation: a later `fit` continues it, its clock and learning-rate schedule unbroken

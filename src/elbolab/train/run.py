@@ -15,12 +15,13 @@ from typing import Any, TextIO
 
 import torch
 
+from elbolab.atomic import atomic_write_json
 from elbolab.config import dotted_keys, flatten, from_dict, to_dict, unknown_key, with_overrides
 from elbolab.data.base import ImageData
 from elbolab.errors import ConfigError, ElbolabError
 from elbolab.model import GenerativeModel
 from elbolab.registry import MODEL_KINDS, model_classes
-from elbolab.train.checkpoint import CheckpointError, atomic_write_json, load_tensors
+from elbolab.train.checkpoint import CheckpointError, load_tensors
 from elbolab.train.config import TrainConfig
 
 CONFIG_FILE = "config.json"
@@ -277,7 +278,8 @@ def load_run(run_dir: Path, device: str = "auto", say_live: bool = True) -> tupl
     except RuntimeError as exc:
         raise ElbolabError(f"{run_dir}: weights do not match the run's config ({str(exc).splitlines()[0]})") from None
     target = pick_device(device)
-    return cfg, model.to(target, memory_format=inference_layout(target)).eval()
+    # nn.Module.to takes memory_format at run time; torch's stub does not declare it
+    return cfg, model.to(target, memory_format=inference_layout(target)).eval()  # type: ignore[call-overload]
 
 
 def inference_layout(device: torch.device) -> torch.memory_format:

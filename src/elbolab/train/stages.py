@@ -75,7 +75,7 @@ def run_first_stage(
 
 
 def latent_first_stage(
-    model: LatentDiffusion,
+    model: GenerativeModel,
     train_data: ImageData,
     test_data: ImageData,
     run_cfg: RunConfig,
@@ -83,6 +83,8 @@ def latent_first_stage(
     progress: bool = True,
 ) -> Spent:
     """Load (`config.autoencoder`) or train the autoencoder into `run_dir/autoencoder`, adopt it, measure s."""
+    if not isinstance(model, LatentDiffusion):
+        raise TypeError(f"latent diffusion's first stage got a {model.kind} model")
     if not (model.prepared or (run_dir / CHECKPOINT_FILE).is_file()):
         cfg = model.config
         if cfg.autoencoder is not None:
@@ -112,7 +114,10 @@ def load_autoencoder(path: Path, device: str = "auto") -> VAE:
     kind = read_run_config(path).kind
     if kind != "vae":
         raise ElbolabError(f"{path} holds a {kind} run; the autoencoder must be a VAE run")
-    return load_run(path, device)[1]
+    model = load_run(path, device)[1]
+    if not isinstance(model, VAE):
+        raise ElbolabError(f"{path} holds a {kind} run; the autoencoder must be a VAE run")
+    return model
 
 
 def train_autoencoder(
