@@ -9,7 +9,6 @@ the configuration, seeds, versions and machine.
 from __future__ import annotations
 
 import base64
-import html
 import json
 import math
 from pathlib import Path
@@ -22,19 +21,7 @@ from elbolab.experiments.verdicts import show_figure
 from elbolab.records import Contrast, Effect, Resampled
 from elbolab.report.figures import colour, label
 from elbolab.report.gallery import Figure, Material, draw, figure_name
-
-esc = html.escape
-
-
-def num(value: Any, digits: int = 3) -> str:
-    """A number as a reader reads it: `digits` significant digits, "–" for missing or NaN."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:.{digits}g}" if abs(value) < 1e5 else f"{value:.3e}"
+from elbolab.report.markup import badge, esc, num
 
 
 def effect_text(e: Effect | None) -> str:
@@ -233,11 +220,6 @@ table.kv td:first-child{white-space:normal;overflow-wrap:anywhere;font-family:ui
 }
 @media print{.badge.supported{background:#fff;color:#000;border-color:#000;border-width:3px}}
 """
-
-
-def badge(verdict: str) -> str:
-    """The verdict as a CSS-drawn badge: a shape, a colour and the word (screen readers hear "verdict: …")."""
-    return f'<span class="badge {verdict.replace(" ", "-")}"><span class="sr">verdict: </span>{esc(verdict)}</span>'
 
 
 def data_uri(png: bytes) -> str:
