@@ -12,10 +12,11 @@ from elbolab.bounds import Bound, Estimator
 from elbolab.data.base import ImageData
 from elbolab.diffusion.chain import GaussianDiffusion, build_net
 from elbolab.diffusion.config import DiffusionConfig
-from elbolab.diffusion.information import chain_rate_distortion
+from elbolab.diffusion.information import chain_rate_distortion, forward_information
 from elbolab.diffusion.samplers import SAMPLERS
 from elbolab.diffusion.weighting import describe
 from elbolab.errors import ConfigError
+from elbolab.information import InformationCurve
 from elbolab.model import Capabilities, DesignLevels, Encoding, GenerativeModel
 from elbolab.records import Information
 
@@ -181,6 +182,10 @@ class DiffusionModel(GenerativeModel):
             (n, *self.shape), sampler, steps, eta, variance, clip=self.clip, generator=generator, device=self.device
         )
         return self.to_levels(x)
+
+    def information_curve(self, x: Tensor, draws: int = 256, seed: int = 0) -> InformationCurve:
+        """I(x_0; x_t) of the forward process along t for x_0 uniform over the images x (no network involved)."""
+        return forward_information(x.cpu(), self.diffusion.schedule, draws=draws, seed=seed)
 
     def information(self, data: ImageData, n: int = 16, generator: torch.Generator | None = None) -> Information:
         """Progressive rate–distortion along t on the first n images (the exact T-step bound of each)."""

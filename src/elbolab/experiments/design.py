@@ -129,7 +129,7 @@ def design_points(
 def point_config(point: DesignPoint, side: int, device: str = "cpu") -> Any:
     """The point's model config: its kind's `sized_for` these images on this device, with the point's changes
     (an unknown key or a bad value is a ConfigError naming it)."""
-    cfg_cls, _ = model_classes(point.kind)
+    cfg_cls: Any = model_classes(point.kind)[0]
     return with_overrides(cfg_cls.sized_for(side, device), point.changes, "model.")
 
 

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from elbolab.bounds import Bound, Estimator, sum_per_example
 from elbolab.data.base import ImageData
 from elbolab.errors import DataError
+from elbolab.information import InformationCurve, code_information
 from elbolab.likelihoods import pixel_likelihood
 from elbolab.model import DECODER, Capabilities, DesignLevels, Encoding, GenerativeModel
 from elbolab.nets.conv import ConvDecoder, ConvEncoder
@@ -100,6 +101,12 @@ class VAE(GenerativeModel):
             encoding=Encoding(encoder, 1),
             design=self.design_levels(),
         )
+
+    @torch.no_grad()
+    def information_curve(self, x: Tensor, draws: int = 256, seed: int = 0) -> InformationCurve:
+        """I(x; z) of the code q(z|x) for x uniform over the images x."""
+        mean, logvar = self.posterior(x.to(self.device))
+        return code_information(mean.cpu(), logvar.cpu(), draws, seed)
 
     def design_levels(self) -> DesignLevels:
         """A learned one-step encoder and one-pass decoder around z; the ELBO where β = 1 without free bits."""
