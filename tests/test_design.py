@@ -168,6 +168,7 @@ def test_pairs_are_found_by_levels_alone(tiny_registered):
     # a merged contrast: the first end of the design at the merged model's budget
     assert pairs_of(design, "merged-learned") == [("small", "merged")]
     assert pairs_of(design, "merged-fixed") == [("chain", "merged")]
+    assert pairs_of(design, "ends") == [("small", "chain")] and design.pair("ends") == ("small", "chain")
     steps = next(p for p in design.pairings if p.contrast == "steps")
     assert steps.switch == ("1", "∞") and steps.differs == ("steps",) and steps.judged
 
@@ -304,7 +305,7 @@ def test_the_attribution_table_renders_every_factor_row(tiny_registered):
     page = attribution_section(table, design)
     for factor in D.FACTORS:
         assert f'<tr data-factor="{factor}">' in page
-    assert '<tr data-factor="merged">' in page
+    assert '<tr data-factor="merged">' in page and '<tr data-factor="ends">' in page
     assert page.count("<tr data-factor=") == len(design.pairings)
     assert "small → wide (bottleneck → full)" in page
     assert "not judged: no registered pair differs in steps alone (encoder learned)" in page

@@ -68,6 +68,10 @@ CLAIMS: dict[tuple[str, str], Claim] = {
     ("encoder-many", "bound"): Claim(1, "a learned encoder's bound is at or below the fixed chain's (DiffEnc)"),
     ("objective", "bound"): Claim(1, "dropping the ELBO's weights (L_simple) costs likelihood"),
     ("objective", "fd"): Claim(-1, "dropping the ELBO's weights (L_simple) buys sample quality"),
+    ("ends", "sharpness"): Claim(-1, "the VAE's samples are blurry, diffusion's as sharp as real images"),
+    ("ends", "time"): Claim(1, "one decoder pass against one network pass per step: diffusion samples slower"),
+    ("ends", "bound"): Claim(-1, "with enough steps diffusion's bound is the tighter (VDM, iDDPM)"),
+    ("ends", "interpolation"): Claim(1, "a VAE's latent interpolates evenly; diffusion's inverted noise does not"),
     ("merged-learned", "bound"): Claim(-1, "a diffusion prior over the VAE's latent tightens its bound"),
     ("merged-fixed", "time"): Claim(-1, "diffusion over a small latent samples faster than in pixel space"),
 }

@@ -30,6 +30,10 @@ FACTORS: dict[str, tuple[str, ...]] = {
     "steps": ("encoder_steps", "decoder_steps"),
     "objective": ("objective",),
 }
+#: contrasts across several factors at once: a merged model against one end, and the two ends themselves
+COMPOSITES = ("merged", "ends")
+#: the role of a β-sweep point: a VAE placed on the rate–distortion axes, judged by the tug-of-war contrasts
+SWEEP = "β-sweep"
 #: a condition on the steps factor that any number of steps but one satisfies
 MANY = "many"
 #: how ∞ steps (a continuous-time chain) reads
@@ -72,33 +76,45 @@ def conditions_text(conditions: Mapping[str, str]) -> str:
 @dataclass(frozen=True)
 class DesignPoint(Record):
     """One model of the design: a registered kind, the config changes that place it (`{"latent": "full"}`,
-    `{"T": 1}`), its training budget as a fraction of `compare`'s per-model budget, and the smallest design
-    (`DESIGNS`) that trains it."""
+    `{"T": 1}`), its training budget as a fraction of `compare`'s per-model budget, the smallest design
+    (`DESIGNS`) that trains it, and its role beyond the pairs ("" or `SWEEP`)."""
 
     name: str
     kind: str
     changes: Mapping[str, Any] = field(default_factory=dict)
     budget: float = 1.0
     design: str = "core"
+    role: str = ""
 
     def __post_init__(self) -> None:
         require("DesignPoint.budget", self.budget, self.budget > 0, "a fraction > 0 of the per-model budget")
         require("DesignPoint.design", self.design, self.design in DESIGNS, f"one of {', '.join(DESIGNS)}")
+        require("DesignPoint.role", self.role, self.role in ("", SWEEP), f"empty or {SWEEP!r}")
 
     @staticmethod
     def from_json(obj: Mapping[str, Any]) -> DesignPoint:
-        return DesignPoint(obj["name"], obj["kind"], dict(obj["changes"]), float(obj["budget"]), obj["design"])
+        return DesignPoint(
+            obj["name"], obj["kind"], dict(obj["changes"]), float(obj["budget"]), obj["design"], obj["role"]
+        )
 
 
 #: the points between the paradigms (DESIGN.md's table), beyond each registered kind at its defaults: the VAE with
 #: a latent of x's size, diffusion in one discrete step, the learned-encoder chain (DiffEnc) and more T values;
-#: every discrete chain trained on its bound, so that only its steps set it apart from the continuous one
+#: every discrete chain trained on its bound (cosine schedule, which every T takes), so that its steps set it
+#: apart from the continuous chain
 BRIDGES = (
     DesignPoint("vae-full", "vae", {"latent": "full"}),
-    DesignPoint("diffusion-T1", "diffusion", {"time": "discrete", "T": 1, "loss": "vlb"}),
+    DesignPoint("diffusion-T1", "diffusion", {"time": "discrete", "T": 1, "loss": "vlb", "schedule": "cosine"}),
     DesignPoint("diffenc", "diffusion", {"encoder": "learned"}, design="full"),
-    DesignPoint("diffusion-T10", "diffusion", {"time": "discrete", "T": 10, "loss": "vlb"}, design="full"),
-    DesignPoint("diffusion-T100", "diffusion", {"time": "discrete", "T": 100, "loss": "vlb"}, design="full"),
+    DesignPoint(
+        "diffusion-T10", "diffusion", {"time": "discrete", "T": 10, "loss": "vlb", "schedule": "cosine"}, design="full"
+    ),
+    DesignPoint(
+        "diffusion-T100",
+        "diffusion",
+        {"time": "discrete", "T": 100, "loss": "vlb", "schedule": "cosine"},
+        design="full",
+    ),
 )
 
 
@@ -112,7 +128,7 @@ def design_points(
     VAEs and the objective pair (diffusion trained on its ELBO and on L_simple under a shorter budget; none for
     `objective_fraction` 0)."""
     require("--design", design, design in DESIGNS, f"one of {', '.join(DESIGNS)}")
-    sweep = tuple(DesignPoint(f"vae-beta{b:g}", "vae", {"beta": b}, sweep_fraction) for b in beta_sweep)
+    sweep = tuple(DesignPoint(f"vae-beta{b:g}", "vae", {"beta": b}, sweep_fraction, role=SWEEP) for b in beta_sweep)
     objective = (
         (
             DesignPoint("diffusion-elbo", "diffusion", {"loss": "vlb"}, objective_fraction),
@@ -149,12 +165,12 @@ def declared_levels(point: DesignPoint, shape: tuple[int, int, int], levels: int
 @dataclass(frozen=True)
 class Wanted:
     """A contrast the design asks for: switching `factor` from side `a`'s level to side `b`'s while the
-    `held` levels stay; `factor` None asks for a merged model against one end, differing in several factors.
-    Conditions map a factor to a level label (`level`), or `MANY` for steps."""
+    `held` levels stay; a factor of `COMPOSITES` asks for one pair differing in several factors (a merged model
+    against one end, the two ends). Conditions map a factor to a level label (`level`), or `MANY` for steps."""
 
     name: str
     title: str
-    factor: str | None
+    factor: str
     a: Mapping[str, str]
     b: Mapping[str, str]
     held: Mapping[str, str] = field(default_factory=dict)
@@ -162,8 +178,13 @@ class Wanted:
 
     def __post_init__(self) -> None:
         unknown = sorted((set(self.a) | set(self.b) | set(self.held)) - set(FACTORS))
-        if unknown or (self.factor is not None and self.factor not in FACTORS):
+        if unknown or self.factor not in (*FACTORS, *COMPOSITES):
             raise ConfigError(f"contrast {self.name!r} names unknown factors {unknown or [self.factor]}")
+
+    @property
+    def one_factor(self) -> bool:
+        """Whether the contrast switches one factor alone."""
+        return self.factor in FACTORS
 
 
 #: the contrasts of the essay's four choices (issue: `compare` as a controlled experiment)
@@ -218,16 +239,23 @@ WANTED = (
         {"encoder": "fixed"},
     ),
     Wanted(
+        "ends",
+        "The two ends: a learned one-step bottleneck vs. a fixed many-step chain the size of x",
+        "ends",
+        {"encoder": "learned", "steps": "1", "latent": "bottleneck"},
+        {"encoder": "fixed", "steps": MANY, "latent": "full"},
+    ),
+    Wanted(
         "merged-learned",
         "Merged: the learned one-step end vs. latent diffusion",
-        None,
+        "merged",
         {"encoder": "learned", "steps": "1", "latent": "bottleneck"},
         {"encoder": "learned, then fixed"},
     ),
     Wanted(
         "merged-fixed",
         "Merged: the fixed many-step end vs. latent diffusion",
-        None,
+        "merged",
         {"encoder": "fixed", "steps": MANY, "latent": "full"},
         {"encoder": "learned, then fixed"},
     ),
@@ -253,7 +281,7 @@ class Pairing(Record):
 
     contrast: str
     title: str
-    factor: str  # the factor, or "merged" for a contrast across several
+    factor: str  # the factor, or one of `COMPOSITES` for a contrast across several
     pair: tuple[str, str] | None
     switch: tuple[str, str] = ("", "")
     differs: tuple[str, ...] = ()
@@ -291,11 +319,11 @@ def one_factor_pairs(placed: tuple[Placed, ...]) -> dict[str, tuple[tuple[str, s
 
 def resolve(wanted: Wanted, placed: tuple[Placed, ...]) -> tuple[Pairing, ...]:
     """The pairings of one wanted contrast: every one-factor pair that meets its conditions (oriented a → b);
-    for a merged contrast the first end in design order against each merged point at its budget; a not-judged
-    pairing where there is none."""
+    for a composite the first b in design order with the first a at its budget; a not-judged pairing where
+    there is none."""
     by_name = {p.point.name: p for p in placed}
     side_a, side_b = {**wanted.held, **wanted.a}, {**wanted.held, **wanted.b}
-    if wanted.factor is not None:
+    if wanted.one_factor:
         candidates = [
             (a, b)
             for pair in one_factor_pairs(placed)[wanted.factor]
@@ -305,27 +333,27 @@ def resolve(wanted: Wanted, placed: tuple[Placed, ...]) -> tuple[Pairing, ...]:
         held = f" ({conditions_text(wanted.held)})" if wanted.held else ""
         why = f"not judged: no registered pair differs in {wanted.factor} alone{held}"
     else:
-        candidates = []
-        for b in (p for p in placed if satisfies(p.levels, side_b)):
-            ends = [p for p in placed if p.point.budget == b.point.budget and satisfies(p.levels, side_a)]
-            candidates += [(ends[0].point.name, b.point.name)] if ends else []
+        candidates = [
+            (a.point.name, b.point.name)
+            for b in placed
+            if satisfies(b.levels, side_b)
+            for a in placed
+            if a.point.budget == b.point.budget and satisfies(a.levels, side_a)
+        ][:1]
         why = (
             f"not judged: no registered pair has {conditions_text(side_a)} on one side and "
             f"{conditions_text(side_b)} on the other, at one budget"
         )
     if not candidates:
-        factor = wanted.factor or "merged"
-        return (Pairing(wanted.name, wanted.title, factor, None, why_not=why),)
+        return (Pairing(wanted.name, wanted.title, wanted.factor, None, why_not=why),)
     return tuple(pairing(wanted, by_name[a], by_name[b]) for a, b in candidates)
 
 
 def pairing(wanted: Wanted, a: Placed, b: Placed) -> Pairing:
     """The pairing of `wanted` between points a and b."""
-    factor = wanted.factor or "merged"
-    switch = (level(a.levels, factor), level(b.levels, factor)) if wanted.factor else ("", "")
-    return Pairing(
-        wanted.name, wanted.title, factor, (a.point.name, b.point.name), switch, differing(a.levels, b.levels)
-    )
+    switch = (level(a.levels, wanted.factor), level(b.levels, wanted.factor)) if wanted.one_factor else ("", "")
+    pair = (a.point.name, b.point.name)
+    return Pairing(wanted.name, wanted.title, wanted.factor, pair, switch, differing(a.levels, b.levels))
 
 
 @dataclass(frozen=True)
@@ -337,6 +365,10 @@ class Design(Record):
     placed: tuple[Placed, ...]
     absent: tuple[tuple[str, str], ...]
     pairings: tuple[Pairing, ...]
+
+    def pair(self, contrast: str) -> tuple[str, str] | None:
+        """The first pair of a wanted contrast (None: not judged)."""
+        return next((p.pair for p in self.pairings if p.contrast == contrast and p.pair), None)
 
     def point(self, name: str) -> Placed:
         """The placed point of that name."""

@@ -45,7 +45,7 @@ def pair_text(r: Row) -> str:
     if p.pair is None:
         return ""
     a, b = p.pair
-    if p.factor == "merged":
+    if p.factor not in FACTORS:
         return f"{a} → {b} (differ in {', '.join(p.differs)})"
     return f"{a} → {b} ({p.switch[0]} → {p.switch[1]})"
 
