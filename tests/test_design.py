@@ -4,9 +4,11 @@ contrast without a pair reported not judged, and the attribution table built and
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -326,3 +328,42 @@ def test_seeds_fold_each_cell(tiny_registered):
     folded = fold_tables([one, two]).cell("latent", "bound")
     assert folded is not None and folded.effect is not None
     assert math.isclose(folded.effect.value, 1.0) and "folded over 2 seeds" in folded.effect.test
+
+
+# ---------------------------------------------------------------- no kind names in the job or the report
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "elbolab"
+KIND_NAMES = {"vae", "hvae", "diffusion", "latent-diffusion"}
+
+
+def kind_strings(tree: ast.AST) -> list[ast.Constant]:
+    """String constants naming a model kind, outside docstrings and outside a `DesignPoint`'s kind (the design
+    table says which registered kind trains each point; nothing selects by it)."""
+    allowed: set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            allowed.add(id(body[0].value))  # a docstring
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DesignPoint":
+            args = [*node.args[1:2], *(k.value for k in node.keywords if k.arg == "kind")]
+            allowed |= {id(a) for a in args}
+    return [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value in KIND_NAMES and id(n) not in allowed
+    ]
+
+
+def test_no_kind_name_is_read_in_the_job_or_the_report():
+    found = [
+        f"{path.relative_to(SRC)}:{n.lineno} {n.value!r}"
+        for package in ("experiments", "report")
+        for path in sorted((SRC / package).rglob("*.py"))
+        for n in kind_strings(ast.parse(path.read_text()))
+    ]
+    assert not found, found
+
+
+def test_the_kind_name_check_sees_a_key():
+    tree = ast.parse('"""about the vae"""\nx = loaded["vae"]\nok = DesignPoint("a", "vae")\ny = "diffusion" in m\n')
+    assert [n.value for n in kind_strings(tree)] == ["vae", "diffusion"]

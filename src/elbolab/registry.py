@@ -15,6 +15,8 @@ MODEL_KINDS: dict[str, tuple[str, str, str]] = {
     "diffusion": ("elbolab.diffusion", "DiffusionConfig", "DiffusionModel"),
     "latent-diffusion": ("elbolab.latent", "LatentDiffusionConfig", "LatentDiffusion"),
 }
+#: how readers name a kind, where not by its name
+LABELS: dict[str, str] = {"vae": "VAE", "latent-diffusion": "latent diffusion"}
 
 
 def model_classes(kind: str) -> tuple[type, type]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from elbolab.config import require, with_overrides
 from elbolab.errors import ConfigError
-from elbolab.model import DesignLevels
+from elbolab.model import DesignLevels, GenerativeModel
 from elbolab.records import Record
 from elbolab.registry import MODEL_KINDS, model_classes
 
@@ -149,14 +149,18 @@ def point_config(point: DesignPoint, side: int, device: str = "cpu") -> Any:
     return with_overrides(cfg_cls.sized_for(side, device), point.changes, "model.")
 
 
+def declared(model: GenerativeModel) -> DesignLevels:
+    """The levels a model declares (`Capabilities.design`); a ConfigError for one that declares none."""
+    design = model.capabilities.design
+    if design is None:
+        raise ConfigError(f"the {model.kind} model declares no design levels (Capabilities.design)")
+    return design
+
+
 def declared_levels(point: DesignPoint, shape: tuple[int, int, int], levels: int, device: str = "cpu") -> DesignLevels:
     """The levels the point's model declares, read from an untrained model built on the CPU."""
     _, model_cls = model_classes(point.kind)
-    model = model_cls(point_config(point, shape[-1], device), shape, levels)
-    design = model.capabilities.design
-    if design is None:
-        raise ConfigError(f"the {point.kind} model declares no design levels (Capabilities.design)")
-    return design
+    return declared(model_cls(point_config(point, shape[-1], device), shape, levels))
 
 
 # ---------------------------------------------------------------- the contrasts

@@ -15,12 +15,21 @@ from elbolab.errors import ElbolabError
 from elbolab.evaluate.features import select_features
 from elbolab.evaluate.run import PILOT_CACHE_FILE, EvalConfig, Log, Pilot, measure
 from elbolab.evaluate.speed import PassCounter
+from elbolab.experiments.design import Design, DesignPoint, declared, place
 from elbolab.experiments.results import CompareResults, RunResult
 from elbolab.experiments.verdicts import Evidence, judge, sweep_point
 from elbolab.machine import machine_info
 from elbolab.model import GenerativeModel
 from elbolab.records import DataInfo
-from elbolab.train.run import METRICS_FILE, WEIGHTS_FILE, RunConfig, list_checkpoints, load_run, read_run_config
+from elbolab.train.run import (
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    RunConfig,
+    build_model,
+    list_checkpoints,
+    load_run,
+    read_run_config,
+)
 
 
 def data_info(test: ImageData) -> DataInfo:
@@ -87,7 +96,9 @@ def measure_runs(
     models, images = {}, {}
     for run_dir, run_cfg in configs.items():
         models[run_cfg.kind], images[run_cfg.kind] = measure_run(run_dir, evaluation, test, features, log, device)
-    sweep = (sweep_point(models["vae"]),) if "vae" in models else ()
+    design = runs_design(configs)
+    ends, merged = design.pair("ends"), design.pair("merged-fixed")
+    sweep = (sweep_point(models[ends[0]]),) if ends and "beta" in models[ends[0]].model_config else ()
     results = CompareResults(
         config={
             "data": data,
@@ -102,10 +113,25 @@ def measure_runs(
         models=models,
         beta_sweep=sweep,
         contrasts=judge(
-            Evidence({k: r.measurement for k, r in models.items()}, test.dims, evaluation.quality_steps, sweep)
+            Evidence(
+                {k: r.measurement for k, r in models.items()},
+                test.dims,
+                evaluation.quality_steps,
+                sweep,
+                ends=ends,
+                merged=merged,
+            )
         ),
+        design=design,
     )
     return results, images
+
+
+def runs_design(configs: dict[Path, RunConfig]) -> Design:
+    """The design of existing runs: one point per run, named by its kind, at its own levels."""
+    points = {run_cfg.kind: DesignPoint(run_cfg.kind, run_cfg.kind) for run_cfg in configs.values()}
+    levels = {run_cfg.kind: declared(build_model(run_cfg)) for run_cfg in configs.values()}
+    return place("full", tuple(points.values()), lambda point: levels[point.name])
 
 
 def evaluate_run(

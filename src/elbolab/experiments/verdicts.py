@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
@@ -25,8 +26,10 @@ from elbolab.evaluate.interpolation import PathStats
 from elbolab.evaluate.run import Measurement
 from elbolab.evaluate.speed import PairedTiming
 from elbolab.evaluate.steps import StepsPoint
-from elbolab.experiments.results import RunResult
 from elbolab.records import BoundSummary, Contrast, Effect, Resampled, SweepPoint, percentile_interval
+
+if TYPE_CHECKING:  # results holds the attribution table, which builds its effects here
+    from elbolab.experiments.results import RunResult
 
 Z95 = 1.959963984540054
 
@@ -543,10 +546,11 @@ def contrast_objective(simple: Measurement, weighted: Measurement, weighted_name
 INTERPOLATION = "Interpolation: a VAE's latent space vs. diffusion's inverted noise"
 
 
-def contrast_interpolation(paths: dict[str, PathStats]) -> Contrast:
-    """Paired over the same image pairs: midpoint recognisability (classifier confidence) and evenness."""
+def contrast_interpolation(paths: dict[str, PathStats], ends: tuple[str, str]) -> Contrast:
+    """Paired over the same image pairs of the two ends (learned, fixed): midpoint recognisability (classifier
+    confidence) and evenness."""
     claim = "VAE latent spaces are great for interpolating between concepts: the midpoints are recognisable."
-    if not {"vae", "diffusion"} <= set(paths):
+    if not set(ends) <= set(paths):
         return no_evidence(
             INTERPOLATION,
             claim,
@@ -554,7 +558,7 @@ def contrast_interpolation(paths: dict[str, PathStats]) -> Contrast:
             "classifier confidence on interior frames, VAE − diffusion, paired t-interval over image "
             "pairs, claimed > 0",
         )
-    v, d = paths["vae"], paths["diffusion"]
+    v, d = (paths[name] for name in ends)
     conf = paired_effect(
         "classifier confidence on interior frames, VAE − diffusion",
         v.interior_confidence,
@@ -567,7 +571,7 @@ def contrast_interpolation(paths: dict[str, PathStats]) -> Contrast:
     rows = "; ".join(
         f"{k}: confidence {np.mean(p.interior_confidence):.2f} inside, {np.mean(p.end_confidence):.2f} "
         f"at the ends, mean step {np.mean(p.step_mean):.2f}, max/mean {np.mean(p.max_step_ratio):.2f}"
-        for k, p in paths.items()
+        for k, p in ((name, paths[name]) for name in ends)
     )
     return judged(
         INTERPOLATION,
@@ -662,16 +666,19 @@ class Evidence:
     paths: dict[str, PathStats] | None = None
     timings: dict[str, PairedTiming] | None = None
     objective: tuple[Measurement, Measurement, str] | None = None  # (L_simple, ELBO-weighted, its name)
+    ends: tuple[str, str] | None = None  # the learned one-step end and the fixed many-step end (`design` "ends")
+    merged: tuple[str, str] | None = None  # the fixed end and the merged model (`design` "merged-fixed")
 
 
 def judge(ev: Evidence) -> tuple[Contrast, ...]:
-    """Every contrast whose measurements the evidence holds."""
+    """Every contrast whose measurements the evidence holds: those of the two ends on their pair, the
+    ε-objective pair's, and the merged model's against the fixed end."""
     m, timings, out = ev.models, ev.timings or {}, []
-    if {"vae", "diffusion"} <= set(m):
-        vae, dif = m["vae"], m["diffusion"]
+    if ev.ends is not None:
+        vae, dif = (m[name] for name in ev.ends)
         if "encoder" in timings:
             out.append(contrast_encoder(timings["encoder"], vae.encoder_parameters or 0, dif.encode_passes or 0))
-        if ev.forward_information is not None:
+        if ev.forward_information is not None and vae.information and vae.information.latent:
             out.append(
                 contrast_bottleneck(
                     ev.forward_information, ev.code_information, vae.information.latent.latent_dims, ev.dims
@@ -690,15 +697,14 @@ def judge(ev: Evidence) -> tuple[Contrast, ...]:
         if vae.bound and dif.bound:
             out.append(contrast_likelihood(vae.bound, dif.bound))
         if ev.paths:
-            out.append(contrast_interpolation(ev.paths))
+            out.append(contrast_interpolation(ev.paths, ev.ends))
     if ev.objective is not None:
         out.append(contrast_objective(*ev.objective))
-    if {"latent-diffusion", "diffusion"} <= set(m) and m["latent-diffusion"].bound:
-        latent = m["latent-diffusion"].information.latent
+    if ev.merged is not None and m[ev.merged[1]].bound and "autoencoder" in m[ev.merged[1]].components:
+        merged = m[ev.merged[1]]
+        latent = merged.information.latent if merged.information else None
         out.append(
-            contrast_latent(
-                m["latent-diffusion"], timings.get("latent"), ev.dims, latent.latent_dims if latent else ev.dims, ev.nfe
-            )
+            contrast_latent(merged, timings.get("latent"), ev.dims, latent.latent_dims if latent else ev.dims, ev.nfe)
         )
     return tuple(out)
 

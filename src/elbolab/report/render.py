@@ -1,7 +1,8 @@
 """The comparison report: one self-contained HTML page (every image embedded as a data URI, no scripts,
 no fonts, no network) and the same content as Markdown with its images as files beside it.
 
-Order: a verdict board (one row per contrast), then each contrast with its claim, measurement, effect,
+Order: the attribution table (what each design choice does to each outcome) beside the design figure, a verdict
+board (one row per contrast), then each contrast with its claim, measurement, effect,
 rule, verdict and the figure that shows it; then the summary table, the figures no contrast named, and
 the configuration, seeds, versions and machine.
 """
@@ -19,6 +20,8 @@ from torch import Tensor
 from elbolab.experiments.results import CompareResults
 from elbolab.experiments.verdicts import show_figure
 from elbolab.records import Contrast, Effect, Resampled
+from elbolab.report.attribution import CSS as ATTRIBUTION_CSS
+from elbolab.report.attribution import attribution_markdown, attribution_section
 from elbolab.report.figures import colour, label
 from elbolab.report.gallery import Figure, Material, draw, figure_name
 from elbolab.report.markup import badge, esc, num
@@ -328,12 +331,17 @@ def to_html(results: CompareResults, drawn: dict[str, Figure]) -> str:
     )
     settings = table_html(["setting", "value"], [[esc(k), esc(v)] for k, v in setting_rows(results)], "kv")
     title = f"elbolab compare — {results.data.name}"
+    attribution = (
+        attribution_section(results.attribution, results.design)
+        if results.attribution is not None and results.design is not None
+        else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{esc(title)}</title><link rel="icon" href="data:,"><style>{CSS}</style></head>
+<title>{esc(title)}</title><link rel="icon" href="data:,"><style>{CSS}{ATTRIBUTION_CSS}</style></head>
 <body><main>
 <header><h1>{esc(title)}</h1><p class="lede">{esc(lede(results))}</p></header>
-<section aria-labelledby="verdicts-h"><h2 id="verdicts-h">Verdicts</h2>{board_html(rows)}</section>
+{attribution}<section aria-labelledby="verdicts-h"><h2 id="verdicts-h">Verdicts</h2>{board_html(rows)}</section>
 <section aria-labelledby="contrasts-h"><h2 id="contrasts-h">The contrasts, measured</h2>{contrasts}</section>
 <section aria-labelledby="summary-h"><h2 id="summary-h">Summary</h2>{summary}</section>
 {f'<section aria-labelledby="more-h"><h2 id="more-h">More figures</h2>{others}</section>' if others else ""}
@@ -367,6 +375,11 @@ def to_markdown(results: CompareResults, drawn: dict[str, Figure]) -> str:
         "",
         lede(results),
         "",
+        *(
+            attribution_markdown(results.attribution, results.design)
+            if results.attribution is not None and results.design is not None
+            else []
+        ),
         "## Verdicts",
         "",
         "| verdict | contrast | effect (95% interval) |",
