@@ -12,8 +12,10 @@ from elbolab.experiments.attribution import Attribution, Cell, Row
 from elbolab.experiments.design import FACTORS, Design, profile
 from elbolab.report.markup import badge, esc, num
 
-#: the styles of both sections, added to the report's own
+#: the styles of both sections, added to the report's own; the table's box is `held` (positioned) so that the
+#: badges' screen-reader text, positioned absolutely, scrolls with it instead of widening the page
 CSS = """
+.scroll.held{position:relative}
 table.attribution td,table.attribution th{white-space:normal;text-align:left;min-width:7rem}
 table.attribution th[scope=row]{background:#f7f7f7;font-weight:700}
 table.attribution .pair{font-size:.82rem;color:#444}
@@ -76,7 +78,7 @@ def attribution_html(table: Attribution) -> str:
             body.append(f'<tr data-factor="{esc(factor)}">{name}{row_html(r, len(table.outcomes))}</tr>')
     notes = "".join(f"<li><b>{esc(o.title)}</b>: {esc(o.effect)}</li>" for o in table.outcomes)
     return (
-        '<div class="scroll" tabindex="0"><table class="attribution"><thead><tr><th scope=col>factor</th>'
+        '<div class="scroll held" tabindex="0"><table class="attribution"><thead><tr><th scope=col>factor</th>'
         f"<th scope=col>contrast (pair a → b)</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
         f'<ul class="note">{notes}<li>Each cell: the effect of the switch a → b with its 95% interval.</li></ul>'
     )
