@@ -222,7 +222,7 @@ def paths(conf_gap: float, noise: float = 0.02, n: int = 16) -> dict[str, PathSt
 
 @pytest.mark.parametrize("expected,gap,noise", [(PRESENT, 0.2, 0.02), (ABSENT, -0.2, 0.02), (TOO_SMALL, 0.001, 0.2)])
 def test_interpolation(expected, gap, noise):
-    assert V.contrast_interpolation(paths(gap, noise)).verdict == expected
+    assert V.contrast_interpolation(paths(gap, noise), ("vae", "diffusion")).verdict == expected
 
 
 @pytest.mark.parametrize("expected", [PRESENT, ABSENT, TOO_SMALL])
@@ -263,7 +263,7 @@ def test_judge_returns_every_contrast_the_evidence_allows():
         "vae": Measurement("vae", "β-ELBO", 1, bound=bound(vae), resampled=figures(0.5, 20.0)),
         "diffusion": Measurement("diffusion", "L_simple", 1, bound=bound(dif), resampled=figures(1.0, 5.0)),
     }
-    titles = [c.title for c in V.judge(V.Evidence(models, 64, 50))]
+    titles = [c.title for c in V.judge(V.Evidence(models, 64, 50, ends=("vae", "diffusion")))]
     assert titles == [V.SHARPNESS, V.QUALITY, V.LIKELIHOOD]
 
 
@@ -287,7 +287,10 @@ def test_every_rule_names_its_tests_and_smallest_detectable_effects():
         "vae": Measurement("vae", "β-ELBO", 1, bound=bound(vae), resampled=figures(0.5, 20.0)),
         "diffusion": Measurement("diffusion", "L_simple", 1, bound=bound(dif), resampled=figures(1.0, 5.0)),
     }
-    judged = V.judge(V.Evidence(models, 64, 50)) + (V.contrast_tug_blur(()), V.contrast_interpolation({}))
+    judged = V.judge(V.Evidence(models, 64, 50, ends=("vae", "diffusion"))) + (
+        V.contrast_tug_blur(()),
+        V.contrast_interpolation({}, ("vae", "diffusion")),
+    )
     for c in judged:
         effects = c.numbers.get("effects", [])
         assert all(
