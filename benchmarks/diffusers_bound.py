@@ -131,7 +131,7 @@ def main() -> None:
         print(f"diffusers recipe: training {args.train_seconds:.0f} s ...", flush=True)
         theirs_train = train_diffusers_recipe(diffusers, args, train, Path(tmp) / "diffusers")
         loads["after_diffusers_training"] = load()
-        theirs = evaluate_diffusers(Path(tmp) / "diffusers", "fashion-mnist", args.data_dir, cfg=evaluation)
+        theirs = evaluate_diffusers(Path(tmp) / "diffusers", "fashion-mnist", args.data_dir, cfg=evaluation).to_json()
         loads["after_diffusers_bound"] = load()
 
         print(f"elbolab: training {args.train_seconds:.0f} s ...", flush=True)
@@ -159,7 +159,7 @@ def main() -> None:
             progress=False,
         )
         loads["after_elbolab_training"] = load()
-        ours = evaluate_run(run, cfg=evaluation)
+        ours = evaluate_run(run, cfg=evaluation).to_json()
         loads["after_elbolab_bound"] = load()
     ours_train = {
         "steps": metrics["step"],

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 
+from elbolab.evaluate.interpolation import PathStats
+from elbolab.evaluate.resample import images_digest
 from elbolab.evaluate.run import Measurement, QualitySamples
+from elbolab.evaluate.steps import StepsPoint
 from elbolab.experiments.attribution import OUTCOMES, Attribution, Cell, Row
+from elbolab.experiments.compare import CompareConfig
 from elbolab.experiments.design import Design, DesignPoint, place
-from elbolab.experiments.results import CompareResults, RunResult
+from elbolab.experiments.results import CompareResults, RunResult, SeedResult
 from elbolab.model import DesignLevels
 from elbolab.records import (
     BoundSummary,
@@ -17,27 +22,55 @@ from elbolab.records import (
     Contrast,
     DataInfo,
     Effect,
+    FeatureNet,
     Information,
     LatentRate,
+    Machine,
     RatePoint,
+    Resampled,
+    SampleFigures,
     SpeedRow,
     SweepPoint,
     UnitSummary,
 )
+from elbolab.registry import model_classes
 
 LEVELS, SIDE = 17, 8
+RNG = np.random.default_rng(0)
 
 
-@dataclass(frozen=True)
-class StepsPoint:
-    """One point of a steps sweep, as the frontier figure reads it."""
+class CountedFeatures:
+    """A feature network that records the digest of every image set it featurises (`__call__`)."""
 
-    kind: str
-    sampler: str
-    nfe: int
-    fd: float
-    fd_low: float
-    fd_high: float
+    def __init__(self, features: Any) -> None:
+        self.features, self.seen = features, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.features, name)
+
+    def __call__(self, images: torch.Tensor, levels: int) -> torch.Tensor:
+        self.seen.append(images_digest(images, levels))
+        return self.features(images, levels)
+
+
+def resampled(value: float, sd: float, n: int = 50) -> Resampled:
+    """A figure with normal bootstrap replicates of spread sd."""
+    return Resampled(value, tuple((value + sd * RNG.standard_normal(n)).tolist()))
+
+
+def sample_figures(fd: float, sharpness: float = 0.8) -> SampleFigures:
+    """Sample figures of 64 samples against 360 test images, FD `fd` and a Laplacian ratio `sharpness`."""
+    return SampleFigures(
+        64,
+        360,
+        resampled(sharpness, 0.02),
+        resampled(0.9, 0.02),
+        resampled(fd, 0.1 * fd),
+        resampled(fd / 100, 0.001),
+        resampled(0.7, 0.03),
+        resampled(0.6, 0.03),
+        "elbolab-cnn/digits",
+    )
 
 
 def _bound(total: float, terms: dict[str, float]) -> BoundSummary:
@@ -90,26 +123,10 @@ def _measurement(
         bound=_bound(total, terms),
         speed=speed,
         quality_samples=QualitySamples(64, 1.0, sampler, steps),
-        quality={
-            "fd": fd,
-            "precision": 0.7,
-            "recall": 0.6,
-            "n_samples": 64,
-            "feature_net": "builtin",
-            "reference": "360 digits test images",
-        },
-        sharpness={"samples": {"laplacian_variance_ratio": 0.8, "high_frequency_share_ratio": 0.9}},
+        samples=sample_figures(fd),
         encode_seconds_per_image=1e-4,
         reconstruction_rmse=21.5,
-        interpolation={
-            "step_mean": 1.2,
-            "step_std": 0.3,
-            "cv": 0.25,
-            "max_step_ratio": 1.8,
-            "n_paths": 6,
-            "n_frames": 9,
-            "feature_net": "builtin",
-        },
+        interpolation=PathStats((1.2,) * 6, (1.8,) * 6, (0.9,) * 6, (0.99,) * 6, 9, (0.25,) * 6, "elbolab-cnn/digits"),
         information=information,
     )
 
@@ -131,7 +148,7 @@ def contrasts() -> tuple[Contrast, ...]:
             "Laplacian variance ratio 0.6 vs 0.95.",
             "supported if the interval excludes 0 above",
             "supported",
-            effect=Effect("sharpness gap", 0.35, 0.2, 0.5, "bootstrap"),
+            effects=(Effect("sharpness gap", 0.35, 0.2, 0.5, "bootstrap"),),
             figure="samples",
             per_seed=(0.3, 0.4),
         ),
@@ -141,7 +158,7 @@ def contrasts() -> tuple[Contrast, ...]:
             "rates 0.4, 0.2, 0.1",
             "monotone in β",
             "not supported",
-            effect=Effect("rate slope", -0.1, -0.2, -0.05, "paired", direction=1),
+            effects=(Effect("rate slope", -0.1, -0.2, -0.05, "paired", direction=1),),
         ),
         Contrast(
             "Latent: a bottleneck vs. gradual destruction",
@@ -149,7 +166,7 @@ def contrasts() -> tuple[Contrast, ...]:
             "I(x; z) 0.3",
             "spread over steps",
             "inconclusive",
-            effect=Effect("share", 0.05, -0.01, 0.1, "bootstrap"),
+            effects=(Effect("share", 0.05, -0.01, 0.1, "bootstrap"),),
             figure="information",
         ),
         Contrast(
@@ -165,7 +182,7 @@ def contrasts() -> tuple[Contrast, ...]:
             "FD 9.1 vs 5.9",
             "interval excludes 0",
             "supported",
-            effect=e,
+            effects=(e,),
             figure="frontier",
         ),
         Contrast(
@@ -174,7 +191,7 @@ def contrasts() -> tuple[Contrast, ...]:
             "cv 0.25 vs 0.6",
             "interval excludes 0",
             "inconclusive",
-            effect=Effect("cv gap", 0.1, float("nan"), 0.3, "bootstrap"),
+            effects=(Effect("cv gap", 0.1, float("nan"), 0.3, "bootstrap"),),
         ),
         Contrast(
             "Likelihood: the same bound, on held-out data",
@@ -182,7 +199,7 @@ def contrasts() -> tuple[Contrast, ...]:
             "1.31 vs 1.22 bits/dim",
             "paired difference",
             "supported",
-            effect=Effect("paired difference, bits/dim", 0.09, 0.05, 0.13, "paired t over 360 test images"),
+            effects=(Effect("paired difference, bits/dim", 0.09, 0.05, 0.13, "paired t over 360 test images"),),
         ),
         Contrast(
             "A contrast with a figure this report does not draw",
@@ -213,7 +230,7 @@ def synthetic_results() -> tuple[CompareResults, dict[str, dict[str, torch.Tenso
             "latent-diffusion", 1.27, 7.0, _speed("ddim", (10, 20, 50), 2e-4), "ddim", 50, latent
         ),
     }
-    runs = {k: RunResult(m, 900, 5000.0, 60.0, {"beta": 1.0}) for k, m in models.items()}
+    runs = {k: RunResult(m, 900, 5000.0, 60.0, model_classes(k)[0]()) for k, m in models.items()}
     g = torch.Generator().manual_seed(0)
     images = {
         k: {
@@ -224,34 +241,43 @@ def synthetic_results() -> tuple[CompareResults, dict[str, dict[str, torch.Tenso
         for k in models
     }
     reference = torch.randint(0, LEVELS, (32, 1, SIDE, SIDE), generator=g)
+    sweep = tuple(
+        SweepPoint(beta, rate, rmse, 9.0, sample_figures(fd, sharp), sample_figures(fd / 2, 0.9), 1.1, 1.6)
+        for beta, rate, rmse, fd, sharp in (
+            (0.25, 0.05, 12.0, 14.0, 0.9),
+            (1.0, 0.02, 20.0, 9.1, 0.8),
+            (4.0, 0.005, 35.0, 12.0, 0.5),
+        )
+    )
+    steps = tuple(
+        StepsPoint("diffusion", sampler, n, 1e-3 * n, sample_figures(5.9 + 30 / n, 1.0 - 0.5 / n))
+        for sampler in ("ancestral", "ddim")
+        for n in (1, 2, 10)
+    ) + (StepsPoint("vae", "decoder", 1, 2e-5, models["vae"].samples),)
+    seed = SeedResult(0, runs, sweep, steps=steps, contrasts=contrasts())
     results = CompareResults(
-        config={
-            "data": "digits",
-            "data_dir": None,
-            "budget": 60.0,
-            "seed": 0,
-            "evaluation": {
-                "n_samples": 64,
-                "nfe": [10, 20, 50],
-                "estimator": None,
-                "parts": ["likelihood", "speed", "quality", "sharpness", "interpolation", "information"],
-            },
-            "overrides": {"diffusion": {"model.unet.preset": "tiny", "train.batch_size": 64}},
-        },
-        machine={
-            "platform": "Linux-6.1.0-28-cloud-amd64-x86_64-with-glibc2.36",
-            "processor": "x86_64",
-            "torch_threads": 2,
-            "load_average_1_5_15_min": [1.0, 1.2, 1.3],
-        },
+        config=CompareConfig(
+            budget=60.0, overrides={"diffusion": {"model.unet.preset": "tiny", "train.batch_size": 64}}
+        ),
+        machine=Machine(
+            "Linux-6.1.0-28-cloud-amd64-x86_64-with-glibc2.36",
+            "x86_64",
+            2,
+            "2.5.1",
+            2,
+            "3.12.3",
+            "2026-12-03 11:00:00 UTC",
+            (1.0, 1.2, 1.3),
+        ),
         data=DataInfo("digits", (1, SIDE, SIDE), LEVELS, SIDE * SIDE, 360),
-        feature_net={
-            "name": "elbolab-cnn/digits",
-            "inception_unavailable_because": "Inception weights are not on this machine and nothing may be downloaded at run time",
-        },
+        feature_net=FeatureNet(
+            "elbolab-cnn/digits",
+            "Inception weights are not on this machine and nothing may be downloaded at run time",
+        ),
         models=runs,
-        beta_sweep=(SweepPoint(0.25, 0.05, 12.0), SweepPoint(1.0, 0.02, 20.0), SweepPoint(4.0, 0.005, 35.0)),
+        beta_sweep=sweep,
         contrasts=contrasts(),
+        seeds=(seed,),
         design=(design := _design()),
         attribution=_attribution(design),
     )

@@ -316,4 +316,4 @@ def test_features_none_evaluates_unlabelled_data_without_quality(runs, run_cli):
     )
     assert code == 0, err
     result = json.loads(out)
-    assert result["quality"] is None and result["interpolation"] is None and result["bpd"]["total"] > 0
+    assert result["samples"]["fd"] is None and result["interpolation"] is None and result["bpd"]["total"] > 0

@@ -68,7 +68,8 @@ def test_train_and_eval_reach_well_below_the_uniform_baseline(vae_run, run_cli):
     assert result["nats"]["total"] == pytest.approx(result["bpd"]["total"] * 64 * math.log(2))
     assert result["iwae"]["n"] == 200 and same_n["n"] == 200
     assert result["iwae"]["bpd"] <= same_n["bpd"]["total"]  # the IWAE bound is tighter on the same 200 images
-    assert result["quality"]["n_samples"] == 64 and result["sharpness"]["samples"]["laplacian_variance_ratio"] > 0
+    assert result["samples"]["n"] == 64 and result["samples"]["laplacian_ratio"]["value"] > 0
+    assert result["samples"]["fd"]["value"] > 0 and len(result["samples"]["fd"]["replicates"]) == 200
     # the run folder holds what DESIGN.md promises
     for name in ("config.json", "model.safetensors", "checkpoint.json", "metrics.json", "log.jsonl"):
         assert (vae_run / name).is_file(), name

@@ -32,7 +32,7 @@ from elbolab.experiments.attribution import (
     fold_tables,
 )
 from elbolab.model import DECODER, Capabilities, DesignLevels, Encoding, GenerativeModel
-from elbolab.records import BoundSummary, Effect, Information, Resampled, UnitSummary
+from elbolab.records import BoundSummary, Effect, Information, Resampled, SampleFigures, UnitSummary
 from elbolab.registry import MODEL_KINDS
 from elbolab.report.attribution import attribution_markdown, attribution_section
 
@@ -255,7 +255,9 @@ def resampled(value: float, sd: float, n: int = 200) -> Resampled:
 
 
 def measurement(per_image: np.ndarray, fd: float) -> Measurement:
-    return Measurement("tiny", "ELBO", 1, bound=bound(per_image), resampled={"fd": resampled(fd, 0.2)})
+    sharpness = resampled(1.0, 0.02)
+    samples = SampleFigures(200, 200, sharpness, sharpness, fd=resampled(fd, 0.2))
+    return Measurement("tiny", "ELBO", 1, bound=bound(per_image), samples=samples)
 
 
 def test_the_bound_cell_is_the_paired_difference_and_its_claim_decides():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -50,6 +52,25 @@ def three_runs(tmp_path_factory):
             main(["train", "vae", "--out", str(root / name), "--seed", str(seed), *ARGS])
         assert exc.value.code == 0
     return root
+
+
+def test_the_default_thread_count_gives_the_same_weights_beside_a_busy_process(three_runs, tmp_path):
+    """One compute thread (train.threads' default, on every machine): a CPU-bound process beside the run
+    changes how long it takes, not one bit of what it computes."""
+    import torch
+
+    from elbolab.cli import main
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        with pytest.raises(SystemExit) as exc:
+            main(["train", "vae", "--out", str(tmp_path / "busy"), "--seed", "4", *ARGS])
+    finally:
+        busy.kill()
+        busy.wait()
+    assert exc.value.code == 0 and torch.get_num_threads() == 1
+    assert json.loads((tmp_path / "busy" / "config.json").read_text())["train"]["threads"] == 1
+    assert _same(_tensors(three_runs / "a" / WEIGHTS_FILE), _tensors(tmp_path / "busy" / WEIGHTS_FILE))
 
 
 def _tensors(path):

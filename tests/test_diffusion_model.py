@@ -27,11 +27,17 @@ def tiny_model(**overrides):
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 7, 7), (4, 4, 4)])
 @pytest.mark.parametrize("learned", [False, True])
 def test_unet_shapes(shape, learned):
+    """Every shape goes through, each image on its own: no batch statistics mix images."""
     c, h, w = shape
     out_channels = 2 * c if learned else c
     net = UNet(c, out_channels, UNetConfig(preset="tiny"), image_size=h)
-    x = torch.randn(2, c, h, w)
-    assert net(x, torch.rand(2)).shape == (2, out_channels, h, w)
+    torch.nn.init.normal_(net.out[-1].weight, generator=torch.Generator().manual_seed(0))  # zero-initialised
+    x, t = torch.randn(3, c, h, w), torch.rand(3)
+    with torch.no_grad():
+        out = net(x, t)
+        assert out.shape == (3, out_channels, h, w)
+        assert out.abs().amax() > 0
+        torch.testing.assert_close(net(x[1:2], t[1:2]), out[1:2], atol=1e-4, rtol=1e-4)
 
 
 def test_unet_28_keeps_the_skip_sizes_with_three_downsamplings():
@@ -152,19 +158,30 @@ def test_sample_returns_levels(sampler):
 
 def test_sample_with_the_config_defaults_and_learned_variance():
     model = tiny_model(loss="hybrid", variance="learned")
-    assert model.sample(2).shape == (2, 1, 8, 8)  # ancestral over all T = 20 steps, learned variance
-    assert model.sample(2, sampler="ddim", steps=3, eta=1.0).dtype == torch.uint8
+    g = lambda: torch.Generator().manual_seed(0)
+    images = model.sample(2, generator=g())  # ancestral over all T = 20 steps, learned variance
+    assert images.shape == (2, 1, 8, 8) and torch.equal(images, model.sample(2, generator=g()))
+    # DDIM with η = 1 draws fresh noise at every step, η = 0 none: from one x_T they part
+    stochastic, deterministic = (model.sample(2, g(), sampler="ddim", steps=3, eta=eta) for eta in (1.0, 0.0))
+    assert (
+        stochastic.dtype == torch.uint8 and int(stochastic.max()) <= 16 and not torch.equal(stochastic, deterministic)
+    )
 
 
-def test_encode_decode_shapes():
+def test_encode_decode_invert_each_other_when_the_network_predicts_no_noise():
+    """With ε̂ ≡ 0 (the zero-initialised output layer) a DDIM step is x_s = (α_s/α_t) x_t, exactly invertible:
+    decode(encode(x)) = x, and an interpolation starts and ends at its two images."""
     model = tiny_model(encode_steps=4)
     x = digits(3)
+    levels = torch.round((x + 1) * 8).to(torch.uint8)
     z = model.encode(x, steps=5)
     assert z.shape == x.shape and z.dtype == torch.float32 and torch.isfinite(z).all()
+    assert not torch.allclose(z, x)  # x_T is x scaled by α_T/α_0, not x
     images = model.decode(z, steps=5)
-    assert images.shape == (3, 1, 8, 8) and images.dtype == torch.uint8
+    assert images.dtype == torch.uint8 and torch.equal(images, levels)
     frames = model.interpolate(x[:2], x[1:], frames=3)
     assert frames.shape == (2, 3, 1, 8, 8)
+    assert torch.equal(frames[:, 0], levels[:2]) and torch.equal(frames[:, -1], levels[1:])
 
 
 def test_a_few_training_steps_lower_the_loss():
@@ -192,7 +209,7 @@ def test_config_validation_and_round_trip():
         {"loss": "hybrid"},
         {"T": 10, "schedule": "linear"},
         {"sample_steps": 2000},
-        {"T": 1},
+        {"T": 0},
         {"elbo_samples": 1},
         {"unet": UNetConfig(heads=5)},
     ):

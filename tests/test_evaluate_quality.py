@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from synthetic import CountedFeatures
 
 from elbolab.data import load_data
 from elbolab.errors import DataError
 from elbolab.evaluate.features import load_or_train_classifier
-from elbolab.evaluate.interpolation import interpolation_smoothness
+from elbolab.evaluate.interpolation import path_stats
 from elbolab.evaluate.quality import (
     SmallSampleWarning,
     frechet_distance,
@@ -19,8 +20,8 @@ from elbolab.evaluate.quality import (
     mmd2_unbiased,
     polynomial_kernel,
     precision_recall,
-    sample_quality,
 )
+from elbolab.evaluate.resample import sample_figures
 
 
 def random_spd(rng: np.random.Generator, d: int) -> np.ndarray:
@@ -133,34 +134,51 @@ def test_precision_recall_fall_for_shifted_sets_and_separate_mode_dropping():
 # ---- on real digits through the built-in feature network
 
 
-def test_sample_quality_on_digits(digits, features):
+def test_sample_figures_on_digits(digits, features):
     train, test = digits
     noise = torch.randint(0, 17, test.images.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     sevens = test.images[test.labels == 7].repeat(10, 1, 1, 1)[: len(test)]
     real, fake, one_class, itself = (
-        sample_quality(s, test.images, 17, features, reference_name="digits/test", kid_subsets=20)
+        sample_figures(s, test.images, 17, features, replicates=20)
         for s in (train.images[:360], noise, sevens, test.images)
     )
-    assert itself["fd"] == pytest.approx(0.0, abs=1e-6) and (itself["precision"], itself["recall"]) == (1.0, 1.0)
-    assert real["fd"] < 0.1 * fake["fd"] and real["kid"] < 0.1 * fake["kid"] and fake["kid"] > 3 * fake["kid_std"]
-    assert real["precision"] > 0.9 and real["recall"] > 0.6 and fake["recall"] < 0.2
+    assert itself.fd.value == pytest.approx(0.0, abs=1e-6) and (itself.precision.value, itself.recall.value) == (1, 1)
+    assert itself.laplacian_ratio.value == 1.0 and itself.high_frequency_ratio.value == 1.0
+    assert real.fd.value < 0.1 * fake.fd.value and real.kid.value < 0.1 * fake.kid.value
+    assert fake.kid.value > 3 * np.std(fake.kid.replicates)
+    assert real.precision.value > 0.9 and real.recall.value > 0.6 and fake.recall.value < 0.2
     # one class of ten, drawn over and over: every sample is realistic, a tenth of the test set is covered
-    assert one_class["precision"] > 0.9 and one_class["recall"] < 0.2
-    assert real["n_samples"] == 360 and real["n_reference"] == len(test) and real["reference"] == "digits/test"
-    assert real["feature_net"] == "elbolab-cnn/digits" and real["feature_dim"] == features.dim
-    assert real["feature_net_test_accuracy"] == features.accuracy and real["kid_subset_size"] == 180
+    assert one_class.precision.value > 0.9 and one_class.recall.value < 0.2
+    assert real.n == 360 and real.n_reference == len(test) and real.feature_net == "elbolab-cnn/digits"
+    assert len(real.fd.replicates) == 20
+    # KID is the unbiased MMD² of the full sets, the estimator its replicates bootstrap
+    f_real, f_test = features(train.images[:360], 17).numpy(), features(test.images, 17).numpy()
+    assert real.kid.value == pytest.approx(mmd2_unbiased(f_real, f_test), rel=1e-9)
 
 
-def test_sample_quality_warns_when_samples_are_fewer_than_feature_dims(digits, features):
+def test_each_sample_set_is_featurised_once_and_the_reference_once_per_net(digits, features):
+    train, test = digits
+    counted = CountedFeatures(features)
+    sets = [train.images[:360], train.images[360:720], test.images.flip(-1)]
+    for s in sets:
+        sample_figures(s, test.images, 17, counted, replicates=5)
+    assert len(counted.seen) == len(set(counted.seen)) == len(sets) + 1
+    assert sample_figures(sets[0], test.images, 17, None).fd is None and len(counted.seen) == 4  # sharpness only
+    other = CountedFeatures(features)  # another network: the reference is featurised again, for it
+    sample_figures(sets[0], test.images, 17, other, replicates=5)
+    assert len(other.seen) == 2
+
+
+def test_sample_figures_warn_when_samples_are_fewer_than_feature_dims(digits, features):
     test = digits[1]
     with pytest.warns(SmallSampleWarning, match="biased"):
-        sample_quality(test.images[:100], test.images, 17, features, kid_subsets=5)
+        sample_figures(test.images[:100], test.images, 17, features, replicates=5)
 
 
-def test_sample_quality_rejects_values_beyond_the_levels(digits, features):
+def test_sample_figures_reject_values_beyond_the_levels(digits, features):
     test = digits[1]
     with pytest.raises(DataError, match="levels"):
-        sample_quality(test.images, test.images, 16, features)
+        sample_figures(test.images, test.images, 16, features)
 
 
 # ---- interpolation smoothness (a feature-space metric too)
@@ -172,14 +190,16 @@ def blend(a: torch.Tensor, b: torch.Tensor, frames: int, levels: int) -> torch.T
     return torch.round((1 - w) * a.float() + w * b.float()).clamp(0, levels - 1).to(torch.uint8)
 
 
-def test_interpolation_smoothness_separates_even_paths_from_jumps(digits, features):
+def test_path_stats_separate_even_paths_from_jumps(digits, features):
     test = digits[1]
     a, b = test.images[0], test.images[1]
-    even = interpolation_smoothness(blend(a, b, 9, 17), 17, features)
-    jump = interpolation_smoothness(torch.stack([a] * 4 + [b] * 5), 17, features)
-    still = interpolation_smoothness(torch.stack([a] * 5), 17, features)
-    assert even["cv"] < 0.5 * jump["cv"] and jump["max_step_ratio"] == pytest.approx(8.0, rel=1e-4)
-    assert still["step_mean"] < 1e-5 * even["step_mean"]  # batched convolutions round differently per row
+    even = path_stats(blend(a, b, 9, 17)[None], 17, features)
+    jump = path_stats(torch.stack([a] * 4 + [b] * 5)[None], 17, features)
+    still = path_stats(torch.stack([a] * 5)[None], 17, features)
+    assert even.step_cv[0] < 0.5 * jump.step_cv[0] and jump.max_step_ratio[0] == pytest.approx(8.0, rel=1e-4)
+    assert still.step_mean[0] < 1e-5 * even.step_mean[0]  # batched convolutions round differently per row
     paths = torch.stack([blend(a, b, 9, 17), blend(test.images[2], test.images[3], 9, 17)])
-    both = interpolation_smoothness(paths, 17, features)
-    assert both["n_paths"] == 2 and both["n_frames"] == 9 and both["feature_net"] == features.name
+    both = path_stats(paths, 17, features)
+    assert len(both.step_mean) == 2 and both.frames == 9 and both.feature_net == features.name
+    # the ends are test images, the classifier's confidence on them high
+    assert min(both.end_confidence) > 0.5

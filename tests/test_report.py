@@ -1,13 +1,17 @@
 """The report without a browser: Markdown and HTML from a synthetic comparison, figures by name, colours per model."""
 
 import io
+import json
 import re
 from dataclasses import replace
 
 import pytest
 from PIL import Image
-from synthetic import StepsPoint, synthetic_results
+from synthetic import synthetic_results
 
+from elbolab.evaluate.run import DiffusersSource, EvalResult
+from elbolab.experiments.compare import CompareConfig
+from elbolab.experiments.results import CompareResults
 from elbolab.records import Contrast
 from elbolab.report import figures
 from elbolab.report.gallery import FIGURES, Material, draw, figure_name
@@ -98,7 +102,7 @@ def _pixels(png: bytes) -> set[tuple[int, int, int]]:
     return set(map(tuple, np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3).tolist()))
 
 
-def test_every_model_keeps_its_colour_in_the_frontier_and_a_steps_sweep_is_drawn():
+def test_every_model_keeps_its_colour_in_the_frontier_and_the_steps_sweep():
     results, _, _ = synthetic_results()
     models = results.measured()
     rgb = {k: tuple(int(figures.colour(k)[i : i + 2], 16) for i in (1, 3, 5)) for k in models}
@@ -107,9 +111,8 @@ def test_every_model_keeps_its_colour_in_the_frontier_and_a_steps_sweep_is_drawn
     for png in (quality, figures.frontier_speed(models)):
         seen = _pixels(png)
         assert all(rgb[k] in seen for k in models)
-    sweep = [StepsPoint("diffusion", "ancestral", n, 40 / n, 30 / n, 50 / n) for n in (1, 2, 5, 10, 20, 50, 100)]
-    with_sweep = figures.frontier_quality(models, sweep)
-    assert with_sweep != quality and rgb["diffusion"] in _pixels(with_sweep)
+    steps = figures.steps_curves(results.seeds[0].steps, None, lambda f: f.fd, "Fréchet distance")
+    assert {rgb["diffusion"], rgb["vae"]} <= _pixels(steps)
 
 
 def test_effects_read_with_their_interval_and_unknown_ends():
@@ -121,3 +124,46 @@ def test_effects_read_with_their_interval_and_unknown_ends():
     )
     assert "95% interval unknown to 0.3" in effect_text(results.contrasts[5].effect)
     assert effect_text(None) == "no effect size recorded"
+
+
+def test_saved_results_read_back_as_the_same_records():
+    results, _, _ = synthetic_results()
+    again = CompareResults.from_json(json.loads(json.dumps(results.to_json())))
+    assert again.to_json() == results.to_json()
+    assert again.models["vae"].beta() == 1.0 and isinstance(again.config, CompareConfig)
+    assert again.seeds[0].steps[-1].figures == results.models["vae"].measurement.samples
+    assert again.contrasts[4].effect == results.contrasts[4].effect
+
+
+def test_a_saved_result_that_does_not_fit_its_record_is_refused_naming_the_field():
+    results, _, _ = synthetic_results()
+    saved = results.to_json()
+    saved["models"]["vae"]["measurement"]["samples"]["fd"] = "large"
+    with pytest.raises(ValueError, match=r"models\.vae\.measurement\.samples\.fd"):
+        CompareResults.from_json(saved)
+    saved["models"]["vae"]["measurement"]["samples"] = {"fd_typo": None}
+    with pytest.raises(ValueError, match="unknown fields"):
+        CompareResults.from_json(saved)
+
+
+def test_report_renders_a_written_report_again_from_its_files(written, run_cli, tmp_path):
+    _, paths, out = written
+    code, stdout, err = run_cli("report", out, "--out", tmp_path / "again")
+    assert code == 0, err
+    assert (tmp_path / "again" / "report.html").read_bytes() == paths["html"].read_bytes()
+    assert (tmp_path / "again" / "report.md").read_text() == paths["markdown"].read_text()
+    assert "supported" in stdout
+
+
+def test_eval_results_read_back_from_their_flat_json():
+    results, _, _ = synthetic_results()
+    measurement = results.models["diffusion"].measurement
+    source = DiffusersSource("folder", "DDPMScheduler", 1000, "eps", "small", True, 2000.0)
+    for record in (
+        EvalResult("diffusion", "digits", "test", 64, 17, measurement),
+        EvalResult("diffusers", "digits", "test", 64, 17, measurement, source),
+        EvalResult("vae", "digits", "test", 64, 17, replace(measurement, bound=None, kind="vae")),
+    ):
+        saved = json.loads(json.dumps(record.to_json()))
+        assert saved["model"] == record.model and ("bpd" in saved) == (record.measurement.bound is not None)
+        assert EvalResult.from_json(saved).to_json() == saved

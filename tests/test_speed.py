@@ -23,6 +23,7 @@ from elbolab.experiments.compare import (
     with_preset,
 )
 from elbolab.registry import model_classes
+from elbolab.train.budget import Budget
 from elbolab.train.config import TrainConfig
 
 
@@ -76,7 +77,7 @@ def test_compare_presets_fill_only_what_the_user_left_open():
         CompareConfig(device="cpu", budget=7.0, batch_size=16, steps=(1, 3), evaluation=compare_evaluation(n_eval=99)),
         28,
     )
-    assert (mine.budget, mine.batch_size, mine.steps, mine.evaluation.n_eval) == (7.0, 16, (1, 3), 99)
+    assert (mine.budget, mine.batch_size, mine.steps, mine.evaluation.n_eval) == (Budget(7.0, "s"), 16, (1, 3), 99)
     run = budgeted_run("diffusion", mine, load_data("digits", "test"), mine.budget)
     assert run.train.batch_size == 16 and run.train.max_seconds == 7.0 and run.train.lr == 2e-3
     # digits train every model at the preset's learning rate; one the user gives wins

@@ -119,3 +119,69 @@ def test_wrong_shape_and_nan_input_are_refused():
         model.elbo(torch.zeros(2, 1, 28, 28))
     with pytest.raises(DataError, match="NaN"):
         model.elbo(torch.full((2, 1, 8, 8), float("nan")))
+
+
+@pytest.mark.parametrize("shape, levels", [((1, 8, 8), 17), ((1, 28, 28), 256), ((3, 32, 32), 256)])
+def test_the_same_size_vae_has_a_latent_of_d_values(shape, levels):
+    model = VAE(VAEConfig(latent="full", net="tiny"), shape, levels)
+    d = math.prod(shape)
+    x = torch.rand(2, *shape) * 2 - 1
+    z = model.encode(x)
+    assert math.prod(z.shape[1:]) == d == math.prod(model.latent_shape)
+    design = model.capabilities.design
+    assert design.latent_fraction == 1.0 and design.latent == "full" and design.encoder_steps == 1
+    bound = model.elbo(x)
+    assert set(bound.terms) == {"reconstruction", "kl"} and torch.isfinite(bound.total).all()
+    assert model.decode(z).shape == (2, *shape)
+    # the bottleneck VAE's latent is smaller than x
+    assert VAE(VAEConfig(net="tiny"), shape, levels).capabilities.design.latent == "bottleneck"
+
+
+@pytest.mark.parametrize("likelihood", ["logistic", "gaussian"])
+def test_the_same_size_vaes_decoder_is_a_probability_mass_over_the_levels(likelihood):
+    model = VAE(VAEConfig(latent="full", likelihood=likelihood, net="tiny"), (1, 8, 8), 17)
+    g = torch.Generator().manual_seed(0)
+    params = model.decoder_params(torch.randn((3, *model.latent_shape), generator=g))
+    mass = torch.zeros(3, 1, 8, 8, dtype=torch.float64)
+    for k in range(17):  # every pixel at level k, x_k = 2k/16 − 1
+        x_k = torch.full((3, 1, 8, 8), 2 * k / 16 - 1)
+        mass += model.likelihood.log_prob(x_k, params).double().exp()
+    torch.testing.assert_close(mass, torch.ones_like(mass), rtol=0, atol=1e-6)
+
+
+def test_the_same_size_vae_information_counts_every_latent_value():
+    from elbolab.data import load_data
+
+    model = VAE(VAEConfig(latent="full", net="tiny"), (1, 8, 8), 17)
+    info = model.information(load_data("digits", "test"), n=20)
+    assert info.latent.latent_dims == 64 and len(info.latent.kl_per_dim_nats) == 64
+    assert 0 <= info.latent.active_units <= 64 and info.latent.rate_nats > 0
+
+
+@pytest.mark.parametrize(
+    "key, value", [("latent_channels", "0"), ("latent_dim", "0"), ("beta", "-1"), ("latent", "huge")]
+)
+def test_bad_vae_settings_are_one_line_errors_naming_the_key(key, value):
+    from elbolab.config import with_overrides
+    from elbolab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"model.{key}") as exc:
+        with_overrides(VAEConfig(), {key: value}, "model.")
+    assert "\n" not in str(exc.value)
+
+
+def test_the_same_size_vae_through_the_command_line(run_cli, tmp_path):
+    import json
+
+    run = tmp_path / "full"
+    common = ("--set", "model.latent=full", "--set", "model.net=tiny", "--set", "train.threads=1", "--quiet")
+    code, out, err = run_cli("train", "vae", "--data", "digits", "--out", run, "--steps", "20", *common)
+    assert code == 0 and "step 20" in out, err
+    code, out, err = run_cli("eval", run, "--json", "--only-bound", "--n", "64")
+    nats = json.loads(out)["nats"]
+    assert code == 0 and set(nats["terms"]) == {"reconstruction", "kl"}, err
+    assert nats["total"] == pytest.approx(sum(nats["terms"].values()), rel=1e-6)
+    assert run_cli("sample", run, "--n", "4", "--out", tmp_path / "s.png")[0] == 0
+    assert run_cli("interpolate", run, "--out", tmp_path / "i.png", "--pairs", "2", "--frames", "3")[0] == 0
+    code, out, err = run_cli("train", "vae", "--out", run, "--resume", "--steps", "25", "--quiet")
+    assert code == 0 and "step 25" in out, err

@@ -13,7 +13,7 @@ from elbolab.evaluate.run import Measurement
 from elbolab.evaluate.speed import PairedTiming
 from elbolab.evaluate.steps import StepsPoint
 from elbolab.experiments import verdicts as V
-from elbolab.records import BoundSummary, Effect, Resampled, SweepPoint, UnitSummary
+from elbolab.records import BoundSummary, Effect, Resampled, SampleFigures, SweepPoint, UnitSummary
 
 PRESENT, ABSENT, TOO_SMALL = "supported", "not supported", "inconclusive"
 RNG = np.random.default_rng(0)
@@ -24,13 +24,10 @@ def rs(value: float, sd: float, n: int = 200) -> Resampled:
     return Resampled(value, tuple(value + sd * RNG.standard_normal(n)))
 
 
-def figures(lap: float, fd: float, sd_lap: float = 0.02, sd_fd: float = 0.3) -> dict[str, Resampled]:
-    return {
-        "laplacian_ratio": rs(lap, sd_lap),
-        "high_frequency_ratio": rs(lap, sd_lap),
-        "fd": rs(fd, sd_fd),
-        "kid": rs(fd / 100, 0.001),
-    }
+def figures(lap: float, fd: float, sd_lap: float = 0.02, sd_fd: float = 0.3, **more: Resampled) -> SampleFigures:
+    return SampleFigures(
+        256, 360, rs(lap, sd_lap), rs(lap, sd_lap), rs(fd, sd_fd), rs(fd / 100, 0.001), feature_net="cnn", **more
+    )
 
 
 def bound(per_image: np.ndarray) -> BoundSummary:
@@ -40,7 +37,7 @@ def bound(per_image: np.ndarray) -> BoundSummary:
 
 def measurement(per_image: np.ndarray, fd: float = 10.0, components=None) -> Measurement:
     return Measurement(
-        "diffusion", "L_simple", 1, bound=bound(per_image), resampled=figures(1.0, fd), components=components or {}
+        "diffusion", "L_simple", 1, bound=bound(per_image), samples=figures(1.0, fd), components=components or {}
     )
 
 
@@ -230,7 +227,7 @@ def test_latent(expected):
     ae, own = paired(DELTA[expected])
     ld = measurement(own, components={"autoencoder": bound(ae)})
     out = V.contrast_latent(ld, timing(RATIO[expected]), 784, 16, 20)
-    assert out.verdict == expected and out.numbers["dimension_ratio"] == 49
+    assert out.verdict == expected and "(ratio 49.0)" in out.measured
 
 
 def test_latent_says_when_the_data_are_too_small():
@@ -260,8 +257,8 @@ def test_seeds_fold_the_spread_into_the_interval():
 def test_judge_returns_every_contrast_the_evidence_allows():
     vae, dif = paired(0.3)
     models = {
-        "vae": Measurement("vae", "β-ELBO", 1, bound=bound(vae), resampled=figures(0.5, 20.0)),
-        "diffusion": Measurement("diffusion", "L_simple", 1, bound=bound(dif), resampled=figures(1.0, 5.0)),
+        "vae": Measurement("vae", "β-ELBO", 1, bound=bound(vae), samples=figures(0.5, 20.0)),
+        "diffusion": Measurement("diffusion", "L_simple", 1, bound=bound(dif), samples=figures(1.0, 5.0)),
     }
     titles = [c.title for c in V.judge(V.Evidence(models, 64, 50, ends=("vae", "diffusion")))]
     assert titles == [V.SHARPNESS, V.QUALITY, V.LIKELIHOOD]
@@ -271,10 +268,10 @@ def test_the_evidence_figures_draw_from_synthetic_records(tmp_path):
     from elbolab.report import figures as draw
 
     # a figure outside its own percentile interval (bootstrap bias) must still draw
-    biased = {"laplacian_ratio": Resampled(1.0, tuple(np.linspace(1.1, 1.3, 50))), "fd": rs(5.0, 0.3)}
+    biased = SampleFigures(256, 360, Resampled(1.0, tuple(np.linspace(1.1, 1.3, 50))), rs(1.0, 0.02), rs(5.0, 0.3))
     points = steps_points(0.4, 0.95) + (StepsPoint("diffusion", "ddim", 5, 0.01, biased),)
     floors = Floors(figures(1.0, 1.0), figures(0.3, 30.0), 0.5, 256, "training images")
-    assert draw.steps_curves(points, floors, "laplacian_ratio", "sharpness").startswith(b"\x89PNG")
+    assert draw.steps_curves(points, floors, lambda f: f.laplacian_ratio, "sharpness").startswith(b"\x89PNG")
     assert draw.information_curves(
         (curve(40, 0.01), InformationCurve("VAE", (1,), (math.nan,), (3.0,), (0.1,), math.log(1000), 1000, 256)),
     ).startswith(b"\x89PNG")
@@ -284,15 +281,15 @@ def test_the_evidence_figures_draw_from_synthetic_records(tmp_path):
 def test_every_rule_names_its_tests_and_smallest_detectable_effects():
     vae, dif = paired(0.3)
     models = {
-        "vae": Measurement("vae", "β-ELBO", 1, bound=bound(vae), resampled=figures(0.5, 20.0)),
-        "diffusion": Measurement("diffusion", "L_simple", 1, bound=bound(dif), resampled=figures(1.0, 5.0)),
+        "vae": Measurement("vae", "β-ELBO", 1, bound=bound(vae), samples=figures(0.5, 20.0)),
+        "diffusion": Measurement("diffusion", "L_simple", 1, bound=bound(dif), samples=figures(1.0, 5.0)),
     }
     judged = V.judge(V.Evidence(models, 64, 50, ends=("vae", "diffusion"))) + (
         V.contrast_tug_blur(()),
         V.contrast_interpolation({}, ("vae", "diffusion")),
     )
     for c in judged:
-        effects = c.numbers.get("effects", [])
+        effects = c.effects
         assert all(
             e.test in c.rule and f"smallest detectable effect {e.min_detectable:.3g}" in c.rule for e in effects
         ), c.rule
@@ -304,9 +301,8 @@ def test_every_rule_names_its_tests_and_smallest_detectable_effects():
 
 
 def test_quality_shows_precision_and_recall_with_their_intervals():
-    vae, dif = figures(1.0, 20.0), figures(1.0, 5.0)
-    vae.update(precision=rs(0.6, 0.02), recall=rs(0.7, 0.02))
-    dif.update(precision=rs(0.8, 0.02), recall=rs(0.75, 0.02))
+    vae = figures(1.0, 20.0, precision=rs(0.6, 0.02), recall=rs(0.7, 0.02))
+    dif = figures(1.0, 5.0, precision=rs(0.8, 0.02), recall=rs(0.75, 0.02))
     c = V.contrast_quality(vae, dif)
-    assert f"Precision (bootstrap 95%, not part of the rule): VAE {V.show_figure(vae['precision'])}" in c.measured
+    assert f"Precision (bootstrap 95%, not part of the rule): VAE {V.show_figure(vae.precision)}" in c.measured
     assert "Recall" in c.measured and V.contrast_quality(figures(1.0, 20.0), figures(1.0, 5.0)).verdict == c.verdict

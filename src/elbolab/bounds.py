@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, overload
 
 import torch
 from torch import Tensor
@@ -14,6 +15,10 @@ from elbolab.errors import ConfigError
 LN2 = math.log(2.0)
 
 
+@overload
+def nats_to_bpd(nats: Tensor, dims: int) -> Tensor: ...
+@overload
+def nats_to_bpd(nats: float, dims: int) -> float: ...
 def nats_to_bpd(nats: Tensor | float, dims: int) -> Tensor | float:
     """Bits per dimension: nats / (D ln 2)."""
     return nats / (dims * LN2)
@@ -50,7 +55,7 @@ def mean_ci95(values: Tensor) -> tuple[float, float]:
     return mean, 1.959963984540054 * values.std(unbiased=True).item() / math.sqrt(n)
 
 
-def json_ready(obj):
+def json_ready(obj: Any) -> Any:
     """Replace NaN and ±inf by None (JSON has no such numbers), recursively."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
@@ -93,11 +98,10 @@ class Bound:
 
     def detach(self) -> Bound:
         """The same record with every tensor detached."""
-        det = lambda t: None if t is None else t.detach()
         return Bound(
             {k: v.detach() for k, v in self.terms.items()},
             self.dims,
-            det(self.per_step),
+            None if self.per_step is None else self.per_step.detach(),
             self.discrete,
             {k: v.detach() for k, v in self.extras.items()},
         )
@@ -108,7 +112,7 @@ class Bound:
         first = bounds[0]
         per_step = None
         if first.per_step is not None:
-            per_step = torch.cat([b.per_step for b in bounds])
+            per_step = torch.cat([b.per_step for b in bounds if b.per_step is not None])
         return Bound(
             {k: torch.cat([b.terms[k] for b in bounds]) for k in first.terms},
             first.dims,

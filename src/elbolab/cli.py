@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from elbolab.errors import ElbolabError
 from elbolab.registry import MODEL_KINDS
+
+if TYPE_CHECKING:  # imported where the commands run, so that `--help` loads no torch
+    from elbolab.evaluate.run import EvalResult
 
 
 def _echo_json(obj: dict) -> None:
@@ -32,6 +36,13 @@ def cli() -> None:
 @click.option("--data-dir", default=None, help="Where named data sets live / are downloaded ($ELBOLAB_DATA).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @click.option("--steps", type=int, default=None, help="Training steps (train.steps).")
+@click.option(
+    "--budget",
+    default=None,
+    metavar="BUDGET",
+    help="Training compute instead of --steps: optimiser steps (1200steps), counted FLOPs (2.5e13flop) or "
+    "wall-clock seconds (60s, machine-dependent); sets train.steps, max_flops and max_seconds.",
+)
 @click.option("--config", "config_file", default=None, help="JSON or YAML file with model.* and train.* keys.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. model.beta=0.5.")
 @click.option("--seed", type=int, default=None, help="Random seed (train.seed).")
@@ -39,7 +50,7 @@ def cli() -> None:
     "--resume",
     is_flag=True,
     help="Continue the run in --out from its newest good checkpoint; --set "
-    "may change train.lr, steps, max_seconds, cadences, precision (recorded in config-history.jsonl).",
+    "may change train.lr, steps, max_seconds, max_flops, cadences, precision (recorded in config-history.jsonl).",
 )
 @click.option("--autoencoder", default=None, type=click.Path(), help="latent-diffusion: reuse this trained VAE run.")
 @click.option("--deterministic", is_flag=True, help="Deterministic GPU kernels (train.deterministic); slower.")
@@ -51,6 +62,7 @@ def train(
     data_dir: str | None,
     out: str,
     steps: int | None,
+    budget: str | None,
     config_file: str | None,
     sets: tuple[str, ...],
     seed: int | None,
@@ -63,6 +75,7 @@ def train(
     """Train a model KIND on a data set into a run folder."""
     from elbolab.config import parse_set
     from elbolab.train.api import train_run
+    from elbolab.train.budget import Budget
     from elbolab.validate import validate_train
 
     overrides: dict[str, str] = dict(parse_set(sets))
@@ -76,6 +89,10 @@ def train(
             overrides[key] = str(value)
     if steps is not None and steps < 1:
         raise ElbolabError(f"--steps {steps}: must be at least 1")
+    if budget is not None:
+        if steps is not None:
+            raise ElbolabError("--steps and --budget both set the training length: give one of them")
+        overrides.update({f"train.{k}": str(v) for k, v in Budget.parse(budget).train_keys().items()})
     options = {
         "data_dir": data_dir,
         "overrides": overrides,
@@ -221,45 +238,53 @@ def evaluate(
     else:
         result = evaluate_run(Path(run_dir), split=split, cfg=cfg, features_kind=features, log=log, device=device)
     if as_json:
-        _echo_json(result)
+        _echo_json(result.to_json())
         return
-    b = result["bpd"]
-    click.echo(
-        f"{result['model']} on {result['data']} ({split}, n={result['n']}, estimator {result['estimator']}): "
-        f"{b['total']:.4f} ± {b['ci95']:.4f} bits/dim"
-    )
-    if result.get("mean_stderr_bpd") is not None:
-        passes = result.get("passes_per_image")
+    _print_eval(result)
+
+
+def _print_eval(result: EvalResult) -> None:
+    """`elbolab eval`'s lines: the bound with its terms, then every other measurement the record holds."""
+    m = result.measurement
+    if m.bound is not None:
+        b = m.bound
         click.echo(
-            f"  Monte-Carlo standard error of the mean {result['mean_stderr_bpd']:.4f} bits/dim, "
-            f"per-image spread {result['per_image_sd_bpd']:.3f} bits/dim"
-            + (f", {passes:.0f} network passes per image" if passes is not None else "")
+            f"{result.model} on {result.data} ({result.split}, n={b.n}, estimator {b.estimator}): "
+            f"{b.bpd.total:.4f} ± {b.bpd.ci95:.4f} bits/dim"
         )
-    for name, value in b["terms"].items():
-        click.echo(f"  {name:>16}: {value:.4f} bits/dim  ({result['nats']['terms'][name]:.2f} nats)")
-    if "bound_network_passes_per_image" in result:
+        if b.mean_stderr_bpd is not None:
+            passes = b.passes_per_image
+            click.echo(
+                f"  Monte-Carlo standard error of the mean {b.mean_stderr_bpd:.4f} bits/dim, "
+                f"per-image spread {b.per_image_sd_bpd:.3f} bits/dim"
+                + (f", {passes:.0f} network passes per image" if passes is not None else "")
+            )
+        for name, value in b.bpd.terms.items():
+            click.echo(f"  {name:>16}: {value:.4f} bits/dim  ({b.nats.terms[name]:.2f} nats)")
+    else:
+        click.echo(f"{result.model} on {result.data} ({result.split})")
+    d = result.diffusers
+    if d is not None and d.bound_network_passes_per_image is not None:
         click.echo(
-            f"  diffusers {result['scheduler']}, T = {result['T']}, {result['parameterisation']}, variance "
-            f"{result['variance']}, clip {result['clip']}: {result['bound_network_passes_per_image']:.0f} "
-            f"network passes per image for the bound"
+            f"  diffusers {d.scheduler}, T = {d.T}, {d.parameterisation}, variance {d.variance}, clip {d.clip}: "
+            f"{d.bound_network_passes_per_image:.0f} network passes per image for the bound"
         )
-    if result.get("iwae"):
-        i = result["iwae"]
-        click.echo(f"  IWAE (k={i['k']}, n={i['n']}): {i['bpd']:.4f} ± {i['ci95']:.4f} bits/dim")
-    if result.get("quality"):
-        q = result["quality"]
+    if m.iwae is not None:
+        i = m.iwae
+        click.echo(f"  IWAE (k={i.k}, n={i.n}): {i.bpd:.4f} ± {i.ci95:.4f} bits/dim")
+    f = m.samples
+    if f is not None and f.fd is not None and f.kid is not None and f.precision and f.recall:
         click.echo(
-            f"  Fréchet distance {q['fd']:.3f}, KID {q['kid']:.4f}, precision {q['precision']:.2f}, "
-            f"recall {q['recall']:.2f} ({q['n_samples']} samples, {q['feature_net']})"
+            f"  Fréchet distance {f.fd.value:.3f}, KID {f.kid.value:.4f}, precision {f.precision.value:.2f}, "
+            f"recall {f.recall.value:.2f} ({f.n} samples, {f.feature_net})"
         )
-    if result.get("sharpness"):
-        s = result["sharpness"]["samples"]
+    if f is not None:
         click.echo(
-            f"  sharpness of samples (× test): Laplacian {s['laplacian_variance_ratio']:.2f}, "
-            f"high-frequency share {s['high_frequency_share_ratio']:.2f}"
+            f"  sharpness of samples (× test): Laplacian {f.laplacian_ratio.value:.2f}, "
+            f"high-frequency share {f.high_frequency_ratio.value:.2f}"
         )
-    for row in result.get("speed") or []:
-        click.echo(f"  sampling {row['sampler']:>12} NFE {row['nfe']:>4}: {row['images_per_second']:.1f} images/s")
+    for row in m.speed:
+        click.echo(f"  sampling {row.sampler:>12} NFE {row.nfe:>4}: {row.images_per_second:.1f} images/s")
 
 
 @cli.command()
@@ -289,8 +314,19 @@ def export(run_dir: str, out: str) -> None:
     type=click.Path(),
     help="A .png grid, an .npz of levels, or a folder (one PNG per sample).",
 )
-@click.option("--sampler", default=None, help="Diffusion: ancestral | ddim | dpm-solver++ (a VAE: decoder).")
-@click.option("--steps", type=int, default=None, help="Diffusion: number of sampling steps (NFE).")
+@click.option(
+    "--sampler",
+    default=None,
+    help="Diffusion: ancestral | ddim | dpm-solver++ | dpm-solver++3m | euler | heun | heun-churn (a VAE: decoder).",
+)
+@click.option(
+    "--steps", type=int, default=None, help="Diffusion: number of sampling steps (NFE; Heun's 2 per step but the last)."
+)
+@click.option("--eta", type=float, default=None, help="Diffusion, DDIM: η (0 deterministic, 1 ancestral).")
+@click.option("--s-churn", type=float, default=None, help="Diffusion, heun-churn: EDM's S_churn (0: Heun).")
+@click.option("--s-min", type=float, default=None, help="Diffusion, heun-churn: churn only at σ/α ≥ S_min.")
+@click.option("--s-max", type=float, default=None, help="Diffusion, heun-churn: churn only at σ/α ≤ S_max.")
+@click.option("--s-noise", type=float, default=None, help="Diffusion, heun-churn: EDM's S_noise (1: no scaling).")
 @click.option(
     "--batch-size",
     type=int,
@@ -307,6 +343,11 @@ def sample(
     out: str,
     sampler: str | None,
     steps: int | None,
+    eta: float | None,
+    s_churn: float | None,
+    s_min: float | None,
+    s_max: float | None,
+    s_noise: float | None,
     batch_size: int,
     seed: int,
     deterministic: bool,
@@ -333,7 +374,8 @@ def sample(
     if deterministic:
         use_deterministic_algorithms()
     cfg, model = load_run(Path(run_dir), device)
-    kwargs = {k: v for k, v in (("sampler", sampler), ("steps", steps)) if v is not None}
+    given = {"sampler": sampler, "steps": steps, "eta": eta, "s_churn": s_churn, "s_min": s_min, "s_max": s_max}
+    kwargs = {k: v for k, v in {**given, "s_noise": s_noise}.items() if v is not None}
     model.check_sampling(**kwargs)  # a sampler or step count the model lacks is refused before any file is written
     batches = sample_batches(model, n, batch_size, seed, **kwargs)
     if to_folder:
@@ -381,9 +423,11 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int, devi
 @click.option("--out", "out", default="compare-report", show_default=True, type=click.Path(file_okay=False))
 @click.option(
     "--budget",
-    type=float,
     default=None,
-    help="Training seconds per model [default: the preset's: 60 on digits or a GPU, 120 for larger images on a CPU].",
+    metavar="BUDGET",
+    help="Training compute per model: optimiser steps (1200steps) or counted FLOPs (2.5e13flop); or wall-clock "
+    "seconds (60s), whose results depend on the machine [default: the preset's: 3e12flop on digits, 7.5e12flop "
+    "for larger images on a CPU, 500steps on a GPU].",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
@@ -415,7 +459,7 @@ def compare(
     data: str,
     data_dir: str | None,
     out: str,
-    budget: float | None,
+    budget: str | None,
     seed: int,
     seeds: int,
     n_samples: int,
@@ -428,13 +472,12 @@ def compare(
     """The main job: train every model of the design under one budget, measure, judge, attribute, report."""
     from dataclasses import replace
 
+    from elbolab.train.budget import Budget
     from elbolab.validate import validate_compare
 
-    if (budget is not None and not budget > 0) or n_samples < 2 or seeds < 1:
-        raise ElbolabError(
-            f"--budget ({budget}) must be positive, --n-samples ({n_samples}) at least 2 and "
-            f"--seeds ({seeds}) at least 1"
-        )
+    if n_samples < 2 or seeds < 1:
+        raise ElbolabError(f"--n-samples ({n_samples}) must be at least 2 and --seeds ({seeds}) at least 1")
+    compute = None if budget is None else Budget.parse(budget)
     side = validate_compare(data, data_dir, out, features)
 
     from elbolab.experiments.compare import (
@@ -462,7 +505,7 @@ def compare(
     cfg = CompareConfig(
         data=data,
         data_dir=data_dir,
-        budget=budget,
+        budget=compute,
         seed=seed,
         seeds=seeds,
         evaluation=evaluation,
@@ -485,7 +528,8 @@ def compare(
     planned = with_preset(cfg, side)
     click.echo(
         f"[compare] {many}about {estimated_seconds(cfg, side) / 60:.0f} minutes on an idle machine "
-        f"(training {planned.budget:g} s per model per seed, plus measurement)",
+        f"(training {planned.budget} per model per seed, plus measurement"
+        f"{'; a wall-clock budget: the steps, and so the answer, depend on the machine' if planned.budget and planned.budget.machine_dependent else ''})",
         err=True,
     )
     out_dir = Path(out)
@@ -512,22 +556,26 @@ def compare(
 @click.option("--features", type=click.Choice(["builtin", "inception", "auto"]), default="builtin", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 def report(run_dirs: tuple[str, ...], out: str, n_samples: int, features: str, device: str) -> None:
-    """Measure trained runs side by side and write the report (contrasts need a VAE and a diffusion run)."""
-    from elbolab.experiments.runs import measure_runs
-    from elbolab.report.render import write_report
+    """Write the report of a compare folder from its saved results (no model is loaded), or measure trained runs
+    side by side and write theirs (contrasts need a VAE and a diffusion run)."""
+    from elbolab.report.render import RESULTS_FILE, read_saved, write_report
 
-    results, images = measure_runs(
-        [Path(r) for r in run_dirs],
-        n_samples=n_samples,
-        features_kind=features,
-        log=lambda m: click.echo(f"[report] {m}", err=True),
-        device=device,
-    )
     out_dir = Path(out)
+    if len(run_dirs) == 1 and (Path(run_dirs[0]) / RESULTS_FILE).is_file():
+        results, images, reference = read_saved(Path(run_dirs[0]))
+    else:
+        from elbolab.experiments.runs import measure_runs
+
+        results, images = measure_runs(
+            [Path(r) for r in run_dirs],
+            n_samples=n_samples,
+            features_kind=features,
+            log=lambda m: click.echo(f"[report] {m}", err=True),
+            device=device,
+        )
+        reference = reference_images(results.config.data, results.config.data_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = write_report(
-        results, out_dir, images, reference_images(results.config["data"], results.config.get("data_dir"))
-    )
+    paths = write_report(results, out_dir, images, reference)
     _print_verdicts(results)
     click.echo(f"report: {paths['markdown']} and {paths['html']}")
 

@@ -111,7 +111,7 @@ def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
         if dataclasses.is_dataclass(annotation):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{full}: {value!r} is not allowed; expected a mapping of {full}.* keys")
-            kwargs[key] = from_dict(annotation, value, full + ".")
+            kwargs[key] = from_dict(typing.cast(type, annotation), value, full + ".")
         else:
             kwargs[key] = _coerce(value, annotation, full)
     return cls(**kwargs)
@@ -119,7 +119,8 @@ def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A config dataclass as plain JSON-ready data."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+    plain: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    return plain
 
 
 def with_overrides(cfg: Any, overrides: Mapping[str, Any], prefix: str = "") -> Any:

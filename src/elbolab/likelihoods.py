@@ -9,6 +9,7 @@ h = 1/(K-1); the first and last bins extend to -inf and +inf.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +51,9 @@ def _log1mexp(a: Tensor) -> Tensor:
     return torch.where(a > -math.log(2), torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a)))
 
 
-def _log_bin_mass(lo: Tensor, hi: Tensor, log_cdf, log_pdf) -> Tensor:
+def _log_bin_mass(
+    lo: Tensor, hi: Tensor, log_cdf: Callable[[Tensor], Tensor], log_pdf: Callable[[Tensor], Tensor]
+) -> Tensor:
     """log(F(hi) - F(lo)) for a distribution symmetric about 0, stable in both tails.
 
     Bins right of the centre are mirrored, so both ends sit in the left tail where
@@ -68,9 +71,9 @@ def _log_bin_mass(lo: Tensor, hi: Tensor, log_cdf, log_pdf) -> Tensor:
     return torch.where(narrow, midpoint, exact)
 
 
-def _standardised_bin(x: Tensor, mean: Tensor, log_scale: Tensor, levels: int):
+def _standardised_bin(x: Tensor, mean: Tensor, log_scale: Tensor, levels: int) -> tuple[Tensor, Tensor]:
     """The bin of x's level in standardised units, with open edge bins."""
-    x, mean, log_scale = (t.double() for t in torch.broadcast_tensors(x, mean, log_scale))
+    x, mean, log_scale = (t.double() for t in torch.broadcast_tensors(x, mean, log_scale))  # type: ignore[no-untyped-call]
     h = 1.0 / (levels - 1)
     inv_scale = torch.exp(-log_scale)
     k = level_of(x, levels)
@@ -126,9 +129,11 @@ class PixelLikelihood:
     params_per_channel: int = 2
 
     def split(self, params: Tensor) -> tuple[Tensor, ...]:
+        """`params` [B, P·C, H, W] → its P chunks along channels, each [B, C, H, W]."""
         return params.chunk(self.params_per_channel, dim=1)
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """log p(x | params) per pixel value, [B, C, H, W], x on the levels in [−1, 1]."""
         raise NotImplementedError
 
     def mean(self, params: Tensor) -> Tensor:
@@ -136,6 +141,7 @@ class PixelLikelihood:
         return quantize(self.split(params)[0].clamp(-1, 1), self.levels)
 
     def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:  # pragma: no cover
+        """A draw x ~ p(x | params), snapped to the levels in [−1, 1]."""
         raise NotImplementedError
 
 
@@ -146,10 +152,12 @@ class DiscretizedLogistic(PixelLikelihood):
     min_log_scale: float = -7.0
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        """log P(level of x) of the binned logistic (Salimans et al. 2017), per pixel value."""
         mean, log_scale = self.split(params)
         return discretized_logistic_log_prob(x, mean, log_scale.clamp(min=self.min_log_scale), self.levels)
 
     def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """mean + s·log(u / (1 − u)), u ~ U(0, 1) (the logistic's inverse CDF), snapped to the levels."""
         mean, log_scale = self.split(params)
         u = torch.rand(mean.shape, generator=generator, device=mean.device).clamp(1e-6, 1 - 1e-6)
         z = mean + torch.exp(log_scale.clamp(min=self.min_log_scale)) * (torch.log(u) - torch.log1p(-u))
@@ -163,10 +171,12 @@ class DiscretizedGaussian(PixelLikelihood):
     min_log_scale: float = -7.0
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        """log P(level of x) of the binned Gaussian, per pixel value."""
         mean, log_scale = self.split(params)
         return discretized_gaussian_log_prob(x, mean, log_scale.clamp(min=self.min_log_scale), self.levels)
 
     def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """mean + σ·ε, ε ~ N(0, 1), snapped to the levels."""
         mean, log_scale = self.split(params)
         noise = torch.randn(mean.shape, generator=generator, device=mean.device)
         return quantize(mean + torch.exp(log_scale.clamp(min=self.min_log_scale)) * noise, self.levels)
@@ -179,12 +189,15 @@ class Bernoulli(PixelLikelihood):
     params_per_channel: int = 1
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        """log Bernoulli(x; sigmoid(logits)) per pixel, x given as −1/1."""
         return bernoulli_log_prob(x, params)
 
     def mean(self, params: Tensor) -> Tensor:
+        """E[x] in [−1, 1]: 2·sigmoid(logits) − 1."""
         return torch.sigmoid(params) * 2 - 1
 
     def sample(self, params: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """x = 1 with probability sigmoid(logits), else −1."""
         u = torch.rand(params.shape, generator=generator, device=params.device)
         return (u < torch.sigmoid(params)).to(params.dtype) * 2 - 1
 

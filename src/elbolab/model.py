@@ -135,6 +135,7 @@ class GenerativeModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """The device the model's parameters are on."""
         return next(self.parameters()).device
 
     def check_input(self, x: Tensor) -> None:
@@ -231,9 +232,11 @@ class GenerativeModel(nn.Module):
             raise ConfigError(f"the {self.kind} model samples with {limit} steps, got {steps}")
 
     def encode(self, x: Tensor) -> Tensor:
+        """x → the model's latent (a VAE's posterior mean; diffusion's x_T by DDIM inversion), where it encodes."""
         raise NotImplementedError(f"{self.kind} has no encoder")
 
     def decode(self, z: Tensor) -> Tensor:
+        """The latent → image levels, the inverse of `encode`."""
         raise NotImplementedError(f"{self.kind} has no decoder")
 
     def information(self, data: ImageData, n: int = 1000, generator: torch.Generator | None = None) -> Information:

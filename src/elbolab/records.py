@@ -1,6 +1,8 @@
-"""Typed results shared by models, `eval`, `compare` and `report`: frozen dataclasses with `to_json`.
+"""Typed results shared by models, `eval`, `compare` and `report`: frozen dataclasses with `to_json` and
+`from_json`.
 
-No layer indexes another's nested dicts by string: a renamed field fails where it is read, at once.
+No layer indexes another's nested dicts by string: a renamed field fails where it is read, at once; a saved
+result is read back into the same records (`Record.from_json`, driven by the dataclass field types).
 This module sits at the bottom of the package (it imports only `bounds`), so a model's own
 `information` hook can return these records.
 """
@@ -9,17 +11,36 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from elbolab.bounds import Bound, json_ready, mean_ci95, nats_to_bpd
 
 
 class Record:
-    """A frozen result record: `to_json` gives plain JSON-ready data (NaN → None)."""
+    """A frozen result record: `to_json` gives plain JSON-ready data (NaN → None), `from_json` reads it back."""
 
     def to_json(self) -> dict[str, Any]:
+        """The record as plain JSON-ready data, NaN and ±inf as None."""
         return json_ready(_plain(self))
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
+        """The record `to_json` wrote: every field rebuilt as its declared type (None → NaN for a float)."""
+        return typing.cast(Self, revive(data, cls, cls.__name__))
+
+    @classmethod
+    def type_names(cls) -> dict[str, Any]:
+        """Names the field annotations use beyond their module's own (for records of a higher layer)."""
+        return {}
+
+    @classmethod
+    def json_types(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Field types that depend on the saved data itself (e.g. a model config by the model's kind)."""
+        return {}
 
 
 def _plain(obj: Any) -> Any:
@@ -30,6 +51,70 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     return obj
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    """A dataclass's field types, resolved (with the names its `type_names` adds)."""
+    extra = cls.type_names() if issubclass(cls, Record) else {}
+    return typing.get_type_hints(cls, localns=extra)
+
+
+def _short(value: Any) -> str:
+    """A value as an error message shows it: its repr, cut at 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def revive(value: Any, annotation: Any, key: str) -> Any:
+    """JSON data as the declared type `annotation`: dataclasses field by field, tuples, dicts, optionals, numbers;
+    a ValueError naming `key` where the data do not fit."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any or annotation is object:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        for arg in options[:-1]:
+            try:
+                return revive(value, arg, key)
+            except (TypeError, ValueError):
+                continue
+        return revive(value, options[-1], key)  # the last option's error names what did not fit
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{key}: expected a mapping for {annotation.__name__}, got {_short(value)}")
+        hints = {**_fields(annotation), **(annotation.json_types(value) if issubclass(annotation, Record) else {})}
+        fields = dataclasses.fields(annotation)
+        unknown = set(value) - {f.name for f in fields}
+        if unknown:
+            raise ValueError(f"{key}: unknown fields {sorted(unknown)} for {annotation.__name__}")
+        init = {f.name for f in fields if f.init}  # the others are derived again by the record itself
+        return annotation(**{k: revive(v, hints[k], f"{key}.{k}") for k, v in value.items() if k in init})
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key}: expected a list, got {_short(value)}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(revive(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        return tuple(revive(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{key}: expected a mapping, got {_short(value)}")
+        inner = args[1] if args else Any
+        return {k: revive(v, inner, f"{key}.{k}") for k, v in value.items()}
+    if annotation is float:
+        if value is None:
+            return math.nan
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key}: expected a number, got {_short(value)}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key}: expected an integer, got {_short(value)}")
+        return value
+    if annotation in (bool, str) and not isinstance(value, annotation):
+        raise ValueError(f"{key}: expected {annotation.__name__}, got {_short(value)}")
+    return value
 
 
 # ---------------------------------------------------------------- the bound
@@ -118,6 +203,24 @@ class Resampled(Record):
         return percentile_interval(self.replicates)
 
 
+@dataclass(frozen=True)
+class SampleFigures(Record):
+    """Every figure of one sample set against one reference set, each bootstrapped with the same resampling
+    indices: sharpness (Laplacian variance and high-frequency share, each over the reference's, 1 = as sharp as
+    the data) and, where a feature network measured them, Fréchet distance, KID (the unbiased MMD² of the full
+    sets) and k-NN precision and recall; None where not measured."""
+
+    n: int
+    n_reference: int
+    laplacian_ratio: Resampled
+    high_frequency_ratio: Resampled
+    fd: Resampled | None = None
+    kid: Resampled | None = None
+    precision: Resampled | None = None
+    recall: Resampled | None = None
+    feature_net: str | None = None  # the feature network of fd, kid, precision and recall
+
+
 def percentile_interval(values: Any) -> tuple[float, float]:
     """2.5% and 97.5% quantiles of `values` (linear interpolation); NaN for fewer than two finite values."""
     finite = sorted(v for v in values if math.isfinite(v))
@@ -171,6 +274,19 @@ class LatentRate(Record):
 
 
 @dataclass(frozen=True)
+class LevelRate(Record):
+    """One level z_l of a hierarchical latent: its rate E_q[KL(q(z_l|z_>l, x)‖p(z_l|z_>l))] (its share of the
+    bound's KL) and its active units (Cov_x E_q[z_l] > threshold, the levels above at their posterior means)."""
+
+    level: int
+    rate_nats: float
+    rate_ci95_nats: float
+    rate_bpd: float
+    latent_dims: int
+    active_units: int
+
+
+@dataclass(frozen=True)
 class RatePoint(Record):
     """One point of diffusion's progressive rate–distortion curve (at step `step`, time t)."""
 
@@ -197,10 +313,12 @@ class ChainRateDistortion(Record):
 
 @dataclass(frozen=True)
 class Information(Record):
-    """What a model's `information` hook reports about its own latent: a learned code, a chain along t, or both."""
+    """What a model's `information` hook reports about its own latent: a learned code, a chain along t, or both;
+    for a hierarchy, `latent` is all its levels together and `levels` each one, top level first."""
 
     latent: LatentRate | None = None
     chain: ChainRateDistortion | None = None
+    levels: tuple[LevelRate, ...] = ()
 
 
 # ---------------------------------------------------------------- contrasts and the comparison
@@ -245,24 +363,38 @@ class Effect(Record):
         return "inconclusive"
 
 
+#: how a contrast's effects make its verdict: "all" (supported if every effect is, not supported if any is
+#: not, else inconclusive); "guarded" (the first effect's verdict, inconclusive if the second, a guard, is
+#: not supported)
+COMBINE = ("all", "guarded")
+
+
 @dataclass(frozen=True)
 class Contrast(Record):
     """One contrast between the models: the claim, what was measured, the rule applied and its verdict;
-    where the verdict rests on an effect, the effect with its interval; the figure that shows it."""
+    the effects the verdict rests on (each with its interval; the first is the contrast's effect) and how they
+    combine (`COMBINE`); the figure that shows it."""
 
     title: str
     claim: str
     measured: str
     rule: str
     verdict: str
-    numbers: dict[str, Any] = dataclasses.field(default_factory=dict)
-    effect: Effect | None = None
+    effects: tuple[Effect, ...] = ()
+    combine: str = "all"
     figure: str | None = None  # the name of the figure or image grid that shows it
     per_seed: tuple[float, ...] = ()  # the effect in each seed's run, where several seeds ran
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"a verdict is one of {', '.join(VERDICTS)}, got {self.verdict!r}")
+        if self.combine not in COMBINE:
+            raise ValueError(f"effects combine by one of {', '.join(COMBINE)}, got {self.combine!r}")
+
+    @property
+    def effect(self) -> Effect | None:
+        """The effect the verdict rests on first (None: the contrast could not be measured)."""
+        return self.effects[0] if self.effects else None
 
 
 @dataclass(frozen=True)
@@ -273,8 +405,8 @@ class SweepPoint(Record):
     rate_bpd: float
     distortion_rmse: float
     budget_seconds: float = float("nan")
-    sample_figures: dict[str, Resampled] = dataclasses.field(default_factory=dict)  # prior samples
-    reconstruction_figures: dict[str, Resampled] = dataclasses.field(default_factory=dict)  # held-out images
+    sample_figures: SampleFigures | None = None  # prior samples
+    reconstruction_figures: SampleFigures | None = None  # held-out images
     interpolation_step_mean: float = float("nan")  # mean neighbour distance along its latent slerps
     interpolation_max_step_ratio: float = float("nan")  # mean over paths of the largest step over the mean
 
@@ -288,3 +420,26 @@ class DataInfo(Record):
     levels: int
     dims: int
     n_test: int
+
+
+@dataclass(frozen=True)
+class Machine(Record):
+    """Where a comparison ran: platform, processors, torch and its threads, the accelerator (`machine_info`)."""
+
+    platform: str
+    processor: str
+    cpu_count: int | None
+    torch: str
+    torch_threads: int
+    python: str
+    date: str
+    load_average_1_5_15_min: tuple[float, ...]
+    cuda_device: str | None = None
+
+
+@dataclass(frozen=True)
+class FeatureNet(Record):
+    """The feature network of the sample figures, and why Inception's was not used (None: it was)."""
+
+    name: str
+    inception_unavailable_because: str | None = None

@@ -14,6 +14,7 @@ MODEL_KINDS: dict[str, tuple[str, str, str]] = {
     "vae": ("elbolab.vae", "VAEConfig", "VAE"),
     "diffusion": ("elbolab.diffusion", "DiffusionConfig", "DiffusionModel"),
     "latent-diffusion": ("elbolab.latent", "LatentDiffusionConfig", "LatentDiffusion"),
+    "hvae": ("elbolab.hvae", "HVAEConfig", "HierarchicalVAE"),
 }
 #: how readers name a kind, where not by its name
 LABELS: dict[str, str] = {"vae": "VAE", "latent-diffusion": "latent diffusion"}

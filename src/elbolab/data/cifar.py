@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,10 +25,10 @@ CLASSES = 10
 
 try:  # NumPy ≥ 2 keeps these in numpy._core; older pickles still name numpy.core
     from numpy._core.multiarray import _reconstruct
-    from numpy._core.numeric import _frombuffer
+    from numpy._core.numeric import _frombuffer  # type: ignore[attr-defined,unused-ignore]
 except ImportError:  # pragma: no cover - NumPy 1.x
-    from numpy.core.multiarray import _reconstruct
-    from numpy.core.numeric import _frombuffer
+    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef,attr-defined,unused-ignore]
+    from numpy.core.numeric import _frombuffer  # type: ignore[attr-defined,no-redef,unused-ignore]
 
 
 def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
@@ -51,7 +52,7 @@ ALLOWED_GLOBALS = {
 class RestrictedUnpickler(pickle.Unpickler):
     """Builds dicts, lists, strings, bytes, numbers and NumPy arrays; any other global is refused."""
 
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> Any:
         """Resolve a global only if it is on the allow-list."""
         try:
             return ALLOWED_GLOBALS[(module, name)]
@@ -70,8 +71,10 @@ def load_pickle(path: Path) -> object:
         raise data_error(path, "not a readable pickle (truncated or corrupt?)", exc) from exc
 
 
-def _entry(batch: dict, key: str) -> object:
+def _entry(batch: object, key: str) -> object:
     """batch[key], whether the pickle stored its keys as bytes (Python 2) or str."""
+    if not isinstance(batch, dict):
+        raise TypeError("a CIFAR-10 batch is a dict")
     for k in (key.encode(), key):
         if k in batch:
             return batch[k]

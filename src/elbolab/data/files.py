@@ -116,7 +116,7 @@ def load_folder(root: Path, split: str) -> ImageData:
     if not everything:
         raise data_error(root, f"no images ({', '.join(IMAGE_SUFFIXES)}) in this folder or below")
     names = {c for _, c in everything}
-    classes = None if None in names else sorted(names)
+    classes = None if None in names else sorted(n for n in names if n is not None)
     if pre_split:
         chosen = groups[split]
         if not chosen:
@@ -124,7 +124,7 @@ def load_folder(root: Path, split: str) -> ImageData:
     else:
         chosen = [everything[i] for i in split_indices(len(everything), split, root)]
     images = stack_images([f for f, _ in chosen], survey([f for f, _ in everything]))
-    labels = None if classes is None else torch.tensor([classes.index(c) for _, c in chosen], dtype=torch.int64)
+    labels = None if classes is None else torch.tensor([classes.index(str(c)) for _, c in chosen], dtype=torch.int64)
     return ImageData(root.name, torch.from_numpy(images), LEVELS, labels)
 
 

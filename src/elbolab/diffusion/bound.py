@@ -205,13 +205,26 @@ def mc_bound(
     N(0, I), and the additive part of the ε-noise, nearly all of it at the first steps, largely cancels;
     otherwise ε is iid. `control` [T, FEATURES] (slopes per step, from `pilot_step_fit`) subtracts from each
     term, L_0 too, the control variate `noise_control.control_value` of its ε, of mean zero: the estimate's
-    expectation is unchanged.
-    extras["stderr"] [B]: the standard error of the mean of the K estimates.
+    expectation is unchanged. A one-step chain (T = 1) has no step to draw: its K estimates are L_T + L_0 at K
+    independent x_1 (`one_step_bound`).
+    extras["stderr"], shape [B]: the standard error of the mean of the K estimates.
     """
     if samples < 2:
         raise ValueError(f"the Monte-Carlo bound needs samples ≥ 2 for its standard error, got {samples}")
     B, T = x_0.shape[0], schedule.T
     device = x_0.device
+    if T == 1:
+        return one_step_bound(
+            denoiser,
+            x_0,
+            schedule,
+            samples=samples,
+            parameterisation=parameterisation,
+            variance=variance,
+            levels=levels,
+            generator=generator,
+            max_batch=max_batch,
+        )
     q = (
         torch.ones(T - 1, dtype=torch.float64, device=device)
         if proposal is None
@@ -263,6 +276,44 @@ def mc_bound(
         None,
         discrete=levels is not None,
         extras={"stderr": stderr, "passes": _passes(x_0, samples + R)},
+    )
+
+
+def one_step_bound(
+    denoiser: Denoiser,
+    x_0: Tensor,
+    schedule: Schedule,
+    *,
+    samples: int,
+    parameterisation: str = "eps",
+    variance: str = "small",
+    levels: int | None = None,
+    generator: torch.Generator | None = None,
+    max_batch: int = 1024,
+) -> Bound:
+    """−ELBO of the one-step chain, L_T + L_0 with L_0 = E_{q(x_1|x_0)}[−log p_θ(x_0|x_1)] from K = `samples` iid
+    x_1 per example (K network passes); "diffusion" is zero, there being no step between."""
+    B, K, device = x_0.shape[0], samples, x_0.device
+    terms = _terms_for_pairs(
+        denoiser,
+        x_0,
+        torch.arange(B, device=device).repeat_interleave(K),
+        torch.ones(B * K, dtype=torch.long, device=device),
+        schedule,
+        _normal(tuple(x_0.shape[1:]), generator, device),
+        max_batch,
+        parameterisation=parameterisation,
+        variance=variance,
+        levels=levels,
+    ).view(B, K)
+    _, stderr = mean_and_stderr(terms, False)
+    prior = prior_term(x_0, schedule)
+    return Bound(
+        {"prior": prior, "diffusion": torch.zeros_like(prior), "reconstruction": terms.mean(1)},
+        _dims(x_0),
+        None,
+        discrete=levels is not None,
+        extras={"stderr": stderr, "passes": _passes(x_0, K)},
     )
 
 

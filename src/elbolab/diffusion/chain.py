@@ -12,15 +12,22 @@ import torch
 from torch import Tensor, nn
 
 from elbolab.bounds import Bound, Estimator, nats_to_bpd
-from elbolab.diffusion import continuous
+from elbolab.diffusion import continuous, edm
 from elbolab.diffusion.bound import exact_bound, mc_bound, pilot_step_fit, prior_term, vlb_term
 from elbolab.diffusion.config import DiffusionConfig
+from elbolab.diffusion.encoder import MeanEncoder
 from elbolab.diffusion.forward import expand, q_sample
-from elbolab.diffusion.learned_schedule import VDM_GAMMA_MIN, LearnedSchedule, level_gamma_min, uniform_grid
+from elbolab.diffusion.learned_schedule import (
+    VDM_GAMMA_MIN,
+    LearnedSchedule,
+    OneStepSchedule,
+    level_gamma_min,
+    uniform_grid,
+)
 from elbolab.diffusion.noise_control import FEATURES
 from elbolab.diffusion.parameterisation import x0_and_eps
 from elbolab.diffusion.reverse import Denoiser, denoise
-from elbolab.diffusion.samplers import ddim, ddim_invert, run_sampler
+from elbolab.diffusion.samplers import Churn, ddim, ddim_invert, run_sampler
 from elbolab.diffusion.schedule import Schedule, alpha, sigma, time_grid
 from elbolab.diffusion.time_proposal import TimeProposal, bin_of_step, step_edges
 from elbolab.diffusion.timesteps import LossSecondMomentResampler, draw_steps
@@ -45,10 +52,13 @@ SCHEDULE_GRAD_SCALE = 2.0**10
 PROPOSAL_BINS = 64
 
 
-def build_schedule(config: DiffusionConfig, levels: int | None) -> Schedule | LearnedSchedule:
-    """The model's λ(t): the named T-step schedule, or in continuous time γ of the named shape between end
-    points, γ_min from the data's levels unless given (σ_0 = bin_fraction × 2/(K − 1))."""
+def build_schedule(config: DiffusionConfig, levels: int | None) -> Schedule | LearnedSchedule | OneStepSchedule:
+    """The model's λ(t): the named T-step schedule; for one step (T = 1) its one log-SNR −γ_max, learned if
+    `learn_endpoints`; or in continuous time γ of the named shape between end points, γ_min from the data's
+    levels unless given (σ_0 = bin_fraction × 2/(K − 1))."""
     if config.time == "discrete":
+        if config.T == 1:
+            return OneStepSchedule(config.gamma_max, config.learn_endpoints)
         return Schedule(config.schedule, config.T)
     gamma_min = config.gamma_min
     if gamma_min is None:
@@ -61,17 +71,30 @@ class GaussianDiffusion(nn.Module):
 
     The network maps (x_t [B, C, ...], t [B] ∈ [0, 1]) to the output named by
     `config.parameterisation`, with C more channels (dim 1) for a learned variance. `schedule`, if
-    given, replaces the config's named one (any object with log_snr, times, T, betas; e.g. a table).
+    given, replaces the config's named one (any object with log_snr, times, T, betas; e.g. a table). `encoder`
+    is DiffEnc's learned mean x_φ (config.encoder = "learned", continuous time), built by the wrapper that
+    knows the data's layout.
     """
 
     def __init__(
-        self, config: DiffusionConfig, net: nn.Module, levels: int | None = None, schedule: Schedule | None = None
+        self,
+        config: DiffusionConfig,
+        net: nn.Module,
+        levels: int | None = None,
+        schedule: Schedule | None = None,
+        encoder: MeanEncoder | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.schedule = build_schedule(config, levels) if schedule is None else schedule
         if self.schedule.T != config.T:
             raise ConfigError(f"the schedule has T = {self.schedule.T} steps but the config T = {config.T}")
+        if (encoder is not None) != (config.encoder == "learned"):
+            raise ConfigError(
+                f"encoder={config.encoder} needs {'a' if encoder is None else 'no'} learned mean encoder here "
+                "(model.encoder=learned is DiffEnc over images, in continuous time)"
+            )
+        self.encoder = encoder
         self.net = net
         self.levels = levels
         self.resampler = LossSecondMomentResampler(config.T)
@@ -100,15 +123,19 @@ class GaussianDiffusion(nn.Module):
             output, var_out = out.chunk(2, dim=1)
             return output, (var_out + 1) / 2  # Nichol & Dhariwal 2021's v ∈ [−1, 1] ↦ var_interp ∈ [0, 1]
 
+        out_of: Denoiser = raw
+        parameterisation: str = cfg.parameterisation
+        if parameterisation == "edm":  # EDM's D(x̃; σ̃) around the network: an x̂_0-denoiser
+            out_of, parameterisation = edm.preconditioned(raw, self.schedule, cfg.sigma_data), "x0"
         if not clip:
-            return raw, cfg.parameterisation
+            return out_of, parameterisation
 
         def clipped(x_t: Tensor, t: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-            out = raw(x_t, t)
+            out = out_of(x_t, t)
             output, var_interp = out if isinstance(out, tuple) else (out, None)
             log_snr = self.schedule.log_snr(t)
             x0_hat, _ = x0_and_eps(
-                output, cfg.parameterisation, x_t, expand(alpha(log_snr), x_t), expand(sigma(log_snr), x_t)
+                output, parameterisation, x_t, expand(alpha(log_snr), x_t), expand(sigma(log_snr), x_t)
             )
             x0_hat = x0_hat.clamp(-1, 1)
             return x0_hat if var_interp is None else (x0_hat, var_interp)
@@ -148,7 +175,34 @@ class GaussianDiffusion(nn.Module):
             term = vlb if cfg.loss == "vlb" else mse + cfg.hybrid_weight * vlb
         if importance and self.training:
             self.resampler.update(i, term)
-        return (term / (T * p_i)).float()
+        objective = term / (T * p_i)
+        if not self.learned_forward():
+            return objective.float()
+        # the one-step chain's learned λ_1: L_T is no constant, and λ_1 follows the bound L_T + L_{i−1}/p_i
+        step = (nats if cfg.loss == "vlb" else vlb_term(x_0, d, i, self.schedule, cfg.variance, self.levels)) / p_i
+        bound = nats_to_bpd(prior_term(x_0, self.schedule) + step, x_0[0].numel())
+        return (bound if cfg.loss == "vlb" else self.follow_bound(objective, bound)).float()
+
+    def learned_forward(self) -> list[nn.Parameter]:
+        """The forward process's learned parameters: the schedule's (end points, shape, one-step λ_1) and DiffEnc's
+        encoder's, trained on the bound whatever the network is trained on."""
+        modules = [self.schedule] if isinstance(self.schedule, nn.Module) else []
+        modules += [self.encoder] if self.encoder is not None else []
+        return [p for m in modules for p in m.parameters() if p.requires_grad]
+
+    def follow_bound(self, objective: Tensor, bound: Tensor) -> Tensor:
+        """`objective`, its value unchanged, with the forward process's parameters given the gradient of `bound`
+        (per-example tensors) and no other, in one backward pass. Scaled by a power of two on the way through the
+        network (exact), so that under fp16 autocast, where the trainer's GradScaler does not see this pass,
+        small gradients at its output do not underflow."""
+        learned = self.learned_forward()
+        if not learned or not torch.is_grad_enabled():
+            return objective
+        scaled = torch.autograd.grad(
+            SCHEDULE_GRAD_SCALE * (bound.mean() - objective.mean()), learned, retain_graph=True, allow_unused=True
+        )
+        follow = sum((p * g / SCHEDULE_GRAD_SCALE).sum() for p, g in zip(learned, scaled) if g is not None)
+        return objective + (follow - follow.detach())
 
     def _continuous_loss(self, x_0: Tensor, generator: torch.Generator | None) -> Tensor:
         """Continuous time, t low-discrepancy over the batch, t_b = (u + b/B) mod 1 (VDM, App. I): the ELBO in
@@ -156,40 +210,50 @@ class GaussianDiffusion(nn.Module):
         or the weighted diffusion term ½ w(λ_t) γ′(t) ‖ε − ε̂‖² in bits/dim (a named w, `weighting`), while
         a learned schedule (end points, and shape) follows the bound: its parameters get the bound's gradient
         alone, the objective's value unchanged."""
+        cfg = self.config
         x_0 = x_0.double()
         B, D, device = x_0.shape[0], x_0[0].numel(), x_0.device
         u = torch.rand((), generator=generator, dtype=torch.float64, device=device)
         t = (u + torch.arange(B, dtype=torch.float64, device=device) / B) % 1.0
+        q_t = torch.ones((), dtype=torch.float64, device=device)  # t's density: uniform, or EDM's draw (`edm_draw`)
+        mass = q_t
+        if cfg.loss == "edm":
+            t, q_t, mass = self.edm_draw(t)
         eps, eps_0 = torch.randn((2, *x_0.shape), generator=generator, dtype=torch.float64, device=device)
         raw, parameterisation = self.denoiser()
-        mse = continuous.squared_error(raw, x_0, t, eps, self.schedule, parameterisation)
+        enc = self.encoder
+        mse = continuous.squared_error(raw, x_0, t, eps, self.schedule, parameterisation, enc)
+        mean_0 = None if enc is None else continuous.encoded_mean(enc, x_0, 0.0, self.schedule)
         nats = (
-            prior_term(x_0, self.schedule)
-            + continuous.reconstruction_term(x_0, self.schedule, self.levels, eps_0)
-            + 0.5 * self.schedule.gamma_prime(t) * mse
+            continuous.encoded_prior_term(x_0, self.schedule, enc)
+            + continuous.reconstruction_term(x_0, self.schedule, self.levels, eps_0, mean_0)
+            + 0.5 * self.schedule.gamma_prime(t) * mse / q_t
         )
         bound = nats_to_bpd(nats, D)
-        if self.config.loss == "vlb":
+        if cfg.loss == "vlb":
             return bound.float()
-        if self.config.loss == "simple":
+        if cfg.loss == "simple":
             reweighted = mse / D
         else:  # the schedule enters as a fixed weight: its parameters learn from the bound alone
             with torch.no_grad():
-                w = weight(self.config.loss, self.schedule.log_snr(t), self.config.sigmoid_bias)
-                w = w * 0.5 * self.schedule.gamma_prime(t)
+                if cfg.loss == "edm":  # ½ w(λ) γ′ / q(t) = ½ Z (σ̃² + σ_data²)/σ_data²
+                    w = 0.5 * mass * edm.loss_weight(edm.ve_sigma(self.schedule.log_snr(t)), cfg.sigma_data)
+                else:
+                    w = weight(cfg.loss, self.schedule.log_snr(t), cfg.sigmoid_bias)
+                    w = w * 0.5 * self.schedule.gamma_prime(t)
             reweighted = nats_to_bpd(w * mse, D)
-        learned = [p for p in self.schedule.parameters() if p.requires_grad]
-        if learned and torch.is_grad_enabled():
-            # the end points (and a learned shape) get the bound's gradient and no other: the objective's own
-            # (through z_t) is replaced by the bound's, value unchanged, in one backward pass; scaled by a power
-            # of two on the way through the network (exact), so that under fp16 autocast, where the trainer's
-            # GradScaler does not see this pass, small gradients at its output do not underflow
-            scaled = torch.autograd.grad(
-                SCHEDULE_GRAD_SCALE * (bound.mean() - reweighted.mean()), learned, retain_graph=True
-            )
-            follow = sum((p * g / SCHEDULE_GRAD_SCALE).sum() for p, g in zip(learned, scaled))
-            reweighted = reweighted + (follow - follow.detach())
-        return reweighted.float()
+        # the end points (a learned shape, DiffEnc's encoder) get the bound's gradient and no other: the
+        # objective's own (through z_t) is replaced by the bound's, value unchanged
+        return self.follow_bound(reweighted, bound).float()
+
+    @torch.no_grad()
+    def edm_draw(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(t, q(t), Z): t with ln σ̃_t ~ N(P_mean, P_std²) truncated to the schedule (mass Z), from uniforms u, and its
+        density q(t) = p(λ_t) γ′(t)/Z over t, the importance ratio that keeps the bound's estimate unbiased."""
+        cfg = self.config
+        t, log_snr, mass = edm.lognormal_times(u, self.schedule, cfg.edm_p_mean, cfg.edm_p_std)
+        density = edm.lognormal_density(log_snr, cfg.edm_p_mean, cfg.edm_p_std)
+        return t, density * self.schedule.gamma_prime(t) / mass, mass
 
     # ---- the bound
     def default_estimator(self) -> Estimator:
@@ -229,7 +293,9 @@ class GaussianDiffusion(nn.Module):
         denoiser, parameterisation = self.denoiser(clip)
         kw = {"parameterisation": parameterisation, "generator": generator, "max_batch": self.config.max_batch}
         if self.continuous:
-            second = continuous.pilot_second_moment(denoiser, pilot, self.schedule, PROPOSAL_BINS, 2, T=steps, **kw)
+            second = continuous.pilot_second_moment(
+                denoiser, pilot, self.schedule, PROPOSAL_BINS, 2, T=steps, encoder=self.encoder, **kw
+            )
         else:
             slopes, second = pilot_step_fit(
                 denoiser,
@@ -264,6 +330,7 @@ class GaussianDiffusion(nn.Module):
             "levels": levels,
             "generator": generator,
             "max_batch": self.config.max_batch,
+            "encoder": self.encoder,
         }
         if estimator.method == "exact":
             return continuous.exact_steps_bound(denoiser, x_0, self.schedule, estimator.steps or self.config.T, **kw)
@@ -331,6 +398,12 @@ class GaussianDiffusion(nn.Module):
             )
         raise ConfigError(f"the diffusion chain has no {estimator.method!r} bound; it offers exact and mc")
 
+    def q_mean(self, x_0: Tensor, t: Tensor) -> Tensor:
+        """The mean of q(x_t|x_0) over α_t: x_0, or DiffEnc's x_φ(x_0, t) (t a [B] tensor)."""
+        if self.encoder is None:
+            return x_0
+        return self.encoder(x_0, t, self.schedule)[0]
+
     # ---- sampling
     def sample(
         self,
@@ -342,8 +415,10 @@ class GaussianDiffusion(nn.Module):
         clip: bool = False,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
+        churn: Churn | None = None,
     ) -> Tensor:
-        """x_T ~ N(0, I) of `shape`, then the sampler over `steps` (None: the config's) steps → x_0."""
+        """x_T ~ N(0, I) of `shape`, then the sampler over `steps` (None: the config's) steps → x_0 (`churn`: EDM's
+        stochastic sampler's)."""
         cfg = self.config
         device = device if device is not None else next(self.net.parameters()).device
         x_T = torch.randn(shape, generator=generator, device=device)
@@ -358,6 +433,7 @@ class GaussianDiffusion(nn.Module):
             parameterisation=parameterisation,
             variance=variance or cfg.variance,
             eta=cfg.eta if eta is None else eta,
+            churn=churn or Churn(),
             generator=generator,
         )
 

@@ -64,7 +64,7 @@ def chain_rate_distortion(
         t = schedule.times(torch.tensor(i))
         log_snr = schedule.log_snr(t)
         eps = torch.randn(x.shape, generator=generator, dtype=torch.float64, device=x.device)
-        x_i = q_sample(x, log_snr.to(x.device), eps)
+        x_i = q_sample(chain.q_mean(x, t.expand(x.shape[0]).to(x.device)), log_snr.to(x.device), eps)
         x0_hat = denoise(raw, x_i, t.expand(x.shape[0]).to(x.device), schedule, parameterisation).x0_hat.clamp(-1, 1)
         rate = sent[:, i] if i < T else prior
         rem = remaining[:, i] if i < T else remaining[:, -1] + per_step[:, -1]

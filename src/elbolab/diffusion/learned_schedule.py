@@ -154,6 +154,42 @@ class MonotoneShape(nn.Module):
         return self._raw(t)[1] / (hi - lo)
 
 
+class OneStepSchedule(nn.Module):
+    """The one-step chain's schedule (discrete time, T = 1): q(x_1|x_0) = N(α_1 x_0, σ_1² I) with one log-SNR
+    λ_1 = −γ_1, learned on the bound if `learn`; x_0 is the data (λ = +∞ at t = 0). Between, λ(t) = −γ_1 − 2 log t
+    (σ/α ∝ t), which only a sampler's grid time other than 0 and 1 would read."""
+
+    T = 1
+
+    def __init__(self, gamma_1: float, learn: bool = True) -> None:
+        super().__init__()
+        value = torch.tensor(float(gamma_1), dtype=torch.float64)
+        if learn:
+            self.gamma_1 = nn.Parameter(value)
+        else:
+            self.register_buffer("gamma_1", value)
+
+    def log_snr(self, t: Tensor | float) -> Tensor:
+        """λ(t) = −γ_1 − 2 log t, float64: +∞ at t = 0, −γ_1 at t = 1."""
+        t = torch.as_tensor(t, dtype=torch.float64, device=self.gamma_1.device)
+        return -self.gamma_1 - 2 * torch.log(t)
+
+    def times(self, i: Tensor | int) -> Tensor:
+        """t_i = i/T = i, float64."""
+        return torch.as_tensor(i, dtype=torch.float64, device=self.gamma_1.device) / self.T
+
+    def alpha_bar(self, t: Tensor | float) -> Tensor:
+        """α²(t) = sigmoid(λ(t))."""
+        return alpha_bar(self.log_snr(t))
+
+    def betas(self) -> Tensor:
+        """β_1 = σ_1² = sigmoid(γ_1), [1]."""
+        return torch.sigmoid(self.gamma_1).reshape(1)
+
+    def extra_repr(self) -> str:
+        return f"gamma_1={self.gamma_1.item():.3f}, learned={isinstance(self.gamma_1, nn.Parameter)}"
+
+
 #: the longest grid a continuous-time model samples on (its grid is held in memory)
 MAX_GRID_STEPS = 10**6
 

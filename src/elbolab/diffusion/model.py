@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -12,16 +13,19 @@ from elbolab.bounds import Bound, Estimator
 from elbolab.data.base import ImageData
 from elbolab.diffusion.chain import GaussianDiffusion, build_net
 from elbolab.diffusion.config import DiffusionConfig
+from elbolab.diffusion.encoder import MeanEncoder
 from elbolab.diffusion.information import chain_rate_distortion, forward_information
-from elbolab.diffusion.samplers import SAMPLERS
+from elbolab.diffusion.samplers import SAMPLERS, Churn
 from elbolab.diffusion.weighting import describe
 from elbolab.errors import ConfigError
 from elbolab.information import InformationCurve
 from elbolab.model import Capabilities, DesignLevels, Encoding, GenerativeModel
 from elbolab.records import Information
 
-#: what `sample` takes beyond the sampler and NFE: DDIM's η and the reverse variance of the ancestral sampler
-SAMPLE_OPTIONS = ("eta", "variance")
+#: what `sample` takes beyond the sampler and steps: DDIM's η, the reverse variance of the ancestral sampler and the
+#: churn of EDM's stochastic sampler ("heun-churn", `samplers.Churn`)
+CHURN_OPTIONS = ("s_churn", "s_min", "s_max", "s_noise")
+SAMPLE_OPTIONS = ("eta", "variance", *CHURN_OPTIONS)
 
 #: images of its own batch an unprepared importance estimate fits its proposal on (see `DiffusionModel._elbo`)
 SELF_PILOT_N = 16
@@ -43,22 +47,26 @@ class DiffusionModel(GenerativeModel):
     def __init__(self, config: DiffusionConfig, shape: tuple[int, int, int], levels: int) -> None:
         super().__init__(config, shape, levels)
         c, h, w = self.shape
-        self.diffusion = GaussianDiffusion(config, build_net(config, c, max(h, w)), levels)
+        encoder = MeanEncoder(c, config.encoder_width) if config.encoder == "learned" else None
+        self.diffusion = GaussianDiffusion(config, build_net(config, c, max(h, w)), levels, encoder=encoder)
 
     @property
     def objective(self) -> str:  # type: ignore[override]
-        """The name of what `loss` optimises (and, in continuous time, how the schedule's end points are trained)."""
+        """The name of what `loss` optimises (and how the forward process's learned parts are trained)."""
         cfg = self.config
         if cfg.time == "discrete":
-            return OBJECTIVES[cfg.loss]
+            one_step = "; one step, λ_1 learned on the ELBO" if cfg.T == 1 and cfg.learn_endpoints else ""
+            return OBJECTIVES[cfg.loss] + one_step
         ends = "learned end points on the ELBO" if cfg.learn_endpoints else "fixed end points"
-        return f"{describe(cfg.loss, cfg.sigmoid_bias)}; {cfg.schedule} γ(t), {ends}"
+        encoder = "; DiffEnc's mean x_φ learned on the ELBO" if cfg.encoder == "learned" else ""
+        return f"{describe(cfg.loss, cfg.sigmoid_bias)}; {cfg.schedule} γ(t), {ends}{encoder}"
 
     @property
     def capabilities(self) -> Capabilities:
         """Every sampler over 1..T steps (any number in continuous time); the bound exact (all T steps) or by
         Monte Carlo over t, iid, stratified or importance-sampled (its T-step form too in continuous time; by
-        default importance-sampled steps in discrete time, see `default_estimator`); DDIM inversion."""
+        default importance-sampled steps in discrete time, see `default_estimator`); DDIM inversion, whose cost
+        counts DiffEnc's encoder among the learned parameters of the map to the latent."""
         cfg = self.config
         samplers = (cfg.sampler, *(name for name in SAMPLERS if name != cfg.sampler))
         passes = min(cfg.encode_steps, cfg.T) * (1 + cfg.encode_fixed_point)
@@ -69,18 +77,28 @@ class DiffusionModel(GenerativeModel):
             sample_options=SAMPLE_OPTIONS,
             estimators=("mc", "exact"),
             default_estimator=self.default_estimator(),
-            encoding=Encoding(0, passes),
+            encoding=Encoding(
+                0 if self.diffusion.encoder is None else self.diffusion.encoder.learned_parameters(), passes
+            ),
             proposals=("uniform", "stratified", "importance"),
             bound_steps=continuous,
             design=self.design_levels(),
         )
 
+    def check_sampling(self, sampler: str | None = None, steps: int | None = None, **options: Any) -> None:
+        """As every model's, and the options' values: η ≥ 0 and churn that `samplers.Churn` takes."""
+        super().check_sampling(sampler, steps, **options)
+        Churn(**{k: options[k] for k in CHURN_OPTIONS if k in options})
+        if options.get("eta") is not None and options["eta"] < 0:
+            raise ConfigError(f"eta must be ≥ 0, got {options['eta']}")
+
     def design_levels(self) -> DesignLevels:
-        """A fixed Gaussian chain of T steps (None: continuous time) over latents the size of x; the ELBO where the
-        loss is the bound, a reweighting of it otherwise (L_simple, hybrid, sigmoid, EDM)."""
+        """A Gaussian chain of T steps (None: continuous time; 1 for the one-step model) over latents the size of
+        x, fixed, or with DiffEnc's learned mean; the ELBO where the loss is the bound, a reweighting of it
+        otherwise (L_simple, hybrid, sigmoid, EDM)."""
         steps = None if self.config.time == "continuous" else self.config.T
         return DesignLevels(
-            encoder="fixed",
+            encoder="learned" if self.config.encoder == "learned" else "fixed",
             encoder_steps=steps,
             latent_fraction=1.0,
             decoder_steps=steps,
@@ -92,9 +110,10 @@ class DiffusionModel(GenerativeModel):
         bound draws its steps stratified from the importance proposal fitted on a pilot pass (`elbo_samples` + 4
         network passes per image, L_0 once in each of 4 replicates), each replicate's ε a Latin hypercube and less
         a control variate fitted on the same pilot (`noise_control`): its per-image standard error is far below
-        the uniform draw's at equal passes (benchmarks/results/likelihood.json, t_step_checks)."""
+        the uniform draw's at equal passes (benchmarks/results/likelihood.json, t_step_checks). The one-step
+        chain has no step to draw: its estimate is L_T + L_0 over `elbo_samples` draws of x_1."""
         estimator = self.diffusion.default_estimator()
-        if self.config.time == "discrete" and estimator.method == "mc":
+        if self.config.time == "discrete" and self.config.T > 1 and estimator.method == "mc":
             return replace(estimator, proposal="importance")
         return estimator
 
@@ -175,16 +194,28 @@ class DiffusionModel(GenerativeModel):
         steps: int | None,
         eta: float | None = None,
         variance: str | None = None,
+        **churn: float,
     ) -> Tensor:
-        """x_T ~ N(0, I), then `sampler` ("ancestral" | "ddim" | "dpm-solver++") over `steps` network
-        evaluations, x̂_0 clipped to [−1, 1] at every step (if `clip`)."""
+        """x_T ~ N(0, I), then `sampler` (a name in `samplers.SAMPLERS`) over `steps` steps, x̂_0 clipped to [−1, 1]
+        at every step (if `clip`); `churn` the options of "heun-churn" (`samplers.Churn`)."""
         x = self.diffusion.sample(
-            (n, *self.shape), sampler, steps, eta, variance, clip=self.clip, generator=generator, device=self.device
+            (n, *self.shape),
+            sampler,
+            steps,
+            eta,
+            variance,
+            clip=self.clip,
+            generator=generator,
+            device=self.device,
+            churn=Churn(**churn),
         )
         return self.to_levels(x)
 
-    def information_curve(self, x: Tensor, draws: int = 256, seed: int = 0) -> InformationCurve:
-        """I(x_0; x_t) of the forward process along t for x_0 uniform over the images x (no network involved)."""
+    def information_curve(self, x: Tensor, draws: int = 256, seed: int = 0) -> InformationCurve | None:
+        """I(x_0; x_t) of the fixed forward process along t for x_0 uniform over the images x (no network involved);
+        None for DiffEnc's learned mean, whose curve this does not measure."""
+        if self.config.encoder == "learned":
+            return None
         return forward_information(x.cpu(), self.diffusion.schedule, draws=draws, seed=seed)
 
     def information(self, data: ImageData, n: int = 16, generator: torch.Generator | None = None) -> Information:

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from elbolab.diffusion.forward import expand, posterior_log_variance
 from elbolab.diffusion.parameterisation import x0_and_eps
-from elbolab.diffusion.schedule import Schedule, alpha, log_beta, sigma
+from elbolab.diffusion.schedule import Schedule, alpha, log_beta, log_sigma2, sigma
 from elbolab.errors import ConfigError
 
 Denoiser = Callable[[Tensor, Tensor], Tensor | tuple[Tensor, Tensor]]
@@ -55,11 +55,15 @@ def denoise(
 
 
 def small_log_variance(schedule: Schedule, t: Tensor, s: Tensor) -> Tensor:
-    """log β̃(t, s), with the step into s = 0 given β̃(2t, t) instead of 0 (Nichol & Dhariwal 2021, §3.1's clipping)."""
+    """log β̃(t, s), with the step into s = 0 given β̃(2t, t) instead of 0 (Nichol & Dhariwal 2021, §3.1's clipping);
+    where no step 2t ≤ 1 follows (the one-step chain, t = 1), β(t, 0) = σ_t², the posterior variance of x_0 for
+    N(0, I) data (Ho et al. 2020, §3.2), the only non-zero choice one step offers."""
     into_data = s <= 0
+    alone = into_data & (2 * t > 1)
     t_hi = torch.where(into_data, (2 * t).clamp(max=1.0), t)
-    s_lo = torch.where(into_data, t, s)
-    return posterior_log_variance(schedule.log_snr(t_hi), schedule.log_snr(s_lo))
+    s_lo = torch.where(into_data, torch.where(alone, t / 2, t), s)  # finite on both branches (gradients too)
+    clipped = posterior_log_variance(schedule.log_snr(t_hi), schedule.log_snr(s_lo))
+    return torch.where(alone, log_sigma2(schedule.log_snr(t)), clipped)
 
 
 def reverse_log_variance(

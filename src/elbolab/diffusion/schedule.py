@@ -84,8 +84,8 @@ class Schedule:
     def __post_init__(self) -> None:
         if self.name not in LOG_ALPHA_BAR:
             raise ConfigError(f"unknown schedule {self.name!r}; choose one of {', '.join(LOG_ALPHA_BAR)}")
-        if self.T < 2:
-            raise ConfigError(f"a diffusion model needs T ≥ 2 steps, got {self.T}")
+        if self.T < 1:
+            raise ConfigError(f"T must be ≥ 1 (model.T), got {self.T}")
         self.log_snr(torch.ones(()))  # raises for a schedule that T does not support
 
     def log_snr(self, t: Tensor | float) -> Tensor:

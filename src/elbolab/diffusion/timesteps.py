@@ -19,6 +19,9 @@ class LossSecondMomentResampler(nn.Module):
     The history lives in buffers, so it is saved and restored with the model's state_dict.
     """
 
+    losses: Tensor
+    seen: Tensor
+
     def __init__(self, T: int, history: int = 10, uniform_mix: float = 0.001) -> None:
         super().__init__()
         self.T, self.history, self.uniform_mix = T, history, uniform_mix

@@ -1,4 +1,4 @@
-"""Model-independent evaluation: sample quality, sharpness, speed and interpolation smoothness."""
+"""Model-independent evaluation: sample quality, sharpness, speed and interpolation paths."""
 
 from elbolab.evaluate.features import (
     ClassifierFeatures,
@@ -10,16 +10,15 @@ from elbolab.evaluate.features import (
     load_or_train_classifier,
     select_features,
 )
-from elbolab.evaluate.interpolation import interpolation_smoothness
+from elbolab.evaluate.interpolation import PathStats, path_stats
 from elbolab.evaluate.quality import (
     SmallSampleWarning,
     frechet_distance,
     frechet_distance_from_statistics,
     kernel_inception_distance,
     precision_recall,
-    quality_from_features,
-    sample_quality,
 )
+from elbolab.evaluate.resample import features_of, sample_figures
 from elbolab.evaluate.sharpness import high_frequency_share, laplacian_variance, radial_power_spectrum, sharpness
 from elbolab.evaluate.speed import time_sampling, time_training
 
@@ -28,20 +27,21 @@ __all__ = [
     "FeatureExtractor",
     "FeatureNetUnavailable",
     "InceptionFeatures",
+    "PathStats",
     "SmallSampleWarning",
     "builtin_features",
+    "features_of",
     "frechet_distance",
     "frechet_distance_from_statistics",
     "high_frequency_share",
     "inception_features",
-    "interpolation_smoothness",
     "kernel_inception_distance",
     "laplacian_variance",
     "load_or_train_classifier",
+    "path_stats",
     "precision_recall",
-    "quality_from_features",
     "radial_power_spectrum",
-    "sample_quality",
+    "sample_figures",
     "select_features",
     "sharpness",
     "time_sampling",

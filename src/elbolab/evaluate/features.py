@@ -214,10 +214,12 @@ class ClassifierFeatures:
 
     @property
     def name(self) -> str:
+        """The feature network's name in reports: elbolab-cnn/DATA."""
         return f"elbolab-cnn/{self.info['data']}"
 
     @property
     def dim(self) -> int:
+        """The length of one image's feature vector."""
         return int(self.info["dim"])
 
     @property

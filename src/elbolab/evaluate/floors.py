@@ -15,17 +15,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from elbolab.data.base import to_levels, to_model
-from elbolab.evaluate.resample import resampled_figures
-from elbolab.records import Record, Resampled
+from elbolab.evaluate.features import FeatureExtractor
+from elbolab.evaluate.resample import sample_figures
+from elbolab.records import Record, SampleFigures
 
 
 @dataclass(frozen=True)
 class Floors(Record):
-    """Resampled figures (fd, kid, laplacian_ratio, high_frequency_ratio) of real held-out images and of
-    blurred test images, each against the reference set."""
+    """The sample figures of real held-out images and of blurred test images, each against the reference set."""
 
-    real: dict[str, Resampled]
-    blurred: dict[str, Resampled]
+    real: SampleFigures
+    blurred: SampleFigures
     blur_sigma: float
     n: int
     real_source: str
@@ -55,7 +55,7 @@ def reference_floors(
     test: Tensor,
     reference: Tensor,
     levels: int,
-    features,
+    features: FeatureExtractor | None,
     *,
     blur_sigma: float = 0.5,
     replicates: int = 200,
@@ -66,8 +66,8 @@ def reference_floors(
     n = len(held_out)
     blurred = gaussian_blur(test[:n], levels, blur_sigma)
     return Floors(
-        real=resampled_figures(held_out, reference, levels, features, replicates, seed),
-        blurred=resampled_figures(blurred, reference, levels, features, replicates, seed),
+        real=sample_figures(held_out, reference, levels, features, replicates, seed),
+        blurred=sample_figures(blurred, reference, levels, features, replicates, seed),
         blur_sigma=blur_sigma,
         n=n,
         real_source=real_source,

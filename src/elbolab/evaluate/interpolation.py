@@ -1,9 +1,9 @@
-"""Interpolation smoothness: how evenly a path of frames moves through a feature space."""
+"""Interpolation paths: how evenly a path of frames moves through a feature space, and how recognisable its
+midpoints are."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,38 +22,20 @@ def step_distances(frames: Tensor, levels: int, features: FeatureExtractor) -> T
     return torch.linalg.vector_norm(f[:, 1:] - f[:, :-1], dim=-1)
 
 
-def interpolation_smoothness(frames: Tensor, levels: int, features: FeatureExtractor) -> dict[str, Any]:
-    """Mean and spread of neighbouring-frame feature distances.
-
-    cv is each path's std/mean of its steps, averaged over paths: 0 for an evenly paced path,
-    large when a path jumps; max_step_ratio is the largest step over the mean step.
-    """
-    d = step_distances(frames, levels, features).double()
-    path_mean = d.mean(1)
-    path_cv = torch.where(path_mean > 0, d.std(1, unbiased=False) / path_mean.clamp_min(1e-300), 0.0)
-    mean = d.mean().item()
-    return {
-        "step_mean": mean,
-        "step_std": d.std(unbiased=False).item(),
-        "cv": path_cv.mean().item(),
-        "max_step_ratio": d.max().item() / mean if mean > 0 else 0.0,
-        "n_paths": d.shape[0],
-        "n_frames": d.shape[1] + 1,
-        "feature_net": features.name,
-    }
-
-
 @dataclass(frozen=True)
 class PathStats(Record):
     """Per interpolation path: mean neighbour distance in feature space, the largest step over that mean,
-    and the built-in classifier's mean top-class probability on the interior frames and on the two ends
-    (NaN where the feature network has no classifier head)."""
+    the unevenness std/mean of its steps (0 for an evenly paced path, large when it jumps), and the built-in
+    classifier's mean top-class probability on the interior frames and on the two ends (NaN where the feature
+    network has no classifier head)."""
 
     step_mean: tuple[float, ...]
     max_step_ratio: tuple[float, ...]
     interior_confidence: tuple[float, ...]
     end_confidence: tuple[float, ...]
     frames: int
+    step_cv: tuple[float, ...] = ()
+    feature_net: str = ""
 
 
 def path_stats(frames: Tensor, levels: int, features: FeatureExtractor) -> PathStats:
@@ -61,6 +43,7 @@ def path_stats(frames: Tensor, levels: int, features: FeatureExtractor) -> PathS
     d = step_distances(frames, levels, features).double()
     mean = d.mean(1)
     ratio = torch.where(mean > 0, d.max(1).values / mean.clamp_min(1e-300), torch.zeros_like(mean))
+    cv = torch.where(mean > 0, d.std(1, unbiased=False) / mean.clamp_min(1e-300), torch.zeros_like(mean))
     p, t = frames.shape[:2]
     if hasattr(features, "class_probabilities"):
         confidence = features.class_probabilities(frames.flatten(0, 1), levels).max(1).values.reshape(p, t)
@@ -72,4 +55,6 @@ def path_stats(frames: Tensor, levels: int, features: FeatureExtractor) -> PathS
         tuple(confidence[:, 1:-1].mean(1).tolist()),
         tuple(confidence[:, [0, -1]].mean(1).tolist()),
         t,
+        tuple(cv.tolist()),
+        features.name,
     )

@@ -1,19 +1,18 @@
 """Sample quality in a feature space: Fréchet distance, KID, and k-NN precision/recall.
 
-All arithmetic is float64. Features are [N, d] arrays or tensors; `sample_quality` goes from
-uint8 level images to features through any `FeatureExtractor` (see `features.py`).
+All arithmetic is float64. Features are [N, d] arrays or tensors; `resample.sample_figures` goes from
+uint8 level images to features through any `FeatureExtractor` (see `features.py`), once per sample set.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from elbolab.evaluate.features import FeatureExtractor, check_levels
+from elbolab.evaluate.features import FeatureExtractor
 
 ArrayLike = np.ndarray | Tensor
 
@@ -155,28 +154,6 @@ def precision_recall(real: ArrayLike, fake: ArrayLike, k: int = 3) -> tuple[floa
     return precision, recall
 
 
-def quality_from_features(
-    sample_features: ArrayLike,
-    reference_features: ArrayLike,
-    *,
-    k: int = 3,
-    kid_subsets: int = 100,
-    kid_subset_size: int = 1000,
-    seed: int = 0,
-) -> dict[str, float]:
-    """FD, KID (± std), precision and recall of sample features against reference features."""
-    fake, real = _as_f64(sample_features), _as_f64(reference_features)
-    kid, kid_std = kernel_inception_distance(fake, real, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
-    precision, recall = precision_recall(real, fake, k)
-    return {
-        "fd": frechet_distance(fake, real),
-        "kid": kid,
-        "kid_std": kid_std,
-        "precision": precision,
-        "recall": recall,
-    }
-
-
 def warn_if_small(n: int, features: FeatureExtractor, min_samples: int | None = None) -> None:
     """Warn that FD/KID/precision–recall are biased when n is below the feature network's threshold."""
     threshold = max(features.dim, features.min_samples) if min_samples is None else min_samples
@@ -187,45 +164,3 @@ def warn_if_small(n: int, features: FeatureExtractor, min_samples: int | None = 
             SmallSampleWarning,
             stacklevel=3,
         )
-
-
-def sample_quality(
-    samples: Tensor,
-    reference: Tensor,
-    levels: int,
-    features: FeatureExtractor,
-    *,
-    reference_name: str | None = None,
-    k: int = 3,
-    kid_subsets: int = 100,
-    kid_subset_size: int = 1000,
-    seed: int = 0,
-    min_samples: int | None = None,
-) -> dict[str, Any]:
-    """FD, KID, precision and recall of uint8 level samples against reference images, with metadata."""
-    check_levels(samples, levels)
-    check_levels(reference, levels)
-    if samples.shape[1:] != reference.shape[1:]:
-        raise ValueError(f"samples {list(samples.shape[1:])} and reference {list(reference.shape[1:])} differ in shape")
-    warn_if_small(len(samples), features, min_samples)
-    figures = quality_from_features(
-        features(samples, levels),
-        features(reference, levels),
-        k=k,
-        kid_subsets=kid_subsets,
-        kid_subset_size=kid_subset_size,
-        seed=seed,
-    )
-    meta: dict[str, Any] = {
-        "n_samples": len(samples),
-        "n_reference": len(reference),
-        "reference": reference_name or f"{len(reference)} reference images",
-        "feature_net": features.name,
-        "feature_dim": features.dim,
-        "k": k,
-        "kid_subset_size": effective_subset_size(len(samples), len(reference), kid_subset_size),
-        "kid_subsets": kid_subsets,
-    }
-    if hasattr(features, "accuracy"):
-        meta["feature_net_test_accuracy"] = features.accuracy
-    return {**figures, **meta}

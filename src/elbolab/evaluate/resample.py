@@ -3,18 +3,22 @@
 Every function draws its resampling indices from the seed it is given, the reference set's from
 `seed` and the samples' from `seed + 1`; two figures measured with the same seed and equal set
 sizes therefore share their indices, and the differences of their replicates bootstrap the difference.
+`sample_figures` is the one entry point: it extracts a sample set's features once and gives every figure
+(`SampleFigures`), against a reference whose features are extracted once per feature network in a process.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
+from elbolab.evaluate.features import FeatureExtractor, check_levels
 from elbolab.evaluate.quality import (
     _as_f64,
     _sqrt_psd,
@@ -26,9 +30,10 @@ from elbolab.evaluate.quality import (
     mmd2_from_kernels,
     mmd2_unbiased,
     polynomial_kernel,
+    warn_if_small,
 )
 from elbolab.evaluate.sharpness import high_frequency_share, laplacian_variance
-from elbolab.records import Resampled
+from elbolab.records import Resampled, SampleFigures
 
 
 def bootstrap_indices(n: int, replicates: int, seed: int) -> np.ndarray:
@@ -53,7 +58,10 @@ def _recentred(inside: np.ndarray, point_counts: np.ndarray, ball_counts: np.nda
     """The share of points inside a ball, and its replicates shifted to centre on it: a resample holds only
     ≈ 1 − 1/e of the distinct ball centres, which shrinks every replicate's manifold alike (an artefact of
     resampling, not of the samples); the spread is kept, within [0, 1]."""
-    value, replicates = float(inside.any(1).mean()), _coverage(inside, point_counts, ball_counts)
+    value = float(inside.any(1).mean())
+    if len(point_counts) == 0:  # no resamples asked for
+        return Resampled(value, ())
+    replicates = _coverage(inside, point_counts, ball_counts)
     return Resampled(value, tuple(np.clip(replicates - replicates.mean() + value, 0.0, 1.0).tolist()))
 
 
@@ -148,11 +156,49 @@ def resampled_sharpness(
     }
 
 
-def resampled_figures(
-    samples: Tensor, reference: Tensor, levels: int, features, replicates: int = 200, seed: int = 0
-) -> dict[str, Resampled]:
-    """`resampled_quality` (where there is a feature network) and `resampled_sharpness` of level images."""
-    found = resampled_sharpness(samples, reference, levels, replicates, seed)
-    if features is not None:
-        found.update(resampled_quality(features(samples, levels), features(reference, levels), replicates, seed))
-    return found
+#: features of image sets, keyed by the feature network's identity and name and the images' digest; each entry
+#: holds its network, so that an identity is never reused while its entry lives
+_FEATURES: OrderedDict[tuple[int, str, bytes], tuple[Any, Tensor]] = OrderedDict()
+FEATURE_CACHE_SETS = 8
+
+
+def images_digest(images: Tensor, levels: int) -> bytes:
+    """A digest of level images (shape, levels and values): the identity of a reference set."""
+    array = np.ascontiguousarray(images.cpu().numpy())
+    return hashlib.blake2b(f"{tuple(images.shape)}/{levels}/{array.dtype}".encode() + array.tobytes()).digest()
+
+
+def features_of(features: FeatureExtractor, images: Tensor, levels: int) -> Tensor:
+    """features(images), extracted once per feature network and image set in a process: a reference set measured
+    against again and again, or two samplers' identical samples (the newest FEATURE_CACHE_SETS sets kept)."""
+    key = (id(features), features.name, images_digest(images, levels))
+    if key not in _FEATURES:
+        _FEATURES[key] = (features, features(images, levels))
+        if len(_FEATURES) > FEATURE_CACHE_SETS:
+            _FEATURES.popitem(last=False)
+    _FEATURES.move_to_end(key)
+    return _FEATURES[key][1]
+
+
+def sample_figures(
+    samples: Tensor,
+    reference: Tensor,
+    levels: int,
+    features: FeatureExtractor | None,
+    replicates: int = 200,
+    seed: int = 0,
+) -> SampleFigures:
+    """Every figure of level images `samples` against `reference`: `resampled_sharpness` and, where there is a
+    feature network, `resampled_quality` on the features of both (`features_of`: each set featurised once)."""
+    check_levels(samples, levels)
+    check_levels(reference, levels)
+    if samples.shape[1:] != reference.shape[1:]:
+        raise ValueError(f"samples {list(samples.shape[1:])} and reference {list(reference.shape[1:])} differ in shape")
+    sharp = resampled_sharpness(samples, reference, levels, replicates, seed)
+    if features is None:
+        return SampleFigures(len(samples), len(reference), **sharp)
+    warn_if_small(len(samples), features)
+    quality = resampled_quality(
+        features_of(features, samples, levels), features_of(features, reference, levels), replicates, seed
+    )
+    return SampleFigures(len(samples), len(reference), **sharp, **quality, feature_net=features.name)

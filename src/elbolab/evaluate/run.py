@@ -11,7 +11,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,12 @@ from elbolab.atomic import atomic_write_json
 from elbolab.bounds import Estimator, mean_ci95, nats_to_bpd, rmse_255
 from elbolab.data.base import ImageData, to_model
 from elbolab.errors import ElbolabError
-from elbolab.evaluate.interpolation import interpolation_smoothness
-from elbolab.evaluate.quality import sample_quality
-from elbolab.evaluate.resample import resampled_figures
-from elbolab.evaluate.sharpness import sharpness
+from elbolab.evaluate.features import FeatureExtractor
+from elbolab.evaluate.interpolation import PathStats, path_stats
+from elbolab.evaluate.resample import sample_figures
 from elbolab.evaluate.speed import synchronize, time_sampling
 from elbolab.model import GenerativeModel, dataset_bound
-from elbolab.records import BoundSummary, Information, Record, Resampled, SpeedRow
+from elbolab.records import BoundSummary, Information, Record, SampleFigures, SpeedRow
 
 #: draws chosen for a precision are a multiple of this (whole stratified replicates), at most MAX_DRAWS, and aim
 #: PRECISION_MARGIN × the requested standard error (the probe's variance is itself an estimate)
@@ -63,6 +62,7 @@ class EvalConfig:
     quality_steps: int = 50
     information_n: int | None = None  # images for the information hook (None: the model's default)
     replicates: int = 200  # bootstrap resamples of the sample figures (0: none)
+    interpolation_pairs: int = 8  # pairs of test images interpolated (the first and the next this many)
     parts: tuple[str, ...] = PARTS
 
 
@@ -101,13 +101,62 @@ class Measurement(Record):
     components: dict[str, BoundSummary] = field(default_factory=dict)  # e.g. latent diffusion's autoencoder
     speed: tuple[SpeedRow, ...] = ()
     quality_samples: QualitySamples | None = None
-    quality: dict[str, Any] | None = None
-    sharpness: dict[str, dict[str, Any]] | None = None  # "samples" and, where the model encodes, "reconstructions"
+    samples: SampleFigures | None = None  # the quality samples' figures against the test images
+    reconstructions: SampleFigures | None = None  # decode(encode(x)) of test images: their sharpness
     encode_seconds_per_image: float | None = None
     reconstruction_rmse: float | None = None
-    interpolation: dict[str, Any] | None = None
+    interpolation: PathStats | None = None
     information: Information | None = None
-    resampled: dict[str, Resampled] = field(default_factory=dict)  # sample figures with bootstrap replicates
+
+
+@dataclass(frozen=True)
+class DiffusersSource(Record):
+    """Where a diffusers folder's model came from, its scheduler and settings, and its bound's cost."""
+
+    source: str
+    scheduler: str
+    T: int
+    parameterisation: str
+    variance: str
+    clip: bool
+    bound_network_passes_per_image: float | None = None
+
+
+@dataclass(frozen=True)
+class EvalResult(Record):
+    """`elbolab eval`: a model measured on one split of a data set; as JSON one object with the bound's fields
+    (nats, bpd, estimator, …) at the top level beside the other measurements (DESIGN: `eval --json`)."""
+
+    model: str
+    data: str
+    split: str
+    dims: int
+    levels: int
+    measurement: Measurement
+    diffusers: DiffusersSource | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """model, data, split, dims, levels, the bound's fields, the rest of the measurement, the diffusers source."""
+        found = self.measurement.to_json()
+        bound = found.pop("bound") or {}
+        head = {"model": self.model, "data": self.data, "split": self.split, "dims": self.dims, "levels": self.levels}
+        return {**head, **bound, **found, **(self.diffusers.to_json() if self.diffusers else {})}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EvalResult:
+        """The record `to_json` wrote: the bound's, the measurement's and the diffusers source's fields apart."""
+        names = {r: {f.name for f in fields(r)} for r in (BoundSummary, Measurement, DiffusersSource)}
+        part = {r: {k: v for k, v in data.items() if k in n} for r, n in names.items()}
+        bound = BoundSummary.from_json(part[BoundSummary]) if part[BoundSummary] else None
+        return EvalResult(
+            data["model"],
+            data["data"],
+            data["split"],
+            data["dims"],
+            data["levels"],
+            replace(Measurement.from_json(part[Measurement]), bound=bound),
+            DiffusersSource.from_json(part[DiffusersSource]) if part[DiffusersSource] else None,
+        )
 
 
 def seeded_sampler(model: GenerativeModel, seed: int, **kwargs: Any) -> Callable[[int], torch.Tensor]:
@@ -253,6 +302,12 @@ def quality_reference(test: ImageData, n_samples: int) -> torch.Tensor:
     return test.images[: max(n_samples, min(len(test), 2000))]
 
 
+def pair_images(test: ImageData, pairs: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `pairs` test images and the next `pairs`, in the model range: the ends of every interpolation."""
+    pairs = min(pairs, len(test) // 2)
+    return test.model_range(slice(0, pairs)).to(device), test.model_range(slice(pairs, 2 * pairs)).to(device)
+
+
 def timed_round_trip(model: GenerativeModel, x: torch.Tensor) -> tuple[float, torch.Tensor]:
     """(seconds per image for `encode`, decode(encode(x)) as levels)."""
     synchronize(x.device)
@@ -267,12 +322,13 @@ def measure(
     model: GenerativeModel,
     test: ImageData,
     cfg: EvalConfig,
-    features: Any = None,
+    features: FeatureExtractor | None = None,
     log: Log = lambda _: None,
     pilot: Pilot | None = None,
 ) -> tuple[Measurement, dict[str, torch.Tensor | None]]:
     """The measurements named in `cfg.parts`, and the images behind them (samples, reconstructions, frames);
-    `pilot`: training images for an estimator that needs a pilot pass."""
+    `pilot`: training images for an estimator that needs a pilot pass. Each image set is featurised once
+    (`sample_figures`, `path_stats`), against test images whose features are extracted once per process."""
     unknown = set(cfg.parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown evaluation parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
@@ -290,24 +346,14 @@ def measure(
     if "speed" in parts:
         log(f"{kind}: sampling speed")
         found["speed"] = speed_table(model, cfg)
+    reference = quality_reference(test, cfg.n_samples)
     if parts & {"quality", "sharpness"}:
         log(f"{kind}: {cfg.n_samples} samples for quality and sharpness")
         sampler, steps = quality_sampling(model, cfg)
         start = time.perf_counter()
         images["samples"] = seeded_sampler(model, cfg.seed, sampler=sampler, steps=steps)(cfg.n_samples).cpu()
         found["quality_samples"] = QualitySamples(cfg.n_samples, time.perf_counter() - start, sampler, steps)
-    reference = quality_reference(test, cfg.n_samples)
-    if "quality" in parts:
-        found["quality"] = sample_quality(
-            images["samples"],
-            reference,
-            test.levels,
-            features,
-            reference_name=f"{len(reference)} {test.name} test images",
-            seed=cfg.seed,
-        )
-    if parts & {"quality", "sharpness"} and cfg.replicates > 0:
-        found["resampled"] = resampled_figures(
+        found["samples"] = sample_figures(
             images["samples"],
             reference,
             test.levels,
@@ -315,8 +361,6 @@ def measure(
             cfg.replicates,
             cfg.seed,
         )
-    if "sharpness" in parts:
-        found["sharpness"] = {"samples": sharpness(images["samples"], test.images, test.levels)}
     x = test.model_range(slice(0, min(len(test), cfg.n_samples, 64))).to(model.device)
     if caps.encoding is not None:
         found["encoder_parameters"] = caps.encoding.learned_parameters
@@ -327,12 +371,14 @@ def measure(
                 rmse_255(to_model(images["reconstructions"], test.levels), x.cpu()).mean().item()
             )
             if "sharpness" in parts:
-                found["sharpness"]["reconstructions"] = sharpness(images["reconstructions"], test.images, test.levels)
-        if "interpolation" in parts:
+                found["reconstructions"] = sample_figures(
+                    images["reconstructions"], reference, test.levels, None, cfg.replicates, cfg.seed
+                )
+        if "interpolation" in parts and features is not None:
             log(f"{kind}: interpolation")
-            pairs = min(8, len(x) // 2)
-            images["interpolation"] = model.interpolate(x[:pairs], x[pairs : 2 * pairs], 9).cpu()
-            found["interpolation"] = interpolation_smoothness(images["interpolation"], test.levels, features)
+            x0, x1 = pair_images(test, cfg.interpolation_pairs, model.device)
+            images["interpolation"] = model.interpolate(x0, x1, 9).cpu()
+            found["interpolation"] = path_stats(images["interpolation"], test.levels, features)
     if "information" in parts:
         log(f"{kind}: information")
         generator = torch.Generator(model.device).manual_seed(cfg.seed)

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from elbolab.evaluate.resample import resampled_figures
+from elbolab.evaluate.features import FeatureExtractor
+from elbolab.evaluate.resample import sample_figures
+from elbolab.evaluate.run import Measurement
 from elbolab.model import GenerativeModel
-from elbolab.records import Record, Resampled
+from elbolab.records import Record, SampleFigures
 
 #: the step counts swept by default (those above a model's T are dropped)
 STEPS = (1, 2, 5, 10, 20, 50, 100)
@@ -24,20 +26,28 @@ STEPS = (1, 2, 5, 10, 20, 50, 100)
 
 @dataclass(frozen=True)
 class StepsPoint(Record):
-    """One model and sampler at `steps` network evaluations: its resampled figures and seconds per image."""
+    """One model and sampler at `steps` network evaluations: its sample figures and seconds per image."""
 
     model: str
     sampler: str
     steps: int
     seconds_per_image: float
-    figures: dict[str, Resampled]
+    figures: SampleFigures
+
+    @staticmethod
+    def of(m: Measurement) -> StepsPoint:
+        """The point a measurement's quality samples already are (a one-pass model's only point)."""
+        if m.quality_samples is None or m.samples is None:
+            raise ValueError(f"{m.kind}: the measurement holds no quality samples")
+        q = m.quality_samples
+        return StepsPoint(m.kind, q.sampler, q.steps, q.seconds / q.n, m.samples)
 
 
 def steps_sweep(
     model: GenerativeModel,
     reference: Tensor,
     levels: int,
-    features,
+    features: FeatureExtractor | None,
     *,
     steps: tuple[int, ...] = STEPS,
     samplers: tuple[str, ...] = ("ancestral", "ddim"),
@@ -62,7 +72,7 @@ def steps_sweep(
                     sampler,
                     k,
                     seconds,
-                    resampled_figures(images, reference, levels, features, replicates, seed),
+                    sample_figures(images, reference, levels, features, replicates, seed),
                 )
             )
     return tuple(points)

@@ -8,12 +8,9 @@ figures, alternating timings for speed, paired over the same image pairs for int
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
-from elbolab.evaluate.interpolation import PathStats
 from elbolab.evaluate.run import Measurement
 from elbolab.evaluate.speed import PairedTiming
 from elbolab.experiments.design import Design, Pairing
@@ -88,28 +85,6 @@ class Cell(Record):
     verdict: str | None = None
     why_not: str = ""
 
-    @staticmethod
-    def from_json(obj: Mapping[str, Any]) -> Cell:
-        e = obj["effect"]
-        return Cell(
-            obj["outcome"], None if e is None else effect_from_json(e), obj["claim"], obj["verdict"], obj["why_not"]
-        )
-
-
-def effect_from_json(obj: Mapping[str, Any]) -> Effect:
-    """An `Effect` from its JSON (None, written for NaN, read back as NaN)."""
-    nan = lambda v: math.nan if v is None else float(v)
-    return Effect(
-        obj["name"],
-        nan(obj["value"]),
-        nan(obj["low"]),
-        nan(obj["high"]),
-        obj["test"],
-        float(obj["null"]),
-        int(obj["direction"]),
-        obj["min_detectable"],
-    )
-
 
 @dataclass(frozen=True)
 class Row(Record):
@@ -117,10 +92,6 @@ class Row(Record):
 
     pairing: Pairing
     cells: tuple[Cell, ...] = ()
-
-    @staticmethod
-    def from_json(obj: Mapping[str, Any]) -> Row:
-        return Row(Pairing.from_json(obj["pairing"]), tuple(Cell.from_json(c) for c in obj["cells"]))
 
 
 @dataclass(frozen=True)
@@ -137,24 +108,18 @@ class Attribution(Record):
             return None
         return next(c for c in rows[index].cells if c.outcome == outcome)
 
-    @staticmethod
-    def from_json(obj: Mapping[str, Any]) -> Attribution:
-        return Attribution(tuple(Outcome(**o) for o in obj["outcomes"]), tuple(Row.from_json(r) for r in obj["rows"]))
-
 
 # ---------------------------------------------------------------- the effects, measured
 
 
 @dataclass(frozen=True)
 class PairEvidence:
-    """What a pair's switch is read from: both sides' measurements, the alternating sampling timing of a against
-    b, and each side's interpolation paths (None where it does not encode)."""
+    """What a pair's switch is read from: both sides' measurements (their interpolation paths among them, where a
+    side encodes) and the alternating sampling timing of a against b."""
 
     a: Measurement
     b: Measurement
     timing: PairedTiming | None = None
-    paths_a: PathStats | None = None
-    paths_b: PathStats | None = None
 
 
 def bound_effect(ev: PairEvidence) -> Effect | None:
@@ -168,14 +133,18 @@ def bound_effect(ev: PairEvidence) -> Effect | None:
     return paired_effect("−ELBO bits/dim b − a", b, a, "test images")
 
 
-def figure_effect(key: str, transform: Any = None) -> Any:
-    """b − a of a bootstrapped sample figure (`transform` applied to each side first)."""
+def figure_effect(
+    key: str, transform: Callable[[float], float] | None = None
+) -> Callable[[PairEvidence], Effect | None]:
+    """b − a of a bootstrapped figure of the quality samples (`SampleFigures.key`; `transform` applied to each
+    side first)."""
 
     def effect(ev: PairEvidence) -> Effect | None:
-        if key not in ev.a.resampled or key not in ev.b.resampled:
+        a, b = (None if m.samples is None else getattr(m.samples, key) for m in (ev.a, ev.b))
+        if a is None or b is None:
             return None
         args = () if transform is None else (transform,)
-        return bootstrap_effect(f"{key} b − a", *difference(ev.b.resampled[key], ev.a.resampled[key], *args), "samples")
+        return bootstrap_effect(f"{key} b − a", *difference(b, a, *args), "samples")
 
     return effect
 
@@ -187,11 +156,10 @@ def time_effect(ev: PairEvidence) -> Effect | None:
 
 def path_effect(ev: PairEvidence) -> Effect | None:
     """b − a of a path's largest step over its mean step, paired over the same image pairs."""
-    if ev.paths_a is None or ev.paths_b is None:
+    a, b = ev.a.interpolation, ev.b.interpolation
+    if a is None or b is None:
         return None
-    return paired_effect(
-        "largest / mean step b − a", ev.paths_b.max_step_ratio, ev.paths_a.max_step_ratio, "image pairs"
-    )
+    return paired_effect("largest / mean step b − a", b.max_step_ratio, a.max_step_ratio, "image pairs")
 
 
 EFFECTS = {

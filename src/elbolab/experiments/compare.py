@@ -1,6 +1,7 @@
 """`elbolab compare`: every point of a design (`experiments.design`: each registered kind, and the models between
-the paradigms) trained under one budget on one data set, each measured once through the same contract, every
-contrast judged on its pair (`verdicts`) and every factor's effect on every outcome tabulated (`attribution`).
+the paradigms) trained under one compute budget on one data set, each measured once through the same contract,
+every contrast judged on its pair (`verdicts`) and every factor's effect on every outcome tabulated
+(`attribution`).
 
 Every number in the results is measured here; each verdict is a rule over those numbers that
 could come out either way, and states the rule it applied.
@@ -19,12 +20,11 @@ from elbolab.config import require
 from elbolab.data import load_data
 from elbolab.data.base import ImageData, to_model
 from elbolab.errors import ConfigError, ElbolabError
-from elbolab.evaluate.features import select_features
+from elbolab.evaluate.features import FeatureExtractor, select_features
 from elbolab.evaluate.floors import reference_floors
 from elbolab.evaluate.information import InformationCurve
-from elbolab.evaluate.interpolation import PathStats, path_stats
-from elbolab.evaluate.resample import resampled_figures
-from elbolab.evaluate.run import EvalConfig, Log, quality_reference, quality_sampling
+from elbolab.evaluate.resample import sample_figures
+from elbolab.evaluate.run import EvalConfig, Log, pair_images, quality_reference, quality_sampling
 from elbolab.evaluate.speed import PairedTiming, paired_timing
 from elbolab.evaluate.steps import STEPS, StepsPoint, steps_sweep
 from elbolab.experiments.attribution import PairEvidence, attribution, fold_tables
@@ -43,9 +43,10 @@ from elbolab.experiments.runs import data_info, measure_run
 from elbolab.experiments.verdicts import Evidence, fold_seeds, judge, sweep_point
 from elbolab.machine import machine_info
 from elbolab.model import DesignLevels, GenerativeModel
-from elbolab.records import SweepPoint
+from elbolab.records import FeatureNet, Machine, SweepPoint
 from elbolab.registry import MODEL_KINDS, model_classes
 from elbolab.train.api import fit_run
+from elbolab.train.budget import Budget
 from elbolab.train.checkpoint import atomic_write_json
 from elbolab.train.config import TrainConfig
 from elbolab.train.run import (
@@ -55,7 +56,6 @@ from elbolab.train.run import (
     RunConfig,
     apply_overrides,
     build_model,
-    load_run,
     pick_device,
     read_run_config,
 )
@@ -65,13 +65,17 @@ KINDS = tuple(MODEL_KINDS)
 #: compare's bound: where a model's Monte-Carlo bound takes it, t importance-sampled from a pilot pass and as
 #: many draws as a standard error of 0.01 bits/dim on the test-set mean needs (the results name the estimator)
 BOUND_PRECISION = {"proposal": "importance", "bpd_se": 0.01}
+#: every compared model keeps its best EMA weights on this seeded share of the training images, validated this often
+VALIDATION = {"validation_fraction": 0.1, "validate_every": 100, "keep_best": True}
 
 
 @dataclass(frozen=True)
 class Preset:
     """What `compare` trains and measures, unless told otherwise, for images of one size on one kind of device."""
 
-    budget: float  # training seconds per model
+    budget: Budget  # training compute per model
+    step_seconds: float  # idle training seconds per optimiser step, over the models (for the estimate printed first)
+    flop_rate: float  # idle counted FLOPs trained per second, over the models (the same)
     batch_size: int  # images per optimiser step
     n_eval: int | None  # test images for the bound (None: the whole split)
     steps: tuple[int, ...]  # sampling steps of the steps sweep
@@ -86,16 +90,56 @@ def preset_for(side: int, device: str) -> Preset:
     50; on a GPU the full test set and sweep. Digits train every model at a learning rate of 3e-3: over the
     ~1,000 steps of their budget it gave lower test bounds than 2e-3 on both sides (paired over the test set,
     the same steps: diffusion −0.013, −0.016 and −0.019 bits/dim at three seeds; the VAE −0.007 and +0.005 and
-    latent diffusion −0.007, within their noise; 1e-3 was worse; benchmarks/results/digits_lr.json)."""
+    latent diffusion −0.007, within their noise; 1e-3 was worse; benchmarks/results/digits_lr.json).
+
+    The budgets are counted FLOPs (`train.budget.step_flops`), the same for every model, so that no model's
+    steps depend on the machine. On digits one step costs 5.3e9 FLOPs (VAE), 3.1e9 (diffusion), 4.8e9 and 4.0e9
+    (latent diffusion's autoencoder and prior); in the 60 s each model had before (2 threads, idle:
+    benchmarks/results/compare_digits.json, 1,213 / 1,015 / 443 steps) they trained 6.5e12, 3.2e12 and ≈ 4.9e12
+    FLOPs, 4.5e12 each on average. At one thread (`train.threads`) a step takes ≈ 1.3× as long idle, so 3e12
+    keeps the README's command within its 6 minutes: ≈ 560 VAE steps, ≈ 960 diffusion steps, ≈ 310 + 375 of
+    latent diffusion. On 28 px on a CPU (batch 64) the steps cost 9.4e9, 1.9e10, 9.0e9 and 7.1e9 FLOPs; the
+    120 s of before bought ≈ 1e13 each (benchmarks/results/compare_fashion_mnist.json), 7.5e12 at one thread. On
+    a GPU 500 steps, what diffusion's base preset trains in 60 s (123 ms a step, benchmarks/results/gpu-mfu.json)."""
     if side <= 16:
-        return Preset(budget=60.0, batch_size=128, n_eval=None, steps=STEPS, measure_seconds=70.0, lr=3e-3)
+        return Preset(
+            budget=Budget(3e12, "flop"),
+            step_seconds=0.078,
+            flop_rate=5.7e10,
+            batch_size=128,
+            n_eval=None,
+            steps=STEPS,
+            measure_seconds=70.0,
+            lr=3e-3,
+        )
     if device.startswith("cuda"):
-        return Preset(budget=60.0, batch_size=256, n_eval=None, steps=STEPS, measure_seconds=120.0)
+        return Preset(
+            budget=Budget(500, "steps"),
+            step_seconds=0.123,
+            flop_rate=7.9e13,
+            batch_size=256,
+            n_eval=None,
+            steps=STEPS,
+            measure_seconds=120.0,
+        )
     # measured on Fashion-MNIST on an idle 2-core CPU: 406 and 424 s of measurement after 461 s of training
     # (the budgets' 432 s plus each run's start and final evaluation): 14 min 31 s and 14 min 48 s in all
     return Preset(
-        budget=120.0, batch_size=64, n_eval=2000, steps=tuple(s for s in STEPS if s <= 50), measure_seconds=450.0
+        budget=Budget(7.5e12, "flop"),
+        step_seconds=0.21,
+        flop_rate=6.4e10,
+        batch_size=64,
+        n_eval=2000,
+        steps=tuple(s for s in STEPS if s <= 50),
+        measure_seconds=450.0,
     )
+
+
+def expected_seconds(budget: Budget, preset: Preset) -> float:
+    """Roughly how long one model trains on `budget` on an idle machine like the preset's."""
+    if budget.unit == "s":
+        return budget.amount
+    return budget.amount * preset.step_seconds if budget.unit == "steps" else budget.amount / preset.flop_rate
 
 
 def compare_evaluation(**changes: Any) -> EvalConfig:
@@ -109,7 +153,7 @@ class CompareConfig:
 
     data: str = "digits"
     data_dir: str | None = None
-    budget: float | None = None  # training seconds per model (None: the preset's)
+    budget: Budget | None = None  # training compute per model (None: the preset's); a number is seconds
     seed: int = 0
     seeds: int = 1  # the whole experiment repeated with seeds seed, seed + 1, …
     evaluation: EvalConfig = field(default_factory=compare_evaluation)
@@ -129,6 +173,8 @@ class CompareConfig:
     design: str = "core"  # the models trained and the contrasts judged (`experiments.design`): core | full
 
     def __post_init__(self) -> None:
+        if isinstance(self.budget, int | float):
+            object.__setattr__(self, "budget", Budget(float(self.budget), "s"))
         if self.seeds < 1:
             raise ConfigError(f"--seeds must be at least 1, got {self.seeds}")
         require("--design", self.design, self.design in DESIGNS, f"one of {', '.join(DESIGNS)}")
@@ -150,13 +196,17 @@ class JobEvent:
 Watch = Callable[[JobEvent], None]
 
 
-def job_plan(cfg: CompareConfig) -> tuple[tuple[str, str, float], ...]:
-    """Every stage of the job in order, with its training budget in seconds (0 for measurements)."""
+def job_plan(cfg: CompareConfig, side: int = 8) -> tuple[tuple[str, str, float], ...]:
+    """Every stage of the job in order, with its training time in seconds (a compute budget's idle estimate for
+    images of `side` px, by default digits'; 0 for measurements)."""
+    preset = preset_for(side, str(pick_device(cfg.device)))
+    budget = cfg.budget or preset.budget
     sweep = [f"vae β={beta:g}" for beta in cfg.beta_sweep]
-    sweep_budget = cfg.budget * cfg.sweep_budget_fraction
+    seconds = expected_seconds(budget, preset)
+    sweep_seconds = expected_seconds(budget.scaled(cfg.sweep_budget_fraction), preset)
     return (
-        tuple(("train", kind, cfg.budget) for kind in KINDS)
-        + tuple(("train", n, sweep_budget) for n in sweep)
+        tuple(("train", kind, seconds) for kind in KINDS)
+        + tuple(("train", n, sweep_seconds) for n in sweep)
         + tuple(("measure", n, 0.0) for n in (*KINDS, *sweep))
     )
 
@@ -174,16 +224,29 @@ def watched_log(log: Log, watch: Watch | None, name: str) -> Log:
 
 
 def budgeted_run(
-    kind: str, cfg: CompareConfig, test: ImageData, budget: float, model_changes: dict[str, Any] | None = None
+    kind: str,
+    cfg: CompareConfig,
+    test: ImageData,
+    budget: Budget | float,
+    model_changes: dict[str, Any] | None = None,
 ) -> RunConfig:
     """The typed run config of one model in the comparison: the kind's configuration sized for these images,
-    a wall-clock budget, the seed, no periodic evaluation; then the user's `--set` keys for that kind."""
+    the budget, the seed, the best weights kept on a validation split (`VALIDATION`), no periodic evaluation;
+    then the user's `--set` keys for that kind. A model trained in stages (latent diffusion) splits a budget of
+    steps as it splits FLOPs and seconds: `stage_one_fraction` of them to its first stage. A number is seconds."""
+    budget = budget if isinstance(budget, Budget) else Budget(float(budget), "s")
     cfg_cls, _ = model_classes(kind)
     device = str(pick_device(cfg.device))
     model_cfg = replace(cfg_cls.sized_for(test.shape[-1], device), **(model_changes or {}))
+    keys = budget.train_keys()
+    fraction = getattr(model_cfg, "stage_one_fraction", None)
+    if budget.unit == "steps" and fraction is not None and getattr(model_cfg, "autoencoder", None) is None:
+        first = max(1, min(keys["steps"] - 1, round(keys["steps"] * fraction)))
+        model_cfg = replace(model_cfg, autoencoder_steps=first)
+        keys["steps"] = max(1, keys["steps"] - first)
     train_cfg = TrainConfig(
-        steps=1_000_000,
-        max_seconds=budget,
+        **keys,
+        **VALIDATION,
         seed=cfg.seed,
         eval_every=0,
         checkpoint_every=500,
@@ -215,7 +278,7 @@ def train_or_reuse(
         log(f"{run_cfg.kind}: reusing the finished run in {run_dir}")
         return
     resume = (run_dir / CHECKPOINT_FILE).is_file()
-    log(f"{run_cfg.kind}: {'resuming' if resume else 'training'} for {run_cfg.train.max_seconds:.0f} s")
+    log(f"{run_cfg.kind}: {'resuming' if resume else 'training'} for {Budget.of(run_cfg.train)}")
     callbacks = (
         ()
         if watch is None
@@ -230,7 +293,8 @@ def point_run(point: DesignPoint, cfg: CompareConfig, test: ImageData) -> RunCon
     own = {f"model.{key}" for key in point.changes}
     kept = {k: v for k, v in cfg.overrides.get(point.kind, {}).items() if k not in own}
     cfg = replace(cfg, overrides={**cfg.overrides, point.kind: kept})
-    return budgeted_run(point.kind, cfg, test, cfg.budget * point.budget, dict(point.changes))
+    budget = cfg.budget if point.budget == 1 else cfg.budget.scaled(point.budget)  # type: ignore[union-attr]
+    return budgeted_run(point.kind, cfg, test, budget, dict(point.changes))  # type: ignore[arg-type]
 
 
 def design_for(cfg: CompareConfig, test: ImageData) -> Design:
@@ -295,11 +359,11 @@ def estimated_seconds(cfg: CompareConfig, side: int) -> float:
     """A rough wall-clock estimate of the whole comparison on an idle machine: training budgets plus the preset's
     measurement time, per seed."""
     cfg = with_preset(cfg, side)
-    measure_seconds = preset_for(side, str(pick_device(cfg.device))).measure_seconds
-    per_seed = cfg.budget * (
+    preset = preset_for(side, str(pick_device(cfg.device)))
+    per_seed = expected_seconds(cfg.budget, preset) * (
         len(KINDS) + cfg.sweep_budget_fraction * len(cfg.beta_sweep) + 2 * cfg.objective_budget_fraction
     )
-    return cfg.seeds * (per_seed + measure_seconds)
+    return cfg.seeds * (per_seed + preset.measure_seconds)
 
 
 def run_compare(
@@ -317,7 +381,7 @@ def run_compare(
     cfg = with_preset(cfg, test.shape[-1])
     atomic_write_json(out / "compare-config.json", asdict(cfg))
     if watch:
-        watch(JobEvent("plan", plan=job_plan(cfg)))
+        watch(JobEvent("plan", plan=job_plan(cfg, test.shape[-1])))
     log("feature network for sample quality")
     features, why_not = select_features(cfg.data, features_kind, data_dir=cfg.data_dir)
     seeds, images = [], {}
@@ -337,10 +401,10 @@ def run_compare(
     contrasts = fold_seeds([s.contrasts for s in seeds])
     tables = [s.attribution for s in seeds if s.attribution is not None]
     results = CompareResults(
-        config=asdict(cfg),
-        machine=machine_info(),
+        config=cfg,
+        machine=Machine.from_json(machine_info()),
         data=data_info(test),
-        feature_net={"name": features.name, "inception_unavailable_because": why_not},
+        feature_net=FeatureNet(features.name, why_not),
         models=first.models,
         beta_sweep=first.beta_sweep,
         contrasts=contrasts,
@@ -356,30 +420,32 @@ def run_seed(
     out: Path,
     train: ImageData,
     test: ImageData,
-    features: Any,
+    features: FeatureExtractor,
     log: Log,
     progress: bool,
     watch: Watch | None = None,
 ) -> tuple[SeedResult, dict[str, dict[str, Any]]]:
-    """One seed's comparison: place the design, train every point, measure each once, gather the evidence of
-    every pair and judge it; the attribution table from every one-factor pair."""
+    """One seed's comparison: place the design, train every point, measure each once (its model kept for the
+    evidence beyond), gather the evidence of every pair and judge it; the attribution table from every pair.
+    The models' interpolations are the paths judged, the learned end's quality samples its point of the steps
+    sweep and of the β-sweep."""
     design = design_for(cfg, test)
     for name, why in design.absent:
         log(f"design: {name} is not in this run ({why})")
     runs = train_models(cfg, out, log, progress, train, test, watch, design)
-    ev_cfg = cfg.evaluation
+    ev_cfg = replace(cfg.evaluation, interpolation_pairs=cfg.interpolation_pairs)
     models: dict[str, RunResult] = {}
     images: dict[str, dict[str, Any]] = {}
+    loaded: dict[str, GenerativeModel] = {}
     for name, run_dir in runs.items():
-        models[name], images[name] = measure_run(
+        models[name], images[name], loaded[name] = measure_run(
             run_dir, ev_cfg, test, features, watched_log(log, watch, name), cfg.device
         )
-    loaded = {name: load_run(run_dir, cfg.device)[1] for name, run_dir in runs.items()}
     ends, merged = design.pair("ends"), design.pair("merged-fixed")
     reference = quality_reference(test, ev_cfg.n_samples)
     held_out = train.images[: ev_cfg.n_samples]
-    x0, x1 = pair_images(test, cfg.interpolation_pairs, pick_device(cfg.device))
-    log("floors, information curves, steps sweep, interpolation and timings")
+    x0, _ = pair_images(test, cfg.interpolation_pairs, pick_device(cfg.device))
+    log("floors, information curves, steps sweep and timings")
     floors = reference_floors(
         held_out,
         test.images,
@@ -390,28 +456,21 @@ def run_seed(
         seed=cfg.seed,
         real_source=f"{train.name} training images",
     )
-    sweep_names = [p.point.name for p in design.placed if p.point.role == SWEEP]
-    information = information_curves(loaded, ends, train, cfg)
-    steps = steps_evidence(loaded, ends, reference, test.levels, features, cfg)
-    paths = {
-        name: path_stats(m.interpolate(x0, x1, 9).cpu(), test.levels, features)
-        for name, m in loaded.items()
-        if m.capabilities.encoding is not None and name not in sweep_names
-    }
+    forward, code = information_curves(loaded, ends, train, cfg)
+    steps = steps_evidence(loaded, models, ends, reference, test.levels, features, cfg)
+    paths = {name: r.measurement.interpolation for name, r in models.items() if r.measurement.interpolation}
     timings = paired_timings(loaded, ends, merged, x0, cfg)
-    sweep = sweep_points(design, models, loaded, held_out, reference, x0, x1, test.levels, features, cfg)
-    objective_pair = design.pair("objective")
-    objective = (
-        {"elbo-weighted": models[objective_pair[0]], "simple": models[objective_pair[1]]} if objective_pair else {}
-    )
+    sweep = sweep_points(design, models, loaded, held_out, reference, test.levels, features, cfg)
+    pair = design.pair("objective")
+    objective = {"elbo-weighted": models[pair[0]], "simple": models[pair[1]]} if pair else {}
     evidence = Evidence(
         models={k: r.measurement for k, r in models.items()},
         dims=test.dims,
         nfe=ev_cfg.quality_steps,
         sweep=sweep,
         floors=floors,
-        forward_information=information[0] if ends else None,
-        code_information=information[1] if ends else None,
+        forward_information=forward,
+        code_information=code,
         steps=steps,
         paths=paths,
         timings=timings,
@@ -425,58 +484,53 @@ def run_seed(
         ends=ends,
         merged=merged,
     )
-    table = attribution(design, pair_evidence(design, models, loaded, paths, x0, cfg))
-    curves = tuple(c for c in information if c is not None)
+    table = attribution(design, pair_evidence(design, models, loaded, x0, cfg))
+    curves = tuple(c for c in (forward, code) if c is not None)
     return SeedResult(
         cfg.seed, models, sweep, floors, curves, steps, paths, timings, objective, judge(evidence), design, table
     ), images
-
-
-def pair_images(test: ImageData, pairs: int, device: Any) -> tuple[Any, Any]:
-    """The first `pairs` test images and the next `pairs`, in the model range: the ends of every interpolation."""
-    pairs = min(pairs, len(test) // 2)
-    return (test.model_range(slice(0, pairs)).to(device), test.model_range(slice(pairs, 2 * pairs)).to(device))
 
 
 def information_curves(
     loaded: dict[str, GenerativeModel], ends: tuple[str, str] | None, train: ImageData, cfg: CompareConfig
 ) -> tuple[InformationCurve | None, InformationCurve | None]:
     """Each end's `information_curve` on the same training images: the fixed end's (the forward process along t)
-    first, the learned end's (its code) second; None where there are no ends or an end declares none."""
+    and the learned end's (its code); None where there are no ends or an end declares none."""
     if ends is None:
         return None, None
     x = train.model_range(slice(0, min(len(train), cfg.information_images)))
     learned, fixed = (loaded[name] for name in ends)
-    return tuple(m.information_curve(x, cfg.information_draws, cfg.seed) for m in (fixed, learned))  # type: ignore[return-value]
+    return (
+        fixed.information_curve(x, cfg.information_draws, cfg.seed),
+        learned.information_curve(x, cfg.information_draws, cfg.seed),
+    )
 
 
 def steps_evidence(
     loaded: dict[str, GenerativeModel],
+    models: dict[str, RunResult],
     ends: tuple[str, str] | None,
     reference: Any,
     levels: int,
-    features: Any,
+    features: FeatureExtractor,
     cfg: CompareConfig,
 ) -> tuple[StepsPoint, ...]:
-    """Sample figures against steps for the fixed end (each sampler it offers) and the learned end, on the same
-    axes."""
+    """Sample figures against steps for the fixed end (each sampler it offers) and the learned end's one pass (its
+    quality samples, measured already), on the same axes."""
     if ends is None:
         return ()
-    n = cfg.evaluation.n_samples
-    return tuple(
-        point
-        for name in ends[::-1]
-        for point in steps_sweep(
-            loaded[name],
-            reference,
-            levels,
-            features,
-            steps=cfg.steps,
-            n=n,
-            replicates=cfg.steps_replicates,
-            seed=cfg.seed,
-        )
+    learned, fixed = ends
+    chain = steps_sweep(
+        loaded[fixed],
+        reference,
+        levels,
+        features,
+        steps=cfg.steps or (),
+        n=cfg.evaluation.n_samples,
+        replicates=cfg.steps_replicates,
+        seed=cfg.seed,
     )
+    return (*chain, StepsPoint.of(models[learned].measurement))
 
 
 def seeded(model: GenerativeModel, seed: int) -> torch.Generator:
@@ -484,7 +538,9 @@ def seeded(model: GenerativeModel, seed: int) -> torch.Generator:
     return torch.Generator(model.device).manual_seed(seed)
 
 
-def sampling_timing(a: str, model_a: GenerativeModel, b: str, model_b: GenerativeModel, x: Any, cfg: CompareConfig):
+def sampling_timing(
+    a: str, model_a: GenerativeModel, b: str, model_b: GenerativeModel, x: Any, cfg: CompareConfig
+) -> PairedTiming:
     """Alternating timings of a batch of samples from `a` and from `b`, each at its quality sampler and NFE."""
     (sampler_a, steps_a), (sampler_b, steps_b) = (quality_sampling(m, cfg.evaluation) for m in (model_a, model_b))
     n, seed = len(x), cfg.seed
@@ -531,22 +587,17 @@ def paired_timings(
 
 
 def pair_evidence(
-    design: Design,
-    models: dict[str, RunResult],
-    loaded: dict[str, GenerativeModel],
-    paths: dict[str, PathStats],
-    x: Any,
-    cfg: CompareConfig,
+    design: Design, models: dict[str, RunResult], loaded: dict[str, GenerativeModel], x: Any, cfg: CompareConfig
 ) -> dict[tuple[str, str], PairEvidence]:
-    """What each judged pair's row is read from: both measurements, an alternating timing of their sampling and
-    their interpolation paths."""
-    found = {}
+    """What each judged pair's row is read from: both measurements (their interpolation paths among them) and an
+    alternating timing of their sampling."""
+    found: dict[tuple[str, str], PairEvidence] = {}
     for p in design.pairings:
         if p.pair is None or p.pair in found:
             continue
         a, b = p.pair
         timing = sampling_timing(a, loaded[a], b, loaded[b], x, cfg)
-        found[p.pair] = PairEvidence(models[a].measurement, models[b].measurement, timing, paths.get(a), paths.get(b))
+        found[p.pair] = PairEvidence(models[a].measurement, models[b].measurement, timing)
     return found
 
 
@@ -556,38 +607,34 @@ def sweep_points(
     loaded: dict[str, GenerativeModel],
     held_out: Any,
     reference: Any,
-    x0: Any,
-    x1: Any,
     levels: int,
-    features: Any,
+    features: FeatureExtractor,
     cfg: CompareConfig,
 ) -> tuple[SweepPoint, ...]:
-    """The β-sweep on the rate–distortion axes: its points and the learned end where it is of their kind, by β."""
+    """The β-sweep on the rate–distortion axes: its points, and the learned end where it is of their kind, by β."""
     names = [p.point.name for p in design.placed if p.point.role == SWEEP]
     ends = design.pair("ends")
     kinds = {design.point(n).point.kind for n in names}
     if ends is not None and design.point(ends[0]).point.kind in kinds:
         names.append(ends[0])
-    found = [beta_point(models[n], loaded[n], held_out, reference, x0, x1, levels, features, cfg) for n in names]
+    found = [beta_point(models[n], loaded[n], held_out, reference, levels, features, cfg) for n in names]
     return tuple(sorted(found, key=lambda p: p.beta))
 
 
 def beta_point(
     run: RunResult,
-    vae: Any,
+    vae: GenerativeModel,
     held_out: Any,
     reference: Any,
-    x0: Any,
-    x1: Any,
     levels: int,
-    features: Any,
+    features: FeatureExtractor,
     cfg: CompareConfig,
 ) -> SweepPoint:
-    """A β-sweep VAE: rate, distortion, its prior samples' figures, its held-out reconstructions' and its paths."""
+    """A β-sweep VAE: rate, distortion, its prior samples' figures and paths (measured), and the figures of its
+    reconstructions of held-out images."""
     with torch.no_grad():
         x = to_model(held_out, levels).to(vae.device)
         reconstructions = vae.decode(vae.encode(x)).cpu()
-    recon = resampled_figures(reconstructions, reference, levels, features, cfg.evaluation.replicates, cfg.seed)
     return sweep_point(
-        run, run.measurement.resampled, recon, path_stats(vae.interpolate(x0, x1, 9).cpu(), levels, features)
+        run, sample_figures(reconstructions, reference, levels, features, cfg.evaluation.replicates, cfg.seed)
     )

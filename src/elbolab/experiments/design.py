@@ -91,20 +91,19 @@ class DesignPoint(Record):
         require("DesignPoint.design", self.design, self.design in DESIGNS, f"one of {', '.join(DESIGNS)}")
         require("DesignPoint.role", self.role, self.role in ("", SWEEP), f"empty or {SWEEP!r}")
 
-    @staticmethod
-    def from_json(obj: Mapping[str, Any]) -> DesignPoint:
-        return DesignPoint(
-            obj["name"], obj["kind"], dict(obj["changes"]), float(obj["budget"]), obj["design"], obj["role"]
-        )
-
 
 #: the points between the paradigms (DESIGN.md's table), beyond each registered kind at its defaults: the VAE with
-#: a latent of x's size, diffusion in one discrete step, the learned-encoder chain (DiffEnc) and more T values;
+#: a latent of x's size, diffusion in one discrete step (`DiffusionConfig.one_step`'s recipe: its noise level
+#: learned from γ_1 = 0), the learned-encoder chain (DiffEnc) and more T values;
 #: every discrete chain trained on its bound (cosine schedule, which every T takes), so that its steps set it
 #: apart from the continuous chain
 BRIDGES = (
     DesignPoint("vae-full", "vae", {"latent": "full"}),
-    DesignPoint("diffusion-T1", "diffusion", {"time": "discrete", "T": 1, "loss": "vlb", "schedule": "cosine"}),
+    DesignPoint(
+        "diffusion-T1",
+        "diffusion",
+        {"time": "discrete", "T": 1, "schedule": "cosine", "gamma_max": 0.0, "loss": "vlb", "sampler": "ancestral"},
+    ),
     DesignPoint("diffenc", "diffusion", {"encoder": "learned"}, design="full"),
     DesignPoint(
         "diffusion-T10", "diffusion", {"time": "discrete", "T": 10, "loss": "vlb", "schedule": "cosine"}, design="full"
@@ -273,10 +272,6 @@ class Placed(Record):
     point: DesignPoint
     levels: DesignLevels
 
-    @staticmethod
-    def from_json(obj: Mapping[str, Any]) -> Placed:
-        return Placed(DesignPoint.from_json(obj["point"]), DesignLevels(**obj["levels"]))
-
 
 @dataclass(frozen=True)
 class Pairing(Record):
@@ -294,19 +289,6 @@ class Pairing(Record):
     @property
     def judged(self) -> bool:
         return self.pair is not None
-
-    @staticmethod
-    def from_json(obj: Mapping[str, Any]) -> Pairing:
-        pair = obj["pair"]
-        return Pairing(
-            obj["contrast"],
-            obj["title"],
-            obj["factor"],
-            None if pair is None else (pair[0], pair[1]),
-            (obj["switch"][0], obj["switch"][1]),
-            tuple(obj["differs"]),
-            obj["why_not"],
-        )
 
 
 def one_factor_pairs(placed: tuple[Placed, ...]) -> dict[str, tuple[tuple[str, str], ...]]:
@@ -380,15 +362,6 @@ class Design(Record):
         if not found:
             raise KeyError(f"no design point {name!r} was placed")
         return found[0]
-
-    @staticmethod
-    def from_json(obj: Mapping[str, Any]) -> Design:
-        return Design(
-            obj["name"],
-            tuple(Placed.from_json(p) for p in obj["placed"]),
-            tuple((a[0], a[1]) for a in obj["absent"]),
-            tuple(Pairing.from_json(p) for p in obj["pairings"]),
-        )
 
 
 LevelsOf = Callable[[DesignPoint], DesignLevels]

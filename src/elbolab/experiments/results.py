@@ -3,8 +3,9 @@ a whole comparison."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from elbolab.evaluate.floors import Floors
 from elbolab.evaluate.information import InformationCurve
@@ -14,18 +15,36 @@ from elbolab.evaluate.speed import PairedTiming
 from elbolab.evaluate.steps import StepsPoint
 from elbolab.experiments.attribution import Attribution
 from elbolab.experiments.design import Design
-from elbolab.records import Contrast, DataInfo, Record, SweepPoint
+from elbolab.records import Contrast, DataInfo, FeatureNet, Machine, Record, SweepPoint
+from elbolab.registry import model_classes
+
+if TYPE_CHECKING:
+    from elbolab.experiments.compare import CompareConfig
 
 
 @dataclass(frozen=True)
 class RunResult(Record):
-    """A trained run: its measurement, how long and how fast it trained, and its resolved model config."""
+    """A trained run: its measurement, how long and how fast it trained, and its resolved model config (the
+    config dataclass of its kind, `registry.model_classes`)."""
 
     measurement: Measurement
     train_steps: int
     train_images_per_s: float
     train_seconds: float
-    model_config: dict[str, Any] = field(default_factory=dict)
+    model_config: Any = None
+
+    @classmethod
+    def json_types(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """The saved model config is read as its kind's config class."""
+        return {"model_config": model_classes(data["measurement"]["kind"])[0]}
+
+    def beta(self) -> float:
+        """The KL weight β the run's model was trained with (a VAE's, eq. 1 of β-VAE: Higgins et al. 2017); a
+        TypeError for a model whose config has none."""
+        beta = getattr(self.model_config, "beta", None)
+        if not isinstance(beta, int | float):
+            raise TypeError(f"{self.measurement.kind}: β is a VAE's setting, this run has none")
+        return float(beta)
 
 
 @dataclass(frozen=True)
@@ -57,18 +76,27 @@ class SeedResult(Record):
 class CompareResults(Record):
     """Everything a comparison found: per model and β-sweep (the first seed's), a verdict per contrast (all
     seeds folded), the design and its attribution table, and each seed's own measurements and contrasts in
-    `seeds`."""
+    `seeds`; `config` is what `compare` ran (for a report on existing runs: their data and evaluation, the runs
+    named in `runs`)."""
 
-    config: dict[str, Any]
-    machine: dict[str, Any]
+    config: CompareConfig
+    machine: Machine
     data: DataInfo
-    feature_net: dict[str, Any]
+    feature_net: FeatureNet
     models: dict[str, RunResult]
     beta_sweep: tuple[SweepPoint, ...]
     contrasts: tuple[Contrast, ...]
     seeds: tuple[SeedResult, ...] = ()
+    runs: tuple[str, ...] = ()  # the run folders a report on existing runs measured (empty: compare trained them)
     design: Design | None = None  # the first seed's (every seed places the same design)
     attribution: Attribution | None = None  # every seed's table folded
+
+    @classmethod
+    def type_names(cls) -> dict[str, Any]:
+        """`CompareConfig` lives in `compare`, which builds these records."""
+        from elbolab.experiments.compare import CompareConfig
+
+        return {"CompareConfig": CompareConfig}
 
     def measured(self) -> dict[str, Measurement]:
         """Each model's measurement by kind."""

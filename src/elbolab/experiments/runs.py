@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from elbolab.config import to_dict
 from elbolab.data import load_data
 from elbolab.data.base import ImageData
 from elbolab.errors import ElbolabError
-from elbolab.evaluate.features import select_features
-from elbolab.evaluate.run import PILOT_CACHE_FILE, EvalConfig, Log, Pilot, measure
+from elbolab.evaluate.features import FeatureExtractor, select_features
+from elbolab.evaluate.run import (
+    PILOT_CACHE_FILE,
+    DiffusersSource,
+    EvalConfig,
+    EvalResult,
+    Log,
+    Pilot,
+    measure,
+)
 from elbolab.evaluate.speed import PassCounter
 from elbolab.experiments.design import Design, DesignPoint, declared, place
 from elbolab.experiments.results import CompareResults, RunResult
 from elbolab.experiments.verdicts import Evidence, judge, sweep_point
 from elbolab.machine import machine_info
 from elbolab.model import GenerativeModel
-from elbolab.records import DataInfo
+from elbolab.records import DataInfo, FeatureNet, Machine
 from elbolab.train.run import (
     METRICS_FILE,
     WEIGHTS_FILE,
@@ -61,19 +68,29 @@ def weights_identity(run_dir: Path) -> dict[str, Any]:
 
 
 def measure_run(
-    run_dir: Path, cfg: EvalConfig, test: ImageData, features: Any, log: Log, device: str = "auto"
-) -> tuple[RunResult, dict[str, Any]]:
-    """`evaluate.measure` on a trained run, with its training figures beside; and the images behind it."""
+    run_dir: Path,
+    cfg: EvalConfig,
+    test: ImageData,
+    features: FeatureExtractor | None,
+    log: Log,
+    device: str = "auto",
+) -> tuple[RunResult, dict[str, Any], GenerativeModel]:
+    """`evaluate.measure` on a trained run, with its training figures beside; the images behind it and the
+    loaded model (so that a caller measuring more need not load it again)."""
     run_cfg, model = load_run(run_dir, device)
     metrics = json.loads((Path(run_dir) / METRICS_FILE).read_text())
     measurement, images = measure(model, test, cfg, features, log, pilot_images(run_dir, run_cfg, model, cfg))
-    return RunResult(
-        measurement,
-        int(metrics["step"]),
-        float(metrics["train_images_per_s"]),
-        float(metrics["train_seconds"]),
-        to_dict(run_cfg.model),
-    ), images
+    return (
+        RunResult(
+            measurement,
+            int(metrics["step"]),
+            float(metrics["train_images_per_s"]),
+            float(metrics["train_seconds"]),
+            run_cfg.model,
+        ),
+        images,
+        model,
+    )
 
 
 def measure_runs(
@@ -95,21 +112,20 @@ def measure_runs(
     features, why_not = select_features(data, features_kind, data_dir=data_dir)
     models, images = {}, {}
     for run_dir, run_cfg in configs.items():
-        models[run_cfg.kind], images[run_cfg.kind] = measure_run(run_dir, evaluation, test, features, log, device)
+        models[run_cfg.kind], images[run_cfg.kind], _ = measure_run(run_dir, evaluation, test, features, log, device)
     design = runs_design(configs)
     ends, merged = design.pair("ends"), design.pair("merged-fixed")
-    sweep = (sweep_point(models[ends[0]]),) if ends and "beta" in models[ends[0]].model_config else ()
+    try:
+        sweep = (sweep_point(models[ends[0]]),) if ends else ()
+    except TypeError:  # the learned end has no β (it is no VAE): nothing to place on the sweep
+        sweep = ()
+    from elbolab.experiments.compare import CompareConfig
+
     results = CompareResults(
-        config={
-            "data": data,
-            "data_dir": data_dir,
-            "budget": float("nan"),
-            "evaluation": asdict(evaluation),
-            "runs": [str(r) for r in run_dirs],
-        },
-        machine=machine_info(),
+        config=CompareConfig(data=data, data_dir=data_dir, evaluation=evaluation),
+        machine=Machine.from_json(machine_info()),
         data=data_info(test),
-        feature_net={"name": features.name, "inception_unavailable_because": why_not},
+        feature_net=FeatureNet(features.name, why_not),
         models=models,
         beta_sweep=sweep,
         contrasts=judge(
@@ -122,6 +138,7 @@ def measure_runs(
                 merged=merged,
             )
         ),
+        runs=tuple(str(r) for r in run_dirs),
         design=design,
     )
     return results, images
@@ -141,8 +158,8 @@ def evaluate_run(
     features_kind: str = "builtin",
     log: Log = lambda _: None,
     device: str = "auto",
-) -> dict[str, Any]:
-    """`elbolab eval`: the run's measurements as one JSON object, with the bound's nats/bpd at the top level."""
+) -> EvalResult:
+    """`elbolab eval`: the run's measurements on one split of its data."""
     run_cfg, model = load_run(run_dir, device)
     model.check_estimator(cfg.estimator)  # a bound the model does not offer is refused before any work
     data = load_data(run_cfg.data, split, run_cfg.data_dir)
@@ -154,7 +171,7 @@ def evaluate_run(
         log,
         pilot_images(run_dir, run_cfg, model, cfg),
     )[0]
-    return _eval_json(run_cfg.kind, run_cfg.data, split, data, measurement)
+    return EvalResult(run_cfg.kind, run_cfg.data, split, data.dims, data.levels, measurement)
 
 
 def evaluate_diffusers(
@@ -165,7 +182,7 @@ def evaluate_diffusers(
     cfg: EvalConfig = EvalConfig(),
     features_kind: str = "builtin",
     log: Log = lambda _: None,
-) -> dict[str, Any]:
+) -> EvalResult:
     """`elbolab eval --diffusers PATH`: a diffusers folder's model measured like a run, on the data set `data_name`,
     with the network passes per image its bound cost, counted."""
     from elbolab.interop.diffusers import diffusers_folders, load_diffusers
@@ -180,36 +197,20 @@ def evaluate_diffusers(
     if rest:
         features = _features(cfg, data_name, features_kind, data_dir)
         found = replace(measure(model, data, replace(cfg, parts=rest), features, log)[0], bound=found.bound)
-    source = {
-        "source": str(path),
-        "scheduler": model.scheduler_name,
-        "T": model.config.T,
-        "parameterisation": model.config.parameterisation,
-        "variance": model.config.variance,
-        "clip": model.clip,
-    }
-    if found.bound is not None:
-        source["bound_network_passes_per_image"] = passes.images / found.bound.n
-    return {**_eval_json(model.kind, data_name, split, data, found), **source}
+    source = DiffusersSource(
+        str(path),
+        model.scheduler_name,
+        model.config.T,
+        model.config.parameterisation,
+        model.config.variance,
+        bool(model.clip),
+        None if found.bound is None else passes.images / found.bound.n,
+    )
+    return EvalResult(model.kind, data_name, split, data.dims, data.levels, found, source)
 
 
-def _features(cfg: EvalConfig, data_name: str, features_kind: str, data_dir: str | None) -> Any:
+def _features(cfg: EvalConfig, data_name: str, features_kind: str, data_dir: str | None) -> FeatureExtractor | None:
     """The feature network for quality or interpolation, if `cfg` measures them."""
     if set(cfg.parts) & {"quality", "interpolation"}:
         return select_features(data_name, features_kind, data_dir=data_dir)[0]
     return None
-
-
-def _eval_json(kind: str, data_name: str, split: str, data: ImageData, measurement: Any) -> dict[str, Any]:
-    """One JSON object: model, data, split, dims, levels, the bound's nats/bpd at the top level, the rest."""
-    found = measurement.to_json()
-    bound = found.pop("bound") or {}
-    return {
-        "model": kind,
-        "data": data_name,
-        "split": split,
-        "dims": data.dims,
-        "levels": data.levels,
-        **bound,
-        **found,
-    }

@@ -13,7 +13,7 @@ fold into one interval per effect (`fold_seeds`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -26,7 +26,16 @@ from elbolab.evaluate.interpolation import PathStats
 from elbolab.evaluate.run import Measurement
 from elbolab.evaluate.speed import PairedTiming
 from elbolab.evaluate.steps import StepsPoint
-from elbolab.records import BoundSummary, Contrast, Effect, Resampled, SweepPoint, percentile_interval
+from elbolab.records import (
+    COMBINE,
+    BoundSummary,
+    Contrast,
+    Effect,
+    Resampled,
+    SampleFigures,
+    SweepPoint,
+    percentile_interval,
+)
 
 if TYPE_CHECKING:  # results holds the attribution table, which builds its effects here
     from elbolab.experiments.results import RunResult
@@ -115,14 +124,10 @@ def decide(effect: Effect) -> str:
     return verdict
 
 
-#: how a contrast's effects make its verdict: "all" (supported if every effect is, not supported if any is
-#: not, else inconclusive); "guarded" (the first effect's verdict, inconclusive if the second, a guard, is
-#: not supported)
-COMBINE = ("all", "guarded")
-
-
 def combine(effects: Sequence[Effect], how: str) -> str:
     """One verdict from the effects of a contrast, by the rule `how` (see COMBINE)."""
+    if how not in COMBINE:
+        raise ValueError(f"effects combine by one of {', '.join(COMBINE)}, got {how!r}")
     verdicts = [decide(e) for e in effects]
     if how == "guarded":
         return "inconclusive" if verdicts[0] == "supported" and "not supported" in verdicts[1:] else verdicts[0]
@@ -165,20 +170,10 @@ def judged(
     effects: Sequence[Effect],
     how: str = "all",
     figure: str | None = None,
-    numbers: dict | None = None,
 ) -> Contrast:
     """A contrast whose verdict `combine`s its effects; the rule names each effect's test and its smallest
     detectable effect."""
-    return Contrast(
-        title,
-        claim,
-        measured,
-        rule_text(effects, how),
-        combine(effects, how),
-        {**(numbers or {}), "effects": list(effects), "combine": how},
-        effects[0],
-        figure,
-    )
+    return Contrast(title, claim, measured, rule_text(effects, how), combine(effects, how), tuple(effects), how, figure)
 
 
 def show(e: Effect, digits: int = 3) -> str:
@@ -273,7 +268,6 @@ def contrast_bottleneck(
         f"{forward.steps[-1]}; the fall from 90% to 10% spans {show(e)} steps.",
         [e],
         figure="information_curves",
-        numbers={"span_steps": e.value},
     )
 
 
@@ -296,37 +290,37 @@ def contrast_speed(timing: PairedTiming, nfe: int) -> Contrast:
 SHARPNESS = "Samples: blurry vs. sharp"
 
 
-def floor_text(floors: Floors | None, key: str, digits: int = 2) -> str:
-    """'real held-out X, blurred (σ) Y' for a figure."""
-    if floors is None or key not in floors.real:
+Pick = Callable[[SampleFigures], Resampled | None]
+
+
+def floor_text(floors: Floors | None, pick: Pick, digits: int = 2) -> str:
+    """'real held-out X, blurred (σ) Y' for the figure `pick` reads."""
+    real, blurred = (None, None) if floors is None else (pick(floors.real), pick(floors.blurred))
+    if floors is None or real is None or blurred is None:
         return ""
     return (
-        f" Floors: real held-out {floors.real_source} {floors.real[key].value:.{digits}f}, test images "
-        f"blurred by σ = {floors.blur_sigma:g} px {floors.blurred[key].value:.{digits}f}."
+        f" Floors: real held-out {floors.real_source} {real.value:.{digits}f}, test images "
+        f"blurred by σ = {floors.blur_sigma:g} px {blurred.value:.{digits}f}."
     )
 
 
-def contrast_sharpness(
-    vae: dict[str, Resampled], diffusion: dict[str, Resampled], floors: Floors | None = None
-) -> Contrast:
+def contrast_sharpness(vae: SampleFigures, diffusion: SampleFigures, floors: Floors | None = None) -> Contrast:
     """Sharpness judged as closeness to the data's own (a ratio near 1), guarded by sample quality."""
-    value, reps = difference(vae["laplacian_ratio"], diffusion["laplacian_ratio"], distance_from_one)
+    value, reps = difference(vae.laplacian_ratio, diffusion.laplacian_ratio, distance_from_one)
     e = bootstrap_effect("|log ratio| VAE − diffusion (Laplacian variance × test set)", value, reps, "samples")
     effects = [e]
-    if "fd" in vae and "fd" in diffusion:
+    if vae.fd is not None and diffusion.fd is not None:
         effects.append(
-            bootstrap_effect(
-                "Fréchet distance VAE − diffusion (guard)", *difference(vae["fd"], diffusion["fd"]), "samples"
-            )
+            bootstrap_effect("Fréchet distance VAE − diffusion (guard)", *difference(vae.fd, diffusion.fd), "samples")
         )
     return judged(
         SHARPNESS,
         "The VAE's decoder mean averages over everything z leaves open, so its samples are blurry; diffusion's "
         "chain of small Gaussian steps commits to detail, so its samples are as sharp as real images.",
-        f"Laplacian variance × test set: VAE {vae['laplacian_ratio'].value:.2f}, diffusion "
-        f"{diffusion['laplacian_ratio'].value:.2f}; high-frequency share × test set: VAE "
-        f"{vae['high_frequency_ratio'].value:.2f}, diffusion {diffusion['high_frequency_ratio'].value:.2f}."
-        f"{floor_text(floors, 'laplacian_ratio')} Closer to 1 is closer to the data's own sharpness (more is "
+        f"Laplacian variance × test set: VAE {vae.laplacian_ratio.value:.2f}, diffusion "
+        f"{diffusion.laplacian_ratio.value:.2f}; high-frequency share × test set: VAE "
+        f"{vae.high_frequency_ratio.value:.2f}, diffusion {diffusion.high_frequency_ratio.value:.2f}."
+        f"{floor_text(floors, lambda f: f.laplacian_ratio)} Closer to 1 is closer to the data's own sharpness (more is "
         f"noise, not detail); the effect is how much closer diffusion is: {show(e)}.",
         effects,
         "guarded",
@@ -337,23 +331,29 @@ def contrast_sharpness(
 QUALITY = "Sample quality"
 
 
-def contrast_quality(
-    vae: dict[str, Resampled], diffusion: dict[str, Resampled], floors: Floors | None = None
-) -> Contrast:
+def contrast_quality(vae: SampleFigures, diffusion: SampleFigures, floors: Floors | None = None) -> Contrast:
     """Fréchet distance of samples to the test set, bootstrapped."""
-    e = bootstrap_effect("Fréchet distance VAE − diffusion", *difference(vae["fd"], diffusion["fd"]), "samples")
-    kid = f" KID: VAE {vae['kid'].value:.4f}, diffusion {diffusion['kid'].value:.4f}." if "kid" in vae else ""
+    if vae.fd is None or diffusion.fd is None:
+        raise ValueError("the quality contrast needs the Fréchet distance of both models' samples")
+    e = bootstrap_effect("Fréchet distance VAE − diffusion", *difference(vae.fd, diffusion.fd), "samples")
+    kid = (
+        f" KID: VAE {vae.kid.value:.4f}, diffusion {diffusion.kid.value:.4f}."
+        if vae.kid is not None and diffusion.kid is not None
+        else ""
+    )
     pr = "".join(
-        f" {key.capitalize()} (bootstrap 95%, not part of the rule): VAE {show_figure(vae[key])}, "
-        f"diffusion {show_figure(diffusion[key])}."
-        for key in ("precision", "recall")
-        if key in vae and key in diffusion
+        f" {name} (bootstrap 95%, not part of the rule): VAE {show_figure(a)}, diffusion {show_figure(b)}."
+        for name, a, b in (
+            ("Precision", vae.precision, diffusion.precision),
+            ("Recall", vae.recall, diffusion.recall),
+        )
+        if a is not None and b is not None
     )
     return judged(
         QUALITY,
         "Diffusion's samples are closer to the data than the VAE's.",
-        f"Fréchet distance: VAE {vae['fd'].value:.2f}, diffusion {diffusion['fd'].value:.2f}; difference "
-        f"{show(e)}.{kid}{pr}{floor_text(floors, 'fd')}",
+        f"Fréchet distance: VAE {vae.fd.value:.2f}, diffusion {diffusion.fd.value:.2f}; difference "
+        f"{show(e)}.{kid}{pr}{floor_text(floors, lambda f: f.fd)}",
         [e],
         figure="steps_fd",
     )
@@ -378,22 +378,22 @@ def contrast_steps(points: Sequence[StepsPoint], sampler: str = "ancestral") -> 
             "samples, claimed > 0",
         )
     one, many = chain[0], chain[-1]
-    value, reps = difference(one.figures["laplacian_ratio"], many.figures["laplacian_ratio"], distance_from_one)
+    value, reps = difference(one.figures.laplacian_ratio, many.figures.laplacian_ratio, distance_from_one)
     e = bootstrap_effect(
         f"|log ratio| at 1 step − at {many.steps} steps (Laplacian variance × test set)", value, reps, "samples"
     )
     effects = [e]
-    if "fd" in one.figures:
+    if one.figures.fd is not None and many.figures.fd is not None:
         effects.append(
             bootstrap_effect(
                 f"Fréchet distance at 1 step − at {many.steps} (guard)",
-                *difference(one.figures["fd"], many.figures["fd"]),
+                *difference(one.figures.fd, many.figures.fd),
                 "samples",
             )
         )
-    curve = ", ".join(f"{p.steps}: {p.figures['laplacian_ratio'].value:.2f}" for p in chain)
+    curve = ", ".join(f"{p.steps}: {p.figures.laplacian_ratio.value:.2f}" for p in chain)
     vae = next((p for p in points if p.sampler == "decoder"), None)
-    vae_txt = f" VAE (1 pass): {vae.figures['laplacian_ratio'].value:.2f}." if vae else ""
+    vae_txt = f" VAE (1 pass): {vae.figures.laplacian_ratio.value:.2f}." if vae else ""
     return judged(
         STEPS,
         claim,
@@ -412,12 +412,13 @@ TUG_DISJOINT = "The tug-of-war, reconstruction side: a light KL weight (low β) 
 def sweep_text(points: Sequence[SweepPoint]) -> str:
     """Rate, distortion, sample FD and sharpness of each β."""
 
-    def fig(p: SweepPoint, key: str) -> str:
-        return f"{p.sample_figures[key].value:.2f}" if key in p.sample_figures else "–"
+    def fig(p: SweepPoint, pick: Pick) -> str:
+        found = None if p.sample_figures is None else pick(p.sample_figures)
+        return "–" if found is None else f"{found.value:.2f}"
 
     return "; ".join(
         f"β={p.beta:g}: rate {p.rate_bpd:.3f} bits/dim, RMSE {p.distortion_rmse:.1f}, sample FD "
-        f"{fig(p, 'fd')}, sharpness {fig(p, 'laplacian_ratio')}, interpolation max/mean step "
+        f"{fig(p, lambda f: f.fd)}, sharpness {fig(p, lambda f: f.laplacian_ratio)}, interpolation max/mean step "
         f"{p.interpolation_max_step_ratio:.2f}"
         for p in points
     )
@@ -429,7 +430,7 @@ def contrast_tug_blur(sweep: Sequence[SweepPoint]) -> Contrast:
         "Weighting the KL (prior) term heavily squeezes z towards N(0, I), so the decoder averages over more "
         "and its samples blur."
     )
-    points = sorted((p for p in sweep if "laplacian_ratio" in p.sample_figures), key=lambda p: p.beta)
+    points = sorted((p for p in sweep if p.sample_figures is not None), key=lambda p: p.beta)
     if len(points) < 2:
         return no_evidence(
             TUG_BLUR,
@@ -437,13 +438,29 @@ def contrast_tug_blur(sweep: Sequence[SweepPoint]) -> Contrast:
             "needs sample sharpness of VAEs at two or more β",
             "log sharpness ratio at the lowest β − at the highest, percentile bootstrap over samples, claimed > 0",
         )
-    low, high = points[0], points[-1]
+    low, high = points[0].sample_figures, points[-1].sample_figures
+    assert low is not None and high is not None  # kept above
     e = bootstrap_effect(
-        f"log sharpness ratio at β={low.beta:g} − at β={high.beta:g}",
-        *difference(low.sample_figures["laplacian_ratio"], high.sample_figures["laplacian_ratio"], log_ratio),
+        f"log sharpness ratio at β={points[0].beta:g} − at β={points[-1].beta:g}",
+        *difference(low.laplacian_ratio, high.laplacian_ratio, log_ratio),
         "samples",
     )
     return judged(TUG_BLUR, claim, f"{sweep_text(points)}. Effect: {show(e)}.", [e], figure="beta_sweep")
+
+
+def beta_of(p: SweepPoint) -> float:
+    """A sweep point's β (the sort key of the sweep)."""
+    return p.beta
+
+
+def sample_fd(p: SweepPoint) -> Resampled | None:
+    """The Fréchet distance of a sweep VAE's prior samples, where measured."""
+    return None if p.sample_figures is None else p.sample_figures.fd
+
+
+def reconstruction_fd(p: SweepPoint) -> Resampled | None:
+    """The Fréchet distance of a sweep VAE's reconstructions of held-out images, where measured."""
+    return None if p.reconstruction_figures is None else p.reconstruction_figures.fd
 
 
 def contrast_tug_disjoint(sweep: Sequence[SweepPoint]) -> Contrast:
@@ -453,9 +470,7 @@ def contrast_tug_disjoint(sweep: Sequence[SweepPoint]) -> Contrast:
         "little mass: a disjointed latent space whose prior samples fall off the data, although "
         "reconstructions stay close."
     )
-    points = sorted(
-        (p for p in sweep if "fd" in p.sample_figures and "fd" in p.reconstruction_figures), key=lambda p: p.beta
-    )
+    points = sorted((p for p in sweep if sample_fd(p) is not None and reconstruction_fd(p) is not None), key=beta_of)
     if not points or points[0].beta >= 1:
         return no_evidence(
             TUG_DISJOINT,
@@ -467,12 +482,11 @@ def contrast_tug_disjoint(sweep: Sequence[SweepPoint]) -> Contrast:
     low = points[0]
     e = bootstrap_effect(
         f"FD of prior samples − FD of reconstructions at β={low.beta:g}",
-        *difference(low.sample_figures["fd"], low.reconstruction_figures["fd"]),
+        *difference(sample_fd(low), reconstruction_fd(low)),
         "samples",
     )
     others = "; ".join(
-        f"β={p.beta:g}: samples {p.sample_figures['fd'].value:.2f}, reconstructions "
-        f"{p.reconstruction_figures['fd'].value:.2f}"
+        f"β={p.beta:g}: samples {sample_fd(p).value:.2f}, reconstructions {reconstruction_fd(p).value:.2f}"
         for p in points
     )
     return judged(
@@ -517,20 +531,19 @@ def contrast_objective(simple: Measurement, weighted: Measurement, weighted_name
         "test images",
     )
     effects = [cost]
-    if "fd" in simple.resampled and "fd" in weighted.resampled:
+    fd_simple = None if simple.samples is None else simple.samples.fd
+    fd_weighted = None if weighted.samples is None else weighted.samples.fd
+    fd_txt = ""
+    if fd_simple is not None and fd_weighted is not None:
         effects.append(
             bootstrap_effect(
-                "Fréchet distance ELBO-weighted − L_simple",
-                *difference(weighted.resampled["fd"], simple.resampled["fd"]),
-                "samples",
+                "Fréchet distance ELBO-weighted − L_simple", *difference(fd_weighted, fd_simple), "samples"
             )
         )
-    fd_txt = (
-        f"; sample FD: L_simple {simple.resampled['fd'].value:.2f}, ELBO-weighted "
-        f"{weighted.resampled['fd'].value:.2f}, difference {show(effects[1])}"
-        if len(effects) > 1
-        else ""
-    )
+        fd_txt = (
+            f"; sample FD: L_simple {fd_simple.value:.2f}, ELBO-weighted {fd_weighted.value:.2f}, difference "
+            f"{show(effects[1])}"
+        )
     return judged(
         OBJECTIVE,
         "The diffusion ELBO is a weighted sum of ε-prediction errors; dropping the weights (L_simple) "
@@ -624,28 +637,27 @@ def contrast_latent(
         f"difference {show(tighter)}.{speed_txt}",
         effects,
         figure="frontier",
-        numbers={"dimension_ratio": ratio},
     )
 
 
 # ---------------------------------------------------------------- one seed's evidence, and several seeds
 
 
-def sweep_point(
-    run: RunResult,
-    sample_figures: dict[str, Resampled] | None = None,
-    reconstruction_figures: dict[str, Resampled] | None = None,
-    paths: PathStats | None = None,
-) -> SweepPoint:
-    """A trained VAE on the rate–distortion axes, at the β its run was trained with, with its sample figures."""
-    latent = run.measurement.information.latent
+def sweep_point(run: RunResult, reconstruction_figures: SampleFigures | None = None) -> SweepPoint:
+    """A trained VAE on the rate–distortion axes, at the β its run was trained with, with its measured sample
+    figures and paths, and the figures of its reconstructions of held-out images where measured."""
+    m = run.measurement
+    latent = None if m.information is None else m.information.latent
+    if latent is None:
+        raise ValueError(f"{m.kind}: a β-sweep point needs the rate of a learned latent (the information part)")
+    paths = m.interpolation
     return SweepPoint(
-        beta=float(run.model_config["beta"]),
+        beta=run.beta(),
         rate_bpd=latent.rate_bpd,
         distortion_rmse=latent.distortion_rmse,
         budget_seconds=run.train_seconds,
-        sample_figures=dict(sample_figures or run.measurement.resampled),
-        reconstruction_figures=dict(reconstruction_figures or {}),
+        sample_figures=m.samples,
+        reconstruction_figures=reconstruction_figures,
         interpolation_step_mean=float(np.mean(paths.step_mean)) if paths else math.nan,
         interpolation_max_step_ratio=float(np.mean(paths.max_step_ratio)) if paths else math.nan,
     )
@@ -686,10 +698,10 @@ def judge(ev: Evidence) -> tuple[Contrast, ...]:
             )
         if "decoder" in timings:
             out.append(contrast_speed(timings["decoder"], ev.nfe))
-        if vae.resampled and dif.resampled:
-            out.append(contrast_sharpness(vae.resampled, dif.resampled, ev.floors))
-            if "fd" in vae.resampled:
-                out.append(contrast_quality(vae.resampled, dif.resampled, ev.floors))
+        if vae.samples is not None and dif.samples is not None:
+            out.append(contrast_sharpness(vae.samples, dif.samples, ev.floors))
+            if vae.samples.fd is not None and dif.samples.fd is not None:
+                out.append(contrast_quality(vae.samples, dif.samples, ev.floors))
         if ev.steps:
             out.append(contrast_steps(ev.steps))
         if len(ev.sweep) >= 2:
@@ -740,20 +752,19 @@ def fold_seeds(per_seed: Sequence[tuple[Contrast, ...]]) -> tuple[Contrast, ...]
         if first.effect is None or any(c.title != first.title or c.effect is None for c in group):
             folded.append(first)
             continue
-        how = first.numbers["combine"]
-        effects = [fold_effect(list(es)) for es in zip(*(c.numbers["effects"] for c in group))]
+        how = first.combine
+        effects = [fold_effect(list(es)) for es in zip(*(c.effects for c in group))]
         per = tuple(c.effect.value for c in group)
         folded.append(
             replace(
                 first,
                 verdict=combine(effects, how),
-                effect=effects[0],
                 per_seed=per,
                 rule=rule_text(effects, how),
                 measured=f"{first.measured} [{len(per_seed)} seeds; first effect per seed: "
                 + ", ".join(f"{v:.3g}" for v in per)
                 + f"; folded: {show(effects[0])}.]",
-                numbers={**first.numbers, "effects": effects},
+                effects=tuple(effects),
             )
         )
     return tuple(folded)

@@ -84,8 +84,8 @@ def chain_config(config: dict[str, Any]) -> tuple[DiffusionConfig, bool]:
     variance = VARIANCE_TYPES[variance_type]
     chain = DiffusionConfig(
         T=int(get("num_train_timesteps")),
-        parameterisation=PREDICTION_TYPES[prediction],
-        variance=variance,
+        parameterisation=PREDICTION_TYPES[prediction],  # type: ignore[arg-type]  # a key of PREDICTION_TYPES
+        variance=variance,  # type: ignore[arg-type]  # a value of VARIANCE_TYPES
         loss="hybrid" if variance == "learned" else "simple",
     )
     return chain, clip
@@ -194,6 +194,8 @@ def export_run(run_dir: Path, out: Path) -> Path:
     if reason is not None:
         raise ElbolabError(f"{run_dir}: cannot export to diffusers: {reason}")
     _, model = load_run(run_dir, device="cpu")
+    if not isinstance(model, DiffusionModel):
+        raise ElbolabError(f"{run_dir}: cannot export to diffusers: not a pixel-space diffusion run")
     chain = model.diffusion
     prediction = {v: k for k, v in PREDICTION_TYPES.items()}[chain.config.parameterisation]
     variance = {"small": "fixed_small", "large": "fixed_large", "learned": "learned_range"}[chain.config.variance]

@@ -16,7 +16,7 @@ from elbolab.bounds import Bound, Estimator
 from elbolab.data.base import ImageData
 from elbolab.diffusion.chain import GaussianDiffusion, build_net
 from elbolab.diffusion.model import SAMPLE_OPTIONS
-from elbolab.diffusion.samplers import SAMPLERS
+from elbolab.diffusion.samplers import SAMPLERS, Churn
 from elbolab.errors import ElbolabError
 from elbolab.latent.bound import latent_bound, total_std
 from elbolab.latent.config import LatentDiffusionConfig
@@ -42,6 +42,8 @@ class LatentDiffusion(GenerativeModel):
         self.vae = VAE(config.vae, shape, levels)
         self.vae.requires_grad_(False)
         self.diffusion = self._diffusion_for(self.vae)
+        #: values per z, set with the autoencoder's config (the design levels' latent size, read without a pass)
+        self.latent_values = math.prod(self.vae.latent_shape)
         #: s, the latent scale; 0 until measured from the data (`measure_scale`), then saved with the weights
         self.register_buffer("scale", torch.zeros(()))
 
@@ -97,6 +99,7 @@ class LatentDiffusion(GenerativeModel):
             self.config = replace(self.config, vae=vae.config)
             self.vae = VAE(vae.config, self.shape, self.levels).to(self.scale.device)
             self.diffusion = self._diffusion_for(self.vae).to(self.scale.device)
+            self.latent_values = math.prod(self.vae.latent_shape)
         self.vae.load_state_dict(vae.state_dict())
         self.vae.requires_grad_(False)
 
@@ -141,7 +144,7 @@ class LatentDiffusion(GenerativeModel):
         return DesignLevels(
             encoder="learned, then fixed",
             encoder_steps=steps,
-            latent_fraction=math.prod(self.vae.latent_shape) / self.dims,
+            latent_fraction=self.latent_values / self.dims,
             decoder_steps=steps,
             objective="stages",
         )
@@ -220,9 +223,10 @@ class LatentDiffusion(GenerativeModel):
         steps: int | None,
         eta: float | None = None,
         variance: str | None = None,
+        **churn: float,
     ) -> Tensor:
-        """u_T ~ N(0, I), `sampler` over `steps` network evaluations → u_0, then one decoder pass on z = s·u_0
-        (the decoder's mean), all n latents decoded in one batch."""
+        """u_T ~ N(0, I), `sampler` over `steps` steps → u_0 (`churn`: "heun-churn"'s options), then one decoder pass
+        on z = s·u_0 (the decoder's mean), all n latents decoded in one batch."""
         u = self.diffusion.sample(
             (n, *self.latent_shape),
             sampler,
@@ -232,6 +236,7 @@ class LatentDiffusion(GenerativeModel):
             clip=False,
             generator=generator,
             device=self.scale.device,
+            churn=Churn(**churn),
         )
         return self.decode(u)
 

@@ -42,6 +42,11 @@ def downsamples_for(size: int) -> int:
     return downs
 
 
+def full_latent_channels(channels: int, size: int) -> int:
+    """Channels of a latent at the bottleneck resolution S/2^d with as many values as the image: C·4^d."""
+    return channels * 4 ** downsamples_for(size)
+
+
 def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(8, channels), channels)
 

@@ -28,4 +28,4 @@ class TimeEmbedding(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:
         emb = sinusoidal_embedding(t * self.scale, self.dim)
-        return self.mlp(emb.to(self.mlp[0].weight.dtype))
+        return self.mlp(emb.to(next(self.mlp.parameters()).dtype))

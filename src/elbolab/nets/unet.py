@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -227,7 +227,7 @@ class UNet(nn.Module):
         emb = self.time_embed(t.to(x.dtype))
         h = self.conv_in(x)
         hs = [h]
-        for level, stage in enumerate(self.down):
+        for level, stage in enumerate(cast("list[Level]", list(self.down))):
             for block, attn in zip(stage.blocks, stage.attn):
                 h = attn(block(h, emb))
                 hs.append(h)
@@ -235,7 +235,7 @@ class UNet(nn.Module):
                 h = self.downsample[level](h)
                 hs.append(h)
         h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
-        for level, stage in enumerate(self.up):
+        for level, stage in enumerate(cast("list[Level]", list(self.up))):
             for block, attn in zip(stage.blocks, stage.attn):
                 h = attn(block(torch.cat([h, hs.pop()], dim=1), emb))
             if level < len(self.upsample):

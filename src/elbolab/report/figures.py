@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from elbolab.evaluate.floors import Floors
 from elbolab.evaluate.run import Measurement
-from elbolab.records import RatePoint, SpeedRow, SweepPoint
+from elbolab.evaluate.steps import StepsPoint
+from elbolab.records import RatePoint, Resampled, SampleFigures, SpeedRow, SweepPoint
 from elbolab.registry import LABELS, MODEL_KINDS
 
 #: the colours of the first registered kinds, in registry order (Okabe–Ito, readable by colour-blind readers); other
@@ -27,6 +28,8 @@ LEARNED, FIXED = PALETTE[0], PALETTE[1]
 #: one marker and line style per sampler, the same in every plot
 SAMPLER_STYLE = {"decoder": ("*", "-"), "ddim": ("o", "-"), "dpm-solver++": ("^", "--"), "ancestral": ("s", ":")}
 DECADES_FOR_LOG = 1.5  # a positive axis whose data span more than this many decades is drawn on a log scale
+#: which figure of a sample set a plot shows
+Pick = Callable[[SampleFigures], Resampled | None]
 
 
 def colour(name: str) -> str:
@@ -171,29 +174,17 @@ def _nfe_axis(ax, nfes: list[float]) -> None:
         ax.legend(fontsize=7)
 
 
-def frontier_quality(models: dict[str, Measurement], sweep: Sequence[Any] = ()) -> bytes:
-    """Fréchet distance against NFE for every sampler (the VAE: its one pass). `sweep` holds optional extra
-    quality points (`kind`, `sampler`, `nfe`, `fd`, and where known `fd_low`/`fd_high`), e.g. a steps sweep."""
+def frontier_quality(models: dict[str, Measurement]) -> bytes:
+    """Fréchet distance of each model's quality samples against the NFE that drew them (the VAE: its one pass)."""
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     nfes: list[float] = []
-    swept: dict[tuple[str, str], list[Any]] = {}
-    for p in sweep:
-        swept.setdefault((p.kind, p.sampler), []).append(p)
-    for (kind, sampler), points in swept.items():
-        points = sorted(points, key=lambda p: p.nfe)
-        marker, line = SAMPLER_STYLE.get(sampler, ("o", "-"))
-        xs, ys = [p.nfe for p in points], [p.fd for p in points]
-        ax.plot(xs, ys, marker=marker, linestyle=line, color=colour(kind), label=f"{label(kind)} {sampler}")
-        lows, highs = [getattr(p, "fd_low", None) for p in points], [getattr(p, "fd_high", None) for p in points]
-        if all(v is not None for v in lows + highs):
-            ax.fill_between(xs, lows, highs, color=colour(kind), alpha=0.15, linewidth=0)
-        nfes += xs
     for kind, m in models.items():
-        if m.quality and m.quality_samples and (kind, m.quality_samples.sampler) not in swept:
+        fd = None if m.samples is None else m.samples.fd
+        if fd is not None and m.quality_samples:
             marker, _ = SAMPLER_STYLE.get(m.quality_samples.sampler, ("o", "-"))
             ax.plot(
                 m.quality_samples.steps,
-                m.quality["fd"],
+                fd.value,
                 marker=marker,
                 ms=9,
                 linestyle="none",
@@ -255,23 +246,26 @@ def information_curves(curves: tuple) -> bytes:
     return png(fig)
 
 
-def steps_curves(points: tuple, floors, key: str, axis_label: str) -> bytes:
-    """A sample figure (95% bootstrap interval) against sampling steps per model and sampler, with the floors."""
+def steps_curves(points: Sequence[StepsPoint], floors: Floors | None, pick: Pick, axis_label: str) -> bytes:
+    """The sample figure `pick` reads (95% bootstrap interval) against sampling steps per model and sampler,
+    with the floors."""
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    groups: dict[tuple[str, str], list] = {}
+    groups: dict[tuple[str, str], list[tuple[int, Resampled]]] = {}
     for p in points:
-        groups.setdefault((p.model, p.sampler), []).append(p)
+        found = pick(p.figures)
+        if found is not None:
+            groups.setdefault((p.model, p.sampler), []).append((p.steps, found))
     for (model, sampler), rows in groups.items():
-        rows = sorted(rows, key=lambda p: p.steps)
-        values = [p.figures[key].value for p in rows]
-        spans = [p.figures[key].interval() for p in rows]
+        rows = sorted(rows, key=lambda row: row[0])
+        values = [r.value for _, r in rows]
+        spans = [r.interval() for _, r in rows]
         # a percentile interval need not hold the figure itself (bootstrap bias): bars never go negative
         err = [
             [max(v - lo, 0.0) for v, (lo, _) in zip(values, spans)],
             [max(hi - v, 0.0) for v, (_, hi) in zip(values, spans)],
         ]
         ax.errorbar(
-            [p.steps for p in rows],
+            [steps for steps, _ in rows],
             values,
             yerr=err,
             fmt="o-" if len(rows) > 1 else "*",
@@ -281,9 +275,10 @@ def steps_curves(points: tuple, floors, key: str, axis_label: str) -> bytes:
             alpha=1.0 if sampler != "ddim" else 0.6,
             label=f"{label(model)} {sampler}",
         )
-    if floors is not None and key in floors.real:
-        ax.axhline(floors.real[key].value, color="black", ls=":", label=f"real held-out {floors.real_source}")
-        ax.axhline(floors.blurred[key].value, color="grey", ls="--", label=f"test blurred σ={floors.blur_sigma:g} px")
+    real, blurred = (None, None) if floors is None else (pick(floors.real), pick(floors.blurred))
+    if floors is not None and real is not None and blurred is not None:
+        ax.axhline(real.value, color="black", ls=":", label=f"real held-out {floors.real_source}")
+        ax.axhline(blurred.value, color="grey", ls="--", label=f"test blurred σ={floors.blur_sigma:g} px")
     ax.set_xscale("log")
     ax.set_xlabel("sampling steps (network evaluations)")
     ax.set_ylabel(axis_label)
@@ -292,15 +287,15 @@ def steps_curves(points: tuple, floors, key: str, axis_label: str) -> bytes:
     return png(fig)
 
 
-def beta_sweep(points: tuple) -> bytes:
+def beta_sweep(points: Sequence[SweepPoint]) -> bytes:
     """The β-sweep VAEs: Fréchet distance of prior samples and of reconstructions, and sample sharpness, by β."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))
     betas = [p.beta for p in points]
-    for key, style, name in (
-        ("sample_figures", "o-", "prior samples"),
-        ("reconstruction_figures", "s--", "reconstructions"),
+    for sets, style, name in (
+        ([p.sample_figures for p in points], "o-", "prior samples"),
+        ([p.reconstruction_figures for p in points], "s--", "reconstructions"),
     ):
-        values = [getattr(p, key)["fd"].value if "fd" in getattr(p, key) else float("nan") for p in points]
+        values = [f.fd.value if f is not None and f.fd is not None else float("nan") for f in sets]
         left.plot(betas, values, style, color=LEARNED, label=name)
     left.set_xscale("log")
     left.set_xlabel("β")
@@ -308,10 +303,7 @@ def beta_sweep(points: tuple) -> bytes:
     left.legend(fontsize=7)
     right.plot(
         betas,
-        [
-            p.sample_figures["laplacian_ratio"].value if "laplacian_ratio" in p.sample_figures else float("nan")
-            for p in points
-        ],
+        [p.sample_figures.laplacian_ratio.value if p.sample_figures else float("nan") for p in points],
         "o-",
         color=LEARNED,
     )

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from statistics import fmean
 
 from torch import Tensor
 
-from elbolab.experiments.results import CompareResults
+from elbolab.evaluate.interpolation import PathStats
+from elbolab.experiments.results import CompareResults, SeedResult
 from elbolab.records import Contrast
 from elbolab.report import figures
 from elbolab.report.figures import label
@@ -134,15 +135,14 @@ def draw_information(m: Material) -> tuple[Panel, ...]:
 def draw_frontier(m: Material) -> tuple[Panel, ...]:
     """Fréchet distance and throughput against NFE, per model and sampler."""
     models = m.results.measured()
-    sweep = getattr(m.results, "steps_sweep", None) or ()
     panels = []
-    if sweep or any(r.quality and r.quality_samples for r in models.values()):
+    if any(r.samples and r.samples.fd and r.quality_samples for r in models.values()):
         panels.append(
             _plot(
                 "frontier_quality",
                 "Sample quality against the number of network evaluations per image "
                 "for each sampler; the VAE decodes in one.",
-                figures.frontier_quality(models, sweep),
+                figures.frontier_quality(models),
             )
         )
     if any(r.speed for r in models.values()):
@@ -208,14 +208,14 @@ def draw_reconstructions(m: Material) -> tuple[Panel, ...]:
     return _grid_panels(m, "reconstructions", 32, caption)
 
 
-def smoothness_text(found: dict[str, Any] | None) -> str:
-    """Interpolation smoothness as a reader reads it."""
-    if not found:
+def smoothness_text(found: PathStats | None) -> str:
+    """Interpolation smoothness as a reader reads it: means over the paths."""
+    if found is None or not found.step_mean:
         return "smoothness not measured"
     return (
-        f"neighbour-frame distance {found['step_mean']:.3g} on average ({found['feature_net']} features); "
-        f"unevenness (std/mean per path) {found['cv']:.2f}; largest step {found['max_step_ratio']:.2f}× the "
-        f"mean (an even path: 0 and 1×)"
+        f"neighbour-frame distance {fmean(found.step_mean):.3g} on average ({found.feature_net} features); "
+        f"unevenness (std/mean per path) {fmean(found.step_cv):.2f}; largest step {fmean(found.max_step_ratio):.2f}× "
+        f"the mean (an even path: 0 and 1×)"
     )
 
 
@@ -237,10 +237,9 @@ def draw_interpolation(m: Material) -> tuple[Panel, ...]:
     )
 
 
-def _first_seed(m: Material):
+def _first_seed(m: Material) -> SeedResult | None:
     """The first seed's evidence (information curves, steps sweep, floors), where the comparison gathered it."""
-    seeds = getattr(m.results, "seeds", ())
-    return seeds[0] if seeds else None
+    return m.results.seeds[0] if m.results.seeds else None
 
 
 def draw_information_curves(m: Material) -> tuple[Panel, ...]:
@@ -259,34 +258,34 @@ def draw_information_curves(m: Material) -> tuple[Panel, ...]:
     )
 
 
-def _steps_panel(m: Material, key: str, axis_label: str, stem: str) -> tuple[Panel, ...]:
+def _steps_panel(m: Material, pick: figures.Pick, axis_label: str, stem: str) -> tuple[Panel, ...]:
     seed = _first_seed(m)
-    if seed is None or not seed.steps or key not in seed.steps[0].figures:
+    if seed is None or not seed.steps or pick(seed.steps[0].figures) is None:
         return ()
     return (
         _plot(
             stem,
             f"{axis_label} of samples against the number of sampling steps (95% bootstrap intervals), "
             "the VAE's single pass beside, with real and blurred reference floors.",
-            figures.steps_curves(seed.steps, seed.floors, key, axis_label),
+            figures.steps_curves(seed.steps, seed.floors, pick, axis_label),
         ),
     )
 
 
 def draw_steps_sharpness(m: Material) -> tuple[Panel, ...]:
     """Sample sharpness against the number of steps."""
-    return _steps_panel(m, "laplacian_ratio", "sharpness (× test set)", "steps_sharpness")
+    return _steps_panel(m, lambda f: f.laplacian_ratio, "sharpness (× test set)", "steps_sharpness")
 
 
 def draw_steps_fd(m: Material) -> tuple[Panel, ...]:
     """Sample Fréchet distance against the number of steps."""
-    return _steps_panel(m, "fd", "Fréchet distance", "steps_fd")
+    return _steps_panel(m, lambda f: f.fd, "Fréchet distance", "steps_fd")
 
 
 def draw_beta_sweep(m: Material) -> tuple[Panel, ...]:
     """The β-sweep VAEs' sample quality and sharpness."""
     sweep = m.results.beta_sweep
-    if not sweep or not sweep[0].sample_figures:
+    if not sweep or sweep[0].sample_figures is None:
         return ()
     return (
         _plot(

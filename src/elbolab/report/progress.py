@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -165,14 +165,14 @@ class PlainProgress:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         return None
 
 
 class RichProgress:
     """One live display on a terminal: the stage line and a bar for the whole job with elapsed and time left."""
 
-    def __init__(self, console=None, clock: Clock = time.monotonic) -> None:
+    def __init__(self, console: Any = None, clock: Clock = time.monotonic) -> None:
         from rich.console import Console
         from rich.live import Live
 
@@ -180,7 +180,7 @@ class RichProgress:
         self.console = console or Console(stderr=True)
         self.live = Live(console=self.console, get_renderable=self.render, refresh_per_second=4, transient=False)
 
-    def render(self):
+    def render(self) -> Any:
         """The display: stage line over the job's bar and times."""
         from rich.progress_bar import ProgressBar
         from rich.table import Table
@@ -208,7 +208,7 @@ class RichProgress:
         self.live.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.live.stop()
 
 

@@ -10,11 +10,14 @@ the configuration, seeds, versions and machine.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from torch import Tensor
 
 from elbolab.experiments.results import CompareResults
@@ -55,8 +58,8 @@ def summary_rows(results: CompareResults) -> list[tuple[str, list[str]]]:
     for kind, run in results.models.items():
         r = run.measurement
         fastest = max(r.speed, key=lambda s: s.images_per_second, default=None)
-        fig = r.resampled
-        sharp = (r.sharpness or {}).get("samples", {})
+        fig = r.samples
+        fd, precision, recall = (None, None, None) if fig is None else (fig.fd, fig.precision, fig.recall)
         bound = f"{num(r.bound.bpd.total)} ± {num(r.bound.bpd.ci95, 2)}" if r.bound else "–"
         rows.append(
             (
@@ -66,9 +69,9 @@ def summary_rows(results: CompareResults) -> list[tuple[str, list[str]]]:
                     bound,
                     num(r.parameters),
                     f"{num(run.train_steps)} ({num(run.train_images_per_s)} img/s)",
-                    interval_text(fig.get("fd")) if "fd" in fig else num((r.quality or {}).get("fd")),
-                    " / ".join(interval_text(fig.get(key)) for key in ("precision", "recall")),
-                    num(sharp.get("laplacian_variance_ratio")),
+                    interval_text(fd),
+                    " / ".join(interval_text(f) for f in (precision, recall)),
+                    num(fig.laplacian_ratio.value if fig else None),
                     f"{num(fastest.images_per_second)} at NFE {fastest.nfe}" if fastest else "–",
                     r.objective,
                 ],
@@ -128,10 +131,11 @@ def setting_rows(results: CompareResults) -> list[tuple[str, str]]:
             f"{d.name}: {num(d.n_test)} test images of shape {tuple(d.shape)}, {d.levels} levels, D = {num(d.dims)}",
         )
     ]
-    rows += [(f"config.{k}", v) for k, v in flatten(results.config)]
-    rows += [(f"feature_net.{k}", v) for k, v in flatten(results.feature_net)]
+    rows += [(f"config.{k}", v) for k, v in flatten(dataclasses.asdict(results.config))]
+    rows += [("config.runs", ", ".join(results.runs))] if results.runs else []
+    rows += [(f"feature_net.{k}", v) for k, v in flatten(dataclasses.asdict(results.feature_net))]
     rows += [(f"version.{k}", v) for k, v in versions()]
-    rows += [(f"machine.{k}", v) for k, v in flatten(results.machine)]
+    rows += [(f"machine.{k}", v) for k, v in flatten(dataclasses.asdict(results.machine))]
     return rows
 
 
@@ -304,16 +308,16 @@ def table_html(header: list[str], rows: list[list[str]], cls: str = "") -> str:
 def lede(results: CompareResults) -> str:
     """One sentence on what was compared, on what, under which budget and where."""
     d, m = results.data, results.machine
-    budget = results.config.get("budget")
+    budget = results.config.budget
     spent = (
         f"a training budget of {num(budget)} s per model"
-        if isinstance(budget, (int, float)) and math.isfinite(budget)
+        if not results.runs and isinstance(budget, (int, float)) and math.isfinite(budget)
         else "existing runs"
     )
     return (
         f"{', '.join(label(k) for k in results.models)} on {d.name} ({num(d.n_test)} test images, "
         f"{'×'.join(map(str, d.shape))}, {d.levels} levels), {spent}, measured through one bound on "
-        f"{m.get('processor', '?')} with {m.get('torch_threads', '?')} threads."
+        f"{m.processor} with {m.torch_threads} threads."
     )
 
 
@@ -428,20 +432,60 @@ def to_markdown(results: CompareResults, drawn: dict[str, Figure]) -> str:
 # ---------------------------------------------------------------- files
 
 
+#: the files a report is drawn again from: the typed results, and the images behind its grids
+RESULTS_FILE, IMAGES_FILE = "results.json", "images.npz"
+Images = dict[str, dict[str, Tensor | None]]
+
+
+def save_images(path: Path, images: Images, reference: Tensor | None) -> None:
+    """Each model's images (samples, reconstructions, interpolation frames) and the reference images, as arrays
+    named "kind.part" and "reference" in one .npz file."""
+    arrays = {
+        f"{kind}.{part}": t.numpy() for kind, parts in images.items() for part, t in parts.items() if t is not None
+    }
+    if reference is not None:
+        arrays["reference"] = reference.numpy()
+    np.savez_compressed(path, **arrays)
+
+
+def load_images(path: Path) -> tuple[Images, Tensor | None]:
+    """The images `save_images` wrote: (each model's by part, the reference images or None)."""
+    images: Images = {}
+    reference = None
+    with np.load(path) as saved:
+        for name in saved.files:
+            if name == "reference":
+                reference = torch.from_numpy(saved[name])
+            else:
+                kind, part = name.rsplit(".", 1)
+                images.setdefault(kind, {})[part] = torch.from_numpy(saved[name])
+    return images, reference
+
+
+def read_saved(folder: Path) -> tuple[CompareResults, Images, Tensor | None]:
+    """A written report's results and images, read back (no model is loaded)."""
+    results = CompareResults.from_json(json.loads((Path(folder) / RESULTS_FILE).read_text()))
+    images_file = Path(folder) / IMAGES_FILE
+    images, reference = load_images(images_file) if images_file.is_file() else ({}, None)
+    return results, images, reference
+
+
 def write_report(
     results: CompareResults,
     out: Path,
-    images: dict[str, dict[str, Tensor | None]] | None = None,
+    images: Images | None = None,
     reference: Tensor | None = None,
 ) -> dict[str, Path]:
-    """results.json, report.html (self-contained), report.md and its PNG files, into `out`."""
+    """results.json, images.npz, report.html (self-contained), report.md and its PNG files, into `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     drawn = draw(Material(results, images or {}, reference))
     for fig in drawn.values():
         for p in fig.panels:
             (out / f"{p.stem}.png").write_bytes(p.png)
-    (out / "results.json").write_text(json.dumps(results.to_json(), indent=2, default=float, allow_nan=False) + "\n")
+    text = json.dumps(results.to_json(), indent=2, default=float, allow_nan=False) + "\n"
+    (out / RESULTS_FILE).write_text(text)
+    save_images(out / IMAGES_FILE, images or {}, reference)
     (out / "report.md").write_text(to_markdown(results, drawn))
     (out / "report.html").write_text(to_html(results, drawn))
-    return {"markdown": out / "report.md", "html": out / "report.html", "json": out / "results.json"}
+    return {"markdown": out / "report.md", "html": out / "report.html", "json": out / RESULTS_FILE}

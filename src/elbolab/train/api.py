@@ -41,6 +41,7 @@ RESUMABLE = frozenset(
         "warmup_steps",
         "steps",
         "max_seconds",
+        "max_flops",
         "checkpoint_every",
         "eval_every",
         "eval_n",
@@ -54,6 +55,7 @@ RESUMABLE = frozenset(
         "adam_beta2",
         "ema_decay",
         "threads",
+        "validate_every",
         "device",
         "deterministic",
         "grad_accum",
@@ -63,6 +65,20 @@ RESUMABLE = frozenset(
 )
 
 Changes = dict[str, tuple[Any, Any]]
+
+
+def use_threads(threads: int) -> None:
+    """Run torch's CPU arithmetic on `threads` intra-op threads (0: torch's default, one per core) and as many
+    inter-op threads; the inter-op count can only be set before torch's first parallel work, and stays as it
+    was after it. One thread gives the same sums in the same order on any machine and at any load."""
+    if threads <= 0:
+        return
+    torch.set_num_threads(threads)
+    if torch.get_num_interop_threads() != threads:
+        try:
+            torch.set_num_interop_threads(threads)
+        except RuntimeError:  # inter-op work already ran in this process: its pool is fixed
+            pass
 
 
 def resume_config(saved: RunConfig, overrides: dict[str, Any]) -> tuple[RunConfig, Changes]:
@@ -170,8 +186,7 @@ def fit_run(
     with `resume`, from the run's newest good checkpoint, recording `changes` made to its config. `callbacks`
     hear every step of the main stage. Returns the final metrics."""
     run_dir = Path(run_dir)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    use_threads(cfg.train.threads)
     owns_group = distributed.current().size == 1
     world = distributed.setup(pick_device(cfg.train.device))  # under torchrun: join its process group
     try:

@@ -14,6 +14,7 @@ class TrainConfig:
 
     steps: int = 2000
     max_seconds: float = 0.0  # stop early once this much wall-clock training time is spent (0 = no limit)
+    max_flops: float = 0.0  # stop once this many counted FLOPs are trained (whole steps; 0 = no limit)
     batch_size: int = 128
     lr: float = 2e-3
     min_lr_ratio: float = 0.1  # cosine decay ends at lr × this
@@ -23,11 +24,16 @@ class TrainConfig:
     adam_beta2: float = 0.999
     grad_clip: float = 1.0  # max global gradient norm, 0 = off
     ema_decay: float = 0.999
-    eval_every: int = 500  # steps between test evaluations (0 = only at the end)
+    eval_every: int = 500  # steps between test evaluations (0 = only at the end; with keep_best: only at the end)
     eval_n: int = 256  # test images in each periodic evaluation
     checkpoint_every: int = 500  # steps between checkpoints
     seed: int = 0
-    threads: int = 0  # torch CPU threads, 0 = torch's default
+    threads: int = 1  # torch CPU threads, the same on every machine (0 = torch's default, one per core)
+    validation_fraction: float = 0.0  # of the training images, held out (seeded) to validate on; never the test split
+    validate_every: int = 100  # steps between bounds on the validation split (with validation_fraction > 0)
+    keep_best: bool = (
+        False  # keep the EMA weights of the best validation bound, not the last (needs a validation split)
+    )
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype of the forward pass (fp16 with a grad scaler)
     grad_accum: int = 1  # micro-batches per process per optimiser step (batch_size is the global batch)
@@ -48,10 +54,12 @@ class TrainConfig:
             "keep_checkpoints",
             "nonfinite_patience",
             "grad_accum",
+            "validate_every",
         ):
             require(f"train.{name}", getattr(self, name), getattr(self, name) >= 1, "an integer ≥ 1")
         for name in (
             "max_seconds",
+            "max_flops",
             "eval_every",
             "warmup_steps",
             "weight_decay",
@@ -61,6 +69,18 @@ class TrainConfig:
             "seed",
         ):
             require(f"train.{name}", getattr(self, name), getattr(self, name) >= 0, "a number ≥ 0")
+        require(
+            "train.validation_fraction",
+            self.validation_fraction,
+            0 <= self.validation_fraction < 1,
+            "a number in [0, 1)",
+        )
+        require(
+            "train.keep_best",
+            self.keep_best,
+            not self.keep_best or self.validation_fraction > 0,
+            "false without a validation split (set train.validation_fraction, e.g. 0.1)",
+        )
         require("train.lr", self.lr, self.lr > 0, "a number > 0")
         require("train.ema_decay", self.ema_decay, 0 <= self.ema_decay < 1, "a number in [0, 1)")
         require("train.min_lr_ratio", self.min_lr_ratio, 0 <= self.min_lr_ratio <= 1, "a number in [0, 1]")

@@ -15,11 +15,14 @@ import hashlib
 import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from elbolab.model import GenerativeModel
 
 from elbolab.errors import ConfigError
 
@@ -88,7 +91,7 @@ def slot_seed(seed: int, step: int, slot: int) -> int:
 class Objective(nn.Module):
     """model.loss as a module's forward, so that DistributedDataParallel can hook its backward."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: GenerativeModel) -> None:
         super().__init__()
         self.model = model
 
@@ -96,7 +99,7 @@ class Objective(nn.Module):
         return self.model.loss(x, step, total_steps)
 
 
-def objective(model: nn.Module, world: World, device: torch.device) -> nn.Module:
+def objective(model: GenerativeModel, world: World, device: torch.device) -> nn.Module:
     """The training objective of `model`, wrapped in DistributedDataParallel when there are several processes."""
     wrapped = Objective(model)
     if world.size == 1:

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from elbolab.data.base import ImageData, to_model
 from elbolab.errors import ElbolabError
 from elbolab.model import GenerativeModel, dataset_bound
 from elbolab.train import distributed
+from elbolab.train.budget import step_flops, steps_in_budget
 from elbolab.train.checkpoint import (
     CheckpointError,
     flatten_optimizer,
@@ -53,6 +55,7 @@ from elbolab.train.run import (
     list_checkpoints,
     pick_device,
 )
+from elbolab.train.validation import BestState, ValidationCurve, split_validation, validation_bpd
 
 Callback = Callable[[int, dict], None]
 Say = Callable[[str], None]
@@ -185,8 +188,10 @@ class Trainer:
         self.device = distributed.local_device(pick_device(cfg.device), self.world)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
-        self.train_data, self.test_data = train_data, test_data
-        self.images = device_images(train_data, self.device)
+        # the validation split is carved from the training images (the test split only measures)
+        self.train_data, self.validation = split_validation(train_data, cfg.validation_fraction, cfg.seed)
+        self.test_data = test_data
+        self.images = device_images(self.train_data, self.device)
         self.micro_size = distributed.micro_batch(cfg.batch_size, cfg.grad_accum, self.world)
         self.objective = distributed.objective(model, self.world, self.device)
         if cfg.compile:
@@ -209,6 +214,9 @@ class Trainer:
         self.rollbacks = 0
         self.nonfinite_in_a_row = 0
         self._started: float | None = None
+        self.flops_per_step: int | None = None  # counted once, at the first `fit`
+        self.best = BestState()
+        self.curve: list[tuple[int, float]] = []  # (step, validation bits/dim)
 
     # ---- checkpoints
     def _spec(self) -> dict:
@@ -223,6 +231,7 @@ class Trainer:
             **self.ema.state_tensors(),
             **optim_tensors,
             **rng_tensors(),
+            **self.best.state_tensors(),
         }
         state = {
             "step": self.step,
@@ -231,6 +240,7 @@ class Trainer:
             "train_seconds": self.seconds_trained(),
             "lr_scale": self.lr_scale,
             "rollbacks": self.rollbacks,
+            "validation": {"curve": self.curve, "best_step": self.best.step, "best_bpd": self._best_bpd()},
         }
         path = checkpoint_path(self.run_dir, self.step)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -293,6 +303,9 @@ class Trainer:
                 weight_decay=self.cfg.weight_decay if group.get("decay", True) else 0.0,
             )
         restore_rng(tensors)
+        validation = state.get("validation", {"curve": [], "best_step": None, "best_bpd": None})
+        self.curve = [(int(s), float(b)) for s, b in validation["curve"]]
+        self.best.load(tensors, validation["best_step"], validation["best_bpd"])
         self.step = int(state["step"])
         if not rollback:
             self.seconds_before = float(state["train_seconds"])
@@ -356,13 +369,46 @@ class Trainer:
         )
 
     # ---- evaluation
-    def evaluate(self) -> dict:
-        """Test bits/dim of the EMA weights on `eval_n` test images, and of each term of the bound."""
-        self.ema.copy_to(self.eval_model)
+    def evaluate(self, weights: dict[str, Tensor] | None = None) -> dict:
+        """Test bits/dim of the EMA weights (or `weights`) on `eval_n` test images, and of each term of the bound."""
+        self.eval_model.load_state_dict(self.ema.shadow if weights is None else weights)
         bound = dataset_bound(self.eval_model, self.test_data, self.cfg.eval_n, self.cfg.batch_size)
         mean, ci = mean_ci95(bound.bits_per_dim())
         terms = {k: nats_to_bpd(v, bound.dims).mean().item() for k, v in bound.terms.items()}
         return {"test_bpd": mean, "test_bpd_ci95": ci, "test_bpd_terms": terms}
+
+    def validate(self) -> dict:
+        """The validation bound of the EMA weights at this step, on the curve; kept if the best so far."""
+        self.ema.copy_to(self.eval_model)
+        bpd = validation_bpd(self.eval_model, self.validation, self.cfg.batch_size)
+        self.curve.append((self.step, bpd))
+        if self.cfg.keep_best:
+            self.best.offer(self.step, bpd, self.ema.shadow)
+        return {"validation_bpd": bpd}
+
+    def _validation_due(self) -> bool:
+        """Whether this step is on the validation cadence or the run's last (rank 0, with a validation split)."""
+        last = self.step >= self.cfg.steps or self._out_of_time()
+        return self.validation is not None and self.world.main and (self.step % self.cfg.validate_every == 0 or last)
+
+    def _best_bpd(self) -> float | None:
+        return None if self.best.step is None else self.best.bpd
+
+    def validation_curve(self) -> ValidationCurve | None:
+        """The curve so far and the kept step (None without a validation split)."""
+        if self.validation is None:
+            return None
+        steps = tuple(s for s, _ in self.curve)
+        bpd = tuple(b for _, b in self.curve)
+        return ValidationCurve(len(self.validation), steps, bpd, self.best.step, self._best_bpd())
+
+    def count_flops(self) -> int:
+        """Counted FLOPs of one optimiser step: one micro-batch's forward and backward, times the micro-batches
+        of every process (`step_flops`)."""
+        x = to_model(self.images[: self.micro_size], self.train_data.levels).contiguous(
+            memory_format=self.memory_format
+        )
+        return step_flops(self.model, x, self.cfg.steps) * self.cfg.grad_accum * self.world.size
 
     # ---- the loop
     def micro_batch(self, slot: int) -> Tensor:
@@ -403,7 +449,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss, problem = self._accumulate()
         grad_norm = torch.tensor(float("nan"))
-        overflow = False
+        overflow = large = False
         if problem is None:
             self.scaler.unscale_(self.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -412,6 +458,9 @@ class Trainer:
             if not torch.isfinite(grad_norm):
                 problem = f"non-finite gradient (norm {grad_norm.item()})"
                 overflow = self.scaler.is_enabled()  # with fp16, the scaler's business: it lowers its scale
+            elif grad_norm > (limit := getattr(self.model, "skip_gradient_norm", math.inf)):  # e.g. VDVAE's skip
+                large = True
+                problem = f"gradient norm {grad_norm.item():.4g} above the model's skip_gradient_norm {limit:g}"
         if problem is None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -427,7 +476,12 @@ class Trainer:
             }
         else:  # skip the update: the weights, the optimizer's moments and the EMA stay as they were
             self.optimizer.zero_grad(set_to_none=True)
-            self.nonfinite_in_a_row += 1
+            if (
+                large
+            ):  # finite, only above the model's limit: no fault to roll back for; the fp16 scaler closes its step
+                self.scaler.update()
+            else:
+                self.nonfinite_in_a_row += 1
         self.step += 1
         if problem is not None:
             return {"step": self.step, "skipped": problem, "lr": lr}
@@ -458,7 +512,10 @@ class Trainer:
         """Train to `cfg.steps`, evaluating and checkpointing on the way; returns the final metrics. With
         `pause_at`, return {"step", "train_seconds", "paused": True} once the run has trained that many seconds,
         with no final evaluation: a later `fit` continues it, its clock and learning-rate schedule unbroken
-        (how a benchmark trains two models in turns)."""
+        (how a benchmark trains two models in turns). A FLOP budget (`max_flops`) becomes a number of steps here."""
+        if self.flops_per_step is None:
+            self.flops_per_step = self.count_flops()
+        self.cfg = replace(self.cfg, steps=steps_in_budget(self.cfg.steps, self.cfg.max_flops, self.flops_per_step))
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         columns = [
@@ -492,9 +549,12 @@ class Trainer:
                     )
                     if "skipped" in record:
                         self.say(f"warning: step {self.step} skipped: {record['skipped']}")
-                    if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps and self.world.main:
+                    periodic = cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps
+                    if periodic and self.world.main and not cfg.keep_best:  # keep_best: the test split only measures
                         last_eval = self.evaluate()
                         record.update(last_eval)
+                    if self._validation_due():
+                        record.update(self.validate())
                     self._log(record)
                     if self.nonfinite_in_a_row >= cfg.nonfinite_patience:
                         self._roll_back(f"{self.nonfinite_in_a_row} non-finite steps in a row")
@@ -528,14 +588,22 @@ class Trainer:
             return {"step": self.step, "train_seconds": self.seconds_before, "paused": True}
         if not self.world.main:  # rank 0 evaluates and writes the run folder
             return {"step": self.step}
-        final = self.evaluate()
+        if self.validation is not None and (not self.curve or self.curve[-1][0] != self.step):
+            self.log_event("validation", **self.validate())
+        kept = self.best.tensors if cfg.keep_best and self.best.tensors else self.ema.shadow
+        final = self.evaluate(kept)
+        curve = self.validation_curve()
         metrics = {
             "step": self.step,
             **final,
             "train_images_per_s": (self.step - start_step) * cfg.batch_size / max(elapsed, 1e-9),
             "train_seconds": self.seconds_before,
+            "train_flops_per_step": self.flops_per_step,
+            "train_flops": self.step * self.flops_per_step,
+            "kept_step": self.best.step if cfg.keep_best else self.step,
+            "validation": None if curve is None else curve.to_json(),
             "objective": self.model.objective,
         }
-        save_tensors(self.run_dir / WEIGHTS_FILE, self.ema.shadow)
+        save_tensors(self.run_dir / WEIGHTS_FILE, kept)
         atomic_write_json(self.run_dir / METRICS_FILE, metrics)
         return metrics

@@ -57,6 +57,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_json(self) -> dict[str, Any]:
+        """The resolved config as the JSON saved in the run's config.json."""
         return {
             "kind": self.kind,
             "data": self.data,
@@ -69,6 +70,7 @@ class RunConfig:
 
     @staticmethod
     def from_json(obj: dict[str, Any]) -> RunConfig:
+        """A RunConfig from config.json's contents; unknown or bad keys are a clear error."""
         try:
             cfg_cls, _ = model_classes(obj["kind"])
             return RunConfig(
@@ -118,6 +120,7 @@ def build_model(cfg: RunConfig) -> GenerativeModel:
 
 
 def save_run_config(run_dir: Path, cfg: RunConfig) -> None:
+    """Write the resolved config into RUN/config.json, atomically."""
     atomic_write_json(Path(run_dir) / CONFIG_FILE, cfg.to_json())
 
 
@@ -145,7 +148,8 @@ def pick_device(name: str) -> torch.device:
 
 
 def load_run(run_dir: Path, device: str = "auto") -> tuple[RunConfig, GenerativeModel]:
-    """A trained run's config and its model with the EMA weights, in eval mode, in `inference_layout`."""
+    """A trained run's config and its model with the EMA weights (with `keep_best`, those of the best validation
+    bound), in eval mode, in `inference_layout`."""
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     model = build_model(cfg)
@@ -153,9 +157,10 @@ def load_run(run_dir: Path, device: str = "auto") -> tuple[RunConfig, Generative
     checkpoints = list_checkpoints(run_dir)
     if weights.is_file():
         tensors, _ = load_tensors(weights)
-    elif checkpoints:
+    elif checkpoints:  # a run cut short: its newest checkpoint's kept (keep_best) or EMA weights
         all_tensors, _ = load_tensors(checkpoints[0])
-        tensors = {k[4:]: v for k, v in all_tensors.items() if k.startswith("ema.")}
+        prefix = "best." if cfg.train.keep_best and any(k.startswith("best.") for k in all_tensors) else "ema."
+        tensors = {k[len(prefix) :]: v for k, v in all_tensors.items() if k.startswith(prefix)}
     else:
         raise ElbolabError(f"{run_dir}: the run has no weights yet (no {WEIGHTS_FILE} or checkpoint)")
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from elbolab.data.base import ImageData
@@ -36,14 +36,26 @@ from elbolab.vae.model import VAE
 #: where stage 1 trains the autoencoder, inside the latent diffusion run
 AUTOENCODER_DIR = "autoencoder"
 
-FirstStage = Callable[[GenerativeModel, ImageData, ImageData, RunConfig, Path, bool], float]
+
+@dataclass(frozen=True)
+class Spent:
+    """What a first stage spent of the run's budget: wall-clock training seconds and counted FLOPs."""
+
+    seconds: float = 0.0
+    flops: float = 0.0
 
 
-def stage_budget(train_cfg: TrainConfig, spent: float) -> TrainConfig:
-    """The main stage's share of a wall-clock budget: what a first stage that took `spent` seconds left of it."""
-    if train_cfg.max_seconds <= 0 or spent <= 0:
-        return train_cfg
-    return replace(train_cfg, max_seconds=max(train_cfg.max_seconds - spent, 1.0))
+FirstStage = Callable[[GenerativeModel, ImageData, ImageData, RunConfig, Path, bool], Spent]
+
+
+def stage_budget(train_cfg: TrainConfig, spent: Spent) -> TrainConfig:
+    """The main stage's share of a wall-clock or FLOP budget: what a first stage that spent `spent` left of it
+    (at least one second; at least one step, which `steps_in_budget` grants)."""
+    if train_cfg.max_seconds > 0 and spent.seconds > 0:
+        train_cfg = replace(train_cfg, max_seconds=max(train_cfg.max_seconds - spent.seconds, 1.0))
+    if train_cfg.max_flops > 0 and spent.flops > 0:
+        train_cfg = replace(train_cfg, max_flops=max(train_cfg.max_flops - spent.flops, 1.0))
+    return train_cfg
 
 
 def run_first_stage(
@@ -53,10 +65,10 @@ def run_first_stage(
     run_cfg: RunConfig,
     run_dir: Path,
     progress: bool = True,
-) -> float:
-    """Run the model's registered first stage, if it has one; returns the training seconds it spent of the budget."""
+) -> Spent:
+    """Run the model's registered first stage, if it has one; returns what it spent of the budget."""
     stage = FIRST_STAGES.get(type(model))
-    return 0.0 if stage is None else stage(model, train_data, test_data, run_cfg, Path(run_dir), progress)
+    return Spent() if stage is None else stage(model, train_data, test_data, run_cfg, Path(run_dir), progress)
 
 
 # ---------------------------------------------------------------- latent diffusion: the autoencoder
@@ -69,7 +81,7 @@ def latent_first_stage(
     run_cfg: RunConfig,
     run_dir: Path,
     progress: bool = True,
-) -> float:
+) -> Spent:
     """Load (`config.autoencoder`) or train the autoencoder into `run_dir/autoencoder`, adopt it, measure s."""
     if not (model.prepared or (run_dir / CHECKPOINT_FILE).is_file()):
         cfg = model.config
@@ -83,15 +95,16 @@ def latent_first_stage(
         if model.config != before:  # a reused VAE of another architecture: the run's config must rebuild it
             save_run_config(run_dir, replace(run_cfg, model=model.config))
         model.measure_scale(train_data, cfg.scale_images)
-    return stage_one_seconds(model.config, run_dir)
+    return stage_one_spent(model.config, run_dir)
 
 
-def stage_one_seconds(cfg: LatentDiffusionConfig, run_dir: Path) -> float:
-    """Training seconds this run spent on its own autoencoder (0 when it reuses a trained VAE run)."""
+def stage_one_spent(cfg: LatentDiffusionConfig, run_dir: Path) -> Spent:
+    """Training seconds and FLOPs this run spent on its own autoencoder (none when it reuses a trained VAE run)."""
     metrics = run_dir / AUTOENCODER_DIR / METRICS_FILE
     if cfg.autoencoder is not None or not metrics.is_file():
-        return 0.0
-    return float(json.loads(metrics.read_text()).get("train_seconds", 0.0))
+        return Spent()
+    record = json.loads(metrics.read_text())
+    return Spent(float(record.get("train_seconds", 0.0)), float(record.get("train_flops") or 0.0))
 
 
 def load_autoencoder(path: Path, device: str = "auto") -> VAE:
@@ -111,7 +124,7 @@ def train_autoencoder(
     progress: bool = True,
 ) -> VAE:
     """Stage 1: the VAE `config.vae` trained by the library's Trainer into `folder`, a VAE run of its own, for
-    `autoencoder_steps` steps and `stage_one_fraction` of the wall-clock budget (resumed from its checkpoint if it
+    `autoencoder_steps` steps and `stage_one_fraction` of the wall-clock or FLOP budget (resumed from its checkpoint if it
     was cut short; kept if it finished)."""
     cfg = model.config
     if not (folder / WEIGHTS_FILE).is_file():
@@ -119,6 +132,7 @@ def train_autoencoder(
             run_cfg.train,
             steps=cfg.autoencoder_steps or run_cfg.train.steps,
             max_seconds=run_cfg.train.max_seconds * cfg.stage_one_fraction,
+            max_flops=run_cfg.train.max_flops * cfg.stage_one_fraction,
         )
         vae_run = RunConfig("vae", run_cfg.data, run_cfg.data_dir, run_cfg.shape, run_cfg.levels, cfg.vae, train)
         folder.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ log is a one-line configuration error.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,7 +28,7 @@ STEP_TAGS = {
 SAMPLE_STEPS = 20  # network evaluations per sample grid (a one-pass model: 1)
 
 
-def summary_writer(log_dir: Path):
+def summary_writer(log_dir: Path) -> Any:
     """A SummaryWriter into `log_dir`, or a one-line hint where TensorBoard is not installed."""
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -50,7 +51,7 @@ class TensorBoardLog:
         """Sample the grids from `model` (the trainer's evaluation copy, holding the EMA weights at evaluations)."""
         self.model = model
 
-    def __call__(self, step: int, record: dict) -> None:
+    def __call__(self, step: int, record: dict[str, Any]) -> None:
         for key, tag in STEP_TAGS.items():
             if key in record:
                 self.writer.add_scalar(tag, record[key], step)
@@ -65,10 +66,13 @@ class TensorBoardLog:
     @torch.no_grad()
     def samples(self) -> torch.Tensor:
         """`n_samples` images in [0, 1] from a fixed seed, with the model's default sampler at few steps."""
-        caps = self.model.capabilities
+        model = self.model
+        if model is None:
+            raise RuntimeError("TensorBoardLog.samples before watch(model)")
+        caps = model.capabilities
         steps = caps.steps_for((SAMPLE_STEPS,)) or (caps.max_steps,)
-        generator = torch.Generator(self.model.device).manual_seed(self.seed)
-        images = self.model.sample(self.n_samples, generator=generator, sampler=caps.samplers[0], steps=steps[0])
+        generator = torch.Generator(model.device).manual_seed(self.seed)
+        images = model.sample(self.n_samples, generator=generator, sampler=caps.samplers[0], steps=steps[0])
         return images.cpu().float() / (self.levels - 1)
 
     def close(self) -> None:

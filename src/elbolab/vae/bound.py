@@ -75,6 +75,11 @@ def iwae_bound(
     return -log_mean_exp(torch.stack(log_w), dim=0)
 
 
+def kl_weight(beta: float, warmup_steps: int, step: int) -> float:
+    """β after linear KL warm-up: β·min(1, step / warmup_steps) (Bowman et al. 2016, §3.1; Sønderby et al. 2016)."""
+    return beta * (min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0)
+
+
 def free_bits_kl(kl_dims: Tensor, free_bits: float) -> Tensor:
     """Per-example KL with each dimension's batch-mean KL held at ≥ λ nats (Kingma et al. 2016, eq. 15).
 

@@ -10,14 +10,15 @@ import torch
 from torch import Tensor, nn
 
 from elbolab.bounds import Bound, Estimator, sum_per_example
+from elbolab.config import require
 from elbolab.data.base import ImageData
 from elbolab.errors import DataError
 from elbolab.information import InformationCurve, code_information
 from elbolab.likelihoods import pixel_likelihood
 from elbolab.model import DECODER, Capabilities, DesignLevels, Encoding, GenerativeModel
-from elbolab.nets.conv import ConvDecoder, ConvEncoder
+from elbolab.nets.conv import ConvDecoder, ConvEncoder, full_latent_channels
 from elbolab.records import Information
-from elbolab.vae.bound import free_bits_kl, iwae_bound, kl_per_dim, reconstruction_draws, reparameterize
+from elbolab.vae.bound import free_bits_kl, iwae_bound, kl_per_dim, kl_weight, reconstruction_draws, reparameterize
 from elbolab.vae.information import latent_rate
 
 
@@ -25,7 +26,7 @@ from elbolab.vae.information import latent_rate
 class VAEConfig:
     """The VAE's architecture and objective."""
 
-    latent: Literal["flat", "spatial"] = "flat"
+    latent: Literal["flat", "spatial", "full"] = "flat"  # full: a spatial z with as many values as x (C·4^d channels)
     latent_dim: int = 16  # size of z for flat latents
     latent_channels: int = 4  # channels of z for spatial latents ([c, S/2^d, S/2^d])
     net: str = "small"  # conv preset: tiny | small | base
@@ -33,6 +34,14 @@ class VAEConfig:
     beta: float = 1.0  # weight of the KL term in the training loss
     kl_warmup_steps: int = 0  # β rises linearly from 0 over these steps
     free_bits: float = 0.0  # nats per latent dimension (batch mean), 0 = off
+
+    def __post_init__(self) -> None:
+        require("model.latent", self.latent, self.latent in ("flat", "spatial", "full"), "flat, spatial or full")
+        require("model.latent_dim", self.latent_dim, self.latent_dim >= 1, "an integer ≥ 1")
+        require("model.latent_channels", self.latent_channels, self.latent_channels >= 1, "an integer ≥ 1")
+        require("model.beta", self.beta, self.beta >= 0, "a number ≥ 0")
+        require("model.kl_warmup_steps", self.kl_warmup_steps, self.kl_warmup_steps >= 0, "an integer ≥ 0")
+        require("model.free_bits", self.free_bits, self.free_bits >= 0, "a number ≥ 0")
 
     @classmethod
     def sized_for(cls, side: int, device: str = "cpu") -> VAEConfig:
@@ -57,15 +66,17 @@ class VAE(GenerativeModel):
             raise DataError(f"the VAE's networks need square images, got {h}×{w}")
         self.likelihood = pixel_likelihood(config.likelihood, levels)
         flat = config.latent == "flat"
-        enc_out = 64 if flat else 2 * config.latent_channels
+        channels = full_latent_channels(c, h) if config.latent == "full" else config.latent_channels
+        enc_out = 64 if flat else 2 * channels
         self.encoder = ConvEncoder(c, h, enc_out, config.net)
         r = self.encoder.resolution
-        dec_in = 64 if flat else config.latent_channels
+        dec_in = 64 if flat else channels
         self.decoder = ConvDecoder(dec_in, h, c * self.likelihood.params_per_channel, config.net)
         if flat:
             self.to_posterior = nn.Linear(enc_out * r * r, 2 * config.latent_dim)
             self.from_latent = nn.Sequential(nn.Linear(config.latent_dim, dec_in * r * r), nn.SiLU())
-        self.latent_shape = (config.latent_dim,) if flat else (config.latent_channels, r, r)
+        # spatial and full: z is [c, S/2^d, S/2^d]; full has C·4^d channels, so z holds D values, as many as x
+        self.latent_shape = (config.latent_dim,) if flat else (channels, r, r)
 
     # ---- q(z|x) and p(x|z)
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -109,7 +120,8 @@ class VAE(GenerativeModel):
         return code_information(mean.cpu(), logvar.cpu(), draws, seed)
 
     def design_levels(self) -> DesignLevels:
-        """A learned one-step encoder and one-pass decoder around z; the ELBO where β = 1 without free bits."""
+        """A learned one-step encoder and one-pass decoder around z (latent fraction 1.0 for latent=full); the ELBO
+        where β = 1 without free bits."""
         elbo = self.config.beta == 1 and self.config.free_bits == 0
         return DesignLevels(
             encoder="learned",
@@ -135,8 +147,7 @@ class VAE(GenerativeModel):
 
     def beta_at(self, step: int) -> float:
         """β after linear KL warm-up at optimiser step `step`."""
-        warm = self.config.kl_warmup_steps
-        return self.config.beta * (min(1.0, step / warm) if warm > 0 else 1.0)
+        return kl_weight(self.config.beta, self.config.kl_warmup_steps, step)
 
     def loss(self, x: Tensor, step: int = 0, total_steps: int | None = None) -> Tensor:
         """reconstruction + β·KL (free bits applied per latent dimension), per example."""
