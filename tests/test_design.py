@@ -234,6 +234,16 @@ def test_bad_points_and_designs_are_one_line_errors():
         D.design_points("huge")
     with pytest.raises(ConfigError, match="unknown factors"):
         D.Wanted("w", "w", "size", {}, {})
+    from elbolab.experiments.compare import CompareConfig
+
+    with pytest.raises(ConfigError, match="--design='huge'"):
+        CompareConfig(design="huge")
+
+
+def test_compare_refuses_an_unknown_design_in_one_line(run_cli, tmp_path):
+    code, _, err = run_cli("compare", "--out", tmp_path / "c", "--design", "huge", "--quick", "--quiet")
+    assert code == 1 and err.startswith("error:") and "--design" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()
 
 
 def test_the_design_round_trips_through_json(tiny_registered):

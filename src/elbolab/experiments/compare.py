@@ -60,8 +60,6 @@ from elbolab.train.run import (
     read_run_config,
 )
 
-#: the kinds compared: every registered model
-KINDS = tuple(MODEL_KINDS)
 #: compare's bound: where a model's Monte-Carlo bound takes it, t importance-sampled from a pilot pass and as
 #: many draws as a standard error of 0.01 bits/dim on the test-set mean needs (the results name the estimator)
 BOUND_PRECISION = {"proposal": "importance", "bpd_se": 0.01}
@@ -196,18 +194,21 @@ class JobEvent:
 Watch = Callable[[JobEvent], None]
 
 
+def planned_points(cfg: CompareConfig) -> tuple[DesignPoint, ...]:
+    """The points of `cfg.design` whose kind is registered: what the job plans to train (one a config refuses is
+    left out when the design is placed)."""
+    points = design_points(cfg.design, cfg.beta_sweep, cfg.sweep_budget_fraction, cfg.objective_budget_fraction)
+    return tuple(p for p in points if p.kind in MODEL_KINDS)
+
+
 def job_plan(cfg: CompareConfig, side: int = 8) -> tuple[tuple[str, str, float], ...]:
     """Every stage of the job in order, with its training time in seconds (a compute budget's idle estimate for
-    images of `side` px, by default digits'; 0 for measurements)."""
+    images of `side` px, by default digits'; 0 for measurements): each design point trained, then measured."""
     preset = preset_for(side, str(pick_device(cfg.device)))
     budget = cfg.budget or preset.budget
-    sweep = [f"vae β={beta:g}" for beta in cfg.beta_sweep]
-    seconds = expected_seconds(budget, preset)
-    sweep_seconds = expected_seconds(budget.scaled(cfg.sweep_budget_fraction), preset)
-    return (
-        tuple(("train", kind, seconds) for kind in KINDS)
-        + tuple(("train", n, sweep_seconds) for n in sweep)
-        + tuple(("measure", n, 0.0) for n in (*KINDS, *sweep))
+    points = planned_points(cfg)
+    return tuple(("train", p.name, expected_seconds(budget.scaled(p.budget), preset)) for p in points) + tuple(
+        ("measure", p.name, 0.0) for p in points
     )
 
 
@@ -356,14 +357,14 @@ def seed_folder(out: Path, cfg: CompareConfig, index: int) -> Path:
 
 
 def estimated_seconds(cfg: CompareConfig, side: int) -> float:
-    """A rough wall-clock estimate of the whole comparison on an idle machine: training budgets plus the preset's
-    measurement time, per seed."""
+    """A rough wall-clock estimate of the whole comparison on an idle machine: every design point's training
+    budget plus the preset's measurement time, per seed. The preset's was measured over seven runs (three
+    models, two β-sweep VAEs, the objective pair), so it is scaled by the points measured."""
     cfg = with_preset(cfg, side)
     preset = preset_for(side, str(pick_device(cfg.device)))
-    per_seed = expected_seconds(cfg.budget, preset) * (
-        len(KINDS) + cfg.sweep_budget_fraction * len(cfg.beta_sweep) + 2 * cfg.objective_budget_fraction
-    )
-    return cfg.seeds * (per_seed + preset.measure_seconds)
+    points = planned_points(cfg)
+    train = sum(expected_seconds(cfg.budget.scaled(p.budget), preset) for p in points)  # type: ignore[union-attr]
+    return cfg.seeds * (train + preset.measure_seconds * len(points) / 7)
 
 
 def run_compare(
@@ -483,6 +484,7 @@ def run_seed(
         else None,
         ends=ends,
         merged=merged,
+        objective_pair=pair,
     )
     table = attribution(design, pair_evidence(design, models, loaded, x0, cfg))
     curves = tuple(c for c in (forward, code) if c is not None)

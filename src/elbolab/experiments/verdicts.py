@@ -680,44 +680,51 @@ class Evidence:
     objective: tuple[Measurement, Measurement, str] | None = None  # (L_simple, ELBO-weighted, its name)
     ends: tuple[str, str] | None = None  # the learned one-step end and the fixed many-step end (`design` "ends")
     merged: tuple[str, str] | None = None  # the fixed end and the merged model (`design` "merged-fixed")
+    objective_pair: tuple[str, str] | None = None  # the ELBO-weighted and the L_simple model (`design` "objective")
 
 
 def judge(ev: Evidence) -> tuple[Contrast, ...]:
-    """Every contrast whose measurements the evidence holds: those of the two ends on their pair, the
-    ε-objective pair's, and the merged model's against the fixed end."""
+    """Every contrast whose measurements the evidence holds, each naming its factor and pair: those of the two
+    ends on their pair, the steps sweep within the fixed end, the β-sweep, the ε-objective pair's, and the merged
+    model's against the fixed end."""
     m, timings, out = ev.models, ev.timings or {}, []
     if ev.ends is not None:
         vae, dif = (m[name] for name in ev.ends)
+        ends = []
         if "encoder" in timings:
-            out.append(contrast_encoder(timings["encoder"], vae.encoder_parameters or 0, dif.encode_passes or 0))
+            ends.append(contrast_encoder(timings["encoder"], vae.encoder_parameters or 0, dif.encode_passes or 0))
         if ev.forward_information is not None and vae.information and vae.information.latent:
-            out.append(
+            ends.append(
                 contrast_bottleneck(
                     ev.forward_information, ev.code_information, vae.information.latent.latent_dims, ev.dims
                 )
             )
         if "decoder" in timings:
-            out.append(contrast_speed(timings["decoder"], ev.nfe))
+            ends.append(contrast_speed(timings["decoder"], ev.nfe))
         if vae.samples is not None and dif.samples is not None:
-            out.append(contrast_sharpness(vae.samples, dif.samples, ev.floors))
+            ends.append(contrast_sharpness(vae.samples, dif.samples, ev.floors))
             if vae.samples.fd is not None and dif.samples.fd is not None:
-                out.append(contrast_quality(vae.samples, dif.samples, ev.floors))
+                ends.append(contrast_quality(vae.samples, dif.samples, ev.floors))
+        out += [replace(c, factor="ends", pair=ev.ends) for c in ends]
         if ev.steps:
-            out.append(contrast_steps(ev.steps))
+            out.append(replace(contrast_steps(ev.steps), factor="steps", pair=ev.ends[1:]))
         if len(ev.sweep) >= 2:
-            out += [contrast_tug_blur(ev.sweep), contrast_tug_disjoint(ev.sweep)]
+            out += [
+                replace(c, factor="objective") for c in (contrast_tug_blur(ev.sweep), contrast_tug_disjoint(ev.sweep))
+            ]
         if vae.bound and dif.bound:
-            out.append(contrast_likelihood(vae.bound, dif.bound))
+            out.append(replace(contrast_likelihood(vae.bound, dif.bound), factor="ends", pair=ev.ends))
         if ev.paths:
-            out.append(contrast_interpolation(ev.paths, ev.ends))
+            out.append(replace(contrast_interpolation(ev.paths, ev.ends), factor="ends", pair=ev.ends))
     if ev.objective is not None:
-        out.append(contrast_objective(*ev.objective))
+        out.append(replace(contrast_objective(*ev.objective), factor="objective", pair=ev.objective_pair or ()))
     if ev.merged is not None and m[ev.merged[1]].bound and "autoencoder" in m[ev.merged[1]].components:
         merged = m[ev.merged[1]]
         latent = merged.information.latent if merged.information else None
-        out.append(
-            contrast_latent(merged, timings.get("latent"), ev.dims, latent.latent_dims if latent else ev.dims, ev.nfe)
+        contrast = contrast_latent(
+            merged, timings.get("latent"), ev.dims, latent.latent_dims if latent else ev.dims, ev.nfe
         )
+        out.append(replace(contrast, factor="merged", pair=ev.merged))
     return tuple(out)
 
 

@@ -254,9 +254,18 @@ def swatch(kind: str) -> str:
     return f'<span class="swatch" style="background:{colour(kind)}" aria-hidden="true"></span>'
 
 
+def pair_text(c: Contrast) -> str | None:
+    """'factor: a vs. b' of a contrast (one name: within that model); None where it names neither."""
+    if not (c.factor or c.pair):
+        return None
+    pair = " vs. ".join(c.pair) if len(c.pair) > 1 else (f"within {c.pair[0]}" if c.pair else "")
+    return f"{c.factor}: {pair}" if c.factor and pair else c.factor or pair
+
+
 def contrast_html(c: Contrast, anchor: str, fig: Figure | None) -> str:
     """One contrast: claim, measurement, effect, rule, verdict and its figure."""
     items = [
+        ("Factor and pair", pair_text(c)),
         ("Claim", c.claim),
         ("Measured", c.measured),
         ("Effect", effect_text(c.effect)),
@@ -402,6 +411,7 @@ def to_markdown(results: CompareResults, drawn: dict[str, Figure]) -> str:
             "",
             f"**Verdict: {c.verdict}**",
             "",
+            *([f"*Factor and pair.* {pair_text(c)}", ""] if pair_text(c) else []),
             f"*Claim.* {c.claim}",
             "",
             f"*Measured.* {c.measured}",
