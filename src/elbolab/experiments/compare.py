@@ -363,7 +363,8 @@ def estimated_seconds(cfg: CompareConfig, side: int) -> float:
     cfg = with_preset(cfg, side)
     preset = preset_for(side, str(pick_device(cfg.device)))
     points = planned_points(cfg)
-    train = sum(expected_seconds(cfg.budget.scaled(p.budget), preset) for p in points)  # type: ignore[union-attr]
+    budget = cfg.budget or preset.budget
+    train = sum((expected_seconds(budget.scaled(p.budget), preset) for p in points), 0.0)
     return cfg.seeds * (train + preset.measure_seconds * len(points) / 7)
 
 

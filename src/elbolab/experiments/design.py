@@ -288,6 +288,7 @@ class Pairing(Record):
 
     @property
     def judged(self) -> bool:
+        """Whether a pair was found for the contrast."""
         return self.pair is not None
 
 
