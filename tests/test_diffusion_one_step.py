@@ -133,7 +133,7 @@ def test_every_sampler_is_one_decoder_pass_and_the_encoding_inverts_a_step():
         for name in model.capabilities.samplers
     }
     assert all(d.shape == (3, 1, 8, 8) for d in draws.values())
-    first = [draws[name] for name in ("ancestral", "ddim", "dpm-solver++")]
+    first = list(draws.values())
     assert all(torch.equal(d, first[0]) for d in first)  # each returns x̂_0 of the same x_1
     x = digit_images(4)
     z = model.encode(x)

@@ -1,6 +1,7 @@
 """The contract suite (tests/test_contract.py) run on the diffusion kind's models between the paradigms, which are
 configurations of it, not registered kinds of their own: the one-step chain (`DiffusionConfig.one_step`) and
-DiffEnc's learned encoder (continuous time, model.encoder=learned), each sized for 8×8 digits."""
+DiffEnc's learned encoder (continuous time, model.encoder=learned), and EDM's preconditioning trained on its
+weighting (model.parameterisation=edm, model.loss=edm), each sized for 8×8 digits."""
 
 from dataclasses import replace
 
@@ -26,6 +27,9 @@ from elbolab.train.run import RunConfig, build_model
 VARIANTS = {
     "one-step": lambda side: DiffusionConfig.one_step(side),
     "diffenc": lambda side: replace(DiffusionConfig.sized_for(side), encoder="learned", T=50, encode_steps=5),
+    "edm": lambda side: replace(
+        DiffusionConfig.sized_for(side), parameterisation="edm", loss="edm", T=50, encode_steps=5
+    ),
 }
 
 

@@ -13,7 +13,7 @@ from elbolab.evaluate.run import Measurement
 from elbolab.evaluate.speed import PairedTiming
 from elbolab.evaluate.steps import StepsPoint
 from elbolab.experiments import verdicts as V
-from elbolab.records import BoundSummary, Effect, Resampled, SampleFigures, SweepPoint, UnitSummary
+from elbolab.records import BoundSummary, Contrast, Effect, Resampled, SampleFigures, SweepPoint, UnitSummary
 
 PRESENT, ABSENT, TOO_SMALL = "supported", "not supported", "inconclusive"
 RNG = np.random.default_rng(0)
@@ -306,3 +306,14 @@ def test_quality_shows_precision_and_recall_with_their_intervals():
     c = V.contrast_quality(vae, dif)
     assert f"Precision (bootstrap 95%, not part of the rule): VAE {V.show_figure(vae.precision)}" in c.measured
     assert "Recall" in c.measured and V.contrast_quality(figures(1.0, 20.0), figures(1.0, 5.0)).verdict == c.verdict
+
+
+def test_a_contrast_keeps_its_effects_and_rule_and_reads_back_from_json():
+    vae, dif = paired(0.1, noise=0.01)
+    one = V.contrast_likelihood(bound(vae), bound(dif))
+    folded = V.fold_seeds([(one,), (one,)])[0]
+    for c in (one, folded, V.contrast_interpolation(paths(0.2), ("vae", "diffusion"))):
+        again = Contrast.from_json(c.to_json())
+        assert again == c and again.effect == c.effects[0] and V.combine(again.effects, again.combine) == c.verdict
+    with pytest.raises(ValueError, match="combine by one of all, guarded"):
+        Contrast("t", "c", "m", "r", "inconclusive", combine="any")

@@ -64,10 +64,13 @@ def test_a_named_weighting_reweights_the_bounds_integrand_by_w_of_lambda(name):
     chain, D = model.diffusion, 64
     loss = model.loss(x, generator=torch.Generator().manual_seed(4)).double()
     t, eps, _ = _draws(x, 4)
+    q = torch.ones(())  # t's density: uniform, but EDM's log-normal draw of σ/α for "edm", its weight w/q
+    if name == "edm":
+        t, q, _ = chain.edm_draw(t)
     denoiser, parameterisation = chain.denoiser()
     integrand = continuous.diffusion_integrand(denoiser, x, t, eps, chain.schedule, parameterisation=parameterisation)
     w = weight(name, chain.schedule.log_snr(t))
-    torch.testing.assert_close(loss, nats_to_bpd(w * integrand, D).float().double())
+    torch.testing.assert_close(loss, nats_to_bpd(w / q * integrand, D).float().double())
     assert name in model.objective and "Kingma & Gao" in model.objective
 
 

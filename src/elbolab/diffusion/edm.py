@@ -59,14 +59,16 @@ def preconditioned(
     net: Callable[[Tensor, Tensor], Any], schedule: Any, sigma_data: float = SIGMA_DATA
 ) -> Callable[[Tensor, Tensor], Tensor]:
     """The x̂_0-denoiser D = c_skip x̃ + c_out F(c_in x̃, c_noise) at x̃ = z_t/α, σ̃ = exp(−λ_t/2) (Karras et al. 2022,
-    eq. 7), F the network `net(input, c_noise)`; the coefficients in float64, F in the network's precision."""
+    eq. 7), F the network `net(input, c_noise)`; the coefficients in float64, F in the network's precision. At
+    σ̃ = 0 (t = 0 of the discrete chain) D = x̃, c_noise taken at the smallest positive float64 so F stays finite."""
 
     def denoiser(z_t: Tensor, t: Tensor) -> Tensor:
         log_snr = schedule.log_snr(t).to(torch.float64)
         s = ve_sigma(log_snr)
         inv_alpha = torch.sqrt(1 + torch.exp(-log_snr))  # 1/α = sqrt(1 + e^{−λ})
         x_ve = expand(inv_alpha, z_t).to(torch.float64) * z_t.to(torch.float64)
-        F = net((expand(c_in(s, sigma_data), z_t) * x_ve).to(z_t.dtype), c_noise(s).to(z_t.dtype))
+        noise = c_noise(s.clamp_min(torch.finfo(torch.float64).tiny))
+        F = net((expand(c_in(s, sigma_data), z_t) * x_ve).to(z_t.dtype), noise.to(z_t.dtype))
         D = expand(c_skip(s, sigma_data), z_t) * x_ve + expand(c_out(s, sigma_data), z_t) * F.to(torch.float64)
         return D.to(z_t.dtype)
 
@@ -80,7 +82,7 @@ def time_of(schedule: Any, log_snr: Tensor) -> Tensor:
     lo, hi = torch.zeros_like(target), torch.ones_like(target)
     for _ in range(BISECTIONS):
         mid = 0.5 * (lo + hi)
-        above = schedule.log_snr(mid).to(torch.float64) > target  # λ(mid) too high: t lies later
+        above = schedule.log_snr(mid).to(target) > target  # λ(mid) too high: t lies later
         lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
     return 0.5 * (lo + hi)
 

@@ -9,19 +9,18 @@ w(λ_t) = 1/γ′(t), which depends on the schedule rather than on λ alone), or
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
+from elbolab.diffusion.edm import P_MEAN, P_STD, SIGMA_DATA, lognormal_density, loss_weight, ve_sigma
 from elbolab.errors import ConfigError
 
 #: elbolab's default b of the sigmoid weighting w(λ) = sigmoid(b − λ) (`model.sigmoid_bias`); Kingma & Gao
 #: (2023, §5) treat b as a hyperparameter tuned per data set and resolution, so set it for yours
 SIGMOID_BIAS = 2.0
-#: EDM's (Karras et al. 2022) training distribution ln σ ~ N(P_mean, P_std²) with P_mean = −1.2, P_std = 1.2,
-#: i.e. λ = −2 ln σ ~ N(2.4, 2.4²), and its σ_data = 0.5
-EDM_LOG_SNR_MEAN, EDM_LOG_SNR_STD, EDM_SIGMA_DATA = 2.4, 2.4, 0.5
+#: EDM's (Karras et al. 2022) training distribution ln σ̃ ~ N(P_mean, P_std²) with P_mean = −1.2, P_std = 1.2,
+#: i.e. λ = −2 ln σ̃ ~ N(2.4, 2.4²), and its σ_data = 0.5 (`edm`, one source for both)
+EDM_LOG_SNR_MEAN, EDM_LOG_SNR_STD, EDM_SIGMA_DATA = -2 * P_MEAN, 2 * P_STD, SIGMA_DATA
 
 
 def sigmoid_weight(log_snr: Tensor, bias: float = SIGMOID_BIAS) -> Tensor:
@@ -31,10 +30,8 @@ def sigmoid_weight(log_snr: Tensor, bias: float = SIGMOID_BIAS) -> Tensor:
 
 def edm_weight(log_snr: Tensor) -> Tensor:
     """EDM's objective as a weighting: w(λ) = N(λ; 2.4, 2.4²) (e^{−λ} + σ_data²)/σ_data² (Kingma & Gao 2023,
-    Table 1)."""
-    z = (log_snr - EDM_LOG_SNR_MEAN) / EDM_LOG_SNR_STD
-    density = torch.exp(-0.5 * z**2) / (EDM_LOG_SNR_STD * math.sqrt(2 * math.pi))
-    return density * (torch.exp(-log_snr) + EDM_SIGMA_DATA**2) / EDM_SIGMA_DATA**2
+    Table 1): the density of EDM's draw of λ times its loss weight on ‖ε − ε̂‖² (`edm`)."""
+    return lognormal_density(log_snr) * loss_weight(ve_sigma(log_snr), SIGMA_DATA)
 
 
 #: the weightings given by a function of λ (beside "vlb", w = 1, and "simple", w = 1/γ′)

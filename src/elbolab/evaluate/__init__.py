@@ -19,7 +19,7 @@ from elbolab.evaluate.quality import (
     precision_recall,
 )
 from elbolab.evaluate.resample import features_of, sample_figures
-from elbolab.evaluate.sharpness import high_frequency_share, laplacian_variance, radial_power_spectrum, sharpness
+from elbolab.evaluate.sharpness import high_frequency_share, laplacian_variance, radial_power_spectrum
 from elbolab.evaluate.speed import time_sampling, time_training
 
 __all__ = [
@@ -43,7 +43,6 @@ __all__ = [
     "radial_power_spectrum",
     "sample_figures",
     "select_features",
-    "sharpness",
     "time_sampling",
     "time_training",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -195,10 +196,13 @@ def sample_figures(
     if samples.shape[1:] != reference.shape[1:]:
         raise ValueError(f"samples {list(samples.shape[1:])} and reference {list(reference.shape[1:])} differ in shape")
     sharp = resampled_sharpness(samples, reference, levels, replicates, seed)
+    found = SampleFigures(len(samples), len(reference), sharp["laplacian_ratio"], sharp["high_frequency_ratio"])
     if features is None:
-        return SampleFigures(len(samples), len(reference), **sharp)
+        return found
     warn_if_small(len(samples), features)
-    quality = resampled_quality(
+    q = resampled_quality(
         features_of(features, samples, levels), features_of(features, reference, levels), replicates, seed
     )
-    return SampleFigures(len(samples), len(reference), **sharp, **quality, feature_net=features.name)
+    return replace(
+        found, fd=q["fd"], kid=q["kid"], precision=q["precision"], recall=q["recall"], feature_net=features.name
+    )

@@ -351,10 +351,11 @@ def measure(
         log(f"{kind}: {cfg.n_samples} samples for quality and sharpness")
         sampler, steps = quality_sampling(model, cfg)
         start = time.perf_counter()
-        images["samples"] = seeded_sampler(model, cfg.seed, sampler=sampler, steps=steps)(cfg.n_samples).cpu()
+        samples = seeded_sampler(model, cfg.seed, sampler=sampler, steps=steps)(cfg.n_samples).cpu()
+        images["samples"] = samples
         found["quality_samples"] = QualitySamples(cfg.n_samples, time.perf_counter() - start, sampler, steps)
         found["samples"] = sample_figures(
-            images["samples"],
+            samples,
             reference,
             test.levels,
             features if "quality" in parts else None,
@@ -366,19 +367,19 @@ def measure(
         found["encoder_parameters"] = caps.encoding.learned_parameters
         found["encode_passes"] = caps.encoding.network_passes
         if parts & {"speed", "sharpness", "interpolation"}:
-            found["encode_seconds_per_image"], images["reconstructions"] = timed_round_trip(model, x)
-            found["reconstruction_rmse"] = (
-                rmse_255(to_model(images["reconstructions"], test.levels), x.cpu()).mean().item()
-            )
+            found["encode_seconds_per_image"], reconstructions = timed_round_trip(model, x)
+            images["reconstructions"] = reconstructions
+            found["reconstruction_rmse"] = rmse_255(to_model(reconstructions, test.levels), x.cpu()).mean().item()
             if "sharpness" in parts:
                 found["reconstructions"] = sample_figures(
-                    images["reconstructions"], reference, test.levels, None, cfg.replicates, cfg.seed
+                    reconstructions, reference, test.levels, None, cfg.replicates, cfg.seed
                 )
         if "interpolation" in parts and features is not None:
             log(f"{kind}: interpolation")
             x0, x1 = pair_images(test, cfg.interpolation_pairs, model.device)
-            images["interpolation"] = model.interpolate(x0, x1, 9).cpu()
-            found["interpolation"] = path_stats(images["interpolation"], test.levels, features)
+            frames = model.interpolate(x0, x1, 9).cpu()
+            images["interpolation"] = frames
+            found["interpolation"] = path_stats(frames, test.levels, features)
     if "information" in parts:
         log(f"{kind}: information")
         generator = torch.Generator(model.device).manual_seed(cfg.seed)

@@ -1,14 +1,13 @@
 """Sharpness of images without a feature network: Laplacian variance and high-frequency power share.
 
 Both work on uint8 levels, scaled to [0, 1] and averaged over channels (grey), and are reported
-as ratios to the reference (test) set's own value: 1.0 means as sharp as real images.
+as ratios to the reference (test) set's own value (`resample.sample_figures`): 1.0 means as sharp as real images.
 On coarsely quantised images the high-frequency share bottoms out where blur has removed more
 detail than rounding to the levels adds back (17-level digits: beyond a blur σ of about 2 pixels).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -100,27 +99,3 @@ def radial_power_spectrum(images: Tensor, levels: int) -> tuple[Tensor, Tensor]:
     sums = torch.bincount(ring, weights=power.flatten())
     keep = counts > 0
     return torch.arange(len(counts), dtype=torch.float64)[keep] * step, sums[keep] / counts[keep]
-
-
-def _ratio(value: float, reference: float) -> float:
-    """value / reference, NaN when the reference is 0."""
-    return value / reference if reference > 0 else math.nan
-
-
-def sharpness(samples: Tensor, reference: Tensor, levels: int, cutoff: float = 0.5) -> dict[str, Any]:
-    """Mean Laplacian variance and high-frequency share of samples, each also as a ratio to the reference's."""
-    lap = laplacian_variance(samples, levels).mean().item()
-    lap_ref = laplacian_variance(reference, levels).mean().item()
-    hf = high_frequency_share(samples, levels, cutoff).mean().item()
-    hf_ref = high_frequency_share(reference, levels, cutoff).mean().item()
-    return {
-        "laplacian_variance": lap,
-        "laplacian_variance_reference": lap_ref,
-        "laplacian_variance_ratio": _ratio(lap, lap_ref),
-        "high_frequency_share": hf,
-        "high_frequency_share_reference": hf_ref,
-        "high_frequency_share_ratio": _ratio(hf, hf_ref),
-        "cutoff_cycles_per_pixel": cutoff * 0.5,
-        "n_samples": len(samples),
-        "n_reference": len(reference),
-    }

@@ -64,7 +64,7 @@ from elbolab.train.run import (
 #: many draws as a standard error of 0.01 bits/dim on the test-set mean needs (the results name the estimator)
 BOUND_PRECISION = {"proposal": "importance", "bpd_se": 0.01}
 #: every compared model keeps its best EMA weights on this seeded share of the training images, validated this often
-VALIDATION = {"validation_fraction": 0.1, "validate_every": 100, "keep_best": True}
+VALIDATION: dict[str, Any] = {"validation_fraction": 0.1, "validate_every": 100, "keep_best": True}
 
 
 @dataclass(frozen=True)
@@ -224,6 +224,13 @@ def watched_log(log: Log, watch: Watch | None, name: str) -> Log:
     return both
 
 
+def filled_budget(cfg: CompareConfig) -> Budget:
+    """The budget of a config `with_preset` has filled in."""
+    if cfg.budget is None:
+        raise ElbolabError("compare's budget is not set: fill the config in with `with_preset` first")
+    return cfg.budget
+
+
 def budgeted_run(
     kind: str,
     cfg: CompareConfig,
@@ -294,8 +301,10 @@ def point_run(point: DesignPoint, cfg: CompareConfig, test: ImageData) -> RunCon
     own = {f"model.{key}" for key in point.changes}
     kept = {k: v for k, v in cfg.overrides.get(point.kind, {}).items() if k not in own}
     cfg = replace(cfg, overrides={**cfg.overrides, point.kind: kept})
-    budget = cfg.budget if point.budget == 1 else cfg.budget.scaled(point.budget)  # type: ignore[union-attr]
-    return budgeted_run(point.kind, cfg, test, budget, dict(point.changes))  # type: ignore[arg-type]
+    budget = filled_budget(cfg)
+    return budgeted_run(
+        point.kind, cfg, test, budget if point.budget == 1 else budget.scaled(point.budget), dict(point.changes)
+    )
 
 
 def design_for(cfg: CompareConfig, test: ImageData) -> Design:
@@ -363,7 +372,7 @@ def estimated_seconds(cfg: CompareConfig, side: int) -> float:
     cfg = with_preset(cfg, side)
     preset = preset_for(side, str(pick_device(cfg.device)))
     points = planned_points(cfg)
-    budget = cfg.budget or preset.budget
+    budget = filled_budget(cfg)
     train = sum((expected_seconds(budget.scaled(p.budget), preset) for p in points), 0.0)
     return cfg.seeds * (train + preset.measure_seconds * len(points) / 7)
 

@@ -17,6 +17,7 @@ from elbolab.experiments.attribution import Attribution
 from elbolab.experiments.design import Design
 from elbolab.records import Contrast, DataInfo, FeatureNet, Machine, Record, SweepPoint
 from elbolab.registry import model_classes
+from elbolab.vae import VAEConfig
 
 if TYPE_CHECKING:
     from elbolab.experiments.compare import CompareConfig
@@ -39,12 +40,10 @@ class RunResult(Record):
         return {"model_config": model_classes(data["measurement"]["kind"])[0]}
 
     def beta(self) -> float:
-        """The KL weight β the run's model was trained with (a VAE's, eq. 1 of β-VAE: Higgins et al. 2017); a
-        TypeError for a model whose config has none."""
-        beta = getattr(self.model_config, "beta", None)
-        if not isinstance(beta, int | float):
+        """The KL weight β the run's VAE was trained with (eq. 1 of β-VAE: Higgins et al. 2017)."""
+        if not isinstance(self.model_config, VAEConfig):
             raise TypeError(f"{self.measurement.kind}: β is a VAE's setting, this run has none")
-        return float(beta)
+        return float(self.model_config.beta)
 
 
 @dataclass(frozen=True)

@@ -448,11 +448,6 @@ def contrast_tug_blur(sweep: Sequence[SweepPoint]) -> Contrast:
     return judged(TUG_BLUR, claim, f"{sweep_text(points)}. Effect: {show(e)}.", [e], figure="beta_sweep")
 
 
-def beta_of(p: SweepPoint) -> float:
-    """A sweep point's β (the sort key of the sweep)."""
-    return p.beta
-
-
 def sample_fd(p: SweepPoint) -> Resampled | None:
     """The Fréchet distance of a sweep VAE's prior samples, where measured."""
     return None if p.sample_figures is None else p.sample_figures.fd
@@ -470,8 +465,11 @@ def contrast_tug_disjoint(sweep: Sequence[SweepPoint]) -> Contrast:
         "little mass: a disjointed latent space whose prior samples fall off the data, although "
         "reconstructions stay close."
     )
-    points = sorted((p for p in sweep if sample_fd(p) is not None and reconstruction_fd(p) is not None), key=beta_of)
-    if not points or points[0].beta >= 1:
+    points = sorted(
+        ((p.beta, s, r) for p in sweep if (s := sample_fd(p)) is not None and (r := reconstruction_fd(p)) is not None),
+        key=lambda found: found[0],
+    )
+    if not points or points[0][0] >= 1:
         return no_evidence(
             TUG_DISJOINT,
             claim,
@@ -479,20 +477,17 @@ def contrast_tug_disjoint(sweep: Sequence[SweepPoint]) -> Contrast:
             "FD of prior samples − FD of reconstructions at the lowest β, percentile bootstrap over "
             "samples, claimed > 0",
         )
-    low = points[0]
+    low, low_samples, low_reconstructions = points[0]
     e = bootstrap_effect(
-        f"FD of prior samples − FD of reconstructions at β={low.beta:g}",
-        *difference(sample_fd(low), reconstruction_fd(low)),
+        f"FD of prior samples − FD of reconstructions at β={low:g}",
+        *difference(low_samples, low_reconstructions),
         "samples",
     )
-    others = "; ".join(
-        f"β={p.beta:g}: samples {sample_fd(p).value:.2f}, reconstructions {reconstruction_fd(p).value:.2f}"
-        for p in points
-    )
+    others = "; ".join(f"β={beta:g}: samples {s.value:.2f}, reconstructions {r.value:.2f}" for beta, s, r in points)
     return judged(
         TUG_DISJOINT,
         claim,
-        f"Fréchet distance of prior samples and of reconstructions: {others}. Effect at β={low.beta:g}: {show(e)}.",
+        f"Fréchet distance of prior samples and of reconstructions: {others}. Effect at β={low:g}: {show(e)}.",
         [e],
         figure="beta_sweep",
     )

@@ -455,7 +455,8 @@ def save_images(path: Path, images: Images, reference: Tensor | None) -> None:
     }
     if reference is not None:
         arrays["reference"] = reference.numpy()
-    np.savez_compressed(path, **arrays)
+    save: Any = np.savez_compressed  # numpy's stubs read **arrays as its positional flag
+    save(path, **arrays)
 
 
 def load_images(path: Path) -> tuple[Images, Tensor | None]:

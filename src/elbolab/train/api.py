@@ -149,10 +149,12 @@ def train_run(
     changes: Changes = {}
     if resume:
         cfg, changes = resumed_config(run_dir, kind, data, merged)
+        use_threads(cfg.train.threads)  # before any torch work
     else:
         if (run_dir / CHECKPOINT_FILE).is_file():
             raise ElbolabError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
         model_cfg, train_cfg = resolve_configs(kind, None, merged)
+        use_threads(train_cfg.threads)  # before any torch work
         data = data or "digits"
         test_data = load_data(data, "test", data_dir)
         cfg = RunConfig(kind, data, data_dir, test_data.shape, test_data.levels, model_cfg, train_cfg)

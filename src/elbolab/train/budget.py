@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from elbolab.errors import ConfigError
+from elbolab.model import GenerativeModel
 from elbolab.train.config import TrainConfig
 
 Unit = Literal["steps", "flop", "s"]
@@ -90,7 +91,7 @@ class Budget:
         ]
 
 
-def step_flops(model: nn.Module, x: Tensor, total_steps: int | None = None) -> int:
+def step_flops(model: GenerativeModel, x: Tensor, total_steps: int | None = None) -> int:
     """FLOPs of one training step on the batch `x`: the forward and backward pass of `loss(x).mean()` at step 0
     of `total_steps`, counted
     by torch's FlopCounterMode (matrix products and convolutions) on a copy of the model, so that neither its

@@ -379,6 +379,8 @@ class Trainer:
 
     def validate(self) -> dict:
         """The validation bound of the EMA weights at this step, on the curve; kept if the best so far."""
+        if self.validation is None:
+            raise ElbolabError("no validation split to validate on: set train.validation_fraction")
         self.ema.copy_to(self.eval_model)
         bpd = validation_bpd(self.eval_model, self.validation, self.cfg.batch_size)
         self.curve.append((self.step, bpd))
