@@ -11,8 +11,11 @@ from elbolab.evaluate.interpolation import PathStats
 from elbolab.evaluate.resample import images_digest
 from elbolab.evaluate.run import Measurement, QualitySamples
 from elbolab.evaluate.steps import StepsPoint
+from elbolab.experiments.attribution import OUTCOMES, Attribution, Cell, Row
 from elbolab.experiments.compare import CompareConfig
+from elbolab.experiments.design import Design, DesignPoint, place
 from elbolab.experiments.results import CompareResults, RunResult, SeedResult
+from elbolab.model import DesignLevels
 from elbolab.records import (
     BoundSummary,
     ChainRateDistortion,
@@ -275,5 +278,36 @@ def synthetic_results() -> tuple[CompareResults, dict[str, dict[str, torch.Tenso
         beta_sweep=sweep,
         contrasts=contrasts(),
         seeds=(seed,),
+        design=(design := _design()),
+        attribution=_attribution(design),
     )
     return results, images, reference
+
+
+def _design() -> Design:
+    """The three models of the synthetic results at their usual levels, placed without building them."""
+    levels = {
+        "vae": DesignLevels("learned", 1, 0.25, 1, "ELBO"),
+        "diffusion": DesignLevels("fixed", None, 1.0, None, "ELBO"),
+        "latent-diffusion": DesignLevels("learned, then fixed", 1001, 0.25, 1001, "stages"),
+    }
+    return place("core", tuple(DesignPoint(k, k) for k in levels), lambda p: levels[p.name])
+
+
+def _attribution(design: Design) -> Attribution:
+    """A row of cells for each judged pairing: effects with intervals, a verdict where a claim is made."""
+    rows = []
+    for i, p in enumerate(design.pairings):
+        cells = tuple(
+            Cell(
+                o.name,
+                Effect(o.name, 0.1 * (i + j), 0.1 * (i + j) - 0.05, 0.1 * (i + j) + 0.05, "synthetic"),
+                "a claim" if j % 2 else None,
+                "supported" if j % 2 else None,
+            )
+            if j % 3
+            else Cell(o.name, None, "a claim about this cell", why_not="not measured on both sides")
+            for j, o in enumerate(OUTCOMES)
+        )
+        rows.append(Row(p, cells if p.judged else ()))
+    return Attribution(OUTCOMES, tuple(rows))

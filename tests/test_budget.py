@@ -303,6 +303,7 @@ def test_compare_budgets_are_compute_and_keep_the_best_weights():
         budgeted_run,
         estimated_seconds,
         job_plan,
+        planned_points,
         preset_for,
         with_preset,
     )
@@ -321,7 +322,10 @@ def test_compare_budgets_are_compute_and_keep_the_best_weights():
     preset = preset_for(8, "cpu")
     plan = job_plan(cfg, 8)
     assert plan[0] == ("train", "vae", pytest.approx(3e12 / preset.flop_rate))
-    per_seed = 3e12 / preset.flop_rate * (3 + 0.15 * 2 + 2 * 0.15) + preset.measure_seconds
+    points = planned_points(cfg)
+    fractions = sum(p.budget for p in points)  # the design's models at 1, the β-sweep and objective pair at 0.15
+    assert fractions == pytest.approx(len([p for p in points if p.budget == 1]) + 0.15 * 4)
+    per_seed = 3e12 / preset.flop_rate * fractions + preset.measure_seconds * len(points) / 7
     assert estimated_seconds(cfg, 8) == pytest.approx(per_seed)
 
 

@@ -6,14 +6,17 @@ import shutil
 
 import pytest
 from synthetic import CountedFeatures
+from test_design import Tiny
 
 from elbolab.cli import reference_images
 from elbolab.evaluate.features import select_features
 from elbolab.evaluate.run import EvalConfig
 from elbolab.experiments import compare
-from elbolab.experiments.compare import KINDS, CompareConfig, run_compare
+from elbolab.experiments.compare import CompareConfig, run_compare
+from elbolab.experiments.design import FACTORS, WANTED
 from elbolab.experiments.results import CompareResults
 from elbolab.experiments.verdicts import combine
+from elbolab.registry import MODEL_KINDS
 from elbolab.report.render import write_report
 
 #: encoder, bottleneck, speed, sharpness, quality, steps, two tug-of-war, likelihood, interpolation, ε-objective,
@@ -40,25 +43,34 @@ TINY = {
 }
 
 
+CONFIG = CompareConfig(
+    budget=4.0,
+    evaluation=EvalConfig(n_eval=64, iwae_n=32, n_samples=32, speed_n=8, nfe=(2, 5), quality_steps=5, replicates=20),
+    beta_sweep=(0.25, 4.0),
+    sweep_budget_fraction=0.25,
+    objective_budget_fraction=0.25,
+    steps=(1, 2),
+    steps_replicates=20,
+    interpolation_pairs=4,
+    timing_repeats=2,
+    information_images=200,
+    information_draws=32,
+    overrides=TINY,
+)
+
+
 @pytest.fixture(scope="module")
-def compared(tmp_path_factory):
+def tiny_kind():
+    """The registry with one extra model, test_design's `Tiny`, registered by its one line."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(MODEL_KINDS, "tiny", (Tiny.__module__, "TinyConfig", "Tiny"))
+        yield
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory, tiny_kind):
     out = tmp_path_factory.mktemp("compare")
-    evaluation = EvalConfig(n_eval=64, iwae_n=32, n_samples=32, speed_n=8, nfe=(2, 5), quality_steps=5, replicates=20)
-    cfg = CompareConfig(
-        budget=4.0,
-        evaluation=evaluation,
-        beta_sweep=(0.25, 4.0),
-        sweep_budget_fraction=0.25,
-        objective_budget_fraction=0.25,
-        objective_n_eval=40,
-        steps=(1, 2),
-        steps_replicates=20,
-        interpolation_pairs=4,
-        timing_repeats=2,
-        information_images=200,
-        information_draws=32,
-        overrides=TINY,
-    )
+    cfg = CONFIG
     messages = []
     counted = []
 
@@ -76,7 +88,7 @@ def compared(tmp_path_factory):
 
 def test_compare_trains_and_measures_every_model(compared):
     out, results, _paths, _, _ = compared
-    assert set(results.models) == set(KINDS)
+    assert set(results.models) == {p.point.name for p in results.design.placed} >= set(MODEL_KINDS)
     for kind, run in results.models.items():
         r = run.measurement
         b = r.bound.bpd
@@ -117,18 +129,19 @@ def test_each_seed_keeps_its_evidence(compared):
         ("diffusion", "ddim", 2),
         ("vae", "decoder", 1),
     }
-    assert set(seed.paths) == set(KINDS) and set(seed.timings) == {"encoder", "decoder", "latent"}
+    encoding = {k for k, r in results.models.items() if r.measurement.interpolation}
+    assert set(seed.paths) == encoding >= set(MODEL_KINDS)
+    assert set(seed.timings) == {"encoder", "decoder", "latent"}
     assert set(seed.objective) == {"simple", "elbo-weighted"}
-    # the pair's bounds on objective_n_eval = 40 test images (the models': n_eval = 64), the same 40 for both
+    # every model measured once, alike: the objective pair's bounds on the models' 64 test images
     pair = [seed.objective[k].measurement.bound for k in ("simple", "elbo-weighted")]
-    assert [b.n for b in pair] == [40, 40] and len(pair[0].per_example_bpd) == 40
-    assert results.models["diffusion"].measurement.bound.n == 64
+    assert [b.n for b in pair] == [64, 64] and len(pair[0].per_example_bpd) == 64
     assert [p.beta for p in results.beta_sweep] == [0.25, 1.0, 4.0]
     assert all(p.reconstruction_figures.fd and p.sample_figures.fd for p in results.beta_sweep)
     # what the records hold is not measured again: the paths judged are the measurements' own, the VAE's point of
     # the steps sweep and of the β-sweep its quality samples
     vae = results.models["vae"].measurement
-    assert all(seed.paths[k] == r.measurement.interpolation for k, r in results.models.items())
+    assert all(seed.paths[k] == results.models[k].measurement.interpolation for k in encoding)
     assert seed.steps[-1].figures == vae.samples and seed.steps[-1].model == "vae"
     assert next(p for p in results.beta_sweep if p.beta == 1.0).sample_figures == vae.samples
     bound = results.models["vae"].measurement.bound
@@ -137,12 +150,14 @@ def test_each_seed_keeps_its_evidence(compared):
 
 def test_each_image_set_is_featurised_once_per_seed(compared):
     *_, seen = compared
-    # at most: each model's samples and interpolation frames, the reference, the two floors, diffusion's four
-    # steps-sweep points, each β-sweep VAE's samples, frames and reconstructions, the main VAE's reconstructions,
-    # the objective pair's samples; fewer where two are the same images (one-step ancestral and DDIM samples are
-    # x̂_0 of one x_T; a barely trained model's samples can round to the same levels). Before: 57 calls.
+    # at most: each model's samples and interpolation frames (the β-sweep and objective pair among them), the
+    # reference, the two floors, the fixed end's four steps-sweep points, each β-sweep point's reconstructions;
+    # fewer where two are the same images (one-step ancestral and DDIM samples are x̂_0 of one x_T; a barely trained
+    # model's samples can round to the same levels). Before: 57 calls.
+    _, results, _, _, _ = compared
+    n, sweep = len(results.models), len(results.beta_sweep)
     assert len(seen) == len(set(seen))
-    assert 2 * len(KINDS) + 1 + 2 <= len(seen) <= 2 * len(KINDS) + 1 + 2 + 4 + 2 * 3 + 1 + 2
+    assert n + 1 + 2 <= len(seen) <= 2 * n + 1 + 2 + 4 + sweep
 
 
 def test_saved_results_read_back_and_render_the_same_page_without_any_weights(compared, run_cli, tmp_path):
@@ -196,14 +211,36 @@ def test_the_real_report_in_a_browser(compared, browser, tmp_path):
         assert all(s["figure"] for s in found["sections"])  # every contrast of a real compare has its figure
 
 
+def test_the_design_places_the_extra_model_and_attributes_every_factor(compared):
+    out, results, paths, _, _ = compared
+    design, table = results.design, results.attribution
+    tiny = design.point("tiny")
+    assert tiny.point.changes == {} and (out / "runs" / "tiny" / "model.safetensors").is_file()
+    assert results.models["tiny"].measurement.bound.n == 64
+    # the tiny model (fixed encoder, one step, a latent of x's size, its ELBO) and the continuous chain trained on
+    # its ELBO differ in their steps alone
+    steps = [r for r in table.rows if r.pairing.contrast == "steps" and r.pairing.judged]
+    row = next(r for r in steps if r.pairing.pair == ("tiny", "diffusion"))
+    cells = {c.outcome: c for c in row.cells}
+    assert cells["bound"].effect is not None and math.isfinite(cells["bound"].effect.value)
+    assert cells["time"].effect is not None and cells["time"].verdict in ("supported", "not supported", "inconclusive")
+    assert {r.pairing.contrast for r in table.rows} == {w.name for w in WANTED if w.design == "core"}
+    assert {r.pairing.factor for r in table.rows} >= set(FACTORS)
+    for r in table.rows:
+        assert r.pairing.judged or r.pairing.why_not.startswith("not judged: no registered pair")
+    page = paths["html"].read_text()
+    assert page.index('id="attribution-h"') < page.index('id="verdicts-h"')
+    assert '<tr data-point="tiny">' in page and page.count("<tr data-factor=") == len(table.rows)
+
+
 def test_a_second_compare_reuses_finished_runs(compared, tmp_path):
     out, _, _, _, _ = compared
     from elbolab.experiments.compare import train_models, with_preset
 
     messages = []
-    cfg = with_preset(CompareConfig(budget=4.0, overrides=TINY), 8)  # as run_compare fills it in
+    cfg = with_preset(CONFIG, 8)  # as run_compare fills it in
     train_models(cfg, out, messages.append, progress=False)
-    assert all("reusing" in m for m in messages)
+    assert messages and all("reusing" in m for m in messages)
 
 
 def test_report_command_on_existing_runs(compared, run_cli, tmp_path):

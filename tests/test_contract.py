@@ -209,7 +209,7 @@ def test_components_are_models_in_their_own_right(model, digits):
 
 #: DESIGN.md's layers, lowest first: a module may import its own layer or lower ones, never higher
 LAYERS = [
-    {"errors", "atomic", "bounds", "likelihoods", "records", "config", "machine", "data", "nets"},
+    {"errors", "atomic", "bounds", "likelihoods", "records", "information", "config", "machine", "data", "nets"},
     {"model", "sampling"},
     {"vae", "hvae", "diffusion"},
     {"latent"},
@@ -284,3 +284,18 @@ def test_an_effect_decides_its_verdict_from_its_interval(low, high, direction, v
 
     mid = 0.0 if math.isnan(low) else (low + high) / 2
     assert Effect("gap", mid, low, high, "test", direction=direction).verdict() == verdict
+
+
+def test_an_information_curve_is_an_information(model, digits):
+    """Where a model declares I(x; latent) of its own encoder, it lies in [0, log N] within its Monte-Carlo
+    error and does not grow along t (the forward process only destroys information)."""
+    train, _ = digits
+    x = train.model_range(slice(0, 100))
+    curve = model.information_curve(x, draws=64, seed=0)
+    if curve is None:
+        return
+    assert curve.max_nats == pytest.approx(math.log(100)) and curve.n_images == 100
+    for nats, se in zip(curve.nats, curve.stderr_nats):
+        assert -4 * se <= nats <= curve.max_nats + 4 * se
+    margin = 4 * max(curve.stderr_nats) + 1e-9
+    assert all(later <= earlier + margin for earlier, later in zip(curve.nats, curve.nats[1:]))

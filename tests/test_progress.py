@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from elbolab.experiments.compare import CompareConfig, JobEvent, job_plan
+from elbolab.experiments.compare import CompareConfig, JobEvent, job_plan, planned_points
 from elbolab.report.progress import JobClock, PlainProgress, RichProgress, clock_text, job_progress
 
 
@@ -20,18 +20,14 @@ PLAN = (("train", "vae", 60.0), ("train", "diffusion", 60.0), ("measure", "vae",
 
 
 def test_the_plan_lists_every_training_and_measurement_with_its_budget():
-    plan = job_plan(CompareConfig(budget=40.0, beta_sweep=(4.0,), sweep_budget_fraction=0.25))
-    assert [s[:2] for s in plan] == [
-        ("train", "vae"),
-        ("train", "diffusion"),
-        ("train", "latent-diffusion"),
-        ("train", "vae β=4"),
-        ("measure", "vae"),
-        ("measure", "diffusion"),
-        ("measure", "latent-diffusion"),
-        ("measure", "vae β=4"),
-    ]
-    assert [s[2] for s in plan[:4]] == [40.0, 40.0, 40.0, 10.0] and all(s[2] == 0 for s in plan[4:])
+    cfg = CompareConfig(budget=40.0, beta_sweep=(4.0,), sweep_budget_fraction=0.25, objective_budget_fraction=0.1)
+    plan = job_plan(cfg)
+    names = [p.name for p in planned_points(cfg)]
+    assert names[:3] == ["vae", "diffusion", "latent-diffusion"] and {"vae-beta4", "diffusion-simple"} <= set(names)
+    assert [s[:2] for s in plan] == [("train", n) for n in names] + [("measure", n) for n in names]
+    budgets = dict(s[1:] for s in plan[: len(names)])
+    assert (budgets["vae"], budgets["vae-beta4"], budgets["diffusion-simple"]) == (40.0, 10.0, 4.0)
+    assert all(s[2] == 0 for s in plan[len(names) :])
 
 
 def test_time_left_counts_budgets_then_measurements_at_their_mean():

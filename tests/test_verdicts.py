@@ -219,7 +219,7 @@ def paths(conf_gap: float, noise: float = 0.02, n: int = 16) -> dict[str, PathSt
 
 @pytest.mark.parametrize("expected,gap,noise", [(PRESENT, 0.2, 0.02), (ABSENT, -0.2, 0.02), (TOO_SMALL, 0.001, 0.2)])
 def test_interpolation(expected, gap, noise):
-    assert V.contrast_interpolation(paths(gap, noise)).verdict == expected
+    assert V.contrast_interpolation(paths(gap, noise), ("vae", "diffusion")).verdict == expected
 
 
 @pytest.mark.parametrize("expected", [PRESENT, ABSENT, TOO_SMALL])
@@ -260,7 +260,7 @@ def test_judge_returns_every_contrast_the_evidence_allows():
         "vae": Measurement("vae", "β-ELBO", 1, bound=bound(vae), samples=figures(0.5, 20.0)),
         "diffusion": Measurement("diffusion", "L_simple", 1, bound=bound(dif), samples=figures(1.0, 5.0)),
     }
-    titles = [c.title for c in V.judge(V.Evidence(models, 64, 50))]
+    titles = [c.title for c in V.judge(V.Evidence(models, 64, 50, ends=("vae", "diffusion")))]
     assert titles == [V.SHARPNESS, V.QUALITY, V.LIKELIHOOD]
 
 
@@ -284,7 +284,10 @@ def test_every_rule_names_its_tests_and_smallest_detectable_effects():
         "vae": Measurement("vae", "β-ELBO", 1, bound=bound(vae), samples=figures(0.5, 20.0)),
         "diffusion": Measurement("diffusion", "L_simple", 1, bound=bound(dif), samples=figures(1.0, 5.0)),
     }
-    judged = V.judge(V.Evidence(models, 64, 50)) + (V.contrast_tug_blur(()), V.contrast_interpolation({}))
+    judged = V.judge(V.Evidence(models, 64, 50, ends=("vae", "diffusion"))) + (
+        V.contrast_tug_blur(()),
+        V.contrast_interpolation({}, ("vae", "diffusion")),
+    )
     for c in judged:
         effects = c.effects
         assert all(
@@ -309,7 +312,7 @@ def test_a_contrast_keeps_its_effects_and_rule_and_reads_back_from_json():
     vae, dif = paired(0.1, noise=0.01)
     one = V.contrast_likelihood(bound(vae), bound(dif))
     folded = V.fold_seeds([(one,), (one,)])[0]
-    for c in (one, folded, V.contrast_interpolation(paths(0.2))):
+    for c in (one, folded, V.contrast_interpolation(paths(0.2), ("vae", "diffusion"))):
         again = Contrast.from_json(c.to_json())
         assert again == c and again.effect == c.effects[0] and V.combine(again.effects, again.combine) == c.verdict
     with pytest.raises(ValueError, match="combine by one of all, guarded"):

@@ -542,6 +542,13 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int, devi
     show_default=True,
     help="Feature network for the Fréchet distance.",
 )
+@click.option(
+    "--design",
+    type=click.Choice(["core", "full"]),
+    default="core",
+    show_default=True,
+    help="The models trained: core (one pair per essay choice) or full (also the learned-encoder chain and more T).",
+)
 @click.option("--quick", is_flag=True, help="Small evaluation (fewer images, samples and steps): a smoke test.")
 @click.option("--quiet", is_flag=True, help="No progress display, only the job's log lines.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.", callback=_device)
@@ -554,11 +561,12 @@ def compare(
     seeds: int,
     n_samples: int,
     features: str,
+    design: str,
     quick: bool,
     quiet: bool,
     device: str,
 ) -> None:
-    """The main job: train a VAE, diffusion and latent diffusion under one budget, measure, judge, report."""
+    """The main job: train every model of the design under one budget, measure, judge, attribute, report."""
     from dataclasses import replace
 
     from elbolab.train.budget import Budget
@@ -600,6 +608,7 @@ def compare(
         evaluation=evaluation,
         beta_sweep=(4.0,) if quick else CompareConfig.beta_sweep,
         device=device,
+        design=design,
     )
     if quick:
         cfg = replace(

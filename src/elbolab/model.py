@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from elbolab.bounds import Bound, Estimator
 from elbolab.data.base import ImageData, check_labels, to_levels
 from elbolab.errors import ConfigError, DataError
+from elbolab.information import InformationCurve
 from elbolab.records import Information
 
 #: the sampler name of a model that samples with one decoder pass
@@ -283,6 +284,12 @@ class GenerativeModel(nn.Module):
     def information(self, data: ImageData, n: int = 1000, generator: torch.Generator | None = None) -> Information:
         """What the model's own latent carries about x, on the first n images of `data`."""
         raise NotImplementedError
+
+    def information_curve(self, x: Tensor, draws: int = 256, seed: int = 0) -> InformationCurve | None:
+        """I(x; latent) of the model's own Gaussian encoder for x uniform over the images x (model range), by
+        Monte Carlo (`elbolab.information`): along t for a chain, one point for a one-step code; None where the
+        model declares no such curve."""
+        return None
 
     def components(self) -> dict[str, GenerativeModel]:
         """Named sub-models that are models in their own right (latent diffusion: its autoencoder)."""

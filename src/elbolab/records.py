@@ -376,7 +376,8 @@ COMBINE = ("all", "guarded")
 class Contrast(Record):
     """One contrast between the models: the claim, what was measured, the rule applied and its verdict;
     the effects the verdict rests on (each with its interval; the first is the contrast's effect) and how they
-    combine (`COMBINE`); the figure that shows it."""
+    combine (`COMBINE`); the figure that shows it; the factor it isolates (or the composite it crosses, e.g. the
+    two ends) and the models it contrasts, by name (`experiments.design`)."""
 
     title: str
     claim: str
@@ -387,6 +388,8 @@ class Contrast(Record):
     combine: str = "all"
     figure: str | None = None  # the name of the figure or image grid that shows it
     per_seed: tuple[float, ...] = ()  # the effect in each seed's run, where several seeds ran
+    factor: str = ""  # the design factor the contrast isolates, or the composite it crosses ("ends", "merged")
+    pair: tuple[str, ...] = ()  # the models it contrasts, a then b (one name: within one model)
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:

@@ -16,6 +16,8 @@ MODEL_KINDS: dict[str, tuple[str, str, str]] = {
     "latent-diffusion": ("elbolab.latent", "LatentDiffusionConfig", "LatentDiffusion"),
     "hvae": ("elbolab.hvae", "HVAEConfig", "HierarchicalVAE"),
 }
+#: how readers name a kind, where not by its name
+LABELS: dict[str, str] = {"vae": "VAE", "latent-diffusion": "latent diffusion"}
 
 
 def model_classes(kind: str) -> tuple[type, type]:

@@ -17,7 +17,9 @@ from elbolab.data.base import ImageData
 from elbolab.diffusion.chain import GaussianDiffusion
 from elbolab.diffusion.forward import q_sample
 from elbolab.diffusion.reverse import denoise
+from elbolab.diffusion.schedule import NoiseSchedule, alpha, sigma
 from elbolab.errors import ElbolabError
+from elbolab.information import InformationCurve, information_estimate
 from elbolab.records import ChainRateDistortion, RatePoint
 
 
@@ -96,4 +98,32 @@ def chain_rate_distortion(
         mc_minus_exact_nats=diff,
         mc_minus_exact_se_nats=diff_se,
         per_step_bpd=tuple(nats_to_bpd(per_step.mean(0), data.dims).tolist()),
+    )
+
+
+def forward_information_at(x: Tensor, log_snr: Tensor, draws: int, generator: torch.Generator) -> tuple[float, float]:
+    """I(x_0; x_t) for x_0 uniform over the rows of x [N, D] and x_t = α x_0 + σ ε (Ho et al. 2020, eq. 4)."""
+    a, s = alpha(log_snr).item(), sigma(log_snr).item()
+    i = torch.randint(0, len(x), (draws,), generator=generator)
+    x_t = a * x[i] + s * torch.randn((draws, x.shape[1]), generator=generator, dtype=x.dtype)
+    return information_estimate(-torch.cdist(x_t, a * x).pow(2) / (2 * s * s))
+
+
+def forward_information(
+    x: Tensor, schedule: NoiseSchedule, points: int = 64, draws: int = 256, seed: int = 0
+) -> InformationCurve:
+    """I(x_0; x_t) along t on `points` evenly spaced steps of `schedule`, for the images x [N, ...] in [−1, 1]."""
+    flat = x.flatten(1).double()
+    generator = torch.Generator().manual_seed(seed)
+    steps = sorted(set(torch.linspace(1, schedule.T, points).round().long().tolist()))
+    found = [forward_information_at(flat, schedule.log_snr(schedule.times(i)), draws, generator) for i in steps]
+    return InformationCurve(
+        "forward process q(x_t|x_0)",
+        tuple(steps),
+        tuple(schedule.times(i).item() for i in steps),
+        tuple(v for v, _ in found),
+        tuple(se for _, se in found),
+        math.log(len(flat)),
+        len(flat),
+        draws,
     )

@@ -14,10 +14,11 @@ from elbolab.data.base import ImageData
 from elbolab.diffusion.chain import GaussianDiffusion, build_net
 from elbolab.diffusion.config import DiffusionConfig
 from elbolab.diffusion.encoder import MeanEncoder
-from elbolab.diffusion.information import chain_rate_distortion
+from elbolab.diffusion.information import chain_rate_distortion, forward_information
 from elbolab.diffusion.samplers import SAMPLERS, Churn
 from elbolab.diffusion.weighting import describe
 from elbolab.errors import ConfigError
+from elbolab.information import InformationCurve
 from elbolab.model import Capabilities, DesignLevels, Encoding, GenerativeModel, class_count
 from elbolab.records import Information
 
@@ -239,6 +240,13 @@ class DiffusionModel(GenerativeModel):
             guidance=w,
         )
         return self.to_levels(x)
+
+    def information_curve(self, x: Tensor, draws: int = 256, seed: int = 0) -> InformationCurve | None:
+        """I(x_0; x_t) of the fixed forward process along t for x_0 uniform over the images x (no network involved);
+        None for DiffEnc's learned mean, whose curve this does not measure."""
+        if self.config.encoder == "learned":
+            return None
+        return forward_information(x.cpu(), self.diffusion.schedule, draws=draws, seed=seed)
 
     def information(self, data: ImageData, n: int = 16, generator: torch.Generator | None = None) -> Information:
         """Progressive rate–distortion along t on the first n images (the exact T-step bound of each)."""

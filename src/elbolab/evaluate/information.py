@@ -1,88 +1,14 @@
-"""Mutual information between an image and its latent, for the empirical data distribution, by Monte Carlo.
+"""The information measures evaluation and comparison read: I(x; latent) for the empirical data distribution
+(`elbolab.information`) and the forward process's curve along t (`elbolab.diffusion.information`)."""
 
-With x_0 uniform over N images, I(x_0; y) = log N − E_y[H(p(i | y))], and the posterior over the
-images given the latent y is a softmax over their likelihoods q(y | x_i). For diffusion's forward
-process q(x_t | x_0) = N(α_t x_0, σ_t² I) this needs no model (the curve along t belongs to the
-process itself); for a VAE's code, q(z | x_i) is its encoder's Gaussian. Each draw of (i, y) gives
-one entropy; the mean over draws estimates the expectation and their spread its standard error.
-"""
+from elbolab.diffusion.information import forward_information, forward_information_at
+from elbolab.information import InformationCurve, code_information, information_estimate, posterior_entropy
 
-from __future__ import annotations
-
-import math
-from dataclasses import dataclass
-
-import torch
-from torch import Tensor
-
-from elbolab.diffusion.schedule import Schedule, alpha, sigma
-from elbolab.records import Record
-
-
-@dataclass(frozen=True)
-class InformationCurve(Record):
-    """I(x; latent) in nats at each point (a forward-process step, or 1 for a one-step code), with the
-    Monte-Carlo standard error; at most `max_nats` = log N for N equally likely images."""
-
-    name: str
-    steps: tuple[int, ...]
-    t: tuple[float, ...]
-    nats: tuple[float, ...]
-    stderr_nats: tuple[float, ...]
-    max_nats: float
-    n_images: int
-    draws: int
-
-
-def posterior_entropy(log_weights: Tensor) -> Tensor:
-    """H(softmax(log_weights)) along the last axis, in nats."""
-    log_p = torch.log_softmax(log_weights, -1)
-    return -(log_p.exp() * log_p).sum(-1)
-
-
-def information_estimate(log_weights: Tensor) -> tuple[float, float]:
-    """(log N − mean H, standard error) from [M, N] log-likelihoods of M draws under each of N images."""
-    h = posterior_entropy(log_weights.double())
-    se = h.std(unbiased=True).item() / math.sqrt(len(h)) if len(h) > 1 else math.nan
-    return math.log(log_weights.shape[-1]) - h.mean().item(), se
-
-
-def forward_information_at(x: Tensor, log_snr: Tensor, draws: int, generator: torch.Generator) -> tuple[float, float]:
-    """I(x_0; x_t) for x_0 uniform over the rows of x [N, D] and x_t = α x_0 + σ ε (Ho et al. 2020, eq. 4)."""
-    a, s = alpha(log_snr).item(), sigma(log_snr).item()
-    i = torch.randint(0, len(x), (draws,), generator=generator)
-    x_t = a * x[i] + s * torch.randn((draws, x.shape[1]), generator=generator, dtype=x.dtype)
-    return information_estimate(-torch.cdist(x_t, a * x).pow(2) / (2 * s * s))
-
-
-def forward_information(
-    x: Tensor, schedule: Schedule, points: int = 64, draws: int = 256, seed: int = 0
-) -> InformationCurve:
-    """I(x_0; x_t) along t on `points` evenly spaced steps of `schedule`, for the images x [N, ...] in [−1, 1]."""
-    flat = x.flatten(1).double()
-    generator = torch.Generator().manual_seed(seed)
-    steps = sorted(set(torch.linspace(1, schedule.T, points).round().long().tolist()))
-    found = [forward_information_at(flat, schedule.log_snr(schedule.times(i)), draws, generator) for i in steps]
-    return InformationCurve(
-        "forward process q(x_t|x_0)",
-        tuple(steps),
-        tuple(schedule.times(i).item() for i in steps),
-        tuple(v for v, _ in found),
-        tuple(se for _, se in found),
-        math.log(len(flat)),
-        len(flat),
-        draws,
-    )
-
-
-def code_information(
-    mean: Tensor, logvar: Tensor, draws: int = 256, seed: int = 0, name: str = "VAE code q(z|x)"
-) -> InformationCurve:
-    """I(x; z) for x uniform over N images with Gaussian codes q(z|x_i) = N(mean_i, exp(logvar_i)), [N, d]."""
-    mean, var = mean.flatten(1).double(), logvar.flatten(1).double().exp()
-    generator = torch.Generator().manual_seed(seed)
-    i = torch.randint(0, len(mean), (draws,), generator=generator)
-    z = mean[i] + var[i].sqrt() * torch.randn((draws, mean.shape[1]), generator=generator, dtype=mean.dtype)
-    log_q = -0.5 * (((z[:, None] - mean[None]) ** 2 / var[None]) + var[None].log()).sum(-1)
-    value, se = information_estimate(log_q)
-    return InformationCurve(name, (1,), (float("nan"),), (value,), (se,), math.log(len(mean)), len(mean), draws)
+__all__ = [
+    "InformationCurve",
+    "code_information",
+    "forward_information",
+    "forward_information_at",
+    "information_estimate",
+    "posterior_entropy",
+]

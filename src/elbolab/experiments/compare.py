@@ -1,5 +1,7 @@
-"""`elbolab compare`: every registered model kind trained under one compute budget on one data set,
-measured through the same contract, with a verdict per contrast (`verdicts`).
+"""`elbolab compare`: every point of a design (`experiments.design`: each registered kind, and the models between
+the paradigms) trained under one compute budget on one data set, each measured once through the same contract,
+every contrast judged on its pair (`verdicts`) and every factor's effect on every outcome tabulated
+(`attribution`).
 
 Every number in the results is measured here; each verdict is a rule over those numbers that
 could come out either way, and states the rule it applied.
@@ -14,21 +16,33 @@ from typing import Any
 
 import torch
 
+from elbolab.config import require
 from elbolab.data import load_data
 from elbolab.data.base import ImageData, to_model
 from elbolab.errors import ConfigError, ElbolabError
 from elbolab.evaluate.features import FeatureExtractor, select_features
 from elbolab.evaluate.floors import reference_floors
-from elbolab.evaluate.information import InformationCurve, code_information, forward_information
+from elbolab.evaluate.information import InformationCurve
 from elbolab.evaluate.resample import sample_figures
 from elbolab.evaluate.run import EvalConfig, Log, pair_images, quality_reference, quality_sampling
 from elbolab.evaluate.speed import PairedTiming, paired_timing
 from elbolab.evaluate.steps import STEPS, StepsPoint, steps_sweep
+from elbolab.experiments.attribution import PairEvidence, attribution, fold_tables
+from elbolab.experiments.design import (
+    DESIGNS,
+    SWEEP,
+    Design,
+    DesignPoint,
+    declared,
+    design_points,
+    place,
+    point_config,
+)
 from elbolab.experiments.results import CompareResults, RunResult, SeedResult
 from elbolab.experiments.runs import data_info, measure_run
 from elbolab.experiments.verdicts import Evidence, fold_seeds, judge, sweep_point
 from elbolab.machine import machine_info
-from elbolab.model import GenerativeModel
+from elbolab.model import DesignLevels, GenerativeModel
 from elbolab.records import FeatureNet, Machine, SweepPoint
 from elbolab.registry import MODEL_KINDS, model_classes
 from elbolab.train.api import fit_run
@@ -41,12 +55,11 @@ from elbolab.train.run import (
     METRICS_FILE,
     RunConfig,
     apply_overrides,
+    build_model,
     pick_device,
     read_run_config,
 )
 
-#: the kinds compared: every registered model
-KINDS = tuple(MODEL_KINDS)
 #: compare's bound: where a model's Monte-Carlo bound takes it, t importance-sampled from a pilot pass and as
 #: many draws as a standard error of 0.01 bits/dim on the test-set mean needs (the results name the estimator)
 BOUND_PRECISION = {"proposal": "importance", "bpd_se": 0.01}
@@ -145,7 +158,6 @@ class CompareConfig:
     beta_sweep: tuple[float, ...] = (0.25, 4.0)  # extra VAEs placed on the rate–distortion axes
     sweep_budget_fraction: float = 0.15  # of `budget`, per β-sweep VAE
     objective_budget_fraction: float = 0.15  # of `budget`, per diffusion model of the ε-objective pair (0: none)
-    objective_n_eval: int | None = 500  # test images for the pair's bounds, at most (None: as the models')
     steps: tuple[int, ...] | None = None  # sampling steps of the steps sweep (None: the preset's)
     batch_size: int | None = None  # training images per step (None: the preset's)
     lr: float | None = None  # every model's peak learning rate (None: the preset's)
@@ -156,23 +168,14 @@ class CompareConfig:
     information_draws: int = 256  # Monte-Carlo draws per point of the information curves
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per kind: extra --set keys
     device: str = "auto"  # where every model trains and is measured: auto | cpu | cuda[:N]
+    design: str = "core"  # the models trained and the contrasts judged (`experiments.design`): core | full
 
     def __post_init__(self) -> None:
         if isinstance(self.budget, int | float):
             object.__setattr__(self, "budget", Budget(float(self.budget), "s"))
         if self.seeds < 1:
             raise ConfigError(f"--seeds must be at least 1, got {self.seeds}")
-        if self.objective_n_eval is not None and self.objective_n_eval < 2:
-            raise ConfigError(f"objective_n_eval must be at least 2 test images, got {self.objective_n_eval}")
-
-
-def elbo_weighted(diffusion: Any) -> tuple[dict[str, Any], str]:
-    """The ε-objective contrast's ELBO-weighted side for this diffusion config: in continuous time the VDM bound
-    itself (weighting γ′(t)); in discrete time the bound L_vlb with a learned variance. Returns the config changes
-    and their name."""
-    if getattr(diffusion, "time", "discrete") == "continuous":
-        return {"loss": "vlb"}, "the continuous-time ELBO (weighting γ′(t))"
-    return {"loss": "vlb", "variance": "learned"}, "L_vlb with learned variance"
+        require("--design", self.design, self.design in DESIGNS, f"one of {', '.join(DESIGNS)}")
 
 
 @dataclass(frozen=True)
@@ -191,18 +194,21 @@ class JobEvent:
 Watch = Callable[[JobEvent], None]
 
 
+def planned_points(cfg: CompareConfig) -> tuple[DesignPoint, ...]:
+    """The points of `cfg.design` whose kind is registered: what the job plans to train (one a config refuses is
+    left out when the design is placed)."""
+    points = design_points(cfg.design, cfg.beta_sweep, cfg.sweep_budget_fraction, cfg.objective_budget_fraction)
+    return tuple(p for p in points if p.kind in MODEL_KINDS)
+
+
 def job_plan(cfg: CompareConfig, side: int = 8) -> tuple[tuple[str, str, float], ...]:
     """Every stage of the job in order, with its training time in seconds (a compute budget's idle estimate for
-    images of `side` px, by default digits'; 0 for measurements)."""
+    images of `side` px, by default digits'; 0 for measurements): each design point trained, then measured."""
     preset = preset_for(side, str(pick_device(cfg.device)))
     budget = cfg.budget or preset.budget
-    sweep = [f"vae β={beta:g}" for beta in cfg.beta_sweep]
-    seconds = expected_seconds(budget, preset)
-    sweep_seconds = expected_seconds(budget.scaled(cfg.sweep_budget_fraction), preset)
-    return (
-        tuple(("train", kind, seconds) for kind in KINDS)
-        + tuple(("train", n, sweep_seconds) for n in sweep)
-        + tuple(("measure", n, 0.0) for n in (*KINDS, *sweep))
+    points = planned_points(cfg)
+    return tuple(("train", p.name, expected_seconds(budget.scaled(p.budget), preset)) for p in points) + tuple(
+        ("measure", p.name, 0.0) for p in points
     )
 
 
@@ -289,6 +295,31 @@ def train_or_reuse(
     fit_run(run_cfg, run_dir, train, test, resume=resume, progress=progress, callbacks=callbacks)
 
 
+def point_run(point: DesignPoint, cfg: CompareConfig, test: ImageData) -> RunConfig:
+    """A design point's run config: `budgeted_run` of its kind on its share of the budget, with its changes; the
+    user's `--set` keys for that kind apply, except those the point itself sets (they place it in the design)."""
+    own = {f"model.{key}" for key in point.changes}
+    kept = {k: v for k, v in cfg.overrides.get(point.kind, {}).items() if k not in own}
+    cfg = replace(cfg, overrides={**cfg.overrides, point.kind: kept})
+    budget = filled_budget(cfg)
+    return budgeted_run(
+        point.kind, cfg, test, budget if point.budget == 1 else budget.scaled(point.budget), dict(point.changes)
+    )
+
+
+def design_for(cfg: CompareConfig, test: ImageData) -> Design:
+    """`cfg.design` placed for these images: each point's levels as its model declares them, built (untrained)
+    from the run config `compare` trains it with."""
+    points = design_points(cfg.design, cfg.beta_sweep, cfg.sweep_budget_fraction, cfg.objective_budget_fraction)
+    device = str(pick_device(cfg.device))
+
+    def levels_of(point: DesignPoint) -> DesignLevels:
+        point_config(point, test.shape[-1], device)  # an unknown key or a refused value: a ConfigError naming it
+        return declared(build_model(point_run(point, cfg, test)))
+
+    return place(cfg.design, points, levels_of)
+
+
 def train_models(
     cfg: CompareConfig,
     out: Path,
@@ -297,66 +328,21 @@ def train_models(
     train: ImageData | None = None,
     test: ImageData | None = None,
     watch: Watch | None = None,
+    design: Design | None = None,
 ) -> dict[str, Path]:
-    """Train (or pick up) one run per kind; returns their folders."""
+    """Train (or pick up) one run per point of the design (`design_for` where none is given), in `out/runs/NAME`;
+    returns their folders by point name."""
     train = train or load_data(cfg.data, "train", cfg.data_dir)
     test = test or load_data(cfg.data, "test", cfg.data_dir)
-    runs = {kind: out / "runs" / kind for kind in KINDS}
-    for kind, run_dir in runs.items():
+    design = design or design_for(cfg, test)
+    runs = {}
+    for placed in design.placed:
+        name = placed.point.name
+        runs[name] = out / "runs" / name
         if watch:
-            watch(JobEvent("train", kind))
-        train_or_reuse(
-            budgeted_run(kind, cfg, test, filled_budget(cfg)), run_dir, train, test, log, progress, watch, kind
-        )
+            watch(JobEvent("train", name))
+        train_or_reuse(point_run(placed.point, cfg, test), runs[name], train, test, log, progress, watch, name)
     return runs
-
-
-def train_sweep(
-    cfg: CompareConfig,
-    out: Path,
-    log: Log,
-    progress: bool,
-    train: ImageData,
-    test: ImageData,
-    watch: Watch | None = None,
-) -> dict[float, Path]:
-    """Train (or pick up) the β-sweep VAEs, each on `sweep_budget_fraction` of the budget; returns their folders."""
-    sweep = {beta: out / "runs" / f"vae-beta{beta:g}" for beta in cfg.beta_sweep}
-    for beta, run_dir in sweep.items():
-        run_cfg = budgeted_run("vae", cfg, test, filled_budget(cfg).scaled(cfg.sweep_budget_fraction), {"beta": beta})
-        if watch:
-            watch(JobEvent("train", f"vae β={beta:g}"))
-        log(f"β-sweep: VAE with β = {beta:g} for {Budget.of(run_cfg.train)}")
-        train_or_reuse(run_cfg, run_dir, train, test, log, progress, watch, f"vae β={beta:g}")
-    return sweep
-
-
-def train_objective_pair(
-    cfg: CompareConfig, out: Path, log: Log, progress: bool, train: ImageData, test: ImageData
-) -> dict[str, Path]:
-    """Train (or pick up) diffusion with L_simple and with the ELBO's weighting under one budget; their folders."""
-    if cfg.objective_budget_fraction <= 0:
-        return {}
-    changes, name = elbo_weighted(budgeted_run("diffusion", cfg, test, filled_budget(cfg)).model)
-    budget = filled_budget(cfg).scaled(cfg.objective_budget_fraction)
-    runs = {
-        "simple": (out / "runs" / "diffusion-simple", {"loss": "simple"}),
-        "elbo-weighted": (out / "runs" / "diffusion-elbo", changes),
-    }
-    for label, (run_dir, model_changes) in runs.items():
-        log(f"ε-objective pair: diffusion with {label if label == 'simple' else name} for {budget}")
-        train_or_reuse(budgeted_run("diffusion", cfg, test, budget, model_changes), run_dir, train, test, log, progress)
-    return {label: run_dir for label, (run_dir, _) in runs.items()}
-
-
-def objective_pair_images(cfg: CompareConfig, available: int) -> int | None:
-    """Test images for the ε-objective pair's bounds: the models' number, capped at `objective_n_eval`. The pair's
-    contrast is a paired difference of two bounds on the same images, far larger than its standard error (on
-    Fashion-MNIST 0.57 bits/dim against a smallest detectable 0.004 from 2,000 images), so a quarter of the
-    images still decides it. The saving (≈ 45 s of a 28×28 compare on a CPU) holds while the draws that
-    `bpd_se` asks for stay at their floor: with fewer images each needs more draws for the same standard error."""
-    n = min(cfg.evaluation.n_eval or available, available)
-    return n if cfg.objective_n_eval is None else min(n, cfg.objective_n_eval)
 
 
 def with_preset(cfg: CompareConfig, side: int) -> CompareConfig:
@@ -380,14 +366,15 @@ def seed_folder(out: Path, cfg: CompareConfig, index: int) -> Path:
 
 
 def estimated_seconds(cfg: CompareConfig, side: int) -> float:
-    """A rough wall-clock estimate of the whole comparison on an idle machine: training budgets plus the preset's
-    measurement time, per seed."""
+    """A rough wall-clock estimate of the whole comparison on an idle machine: every design point's training
+    budget plus the preset's measurement time, per seed. The preset's was measured over seven runs (three
+    models, two β-sweep VAEs, the objective pair), so it is scaled by the points measured."""
     cfg = with_preset(cfg, side)
     preset = preset_for(side, str(pick_device(cfg.device)))
-    per_seed = expected_seconds(filled_budget(cfg), preset) * (
-        len(KINDS) + cfg.sweep_budget_fraction * len(cfg.beta_sweep) + 2 * cfg.objective_budget_fraction
-    )
-    return cfg.seeds * (per_seed + preset.measure_seconds)
+    points = planned_points(cfg)
+    budget = filled_budget(cfg)
+    train = sum((expected_seconds(budget.scaled(p.budget), preset) for p in points), 0.0)
+    return cfg.seeds * (train + preset.measure_seconds * len(points) / 7)
 
 
 def run_compare(
@@ -423,6 +410,7 @@ def run_compare(
         watch(JobEvent("done"))
     first = seeds[0]
     contrasts = fold_seeds([s.contrasts for s in seeds])
+    tables = [s.attribution for s in seeds if s.attribution is not None]
     results = CompareResults(
         config=cfg,
         machine=Machine.from_json(machine_info()),
@@ -432,6 +420,8 @@ def run_compare(
         beta_sweep=first.beta_sweep,
         contrasts=contrasts,
         seeds=tuple(seeds),
+        design=first.design,
+        attribution=fold_tables(tables) if tables else None,
     )
     return results, images
 
@@ -446,24 +436,27 @@ def run_seed(
     progress: bool,
     watch: Watch | None = None,
 ) -> tuple[SeedResult, dict[str, dict[str, Any]]]:
-    """One seed's comparison: train every run, measure each once (its model kept for the evidence beyond),
-    gather the evidence and judge it. The models' interpolations are the paths judged, the VAE's quality
-    samples its point of the steps sweep and of the β-sweep."""
-    runs = train_models(cfg, out, log, progress, train, test, watch)
-    sweep_runs = train_sweep(cfg, out, log, progress, train, test, watch)
-    objective_runs = train_objective_pair(cfg, out, log, progress, train, test)
+    """One seed's comparison: place the design, train every point, measure each once (its model kept for the
+    evidence beyond), gather the evidence of every pair and judge it; the attribution table from every pair.
+    The models' interpolations are the paths judged, the learned end's quality samples its point of the steps
+    sweep and of the β-sweep."""
+    design = design_for(cfg, test)
+    for name, why in design.absent:
+        log(f"design: {name} is not in this run ({why})")
+    runs = train_models(cfg, out, log, progress, train, test, watch, design)
     ev_cfg = replace(cfg.evaluation, interpolation_pairs=cfg.interpolation_pairs)
     models: dict[str, RunResult] = {}
     images: dict[str, dict[str, Any]] = {}
     loaded: dict[str, GenerativeModel] = {}
-    for kind, run_dir in runs.items():
-        models[kind], images[kind], loaded[kind] = measure_run(
-            run_dir, ev_cfg, test, features, watched_log(log, watch, kind), cfg.device
+    for name, run_dir in runs.items():
+        models[name], images[name], loaded[name] = measure_run(
+            run_dir, ev_cfg, test, features, watched_log(log, watch, name), cfg.device
         )
+    ends, merged = design.pair("ends"), design.pair("merged-fixed")
     reference = quality_reference(test, ev_cfg.n_samples)
     held_out = train.images[: ev_cfg.n_samples]
-    x0, _ = pair_images(test, cfg.interpolation_pairs, loaded["vae"].device)
-    log("floors, information curves, steps sweep, interpolation and timings")
+    x0, _ = pair_images(test, cfg.interpolation_pairs, pick_device(cfg.device))
+    log("floors, information curves, steps sweep and timings")
     floors = reference_floors(
         held_out,
         test.images,
@@ -474,71 +467,73 @@ def run_seed(
         seed=cfg.seed,
         real_source=f"{train.name} training images",
     )
-    information = information_curves(loaded, train, cfg)
-    steps = steps_evidence(loaded, models["vae"], reference, test.levels, features, cfg)
-    paths = {kind: r.measurement.interpolation for kind, r in models.items() if r.measurement.interpolation}
-    timings = paired_timings(loaded, x0, cfg)
-    sweep_cfg = replace(ev_cfg, parts=("information", "quality", "sharpness", "interpolation"))
-    points = [beta_point(models["vae"], loaded["vae"], held_out, reference, test.levels, features, cfg)]
-    for run_dir in sweep_runs.values():
-        run, _, vae = measure_run(run_dir, sweep_cfg, test, features, log, cfg.device)
-        points.append(beta_point(run, vae, held_out, reference, test.levels, features, cfg))
-    sweep = tuple(sorted(points, key=lambda p: p.beta))
-    # its sharpness is in `samples`; its bounds on fewer images than the models' (`objective_pair_images`)
-    objective_cfg = replace(ev_cfg, parts=("likelihood", "quality"), n_eval=objective_pair_images(cfg, len(test)))
-    objective = {
-        label: measure_run(run_dir, objective_cfg, test, features, log, cfg.device)[0]
-        for label, run_dir in objective_runs.items()
-    }
+    forward, code = information_curves(loaded, ends, train, cfg)
+    steps = steps_evidence(loaded, models, ends, reference, test.levels, features, cfg)
+    paths = {name: r.measurement.interpolation for name, r in models.items() if r.measurement.interpolation}
+    timings = paired_timings(loaded, ends, merged, x0, cfg)
+    sweep = sweep_points(design, models, loaded, held_out, reference, test.levels, features, cfg)
+    pair = design.pair("objective")
+    objective = {"elbo-weighted": models[pair[0]], "simple": models[pair[1]]} if pair else {}
     evidence = Evidence(
         models={k: r.measurement for k, r in models.items()},
         dims=test.dims,
         nfe=ev_cfg.quality_steps,
         sweep=sweep,
         floors=floors,
-        forward_information=information[0],
-        code_information=information[1] if len(information) > 1 else None,
+        forward_information=forward,
+        code_information=code,
         steps=steps,
         paths=paths,
         timings=timings,
         objective=(
             objective["simple"].measurement,
             objective["elbo-weighted"].measurement,
-            elbo_weighted(loaded["diffusion"].config)[1],
+            objective["elbo-weighted"].measurement.objective,
         )
         if objective
         else None,
+        ends=ends,
+        merged=merged,
+        objective_pair=pair,
     )
+    table = attribution(design, pair_evidence(design, models, loaded, x0, cfg))
+    curves = tuple(c for c in (forward, code) if c is not None)
     return SeedResult(
-        cfg.seed, models, sweep, floors, information, steps, paths, timings, objective, judge(evidence)
+        cfg.seed, models, sweep, floors, curves, steps, paths, timings, objective, judge(evidence), design, table
     ), images
 
 
-def information_curves(loaded: dict[str, Any], train: ImageData, cfg: CompareConfig) -> tuple[InformationCurve, ...]:
-    """I(x_0; x_t) of diffusion's forward process on the training images, and the VAE's I(x; z) on the same ones."""
+def information_curves(
+    loaded: dict[str, GenerativeModel], ends: tuple[str, str] | None, train: ImageData, cfg: CompareConfig
+) -> tuple[InformationCurve | None, InformationCurve | None]:
+    """Each end's `information_curve` on the same training images: the fixed end's (the forward process along t)
+    and the learned end's (its code); None where there are no ends or an end declares none."""
+    if ends is None:
+        return None, None
     x = train.model_range(slice(0, min(len(train), cfg.information_images)))
-    curves = [
-        forward_information(x, loaded["diffusion"].diffusion.schedule, draws=cfg.information_draws, seed=cfg.seed)
-    ]
-    vae = loaded["vae"]
-    with torch.no_grad():
-        mean, logvar = vae.posterior(x.to(vae.device))
-    curves.append(code_information(mean.cpu(), logvar.cpu(), cfg.information_draws, cfg.seed))
-    return tuple(curves)
+    learned, fixed = (loaded[name] for name in ends)
+    return (
+        fixed.information_curve(x, cfg.information_draws, cfg.seed),
+        learned.information_curve(x, cfg.information_draws, cfg.seed),
+    )
 
 
 def steps_evidence(
     loaded: dict[str, GenerativeModel],
-    vae: RunResult,
+    models: dict[str, RunResult],
+    ends: tuple[str, str] | None,
     reference: Any,
     levels: int,
     features: FeatureExtractor,
     cfg: CompareConfig,
 ) -> tuple[StepsPoint, ...]:
-    """Sample figures against steps for diffusion (ancestral, DDIM) and the VAE's one pass (its quality samples,
-    measured already), on the same axes."""
-    diffusion = steps_sweep(
-        loaded["diffusion"],
+    """Sample figures against steps for the fixed end (each sampler it offers) and the learned end's one pass (its
+    quality samples, measured already), on the same axes."""
+    if ends is None:
+        return ()
+    learned, fixed = ends
+    chain = steps_sweep(
+        loaded[fixed],
         reference,
         levels,
         features,
@@ -547,40 +542,95 @@ def steps_evidence(
         replicates=cfg.steps_replicates,
         seed=cfg.seed,
     )
-    return (*diffusion, StepsPoint.of(vae.measurement))
+    return (*chain, StepsPoint.of(models[learned].measurement))
 
 
-def paired_timings(loaded: dict[str, Any], x: Any, cfg: CompareConfig) -> dict[str, PairedTiming]:
-    """Alternating timings: encoding (VAE, diffusion), sampling (VAE, diffusion at the quality NFE) and a DDIM
-    chain of the same NFE in latent and in pixel space."""
-    vae, dif, n, reps = loaded["vae"], loaded["diffusion"], len(x), cfg.timing_repeats
-    nfe = cfg.evaluation.quality_steps
-    sampler, steps = quality_sampling(dif, cfg.evaluation)
-    g = lambda: torch.Generator(dif.device).manual_seed(cfg.seed)
-    found = {
-        "encoder": paired_timing(
-            "vae encode", lambda: vae.encode(x), "diffusion encode", lambda: dif.encode(x), reps, dif.device
-        ),
-        "decoder": paired_timing(
-            "vae sample",
-            lambda: vae.sample(n, g()),
-            f"diffusion {sampler} {steps}",
-            lambda: dif.sample(n, g(), sampler=sampler, steps=steps),
-            reps,
-            dif.device,
-        ),
-    }
-    if "latent-diffusion" in loaded:
-        ld = loaded["latent-diffusion"]
-        found["latent"] = paired_timing(
-            f"latent diffusion ddim {nfe}",
-            lambda: ld.sample(n, g(), sampler="ddim", steps=nfe),
-            f"pixel diffusion ddim {nfe}",
-            lambda: dif.sample(n, g(), sampler="ddim", steps=nfe),
-            reps,
-            dif.device,
-        )
+def seeded(model: GenerativeModel, seed: int) -> torch.Generator:
+    """A generator on the model's device, seeded."""
+    return torch.Generator(model.device).manual_seed(seed)
+
+
+def sampling_timing(
+    a: str, model_a: GenerativeModel, b: str, model_b: GenerativeModel, x: Any, cfg: CompareConfig
+) -> PairedTiming:
+    """Alternating timings of a batch of samples from `a` and from `b`, each at its quality sampler and NFE."""
+    (sampler_a, steps_a), (sampler_b, steps_b) = (quality_sampling(m, cfg.evaluation) for m in (model_a, model_b))
+    n, seed = len(x), cfg.seed
+    return paired_timing(
+        f"{a} {sampler_a} {steps_a}",
+        lambda: model_a.sample(n, seeded(model_a, seed), sampler=sampler_a, steps=steps_a),
+        f"{b} {sampler_b} {steps_b}",
+        lambda: model_b.sample(n, seeded(model_b, seed), sampler=sampler_b, steps=steps_b),
+        cfg.timing_repeats,
+        model_b.device,
+    )
+
+
+def paired_timings(
+    loaded: dict[str, GenerativeModel],
+    ends: tuple[str, str] | None,
+    merged: tuple[str, str] | None,
+    x: Any,
+    cfg: CompareConfig,
+) -> dict[str, PairedTiming]:
+    """Alternating timings: encoding and sampling of the two ends, and a DDIM chain of the same NFE over the
+    merged model's latent and in the fixed end's pixel space, where the models offer them."""
+    found = {}
+    reps, nfe = cfg.timing_repeats, cfg.evaluation.quality_steps
+    if ends is not None:
+        (a, b), (vae, dif) = ends, (loaded[name] for name in ends)
+        if vae.capabilities.encoding is not None and dif.capabilities.encoding is not None:
+            found["encoder"] = paired_timing(
+                f"{a} encode", lambda: vae.encode(x), f"{b} encode", lambda: dif.encode(x), reps, dif.device
+            )
+        found["decoder"] = sampling_timing(a, vae, b, dif, x, cfg)
+    if merged is not None:
+        (pixel, latent), (dif, ld) = merged, (loaded[name] for name in merged)
+        if all("ddim" in m.capabilities.samplers for m in (dif, ld)):
+            found["latent"] = paired_timing(
+                f"{latent} ddim {nfe}",
+                lambda: ld.sample(len(x), seeded(ld, cfg.seed), sampler="ddim", steps=nfe),
+                f"{pixel} ddim {nfe}",
+                lambda: dif.sample(len(x), seeded(dif, cfg.seed), sampler="ddim", steps=nfe),
+                reps,
+                dif.device,
+            )
     return found
+
+
+def pair_evidence(
+    design: Design, models: dict[str, RunResult], loaded: dict[str, GenerativeModel], x: Any, cfg: CompareConfig
+) -> dict[tuple[str, str], PairEvidence]:
+    """What each judged pair's row is read from: both measurements (their interpolation paths among them) and an
+    alternating timing of their sampling."""
+    found: dict[tuple[str, str], PairEvidence] = {}
+    for p in design.pairings:
+        if p.pair is None or p.pair in found:
+            continue
+        a, b = p.pair
+        timing = sampling_timing(a, loaded[a], b, loaded[b], x, cfg)
+        found[p.pair] = PairEvidence(models[a].measurement, models[b].measurement, timing)
+    return found
+
+
+def sweep_points(
+    design: Design,
+    models: dict[str, RunResult],
+    loaded: dict[str, GenerativeModel],
+    held_out: Any,
+    reference: Any,
+    levels: int,
+    features: FeatureExtractor,
+    cfg: CompareConfig,
+) -> tuple[SweepPoint, ...]:
+    """The β-sweep on the rate–distortion axes: its points, and the learned end where it is of their kind, by β."""
+    names = [p.point.name for p in design.placed if p.point.role == SWEEP]
+    ends = design.pair("ends")
+    kinds = {design.point(n).point.kind for n in names}
+    if ends is not None and design.point(ends[0]).point.kind in kinds:
+        names.append(ends[0])
+    found = [beta_point(models[n], loaded[n], held_out, reference, levels, features, cfg) for n in names]
+    return tuple(sorted(found, key=lambda p: p.beta))
 
 
 def beta_point(

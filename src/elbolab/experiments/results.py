@@ -13,6 +13,8 @@ from elbolab.evaluate.interpolation import PathStats
 from elbolab.evaluate.run import Measurement
 from elbolab.evaluate.speed import PairedTiming
 from elbolab.evaluate.steps import StepsPoint
+from elbolab.experiments.attribution import Attribution
+from elbolab.experiments.design import Design
 from elbolab.records import Contrast, DataInfo, FeatureNet, Machine, Record, SweepPoint
 from elbolab.registry import model_classes
 from elbolab.vae import VAEConfig
@@ -51,7 +53,8 @@ class SeedResult(Record):
     `floors`: real held-out and blurred images on the sample figures; `information`: I(x_0; x_t) of the
     forward process along t and the VAE's I(x; z); `steps`: sample figures against sampling steps;
     `paths`: interpolation per model; `timings`: alternating timings ("encoder", "decoder", "latent");
-    `objective`: the diffusion pair trained with L_simple and with the ELBO's weighting.
+    `objective`: the diffusion pair trained with L_simple and with the ELBO's weighting; `design`: the points
+    placed and their pairs; `attribution`: every pair's effect on every outcome.
     """
 
     seed: int
@@ -64,13 +67,16 @@ class SeedResult(Record):
     timings: dict[str, PairedTiming] = field(default_factory=dict)
     objective: dict[str, RunResult] = field(default_factory=dict)
     contrasts: tuple[Contrast, ...] = ()
+    design: Design | None = None
+    attribution: Attribution | None = None
 
 
 @dataclass(frozen=True)
 class CompareResults(Record):
     """Everything a comparison found: per model and β-sweep (the first seed's), a verdict per contrast (all
-    seeds folded), and each seed's own measurements and contrasts in `seeds`; `config` is what `compare` ran
-    (for a report on existing runs: their data and evaluation, the runs named in `runs`)."""
+    seeds folded), the design and its attribution table, and each seed's own measurements and contrasts in
+    `seeds`; `config` is what `compare` ran (for a report on existing runs: their data and evaluation, the runs
+    named in `runs`)."""
 
     config: CompareConfig
     machine: Machine
@@ -81,6 +87,8 @@ class CompareResults(Record):
     contrasts: tuple[Contrast, ...]
     seeds: tuple[SeedResult, ...] = ()
     runs: tuple[str, ...] = ()  # the run folders a report on existing runs measured (empty: compare trained them)
+    design: Design | None = None  # the first seed's (every seed places the same design)
+    attribution: Attribution | None = None  # every seed's table folded
 
     @classmethod
     def type_names(cls) -> dict[str, Any]:

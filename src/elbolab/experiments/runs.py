@@ -22,12 +22,21 @@ from elbolab.evaluate.run import (
     measure,
 )
 from elbolab.evaluate.speed import PassCounter
+from elbolab.experiments.design import Design, DesignPoint, declared, place
 from elbolab.experiments.results import CompareResults, RunResult
 from elbolab.experiments.verdicts import Evidence, judge, sweep_point
 from elbolab.machine import machine_info
 from elbolab.model import GenerativeModel
 from elbolab.records import DataInfo, FeatureNet, Machine
-from elbolab.train.run import METRICS_FILE, WEIGHTS_FILE, RunConfig, list_checkpoints, load_run, read_run_config
+from elbolab.train.run import (
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    RunConfig,
+    build_model,
+    list_checkpoints,
+    load_run,
+    read_run_config,
+)
 
 
 def data_info(test: ImageData) -> DataInfo:
@@ -104,7 +113,12 @@ def measure_runs(
     models, images = {}, {}
     for run_dir, run_cfg in configs.items():
         models[run_cfg.kind], images[run_cfg.kind], _ = measure_run(run_dir, evaluation, test, features, log, device)
-    sweep = (sweep_point(models["vae"]),) if "vae" in models else ()
+    design = runs_design(configs)
+    ends, merged = design.pair("ends"), design.pair("merged-fixed")
+    try:
+        sweep = (sweep_point(models[ends[0]]),) if ends else ()
+    except TypeError:  # the learned end has no β (it is no VAE): nothing to place on the sweep
+        sweep = ()
     from elbolab.experiments.compare import CompareConfig
 
     results = CompareResults(
@@ -115,11 +129,26 @@ def measure_runs(
         models=models,
         beta_sweep=sweep,
         contrasts=judge(
-            Evidence({k: r.measurement for k, r in models.items()}, test.dims, evaluation.quality_steps, sweep)
+            Evidence(
+                {k: r.measurement for k, r in models.items()},
+                test.dims,
+                evaluation.quality_steps,
+                sweep,
+                ends=ends,
+                merged=merged,
+            )
         ),
         runs=tuple(str(r) for r in run_dirs),
+        design=design,
     )
     return results, images
+
+
+def runs_design(configs: dict[Path, RunConfig]) -> Design:
+    """The design of existing runs: one point per run, named by its kind, at its own levels."""
+    points = {run_cfg.kind: DesignPoint(run_cfg.kind, run_cfg.kind) for run_cfg in configs.values()}
+    levels = {run_cfg.kind: declared(build_model(run_cfg)) for run_cfg in configs.values()}
+    return place("full", tuple(points.values()), lambda point: levels[point.name])
 
 
 def evaluate_run(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
@@ -25,7 +26,6 @@ from elbolab.evaluate.interpolation import PathStats
 from elbolab.evaluate.run import Measurement
 from elbolab.evaluate.speed import PairedTiming
 from elbolab.evaluate.steps import StepsPoint
-from elbolab.experiments.results import RunResult
 from elbolab.records import (
     COMBINE,
     BoundSummary,
@@ -36,6 +36,9 @@ from elbolab.records import (
     SweepPoint,
     percentile_interval,
 )
+
+if TYPE_CHECKING:  # results holds the attribution table, which builds its effects here
+    from elbolab.experiments.results import RunResult
 
 Z95 = 1.959963984540054
 
@@ -551,10 +554,11 @@ def contrast_objective(simple: Measurement, weighted: Measurement, weighted_name
 INTERPOLATION = "Interpolation: a VAE's latent space vs. diffusion's inverted noise"
 
 
-def contrast_interpolation(paths: dict[str, PathStats]) -> Contrast:
-    """Paired over the same image pairs: midpoint recognisability (classifier confidence) and evenness."""
+def contrast_interpolation(paths: dict[str, PathStats], ends: tuple[str, str]) -> Contrast:
+    """Paired over the same image pairs of the two ends (learned, fixed): midpoint recognisability (classifier
+    confidence) and evenness."""
     claim = "VAE latent spaces are great for interpolating between concepts: the midpoints are recognisable."
-    if not {"vae", "diffusion"} <= set(paths):
+    if not set(ends) <= set(paths):
         return no_evidence(
             INTERPOLATION,
             claim,
@@ -562,7 +566,7 @@ def contrast_interpolation(paths: dict[str, PathStats]) -> Contrast:
             "classifier confidence on interior frames, VAE − diffusion, paired t-interval over image "
             "pairs, claimed > 0",
         )
-    v, d = paths["vae"], paths["diffusion"]
+    v, d = (paths[name] for name in ends)
     conf = paired_effect(
         "classifier confidence on interior frames, VAE − diffusion",
         v.interior_confidence,
@@ -575,7 +579,7 @@ def contrast_interpolation(paths: dict[str, PathStats]) -> Contrast:
     rows = "; ".join(
         f"{k}: confidence {np.mean(p.interior_confidence):.2f} inside, {np.mean(p.end_confidence):.2f} "
         f"at the ends, mean step {np.mean(p.step_mean):.2f}, max/mean {np.mean(p.max_step_ratio):.2f}"
-        for k, p in paths.items()
+        for k, p in ((name, paths[name]) for name in ends)
     )
     return judged(
         INTERPOLATION,
@@ -669,44 +673,53 @@ class Evidence:
     paths: dict[str, PathStats] | None = None
     timings: dict[str, PairedTiming] | None = None
     objective: tuple[Measurement, Measurement, str] | None = None  # (L_simple, ELBO-weighted, its name)
+    ends: tuple[str, str] | None = None  # the learned one-step end and the fixed many-step end (`design` "ends")
+    merged: tuple[str, str] | None = None  # the fixed end and the merged model (`design` "merged-fixed")
+    objective_pair: tuple[str, str] | None = None  # the ELBO-weighted and the L_simple model (`design` "objective")
 
 
 def judge(ev: Evidence) -> tuple[Contrast, ...]:
-    """Every contrast whose measurements the evidence holds."""
+    """Every contrast whose measurements the evidence holds, each naming its factor and pair: those of the two
+    ends on their pair, the steps sweep within the fixed end, the β-sweep, the ε-objective pair's, and the merged
+    model's against the fixed end."""
     m, timings, out = ev.models, ev.timings or {}, []
-    if {"vae", "diffusion"} <= set(m):
-        vae, dif = m["vae"], m["diffusion"]
+    if ev.ends is not None:
+        vae, dif = (m[name] for name in ev.ends)
+        ends = []
         if "encoder" in timings:
-            out.append(contrast_encoder(timings["encoder"], vae.encoder_parameters or 0, dif.encode_passes or 0))
-        if ev.forward_information is not None:
-            out.append(
+            ends.append(contrast_encoder(timings["encoder"], vae.encoder_parameters or 0, dif.encode_passes or 0))
+        if ev.forward_information is not None and vae.information and vae.information.latent:
+            ends.append(
                 contrast_bottleneck(
                     ev.forward_information, ev.code_information, vae.information.latent.latent_dims, ev.dims
                 )
             )
         if "decoder" in timings:
-            out.append(contrast_speed(timings["decoder"], ev.nfe))
+            ends.append(contrast_speed(timings["decoder"], ev.nfe))
         if vae.samples is not None and dif.samples is not None:
-            out.append(contrast_sharpness(vae.samples, dif.samples, ev.floors))
+            ends.append(contrast_sharpness(vae.samples, dif.samples, ev.floors))
             if vae.samples.fd is not None and dif.samples.fd is not None:
-                out.append(contrast_quality(vae.samples, dif.samples, ev.floors))
+                ends.append(contrast_quality(vae.samples, dif.samples, ev.floors))
+        out += [replace(c, factor="ends", pair=ev.ends) for c in ends]
         if ev.steps:
-            out.append(contrast_steps(ev.steps))
+            out.append(replace(contrast_steps(ev.steps), factor="steps", pair=ev.ends[1:]))
         if len(ev.sweep) >= 2:
-            out += [contrast_tug_blur(ev.sweep), contrast_tug_disjoint(ev.sweep)]
+            out += [
+                replace(c, factor="objective") for c in (contrast_tug_blur(ev.sweep), contrast_tug_disjoint(ev.sweep))
+            ]
         if vae.bound and dif.bound:
-            out.append(contrast_likelihood(vae.bound, dif.bound))
+            out.append(replace(contrast_likelihood(vae.bound, dif.bound), factor="ends", pair=ev.ends))
         if ev.paths:
-            out.append(contrast_interpolation(ev.paths))
+            out.append(replace(contrast_interpolation(ev.paths, ev.ends), factor="ends", pair=ev.ends))
     if ev.objective is not None:
-        out.append(contrast_objective(*ev.objective))
-    if {"latent-diffusion", "diffusion"} <= set(m) and m["latent-diffusion"].bound:
-        latent = m["latent-diffusion"].information.latent
-        out.append(
-            contrast_latent(
-                m["latent-diffusion"], timings.get("latent"), ev.dims, latent.latent_dims if latent else ev.dims, ev.nfe
-            )
+        out.append(replace(contrast_objective(*ev.objective), factor="objective", pair=ev.objective_pair or ()))
+    if ev.merged is not None and m[ev.merged[1]].bound and "autoencoder" in m[ev.merged[1]].components:
+        merged = m[ev.merged[1]]
+        latent = merged.information.latent if merged.information else None
+        contrast = contrast_latent(
+            merged, timings.get("latent"), ev.dims, latent.latent_dims if latent else ev.dims, ev.nfe
         )
+        out.append(replace(contrast, factor="merged", pair=ev.merged))
     return tuple(out)
 
 

@@ -16,11 +16,15 @@ from elbolab.evaluate.floors import Floors
 from elbolab.evaluate.run import Measurement
 from elbolab.evaluate.steps import StepsPoint
 from elbolab.records import RatePoint, Resampled, SampleFigures, SpeedRow, SweepPoint
+from elbolab.registry import LABELS, MODEL_KINDS
 
-#: one colour per model kind (Okabe–Ito, readable by colour-blind readers); other kinds take the rest in turn
-COLOURS = {"vae": "#0072B2", "diffusion": "#D55E00", "latent-diffusion": "#009E73"}
+#: the colours of the first registered kinds, in registry order (Okabe–Ito, readable by colour-blind readers); other
+#: models take the rest in turn
+PALETTE = ("#0072B2", "#D55E00", "#009E73")
 SPARE_COLOURS = ("#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
-LABELS = {"vae": "VAE", "diffusion": "diffusion", "latent-diffusion": "latent diffusion"}
+COLOURS: dict[str, str] = {}
+#: the colours of a learned code and of a fixed chain, in the figures about one or the other
+LEARNED, FIXED = PALETTE[0], PALETTE[1]
 #: one marker and line style per sampler, the same in every plot
 SAMPLER_STYLE = {"decoder": ("*", "-"), "ddim": ("o", "-"), "dpm-solver++": ("^", "--"), "ancestral": ("s", ":")}
 DECADES_FOR_LOG = 1.5  # a positive axis whose data span more than this many decades is drawn on a log scale
@@ -28,16 +32,19 @@ DECADES_FOR_LOG = 1.5  # a positive axis whose data span more than this many dec
 Pick = Callable[[SampleFigures], Resampled | None]
 
 
-def colour(kind: str) -> str:
-    """The colour of a model kind in every figure and table of the report."""
-    if kind not in COLOURS:
-        COLOURS[kind] = SPARE_COLOURS[(len(COLOURS) - 3) % len(SPARE_COLOURS)]
-    return COLOURS[kind]
+def colour(name: str) -> str:
+    """The colour of a model in every figure and table of the report: a registered kind's by its place in the
+    registry, any other the next spare one."""
+    if name not in COLOURS:
+        kinds = list(MODEL_KINDS)[: len(PALETTE)]
+        spare = sum(c in SPARE_COLOURS for c in COLOURS.values())
+        COLOURS[name] = PALETTE[kinds.index(name)] if name in kinds else SPARE_COLOURS[spare % len(SPARE_COLOURS)]
+    return COLOURS[name]
 
 
-def label(kind: str) -> str:
-    """A model kind as readers name it."""
-    return LABELS.get(kind, kind)
+def label(name: str) -> str:
+    """A model as readers name it: a registered kind's label, else its name."""
+    return LABELS.get(name, name)
 
 
 def png(fig) -> bytes:
@@ -84,7 +91,7 @@ def bound_terms(models: dict[str, Measurement]) -> bytes:
 def per_step_terms(per_step_bpd: Sequence[float]) -> bytes:
     """Diffusion's bound along the chain: L_{t−1} for t = 1..T (log scale)."""
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
-    ax.semilogy(range(1, len(per_step_bpd) + 1), [max(v, 1e-12) for v in per_step_bpd], color=colour("diffusion"))
+    ax.semilogy(range(1, len(per_step_bpd) + 1), [max(v, 1e-12) for v in per_step_bpd], color=FIXED)
     ax.set_xlabel("step t (of T)")
     ax.set_ylabel(r"$L_{t-1}$ (bits/dim)")
     ax.set_title("Diffusion: the bound is a sum of small per-step KLs")
@@ -100,16 +107,16 @@ def rate_distortion(diffusion_curve: Sequence[RatePoint], vae_points: Sequence[S
             [r.distortion_rmse for r in diffusion_curve],
             "o-",
             ms=3,
-            color=colour("diffusion"),
+            color=FIXED,
             label="diffusion: progressive coding along t",
         )
     for p in vae_points:
-        ax.plot(p.rate_bpd, p.distortion_rmse, "s", ms=7, color=colour("vae"))
+        ax.plot(p.rate_bpd, p.distortion_rmse, "s", ms=7, color=LEARNED)
         ax.annotate(
             f"β={p.beta:g}", (p.rate_bpd, p.distortion_rmse), fontsize=8, xytext=(5, 4), textcoords="offset points"
         )
     if vae_points:
-        ax.plot([], [], "s", color=colour("vae"), label="VAE β-sweep: rate KL(q‖p) vs reconstruction")
+        ax.plot([], [], "s", color=LEARNED, label="VAE β-sweep: rate KL(q‖p) vs reconstruction")
     ax.set_xscale("symlog", linthresh=0.01)
     ax.set_xlabel("rate (bits/dim, symmetric log scale)")
     ax.set_ylabel("distortion: RMSE (0–255 scale)")
@@ -126,14 +133,14 @@ def information_curve(curve: Sequence[RatePoint], latent_rates: dict[str, float]
     ax.plot(
         ts,
         [r.capacity_bpd for r in rows],
-        color=colour("diffusion"),
+        color=FIXED,
         label="ceiling on I(x_0; x_t): Σ ½ log(1 + SNR·Var x_0)",
     )
     ax.plot(
         ts,
         [r.bits_to_recover_bpd for r in rows],
         "--",
-        color=colour("diffusion"),
+        color=FIXED,
         label="bits still needed to recover x_0 from x_t",
     )
     for i, (kind, rate) in enumerate(latent_rates.items()):
@@ -226,10 +233,10 @@ def information_curves(curves: tuple) -> bytes:
         if len(c.steps) > 1:
             lo = [v - 1.96 * s for v, s in zip(c.nats, c.stderr_nats)]
             hi = [v + 1.96 * s for v, s in zip(c.nats, c.stderr_nats)]
-            ax.plot(c.steps, c.nats, color=colour("diffusion"), label=f"{c.name}: I(x_0; x_t)")
-            ax.fill_between(c.steps, lo, hi, color=colour("diffusion"), alpha=0.25)
+            ax.plot(c.steps, c.nats, color=FIXED, label=f"{c.name}: I(x_0; x_t)")
+            ax.fill_between(c.steps, lo, hi, color=FIXED, alpha=0.25)
         else:
-            ax.axhline(c.nats[0], color=colour("vae"), label=f"{c.name}: I(x; z), one step")
+            ax.axhline(c.nats[0], color=LEARNED, label=f"{c.name}: I(x; z), one step")
     if curves:
         ax.axhline(curves[0].max_nats, color="grey", ls=":", label=f"log N (N = {curves[0].n_images})")
     ax.set_xlabel("forward step t")
@@ -289,7 +296,7 @@ def beta_sweep(points: Sequence[SweepPoint]) -> bytes:
         ([p.reconstruction_figures for p in points], "s--", "reconstructions"),
     ):
         values = [f.fd.value if f is not None and f.fd is not None else float("nan") for f in sets]
-        left.plot(betas, values, style, color=colour("vae"), label=name)
+        left.plot(betas, values, style, color=LEARNED, label=name)
     left.set_xscale("log")
     left.set_xlabel("β")
     left.set_ylabel("Fréchet distance")
@@ -298,7 +305,7 @@ def beta_sweep(points: Sequence[SweepPoint]) -> bytes:
         betas,
         [p.sample_figures.laplacian_ratio.value if p.sample_figures else float("nan") for p in points],
         "o-",
-        color=colour("vae"),
+        color=LEARNED,
     )
     right.axhline(1.0, color="black", ls=":")
     right.set_xscale("log")

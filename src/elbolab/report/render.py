@@ -1,7 +1,8 @@
 """The comparison report: one self-contained HTML page (every image embedded as a data URI, no scripts,
 no fonts, no network) and the same content as Markdown with its images as files beside it.
 
-Order: a verdict board (one row per contrast), then each contrast with its claim, measurement, effect,
+Order: the attribution table (what each design choice does to each outcome) beside the design figure, a verdict
+board (one row per contrast), then each contrast with its claim, measurement, effect,
 rule, verdict and the figure that shows it; then the summary table, the figures no contrast named, and
 the configuration, seeds, versions and machine.
 """
@@ -24,21 +25,11 @@ from elbolab.atomic import atomic_write_bytes, atomic_write_text
 from elbolab.experiments.results import CompareResults
 from elbolab.experiments.verdicts import show_figure
 from elbolab.records import Contrast, Effect, Resampled
+from elbolab.report.attribution import CSS as ATTRIBUTION_CSS
+from elbolab.report.attribution import attribution_markdown, attribution_section
 from elbolab.report.figures import colour, label
 from elbolab.report.gallery import Figure, Material, draw, figure_name
-
-esc = html.escape
-
-
-def num(value: Any, digits: int = 3) -> str:
-    """A number as a reader reads it: `digits` significant digits, "–" for missing or NaN."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:.{digits}g}" if abs(value) < 1e5 else f"{value:.3e}"
+from elbolab.report.markup import badge, esc, num
 
 
 def effect_text(e: Effect | None) -> str:
@@ -240,11 +231,6 @@ table.kv td:first-child{white-space:normal;overflow-wrap:anywhere;font-family:ui
 """
 
 
-def badge(verdict: str) -> str:
-    """The verdict as a CSS-drawn badge: a shape, a colour and the word (screen readers hear "verdict: …")."""
-    return f'<span class="badge {verdict.replace(" ", "-")}"><span class="sr">verdict: </span>{esc(verdict)}</span>'
-
-
 def data_uri(png: bytes) -> str:
     """PNG bytes as a data: URI."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
@@ -270,9 +256,18 @@ def swatch(kind: str) -> str:
     return f'<span class="swatch" style="background:{colour(kind)}" aria-hidden="true"></span>'
 
 
+def pair_text(c: Contrast) -> str | None:
+    """'factor: a vs. b' of a contrast (one name: within that model); None where it names neither."""
+    if not (c.factor or c.pair):
+        return None
+    pair = " vs. ".join(c.pair) if len(c.pair) > 1 else (f"within {c.pair[0]}" if c.pair else "")
+    return f"{c.factor}: {pair}" if c.factor and pair else c.factor or pair
+
+
 def contrast_html(c: Contrast, anchor: str, fig: Figure | None) -> str:
     """One contrast: claim, measurement, effect, rule, verdict and its figure."""
     items = [
+        ("Factor and pair", pair_text(c)),
         ("Claim", c.claim),
         ("Measured", c.measured),
         ("Effect", effect_text(c.effect)),
@@ -351,12 +346,17 @@ def to_html(results: CompareResults, drawn: dict[str, Figure]) -> str:
     )
     settings = table_html(["setting", "value"], [[esc(k), esc(v)] for k, v in setting_rows(results)], "kv")
     title = f"elbolab compare — {results.data.name}"
+    attribution = (
+        attribution_section(results.attribution, results.design)
+        if results.attribution is not None and results.design is not None
+        else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{esc(title)}</title><link rel="icon" href="data:,"><style>{CSS}</style></head>
+<title>{esc(title)}</title><link rel="icon" href="data:,"><style>{CSS}{ATTRIBUTION_CSS}</style></head>
 <body><main>
 <header><h1>{esc(title)}</h1><p class="lede">{esc(lede(results))}</p></header>
-<section aria-labelledby="verdicts-h"><h2 id="verdicts-h">Verdicts</h2>{board_html(rows)}</section>
+{attribution}<section aria-labelledby="verdicts-h"><h2 id="verdicts-h">Verdicts</h2>{board_html(rows)}</section>
 <section aria-labelledby="contrasts-h"><h2 id="contrasts-h">The contrasts, measured</h2>{contrasts}</section>
 <section aria-labelledby="summary-h"><h2 id="summary-h">Summary</h2>{summary}</section>
 {f'<section aria-labelledby="more-h"><h2 id="more-h">More figures</h2>{others}</section>' if others else ""}
@@ -396,6 +396,11 @@ def to_markdown(results: CompareResults, drawn: dict[str, Figure]) -> str:
         "",
         md_text(lede(results)),
         "",
+        *(
+            attribution_markdown(results.attribution, results.design)
+            if results.attribution is not None and results.design is not None
+            else []
+        ),
         "## Verdicts",
         "",
         "| verdict | contrast | effect (95% interval) |",
@@ -414,6 +419,7 @@ def to_markdown(results: CompareResults, drawn: dict[str, Figure]) -> str:
             "",
             f"**Verdict: {c.verdict}**",
             "",
+            *([f"*Factor and pair.* {pair_text(c)}", ""] if pair_text(c) else []),
             f"*Claim.* {c.claim}",
             "",
             f"*Measured.* {c.measured}",

@@ -13,6 +13,7 @@ from elbolab.bounds import Bound, Estimator, sum_per_example
 from elbolab.config import require
 from elbolab.data.base import ImageData
 from elbolab.errors import ConfigError, DataError
+from elbolab.information import InformationCurve, code_information
 from elbolab.likelihoods import pixel_likelihood
 from elbolab.model import DECODER, Capabilities, DesignLevels, Encoding, GenerativeModel, class_count
 from elbolab.nets.conv import ClassMap, ConvDecoder, ConvEncoder, full_latent_channels
@@ -125,6 +126,12 @@ class VAE(GenerativeModel):
             design=self.design_levels(),
             classes=self.classes,
         )
+
+    @torch.no_grad()
+    def information_curve(self, x: Tensor, draws: int = 256, seed: int = 0) -> InformationCurve:
+        """I(x; z) of the code q(z|x) for x uniform over the images x."""
+        mean, logvar = self.posterior(x.to(self.device))
+        return code_information(mean.cpu(), logvar.cpu(), draws, seed)
 
     def design_levels(self) -> DesignLevels:
         """A learned one-step encoder and one-pass decoder around z (latent fraction 1.0 for latent=full); the ELBO
