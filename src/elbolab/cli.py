@@ -549,6 +549,13 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int, devi
     show_default=True,
     help="The models trained: core (one pair per essay choice) or full (also the learned-encoder chain and more T).",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="Runs trained at once on a CPU, each in its own process at one thread (the answer does not change).",
+)
 @click.option("--quick", is_flag=True, help="Small evaluation (fewer images, samples and steps): a smoke test.")
 @click.option("--quiet", is_flag=True, help="No progress display, only the job's log lines.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.", callback=_device)
@@ -562,6 +569,7 @@ def compare(
     n_samples: int,
     features: str,
     design: str,
+    jobs: int,
     quick: bool,
     quiet: bool,
     device: str,
@@ -609,6 +617,7 @@ def compare(
         beta_sweep=(4.0,) if quick else CompareConfig.beta_sweep,
         device=device,
         design=design,
+        jobs=jobs,
     )
     if quick:
         cfg = replace(

@@ -9,7 +9,9 @@ could come out either way, and states the rule it applied.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,7 @@ from elbolab.machine import machine_info
 from elbolab.model import DesignLevels, GenerativeModel
 from elbolab.records import FeatureNet, Machine, SweepPoint
 from elbolab.registry import MODEL_KINDS, model_classes
-from elbolab.train.api import fit_run
+from elbolab.train.api import fit_run, use_threads
 from elbolab.train.budget import Budget
 from elbolab.train.checkpoint import atomic_write_json
 from elbolab.train.config import TrainConfig
@@ -169,6 +171,8 @@ class CompareConfig:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per kind: extra --set keys
     device: str = "auto"  # where every model trains and is measured: auto | cpu | cuda[:N]
     design: str = "core"  # the models trained and the contrasts judged (`experiments.design`): core | full
+    jobs: int = 2  # runs trained at once on a CPU, each in its own process at one thread (1: in turn, in this one)
+    measure_threads: int = 2  # torch threads of the measurement, the same on every machine whatever its cores
 
     def __post_init__(self) -> None:
         if isinstance(self.budget, int | float):
@@ -176,6 +180,8 @@ class CompareConfig:
         if self.seeds < 1:
             raise ConfigError(f"--seeds must be at least 1, got {self.seeds}")
         require("--design", self.design, self.design in DESIGNS, f"one of {', '.join(DESIGNS)}")
+        require("--jobs", self.jobs, isinstance(self.jobs, int) and 1 <= self.jobs <= 64, "an integer from 1 to 64")
+        require("measure_threads", self.measure_threads, 1 <= self.measure_threads <= 256, "an integer from 1 to 256")
 
 
 @dataclass(frozen=True)
@@ -335,14 +341,42 @@ def train_models(
     train = train or load_data(cfg.data, "train", cfg.data_dir)
     test = test or load_data(cfg.data, "test", cfg.data_dir)
     design = design or design_for(cfg, test)
-    runs = {}
-    for placed in design.placed:
-        name = placed.point.name
-        runs[name] = out / "runs" / name
+    todo = {placed.point.name: point_run(placed.point, cfg, test) for placed in design.placed}
+    runs = {name: out / "runs" / name for name in todo}
+    if cfg.jobs > 1 and len(todo) > 1 and pick_device(cfg.device).type == "cpu":
+        train_in_processes(todo, runs, cfg, log, watch)
+        return runs
+    for name, run_cfg in todo.items():
         if watch:
             watch(JobEvent("train", name))
-        train_or_reuse(point_run(placed.point, cfg, test), runs[name], train, test, log, progress, watch, name)
+        train_or_reuse(run_cfg, runs[name], train, test, log, progress, watch, name)
     return runs
+
+
+def train_in_processes(
+    todo: dict[str, RunConfig], runs: dict[str, Path], cfg: CompareConfig, log: Log, watch: Watch | None
+) -> None:
+    """Train the runs `cfg.jobs` at a time, each in a fresh process at its own (saved) thread count: the runs are
+    independent and seeded, so their weights are those of training them in turn, on the machine's cores at once.
+    A stage starts on the display as each run finishes; the first error stops the job."""
+    context = multiprocessing.get_context("spawn")  # a forked torch may hang in its thread pools
+    with ProcessPoolExecutor(max_workers=cfg.jobs, mp_context=context) as pool:
+        pending = {
+            pool.submit(train_one_run, run_cfg, str(runs[name]), cfg.data, cfg.data_dir): name
+            for name, run_cfg in todo.items()
+        }
+        log(f"training {len(pending)} runs, {cfg.jobs} at a time (one process each)")
+        for done in as_completed(pending):
+            done.result()  # an error in a run is raised here, as in turn
+            if watch:
+                watch(JobEvent("train", pending[done]))
+            log(f"{pending[done]}: trained")
+
+
+def train_one_run(run_cfg: RunConfig, run_dir: str, data: str, data_dir: str | None) -> None:
+    """`train_or_reuse` in a process of its own (`train_in_processes`): the data loaded here, no display."""
+    train, test = load_data(data, "train", data_dir), load_data(data, "test", data_dir)
+    train_or_reuse(run_cfg, Path(run_dir), train, test, lambda _message: None, progress=False)
 
 
 def with_preset(cfg: CompareConfig, side: int) -> CompareConfig:
@@ -388,6 +422,7 @@ def run_compare(
     """Train, measure and judge, once per seed; the contrasts fold every seed's effects. Returns the results and
     the first seed's images. `watch`, where given, hears every stage, training step and measurement (`JobEvent`)."""
     out.mkdir(parents=True, exist_ok=True)
+    use_threads(cfg.measure_threads)  # a fixed count, not the machine's cores: the same arithmetic everywhere
     train, test = load_data(cfg.data, "train", cfg.data_dir), load_data(cfg.data, "test", cfg.data_dir)
     cfg = with_preset(cfg, test.shape[-1])
     atomic_write_json(out / "compare-config.json", asdict(cfg))
