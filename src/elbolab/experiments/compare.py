@@ -362,7 +362,7 @@ def train_in_processes(
     context = multiprocessing.get_context("spawn")  # a forked torch may hang in its thread pools
     with ProcessPoolExecutor(max_workers=cfg.jobs, mp_context=context) as pool:
         pending = {
-            pool.submit(train_one_run, run_cfg, str(runs[name]), cfg.data, cfg.data_dir): name
+            pool.submit(train_one_run, run_cfg, str(runs[name]), cfg.data, cfg.data_dir, dict(MODEL_KINDS)): name
             for name, run_cfg in todo.items()
         }
         log(f"training {len(pending)} runs, {cfg.jobs} at a time (one process each)")
@@ -373,8 +373,12 @@ def train_in_processes(
             log(f"{pending[done]}: trained")
 
 
-def train_one_run(run_cfg: RunConfig, run_dir: str, data: str, data_dir: str | None) -> None:
-    """`train_or_reuse` in a process of its own (`train_in_processes`): the data loaded here, no display."""
+def train_one_run(
+    run_cfg: RunConfig, run_dir: str, data: str, data_dir: str | None, kinds: dict[str, tuple[str, str, str]]
+) -> None:
+    """`train_or_reuse` in a process of its own (`train_in_processes`): the parent's registry (`kinds`, which may
+    hold a kind registered at run time), the data loaded here, no display."""
+    MODEL_KINDS.update(kinds)
     train, test = load_data(data, "train", data_dir), load_data(data, "test", data_dir)
     train_or_reuse(run_cfg, Path(run_dir), train, test, lambda _message: None, progress=False)
 

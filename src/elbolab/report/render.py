@@ -471,7 +471,7 @@ def load_images(path: Path) -> tuple[Images, Tensor | None]:
     """The images `save_images` wrote: (each model's by part, the reference images or None)."""
     images: Images = {}
     reference = None
-    with np.load(path) as saved:
+    with np.load(path, allow_pickle=False) as saved:
         for name in saved.files:
             if name == "reference":
                 reference = torch.from_numpy(saved[name])
