@@ -123,6 +123,13 @@ class Measurement(Record):
     interpolation: PathStats | None = None
     information: Information | None = None
 
+    @property
+    def bounded(self) -> BoundSummary:
+        """The bound, which every comparison measures; a clear error for a measurement made without it."""
+        if self.bound is None:
+            raise ElbolabError(f"the {self.kind} model's bound was not measured (add 'likelihood' to the parts)")
+        return self.bound
+
 
 @dataclass(frozen=True)
 class DiffusersSource(Record):

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from elbolab.atomic import atomic_write_json
 from elbolab.config import require
 from elbolab.data import load_data
 from elbolab.data.base import ImageData, to_model
@@ -49,7 +50,6 @@ from elbolab.records import FeatureNet, Machine, SweepPoint
 from elbolab.registry import MODEL_KINDS, model_classes
 from elbolab.train.api import fit_run, use_threads
 from elbolab.train.budget import Budget
-from elbolab.train.checkpoint import atomic_write_json
 from elbolab.train.config import TrainConfig
 from elbolab.train.run import (
     CHECKPOINT_FILE,
@@ -249,7 +249,7 @@ def budgeted_run(
     then the user's `--set` keys for that kind. A model trained in stages (latent diffusion) splits a budget of
     steps as it splits FLOPs and seconds: `stage_one_fraction` of them to its first stage. A number is seconds."""
     budget = budget if isinstance(budget, Budget) else Budget(float(budget), "s")
-    cfg_cls, _ = model_classes(kind)
+    cfg_cls: Any = model_classes(kind)[0]  # every registered config class has `sized_for`
     device = str(pick_device(cfg.device))
     model_cfg = replace(cfg_cls.sized_for(test.shape[-1], device), **(model_changes or {}))
     keys = budget.train_keys()
@@ -269,7 +269,7 @@ def budgeted_run(
         lr=cfg.lr or TrainConfig.lr,
     )
     model_cfg, train_cfg = apply_overrides(model_cfg, train_cfg, cfg.overrides.get(kind, {}))
-    return RunConfig(kind, cfg.data, cfg.data_dir, tuple(test.shape), test.levels, model_cfg, train_cfg)
+    return RunConfig(kind, cfg.data, cfg.data_dir, test.shape, test.levels, model_cfg, train_cfg)
 
 
 def train_or_reuse(
@@ -434,7 +434,8 @@ def run_compare(
         watch(JobEvent("plan", plan=job_plan(cfg, test.shape[-1])))
     log("feature network for sample quality")
     features, why_not = select_features(cfg.data, features_kind, data_dir=cfg.data_dir)
-    seeds, images = [], {}
+    seeds: list[SeedResult] = []
+    images: dict[str, dict[str, Any]] = {}
     for index in range(cfg.seeds):
         seed_cfg = replace(cfg, seed=cfg.seed + index, evaluation=replace(cfg.evaluation, seed=cfg.seed + index))
         if cfg.seeds > 1:

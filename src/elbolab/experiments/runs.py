@@ -189,7 +189,7 @@ def evaluate_diffusers(
 
     diffusers_folders(Path(path))  # a clear error for a missing folder (or a Hub id) before any data is read
     data = load_data(data_name, split, data_dir)
-    model = load_diffusers(Path(path), tuple(data.shape), data.levels)
+    model = load_diffusers(Path(path), data.shape, data.levels)
     passes = PassCounter(model.diffusion.net)
     found = measure(model, data, replace(cfg, parts=tuple(p for p in cfg.parts if p == "likelihood")), None, log)[0]
     passes.remove()

@@ -81,7 +81,9 @@ def bootstrap_effect(
     )
 
 
-def difference(a: Resampled, b: Resampled, transform=lambda v: v) -> tuple[float, tuple[float, ...]]:
+def difference(
+    a: Resampled, b: Resampled, transform: Callable[[float], float] = lambda v: v
+) -> tuple[float, tuple[float, ...]]:
     """transform(a) − transform(b) and its replicates (a and b measured with shared resampling indices)."""
     return (
         transform(a.value) - transform(b.value),
@@ -518,11 +520,11 @@ OBJECTIVE = "The ε-objective is the ELBO with its weights dropped"
 
 def contrast_objective(simple: Measurement, weighted: Measurement, weighted_name: str) -> Contrast:
     """Two diffusion models trained alike but for the weighting: what L_simple costs in bits/dim and buys in FD."""
-    n = min(len(simple.bound.per_example_bpd), len(weighted.bound.per_example_bpd))
+    n = min(len(simple.bounded.per_example_bpd), len(weighted.bounded.per_example_bpd))
     cost = paired_effect(
         "bits/dim L_simple − ELBO-weighted",
-        simple.bound.per_example_bpd[:n],
-        weighted.bound.per_example_bpd[:n],
+        simple.bounded.per_example_bpd[:n],
+        weighted.bounded.per_example_bpd[:n],
         "test images",
     )
     effects = [cost]
@@ -543,8 +545,8 @@ def contrast_objective(simple: Measurement, weighted: Measurement, weighted_name
         OBJECTIVE,
         "The diffusion ELBO is a weighted sum of ε-prediction errors; dropping the weights (L_simple) "
         "costs likelihood and buys sample quality.",
-        f"Same budget, same network: L_simple ({simple.objective}) {simple.bound.bpd.total:.3f} bits/dim, "
-        f"ELBO-weighted ({weighted_name}) {weighted.bound.bpd.total:.3f} bits/dim; cost of dropping "
+        f"Same budget, same network: L_simple ({simple.objective}) {simple.bounded.bpd.total:.3f} bits/dim, "
+        f"ELBO-weighted ({weighted_name}) {weighted.bounded.bpd.total:.3f} bits/dim; cost of dropping "
         f"the weights {show(cost)} bits/dim{fd_txt}.",
         effects,
         figure="bound_terms",
@@ -599,7 +601,7 @@ def contrast_latent(
 ) -> Contrast:
     """Latent diffusion's bound against its own autoencoder's (paired), and its per-step cost against pixel
     diffusion's at equal NFE."""
-    own, ae = latent.bound, latent.components["autoencoder"]
+    own, ae = latent.bounded, latent.components["autoencoder"]
     n = min(len(own.per_example_bpd), len(ae.per_example_bpd))
     tighter = paired_effect(
         "bits/dim autoencoder ELBO − latent diffusion", ae.per_example_bpd[:n], own.per_example_bpd[:n], "test images"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -47,7 +48,7 @@ def label(name: str) -> str:
     return LABELS.get(name, name)
 
 
-def png(fig) -> bytes:
+def png(fig: Any) -> bytes:
     """A finished figure as PNG bytes (the figure is closed)."""
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -56,7 +57,7 @@ def png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def log_if_decades(ax, axis: str, values: Iterable[float]) -> None:
+def log_if_decades(ax: Any, axis: str, values: Iterable[float | None]) -> None:
     """Put `axis` ("x" or "y") on a log scale when its positive values span more than DECADES_FOR_LOG decades."""
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if vals and min(vals) > 0 and math.log10(max(vals) / min(vals)) > DECADES_FOR_LOG:
@@ -68,7 +69,7 @@ def bound_terms(models: dict[str, Measurement]) -> bytes:
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     for i, (kind, res) in enumerate(models.items()):
         bottom = 0.0
-        for j, (name, value) in enumerate(res.bound.bpd.terms.items()):
+        for j, (name, value) in enumerate(res.bounded.bpd.terms.items()):
             ax.bar(
                 i,
                 value,
@@ -78,10 +79,10 @@ def bound_terms(models: dict[str, Measurement]) -> bytes:
                 edgecolor="black",
                 linewidth=0.5,
             )
-            if abs(value) > 0.06 * res.bound.bpd.total:
+            if abs(value) > 0.06 * res.bounded.bpd.total:
                 ax.text(i, bottom + value / 2, name, ha="center", va="center", fontsize=7)
             bottom += value
-        ax.errorbar(i, res.bound.bpd.total, yerr=res.bound.bpd.ci95, color="black", capsize=4)
+        ax.errorbar(i, res.bounded.bpd.total, yerr=res.bounded.bpd.ci95, color="black", capsize=4)
     ax.set_xticks(range(len(models)), [label(k) for k in models])
     ax.set_ylabel("−ELBO (bits/dim), lower is better")
     ax.set_title("One bound, its terms per model (bar: 95% interval)")
@@ -161,7 +162,7 @@ def information_curve(curve: Sequence[RatePoint], latent_rates: dict[str, float]
     return png(fig)
 
 
-def _nfe_axis(ax, nfes: list[float]) -> None:
+def _nfe_axis(ax: Any, nfes: list[float]) -> None:
     from matplotlib.ticker import NullFormatter
 
     ax.set_xscale("log")
@@ -226,7 +227,7 @@ def frontier_speed(models: dict[str, Measurement]) -> bytes:
     return png(fig)
 
 
-def information_curves(curves: tuple) -> bytes:
+def information_curves(curves: tuple[Any, ...]) -> bytes:
     """I(x_0; x_t) of the forward process along t (± 1.96 Monte-Carlo errors) and each one-step code's I(x; z)."""
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
     for c in curves:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from elbolab.evaluate.interpolation import PathStats
 from elbolab.experiments.results import CompareResults, SeedResult
-from elbolab.records import Contrast
+from elbolab.records import ChainRateDistortion, Contrast
 from elbolab.report import figures
 from elbolab.report.figures import label
 from elbolab.report.grid import grid_png
@@ -52,7 +52,7 @@ class Material:
     images: dict[str, dict[str, Tensor | None]] = field(default_factory=dict)
     reference: Tensor | None = None
 
-    def chain(self):
+    def chain(self) -> ChainRateDistortion | None:
         """The first diffusion chain's rate–distortion record among the models, if any."""
         return next(
             (m.information.chain for m in self.results.measured().values() if m.information and m.information.chain),
@@ -61,7 +61,8 @@ class Material:
 
     def grids(self, part: str) -> dict[str, Tensor]:
         """Each model's images of one part ("samples", "reconstructions", "interpolation") that exist."""
-        return {kind: imgs[part] for kind, imgs in self.images.items() if imgs.get(part) is not None}
+        found = {kind: imgs.get(part) for kind, imgs in self.images.items()}
+        return {kind: grid for kind, grid in found.items() if grid is not None}
 
 
 def _plot(name: str, caption: str, png: bytes) -> Panel:

@@ -35,7 +35,7 @@ def grid_png(images: Tensor, levels: int, nrow: int = 8, scale: int | None = Non
     canvas = grid_array(images, levels, nrow)
     scale = scale or max(1, 64 // images.shape[-1])
     img = Image.fromarray(canvas[..., 0] if canvas.shape[2] == 1 else canvas)
-    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
     img.save(buffer, format="png")
     return buffer.getvalue()
