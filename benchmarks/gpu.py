@@ -101,6 +101,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--features-cache", default=None, help="the built-in feature network's cache folder")
     parser.add_argument("--features-steps", type=int, default=0, help="its training steps (0: its default)")
     parser.add_argument("--compare-seconds", type=float, default=600.0, help="compare's wall-time limit")
+    parser.add_argument("--compare-data", default="cifar10", help="compare's data set (digits: a quick try)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: try the script on a CPU")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -644,11 +645,20 @@ def compare_verdicts(out: Path) -> list[dict[str, str]]:
 
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:
-    """`elbolab compare --device DEVICE --data cifar10` under a wall-time limit (--compare-seconds): its exit
-    code, wall time, last lines and every verdict reached."""
+    """`elbolab compare --device DEVICE --data cifar10` (--compare-data) under a wall-time limit
+    (--compare-seconds): its exit code, wall time, last lines and every verdict reached."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "report"
-        argv = ["compare", "--data", "cifar10", "--data-dir", args.cifar_dir, "--device", args.device, "--quiet"]
+        argv = [
+            "compare",
+            "--data",
+            args.compare_data,
+            "--data-dir",
+            args.cifar_dir,
+            "--device",
+            args.device,
+            "--quiet",
+        ]
         argv += ["--out", str(out), *(["--quick", "--budget", "4"] if args.quick else [])]
         start = time.perf_counter()
         try:

@@ -88,11 +88,11 @@ def test_log_every_below_one_is_refused_naming_the_key():
         TrainConfig(log_every=0)
 
 
-def _script(tmp_path: Path, shared_data: Path, *parts: str) -> dict[str, dict]:
-    """benchmarks/gpu.py --quick on the CPU with these parts; their JSON files."""
+def _script(tmp_path: Path, shared_data: Path, *parts: str, extra: tuple[str, ...] = ()) -> dict[str, dict]:
+    """benchmarks/gpu.py --quick on the CPU with these parts (and `extra` arguments); their JSON files."""
     env = {**os.environ, "ELBOLAB_DATA": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     argv = [sys.executable, str(SCRIPT), "--quick", "--device", "cpu", "--parts", ",".join(parts)]
-    argv += ["--results-dir", str(tmp_path), "--cifar-dir", str(shared_data / "cifar-10-subset")]
+    argv += ["--results-dir", str(tmp_path), "--cifar-dir", str(shared_data / "cifar-10-subset"), *extra]
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert not list(tmp_path.glob("*.tmp"))  # each file was renamed into place whole
@@ -115,7 +115,7 @@ def test_cifar_part_measures_a_curve_beside_the_published_table(tmp_path, shared
 
 @pytest.mark.slow
 def test_compare_part_records_every_verdict(tmp_path, shared_data):
-    result = _script(tmp_path, shared_data, "compare")["compare"]
+    result = _script(tmp_path, shared_data, "compare", extra=("--compare-data", "digits"))["compare"]  # CIFAR: minutes
     assert result["rc"] == 0 and not result["timed_out"] and result["wall_seconds"] > 0
     assert result["verdicts"] and all(v["verdict"] in VERDICTS for v in result["verdicts"])
     assert result["undecided"] == [v["title"] for v in result["verdicts"] if v["verdict"] == "inconclusive"]
