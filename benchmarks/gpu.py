@@ -1,7 +1,11 @@
 """Benchmark: the GPU check of issue 13, one prepared script for a lent GPU (runs on a CPU too, for trying it).
 
-    python benchmarks/gpu.py [--parts smoke,mfu,fd] [--device cuda] [--data-dir DIR] [--results-dir DIR]
-                             [--fd-seconds 300] [--fd-at 30,60,120,180,240] [--fd-n 2000] [--quick]
+    python benchmarks/gpu.py [--parts smoke,mfu,fd,cifar,compare] [--device cuda] [--data-dir DIR]
+                             [--results-dir DIR] [--fd-seconds 300] [--fd-at 30,60,120,180,240] [--fd-n 2000]
+                             [--cifar-dir DIR] [--cifar-minutes 8] [--cifar-at 1,2,4] [--cifar-fd-n 10000]
+                             [--compare-seconds 600] [--quick]
+
+benchmarks/gpu-plan.md says which parts the next lent GPU runs, how, and what each figure answers.
 
 Parts, each writing its own JSON (`gpu-PART.json` in --results-dir, the machine attached):
 
@@ -11,7 +15,8 @@ Parts, each writing its own JSON (`gpu-PART.json` in --results-dir, the machine 
   `compare --quick` on digits (which interpolates and writes the report).
 - mfu: the `base` UNet (38.4M parameters) at 32×32×3, batch 256, on L_simple, timed through elbolab's own
   `Trainer.train_step` (autocast, fused AdamW, clipping, EMA, the loss read back each step) in fp32, bf16,
-  bf16 + channels_last, bf16 + torch.compile and both; beside it the network's forward and backward alone (no
+  bf16 + channels_last, bf16 + torch.compile and both, and those with train.log_every=100 (no host read in
+  the step); each timed per step (synchronised after each) and pipelined (synchronised once); beside it the network's forward and backward alone (no
   optimiser). FLOPs per image are counted (FlopCounterMode, forward and backward); MFU is counted FLOPs ×
   images/s over the bf16 matmul peak measured in the same run (8192³). What bounds it: one profiled step's GPU
   kernel time split into matrix kernels (GEMM, convolution, attention) and the rest, against the step's wall
@@ -22,6 +27,12 @@ Parts, each writing its own JSON (`gpu-PART.json` in --results-dir, the machine 
   wall clock; paused at each of --fd-at (pause and measurement time do not count) and at the end, the EMA
   weights draw --fd-n samples (DDIM, 50 steps; at the end also 250 ancestral steps) and the built-in feature
   network's Fréchet distance against the first 2,000 test images is taken with its 95% bootstrap interval.
+- cifar: CIFAR-10 (what --cifar-dir holds: the full set or the shared 5,085-image subset) with compare's
+  continuous-time recipe at the base UNet, trained for --cifar-minutes of wall clock; at each of --cifar-at and
+  at the end the EMA weights' test bits/dim (importance-sampled t) with its 95% interval and Monte-Carlo standard
+  error, and the Fréchet distance of samples (--cifar-curve-fd-n, --cifar-fd-n at the end) in the built-in
+  features (and Inception's where present), beside the published table; the JSON rewritten after each point.
+- compare: `elbolab compare --device DEVICE --data cifar10` under --compare-seconds; wall time, every verdict.
 
 Reading the numbers: MFU counts only the FLOPs FlopCounterMode sees (convolutions, matmuls, attention), not
 normalisations or elementwise work, which a UNet of this size spends much of its time on; the profile's split
@@ -307,6 +318,13 @@ def mfu(args: argparse.Namespace) -> dict[str, Any]:
         "bf16 channels_last": {"precision": "bf16", "channels_last": True},
         "bf16 compile": {"precision": "bf16", "compile": True},
         "bf16 channels_last compile": {"precision": "bf16", "channels_last": True, "compile": True},
+        "bf16 channels_last log_every=100": {"precision": "bf16", "channels_last": True, "log_every": 100},
+        "bf16 channels_last compile log_every=100": {
+            "precision": "bf16",
+            "channels_last": True,
+            "compile": True,
+            "log_every": 100,
+        },
     }
     if not cuda:
         variants = {k: v for k, v in variants.items() if "compile" not in k}
@@ -330,11 +348,14 @@ def mfu(args: argparse.Namespace) -> dict[str, Any]:
             warm = time.perf_counter() - start
             seconds = statistics.median(timed_calls(trainer.train_step, args.mfu_steps, 0, device))
             ips = args.batch_size / seconds
+            pipelined = pipelined_seconds(trainer.train_step, args.mfu_steps, device)
             row = {
                 "variant": name,
                 "step_ms": seconds * 1e3,
                 "img_per_s": ips,
                 "mfu": flops * ips / peak,
+                "pipelined_step_ms": pipelined * 1e3,
+                "mfu_pipelined": flops * args.batch_size / pipelined / peak,
                 "warmup_s": warm,
             }
             if cuda:
@@ -357,6 +378,17 @@ def mfu(args: argparse.Namespace) -> dict[str, Any]:
     }
     result["diffusers"] = diffusers_row(args, data, peak, flops) if cuda else None
     return result
+
+
+def pipelined_seconds(step: Callable[[], Any], calls: int, device: str) -> float:
+    """Seconds per call of `calls` calls back to back, synchronised once at the end: what training sustains when
+    the host runs ahead of the GPU (timed_calls synchronises after every call)."""
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(calls):
+        step()
+    synchronize(device)
+    return (time.perf_counter() - start) / calls
 
 
 def network_only(args: argparse.Namespace, trainer: Trainer, flops: float, peak: float) -> dict[str, Any]:
