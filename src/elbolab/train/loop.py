@@ -448,7 +448,7 @@ class Trainer:
         limit = getattr(self.model, "skip_gradient_norm", math.inf)
         return self.cfg.log_every > 1 and not self.scaler.is_enabled() and math.isinf(limit)
 
-    def _deferred_step(self, lr: float) -> dict:
+    def _deferred_step(self, lr: float) -> dict[str, Any]:
         """One optimiser step with no host read: the loss summed and non-finite steps counted on the device. Every
         log_every-th step reads both back at once and logs the window's mean loss; a non-finite step among them
         (its update applied) rolls the run back to the last good checkpoint."""
