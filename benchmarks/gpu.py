@@ -21,7 +21,8 @@ Parts, each writing its own JSON (`gpu-PART.json` in --results-dir, the machine 
   images/s over the bf16 matmul peak measured in the same run (8192³). What bounds it: one profiled step's GPU
   kernel time split into matrix kernels (GEMM, convolution, attention) and the rest, against the step's wall
   time (the difference is the GPU waiting on the host). With diffusers importable, its `UNet2DModel` of the
-  same layout, trained in the same bf16 autocast with fused AdamW, in alternation: a ratio.
+  same layout, trained in the same bf16 autocast with fused AdamW, in alternation: a ratio with an EMA on both
+  sides and one without on either.
 - fd: Fashion-MNIST diffusion, `DiffusionConfig`'s defaults (T = 1000, cosine, ε, L_simple) with the `small`
   UNet that `compare` gives 28×28 images on a GPU, batch 256, bf16, trained by `Trainer` for --fd-seconds of
   wall clock; paused at each of --fd-at (pause and measurement time do not count) and at the end, the EMA
@@ -54,6 +55,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -376,7 +378,7 @@ def mfu(args: argparse.Namespace) -> dict[str, Any]:
         "matmul_peak_flops": peak,
         "variants": rows,
     }
-    result["diffusers"] = diffusers_row(args, data, peak, flops) if cuda else None
+    result["diffusers"] = diffusers_row(args, data, peak, flops) if cuda or args.quick else None
     return result
 
 
@@ -411,8 +413,12 @@ def network_only(args: argparse.Namespace, trainer: Trainer, flops: float, peak:
 
 
 def diffusers_row(args: argparse.Namespace, data: ImageData, peak: float, flops: float) -> dict[str, Any] | None:
-    """diffusers' UNet2DModel of the same layout against elbolab's trainer step, both bf16 + fused AdamW."""
+    """diffusers' UNet2DModel of the same layout against elbolab's trainer step, both bf16 + fused AdamW (on a
+    GPU) and clipped, timed in alternation twice: both with an EMA of the weights (elbolab's `EMA`, decay 0.999)
+    and both without (our step's EMA update left out)."""
     from diffusion import diffusers_scheduler, diffusers_unet, import_diffusers
+
+    from elbolab.train.ema import EMA
 
     diffusers = import_diffusers()
     if diffusers is None:
@@ -423,42 +429,48 @@ def diffusers_row(args: argparse.Namespace, data: ImageData, peak: float, flops:
     torch.manual_seed(args.seed)
     unet = diffusers_unet(diffusers, args.mfu_preset, 3, args.mfu_side).to(device).train()
     sched = diffusers_scheduler(diffusers, "DDPMScheduler", 1000)
-    opt = torch.optim.AdamW(unet.parameters(), lr=2e-4, fused=True)
+    opt = torch.optim.AdamW(unet.parameters(), lr=2e-4, fused=device.startswith("cuda"))
     x = data.model_range(torch.arange(args.batch_size)).to(device)
+    their_ema = EMA(unet, 0.999)
 
-    def theirs() -> None:
+    def theirs(ema: bool) -> None:
         opt.zero_grad(set_to_none=True)
         eps = torch.randn_like(x)
         t = torch.randint(0, 1000, (len(x),), device=device)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
             loss = F.mse_loss(unet(sched.add_noise(x, eps, t), t).sample.float(), eps)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
+        if ema:
+            their_ema.update(unet)
         loss.item()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        ours = trainer_for(args, data, Path(tmp), precision="bf16")
-        for _ in range(5):
-            theirs()
-            ours.train_step()
-        times: dict[str, list[float]] = {"elbolab": [], "diffusers": []}
-        for _ in range(args.mfu_steps):
-            times["diffusers"] += timed_calls(theirs, 1, 0, device)
-            times["elbolab"] += timed_calls(ours.train_step, 1, 0, device)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    row = {
+    row: dict[str, Any] = {
         "params_diffusers": sum(p.numel() for p in unet.parameters()),
-        "diffusers_step_ms": med["diffusers"] * 1e3,
-        "elbolab_step_ms": med["elbolab"] * 1e3,
-        "ratio": med["diffusers"] / med["elbolab"],
         "version": diffusers.__version__,
     }
-    print(
-        f"  diffusers UNet2DModel bf16: {row['diffusers_step_ms']:.1f} ms per step; elbolab "
-        f"{row['elbolab_step_ms']:.1f} ms; ratio {row['ratio']:.2f}",
-        flush=True,
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = trainer_for(args, data, Path(tmp), precision="bf16")
+        ema_update = ours.ema.update
+        for _ in range(5):
+            theirs(True)
+            ours.train_step()
+        for ema, suffix in ((True, ""), (False, "_no_ema")):
+            ours.ema.update = ema_update if ema else (lambda model: None)  # type: ignore[method-assign]
+            times: dict[str, list[float]] = {"elbolab": [], "diffusers": []}
+            for _ in range(args.mfu_steps):
+                times["diffusers"] += timed_calls(partial(theirs, ema), 1, 0, device)
+                times["elbolab"] += timed_calls(ours.train_step, 1, 0, device)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            row[f"diffusers_step_ms{suffix}"] = med["diffusers"] * 1e3
+            row[f"elbolab_step_ms{suffix}"] = med["elbolab"] * 1e3
+            row[f"ratio{suffix}"] = med["diffusers"] / med["elbolab"]
+            print(
+                f"  diffusers UNet2DModel bf16{' (no EMA)' if not ema else ''}: {med['diffusers'] * 1e3:.1f} ms per "
+                f"step; elbolab {med['elbolab'] * 1e3:.1f} ms; ratio {row[f'ratio{suffix}']:.2f}",
+                flush=True,
+            )
     return row
 
 
