@@ -119,3 +119,20 @@ def test_compare_part_records_every_verdict(tmp_path, shared_data):
     assert result["rc"] == 0 and not result["timed_out"] and result["wall_seconds"] > 0
     assert result["verdicts"] and all(v["verdict"] in VERDICTS for v in result["verdicts"])
     assert result["undecided"] == [v["title"] for v in result["verdicts"] if v["verdict"] == "inconclusive"]
+
+
+def test_mfu_part_times_the_sync_free_step_and_both_diffusers_ratios(tmp_path, shared_data):
+    result = _script(tmp_path, shared_data, "mfu")["mfu"]
+    rows = {r["variant"]: r for r in result["variants"]}
+    assert {"bf16", "bf16 channels_last log_every=100"} <= set(rows)  # compiled variants: GPU only
+    for name, row in rows.items():
+        if name != "bf16 network only":
+            assert row["pipelined_step_ms"] > 0 and row["mfu_pipelined"] == pytest.approx(
+                result["gflop_per_training_image"]
+                * 1e9
+                * result["batch"]
+                / (row["pipelined_step_ms"] / 1e3)
+                / result["matmul_peak_flops"]
+            )
+    if result["diffusers"] is not None:  # diffusers installed
+        assert result["diffusers"]["ratio"] > 0 and result["diffusers"]["ratio_no_ema"] > 0
