@@ -632,6 +632,7 @@ def cifar(args: argparse.Namespace) -> dict[str, Any]:
         device=device,
         precision="bf16" if cuda else "fp32",
         channels_last=cuda,
+        log_every=50,  # no host read in the other steps
         eval_every=0,
         eval_n=64,
         checkpoint_every=10**9,
