@@ -396,7 +396,7 @@ def pipelined_seconds(step: Callable[[], Any], calls: int, device: str) -> float
 def network_only(args: argparse.Namespace, trainer: Trainer, flops: float, peak: float) -> dict[str, Any]:
     """The bf16 network's forward and backward of the loss alone: no optimiser, EMA, clipping or read-back."""
     model, device = trainer.model, args.device
-    x = trainer.micro_batch(0)
+    x, _ = trainer.micro_batch(0)
 
     def step() -> None:
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):

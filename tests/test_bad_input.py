@@ -143,7 +143,10 @@ CASES = {
     "--set out of range": (_train("--set", "train.ema_decay=1.5"), "train.ema_decay=1.5 is out of range"),
     "--set not among the choices": (_train("--set", "train.precision=fp8"), "choose one of fp32, bf16"),
     "--set given twice": (_train("--set", "train.lr=1", "--set", "train.lr=2"), "given twice"),
-    "a model config that builds no model": (_train("--set", "model.latent_dim=-1"), "cannot build a vae"),
+    "a model config that builds no model": (
+        lambda t, r: ["train", "vae", "--out", str(t / "out"), "--steps", "1", "--set", "model.net=huge"],
+        "unknown network size 'huge'",
+    ),
     "missing config file": (_train("--config", "{t}/none.yaml"), "config file not found"),
     "unparsable config file": (
         lambda t, r: _train("--config", str(_write(t / "c.yaml", b"a: [1,")))(t, r),
@@ -170,7 +173,10 @@ CASES = {
         lambda t, r: ["sample", str(r / "vae"), "--out", str(t / "s.npz"), "--sampler", "ddim"],
         "the vae model has no sampler 'ddim'; choose one of decoder",
     ),
-    "compare --budget 0": (lambda t, r: ["compare", "--out", str(t / "c"), "--budget", "0"], "--budget (0.0)"),
+    "compare --budget 0": (
+        lambda t, r: ["compare", "--out", str(t / "c"), "--budget", "0"],
+        "must be a positive number",
+    ),
     # run folders
     "eval on a folder that is not a run": (lambda t, r: ["eval", str(t)], "not an elbolab run"),
     "resume with nothing to resume": (_train("--resume"), "nothing to resume"),
@@ -231,6 +237,134 @@ CASES = {
 }
 
 
+def _edit_config(runs: Path, t: Path, **fields) -> Path:
+    """A copy of the finished run with fields of its config.json replaced (raw bytes where given as bytes)."""
+    run = _copy_run(runs, t)
+    raw = fields.pop("raw", None)
+    if raw is not None:
+        _write(run / "config.json", raw)
+    else:
+        config = json.loads((run / "config.json").read_text())
+        config.update(fields)
+        _write(run / "config.json", json.dumps(config).encode())
+    return run
+
+
+def _not_a_run(t: Path) -> Path:
+    _write(t / "mine" / "thesis.tex", b"\\documentclass{article}")
+    return t / "mine"
+
+
+#: settings out of their range, refused where they are defined, before the run folder exists (rc 1, nothing written)
+SETTINGS = {
+    "β negative": (_train("--set", "model.beta=-1"), "model.beta=-1.0 is out of range"),
+    "latent size 0": (_train("--set", "model.latent_dim=0"), "model.latent_dim=0 is out of range"),
+    "latent size negative": (_train("--set", "model.latent_dim=-1"), "model.latent_dim=-1 is out of range"),
+    "spatial latent channels 0": (
+        _train("--set", "model.latent=spatial", "--set", "model.latent_channels=0"),
+        "model.latent_channels=0 is out of range",
+    ),
+    "free bits negative": (_train("--set", "model.free_bits=-1"), "model.free_bits=-1.0 is out of range"),
+    "KL warm-up negative": (_train("--set", "model.kl_warmup_steps=-5"), "model.kl_warmup_steps=-5 is out of range"),
+    "threads 100000": (_train("--set", "train.threads=100000"), "train.threads=100000 is out of range"),
+    "train.device cuda:abc": (_train("--set", "train.device=cuda:abc"), "train.device='cuda:abc' is out of range"),
+    "train --device tpu": (_train("--device", "tpu"), "device 'tpu': choose auto, cpu, cuda or cuda:N"),
+    "batch size beyond memory": (
+        lambda t, r: ["train", "vae", "--out", str(t / "out"), "--set", "train.batch_size=100000000"],
+        "lower train.batch_size",
+    ),
+    "diffusion MC draws 0": (
+        lambda t, r: ["train", "diffusion", "--out", str(t / "out"), "--steps", "1", "--set", "model.elbo_samples=0"],
+        "model.elbo_samples=0 is out of range",
+    ),
+    "eval --device tpu": (lambda t, r: ["eval", str(r / "vae"), "--device", "tpu"], "device 'tpu'"),
+    "sample --device cuda:abc": (
+        lambda t, r: ["sample", str(r / "vae"), "--out", str(t / "s.png"), "--device", "cuda:abc"],
+        "device 'cuda:abc'",
+    ),
+    "sample --n beyond a PNG": (
+        lambda t, r: ["sample", str(r / "vae"), "--n", "1000000000", "--out", str(t / "s.png")],
+        "more than image readers open",
+    ),
+    "sample --n beyond the disk": (
+        lambda t, r: ["sample", str(r / "vae"), "--n", "1000000000000000", "--out", str(t / "s.npz")],
+        "MiB free on that disk",
+    ),
+    "interpolate --frames beyond a PNG": (
+        lambda t, r: ["interpolate", str(r / "vae"), "--frames", "100000000", "--out", str(t / "i.png")],
+        "more than image readers open",
+    ),
+    "compare --budget inf": (
+        lambda t, r: ["compare", "--out", str(t / "c"), "--budget", "inf"],
+        "write a number with its unit",
+    ),
+    "compare --budget nan": (
+        lambda t, r: ["compare", "--out", str(t / "c"), "--budget", "nan"],
+        "write a number with its unit",
+    ),
+}
+
+#: run folders that are not runs, or runs that do not fit the command
+FOLDERS = {
+    "--out ''": (lambda t, r: ["train", "vae", "--out", "", "--steps", "1", *TINY], "--out '': give a run folder"),
+    "--out a folder of the user's files": (
+        lambda t, r: ["train", "vae", "--out", str(_not_a_run(t)), "--steps", "1", *TINY],
+        "not empty and not an elbolab run",
+    ),
+    "--resume in a folder of the user's files": (
+        lambda t, r: ["train", "vae", "--out", str(_not_a_run(t)), "--resume", *TINY],
+        "not empty and not an elbolab run",
+    ),
+    "a corrupt run marker": (
+        lambda t, r: [
+            "train",
+            "vae",
+            "--out",
+            str(_copy_run(r, t, lambda run: _write(run / "elbolab-run.json", b'{"kind": "other"}'))),
+            "--resume",
+            *TINY,
+        ],
+        "elbolab-run.json: kind must be 'elbolab-run'",
+    ),
+}
+
+#: damaged or edited files of a run: one line naming the file and the field
+FILES = {
+    "config.json not UTF-8": (
+        lambda t, r: ["eval", str(_edit_config(r, t, raw=b'{"kind": "vae\xff"}'))],
+        "config.json: corrupt run config (not UTF-8",
+    ),
+    "config.json levels a string": (lambda t, r: ["eval", str(_edit_config(r, t, levels="abc"))], "levels must be"),
+    "config.json shape a number": (lambda t, r: ["eval", str(_edit_config(r, t, shape=5))], "shape must be a list"),
+    "config.json model a list": (lambda t, r: ["eval", str(_edit_config(r, t, model=[]))], "model must be a JSON"),
+    "config.json kind unknown": (lambda t, r: ["eval", str(_edit_config(r, t, kind="gan"))], "kind must be one of"),
+    "config.json NaN": (
+        lambda t, r: ["eval", str(_edit_config(r, t, raw=b'{"kind": "vae", "levels": NaN}'))],
+        "non-finite number NaN",
+    ),
+    "config.json a list": (lambda t, r: ["eval", str(_edit_config(r, t, raw=b"[1]"))], "must hold a JSON object"),
+    "config.json levels 17 → 16": (
+        lambda t, r: ["eval", str(_edit_config(r, t, levels=16))],
+        "levels is 16 but the data digits has 17 levels",
+    ),
+    "config.json levels 17 → 1000 on resume": (
+        lambda t, r: ["train", "vae", "--out", str(_edit_config(r, t, levels=1000)), "--resume", *TINY],
+        "levels is 1000 but the data digits has 17 levels",
+    ),
+    "config.json train value of the wrong type": (
+        lambda t, r: [
+            "eval",
+            str(_edit_config(r, t, train={**json.loads((r / "vae" / "config.json").read_text())["train"], "lr": []})),
+        ],
+        "config.json: train.lr",
+    ),
+}
+
+CASES.update(SETTINGS)
+CASES.update(FOLDERS)
+CASES.update(FILES)
+
+
 def _snapshot(*roots: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for root in roots for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -252,6 +386,7 @@ def test_bad_input_is_one_line_exit_1_and_leaves_files_intact(kind, runs, run_cl
     assert "Traceback" not in err + out
     after = _snapshot(tmp_path, runs)
     assert {k: v for k, v in after.items() if k in before} == before, "an earlier file changed"
+    assert not (tmp_path / "out").exists(), "a refused run left a folder behind"
 
 
 def test_a_full_disk_is_refused_before_training(tmp_path, run_cli, monkeypatch):

@@ -17,9 +17,13 @@ from test_diffusion_bound import optimal_eps as gauss_eps
 from elbolab.bounds import Estimator
 from elbolab.diffusion import continuous
 from elbolab.diffusion.bound import prior_term
+from elbolab.diffusion.chain import GaussianDiffusion
+from elbolab.diffusion.config import DiffusionConfig
 from elbolab.diffusion.learned_schedule import LearnedSchedule, level_gamma_min
+from elbolab.diffusion.schedule import Schedule
 from elbolab.diffusion.time_proposal import TimeProposal
 from elbolab.errors import ConfigError
+from elbolab.nets.unet import UNetConfig
 
 
 def expected_sq_error(schedule, x, t, mu=MU):
@@ -323,3 +327,11 @@ def test_the_decoder_normaliser_over_nearby_levels_equals_the_sum_over_all_256(g
     k = np.rint((x.numpy() + 1) * (K - 1) / 2).astype(int)[..., None]
     direct = np.take_along_axis(logits, k, -1)[..., 0] - scipy.special.logsumexp(logits, -1)
     np.testing.assert_allclose(got, direct, rtol=1e-10, atol=1e-10)
+
+
+def test_a_continuous_chain_refuses_a_schedule_without_gamma_prime():
+    """Continuous time integrates γ′(t): a discrete T-step schedule in its place is a one-line error at build time."""
+    config = DiffusionConfig(time="continuous", T=20, unet=UNetConfig(preset="tiny"), loss="vlb")
+    with pytest.raises(ConfigError, match="γ′") as err:
+        GaussianDiffusion(config, torch.nn.Identity(), 17, schedule=Schedule("cosine", 20))
+    assert "\n" not in str(err.value) and "Schedule" in str(err.value)

@@ -17,8 +17,8 @@ from elbolab.bounds import Estimator
 from elbolab.data import load_data
 from elbolab.diffusion.samplers import ancestral, ddim
 from elbolab.diffusion.tabulated import TabulatedSchedule
-from elbolab.errors import ConfigError
-from elbolab.interop.diffusers import export_run, load_diffusers
+from elbolab.errors import ConfigError, ElbolabError
+from elbolab.interop.diffusers import chain_config, export_run, load_diffusers
 from elbolab.nets.diffusers_unet import DIFFUSERS_HINT, diffusers_timestep, unet2d_layout
 from elbolab.nets.unet import UNetConfig
 from elbolab.train.api import train_run
@@ -235,6 +235,8 @@ def test_a_loaded_model_samples_and_refuses_what_it_cannot_map(tmp_path):
     save_folder(tmp_path / "thr", unet, diffusers.DDPMScheduler(num_train_timesteps=T, thresholding=True), True)
     with pytest.raises(Exception, match="dynamic thresholding"):
         load_diffusers(tmp_path / "thr", SHAPE, LEVELS)
+    with pytest.raises(ElbolabError, match="no num_train_timesteps"):
+        chain_config({"prediction_type": "epsilon"})
 
 
 # ---------------------------------------------------------------- a diffusers network trained here, exported

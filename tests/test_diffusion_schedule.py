@@ -7,8 +7,20 @@ import pytest
 import torch
 
 from elbolab.diffusion.forward import posterior_coefficients, q_marginal, q_posterior, q_sample, q_step
+from elbolab.diffusion.learned_schedule import LearnedSchedule, OneStepSchedule
 from elbolab.diffusion.parameterisation import eps_to_x0, to_v, v_to_eps, v_to_x0, x0_and_eps, x0_to_eps
-from elbolab.diffusion.schedule import Schedule, alpha, sigma, step_grid, time_grid
+from elbolab.diffusion.schedule import (
+    ContinuousSchedule,
+    DiscreteSchedule,
+    NoiseSchedule,
+    Schedule,
+    alpha,
+    grid_betas,
+    sigma,
+    step_grid,
+    time_grid,
+)
+from elbolab.diffusion.tabulated import TabulatedSchedule
 from elbolab.errors import ConfigError
 
 
@@ -160,3 +172,19 @@ def test_parameterisations_convert_into_each_other():
         torch.testing.assert_close(got_eps, eps)
     with pytest.raises(ConfigError):
         x0_and_eps(eps, "score", x_t, a, s)
+
+
+def test_every_schedule_is_a_noise_schedule_and_the_grid_betas_are_its_own():
+    """The four schedules share one protocol; β_i = 1 − ᾱ_i/ᾱ_{i−1} from λ alone is each discrete one's β, and the
+    one-step chain's β_1 = 1 − sigmoid(−γ_1) = sigmoid(γ_1) (ᾱ_0 = 1)."""
+    named = Schedule("cosine", 50)
+    table = TabulatedSchedule.from_betas(named.betas())
+    one = OneStepSchedule(gamma_1=1.5, learn=False)
+    learned = LearnedSchedule("linear", 10, -6.0, 4.0)
+    for schedule in (named, table, one, learned):
+        assert isinstance(schedule, NoiseSchedule)
+    assert [isinstance(s, DiscreteSchedule) for s in (named, table, one, learned)] == [True, True, True, False]
+    assert [isinstance(s, ContinuousSchedule) for s in (named, table, one, learned)] == [False, False, False, True]
+    torch.testing.assert_close(grid_betas(table), named.betas(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(grid_betas(one), one.betas(), rtol=1e-12, atol=0)
+    assert one.betas().item() == pytest.approx(1 / (1 + math.exp(-1.5)), rel=1e-12)

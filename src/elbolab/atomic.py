@@ -51,9 +51,11 @@ def temp_path(path: Path) -> Path:
     return path.parent / f".{path.name}.{os.getpid()}.{time.monotonic_ns()}{TEMP_SUFFIX}"
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
-    """Call `write(file)` on a fresh temporary file, then put it in place of `path` atomically."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], pause: float | None = None) -> Path:
+    """Call `write(file)` on a fresh temporary file, then put it in place of `path` atomically (`pause`: seconds
+    to wait before the rename, by default the slow-write test hook's)."""
     path = Path(path)
+    pause = _slow_write_pause(path) if pause is None else pause
     if path.exists() and not path.is_file():  # a folder, a device (/dev/full), a pipe: never replace it
         raise ElbolabError(f"{path}: not a regular file; refusing to write over it")
     tmp = temp_path(path)
@@ -62,6 +64,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
+            if pause:
+                time.sleep(pause)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_folder(path.parent)
@@ -88,7 +92,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         else:
             fh.write(data)
 
-    return atomic_write(path, write)
+    return atomic_write(path, write, pause=0.0)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:

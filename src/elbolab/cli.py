@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +21,39 @@ def _echo_json(obj: dict) -> None:
     from elbolab.bounds import json_ready
 
     click.echo(json.dumps(json_ready(obj), indent=2, sort_keys=False, default=float, allow_nan=False))
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--device is auto, cpu, cuda or cuda:N, checked before anything loads."""
+    from elbolab.train.run import check_device_name
+
+    try:
+        check_device_name(value)
+    except ElbolabError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _check_image_count(run_dir: str, images: int, target: Path, option: str) -> None:
+    """`images` images of the run fit the output `target`: a PNG grid within the pixels image readers open
+    (PIL's MAX_IMAGE_PIXELS), an .npz or a folder within the disk's free space."""
+    from PIL import Image
+
+    from elbolab.train.run import read_run_config
+    from elbolab.validate import check_disk
+
+    c, h, w = read_run_config(Path(run_dir)).shape
+    if target.suffix.lower() == ".png":
+        scale = max(1, 64 // w)  # as save_images enlarges small images
+        pixels = images * h * w * scale * scale
+        limit = Image.MAX_IMAGE_PIXELS or 2**31
+        if pixels > limit:
+            raise ElbolabError(
+                f"{option}: a PNG grid of {images} images is {pixels:,} pixels, more than image readers open "
+                f"({limit:,}); write .npz or a folder, or ask for fewer"
+            )
+    else:
+        check_disk(target.parent if target.suffix else target, images * c * h * w)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,7 +89,7 @@ def cli() -> None:
 @click.option("--autoencoder", default=None, type=click.Path(), help="latent-diffusion: reuse this trained VAE run.")
 @click.option("--deterministic", is_flag=True, help="Deterministic GPU kernels (train.deterministic); slower.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.", callback=_device)
 def train(
     kind: str,
     data: str | None,
@@ -175,7 +209,7 @@ def train(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.", callback=_device)
 def evaluate(
     run_dir: str | None,
     diffusers_path: str | None,
@@ -261,6 +295,12 @@ def _print_eval(result: EvalResult) -> None:
             )
         for name, value in b.bpd.terms.items():
             click.echo(f"  {name:>16}: {value:.4f} bits/dim  ({b.nats.terms[name]:.2f} nats)")
+        if m.classes is not None:
+            u = m.unconditional
+            click.echo(
+                f"  the bound of log p(x | y) over {m.classes} classes"
+                + ("" if u is None else f"; of log p(x) (the null class) {u.bpd.total:.4f} ± {u.bpd.ci95:.4f} bits/dim")
+            )
     else:
         click.echo(f"{result.model} on {result.data} ({result.split})")
     d = result.diffusers
@@ -282,6 +322,13 @@ def _print_eval(result: EvalResult) -> None:
         click.echo(
             f"  sharpness of samples (× test): Laplacian {f.laplacian_ratio.value:.2f}, "
             f"high-frequency share {f.high_frequency_ratio.value:.2f}"
+        )
+    if m.class_accuracy is not None:
+        a = m.class_accuracy
+        click.echo(
+            f"  samples given each class, classified right: {a.overall:.2f} ({a.n_per_class} per class; "
+            + " ".join(f"{k}:{v:.2f}" for k, v in enumerate(a.per_class))
+            + ")"
         )
     for row in m.speed:
         click.echo(f"  sampling {row.sampler:>12} NFE {row.nfe:>4}: {row.images_per_second:.1f} images/s")
@@ -336,7 +383,19 @@ def export(run_dir: str, out: str) -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--deterministic", is_flag=True, help="Deterministic GPU kernels.")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.", callback=_device)
+@click.option(
+    "--class",
+    "classes",
+    default=None,
+    help="A conditional run: the class K, or a comma list (N samples of each; a .png has a row per class).",
+)
+@click.option(
+    "--guidance",
+    type=float,
+    default=None,
+    help="A conditional diffusion run: the classifier-free guidance scale W (1: the conditional model; 0: none).",
+)
 def sample(
     run_dir: str,
     n: int,
@@ -352,8 +411,10 @@ def sample(
     seed: int,
     deterministic: bool,
     device: str,
+    classes: str | None,
+    guidance: float | None,
 ) -> None:
-    """Draw N samples from a trained run."""
+    """Draw N samples from a trained run (N of each class with --class)."""
     import numpy as np
     import torch
 
@@ -371,21 +432,52 @@ def sample(
         check_output_folder(target)
     else:
         check_output_file(target, (".png", ".npz"))
+    _check_image_count(run_dir, n, target, f"--n {n}")
     if deterministic:
         use_deterministic_algorithms()
     cfg, model = load_run(Path(run_dir), device)
     given = {"sampler": sampler, "steps": steps, "eta": eta, "s_churn": s_churn, "s_min": s_min, "s_max": s_max}
-    kwargs = {k: v for k, v in {**given, "s_noise": s_noise}.items() if v is not None}
+    kwargs: dict[str, Any] = {k: v for k, v in {**given, "s_noise": s_noise}.items() if v is not None}
+    chosen = class_option(classes, guidance, model)
+    if guidance is not None:
+        kwargs["guidance"] = guidance
     model.check_sampling(**kwargs)  # a sampler or step count the model lacks is refused before any file is written
-    batches = sample_batches(model, n, batch_size, seed, **kwargs)
+    y = None if chosen is None else torch.tensor(chosen, dtype=torch.long).repeat_interleave(n)
+    columns = int(n**0.5 + 0.999) if chosen is None else n
+    n = n if chosen is None else n * len(chosen)
+    batches = sample_batches(model, n, batch_size, seed, y, **kwargs)
     if to_folder:
         write_png_folder(target, batches, cfg.levels)
     elif target.suffix == ".npz":
         write_npz(target, batches, n, cfg.levels)
     else:
         images = torch.from_numpy(np.concatenate(list(batches)))
-        save_images(images, cfg.levels, target, nrow=int(n**0.5 + 0.999))
+        save_images(images, cfg.levels, target, nrow=columns)
     click.echo(f"wrote {n} samples to {target}")
+
+
+def class_option(classes: str | None, guidance: float | None, model: Any) -> list[int] | None:
+    """`sample --class K[,K...]` as labels checked against the run (a one-line error naming the option: no such
+    class, a run that is not conditional, --guidance without --class or on a model without guidance)."""
+    if classes is None:
+        if guidance is not None:
+            raise ElbolabError("--guidance needs --class K: it scales the pull towards a class")
+        return None
+    count = model.capabilities.classes
+    if count is None:
+        raise ElbolabError(
+            f"--class needs a conditional run (train with --set model.conditional=true); {model.kind} is not"
+        )
+    if guidance is not None and "guidance" not in model.capabilities.sample_options:
+        raise ElbolabError(f"--guidance is classifier-free guidance of a diffusion model; the {model.kind} has none")
+    try:
+        chosen = [int(part) for part in classes.split(",")]
+    except ValueError:
+        raise ElbolabError(f"--class takes a class number or a comma list of them, got {classes!r}") from None
+    bad = [k for k in chosen if not 0 <= k < count]
+    if bad:
+        raise ElbolabError(f"--class {bad[0]} is out of range: the run's classes are 0..{count - 1}")
+    return chosen
 
 
 @cli.command()
@@ -394,7 +486,7 @@ def sample(
 @click.option("--pairs", type=int, default=6, show_default=True, help="Pairs of test images.")
 @click.option("--frames", type=int, default=10, show_default=True, help="Frames per pair, ends included.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.", callback=_device)
 def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int, device: str) -> None:
     """Slerp in latent space between pairs of test images; one row per pair."""
     import torch
@@ -405,6 +497,7 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int, devi
 
     if pairs < 1 or frames < 2:
         raise ElbolabError("--pairs must be ≥ 1 and --frames ≥ 2")
+    _check_image_count(run_dir, pairs * frames, Path(out), f"--pairs {pairs} × --frames {frames}")
     cfg, model = load_run(Path(run_dir), device)
     data = load_data(cfg.data, "test", cfg.data_dir)
     g = torch.Generator().manual_seed(seed)
@@ -447,7 +540,7 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int, devi
 )
 @click.option("--quick", is_flag=True, help="Small evaluation (fewer images, samples and steps): a smoke test.")
 @click.option("--quiet", is_flag=True, help="No progress display, only the job's log lines.")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.", callback=_device)
 def compare(
     data: str,
     data_dir: str | None,
@@ -545,7 +638,7 @@ def compare(
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False))
 @click.option("--n-samples", type=int, default=256, show_default=True)
 @click.option("--features", type=click.Choice(["builtin", "inception", "auto"]), default="builtin", show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.", callback=_device)
 def report(run_dirs: tuple[str, ...], out: str, n_samples: int, features: str, device: str) -> None:
     """Write the report of a compare folder from its saved results (no model is loaded), or measure trained runs
     side by side and write theirs (contrasts need a VAE and a diffusion run)."""
@@ -588,13 +681,15 @@ def main(argv: list[str] | None = None) -> None:
     import warnings
 
     warnings.formatwarning = lambda message, category, *_args, **_kw: f"warning: {message}\n"
+    _stop_on_signals()
     try:
         cli.main(args=argv, prog_name="elbolab", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+    except click.exceptions.Abort as exc:  # click's form of Ctrl-C (and of SIGTERM/SIGHUP, see SignalStop)
+        signum = getattr(exc.__cause__, "signum", signal.SIGINT)
+        click.echo("aborted" if signum == signal.SIGINT else f"stopped ({signal.Signals(signum).name})", err=True)
+        sys.exit(128 + int(signum))
     except click.ClickException as exc:  # usage errors too: one line, like every other error
         command = exc.ctx.command_path if getattr(exc, "ctx", None) else "elbolab"
         hint = f" (see {command} --help)" if isinstance(exc, click.UsageError) else ""
@@ -604,15 +699,39 @@ def main(argv: list[str] | None = None) -> None:
         from elbolab.train.loop import TrainingInterrupted
 
         click.echo(f"error: {exc}", err=True)
-        sys.exit(130 if isinstance(exc, TrainingInterrupted) else 1)
+        sys.exit(exc.exit_code if isinstance(exc, TrainingInterrupted) else 1)
     except OSError as exc:  # a file system fault no check foresaw: still one line
         where = f"{exc.filename}: " if exc.filename else ""
         click.echo(f"error: {where}{exc.strerror or exc}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        click.echo(f"interrupted ({signal.Signals(signum).name})", err=True)
+        sys.exit(128 + int(signum))
     sys.exit(0)
+
+
+class SignalStop(KeyboardInterrupt):
+    """SIGTERM or SIGHUP outside training, raised like Ctrl-C: `finally` blocks and the atomic writer's cleanup
+    run (no temporary file is left), and the process exits with 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise SignalStop(signum)
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGHUP unwind the process like Ctrl-C (the trainer takes them over while it trains)."""
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            try:
+                signal.signal(getattr(signal, name), _raise_stop)
+            except ValueError:  # not the main thread
+                return
 
 
 if __name__ == "__main__":

@@ -73,7 +73,8 @@ def _log_bin_mass(
 
 def _standardised_bin(x: Tensor, mean: Tensor, log_scale: Tensor, levels: int) -> tuple[Tensor, Tensor]:
     """The bin of x's level in standardised units, with open edge bins."""
-    x, mean, log_scale = (t.double() for t in torch.broadcast_tensors(x, mean, log_scale))  # type: ignore[no-untyped-call]
+    broadcast = torch.broadcast_tensors(x, mean, log_scale)  # type: ignore[no-untyped-call]  # untyped in torch
+    x, mean, log_scale = (t.double() for t in broadcast)
     h = 1.0 / (levels - 1)
     inv_scale = torch.exp(-log_scale)
     k = level_of(x, levels)

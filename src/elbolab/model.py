@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -11,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from elbolab.bounds import Bound, Estimator
-from elbolab.data.base import ImageData, to_levels
+from elbolab.data.base import ImageData, check_labels, to_levels
 from elbolab.errors import ConfigError, DataError
 from elbolab.records import Information
 
@@ -82,7 +83,9 @@ class Capabilities:
     `elbo` accepts (the first is the default), `encoding` the cost of `encode` (None: it does not encode),
     `proposals` the `Estimator.proposal`s its Monte-Carlo bound takes, `bound_steps` whether `elbo` takes
     `Estimator.steps` (a continuous-time model's T-step bound), `design` its levels of the essay's design
-    choices (`DesignLevels`; every registered model declares them).
+    choices (`DesignLevels`; every registered model declares them), `classes` the K labels 0..K−1 a conditional
+    model takes (`elbo(x, y)` bounds log p(x | y), `loss(x, y=...)`, `sample(n, y=...)`; None: unconditional),
+    `null_class` whether such a model also bounds log p(x), `elbo(x)` without labels (diffusion: its null class).
     """
 
     samplers: tuple[str, ...]
@@ -94,6 +97,8 @@ class Capabilities:
     proposals: tuple[str, ...] = ("uniform",)
     bound_steps: bool = False
     design: DesignLevels | None = None
+    classes: int | None = None
+    null_class: bool = False
 
     @property
     def one_pass(self) -> bool:
@@ -116,15 +121,24 @@ class GenerativeModel(nn.Module):
     """
 
     kind: ClassVar[str] = ""
-    #: the name of the objective `loss` optimises, for reports ("β-ELBO", "L_simple", ...)
-    objective: ClassVar[str] = ""
-    capabilities: Capabilities
 
     def __init__(self, config: Any, shape: tuple[int, int, int], levels: int) -> None:
         super().__init__()
         self.config = config
-        self.shape = tuple(int(s) for s in shape)
+        c, h, w = shape
+        self.shape = (int(c), int(h), int(w))
         self.levels = int(levels)
+
+    @property
+    def objective(self) -> str:
+        """The name of the objective `loss` optimises, for reports ("β-ELBO", "L_simple", ...); a subclass names it
+        (a class attribute or a property)."""
+        return ""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the model offers (`Capabilities`); every subclass declares it."""
+        raise NotImplementedError(f"the {self.kind} model declares no capabilities")
 
     @property
     def dims(self) -> int:
@@ -150,12 +164,40 @@ class GenerativeModel(nn.Module):
         """Model-range images → integer levels."""
         return to_levels(x, self.levels)
 
+    def check_labels(self, y: Tensor, n: int, what: str = "labels y") -> Tensor:
+        """y as int64 on the model's device, or a one-line error: a model that is not conditional, a count other
+        than n, a label outside 0..K−1."""
+        classes = self.capabilities.classes
+        if classes is None:
+            raise ConfigError(f"the {self.kind} model is not conditional (train it with model.conditional=true)")
+        check_labels(y, n, classes, what)
+        return y.to(device=self.device, dtype=torch.long)
+
+    def guided_labels(self, y: Tensor | None, n: int, guidance: float | None) -> tuple[Tensor | None, float]:
+        """(checked labels, guidance scale w) for sampling a conditional model: w = 1 by default (the model its bound
+        is of); a guidance without labels, or one that is not finite, is a one-line error."""
+        if y is not None:
+            y = self.check_labels(y, n)
+        if guidance is not None and (y is None or not math.isfinite(guidance)):
+            raise ConfigError(f"guidance (got {guidance}) is a finite scale for sampling given labels y")
+        return y, 1.0 if guidance is None else float(guidance)
+
     # ---- the contract
-    def elbo(self, x: Tensor, estimator: Estimator | None = None, generator: torch.Generator | None = None) -> Bound:
+    def elbo(
+        self,
+        x: Tensor,
+        estimator: Estimator | None = None,
+        generator: torch.Generator | None = None,
+        y: Tensor | None = None,
+    ) -> Bound:
         """The negative ELBO per example, in nats, as named terms, estimated as `estimator` says
-        (None: the model's default); a method the model does not offer is a clear error."""
+        (None: the model's default); a method the model does not offer is a clear error. With labels `y` [B]
+        (a conditional model) it bounds −log p(x | y), in the same units."""
         self.check_input(x)
-        return self._elbo(x, self.check_estimator(estimator), generator)
+        estimator = self.check_estimator(estimator)
+        if y is None:
+            return self._elbo(x, estimator, generator)
+        return self._elbo_given(x, self.check_labels(y, x.shape[0]), estimator, generator)
 
     def check_estimator(self, estimator: Estimator | None) -> Estimator:
         """The estimator to use: the default for None, a clear error for a method this model does not offer."""
@@ -250,9 +292,12 @@ class GenerativeModel(nn.Module):
     def _elbo(self, x: Tensor, estimator: Estimator, generator: torch.Generator | None) -> Bound:
         raise NotImplementedError
 
-    def _sample(
-        self, n: int, generator: torch.Generator | None, sampler: str | None, steps: int | None, **options: Any
-    ) -> Tensor:
+    def _elbo_given(self, x: Tensor, y: Tensor, estimator: Estimator, generator: torch.Generator | None) -> Bound:
+        """A conditional model's bound on −log p(x | y), y [B] int64 already checked."""
+        raise NotImplementedError(f"{self.kind} has no conditional bound")
+
+    def _sample(self, n: int, generator: torch.Generator | None, sampler: str | None, steps: int | None) -> Tensor:
+        """n images by `sampler` over `steps`; a subclass adds the keywords of its `capabilities.sample_options`."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -261,6 +306,16 @@ class GenerativeModel(nn.Module):
         z0, z1 = self.encode(x0), self.encode(x1)
         weights = torch.linspace(0, 1, frames, device=z0.device)
         return torch.stack([self.decode(slerp(z0, z1, w)) for w in weights], dim=1)
+
+
+def class_count(conditional: bool, classes: int | None) -> int | None:
+    """K for a model built with `model.conditional=true` (a one-line error without it, or with K < 2); None
+    for an unconditional one."""
+    if not conditional:
+        return None
+    if classes is None or classes < 2:
+        raise ConfigError(f"model.conditional=true needs labels of at least 2 classes in the data, got {classes}")
+    return int(classes)
 
 
 def slerp(z0: Tensor, z1: Tensor, w: Tensor | float) -> Tensor:
@@ -287,13 +342,26 @@ def dataset_bound(
     batch_size: int = 256,
     estimator: Estimator | None = None,
     generator: torch.Generator | None = None,
+    conditional: bool = True,
 ) -> Bound:
-    """The model's bound on the first n images of `data` (all if n is None), in batches."""
+    """The model's bound on the first n images of `data` (all if n is None), in batches: on −log p(x | y) with the
+    data's labels for a conditional model (unless `conditional` is False: then its bound on −log p(x))."""
     n = len(data) if n is None else min(n, len(data))
     device = model.device
+    labels = data.require_labels("a conditional model's bound") if conditional and model.capabilities.classes else None
     return Bound.cat(
         [
-            model.elbo(data.model_range(slice(i, min(i + batch_size, n))).to(device), estimator, generator).detach()
+            model.elbo(
+                data.model_range(slice(i, min(i + batch_size, n))).to(device),
+                estimator,
+                generator,
+                y=None if labels is None else labels[i : min(i + batch_size, n)],
+            ).detach()
             for i in range(0, n, batch_size)
         ]
     )
+
+
+def label_keywords(model: GenerativeModel, y: Tensor | None) -> dict[str, Tensor]:
+    """{"y": y} for a conditional model (its `loss` takes the labels), {} for any other."""
+    return {"y": y} if y is not None and model.capabilities.classes is not None else {}

@@ -18,12 +18,17 @@ from elbolab.atomic import atomic_write
 from elbolab.errors import ElbolabError
 
 
-def sample_batches(model: Any, n: int, batch_size: int, seed: int, **kwargs: Any) -> Iterator[np.ndarray]:
-    """`n` samples as level arrays [b, C, H, W], `batch_size` at a time, from one seeded generator."""
+def sample_batches(
+    model: Any, n: int, batch_size: int, seed: int, y: torch.Tensor | None = None, **kwargs: Any
+) -> Iterator[np.ndarray]:
+    """`n` samples as level arrays [b, C, H, W], `batch_size` at a time, from one seeded generator; a conditional
+    model's given labels y [n], each batch its own slice."""
     generator = torch.Generator(model.device).manual_seed(seed)
     for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        labels = {} if y is None else {"y": y[start:stop]}
         with torch.no_grad():
-            images = model.sample(min(batch_size, n - start), generator=generator, **kwargs)
+            images = model.sample(stop - start, generator=generator, **labels, **kwargs)
         yield images.cpu().numpy()
 
 

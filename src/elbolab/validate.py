@@ -20,6 +20,9 @@ from elbolab.errors import ConfigError, DataError, ElbolabError
 CHECKPOINT_BYTES_PER_PARAMETER = 4 * 4
 #: kept free beyond the estimate, for logs, metrics and the file system's own needs
 DISK_MARGIN_BYTES = 16 * 2**20
+#: activation bytes per pixel value of a training micro-batch, a floor: fp32 feature maps of ≥ 32 channels, each kept
+#: with ≥ 4 copies for the backward pass (a probe saw ≈ 3750 for the default VAE on digits)
+ACTIVATION_BYTES_PER_VALUE = 512
 
 
 def existing_ancestor(path: Path) -> Path:
@@ -74,6 +77,30 @@ def check_disk(path: str | Path, needed: int) -> None:
         )
 
 
+def available_memory(device: str) -> int:
+    """Bytes free for training on `device`: the GPU's free memory, else the host's available memory."""
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info(None if device in ("auto", "cuda") else torch.device(device))[0])
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 2**62
+
+
+def check_memory(data: ImageData, micro_batch: int, device: str) -> None:
+    """A micro-batch that clearly cannot fit is refused: its activations, at `ACTIVATION_BYTES_PER_VALUE` bytes
+    per pixel value (a floor below what every network here keeps for the backward pass), beyond the memory free."""
+    needed = micro_batch * data.dims * ACTIVATION_BYTES_PER_VALUE
+    free = available_memory(device)
+    if needed > free:
+        raise ConfigError(
+            f"train.batch_size: a micro-batch of {micro_batch} images needs at least {needed / 2**30:.1f} GiB for "
+            f"its activations, but {free / 2**30:.1f} GiB are free; lower train.batch_size or raise train.grad_accum"
+        )
+
+
 def check_data(data: str, data_dir: str | None, split: str = "test") -> ImageData:
     """The data set loads (its `split`)."""
     return load_data(data, split, data_dir)
@@ -90,10 +117,11 @@ def check_labels(data: ImageData, features: str) -> None:
 
 def parameter_count(kind: str, data: ImageData, model_cfg: Any) -> int:
     """Parameters of the model a config builds on this data; a config that cannot build one is a ConfigError."""
-    from elbolab.train.run import RunConfig, build_model
+    from elbolab.train.run import RunConfig, build_model, conditional_classes
 
+    classes = conditional_classes(model_cfg, data)  # a conditional model's K, from the data's labels
     try:
-        model = build_model(RunConfig(kind, data.name, None, data.shape, data.levels, model_cfg))
+        model = build_model(RunConfig(kind, data.name, None, data.shape, data.levels, model_cfg, classes=classes))
     except ElbolabError:
         raise
     except (RuntimeError, ValueError, TypeError, ZeroDivisionError) as exc:
@@ -118,8 +146,9 @@ def validate_train(
     """Everything `train_run` needs, checked before it starts: config, run folder, data, model, disk."""
     from elbolab.config import flatten, read_config_file
     from elbolab.train.api import resumed_config
-    from elbolab.train.run import CHECKPOINT_FILE, resolve_configs
+    from elbolab.train.run import check_data_agrees, check_run_folder, resolve_configs
 
+    check_run_folder(out, resume)
     out = Path(out)
     check_output_folder(out)
     merged = {**flatten(read_config_file(config_file) if config_file else {}), **(overrides or {})}
@@ -127,22 +156,24 @@ def validate_train(
         merged["train.steps"] = steps
     if resume:
         cfg, _ = resumed_config(out, kind, data, merged)
-        data, data_dir, model_cfg = cfg.data, cfg.data_dir, cfg.model
+        data, data_dir, model_cfg, train_cfg = cfg.data, cfg.data_dir, cfg.model, cfg.train
     else:
-        if (out / CHECKPOINT_FILE).is_file():
-            raise ElbolabError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        model_cfg, _ = resolve_configs(kind, None, merged)
+        model_cfg, train_cfg = resolve_configs(kind, None, merged)
         data = data or "digits"
     probe = check_data(data, data_dir)
+    if resume:
+        check_data_agrees(cfg, probe.shape, probe.levels, out)
+    check_memory(probe, train_cfg.batch_size // train_cfg.grad_accum, train_cfg.device)
     check_disk(out, checkpoint_bytes(parameter_count(kind, probe, model_cfg)))
 
 
 def validate_eval(run_dir: str | Path, split: str, features: str, parts: tuple[str, ...]) -> None:
     """The run folder is a run with weights, its data loads, and labels are there if the features need them."""
-    from elbolab.train.run import load_run
+    from elbolab.train.run import check_data_agrees, load_run
 
-    run_cfg, _ = load_run(Path(run_dir), device="cpu")
+    run_cfg, _ = load_run(Path(run_dir), device="cpu", say_live=False)
     data = check_data(run_cfg.data, run_cfg.data_dir, split)
+    check_data_agrees(run_cfg, data.shape, data.levels, Path(run_dir))
     if set(parts) & {"quality", "interpolation"}:
         check_labels(data, features)
 

@@ -32,13 +32,28 @@ class ImageData:
             raise DataError(f"{self.name}: the data set is empty")
         if not 2 <= self.levels <= 256:
             raise DataError(f"{self.name}: levels must be between 2 and 256, got {self.levels}")
-        if self.labels is not None and self.labels.shape[0] != self.images.shape[0]:
-            raise DataError(f"{self.name}: {self.labels.shape[0]} labels for {self.images.shape[0]} images")
+        if self.labels is not None:
+            check_labels(self.labels, len(self), None, f"{self.name}: labels")
+
+    @property
+    def classes(self) -> int | None:
+        """K, the number of classes the labels name (the largest label + 1); None without labels."""
+        return None if self.labels is None else int(self.labels.max()) + 1
+
+    def require_labels(self, why: str) -> Tensor:
+        """The labels, or a one-line error saying that `why` needs them and this data set has none."""
+        if self.labels is None:
+            raise DataError(
+                f"{why} needs labels, and {self.name} has none (an image folder takes its subfolders "
+                "as classes, an .npz a `labels` array)"
+            )
+        return self.labels
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one image."""
-        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+        c, h, w = self.images.shape[1:]
+        return c, h, w
 
     @property
     def dims(self) -> int:
@@ -58,6 +73,18 @@ class ImageData:
         """The first n images (all of them if n exceeds the size)."""
         labels = None if self.labels is None else self.labels[:n]
         return ImageData(self.name, self.images[:n], self.levels, labels)
+
+
+def check_labels(labels: Tensor, n: int | None, classes: int | None, what: str = "labels") -> None:
+    """A one-line DataError unless `labels` are n integers (any n if None) in 0..classes−1 (any K ≥ 0 if None)."""
+    if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise DataError(f"{what} must be a 1-D tensor of integers, got {labels.dtype} of shape {list(labels.shape)}")
+    if n is not None and labels.shape[0] != n:
+        raise DataError(f"{what}: {labels.shape[0]} labels for {n} images")
+    if labels.numel() and (int(labels.min()) < 0 or (classes is not None and int(labels.max()) >= classes)):
+        bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+        allowed = "≥ 0" if classes is None else f"in 0..{classes - 1}"
+        raise DataError(f"{what}: label {bad} is out of range; labels must be {allowed}")
 
 
 def to_model(levels_tensor: Tensor, levels: int) -> Tensor:

@@ -2,8 +2,8 @@
 
 Layout: a named data set lives in `DATA_DIR/<name>/` (or directly in DATA_DIR when that
 folder already holds the set's files and has no `<name>/` subfolder). Files already there
-are read without touching the network; one that differs from the official file is read
-with a warning. A file this package downloads must match its official MD5, or the download
+are read without touching the network; one of the user's own that differs from the official file
+is read with a warning, one this package downloaded that has changed since is refused. A file this package downloads must match its official MD5, or the download
 fails. In folders it downloaded into, hashes are remembered in a stamp file keyed by size
 and mtime; folders of the user's own are only read, never written.
 
@@ -221,8 +221,23 @@ def file_md5(folder: Path, filename: str) -> str:
 
 
 def check_present(folder: Path, filename: str, expected: str | None) -> None:
-    """Warn (once per file and process) when a file already present differs from the official one."""
+    """A file elbolab downloaded (its official hash in the stamp) that has changed since must still be official, or
+    it is refused with the command that fetches it afresh; a file of the user's own that differs is read with a
+    warning (once per file and process)."""
     if expected is None:
+        return
+    ours = _read_stamps(folder).get(filename)
+    if isinstance(ours, list) and len(ours) == 3 and ours[2] == expected:
+        st = (folder / filename).stat()
+        if ours[:2] == [st.st_size, st.st_mtime_ns]:
+            return  # verified when downloaded, unchanged since
+        got = hash_file(folder / filename)
+        if got != expected:
+            raise DataError(
+                f"{folder / filename}: damaged since it was downloaded (MD5 {got}, official {expected}); "
+                f"remove it (rm '{folder / filename}') and run the command again to download it afresh"
+            )
+        remember_md5(folder, filename, got)
         return
     got = file_md5(folder, filename)
     if got != expected:

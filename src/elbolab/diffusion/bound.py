@@ -27,12 +27,12 @@ from elbolab.diffusion.noise_control import (
     latin_normal,
 )
 from elbolab.diffusion.reverse import Denoised, Denoiser, denoise, reverse_log_variance, small_log_variance
-from elbolab.diffusion.schedule import Schedule
+from elbolab.diffusion.schedule import NoiseSchedule
 from elbolab.diffusion.time_proposal import bin_ends, draw_uniforms, mean_and_stderr, replicates_for
 from elbolab.likelihoods import discretized_gaussian_log_prob, normal_kl, normal_log_prob
 
 
-def prior_term(x_0: Tensor, schedule: Schedule) -> Tensor:
+def prior_term(x_0: Tensor, schedule: NoiseSchedule) -> Tensor:
     """L_T = KL(q(x_T|x_0) ‖ N(0, I)) per example (Ho et al. 2020, eq. 5)."""
     x_0 = x_0.double()
     mean, var = q_marginal(x_0, schedule.log_snr(torch.ones((), dtype=torch.float64)))
@@ -50,7 +50,7 @@ def vlb_term(
     x_0: Tensor,
     denoised: Denoised,
     i: Tensor,
-    schedule: Schedule,
+    schedule: NoiseSchedule,
     variance: str,
     levels: int | None,
     stop_mean_grad: bool = False,
@@ -80,7 +80,7 @@ def step_terms(
     x_0: Tensor,
     i: Tensor,
     eps: Tensor,
-    schedule: Schedule,
+    schedule: NoiseSchedule,
     *,
     parameterisation: str = "eps",
     variance: str = "small",
@@ -98,23 +98,30 @@ def _terms_for_pairs(
     x_0: Tensor,
     example: Tensor,
     i: Tensor,
-    schedule: Schedule,
+    schedule: NoiseSchedule,
     noise: Callable[[int, int], Tensor],
     max_batch: int,
     control: Tensor | None = None,
     classes: Tensor | None = None,
-    **kw,
+    *,
+    parameterisation: str = "eps",
+    variance: str = "small",
+    levels: int | None = None,
 ) -> Tensor:
     """L_{i_n − 1} of example `example[n]` for every pair n, at most max_batch pairs per denoiser call; the ε of
     pairs start..stop−1 is `noise(start, stop)` (drawn chunk by chunk, so no more than max_batch are held).
     With `control` [T, FEATURES] (and `classes` [B, D], `noise_control.coordinate_classes` of x_0) each term has
     its control variate subtracted (`noise_control.control_value`, mean zero)."""
+    if control is not None and classes is None:
+        raise ValueError("a control variate needs the coordinate classes of x_0 (noise_control.coordinate_classes)")
     out = []
     for start in range(0, example.numel(), max_batch):
         stop = min(start + max_batch, example.numel())
         idx, at, eps = example[start:stop], i[start:stop], noise(start, stop)
-        terms = step_terms(denoiser, x_0[idx], at, eps, schedule, **kw)
-        if control is not None:
+        terms = step_terms(
+            denoiser, x_0[idx], at, eps, schedule, parameterisation=parameterisation, variance=variance, levels=levels
+        )
+        if control is not None and classes is not None:
             terms = terms - control_value(eps, classes[idx], control[at - 1])
         out.append(terms)
     return torch.cat(out)
@@ -129,10 +136,15 @@ def _normal(
     )
 
 
+def _slices(eps: Tensor) -> Callable[[int, int], Tensor]:
+    """`noise` for `_terms_for_pairs`: the pairs' ε drawn beforehand, rows start..stop−1."""
+    return lambda start, stop: eps[start:stop]
+
+
 def exact_bound(
     denoiser: Denoiser,
     x_0: Tensor,
-    schedule: Schedule,
+    schedule: NoiseSchedule,
     *,
     parameterisation: str = "eps",
     variance: str = "small",
@@ -179,7 +191,7 @@ def exact_bound(
 def mc_bound(
     denoiser: Denoiser,
     x_0: Tensor,
-    schedule: Schedule,
+    schedule: NoiseSchedule,
     *,
     samples: int,
     proposal: Tensor | None = None,
@@ -241,7 +253,7 @@ def mc_bound(
     classes = None if control is None else coordinate_classes(x_0, levels)
     control = None if control is None else control.to(device=device, dtype=torch.float64)
     per_chunk = max(1, max_batch // pairs)  # images whose ε is drawn together (at least one)
-    terms = []
+    chunks = []
     for start in range(0, B, per_chunk):
         x = x_0[start : start + per_chunk]
         n, shape = x.shape[0], tuple(x.shape[1:])
@@ -257,7 +269,7 @@ def mc_bound(
             torch.arange(n, device=device).repeat_interleave(pairs),
             steps[start : start + n].flatten(),
             schedule,
-            lambda a, b, eps=eps: eps[a:b],
+            _slices(eps),
             max_batch,
             control,
             None if classes is None else classes[start : start + n],
@@ -265,8 +277,8 @@ def mc_bound(
             variance=variance,
             levels=levels,
         )
-        terms.append(chunk.view(n, pairs))
-    terms = torch.cat(terms)
+        chunks.append(chunk.view(n, pairs))
+    terms = torch.cat(chunks)
     diffusion = terms[:, :samples] / q[i - 2]  # [B, K]
     reconstruction = terms[:, samples:].repeat(1, m)  # column c holds replicate c % R's L_0
     _, stderr = mean_and_stderr(diffusion + reconstruction, stratified)
@@ -282,7 +294,7 @@ def mc_bound(
 def one_step_bound(
     denoiser: Denoiser,
     x_0: Tensor,
-    schedule: Schedule,
+    schedule: NoiseSchedule,
     *,
     samples: int,
     parameterisation: str = "eps",
@@ -321,7 +333,7 @@ def one_step_bound(
 def pilot_step_fit(
     denoiser: Denoiser,
     x_0: Tensor,
-    schedule: Schedule,
+    schedule: NoiseSchedule,
     edges: Tensor,
     *,
     parameterisation: str = "eps",
@@ -342,12 +354,12 @@ def pilot_step_fit(
     u = torch.rand(B, bins, generator=generator, dtype=torch.float64, device=device)
     i = (low + 1 + torch.minimum((u * width).floor().long(), width - 1)).repeat_interleave(2, 1)  # [B, bins·2]
     example = torch.arange(B, device=device).repeat_interleave(2 * bins)
-    classes, features = coordinate_classes(x_0, levels), []
+    classes, kept = coordinate_classes(x_0, levels), []
     draw = _normal(tuple(x_0.shape[1:]), generator, device)
 
     def noise(start: int, stop: int) -> Tensor:  # each chunk's ε, and the features kept (not the ε)
         eps = draw(start, stop)
-        features.append(control_features(eps, classes[example[start:stop]]))
+        kept.append(control_features(eps, classes[example[start:stop]]))
         return eps
 
     terms = _terms_for_pairs(
@@ -362,7 +374,7 @@ def pilot_step_fit(
         variance=variance,
         levels=levels,
     ).view(B, bins, 2)
-    features = torch.cat(features).view(B, bins, 2, FEATURES)
+    features = torch.cat(kept).view(B, bins, 2, FEATURES)
     slopes = fit_slopes(terms, features)
     residual = terms - (features * slopes[None, :, None]).sum(-1)
     return slopes, residual.pow(2).mean((0, 2))

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from elbolab.config import require
 from elbolab.diffusion.edm import P_MEAN, P_STD
 from elbolab.diffusion.edm import SIGMA_DATA as EDM_SIGMA_DATA
 from elbolab.diffusion.learned_schedule import SHAPES
@@ -13,7 +14,7 @@ from elbolab.diffusion.samplers import SAMPLERS
 from elbolab.diffusion.schedule import Schedule
 from elbolab.diffusion.weighting import SIGMOID_BIAS, WEIGHTINGS
 from elbolab.errors import ConfigError
-from elbolab.nets.unet import UNetConfig
+from elbolab.nets.unet import UNetConfig, UNetPreset
 
 #: what `loss` may name ("elbo" is read as "vlb")
 LOSSES = ("simple", "vlb", "hybrid", *WEIGHTINGS)
@@ -75,6 +76,8 @@ class DiffusionConfig:
     elbo_method: Literal["mc", "exact"] = "mc"
     elbo_samples: int = 16  # Monte-Carlo draws of t per example for method "mc"
     max_batch: int = 1024  # (example, step) pairs per network call when evaluating the bound
+    conditional: bool = False  # net(x_t, t, y): a class embedding beside the time embedding, K read from the data
+    label_dropout: float = 0.1  # P(label → the null class) in training: one network, conditional and not
 
     @classmethod
     def sized_for(cls, side: int, device: str = "cpu") -> DiffusionConfig:
@@ -84,7 +87,9 @@ class DiffusionConfig:
         with and to what the device trains in minutes: tiny (~0.17M parameters) for small images (≤ 16 px) and
         for larger ones on a CPU (0.3 GFLOP per 28×28 training image, a third of lean's), on a GPU small
         (≤ 28 px) or base."""
-        preset = "tiny" if side <= 16 or not device.startswith("cuda") else "small" if side <= 28 else "base"
+        preset: UNetPreset = (
+            "tiny" if side <= 16 or not device.startswith("cuda") else "small" if side <= 28 else "base"
+        )
         # the bound's network calls hold max_batch images: 1024 of 8×8, 128 of larger ones (≈ 0.1 GB at 28×28)
         return cls(
             unet=UNetConfig(preset=preset),
@@ -112,6 +117,10 @@ class DiffusionConfig:
         )
 
     def __post_init__(self) -> None:
+        for name in ("elbo_samples", "max_batch", "encode_steps"):
+            require(f"model.{name}", getattr(self, name), getattr(self, name) >= 1, "an integer ≥ 1")
+        for name in ("encode_fixed_point", "eta", "hybrid_weight"):
+            require(f"model.{name}", getattr(self, name), getattr(self, name) >= 0, "a number ≥ 0")
         if self.T < 1:
             raise ConfigError(f"model.T must be ≥ 1, got {self.T}")
         if self.loss == "elbo":  # the bound's other name; runs keep "vlb"
@@ -172,6 +181,8 @@ class DiffusionConfig:
         if self.elbo_samples < 2 or self.max_batch < 1 or self.hybrid_weight < 0:
             raise ConfigError("elbo_samples must be ≥ 2, max_batch ≥ 1 and hybrid_weight ≥ 0")
         self.unet.spec()  # checks the network's overrides
+        if not 0 <= self.label_dropout <= 1:
+            raise ConfigError(f"model.label_dropout must be a probability in [0, 1], got {self.label_dropout}")
 
     def _check_continuous(self) -> None:
         """What continuous time does not take: a learned variance, the hybrid loss, step-history resampling."""

@@ -15,7 +15,6 @@ App. C), or, for continuous data, the density N(x; z_0/α_0, σ_0²/α_0²).
 from __future__ import annotations
 
 import math
-from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -25,18 +24,9 @@ from elbolab.diffusion.bound import prior_term
 from elbolab.diffusion.encoder import MeanEncoder
 from elbolab.diffusion.forward import expand, q_sample
 from elbolab.diffusion.reverse import Denoiser, denoise
-from elbolab.diffusion.schedule import alpha, sigma
+from elbolab.diffusion.schedule import ContinuousSchedule, alpha, sigma
 from elbolab.diffusion.time_proposal import TimeProposal, draw_uniforms, mean_and_stderr
 from elbolab.likelihoods import level_of, normal_log_prob
-
-
-class ContinuousSchedule(Protocol):
-    T: int
-
-    def log_snr(self, t: Tensor | float) -> Tensor: ...
-    def gamma(self, t: Tensor | float) -> Tensor: ...
-    def gamma_prime(self, t: Tensor | float) -> Tensor: ...
-
 
 # ---------------------------------------------------------------- reconstruction
 
@@ -52,7 +42,10 @@ def level_log_prob(x_0: Tensor, z_0: Tensor, log_snr_0: Tensor, levels: int | No
         return normal_log_prob(x_0, z_0 / a, 2 * torch.log(s / a))
     step = 2.0 / (levels - 1)
     z, a_, s_ = z_0.unsqueeze(-1), a.unsqueeze(-1), s.unsqueeze(-1)
-    logit = lambda k: -0.5 * ((z - a_ * (k * step - 1)) / s_) ** 2
+
+    def logit(k: Tensor) -> Tensor:
+        return -0.5 * ((z - a_ * (k * step - 1)) / s_) ** 2
+
     # the normaliser: every level within WINDOW_Z standard deviations of z_0 (those beyond add < e^-(WINDOW_Z²/2)
     # of the sum, below float64's resolution), so 256 levels cost a few, not 256, terms per dimension
     half = min(levels - 1, math.ceil(WINDOW_Z * (s / (a * step)).max().item()) + 1)

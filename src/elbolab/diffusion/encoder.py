@@ -14,20 +14,15 @@ second pass and no forward-mode autograd:
 from __future__ import annotations
 
 import math
-from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
 from elbolab.diffusion.forward import expand
+from elbolab.diffusion.schedule import ContinuousSchedule
 
 #: Fourier frequencies 2πk, k = 1..FREQUENCIES, of the encoder's time features
 FREQUENCIES = 4
-
-
-class ContinuousSchedule(Protocol):
-    def gamma(self, t: Tensor | float) -> Tensor: ...
-    def gamma_prime(self, t: Tensor | float) -> Tensor: ...
 
 
 def time_features(t: Tensor) -> tuple[Tensor, Tensor]:

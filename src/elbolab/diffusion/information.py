@@ -17,6 +17,7 @@ from elbolab.data.base import ImageData
 from elbolab.diffusion.chain import GaussianDiffusion
 from elbolab.diffusion.forward import q_sample
 from elbolab.diffusion.reverse import denoise
+from elbolab.errors import ElbolabError
 from elbolab.records import ChainRateDistortion, RatePoint
 
 
@@ -43,6 +44,10 @@ def chain_rate_distortion(
     x = data.model_range(slice(0, min(n, len(data)))).to(device).double()
     bound = chain.elbo(x, Estimator("exact"), generator=generator, clip=True)
     prior = bound.terms["prior"].double()
+    if bound.per_step is None:
+        raise ElbolabError(
+            "the chain's exact bound gave no per-step terms; the rate-distortion curve is built from them"
+        )
     per_step = bound.per_step.double()  # [B, T]: L_0 … L_{T−1}
     sent = prior[:, None] + per_step.flip(1).cumsum(1).flip(1)  # rate to hold x_i, i = 0..T−1
     remaining = per_step.cumsum(1) - per_step  # Σ_{j<i} L_j

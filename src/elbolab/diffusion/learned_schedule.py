@@ -45,6 +45,9 @@ class LearnedSchedule(nn.Module):
     `T` is the grid t_i = i/T the model samples on by default and its discrete-time bound uses.
     """
 
+    #: (γ_min, γ_max), float64: a parameter if `learn_endpoints`, else a buffer
+    ends: Tensor
+
     def __init__(self, shape: str, T: int, gamma_min: float, gamma_max: float, learn_endpoints: bool = True) -> None:
         super().__init__()
         if shape not in SHAPES:
@@ -160,6 +163,8 @@ class OneStepSchedule(nn.Module):
     (σ/α ∝ t), which only a sampler's grid time other than 0 and 1 would read."""
 
     T = 1
+    #: γ_1 = −λ_1, float64: a parameter if learned, else a buffer
+    gamma_1: Tensor
 
     def __init__(self, gamma_1: float, learn: bool = True) -> None:
         super().__init__()

@@ -18,7 +18,7 @@ from elbolab.diffusion.information import chain_rate_distortion
 from elbolab.diffusion.samplers import SAMPLERS, Churn
 from elbolab.diffusion.weighting import describe
 from elbolab.errors import ConfigError
-from elbolab.model import Capabilities, DesignLevels, Encoding, GenerativeModel
+from elbolab.model import Capabilities, DesignLevels, Encoding, GenerativeModel, class_count
 from elbolab.records import Information
 
 #: what `sample` takes beyond the sampler and steps: DDIM's η, the reverse variance of the ancestral sampler and the
@@ -42,15 +42,22 @@ class DiffusionModel(GenerativeModel):
     kind = "diffusion"
     #: whether every reverse step clips x̂_0 to [−1, 1] (sampling, bound, encoding alike)
     clip: bool = True
+    #: K labels of a conditional model (None: unconditional, also for a subclass built around another network)
+    classes: int | None = None
 
-    def __init__(self, config: DiffusionConfig, shape: tuple[int, int, int], levels: int) -> None:
+    def __init__(
+        self, config: DiffusionConfig, shape: tuple[int, int, int], levels: int, classes: int | None = None
+    ) -> None:
         super().__init__(config, shape, levels)
         c, h, w = self.shape
         encoder = MeanEncoder(c, config.encoder_width) if config.encoder == "learned" else None
-        self.diffusion = GaussianDiffusion(config, build_net(config, c, max(h, w)), levels, encoder=encoder)
+        self.classes = class_count(config.conditional, classes)
+        self.diffusion = GaussianDiffusion(
+            config, build_net(config, c, max(h, w), self.classes), levels, encoder=encoder, classes=self.classes
+        )
 
     @property
-    def objective(self) -> str:  # type: ignore[override]
+    def objective(self) -> str:
         """The name of what `loss` optimises (and how the forward process's learned parts are trained)."""
         cfg = self.config
         if cfg.time == "discrete":
@@ -73,7 +80,7 @@ class DiffusionModel(GenerativeModel):
         return Capabilities(
             samplers=samplers,
             max_steps=None if continuous else cfg.T,
-            sample_options=SAMPLE_OPTIONS,
+            sample_options=SAMPLE_OPTIONS if self.classes is None else (*SAMPLE_OPTIONS, "y", "guidance"),
             estimators=("mc", "exact"),
             default_estimator=self.default_estimator(),
             encoding=Encoding(
@@ -82,6 +89,8 @@ class DiffusionModel(GenerativeModel):
             proposals=("uniform", "stratified", "importance"),
             bound_steps=continuous,
             design=self.design_levels(),
+            classes=self.classes,
+            null_class=self.classes is not None,
         )
 
     def check_sampling(self, sampler: str | None = None, steps: int | None = None, **options: Any) -> None:
@@ -161,26 +170,40 @@ class DiffusionModel(GenerativeModel):
         d.control_slopes.copy_(slopes.reshape(d.control_slopes.shape))
 
     def loss(
-        self, x: Tensor, step: int = 0, total_steps: int | None = None, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        step: int = 0,
+        total_steps: int | None = None,
+        generator: torch.Generator | None = None,
+        y: Tensor | None = None,
     ) -> Tensor:
-        """The configured objective per example, [B] (see `GaussianDiffusion.loss`)."""
+        """The configured objective per example, [B] (see `GaussianDiffusion.loss`); a conditional model's given
+        labels y (None: the null class), with label dropout."""
         self.check_input(x)
-        return self.diffusion.loss(x, generator)
+        return self.diffusion.loss(x, generator, None if y is None else self.check_labels(y, x.shape[0]))
 
     def _elbo(self, x: Tensor, estimator: Estimator, generator: torch.Generator | None) -> Bound:
+        """The bound on −log p(x): a conditional model's through its null class (see `_elbo_given`)."""
+        return self._elbo_given(x, None, estimator, generator)
+
+    def _elbo_given(
+        self, x: Tensor, y: Tensor | None, estimator: Estimator, generator: torch.Generator | None
+    ) -> Bound:
         """−ELBO per example in nats: terms prior (L_T), diffusion (Σ_{t≥2} L_{t−1}), reconstruction (L_0);
         "exact" (all T steps, with per_step [B, T]) or "mc" (with extras["stderr"]).
 
         It bounds the model `sample` draws from: x̂_0 clipped to [−1, 1] in every reverse step (if `clip`).
         An importance proposal not prepared on training images (`prepare_estimator`) is fitted, for this call
         only, on a pilot pass over the first SELF_PILOT_N of the images bounded: its draws are independent of
-        the estimate's, so the estimate stays unbiased."""
+        the estimate's, so the estimate stays unbiased. With labels y [B] (a conditional model) it is the bound
+        on −log p(x | y), the same terms, y None the unconditional bound through the null class (the proposal
+        is fitted on that one: any proposal leaves the estimate unbiased)."""
         estimator = self.check_estimator(estimator)
         if estimator.proposal != "importance" or self.diffusion.proposal_fitted():
-            return self.diffusion.elbo(x, estimator, generator=generator, clip=self.clip)
+            return self.diffusion.elbo(x, estimator, generator=generator, clip=self.clip, y=y)
         self.prepare_estimator(estimator, x[:SELF_PILOT_N], generator)
         try:
-            return self.diffusion.elbo(x, estimator, generator=generator, clip=self.clip)
+            return self.diffusion.elbo(x, estimator, generator=generator, clip=self.clip, y=y)
         finally:
             self.diffusion.time_proposal.zero_()
             self.diffusion.control_slopes.zero_()
@@ -193,10 +216,15 @@ class DiffusionModel(GenerativeModel):
         steps: int | None,
         eta: float | None = None,
         variance: str | None = None,
+        y: Tensor | None = None,
+        guidance: float | None = None,
         **churn: float,
     ) -> Tensor:
         """x_T ~ N(0, I), then `sampler` (a name in `samplers.SAMPLERS`) over `steps` steps, x̂_0 clipped to [−1, 1]
-        at every step (if `clip`); `churn` the options of "heun-churn" (`samplers.Churn`)."""
+        at every step (if `clip`); `churn` the options of "heun-churn" (`samplers.Churn`). A conditional model
+        samples given labels y [n] (None: unconditionally, through the null class) with classifier-free guidance
+        w = `guidance` (default 1, the conditional model itself, the one its bound is of; 0 the unconditional one)."""
+        y, w = self.guided_labels(y, n, guidance)
         x = self.diffusion.sample(
             (n, *self.shape),
             sampler,
@@ -207,6 +235,8 @@ class DiffusionModel(GenerativeModel):
             generator=generator,
             device=self.device,
             churn=Churn(**churn),
+            y=y,
+            guidance=w,
         )
         return self.to_levels(x)
 

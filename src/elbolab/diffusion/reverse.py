@@ -18,7 +18,7 @@ from torch import Tensor
 
 from elbolab.diffusion.forward import expand, posterior_log_variance
 from elbolab.diffusion.parameterisation import x0_and_eps
-from elbolab.diffusion.schedule import Schedule, alpha, log_beta, log_sigma2, sigma
+from elbolab.diffusion.schedule import NoiseSchedule, alpha, log_beta, log_sigma2, sigma
 from elbolab.errors import ConfigError
 
 Denoiser = Callable[[Tensor, Tensor], Tensor | tuple[Tensor, Tensor]]
@@ -42,7 +42,7 @@ def batch_times(t: Tensor | float, x: Tensor) -> Tensor:
 
 
 def denoise(
-    denoiser: Denoiser, x_t: Tensor, t: Tensor | float, schedule: Schedule, parameterisation: str = "eps"
+    denoiser: Denoiser, x_t: Tensor, t: Tensor | float, schedule: NoiseSchedule, parameterisation: str = "eps"
 ) -> Denoised:
     """Evaluate the denoiser at (x_t, t) and convert its prediction to (x̂_0, ε̂) (Salimans & Ho 2022, §4)."""
     out = denoiser(x_t, batch_times(t, x_t))
@@ -54,7 +54,7 @@ def denoise(
     return Denoised(x0_hat, eps_hat, None if var_interp is None else var_interp.to(x_t.dtype))
 
 
-def small_log_variance(schedule: Schedule, t: Tensor, s: Tensor) -> Tensor:
+def small_log_variance(schedule: NoiseSchedule, t: Tensor, s: Tensor) -> Tensor:
     """log β̃(t, s), with the step into s = 0 given β̃(2t, t) instead of 0 (Nichol & Dhariwal 2021, §3.1's clipping);
     where no step 2t ≤ 1 follows (the one-step chain, t = 1), β(t, 0) = σ_t², the posterior variance of x_0 for
     N(0, I) data (Ho et al. 2020, §3.2), the only non-zero choice one step offers."""
@@ -67,7 +67,7 @@ def small_log_variance(schedule: Schedule, t: Tensor, s: Tensor) -> Tensor:
 
 
 def reverse_log_variance(
-    schedule: Schedule,
+    schedule: NoiseSchedule,
     t: Tensor | float,
     s: Tensor | float,
     variance: str,

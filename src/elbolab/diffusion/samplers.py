@@ -19,7 +19,7 @@ from torch import Tensor
 from elbolab.diffusion.edm import rho_grid, time_of
 from elbolab.diffusion.forward import posterior_coefficients, posterior_log_variance
 from elbolab.diffusion.reverse import VARIANCES, Denoiser, denoise, reverse_log_variance
-from elbolab.diffusion.schedule import Schedule, alpha, log_beta, sigma
+from elbolab.diffusion.schedule import NoiseSchedule, alpha, log_beta, sigma
 from elbolab.errors import ConfigError
 
 
@@ -47,7 +47,7 @@ class Step:
     h: float  # λ'_s − λ'_t with λ' = λ/2 (DPM-Solver's step in half-log-SNR)
 
 
-def grid_steps(grid: Tensor, schedule: Schedule) -> list[Step]:
+def grid_steps(grid: Tensor, schedule: NoiseSchedule) -> list[Step]:
     """The (t, s) steps of a descending grid with their coefficients (a step into s = 0 has s's as NaN)."""
     times = grid.to(torch.float64)
     lam = schedule.log_snr(times)
@@ -78,7 +78,7 @@ def ancestral(
     denoiser: Denoiser,
     x_T: Tensor,
     grid: Tensor,
-    schedule: Schedule,
+    schedule: NoiseSchedule,
     *,
     parameterisation: str = "eps",
     variance: str = "small",
@@ -105,7 +105,7 @@ def ddim(
     denoiser: Denoiser,
     x_T: Tensor,
     grid: Tensor,
-    schedule: Schedule,
+    schedule: NoiseSchedule,
     *,
     parameterisation: str = "eps",
     eta: float = 0.0,
@@ -128,7 +128,7 @@ def dpm_solver_pp(
     denoiser: Denoiser,
     x_T: Tensor,
     grid: Tensor,
-    schedule: Schedule,
+    schedule: NoiseSchedule,
     *,
     parameterisation: str = "eps",
     order: int = 2,
@@ -182,7 +182,7 @@ def _third_order(x: Tensor, m0: Tensor, prev: tuple[Tensor, float], prev2: tuple
 
 
 def euler(
-    denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: Schedule, *, parameterisation: str = "eps"
+    denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: NoiseSchedule, *, parameterisation: str = "eps"
 ) -> Tensor:
     """x̃_s = x̃_t + (σ̃_s − σ̃_t) ε̂, x̃ = x/α, σ̃ = σ/α: Euler on EDM's probability-flow ODE dx̃/dσ̃ = (x̃ − D)/σ̃ = ε̂
     (Karras et al. 2022, eq. 4 and Alg. 1 without its correction); on the same grid it is DDIM with η = 0."""
@@ -203,7 +203,7 @@ def heun_step(
     s: float,
     sigma_s: float,
     alpha_s: float,
-    schedule: Schedule,
+    schedule: NoiseSchedule,
     parameterisation: str,
     eps_t: Tensor,
 ) -> Tensor:
@@ -215,7 +215,9 @@ def heun_step(
     return x_ve + (0.5 * delta) * (eps_t + eps_s)
 
 
-def heun(denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: Schedule, *, parameterisation: str = "eps") -> Tensor:
+def heun(
+    denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: NoiseSchedule, *, parameterisation: str = "eps"
+) -> Tensor:
     """EDM's deterministic sampler: Heun's 2nd-order method on dx̃/dσ̃ = ε̂ at every step into s > 0, the step into 0
     returning x̂_0 (Karras et al. 2022, Alg. 1): 2K − 1 network evaluations over K steps."""
     x = x_T
@@ -266,7 +268,7 @@ def heun_churn(
     denoiser: Denoiser,
     x_T: Tensor,
     grid: Tensor,
-    schedule: Schedule,
+    schedule: NoiseSchedule,
     *,
     parameterisation: str = "eps",
     churn: Churn = Churn(),
@@ -301,7 +303,7 @@ def ddim_invert(
     denoiser: Denoiser,
     x_0: Tensor,
     grid: Tensor,
-    schedule: Schedule,
+    schedule: NoiseSchedule,
     *,
     parameterisation: str = "eps",
     fixed_point: int = 0,
@@ -346,7 +348,7 @@ def run_sampler(
     denoiser: Denoiser,
     x_T: Tensor,
     grid: Tensor,
-    schedule: Schedule,
+    schedule: NoiseSchedule,
     *,
     parameterisation: str = "eps",
     variance: str = "small",

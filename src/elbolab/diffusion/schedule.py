@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +69,57 @@ def cosine_log_alpha_bar(t: Tensor, T: int) -> Tensor:
 LOG_ALPHA_BAR = {"linear": linear_log_alpha_bar, "cosine": cosine_log_alpha_bar}
 
 
+@runtime_checkable
+class NoiseSchedule(Protocol):
+    """What the samplers and bounds read of a schedule: λ(t) on t ∈ [0, 1] and the grid t_i = i/T of its T steps.
+
+    `Schedule`, `tabulated.TabulatedSchedule`, `learned_schedule.LearnedSchedule` and `OneStepSchedule` are ones."""
+
+    @property
+    def T(self) -> int: ...
+
+    def log_snr(self, t: Tensor | float) -> Tensor:
+        """λ(t) = log SNR(t), float64."""
+        ...
+
+    def times(self, i: Tensor | int) -> Tensor:
+        """t_i = i/T, float64."""
+        ...
+
+
+@runtime_checkable
+class DiscreteSchedule(NoiseSchedule, Protocol):
+    """A schedule of the T-step chain that gives its β_1..β_T (what a DDPM scheduler takes)."""
+
+    def betas(self) -> Tensor:
+        """β_1..β_T, β_i = 1 − ᾱ_i/ᾱ_{i−1} (Ho et al. 2020, eq. 4)."""
+        ...
+
+
+@runtime_checkable
+class ContinuousSchedule(NoiseSchedule, Protocol):
+    """A schedule with γ(t) = −λ(t) and dγ/dt, what the continuous-time bound integrates (VDM, eq. 17)."""
+
+    def gamma(self, t: Tensor | float) -> Tensor:
+        """γ(t) = −λ(t), float64."""
+        ...
+
+    def gamma_prime(self, t: Tensor | float) -> Tensor:
+        """dγ/dt, float64."""
+        ...
+
+
+def grid_times(i: Tensor | int, T: int) -> Tensor:
+    """t_i = i/T, float64."""
+    return _as_time(i) / T
+
+
+def grid_betas(schedule: NoiseSchedule) -> Tensor:
+    """β_1..β_T of the discrete chain, β_i = 1 − ᾱ_i/ᾱ_{i−1} (Ho et al. 2020, eq. 4)."""
+    i = torch.arange(1, schedule.T + 1, dtype=torch.float64)
+    return beta(schedule.log_snr(schedule.times(i)), schedule.log_snr(schedule.times(i - 1)))
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def _scalar_log_snr(name: str, T: int, t: float) -> float:
     """λ at one time, cached: samplers ask for the same grid times at every step."""
@@ -97,16 +149,15 @@ class Schedule:
 
     def times(self, i: Tensor | int) -> Tensor:
         """t_i = i/T, float64."""
-        return _as_time(i) / self.T
+        return grid_times(i, self.T)
 
     def alpha_bar(self, t: Tensor | float) -> Tensor:
         """ᾱ(t) = sigmoid(λ(t))."""
         return alpha_bar(self.log_snr(t))
 
     def betas(self) -> Tensor:
-        """β_1..β_T of the discrete chain, β_i = 1 − ᾱ_i/ᾱ_{i−1} (Ho et al. 2020, eq. 4)."""
-        i = torch.arange(1, self.T + 1, dtype=torch.float64)
-        return beta(self.log_snr(self.times(i)), self.log_snr(self.times(i - 1)))
+        """β_1..β_T of the discrete chain (`grid_betas`)."""
+        return grid_betas(self)
 
 
 # ---------------------------------------------------------------- quantities of λ

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from elbolab.diffusion.schedule import Schedule, _as_time, log_snr_from_log_alpha_bar
+from elbolab.diffusion.schedule import _as_time, alpha_bar, grid_betas, grid_times, log_snr_from_log_alpha_bar
 from elbolab.errors import ConfigError
 
 
@@ -45,7 +45,15 @@ class TabulatedSchedule:
         """λ(t) = log(ᾱ/(1 − ᾱ)), float64; +∞ at t = 0."""
         return log_snr_from_log_alpha_bar(self.log_alpha_bar(t))
 
-    # what derives from λ(t) and T alone: the named schedule's own methods, shared rather than copied
-    times = Schedule.times
-    alpha_bar = Schedule.alpha_bar
-    betas = Schedule.betas
+    # what derives from λ(t) and T alone: the helpers the named schedule uses too
+    def times(self, i: Tensor | int) -> Tensor:
+        """t_i = i/T, float64."""
+        return grid_times(i, self.T)
+
+    def alpha_bar(self, t: Tensor | float) -> Tensor:
+        """ᾱ(t) = sigmoid(λ(t))."""
+        return alpha_bar(self.log_snr(t))
+
+    def betas(self) -> Tensor:
+        """β_1..β_T (`schedule.grid_betas`)."""
+        return grid_betas(self)

@@ -21,8 +21,10 @@ from elbolab.atomic import atomic_write_json
 from elbolab.bounds import Estimator, mean_ci95, nats_to_bpd, rmse_255
 from elbolab.data.base import ImageData, to_model
 from elbolab.errors import ElbolabError
-from elbolab.evaluate.features import FeatureExtractor
+from elbolab.evaluate.features import ClassifierFeatures, FeatureExtractor
 from elbolab.evaluate.interpolation import PathStats, path_stats
+from elbolab.evaluate.pilot_cache import finite_fit, read_pilot_fits
+from elbolab.evaluate.precision import capped_draws, warn_if_imprecise
 from elbolab.evaluate.resample import sample_figures
 from elbolab.evaluate.speed import synchronize, time_sampling
 from elbolab.model import GenerativeModel, dataset_bound
@@ -88,6 +90,16 @@ class QualitySamples(Record):
 
 
 @dataclass(frozen=True)
+class ClassAccuracy(Record):
+    """A conditional model's samples given each class (guidance 1: the model its bound is of), classified by the
+    built-in feature net: the share of each class's samples it puts in that class, and their mean."""
+
+    n_per_class: int
+    per_class: tuple[float, ...]
+    overall: float
+
+
+@dataclass(frozen=True)
 class Measurement(Record):
     """What `measure` found about one model; a part that was not measured is None (or empty)."""
 
@@ -96,12 +108,15 @@ class Measurement(Record):
     parameters: int
     encoder_parameters: int | None = None  # learned parameters of `encode` (None: the model has no encoder)
     encode_passes: int | None = None  # network passes per image of `encode`
-    bound: BoundSummary | None = None
+    bound: BoundSummary | None = None  # a conditional model's on −log p(x | y), with the test labels
+    classes: int | None = None  # K of a conditional model (None: unconditional)
+    unconditional: BoundSummary | None = None  # a conditional model's bound on −log p(x), where it has one
     iwae: IWAESummary | None = None
     components: dict[str, BoundSummary] = field(default_factory=dict)  # e.g. latent diffusion's autoencoder
     speed: tuple[SpeedRow, ...] = ()
     quality_samples: QualitySamples | None = None
     samples: SampleFigures | None = None  # the quality samples' figures against the test images
+    class_accuracy: ClassAccuracy | None = None  # a conditional model's samples per class, classified
     reconstructions: SampleFigures | None = None  # decode(encode(x)) of test images: their sharpness
     encode_seconds_per_image: float | None = None
     reconstruction_rmse: float | None = None
@@ -218,9 +233,9 @@ def prepare_estimator(model: GenerativeModel, estimator: Estimator, pilot: Pilot
             }
         )
     )
-    fits = json.loads(pilot.cache.read_text())["fits"] if pilot.cache and pilot.cache.is_file() else []
+    fits = read_pilot_fits(pilot.cache)
     for fit in fits:
-        if fit["key"] == key:
+        if fit["key"] == key and finite_fit(fit, pilot.cache):
             model.load_fitted_estimator(
                 {name: torch.tensor(v, dtype=torch.float64) for name, v in fit["state"].items()}
             )
@@ -233,7 +248,8 @@ def prepare_estimator(model: GenerativeModel, estimator: Estimator, pilot: Pilot
     state = {name: t.detach().cpu().double().flatten().tolist() for name, t in model.fitted_estimator().items()}
     if pilot.cache is not None and state:
         try:
-            atomic_write_json(pilot.cache, {"fits": [*fits, {"key": key, "state": state}][-MAX_PILOT_FITS:]})
+            kept = [f for f in fits if f["key"] != key]  # a fit redone replaces the one it redoes
+            atomic_write_json(pilot.cache, {"fits": [*kept, {"key": key, "state": state}][-MAX_PILOT_FITS:]})
         except ElbolabError:  # a run folder that cannot be written keeps no cache; the fit is used all the same
             pass
     return False
@@ -247,11 +263,13 @@ def summarize(
     seed: int,
     cfg: EvalConfig = EvalConfig(),
     pilot: Pilot | None = None,
+    conditional: bool = True,
 ) -> BoundSummary:
     """The model's test-set bound, timed, with the estimator it used: `cfg.proposal` where the model offers
     it (an importance proposal fitted on `cfg.pilot_n` images of `pilot`, or kept in its cache; without a
     pilot the model fits it on the images it bounds), and with `cfg.bpd_se` as many draws as that standard
-    error of the test-set mean needs."""
+    error of the test-set mean needs. A conditional model's is on −log p(x | y) with the test labels, or with
+    `conditional` False on −log p(x)."""
     torch.manual_seed(seed)
     estimator = model.check_estimator(estimator)
     if estimator.method == "mc" and cfg.proposal in model.capabilities.proposals:
@@ -261,7 +279,9 @@ def summarize(
         prepare_estimator(model, estimator, pilot, cfg.pilot_n, seed)
     if cfg.bpd_se is not None and estimator.method == "mc":
         estimator = draws_for_precision(model, test, n, estimator, cfg.bpd_se)
-    bound = dataset_bound(model, test, n, 256, estimator)
+    bound = dataset_bound(model, test, n, 256, estimator, conditional=conditional)
+    if cfg.bpd_se is not None and estimator.method == "mc":
+        warn_if_imprecise(bound, cfg.bpd_se, estimator.samples)
     return BoundSummary.of(bound, estimator.describe(), time.perf_counter() - start)
 
 
@@ -278,7 +298,7 @@ def draws_for_precision(
         return estimator
     per_draw = nats_to_bpd(probe.extras["stderr"].double(), probe.dims).pow(2).mean().item() * k
     draws = math.ceil(per_draw / (n * (PRECISION_MARGIN * bpd_se) ** 2) / PRECISION_ROUNDING) * PRECISION_ROUNDING
-    return replace(estimator, samples=int(min(max(draws, 2 * PRECISION_ROUNDING), MAX_DRAWS)))
+    return replace(estimator, samples=capped_draws(draws, 2 * PRECISION_ROUNDING))
 
 
 def iwae_summary(model: GenerativeModel, test: ImageData, cfg: EvalConfig) -> IWAESummary:
@@ -295,6 +315,19 @@ def quality_sampling(model: GenerativeModel, cfg: EvalConfig) -> tuple[str, int]
     sampler = cfg.quality_sampler if cfg.quality_sampler in caps.samplers else caps.samplers[0]
     steps = caps.steps_for((cfg.quality_steps,))
     return sampler, steps[0] if steps else int(caps.max_steps)
+
+
+def class_accuracy(
+    model: GenerativeModel, features: ClassifierFeatures, cfg: EvalConfig, sampler: str, steps: int, levels: int
+) -> ClassAccuracy:
+    """⌊n_samples / K⌋ (at least 1) samples given each of the K classes, classified by the built-in feature net."""
+    classes = int(model.capabilities.classes or 0)
+    per = max(1, cfg.n_samples // classes)
+    y = torch.arange(classes).repeat_interleave(per)
+    draw = seeded_sampler(model, cfg.seed, sampler=sampler, steps=steps, y=y.to(model.device))
+    predicted = features.class_probabilities(draw(len(y)).cpu(), levels).argmax(1)
+    hits = (predicted == y).double().view(classes, per).mean(1)
+    return ClassAccuracy(per, tuple(hits.tolist()), float(hits.mean()))
 
 
 def quality_reference(test: ImageData, n_samples: int) -> torch.Tensor:
@@ -338,6 +371,13 @@ def measure(
     if "likelihood" in parts:
         log(f"{kind}: bound on {cfg.n_eval or len(test)} test images")
         found["bound"] = summarize(model, test, cfg.n_eval, cfg.estimator, cfg.seed, cfg, pilot)
+        if caps.classes is not None:
+            found["classes"] = caps.classes
+            if caps.null_class:
+                log(f"{kind}: unconditional bound (the null class) on {cfg.n_eval or len(test)} test images")
+                found["unconditional"] = summarize(
+                    model, test, cfg.n_eval, cfg.estimator, cfg.seed, cfg, pilot, conditional=False
+                )
         if "iwae" in caps.estimators and cfg.iwae_k > 1:
             found["iwae"] = iwae_summary(model, test, cfg)
         found["components"] = {
@@ -362,6 +402,9 @@ def measure(
             cfg.replicates,
             cfg.seed,
         )
+        if caps.classes is not None and isinstance(features, ClassifierFeatures) and "quality" in parts:
+            log(f"{kind}: samples of each of its {caps.classes} classes, classified")
+            found["class_accuracy"] = class_accuracy(model, features, cfg, sampler, steps, test.levels)
     x = test.model_range(slice(0, min(len(test), cfg.n_samples, 64))).to(model.device)
     if caps.encoding is not None:
         found["encoder_parameters"] = caps.encoding.learned_parameters

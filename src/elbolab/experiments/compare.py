@@ -51,7 +51,7 @@ KINDS = tuple(MODEL_KINDS)
 #: many draws as a standard error of 0.01 bits/dim on the test-set mean needs (the results name the estimator)
 BOUND_PRECISION = {"proposal": "importance", "bpd_se": 0.01}
 #: every compared model keeps its best EMA weights on this seeded share of the training images, validated this often
-VALIDATION = {"validation_fraction": 0.1, "validate_every": 100, "keep_best": True}
+VALIDATION: dict[str, Any] = {"validation_fraction": 0.1, "validate_every": 100, "keep_best": True}
 
 
 @dataclass(frozen=True)
@@ -218,6 +218,13 @@ def watched_log(log: Log, watch: Watch | None, name: str) -> Log:
     return both
 
 
+def filled_budget(cfg: CompareConfig) -> Budget:
+    """The budget of a config `with_preset` has filled in."""
+    if cfg.budget is None:
+        raise ElbolabError("compare's budget is not set: fill the config in with `with_preset` first")
+    return cfg.budget
+
+
 def budgeted_run(
     kind: str,
     cfg: CompareConfig,
@@ -298,7 +305,9 @@ def train_models(
     for kind, run_dir in runs.items():
         if watch:
             watch(JobEvent("train", kind))
-        train_or_reuse(budgeted_run(kind, cfg, test, cfg.budget), run_dir, train, test, log, progress, watch, kind)
+        train_or_reuse(
+            budgeted_run(kind, cfg, test, filled_budget(cfg)), run_dir, train, test, log, progress, watch, kind
+        )
     return runs
 
 
@@ -314,7 +323,7 @@ def train_sweep(
     """Train (or pick up) the β-sweep VAEs, each on `sweep_budget_fraction` of the budget; returns their folders."""
     sweep = {beta: out / "runs" / f"vae-beta{beta:g}" for beta in cfg.beta_sweep}
     for beta, run_dir in sweep.items():
-        run_cfg = budgeted_run("vae", cfg, test, cfg.budget.scaled(cfg.sweep_budget_fraction), {"beta": beta})
+        run_cfg = budgeted_run("vae", cfg, test, filled_budget(cfg).scaled(cfg.sweep_budget_fraction), {"beta": beta})
         if watch:
             watch(JobEvent("train", f"vae β={beta:g}"))
         log(f"β-sweep: VAE with β = {beta:g} for {Budget.of(run_cfg.train)}")
@@ -328,8 +337,8 @@ def train_objective_pair(
     """Train (or pick up) diffusion with L_simple and with the ELBO's weighting under one budget; their folders."""
     if cfg.objective_budget_fraction <= 0:
         return {}
-    changes, name = elbo_weighted(budgeted_run("diffusion", cfg, test, cfg.budget).model)
-    budget = cfg.budget.scaled(cfg.objective_budget_fraction)
+    changes, name = elbo_weighted(budgeted_run("diffusion", cfg, test, filled_budget(cfg)).model)
+    budget = filled_budget(cfg).scaled(cfg.objective_budget_fraction)
     runs = {
         "simple": (out / "runs" / "diffusion-simple", {"loss": "simple"}),
         "elbo-weighted": (out / "runs" / "diffusion-elbo", changes),
@@ -375,7 +384,7 @@ def estimated_seconds(cfg: CompareConfig, side: int) -> float:
     measurement time, per seed."""
     cfg = with_preset(cfg, side)
     preset = preset_for(side, str(pick_device(cfg.device)))
-    per_seed = expected_seconds(cfg.budget, preset) * (
+    per_seed = expected_seconds(filled_budget(cfg), preset) * (
         len(KINDS) + cfg.sweep_budget_fraction * len(cfg.beta_sweep) + 2 * cfg.objective_budget_fraction
     )
     return cfg.seeds * (per_seed + preset.measure_seconds)

@@ -20,6 +20,9 @@ import torch
 from elbolab.diffusion.chain import GaussianDiffusion
 from elbolab.diffusion.config import DiffusionConfig
 from elbolab.diffusion.model import DiffusionModel
+from elbolab.diffusion.parameterisation import Parameterisation
+from elbolab.diffusion.reverse import Variance
+from elbolab.diffusion.schedule import DiscreteSchedule
 from elbolab.diffusion.tabulated import TabulatedSchedule
 from elbolab.errors import ElbolabError
 from elbolab.model import GenerativeModel
@@ -27,9 +30,9 @@ from elbolab.nets.diffusers_unet import DiffusersUNet, require_diffusers
 from elbolab.train.run import load_run, pick_device, read_run_config
 
 #: diffusers' prediction_type → elbolab's parameterisation
-PREDICTION_TYPES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
+PREDICTION_TYPES: dict[str, Parameterisation] = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
 #: diffusers' variance_type → elbolab's reverse variance (the *_log forms differ only in how they are stored)
-VARIANCE_TYPES = {
+VARIANCE_TYPES: dict[str, Variance] = {
     "fixed_small": "small",
     "fixed_small_log": "small",
     "fixed_large": "large",
@@ -82,10 +85,13 @@ def chain_config(config: dict[str, Any]) -> tuple[DiffusionConfig, bool]:
     if get("rescale_betas_zero_snr", False):
         raise ElbolabError("a zero terminal SNR schedule (rescale_betas_zero_snr) has no finite prior term")
     variance = VARIANCE_TYPES[variance_type]
+    steps = get("num_train_timesteps")
+    if steps is None:
+        raise ElbolabError("the scheduler's config has no num_train_timesteps")
     chain = DiffusionConfig(
-        T=int(get("num_train_timesteps")),
-        parameterisation=PREDICTION_TYPES[prediction],  # type: ignore[arg-type]  # a key of PREDICTION_TYPES
-        variance=variance,  # type: ignore[arg-type]  # a value of VARIANCE_TYPES
+        T=int(steps),
+        parameterisation=PREDICTION_TYPES[prediction],
+        variance=variance,
         loss="hybrid" if variance == "learned" else "simple",
     )
     return chain, clip
@@ -197,7 +203,15 @@ def export_run(run_dir: Path, out: Path) -> Path:
     if not isinstance(model, DiffusionModel):
         raise ElbolabError(f"{run_dir}: cannot export to diffusers: not a pixel-space diffusion run")
     chain = model.diffusion
-    prediction = {v: k for k, v in PREDICTION_TYPES.items()}[chain.config.parameterisation]
+    if not isinstance(chain.schedule, DiscreteSchedule):
+        raise ElbolabError(f"{run_dir}: cannot export to diffusers: a continuous-time chain has no β_1..β_T")
+    predictions: dict[str, str] = {v: k for k, v in PREDICTION_TYPES.items()}
+    if chain.config.parameterisation not in predictions:
+        raise ElbolabError(
+            f"{run_dir}: cannot export to diffusers: it has no prediction type for "
+            f"model.parameterisation={chain.config.parameterisation}"
+        )
+    prediction = predictions[chain.config.parameterisation]
     variance = {"small": "fixed_small", "large": "fixed_large", "learned": "learned_range"}[chain.config.variance]
     scheduler = diffusers.DDPMScheduler(
         num_train_timesteps=chain.config.T,

@@ -56,6 +56,7 @@ class LatentDiffusionConfig:
     stage_one_fraction: float = 0.5  # of a wall-clock budget (train.max_seconds), the share stage 1 may take
     joint_finetune_steps: int = 0  # last steps of stage 2 that also update the autoencoder (0 = frozen)
     scale_images: int = 10000  # training images the latent scale s is measured on
+    conditional: bool = False  # the latent chain p(z | y) given labels (`diffusion.label_dropout`); the autoencoder not
 
     @classmethod
     def sized_for(cls, side: int, device: str = "cpu") -> LatentDiffusionConfig:

@@ -20,7 +20,7 @@ from elbolab.diffusion.samplers import SAMPLERS, Churn
 from elbolab.errors import ElbolabError
 from elbolab.latent.bound import latent_bound, total_std
 from elbolab.latent.config import LatentDiffusionConfig
-from elbolab.model import Capabilities, DesignLevels, Encoding, GenerativeModel
+from elbolab.model import Capabilities, DesignLevels, Encoding, GenerativeModel, class_count
 from elbolab.records import Information
 from elbolab.vae.bound import reparameterize
 from elbolab.vae.model import VAE
@@ -36,21 +36,31 @@ class LatentDiffusion(GenerativeModel):
     """An autoencoder (a VAE with spatial latents) and a Gaussian diffusion over its scaled latents u = z/s."""
 
     kind = "latent-diffusion"
+    config: LatentDiffusionConfig
+    #: s, the latent scale (0-dim); 0 until measured from the data (`measure_scale`), then saved with the weights
+    scale: Tensor
 
-    def __init__(self, config: LatentDiffusionConfig, shape: tuple[int, int, int], levels: int) -> None:
+    def __init__(
+        self, config: LatentDiffusionConfig, shape: tuple[int, int, int], levels: int, classes: int | None = None
+    ) -> None:
         super().__init__(config, shape, levels)
+        #: K labels of a conditional model: the latent chain is conditional in z, p(z | y), the autoencoder is not
+        self.classes = class_count(config.conditional, classes)
         self.vae = VAE(config.vae, shape, levels)
         self.vae.requires_grad_(False)
         self.diffusion = self._diffusion_for(self.vae)
         #: values per z, set with the autoencoder's config (the design levels' latent size, read without a pass)
         self.latent_values = math.prod(self.vae.latent_shape)
-        #: s, the latent scale; 0 until measured from the data (`measure_scale`), then saved with the weights
         self.register_buffer("scale", torch.zeros(()))
 
     def _diffusion_for(self, vae: VAE) -> GaussianDiffusion:
-        """The chain over continuous latents, with a UNet sized for the latent grid [c, r, r]."""
+        """The chain over continuous latents, with a UNet sized for the latent grid [c, r, r] (and the class embedding
+        of a conditional model)."""
+        if len(vae.latent_shape) != 3:
+            raise ElbolabError("latent diffusion needs a VAE with spatial latents; this one has flat latents")
         c, r, _ = vae.latent_shape
-        return GaussianDiffusion(self.config.diffusion, build_net(self.config.diffusion, c, r), levels=None)
+        cfg = self.config.diffusion
+        return GaussianDiffusion(cfg, build_net(cfg, c, r, self.classes), levels=None, classes=self.classes)
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -58,7 +68,7 @@ class LatentDiffusion(GenerativeModel):
         return tuple(self.vae.latent_shape)
 
     @property
-    def objective(self) -> str:  # type: ignore[override]
+    def objective(self) -> str:
         """What `loss` optimises (after stage 1's β-ELBO)."""
         joint = (
             f"; the last {self.config.joint_finetune_steps} steps add the whole bound"
@@ -113,7 +123,8 @@ class LatentDiffusion(GenerativeModel):
             mean, logvar = self.vae.posterior(data.model_range(slice(start, min(start + batch_size, n))).to(device))
             mean = mean.double()
             sums += torch.stack([mean.sum(), mean.pow(2).sum(), logvar.double().exp().sum()]).cpu()
-        s = total_std(*sums.tolist(), count=n * math.prod(self.latent_shape))
+        mean_sum, square_sum, var_sum = sums.tolist()
+        s = total_std(mean_sum, square_sum, var_sum, count=n * math.prod(self.latent_shape))
         if not s > 0:
             raise ElbolabError(f"the autoencoder's latents have standard deviation {s}; it cannot be used")
         self.scale.fill_(s)
@@ -129,11 +140,13 @@ class LatentDiffusion(GenerativeModel):
         return Capabilities(
             samplers=samplers,
             max_steps=cfg.T,
-            sample_options=SAMPLE_OPTIONS,
+            sample_options=SAMPLE_OPTIONS if self.classes is None else (*SAMPLE_OPTIONS, "y", "guidance"),
             estimators=("mc", "exact"),
             default_estimator=self.diffusion.default_estimator(),
             encoding=Encoding(encoder, 1),
             design=self.design_levels(),
+            classes=self.classes,
+            null_class=self.classes is not None,
         )
 
     def design_levels(self) -> DesignLevels:
@@ -163,39 +176,54 @@ class LatentDiffusion(GenerativeModel):
         k = self.config.joint_finetune_steps
         return k > 0 and total_steps is not None and step >= total_steps - k
 
-    def loss(self, x: Tensor, step: int = 0, total_steps: int | None = None) -> Tensor:
+    def loss(self, x: Tensor, step: int = 0, total_steps: int | None = None, y: Tensor | None = None) -> Tensor:
         """The diffusion objective on u = z/s, z ~ q(z|x) from the frozen encoder, per example [B]; in joint
-        steps plus the whole bound in bits/dim, with gradients into the autoencoder."""
+        steps plus the whole bound in bits/dim, with gradients into the autoencoder. A conditional model's chain
+        is given labels y (None: the null class), with label dropout."""
         self.check_input(x)
+        y = None if y is None else self.check_labels(y, x.shape[0])
         joint = self.joint_at(step, total_steps)
         self.vae.requires_grad_(joint)
         if not joint:
             with torch.no_grad():
                 mean, logvar = self.vae.posterior(x)
                 z = reparameterize(mean, logvar)
-            return self.diffusion.loss(z / self._s(z))
+            return self.diffusion.loss(z / self._s(z), y=y)
         mean, logvar = self.vae.posterior(x)
         z = reparameterize(mean, logvar)
-        bound = self._bound_at(x, z, logvar, Estimator("mc", 2))
-        return self.diffusion.loss((z / self._s(z)).detach()) + bound.bits_per_dim().float()
+        bound = self._bound_at(x, z, logvar, Estimator("mc", 2), y=y)
+        return self.diffusion.loss((z / self._s(z)).detach(), y=y) + bound.bits_per_dim().float()
 
     # ---- the bound
     def _bound_at(
-        self, x: Tensor, z: Tensor, logvar: Tensor, estimator: Estimator, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        z: Tensor,
+        logvar: Tensor,
+        estimator: Estimator,
+        generator: torch.Generator | None = None,
+        y: Tensor | None = None,
     ) -> Bound:
-        """The bound at a given draw z ~ q(z|x) (`bound.latent_bound`), the latent chain's bound by `estimator`."""
+        """The bound at a given draw z ~ q(z|x) (`bound.latent_bound`), the latent chain's bound by `estimator`
+        (on −log p(z | y) given labels y)."""
         return latent_bound(
             z,
             logvar,
             lambda z_: self.vae.log_likelihood(x, z_),
-            lambda u: self.diffusion.elbo(u, estimator, discrete=False, generator=generator),
+            lambda u: self.diffusion.elbo(u, estimator, discrete=False, generator=generator, y=y),
             self.log_scale(),
             self.dims,
             discrete=True,
         )
 
     def _elbo(self, x: Tensor, estimator: Estimator, generator: torch.Generator | None) -> Bound:
-        """−ELBO per example in nats: terms `reconstruction` (−log p(x|z), discretised), `neg_entropy`
+        """The bound on −log p(x): a conditional model's through its latent chain's null class (`_elbo_given`)."""
+        return self._elbo_given(x, None, estimator, generator)
+
+    def _elbo_given(
+        self, x: Tensor, y: Tensor | None, estimator: Estimator, generator: torch.Generator | None
+    ) -> Bound:
+        """−ELBO per example in nats (on −log p(x | y) given labels y, q(z|x) being the autoencoder's): terms `reconstruction` (−log p(x|z), discretised), `neg_entropy`
         (−H[q(z|x)]) and `latent_prior` (L_ψ(z/s) + d log s); the latent chain's terms in `extras`.
 
         "exact": at one z ~ q(z|x), the latent chain's bound with all its T steps. "mc" with K draws: the mean
@@ -203,12 +231,17 @@ class LatentDiffusion(GenerativeModel):
         chain, and the standard error of that mean in extras["stderr"] (both sources of noise in it)."""
         mean, logvar = self.vae.posterior(x)
         if estimator.method == "exact":
-            return self._bound_at(x, reparameterize(mean, logvar, generator), logvar, estimator, generator)
+            return self._bound_at(x, reparameterize(mean, logvar, generator), logvar, estimator, generator, y)
         K = estimator.samples or self.config.diffusion.elbo_samples
-        rep = lambda t: t.repeat(K, *(1,) * (t.ndim - 1))
+
+        def rep(t: Tensor) -> Tensor:  # K copies of the batch, stacked
+            return t.repeat(K, *(1,) * (t.ndim - 1))
+
+        def fold(t: Tensor) -> Tensor:  # the mean over the K copies, per example
+            return t.view(K, x.shape[0]).mean(0)
+
         z = reparameterize(rep(mean), rep(logvar), generator)
-        draws = self._bound_at(rep(x), z, rep(logvar), Estimator("mc", 2), generator)
-        fold = lambda t: t.view(K, x.shape[0]).mean(0)
+        draws = self._bound_at(rep(x), z, rep(logvar), Estimator("mc", 2), generator, None if y is None else rep(y))
         extras = {k: fold(v) for k, v in draws.extras.items() if k != "latent_prior.stderr"}
         total = draws.total.view(K, x.shape[0])
         extras["stderr"] = total.std(0) / math.sqrt(K) if K > 1 else torch.zeros_like(total[0])
@@ -223,10 +256,14 @@ class LatentDiffusion(GenerativeModel):
         steps: int | None,
         eta: float | None = None,
         variance: str | None = None,
+        y: Tensor | None = None,
+        guidance: float | None = None,
         **churn: float,
     ) -> Tensor:
         """u_T ~ N(0, I), `sampler` over `steps` steps → u_0 (`churn`: "heun-churn"'s options), then one decoder pass
-        on z = s·u_0 (the decoder's mean), all n latents decoded in one batch."""
+        on z = s·u_0 (the decoder's mean), all n latents decoded in one batch. A conditional model's chain samples
+        given labels y [n] with guidance w (default 1; None y: unconditionally)."""
+        y, w = self.guided_labels(y, n, guidance)
         u = self.diffusion.sample(
             (n, *self.latent_shape),
             sampler,
@@ -237,6 +274,8 @@ class LatentDiffusion(GenerativeModel):
             generator=generator,
             device=self.scale.device,
             churn=Churn(**churn),
+            y=y,
+            guidance=w,
         )
         return self.decode(u)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -109,3 +110,17 @@ class ConvDecoder(nn.Module):
 
     def forward(self, h: Tensor) -> Tensor:
         return self.net(h)
+
+
+class ClassMap(nn.Module):
+    """A learned map per class, y [B] → [B, *shape], zero at initialisation (so a conditional net starts as its
+    unconditional twin): the class embedding a conditional VAE adds to its encoder's and decoder's inputs."""
+
+    def __init__(self, classes: int, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        self.embedding = nn.Embedding(classes, math.prod(shape))
+        nn.init.zeros_(self.embedding.weight)
+
+    def forward(self, y: Tensor) -> Tensor:
+        return self.embedding(y).view(y.shape[0], *self.shape)

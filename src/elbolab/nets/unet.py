@@ -62,11 +62,15 @@ UNET_PRESETS: dict[str, UNetSpec] = {
 }
 
 
+#: the names of `UNET_PRESETS`
+UNetPreset = Literal["tiny", "small", "lean", "base"]
+
+
 @dataclass(frozen=True)
 class UNetConfig:
     """A preset and field-by-field overrides of it (None keeps the preset's value)."""
 
-    preset: Literal["tiny", "small", "lean", "base"] = "small"
+    preset: UNetPreset = "small"
     channels: int | None = None
     channel_mult: tuple[int, ...] | None = None
     num_res_blocks: int | None = None
@@ -180,11 +184,18 @@ class UNet(nn.Module):
     """ε/x_0/v-predicting UNet: net(x_t [B, C, H, W], t [B] in [0, 1]) → [B, out_channels, H, W].
 
     `image_size` (the larger side) decides where attention goes. Pass out_channels = 2C to
-    also predict the learned variance's interpolation (Nichol & Dhariwal 2021).
+    also predict the learned variance's interpolation (Nichol & Dhariwal 2021). With `classes` = K it is
+    conditional, net(x_t, t, y): a learned embedding of y ∈ 0..K (K the null class, also y = None) added to the
+    time embedding (Ho & Salimans 2022; Dhariwal & Nichol 2021, App. A), zero at initialisation.
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, config: UNetConfig | None = None, image_size: int = 32
+        self,
+        in_channels: int,
+        out_channels: int,
+        config: UNetConfig | None = None,
+        image_size: int = 32,
+        classes: int | None = None,
     ) -> None:
         super().__init__()
         spec = (config or UNetConfig()).spec()
@@ -192,6 +203,10 @@ class UNet(nn.Module):
         ch = spec.channels
         emb_dim = 4 * ch
         self.time_embed = TimeEmbedding(ch, emb_dim)
+        self.classes = classes
+        if classes is not None:
+            self.class_embed = nn.Embedding(classes + 1, emb_dim)
+            nn.init.zeros_(self.class_embed.weight)
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
         sizes = [image_size]
         for _ in spec.channel_mult[1:]:
@@ -223,8 +238,11 @@ class UNet(nn.Module):
                 self.upsample.append(Upsample(ch))
         self.out = nn.Sequential(_norm(ch, spec.groups), nn.SiLU(), _zero(nn.Conv2d(ch, out_channels, 3, padding=1)))
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         emb = self.time_embed(t.to(x.dtype))
+        if self.classes is not None:
+            y = torch.full((x.shape[0],), self.classes, device=x.device) if y is None else y
+            emb = emb + self.class_embed(y).to(emb.dtype)
         h = self.conv_in(x)
         hs = [h]
         for level, stage in enumerate(cast("list[Level]", list(self.down))):

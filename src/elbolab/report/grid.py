@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from elbolab.atomic import atomic_write, atomic_write_bytes
 from elbolab.errors import ElbolabError
 
 
@@ -46,9 +47,9 @@ def save_images(images: Tensor, levels: int, path: str | Path, nrow: int = 8, sc
     if not path.parent.exists():
         raise ElbolabError(f"{path.parent}: output folder does not exist")
     if path.suffix == ".npz":
-        np.savez_compressed(path, images=images.cpu().numpy(), levels=np.array(levels))
-        return path
+        return atomic_write(
+            path, lambda fh: np.savez_compressed(fh, images=images.cpu().numpy(), levels=np.array(levels))
+        )
     if path.suffix.lower() != ".png":
         raise ElbolabError(f"{path}: write .png or .npz")
-    path.write_bytes(grid_png(images, levels, nrow, scale))
-    return path
+    return atomic_write_bytes(path, grid_png(images, levels, nrow, scale))

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from elbolab.atomic import atomic_write_bytes, atomic_write_text
 from elbolab.experiments.results import CompareResults
 from elbolab.experiments.verdicts import show_figure
 from elbolab.records import Contrast, Effect, Resampled
@@ -368,16 +369,22 @@ def to_html(results: CompareResults, drawn: dict[str, Figure]) -> str:
 # ---------------------------------------------------------------- Markdown
 
 
+def md_text(text: str) -> str:
+    """Text shown as itself in Markdown: the HTML a renderer would obey (`<`, `>`, `&` from data paths and run
+    names) escaped."""
+    return html.escape(str(text), quote=False)
+
+
 def md_cell(text: str) -> str:
     """Text safe inside a Markdown table cell."""
-    return text.replace("|", "\\|").replace("\n", " ")
+    return md_text(text).replace("|", "\\|").replace("\n", " ")
 
 
 def figure_md(fig: Figure) -> list[str]:
     """A figure's panels as Markdown images (files beside the report) with their captions."""
-    lines = [f"**{fig.title}**", ""]
+    lines = [f"**{md_text(fig.title)}**", ""]
     for p in fig.panels:
-        lines += [f"![{p.alt}]({p.stem}.png)", "", f"*{p.caption}*", ""]
+        lines += [f"![{md_text(p.alt)}]({p.stem}.png)", "", f"*{md_text(p.caption)}*", ""]
     return lines
 
 
@@ -385,9 +392,9 @@ def to_markdown(results: CompareResults, drawn: dict[str, Figure]) -> str:
     """The same report as Markdown: images are the PNG files `write_report` puts beside it."""
     rows = placed(results, drawn)
     lines = [
-        f"# elbolab compare — {results.data.name}",
+        f"# elbolab compare — {md_text(results.data.name)}",
         "",
-        lede(results),
+        md_text(lede(results)),
         "",
         "## Verdicts",
         "",
@@ -403,7 +410,7 @@ def to_markdown(results: CompareResults, drawn: dict[str, Figure]) -> str:
         lines += [
             f'<a id="{anchor}"></a>',
             "",
-            f"### {c.title}",
+            f"### {md_text(c.title)}",
             "",
             f"**Verdict: {c.verdict}**",
             "",
@@ -488,10 +495,10 @@ def write_report(
     drawn = draw(Material(results, images or {}, reference))
     for fig in drawn.values():
         for p in fig.panels:
-            (out / f"{p.stem}.png").write_bytes(p.png)
+            atomic_write_bytes(out / f"{p.stem}.png", p.png)
     text = json.dumps(results.to_json(), indent=2, default=float, allow_nan=False) + "\n"
-    (out / RESULTS_FILE).write_text(text)
+    atomic_write_text(out / RESULTS_FILE, text)
     save_images(out / IMAGES_FILE, images or {}, reference)
-    (out / "report.md").write_text(to_markdown(results, drawn))
-    (out / "report.html").write_text(to_html(results, drawn))
+    atomic_write_text(out / "report.md", to_markdown(results, drawn))
+    atomic_write_text(out / "report.html", to_html(results, drawn))
     return {"markdown": out / "report.md", "html": out / "report.html", "json": out / RESULTS_FILE}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,16 +18,20 @@ from elbolab.errors import ConfigError, ElbolabError
 from elbolab.train import distributed
 from elbolab.train.loop import Callback, Say, Trainer, say_on_stderr
 from elbolab.train.run import (
-    CHECKPOINT_FILE,
     CONFIG_FILE,
     CONFIG_HISTORY_FILE,
     RunConfig,
+    adopt_run_folder,
     apply_overrides,
     build_model,
+    check_data_agrees,
+    check_run_folder,
+    conditional_classes,
     list_checkpoints,
     pick_device,
     read_run_config,
     resolve_configs,
+    run_lock,
     save_run_config,
 )
 from elbolab.train.stages import run_first_stage, stage_budget
@@ -148,21 +153,26 @@ def train_run(
     if steps is not None:
         merged["train.steps"] = steps
     changes: Changes = {}
+    check_run_folder(run_dir, resume)
     if resume:
         cfg, changes = resumed_config(run_dir, kind, data, merged)
+        use_threads(cfg.train.threads)  # before any torch work
     else:
-        if (run_dir / CHECKPOINT_FILE).is_file():
-            raise ElbolabError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
         model_cfg, train_cfg = resolve_configs(kind, None, merged)
+        use_threads(train_cfg.threads)  # before any torch work
         data = data or "digits"
         test_data = load_data(data, "test", data_dir)
-        cfg = RunConfig(kind, data, data_dir, test_data.shape, test_data.levels, model_cfg, train_cfg)
+        train_data = load_data(data, "train", data_dir)
+        classes = conditional_classes(model_cfg, train_data)
+        cfg = RunConfig(kind, data, data_dir, test_data.shape, test_data.levels, model_cfg, train_cfg, classes)
     if resume:
         test_data = load_data(cfg.data, "test", cfg.data_dir)
+        check_data_agrees(cfg, test_data.shape, test_data.levels, run_dir)
+        train_data = load_data(cfg.data, "train", cfg.data_dir)
     return cfg, fit_run(
         cfg,
         run_dir,
-        load_data(cfg.data, "train", cfg.data_dir),
+        train_data,
         test_data,
         resume=resume,
         progress=progress,
@@ -193,36 +203,55 @@ def fit_run(
     try:
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        board = (
-            TensorBoardLog(run_dir, cfg.levels, seed=cfg.train.seed) if cfg.train.tensorboard and world.main else None
-        )
-        if world.main:
-            save_run_config(run_dir, cfg)
-        # e.g. latent diffusion: train or load the autoencoder, measure the latent scale
-        spent = run_first_stage(model, train_data, test_data, cfg, run_dir, progress)
-        trainer = Trainer(
-            model,
-            train_data,
-            test_data,
-            stage_budget(cfg.train, spent),
-            run_dir,
-            (*callbacks, board) if board else callbacks,
-            progress=progress,
-            say=say,
-        )
-        if board:
-            board.watch(trainer.eval_model)
-        if world.main:
-            trainer.remove_temporary_files()
-        if resume:
-            if list_checkpoints(run_dir):
-                trainer.load_checkpoint()
-            else:
-                say(f"{run_dir}: no checkpoint yet; starting the run from step 0")
+        with run_lock(run_dir) if world.main else nullcontext():  # rank 0 writes the run folder, alone
             if world.main:
-                record_changes(run_dir, trainer, changes or {}, say)
-        return trainer.fit()
+                adopt_run_folder(run_dir, resume, say)
+            return _fit_locked(
+                cfg, model, run_dir, train_data, test_data, world, resume, progress, say, changes, callbacks
+            )
     finally:
         if owns_group:
             distributed.teardown()
+
+
+def _fit_locked(
+    cfg: RunConfig,
+    model: Any,
+    run_dir: Path,
+    train_data: ImageData,
+    test_data: ImageData,
+    world: distributed.World,
+    resume: bool,
+    progress: bool,
+    say: Say,
+    changes: Changes | None,
+    callbacks: tuple[Callback, ...],
+) -> dict:
+    """`fit_run`'s work once the run folder is this process's (see there)."""
+    board = TensorBoardLog(run_dir, cfg.levels, seed=cfg.train.seed) if cfg.train.tensorboard and world.main else None
+    if world.main:
+        save_run_config(run_dir, cfg)
+    # e.g. latent diffusion: train or load the autoencoder, measure the latent scale
+    spent = run_first_stage(model, train_data, test_data, cfg, run_dir, progress)
+    trainer = Trainer(
+        model,
+        train_data,
+        test_data,
+        stage_budget(cfg.train, spent),
+        run_dir,
+        (*callbacks, board) if board else callbacks,
+        progress=progress,
+        say=say,
+    )
+    if board:
+        board.watch(trainer.eval_model)
+    if world.main:
+        trainer.remove_temporary_files()
+    if resume:
+        if list_checkpoints(run_dir):
+            trainer.load_checkpoint()
+        else:
+            say(f"{run_dir}: no checkpoint yet; starting the run from step 0")
+        if world.main:
+            record_changes(run_dir, trainer, changes or {}, say)
+    return trainer.fit()

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from elbolab.errors import ConfigError
+from elbolab.model import GenerativeModel, label_keywords
 from elbolab.train.config import TrainConfig
 
 Unit = Literal["steps", "flop", "s"]
@@ -90,17 +91,17 @@ class Budget:
         ]
 
 
-def step_flops(model: nn.Module, x: Tensor, total_steps: int | None = None) -> int:
+def step_flops(model: GenerativeModel, x: Tensor, total_steps: int | None = None, y: Tensor | None = None) -> int:
     """FLOPs of one training step on the batch `x`: the forward and backward pass of `loss(x).mean()` at step 0
     of `total_steps`, counted
     by torch's FlopCounterMode (matrix products and convolutions) on a copy of the model, so that neither its
     weights, buffers and gradients nor the random streams move. The count depends on shapes alone, so a loss
-    that draws random t or noise costs the same at every step."""
+    that draws random t or noise costs the same at every step. A conditional model's labels `y` go to its loss."""
     twin = copy.deepcopy(model).train()
     devices = [x.device] if x.device.type == "cuda" else []
     counter = FlopCounterMode(display=False)
     with torch.random.fork_rng(devices=devices), torch.compiler.set_stance("force_eager"), counter:
-        loss = twin.loss(x, 0, total_steps).mean()
+        loss = twin.loss(x, 0, total_steps, **label_keywords(twin, y)).mean()
         if loss.requires_grad:  # (a loss with nothing to train costs its forward pass)
             loss.backward()
     return int(counter.get_total_flops())

@@ -7,6 +7,9 @@ from typing import Literal
 
 from elbolab.config import require
 
+#: the most CPU threads a run may ask for (one bound on every machine, so that a saved config loads anywhere)
+MAX_THREADS = 256
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -89,9 +92,11 @@ class TrainConfig:
         for name in ("adam_beta1", "adam_beta2"):
             require(f"train.{name}", getattr(self, name), 0 <= getattr(self, name) < 1, "a number in [0, 1)")
         require("train.precision", self.precision, self.precision in ("fp32", "bf16", "fp16"), "fp32, bf16 or fp16")
+        kind, _, index = self.device.partition(":")
         require(
             "train.device",
             self.device,
-            self.device in ("auto", "cpu") or self.device.startswith("cuda"),
-            "auto, cpu or cuda[:N]",
+            self.device in ("auto", "cpu", "cuda") or (kind == "cuda" and index.isdigit()),
+            "auto, cpu, cuda or cuda:N (N a device number)",
         )
+        require("train.threads", self.threads, self.threads <= MAX_THREADS, f"0 (torch's default) to {MAX_THREADS}")

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from elbolab.model import GenerativeModel
 
 from elbolab.errors import ConfigError
+from elbolab.model import label_keywords
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,8 @@ class Objective(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor, step: int, total_steps: int) -> Tensor:
-        return self.model.loss(x, step, total_steps)
+    def forward(self, x: Tensor, step: int, total_steps: int, y: Tensor | None = None) -> Tensor:
+        return self.model.loss(x, step, total_steps, **label_keywords(self.model, y))
 
 
 def objective(model: GenerativeModel, world: World, device: torch.device) -> nn.Module:

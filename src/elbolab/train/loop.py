@@ -51,9 +51,12 @@ from elbolab.train.run import (
     LOG_FILE,
     METRICS_FILE,
     WEIGHTS_FILE,
+    check_checkpoint_run,
     checkpoint_path,
     list_checkpoints,
     pick_device,
+    read_log_text,
+    run_stamp,
 )
 from elbolab.train.validation import BestState, ValidationCurve, split_validation, validation_bpd
 
@@ -135,7 +138,12 @@ class TrainingDiverged(ElbolabError):
 
 
 class TrainingInterrupted(ElbolabError):
-    """Ctrl-C during training: a checkpoint was written and the run can be resumed."""
+    """Ctrl-C, SIGTERM or SIGHUP during training: a checkpoint was written and the run can be resumed; the
+    process exits with 128 + the signal's number (130, 143, 129), as a shell reports a death by that signal."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
 
 
 def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
@@ -148,22 +156,34 @@ def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+#: the signals that stop training with a checkpoint: Ctrl-C, `kill` (schedulers, containers), a closed terminal
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 class _StepBoundaryInterrupt:
-    """Ctrl-C sets a flag that the loop reads between steps, so a checkpoint never holds half a step."""
+    """A stop signal sets a flag that the loop reads between steps, so a checkpoint never holds half a step."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int = signal.SIGINT
+        self._previous: dict[int, Any] = {}
         try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl-C as it is
-            self._previous = None
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        except ValueError:  # not the main thread: leave the signals as they are
+            self.restore()
 
-    def _handle(self, signum, frame) -> None:
-        self.requested = True
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested, self.signum = True, signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
 
     def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
 
 class Trainer:
@@ -192,6 +212,12 @@ class Trainer:
         self.train_data, self.validation = split_validation(train_data, cfg.validation_fraction, cfg.seed)
         self.test_data = test_data
         self.images = device_images(self.train_data, self.device)
+        # a conditional model's labels, beside the images (None for any other model)
+        self.labels = (
+            self.train_data.require_labels(f"the conditional {model.kind} model").to(self.images.device)
+            if model.capabilities.classes is not None
+            else None
+        )
         self.micro_size = distributed.micro_batch(cfg.batch_size, cfg.grad_accum, self.world)
         self.objective = distributed.objective(model, self.world, self.device)
         if cfg.compile:
@@ -241,6 +267,7 @@ class Trainer:
             "train_seconds": self.seconds_trained(),
             "lr_scale": self.lr_scale,
             "rollbacks": self.rollbacks,
+            **run_stamp(self.run_dir),
             "validation": {"curve": self.curve, "best_step": self.best.step, "best_bpd": self._best_bpd()},
         }
         path = checkpoint_path(self.run_dir, self.step)
@@ -255,6 +282,7 @@ class Trainer:
                 "train_seconds": state["train_seconds"],
                 "lr_scale": self.lr_scale,
                 "rollbacks": self.rollbacks,
+                **run_stamp(self.run_dir),
             },
         )
         for old in list_checkpoints(self.run_dir)[self.cfg.keep_checkpoints :]:
@@ -268,6 +296,7 @@ class Trainer:
         optimizer_spec(path, tensors, list(self.model.parameters()))
         if state is None or any(key not in state for key in STATE_KEYS):
             raise CheckpointError(f"{path}: checkpoint has no training state")
+        check_checkpoint_run(self.run_dir, path, state)
         return tensors, state
 
     def load_checkpoint(self, rollback: bool = False) -> Path:
@@ -328,7 +357,7 @@ class Trainer:
         if not path.is_file():
             return
         keep = []
-        for line in path.read_text().splitlines():
+        for line in read_log_text(path).splitlines():
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
@@ -380,6 +409,8 @@ class Trainer:
 
     def validate(self) -> dict:
         """The validation bound of the EMA weights at this step, on the curve; kept if the best so far."""
+        if self.validation is None:
+            raise ElbolabError("no validation split to validate on: set train.validation_fraction")
         self.ema.copy_to(self.eval_model)
         bpd = validation_bpd(self.eval_model, self.validation, self.cfg.batch_size)
         self.curve.append((self.step, bpd))
@@ -409,19 +440,22 @@ class Trainer:
         x = to_model(self.images[: self.micro_size], self.train_data.levels).contiguous(
             memory_format=self.memory_format
         )
-        return step_flops(self.model, x, self.cfg.steps) * self.cfg.grad_accum * self.world.size
+        y = None if self.labels is None else self.labels[: self.micro_size].to(self.device)
+        return step_flops(self.model, x, self.cfg.steps, y) * self.cfg.grad_accum * self.world.size
 
     # ---- the loop
-    def micro_batch(self, slot: int) -> Tensor:
-        """Micro-batch `slot` of this step, drawn with replacement from the slot's own stream, which also
-        seeds the loss's noise (see `distributed`): the same draws on any number of processes."""
+    def micro_batch(self, slot: int) -> tuple[Tensor, Tensor | None]:
+        """Micro-batch `slot` of this step (images, and a conditional model's labels), drawn with replacement from
+        the slot's own stream, which also seeds the loss's noise (see `distributed`): the same draws on any number
+        of processes."""
         seed = distributed.slot_seed(stream_seed(self.cfg.seed, self.rollbacks), self.step, slot)
         torch.manual_seed(seed)
         idx = torch.randint(len(self.images), (self.micro_size,), generator=torch.Generator().manual_seed(seed))
         if self.images.is_cuda:  # pinned and asynchronous: a pageable copy would wait for the GPU each step
             idx = idx.pin_memory().to(self.images.device, non_blocking=True)
         x = to_model(self.images[idx], self.train_data.levels)
-        return x.contiguous(memory_format=self.memory_format)
+        y = None if self.labels is None else self.labels[idx.to(self.labels.device)].to(self.device)
+        return x.contiguous(memory_format=self.memory_format), y
 
     def _accumulate(self, check: bool = True) -> tuple[Tensor, str | None]:
         """Forward and backward over this process's grad_accum micro-batches; the loss averaged over every
@@ -431,10 +465,10 @@ class Trainer:
         autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         total = torch.zeros((), device=self.device)
         for a in range(cfg.grad_accum):
-            x = self.micro_batch(self.world.rank * cfg.grad_accum + a)
+            x, y = self.micro_batch(self.world.rank * cfg.grad_accum + a)
             with distributed.no_sync(self.objective, a == cfg.grad_accum - 1):
                 with torch.autocast(self.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-                    loss = self.objective(x, self.step, cfg.steps).mean()
+                    loss = self.objective(x, self.step, cfg.steps, y).mean()
                 mean = distributed.mean_over(loss.detach().float(), self.world)
                 if check and not torch.isfinite(mean):
                     return mean, f"non-finite loss ({mean.item()})"
@@ -616,7 +650,9 @@ class Trainer:
                 if self.world.main:
                     self.save_checkpoint()
                 raise TrainingInterrupted(
-                    f"interrupted at step {self.step}; checkpoint saved in {self.run_dir}, continue with --resume"
+                    f"interrupted ({stop.name}) at step {self.step}; checkpoint saved in {self.run_dir}, "
+                    f"continue with --resume",
+                    stop.signum,
                 ) from None
             finally:
                 stop.restore()

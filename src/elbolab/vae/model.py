@@ -12,10 +12,10 @@ from torch import Tensor, nn
 from elbolab.bounds import Bound, Estimator, sum_per_example
 from elbolab.config import require
 from elbolab.data.base import ImageData
-from elbolab.errors import DataError
+from elbolab.errors import ConfigError, DataError
 from elbolab.likelihoods import pixel_likelihood
-from elbolab.model import DECODER, Capabilities, DesignLevels, Encoding, GenerativeModel
-from elbolab.nets.conv import ConvDecoder, ConvEncoder, full_latent_channels
+from elbolab.model import DECODER, Capabilities, DesignLevels, Encoding, GenerativeModel, class_count
+from elbolab.nets.conv import ClassMap, ConvDecoder, ConvEncoder, full_latent_channels
 from elbolab.records import Information
 from elbolab.vae.bound import free_bits_kl, iwae_bound, kl_per_dim, kl_weight, reconstruction_draws, reparameterize
 from elbolab.vae.information import latent_rate
@@ -33,6 +33,7 @@ class VAEConfig:
     beta: float = 1.0  # weight of the KL term in the training loss
     kl_warmup_steps: int = 0  # β rises linearly from 0 over these steps
     free_bits: float = 0.0  # nats per latent dimension (batch mean), 0 = off
+    conditional: bool = False  # q(z|x, y) and p(x|z, y): a learned class embedding into encoder and decoder
 
     def __post_init__(self) -> None:
         require("model.latent", self.latent, self.latent in ("flat", "spatial", "full"), "flat, spatial or full")
@@ -58,7 +59,7 @@ class VAE(GenerativeModel):
     kind = "vae"
     objective = "β-ELBO (reconstruction + β·KL, with KL warm-up and free bits)"
 
-    def __init__(self, config: VAEConfig, shape: tuple[int, int, int], levels: int) -> None:
+    def __init__(self, config: VAEConfig, shape: tuple[int, int, int], levels: int, classes: int | None = None) -> None:
         super().__init__(config, shape, levels)
         c, h, w = self.shape
         if h != w:
@@ -75,27 +76,39 @@ class VAE(GenerativeModel):
             self.to_posterior = nn.Linear(enc_out * r * r, 2 * config.latent_dim)
             self.from_latent = nn.Sequential(nn.Linear(config.latent_dim, dec_in * r * r), nn.SiLU())
         # spatial and full: z is [c, S/2^d, S/2^d]; full has C·4^d channels, so z holds D values, as many as x
-        self.latent_shape = (config.latent_dim,) if flat else (channels, r, r)
+        self.latent_shape: tuple[int, ...] = (config.latent_dim,) if flat else (channels, r, r)
+        self.classes = class_count(config.conditional, classes)
+        if self.classes is not None:  # y enters as learned maps added to the encoder's input and decoder's input
+            self.encoder_class = ClassMap(self.classes, (c, h, w))
+            self.decoder_class = ClassMap(self.classes, (dec_in, r, r))
 
     # ---- q(z|x) and p(x|z)
-    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log-variance of q(z|x)."""
-        h = self.encoder(x)
+    def posterior(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance of q(z|x) (q(z|x, y) for a conditional model)."""
+        h = self.encoder(x if y is None else x + self.encoder_class(y))
         if self.config.latent == "flat":
             h = self.to_posterior(h.flatten(1))
         mean, logvar = h.chunk(2, dim=1)
         return mean, logvar.clamp(-30.0, 20.0)
 
-    def decoder_params(self, z: Tensor) -> Tensor:
-        """Per-pixel parameters of p(x|z)."""
+    def decoder_params(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """Per-pixel parameters of p(x|z) (p(x|z, y) for a conditional model)."""
         if self.config.latent == "flat":
             r = self.encoder.resolution
             z = self.from_latent(z).view(z.shape[0], -1, r, r)
-        return self.decoder(z)
+        return self.decoder(z if y is None else z + self.decoder_class(y))
 
-    def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
-        """log p(x|z) summed over pixels, [B]."""
-        return sum_per_example(self.likelihood.log_prob(x, self.decoder_params(z)))
+    def log_likelihood(self, x: Tensor, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """log p(x|z) (or log p(x|z, y)) summed over pixels, [B]."""
+        return sum_per_example(self.likelihood.log_prob(x, self.decoder_params(z, y)))
+
+    def labels_for(self, y: Tensor | None, n: int) -> Tensor | None:
+        """A conditional model's labels, checked (a one-line error without them); None for an unconditional one."""
+        if self.classes is None:
+            return None
+        if y is None:
+            raise ConfigError("the conditional VAE bounds log p(x|y) and trains given labels: pass y")
+        return self.check_labels(y, n)
 
     # ---- the contract
     @property
@@ -105,11 +118,12 @@ class VAE(GenerativeModel):
         return Capabilities(
             samplers=(DECODER,),
             max_steps=1,
-            sample_options=("mean",),
+            sample_options=("mean",) if self.classes is None else ("mean", "y"),
             estimators=("mc", "iwae"),
             default_estimator=Estimator("mc", 1),
             encoding=Encoding(encoder, 1),
             design=self.design_levels(),
+            classes=self.classes,
         )
 
     def design_levels(self) -> DesignLevels:
@@ -126,8 +140,15 @@ class VAE(GenerativeModel):
 
     def _elbo(self, x: Tensor, estimator: Estimator, generator: torch.Generator | None) -> Bound:
         """−ELBO as `reconstruction` + `kl` (K draws of z, analytic KL); "iwae": the IWAE bound as the term `iwae`."""
-        mean, logvar = self.posterior(x)
-        log_lik = lambda z: self.log_likelihood(x, z)
+        return self._elbo_given(x, self.labels_for(None, x.shape[0]), estimator, generator)
+
+    def _elbo_given(
+        self, x: Tensor, y: Tensor | None, estimator: Estimator, generator: torch.Generator | None
+    ) -> Bound:
+        """−log p(x | y) ≤ E_q(z|x,y)[−log p(x|z, y)] + KL(q(z|x, y) ‖ p(z)) (Sohn et al. 2015, eq. 4), the same
+        terms and estimators as the unconditional bound (y None)."""
+        mean, logvar = self.posterior(x, y)
+        log_lik = lambda z: self.log_likelihood(x, z, y)
         if estimator.method == "iwae":
             return Bound(
                 {"iwae": iwae_bound(mean, logvar, log_lik, estimator.samples or 100, generator=generator)}, self.dims
@@ -142,20 +163,32 @@ class VAE(GenerativeModel):
         """β after linear KL warm-up at optimiser step `step`."""
         return kl_weight(self.config.beta, self.config.kl_warmup_steps, step)
 
-    def loss(self, x: Tensor, step: int = 0, total_steps: int | None = None) -> Tensor:
-        """reconstruction + β·KL (free bits applied per latent dimension), per example."""
-        mean, logvar = self.posterior(x)
+    def loss(self, x: Tensor, step: int = 0, total_steps: int | None = None, y: Tensor | None = None) -> Tensor:
+        """reconstruction + β·KL (free bits applied per latent dimension), per example; given y if conditional."""
+        y = self.labels_for(y, x.shape[0])
+        mean, logvar = self.posterior(x, y)
         z = reparameterize(mean, logvar)
-        reconstruction = -self.log_likelihood(x, z)
+        reconstruction = -self.log_likelihood(x, z, y)
         kl = free_bits_kl(kl_per_dim(mean, logvar), self.config.free_bits)
         return reconstruction + self.beta_at(step) * kl
 
     def _sample(
-        self, n: int, generator: torch.Generator | None, sampler: str | None, steps: int | None, mean: bool = True
+        self,
+        n: int,
+        generator: torch.Generator | None,
+        sampler: str | None,
+        steps: int | None,
+        mean: bool = True,
+        y: Tensor | None = None,
     ) -> Tensor:
-        """z ~ N(0, I), one decoder pass; the decoder's mean (default) or a draw from p(x|z)."""
+        """z ~ N(0, I), one decoder pass (given labels y [n] if conditional; without them y ~ p(y), uniform over the
+        K classes, so that the samples are of the model's p(x)); the decoder's mean (default) or a draw from
+        p(x|z, y)."""
+        if self.classes is not None and y is None:
+            y = torch.randint(self.classes, (n,), generator=generator, device=self.device)
+        y = self.labels_for(y, n)
         z = torch.randn((n, *self.latent_shape), generator=generator, device=self.device)
-        return self.decode(z, mean=mean, generator=generator)
+        return self.decode(z, mean=mean, generator=generator, y=y)
 
     def information(self, data: ImageData, n: int = 1000, generator: torch.Generator | None = None) -> Information:
         """The rate and active units of z, and the distortion of the mean reconstruction."""
@@ -166,8 +199,10 @@ class VAE(GenerativeModel):
         return self.posterior(x)[0]
 
     @torch.no_grad()
-    def decode(self, z: Tensor, mean: bool = True, generator: torch.Generator | None = None) -> Tensor:
-        """z → image levels through p(x|z)."""
-        params = self.decoder_params(z)
+    def decode(
+        self, z: Tensor, mean: bool = True, generator: torch.Generator | None = None, y: Tensor | None = None
+    ) -> Tensor:
+        """z → image levels through p(x|z) (p(x|z, y) given labels)."""
+        params = self.decoder_params(z, y)
         x = self.likelihood.mean(params) if mean else self.likelihood.sample(params, generator)
         return self.to_levels(x)
