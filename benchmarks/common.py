@@ -45,7 +45,9 @@ def write_results(name: str, payload: dict[str, Any], folder: Path = RESULTS) ->
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2, default=float) + "\n")
+    staged = path.with_suffix(".json.tmp")  # written whole, then renamed: a killed run leaves the last whole file
+    staged.write_text(json.dumps({"machine": machine(), **payload}, indent=2, default=float) + "\n")
+    staged.replace(path)
     print(f"\nwrote {path}")
     return path
 

@@ -1,7 +1,11 @@
 """Benchmark: the GPU check of issue 13, one prepared script for a lent GPU (runs on a CPU too, for trying it).
 
-    python benchmarks/gpu.py [--parts smoke,mfu,fd] [--device cuda] [--data-dir DIR] [--results-dir DIR]
-                             [--fd-seconds 300] [--fd-at 30,60,120,180,240] [--fd-n 2000] [--quick]
+    python benchmarks/gpu.py [--parts smoke,mfu,fd,cifar,compare] [--device cuda] [--data-dir DIR]
+                             [--results-dir DIR] [--fd-seconds 300] [--fd-at 30,60,120,180,240] [--fd-n 2000]
+                             [--cifar-dir DIR] [--cifar-minutes 8] [--cifar-at 1,2,4] [--cifar-fd-n 10000]
+                             [--compare-seconds 600] [--quick]
+
+benchmarks/gpu-plan.md says which parts the next lent GPU runs, how, and what each figure answers.
 
 Parts, each writing its own JSON (`gpu-PART.json` in --results-dir, the machine attached):
 
@@ -11,17 +15,25 @@ Parts, each writing its own JSON (`gpu-PART.json` in --results-dir, the machine 
   `compare --quick` on digits (which interpolates and writes the report).
 - mfu: the `base` UNet (38.4M parameters) at 32×32×3, batch 256, on L_simple, timed through elbolab's own
   `Trainer.train_step` (autocast, fused AdamW, clipping, EMA, the loss read back each step) in fp32, bf16,
-  bf16 + channels_last, bf16 + torch.compile and both; beside it the network's forward and backward alone (no
+  bf16 + channels_last, bf16 + torch.compile and both, and those with train.log_every=100 (no host read in
+  the step); each timed per step (synchronised after each) and pipelined (synchronised once); beside it the network's forward and backward alone (no
   optimiser). FLOPs per image are counted (FlopCounterMode, forward and backward); MFU is counted FLOPs ×
   images/s over the bf16 matmul peak measured in the same run (8192³). What bounds it: one profiled step's GPU
   kernel time split into matrix kernels (GEMM, convolution, attention) and the rest, against the step's wall
   time (the difference is the GPU waiting on the host). With diffusers importable, its `UNet2DModel` of the
-  same layout, trained in the same bf16 autocast with fused AdamW, in alternation: a ratio.
+  same layout, trained in the same bf16 autocast with fused AdamW, in alternation: a ratio with an EMA on both
+  sides and one without on either.
 - fd: Fashion-MNIST diffusion, `DiffusionConfig`'s defaults (T = 1000, cosine, ε, L_simple) with the `small`
   UNet that `compare` gives 28×28 images on a GPU, batch 256, bf16, trained by `Trainer` for --fd-seconds of
   wall clock; paused at each of --fd-at (pause and measurement time do not count) and at the end, the EMA
   weights draw --fd-n samples (DDIM, 50 steps; at the end also 250 ancestral steps) and the built-in feature
   network's Fréchet distance against the first 2,000 test images is taken with its 95% bootstrap interval.
+- cifar: CIFAR-10 (what --cifar-dir holds: the full set or the shared 5,085-image subset) with compare's
+  continuous-time recipe at the base UNet, trained for --cifar-minutes of wall clock; at each of --cifar-at and
+  at the end the EMA weights' test bits/dim (importance-sampled t) with its 95% interval and Monte-Carlo standard
+  error, and the Fréchet distance of samples (--cifar-curve-fd-n, --cifar-fd-n at the end) in the built-in
+  features (and Inception's where present), beside the published table; the JSON rewritten after each point.
+- compare: `elbolab compare --device DEVICE --data cifar10` under --compare-seconds; wall time, every verdict.
 
 Reading the numbers: MFU counts only the FLOPs FlopCounterMode sees (convolutions, matmuls, attention), not
 normalisations or elementwise work, which a UNet of this size spends much of its time on; the profile's split
@@ -31,6 +43,7 @@ says how much.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -41,6 +54,8 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +74,13 @@ from elbolab.nets.unet import UNetConfig
 from elbolab.train.config import TrainConfig
 from elbolab.train.loop import Trainer
 
-PARTS = ("smoke", "mfu", "fd")
+PARTS = ("smoke", "mfu", "fd", "cifar", "compare")
+#: published CIFAR-10 test bits/dim at convergence (the full 50,000-image training set), beside the cifar part's
+PUBLISHED_CIFAR10_BPD = {
+    "VDM (Kingma et al. 2021)": 2.65,
+    "iDDPM (Nichol & Dhariwal 2021)": 2.94,
+    "DDPM (Ho et al. 2020)": 3.70,
+}
 #: kernel names counted as matrix work in the profile (cuBLAS/CUTLASS GEMMs, cuDNN convolutions, attention)
 MATRIX_KERNELS = re.compile(
     r"gemm|conv|cutlass|sm90|xmma|wgmma|cudnn|fprop|dgrad|wgrad|flash|fmha|attention", re.IGNORECASE
@@ -80,6 +101,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fd-at", default="30,60,120,180,240", help="training seconds of the curve's points")
     parser.add_argument("--fd-n", type=int, default=2000, help="samples per Fréchet distance")
     parser.add_argument("--fd-preset", default="small")
+    parser.add_argument("--cifar-dir", default=str(SHARED_DATA / "cifar-10-subset"), help="holds cifar-10-batches-py")
+    parser.add_argument("--cifar-minutes", type=float, default=8.0, help="wall-clock training time")
+    parser.add_argument("--cifar-at", default="1,2,4", help="training minutes of the curve's earlier points")
+    parser.add_argument("--cifar-preset", default="base")
+    parser.add_argument("--cifar-batch", type=int, default=128)
+    parser.add_argument("--cifar-fd-n", type=int, default=10_000, help="samples for the final Fréchet distance")
+    parser.add_argument("--cifar-curve-fd-n", type=int, default=2000, help="samples at the earlier points")
+    parser.add_argument("--cifar-bpd-n", type=int, default=0, help="test images bounded (0: the whole split)")
+    parser.add_argument("--cifar-sample-steps", type=int, default=50)
+    parser.add_argument("--cifar-pilot-n", type=int, default=64, help="training images fitting the proposal over t")
+    parser.add_argument("--features-cache", default=None, help="the built-in feature network's cache folder")
+    parser.add_argument("--features-steps", type=int, default=0, help="its training steps (0: its default)")
+    parser.add_argument("--compare-seconds", type=float, default=600.0, help="compare's wall-time limit")
+    parser.add_argument("--compare-data", default="cifar10", help="compare's data set (digits: a quick try)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: try the script on a CPU")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -88,6 +123,7 @@ def parse_args() -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
     args.fd_at = [float(s) for s in args.fd_at.split(",") if s]
+    args.cifar_at = [float(s) for s in args.cifar_at.split(",") if s]
     return args
 
 
@@ -284,6 +320,13 @@ def mfu(args: argparse.Namespace) -> dict[str, Any]:
         "bf16 channels_last": {"precision": "bf16", "channels_last": True},
         "bf16 compile": {"precision": "bf16", "compile": True},
         "bf16 channels_last compile": {"precision": "bf16", "channels_last": True, "compile": True},
+        "bf16 channels_last log_every=100": {"precision": "bf16", "channels_last": True, "log_every": 100},
+        "bf16 channels_last compile log_every=100": {
+            "precision": "bf16",
+            "channels_last": True,
+            "compile": True,
+            "log_every": 100,
+        },
     }
     if not cuda:
         variants = {k: v for k, v in variants.items() if "compile" not in k}
@@ -307,11 +350,14 @@ def mfu(args: argparse.Namespace) -> dict[str, Any]:
             warm = time.perf_counter() - start
             seconds = statistics.median(timed_calls(trainer.train_step, args.mfu_steps, 0, device))
             ips = args.batch_size / seconds
+            pipelined = pipelined_seconds(trainer.train_step, args.mfu_steps, device)
             row = {
                 "variant": name,
                 "step_ms": seconds * 1e3,
                 "img_per_s": ips,
                 "mfu": flops * ips / peak,
+                "pipelined_step_ms": pipelined * 1e3,
+                "mfu_pipelined": flops * args.batch_size / pipelined / peak,
                 "warmup_s": warm,
             }
             if cuda:
@@ -332,14 +378,25 @@ def mfu(args: argparse.Namespace) -> dict[str, Any]:
         "matmul_peak_flops": peak,
         "variants": rows,
     }
-    result["diffusers"] = diffusers_row(args, data, peak, flops) if cuda else None
+    result["diffusers"] = diffusers_row(args, data, peak, flops) if cuda or args.quick else None
     return result
+
+
+def pipelined_seconds(step: Callable[[], Any], calls: int, device: str) -> float:
+    """Seconds per call of `calls` calls back to back, synchronised once at the end: what training sustains when
+    the host runs ahead of the GPU (timed_calls synchronises after every call)."""
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(calls):
+        step()
+    synchronize(device)
+    return (time.perf_counter() - start) / calls
 
 
 def network_only(args: argparse.Namespace, trainer: Trainer, flops: float, peak: float) -> dict[str, Any]:
     """The bf16 network's forward and backward of the loss alone: no optimiser, EMA, clipping or read-back."""
     model, device = trainer.model, args.device
-    x = trainer.micro_batch(0)
+    x, _ = trainer.micro_batch(0)
 
     def step() -> None:
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
@@ -356,8 +413,12 @@ def network_only(args: argparse.Namespace, trainer: Trainer, flops: float, peak:
 
 
 def diffusers_row(args: argparse.Namespace, data: ImageData, peak: float, flops: float) -> dict[str, Any] | None:
-    """diffusers' UNet2DModel of the same layout against elbolab's trainer step, both bf16 + fused AdamW."""
+    """diffusers' UNet2DModel of the same layout against elbolab's trainer step, both bf16 + fused AdamW (on a
+    GPU) and clipped, timed in alternation twice: both with an EMA of the weights (elbolab's `EMA`, decay 0.999)
+    and both without (our step's EMA update left out)."""
     from diffusion import diffusers_scheduler, diffusers_unet, import_diffusers
+
+    from elbolab.train.ema import EMA
 
     diffusers = import_diffusers()
     if diffusers is None:
@@ -368,42 +429,48 @@ def diffusers_row(args: argparse.Namespace, data: ImageData, peak: float, flops:
     torch.manual_seed(args.seed)
     unet = diffusers_unet(diffusers, args.mfu_preset, 3, args.mfu_side).to(device).train()
     sched = diffusers_scheduler(diffusers, "DDPMScheduler", 1000)
-    opt = torch.optim.AdamW(unet.parameters(), lr=2e-4, fused=True)
+    opt = torch.optim.AdamW(unet.parameters(), lr=2e-4, fused=device.startswith("cuda"))
     x = data.model_range(torch.arange(args.batch_size)).to(device)
+    their_ema = EMA(unet, 0.999)
 
-    def theirs() -> None:
+    def theirs(ema: bool) -> None:
         opt.zero_grad(set_to_none=True)
         eps = torch.randn_like(x)
         t = torch.randint(0, 1000, (len(x),), device=device)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
             loss = F.mse_loss(unet(sched.add_noise(x, eps, t), t).sample.float(), eps)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
+        if ema:
+            their_ema.update(unet)
         loss.item()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        ours = trainer_for(args, data, Path(tmp), precision="bf16")
-        for _ in range(5):
-            theirs()
-            ours.train_step()
-        times: dict[str, list[float]] = {"elbolab": [], "diffusers": []}
-        for _ in range(args.mfu_steps):
-            times["diffusers"] += timed_calls(theirs, 1, 0, device)
-            times["elbolab"] += timed_calls(ours.train_step, 1, 0, device)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    row = {
+    row: dict[str, Any] = {
         "params_diffusers": sum(p.numel() for p in unet.parameters()),
-        "diffusers_step_ms": med["diffusers"] * 1e3,
-        "elbolab_step_ms": med["elbolab"] * 1e3,
-        "ratio": med["diffusers"] / med["elbolab"],
         "version": diffusers.__version__,
     }
-    print(
-        f"  diffusers UNet2DModel bf16: {row['diffusers_step_ms']:.1f} ms per step; elbolab "
-        f"{row['elbolab_step_ms']:.1f} ms; ratio {row['ratio']:.2f}",
-        flush=True,
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = trainer_for(args, data, Path(tmp), precision="bf16")
+        ema_update = ours.ema.update
+        for _ in range(5):
+            theirs(True)
+            ours.train_step()
+        for ema, suffix in ((True, ""), (False, "_no_ema")):
+            ours.ema.update = ema_update if ema else (lambda model: None)  # type: ignore[method-assign]
+            times: dict[str, list[float]] = {"elbolab": [], "diffusers": []}
+            for _ in range(args.mfu_steps):
+                times["diffusers"] += timed_calls(partial(theirs, ema), 1, 0, device)
+                times["elbolab"] += timed_calls(ours.train_step, 1, 0, device)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            row[f"diffusers_step_ms{suffix}"] = med["diffusers"] * 1e3
+            row[f"elbolab_step_ms{suffix}"] = med["elbolab"] * 1e3
+            row[f"ratio{suffix}"] = med["diffusers"] / med["elbolab"]
+            print(
+                f"  diffusers UNet2DModel bf16{' (no EMA)' if not ema else ''}: {med['diffusers'] * 1e3:.1f} ms per "
+                f"step; elbolab {med['elbolab'] * 1e3:.1f} ms; ratio {row[f'ratio{suffix}']:.2f}",
+                flush=True,
+            )
     return row
 
 
@@ -482,22 +549,214 @@ def fd(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------- cifar
+
+
+def cifar_features(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The built-in feature network of the CIFAR-10 data at --cifar-dir (cached in --features-cache), and
+    Inception's where its weights are present (else the reason it is not)."""
+    from elbolab.evaluate.features import FeatureNetUnavailable, builtin_features, inception_features
+
+    builtin = builtin_features(
+        "cifar10", args.cifar_dir, args.features_cache, steps=args.features_steps or None, seed=args.seed
+    )
+    try:
+        inception: Any = inception_features(None, args.device)
+    except FeatureNetUnavailable as err:
+        inception = str(err).splitlines()[0]
+    return builtin, inception
+
+
+def cifar_point(
+    args: argparse.Namespace, trainer: Trainer, train: ImageData, test: ImageData, features: dict[str, Any], n: int
+) -> dict[str, Any]:
+    """One point of the curve, on the EMA weights: the test bound (importance-sampled t, its proposal fitted on
+    training images) with its 95% interval and Monte-Carlo error, and the Fréchet distance of n samples
+    against the test images in each feature network, with its 95% bootstrap interval."""
+    from elbolab.evaluate.resample import resampled_quality
+    from elbolab.evaluate.run import EvalConfig, Pilot, quality_reference, quality_sampling, summarize
+
+    model = trainer.eval_model
+    trainer.ema.copy_to(model)
+    model.eval()
+    row: dict[str, Any] = {
+        "train_minutes": trainer.seconds_trained() / 60,
+        "step": trainer.step,
+        "images_seen": trainer.step * trainer.cfg.batch_size,
+    }
+    cfg = EvalConfig(
+        seed=args.seed, proposal="importance", pilot_n=args.cifar_pilot_n, quality_steps=args.cifar_sample_steps
+    )
+    with torch.no_grad():
+        bound = summarize(model, test, args.cifar_bpd_n or None, None, args.seed, cfg, Pilot(train))
+        row.update(
+            test_bpd=bound.bpd.total,
+            test_bpd_ci95=bound.bpd.ci95,
+            test_bpd_mc_stderr=bound.mean_stderr_bpd,
+            bpd_images=bound.n,
+            bpd_estimator=bound.estimator,
+            bpd_seconds=bound.seconds,
+        )
+        sampler, steps = quality_sampling(model, cfg)
+        g = torch.Generator(args.device).manual_seed(args.seed)
+        start = time.perf_counter()
+        chunks = [
+            model.sample(min(1000, n - i), generator=g, sampler=sampler, steps=steps).cpu() for i in range(0, n, 1000)
+        ]
+        row.update(samples=n, sampler=f"{sampler} {steps}", sample_seconds=time.perf_counter() - start)
+    samples, reference = torch.cat(chunks), quality_reference(test, n)
+    for name, net in features.items():
+        q = resampled_quality(net(samples, train.levels), net(reference, test.levels), replicates=200, seed=args.seed)
+        row[f"fd_{name}"], row[f"fd_{name}_ci95"] = q["fd"].value, list(q["fd"].interval())
+    return row
+
+
+def cifar(args: argparse.Namespace) -> dict[str, Any]:
+    """CIFAR-10 in minutes: compare's continuous-time recipe (VDM's bound, γ linear between learned end points,
+    t stratified in training and importance-sampled in evaluation) at --cifar-preset, trained for
+    --cifar-minutes of wall clock, measured at each of --cifar-at and at the end (the measurements' time does
+    not count); the JSON is rewritten after every point."""
+    device = args.device
+    cuda = device.startswith("cuda")
+    warnings.filterwarnings("ignore", category=DataWarning)
+    train, test = load_data("cifar10", "train", args.cifar_dir), load_data("cifar10", "test", args.cifar_dir)
+    builtin, inception = cifar_features(args)
+    features = {"builtin": builtin} | ({} if isinstance(inception, str) else {"inception": inception})
+    torch.manual_seed(args.seed)
+    config = replace(DiffusionConfig.sized_for(train.shape[-1], device), unet=UNetConfig(preset=args.cifar_preset))
+    model = DiffusionModel(config, train.shape, train.levels)
+    cfg = TrainConfig(
+        steps=10**9,
+        max_seconds=args.cifar_minutes * 60,
+        batch_size=args.cifar_batch,
+        device=device,
+        precision="bf16" if cuda else "fp32",
+        channels_last=cuda,
+        log_every=50,  # no host read in the other steps
+        eval_every=0,
+        eval_n=64,
+        checkpoint_every=10**9,
+        seed=args.seed,
+        threads=0 if cuda else 1,
+    )
+    result: dict[str, Any] = {
+        "data": f"cifar10 from {args.cifar_dir}: {len(train)} train, {len(test)} test images"
+        + (" (the subset, not the full CIFAR-10)" if len(train) < 50_000 else ""),
+        "recipe": "DiffusionConfig.sized_for: continuous time (VDM), gamma linear between learned end points, "
+        "trained on the ELBO (loss=vlb), t stratified in each batch; bound evaluated with importance-sampled t",
+        "preset": args.cifar_preset,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "batch": cfg.batch_size,
+        "precision": cfg.precision,
+        "minutes": args.cifar_minutes,
+        "feature_networks": {k: v.name for k, v in features.items()},
+        "inception_unavailable": inception if isinstance(inception, str) else None,
+        "published_bpd_at_convergence": PUBLISHED_CIFAR10_BPD,
+        "points": [],
+        "partial": True,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(model, train, test, cfg, Path(tmp) / "run", progress=False)
+        for minutes in [*(m for m in args.cifar_at if m < args.cifar_minutes), None]:
+            if minutes is None:
+                final = trainer.fit()
+                result["train_images_per_s"] = final.get("train_images_per_s")
+            else:
+                trainer.fit(pause_at=minutes * 60)
+            n = args.cifar_fd_n if minutes is None else args.cifar_curve_fd_n
+            result["points"].append(cifar_point(args, trainer, train, test, features, n))
+            print("  " + ", ".join(f"{k} {_short(v)}" for k, v in result["points"][-1].items()), flush=True)
+            result["partial"] = minutes is not None
+            write_results("gpu-cifar", result, Path(args.results_dir))  # kept if the call is cut short
+    return result
+
+
+def _short(value: Any) -> str:
+    """A figure for the log line."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+# ---------------------------------------------------------------- compare
+
+
+def compare_verdicts(out: Path) -> list[dict[str, str]]:
+    """Every contrast's title and verdict from compare's results.json, else from the first seed's file."""
+    files = [out / "results.json", *sorted(out.glob("seed-*-results.json"))]
+    for path in files:
+        if path.is_file():
+            contrasts = json.loads(path.read_text()).get("contrasts", [])
+            return [{"title": c["title"], "verdict": c["verdict"], "source": path.name} for c in contrasts]
+    return []
+
+
+def compare(args: argparse.Namespace) -> dict[str, Any]:
+    """`elbolab compare --device DEVICE --data cifar10` (--compare-data) under a wall-time limit
+    (--compare-seconds): its exit code, wall time, last lines and every verdict reached."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "report"
+        argv = [
+            "compare",
+            "--data",
+            args.compare_data,
+            "--data-dir",
+            args.cifar_dir,
+            "--device",
+            args.device,
+            "--quiet",
+        ]
+        argv += ["--out", str(out), *(["--quick", "--budget", "4"] if args.quick else [])]
+        start = time.perf_counter()
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "elbolab", *argv],
+                capture_output=True,
+                text=True,
+                timeout=args.compare_seconds,
+                check=False,
+            )
+            rc, lines = done.returncode, (done.stdout + done.stderr).strip().splitlines()
+        except subprocess.TimeoutExpired as err:
+            rc, lines = None, [str(err)]
+        seconds = time.perf_counter() - start
+        verdicts = compare_verdicts(out)
+    print(f"  compare: rc {rc} in {seconds:.0f} s, {len(verdicts)} verdicts", flush=True)
+    return {
+        "command": "elbolab " + " ".join(a for a in argv if not a.startswith(tmp)),
+        "rc": rc,
+        "timed_out": rc is None,
+        "wall_seconds": seconds,
+        "limit_seconds": args.compare_seconds,
+        "verdicts": verdicts,
+        "undecided": [v["title"] for v in verdicts if v["verdict"] == "inconclusive"],
+        "tail": lines[-12:],
+        "target": "issue 29: compare --device cuda --data cifar10 within 10 minutes, every verdict decided",
+    }
+
+
 def main() -> None:
     args = parse_args()
     if args.quick:
         args.mfu_preset, args.mfu_side, args.batch_size, args.mfu_steps = "tiny", 8, 16, 2
         args.fd_seconds, args.fd_at, args.fd_n, args.fd_preset = 6.0, [3.0], 64, "tiny"
+        args.cifar_minutes, args.cifar_at, args.cifar_preset, args.cifar_batch = 0.05, [0.02], "tiny", 8
+        args.cifar_fd_n, args.cifar_curve_fd_n, args.cifar_bpd_n, args.cifar_sample_steps = 24, 16, 16, 4
+        args.features_steps, args.cifar_pilot_n = args.features_steps or 5, 4
     folder = Path(args.results_dir)
     for part in args.parts:
         print(f"\n== {part}", flush=True)
         start = time.perf_counter()
         try:
-            result = {"smoke": smoke, "mfu": mfu, "fd": fd}[part](args)
+            result = {"smoke": smoke, "mfu": mfu, "fd": fd, "cifar": cifar, "compare": compare}[part](args)
         except Exception as exc:  # noqa: BLE001 -- a part that breaks must not take the others with it
             import traceback
 
             traceback.print_exc()
-            result = {"error": f"{type(exc).__name__}: {exc}"}
+            kept = folder / f"gpu-{part}.json"  # what a part wrote on its way (the cifar points) stays
+            result = {
+                **(json.loads(kept.read_text()) if kept.is_file() else {}),
+                "error": f"{type(exc).__name__}: {exc}",
+            }
+            result.pop("machine", None)
         result["part_seconds"] = time.perf_counter() - start
         result["settings"] = {k: v for k, v in vars(args).items() if k != "parts"}
         result["torch"] = torch.__version__

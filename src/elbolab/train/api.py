@@ -66,6 +66,7 @@ RESUMABLE = frozenset(
         "grad_accum",
         "compile",
         "channels_last",
+        "log_every",
     )
 )
 

@@ -47,6 +47,7 @@ class TrainConfig:
     max_rollbacks: int = 3  # rollbacks (each halving the learning rate) before the run stops
     deterministic: bool = False  # deterministic algorithms (cuDNN/cuBLAS) on the GPU; the CPU always is
     tensorboard: bool = False  # TensorBoard event files in RUN/tensorboard (pip install 'elbolab[tensorboard]')
+    log_every: int = 1  # steps between host reads of the loss (> 1: no host sync in the other steps; see Trainer)
 
     def __post_init__(self) -> None:
         for name in (
@@ -58,6 +59,7 @@ class TrainConfig:
             "nonfinite_patience",
             "grad_accum",
             "validate_every",
+            "log_every",
         ):
             require(f"train.{name}", getattr(self, name), getattr(self, name) >= 1, "an integer ≥ 1")
         for name in (

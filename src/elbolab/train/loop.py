@@ -240,6 +240,7 @@ class Trainer:
         self.lr_scale = 1.0  # halved by each rollback
         self.rollbacks = 0
         self.nonfinite_in_a_row = 0
+        self._window: Tensor | None = None  # deferred steps' [loss sum, non-finite steps, steps] (log_every > 1)
         self._started: float | None = None
         self.flops_per_step: int | None = None  # counted once, at the first `fit`
         self.best = BestState()
@@ -388,7 +389,7 @@ class Trainer:
             )
         from_step, rollbacks, scale = self.step, self.rollbacks + 1, self.lr_scale * 0.5
         path = self.load_checkpoint(rollback=True)
-        self.rollbacks, self.lr_scale, self.nonfinite_in_a_row = rollbacks, scale, 0
+        self.rollbacks, self.lr_scale, self.nonfinite_in_a_row, self._window = rollbacks, scale, 0, None
         self.log_event(
             "rollback", reason=reason, from_step=from_step, checkpoint=path.name, lr_scale=scale, rollbacks=rollbacks
         )
@@ -451,13 +452,16 @@ class Trainer:
         seed = distributed.slot_seed(stream_seed(self.cfg.seed, self.rollbacks), self.step, slot)
         torch.manual_seed(seed)
         idx = torch.randint(len(self.images), (self.micro_size,), generator=torch.Generator().manual_seed(seed))
-        x = to_model(self.images[idx.to(self.images.device)], self.train_data.levels)
+        if self.images.is_cuda:  # pinned and asynchronous: a pageable copy would wait for the GPU each step
+            idx = idx.pin_memory().to(self.images.device, non_blocking=True)
+        x = to_model(self.images[idx], self.train_data.levels)
         y = None if self.labels is None else self.labels[idx.to(self.labels.device)].to(self.device)
         return x.contiguous(memory_format=self.memory_format), y
 
-    def _accumulate(self) -> tuple[Tensor, str | None]:
+    def _accumulate(self, check: bool = True) -> tuple[Tensor, str | None]:
         """Forward and backward over this process's grad_accum micro-batches; the loss averaged over every
-        process (so that all of them agree on a non-finite one), and the problem if it is not finite."""
+        process (so that all of them agree on a non-finite one), and the problem if it is not finite (with
+        `check` False not looked at: no host read)."""
         cfg = self.cfg
         autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         total = torch.zeros((), device=self.device)
@@ -467,19 +471,53 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
                     loss = self.objective(x, self.step, cfg.steps, y).mean()
                 mean = distributed.mean_over(loss.detach().float(), self.world)
-                if not torch.isfinite(mean):
+                if check and not torch.isfinite(mean):
                     return mean, f"non-finite loss ({mean.item()})"
                 self.scaler.scale(loss / cfg.grad_accum).backward()
             total += mean / cfg.grad_accum
         return total, None
 
+    def _deferred(self) -> bool:
+        """Whether steps leave their checks on the device (train.log_every > 1): in fp32 or bf16 (fp16's scaler
+        decides on overflow itself) and for a model with no limit on the gradient norm."""
+        limit = getattr(self.model, "skip_gradient_norm", math.inf)
+        return self.cfg.log_every > 1 and not self.scaler.is_enabled() and math.isinf(limit)
+
+    def _deferred_step(self, lr: float) -> dict[str, Any]:
+        """One optimiser step with no host read: the loss summed and non-finite steps counted on the device. Every
+        log_every-th step reads both back at once and logs the window's mean loss; a non-finite step among them
+        (its update applied) rolls the run back to the last good checkpoint."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, _ = self._accumulate(check=False)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        )
+        bad = (~(torch.isfinite(loss) & torch.isfinite(grad_norm))).float()
+        window = torch.stack([loss.float(), bad, torch.ones_like(bad)])
+        self._window = window if self._window is None else self._window + window
+        self.optimizer.step()
+        self.ema.update(self.model)
+        self.step += 1
+        if self.step % self.cfg.log_every:
+            return {"step": self.step, "lr": lr}
+        total, bad_steps, steps, norm = torch.cat([self._window, grad_norm.float().reshape(1)]).tolist()
+        self._window = None
+        if bad_steps:
+            self.nonfinite_in_a_row = self.cfg.nonfinite_patience  # the weights may be spoiled: roll back
+            return {"step": self.step, "skipped": f"{bad_steps:.0f} non-finite of the last {steps:.0f} steps", "lr": lr}
+        return {"step": self.step, "loss": total / steps, "grad_norm": norm, "lr": lr}
+
     def train_step(self) -> dict[str, Any]:
         """One optimiser step on the global batch: grad_accum micro-batches on each process, gradients averaged
-        (DDP's all-reduce); a non-finite loss or gradient skips the update on every process alike."""
+        (DDP's all-reduce); a non-finite loss or gradient skips the update on every process alike (with
+        train.log_every > 1, `_deferred_step`: checked every log_every steps, rolled back if one was)."""
         cfg = self.cfg
         lr = lr_at(self.step, cfg, self._time_fraction()) * self.lr_scale
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if self._deferred():
+            return self._deferred_step(lr)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss, problem = self._accumulate()
