@@ -344,7 +344,10 @@ def train_models(
     todo = {placed.point.name: point_run(placed.point, cfg, test) for placed in design.placed}
     runs = {name: out / "runs" / name for name in todo}
     if cfg.jobs > 1 and len(todo) > 1 and pick_device(cfg.device).type == "cpu":
-        train_in_processes(todo, runs, cfg, log, watch)
+        finished = {name for name in todo if (runs[name] / METRICS_FILE).is_file()}
+        for name in finished:  # checked against its settings and reused here, as in turn
+            train_or_reuse(todo[name], runs[name], train, test, log, progress, watch, name)
+        train_in_processes({n: c for n, c in todo.items() if n not in finished}, runs, cfg, log, watch)
         return runs
     for name, run_cfg in todo.items():
         if watch:
@@ -359,6 +362,8 @@ def train_in_processes(
     """Train the runs `cfg.jobs` at a time, each in a fresh process at its own (saved) thread count: the runs are
     independent and seeded, so their weights are those of training them in turn, on the machine's cores at once.
     A stage starts on the display as each run finishes; the first error stops the job."""
+    if not todo:
+        return
     context = multiprocessing.get_context("spawn")  # a forked torch may hang in its thread pools
     with ProcessPoolExecutor(max_workers=cfg.jobs, mp_context=context) as pool:
         pending = {
