@@ -26,11 +26,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, print_table, write_results
-from elbolab.experiments.design import design_points
 
 from elbolab.bounds import LN2
 from elbolab.data import load_data
 from elbolab.experiments.compare import CompareConfig, point_run, with_preset
+from elbolab.experiments.design import design_points
 from elbolab.experiments.runs import measure_run
 from elbolab.train.api import fit_run
 from elbolab.train.budget import Budget
