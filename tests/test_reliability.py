@@ -336,3 +336,32 @@ def test_a_pilot_fit_full_of_nan_is_refitted_saying_so_and_a_garbage_cache_is_on
     pilot.cache.write_bytes(b"\xff\xfe garbage")
     with pytest.raises(PilotCacheError, match="pilot-fits.json: corrupt pilot cache"):
         prepare_estimator(model, estimator, pilot, 16, 0)
+
+
+def test_a_stop_signal_to_compare_stops_its_training_processes_with_checkpoints(tmp_path):
+    """SIGTERM to `compare` while its runs train in worker processes: the queued runs are dropped, the running
+    ones checkpoint and stop, and the job exits 143 at once, rather than after training every queued run."""
+    out = tmp_path / "cmp"
+    args = ["compare", "--quick", "--out", str(out), "--budget", "1000000steps", "--jobs", "2", "--quiet"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "elbolab.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, so that a failure here kills its workers too
+    )
+    try:
+        _wait_for(proc, lambda: len(list(out.rglob(LOG_FILE))) >= 2, "two runs training")
+        _wait_for(proc, lambda: all(_logged(p.parent) >= 3 for p in out.rglob(LOG_FILE)), "three steps of each")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 143, err[-800:]
+    started = [p.parent for p in out.rglob(LOG_FILE)]
+    assert len(started) == 2, "a queued run started after the stop"
+    for run in started:
+        assert lock_holder(run) is None  # its worker has exited
+        assert (run / CHECKPOINT_FILE).is_file(), f"{run.name} stopped without a checkpoint"

@@ -12,6 +12,7 @@ import click
 
 from elbolab.errors import ElbolabError
 from elbolab.registry import MODEL_KINDS
+from elbolab.signals import stop_on_signals
 
 if TYPE_CHECKING:  # imported where the commands run, so that `--help` loads no torch
     from elbolab.evaluate.run import EvalResult
@@ -703,7 +704,7 @@ def main(argv: list[str] | None = None) -> None:
     import warnings
 
     warnings.formatwarning = lambda message, category, *_args, **_kw: f"warning: {message}\n"
-    _stop_on_signals()
+    stop_on_signals()
     try:
         cli.main(args=argv, prog_name="elbolab", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -732,29 +733,6 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"interrupted ({signal.Signals(signum).name})", err=True)
         sys.exit(128 + int(signum))
     sys.exit(0)
-
-
-class SignalStop(KeyboardInterrupt):
-    """SIGTERM or SIGHUP outside training, raised like Ctrl-C: `finally` blocks and the atomic writer's cleanup
-    run (no temporary file is left), and the process exits with 128 + the signal's number."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _raise_stop(signum: int, frame: object) -> None:
-    raise SignalStop(signum)
-
-
-def _stop_on_signals() -> None:
-    """SIGTERM and SIGHUP unwind the process like Ctrl-C (the trainer takes them over while it trains)."""
-    for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            try:
-                signal.signal(getattr(signal, name), _raise_stop)
-            except ValueError:  # not the main thread
-                return
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ could come out either way, and states the rule it applied.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ from elbolab.machine import machine_info
 from elbolab.model import DesignLevels, GenerativeModel
 from elbolab.records import FeatureNet, Machine, SweepPoint
 from elbolab.registry import MODEL_KINDS, model_classes
+from elbolab.signals import stop_on_signals
 from elbolab.train.api import fit_run, use_threads
 from elbolab.train.budget import Budget
 from elbolab.train.config import TrainConfig
@@ -365,24 +368,56 @@ def train_in_processes(
     if not todo:
         return
     context = multiprocessing.get_context("spawn")  # a forked torch may hang in its thread pools
-    with ProcessPoolExecutor(max_workers=cfg.jobs, mp_context=context) as pool:
+    stopping = context.Event()
+    with ProcessPoolExecutor(cfg.jobs, context, initializer=start_worker, initargs=(stopping,)) as pool:
         pending = {
             pool.submit(train_one_run, run_cfg, str(runs[name]), cfg.data, cfg.data_dir, dict(MODEL_KINDS)): name
             for name, run_cfg in todo.items()
         }
         log(f"training {len(pending)} runs, {cfg.jobs} at a time (one process each)")
-        for done in as_completed(pending):
-            done.result()  # an error in a run is raised here, as in turn
-            if watch:
-                watch(JobEvent("train", pending[done]))
-            log(f"{pending[done]}: trained")
+        try:
+            for done in as_completed(pending):
+                done.result()  # an error in a run is raised here, as in turn
+                if watch:
+                    watch(JobEvent("train", pending[done]))
+                log(f"{pending[done]}: trained")
+        except BaseException:
+            stop_workers(pool, pending, stopping)
+            raise
+
+
+#: set in a training process when the job is stopping: a run it is handed then is not started
+STOPPING: Any = None
+
+
+def start_worker(stopping: Any) -> None:
+    """A training process's start: SIGTERM and SIGHUP unwind it like Ctrl-C until a trainer takes them over, and
+    it keeps the job's stop flag."""
+    global STOPPING
+    STOPPING = stopping
+    stop_on_signals()
+
+
+def stop_workers(pool: ProcessPoolExecutor, pending: dict[Future[None], str], stopping: Any) -> None:
+    """After an error or a stop signal in the parent: the runs not started are dropped (those the pool had
+    already handed on see the stop flag and return) and the running ones are sent SIGTERM, so that each writes a
+    checkpoint at its current step and stops (a later `compare` resumes them), instead of the pool training
+    every queued run to the end before the job can exit."""
+    stopping.set()
+    for future in pending:
+        future.cancel()
+    for process in list(getattr(pool, "_processes", {}).values()):  # the pool's own workers (no public handle)
+        if process.is_alive() and process.pid is not None:
+            os.kill(process.pid, signal.SIGTERM)
 
 
 def train_one_run(
     run_cfg: RunConfig, run_dir: str, data: str, data_dir: str | None, kinds: dict[str, tuple[str, str, str]]
 ) -> None:
     """`train_or_reuse` in a process of its own (`train_in_processes`): the parent's registry (`kinds`, which may
-    hold a kind registered at run time), the data loaded here, no display."""
+    hold a kind registered at run time), the data loaded here, no display; nothing once the job is stopping."""
+    if STOPPING is not None and STOPPING.is_set():
+        return
     MODEL_KINDS.update(kinds)
     train, test = load_data(data, "train", data_dir), load_data(data, "test", data_dir)
     train_or_reuse(run_cfg, Path(run_dir), train, test, lambda _message: None, progress=False)
