@@ -19,7 +19,16 @@ from elbolab.train.budget import STEP_CAP, Budget, step_flops, steps_in_budget
 from elbolab.train.checkpoint import load_tensors
 from elbolab.train.config import TrainConfig
 from elbolab.train.loop import Trainer, lr_at
-from elbolab.train.run import LOG_FILE, METRICS_FILE, WEIGHTS_FILE, RunConfig, build_model, checkpoint_path
+from elbolab.train.run import (
+    LOG_FILE,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    RunConfig,
+    build_model,
+    checkpoint_path,
+    load_snapshot,
+    save_run_config,
+)
 from elbolab.train.validation import split_validation, validation_bpd
 from elbolab.vae import VAEConfig
 
@@ -342,3 +351,50 @@ def test_a_run_cut_short_loads_its_kept_weights(tmp_path, digits):
     assert best and not all(torch.equal(v, newest[f"ema.{k}"]) for k, v in best.items())
     model = load_run(tmp_path, "cpu")[1]
     assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
+
+
+# ---------------------------------------------------------------- snapshots along the budget
+
+
+def _save_config(run_dir: Path, digits: tuple[ImageData, ImageData], cfg: TrainConfig) -> None:
+    """The run's config, as `elbolab train` writes it (the Trainer alone does not)."""
+    train = digits[0]
+    save_run_config(run_dir, RunConfig("vae", "digits", None, train.shape, train.levels, VAEConfig(net="tiny"), cfg))
+
+
+def _validations(run_dir: Path) -> dict[int, float]:
+    """step → validation bits/dim, from the run's log."""
+    rows = [json.loads(line) for line in (run_dir / LOG_FILE).read_text().splitlines()]
+    return {r["step"]: r["validation_bpd"] for r in rows if "validation_bpd" in r}
+
+
+def test_a_snapshot_holds_the_best_weights_so_far_at_its_fraction_of_the_budget(tmp_path, digits):
+    cfg = replace(CFG, validate_every=3, snapshots=(0.25, 0.5))
+    trainer = _trainer(tmp_path / "run", digits, cfg)
+    trainer.fit()
+    _save_config(tmp_path / "run", digits, cfg)
+    seen = _validations(tmp_path / "run")
+    assert 4 in seen and 8 in seen  # validated at each snapshot's step, off the every-3 cadence
+    for fraction, step in ((0.25, 4), (0.5, 8)):
+        model, state = load_snapshot(tmp_path / "run", fraction, "cpu")
+        best = min((s for s in seen if s <= step), key=lambda s: (seen[s], s))
+        assert (state["fraction"], state["step"], state["kept_step"]) == (fraction, step, best)
+        assert state["train_flops"] == step * trainer.flops_per_step
+        # its weights are those whose validation bound was the best so far: measured again, the same number
+        assert validation_bpd(model, trainer.validation, cfg.batch_size) == seen[best]
+
+
+def test_without_keep_best_a_snapshot_is_the_ema_weights_of_its_step(tmp_path, digits):
+    cfg = replace(CFG, keep_best=False, validation_fraction=0.0, snapshots=(0.5,))
+    _trainer(tmp_path / "run", digits, cfg).fit()
+    _save_config(tmp_path / "run", digits, cfg)
+    model, state = load_snapshot(tmp_path / "run", 0.5, "cpu")
+    at_8 = load_tensors(checkpoint_path(tmp_path / "run", 8))[0]
+    assert state["step"] == state["kept_step"] == 8
+    assert all(torch.equal(v.contiguous(), at_8[f"ema.{k}"]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("bad", [(0.0,), (1.0,), (0.5, 0.5), (-0.25,)])
+def test_snapshot_fractions_outside_the_budget_are_refused(bad):
+    with pytest.raises(ConfigError, match="train.snapshots"):
+        TrainConfig(snapshots=bad)

@@ -34,7 +34,7 @@ from elbolab.train.run import (
     run_lock,
     save_run_config,
 )
-from elbolab.train.stages import run_first_stage, stage_budget
+from elbolab.train.stages import has_first_stage, run_first_stage, stage_budget
 from elbolab.train.tensorboard import TensorBoardLog
 
 #: keys `--resume --set` may change: they steer the rest of the run, not what its checkpoint means
@@ -237,7 +237,7 @@ def _fit_locked(
         model,
         train_data,
         test_data,
-        stage_budget(cfg.train, spent),
+        stage_budget(cfg.train, spent, has_first_stage(model)),
         run_dir,
         (*callbacks, board) if board else callbacks,
         progress=progress,

@@ -48,6 +48,10 @@ class TrainConfig:
     deterministic: bool = False  # deterministic algorithms (cuDNN/cuBLAS) on the GPU; the CPU always is
     tensorboard: bool = False  # TensorBoard event files in RUN/tensorboard (pip install 'elbolab[tensorboard]')
     log_every: int = 1  # steps between host reads of the loss (> 1: no host sync in the other steps; see Trainer)
+    #: fractions of the budget (steps, FLOPs or seconds) at which the weights the run would hand over if it stopped
+    #: there (the best on validation so far with keep_best, else the EMA's) are kept in snapshots/: effects along
+    #: the budget from one run, no retraining
+    snapshots: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for name in (
@@ -85,6 +89,12 @@ class TrainConfig:
             self.keep_best,
             not self.keep_best or self.validation_fraction > 0,
             "false without a validation split (set train.validation_fraction, e.g. 0.1)",
+        )
+        require(
+            "train.snapshots",
+            self.snapshots,
+            all(0 < f < 1 for f in self.snapshots) and len(set(self.snapshots)) == len(self.snapshots),
+            "distinct fractions of the budget, each in (0, 1)",
         )
         require("train.lr", self.lr, self.lr > 0, "a number > 0")
         require("train.ema_decay", self.ema_decay, 0 <= self.ema_decay < 1, "a number in [0, 1)")

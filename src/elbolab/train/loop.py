@@ -57,6 +57,7 @@ from elbolab.train.run import (
     pick_device,
     read_log_text,
     run_stamp,
+    snapshot_path,
 )
 from elbolab.train.validation import BestState, ValidationCurve, split_validation, validation_bpd
 
@@ -435,6 +436,38 @@ class Trainer:
         bpd = tuple(b for _, b in self.curve)
         return ValidationCurve(len(self.validation), steps, bpd, self.best.step, self._best_bpd())
 
+    # ---- snapshots along the budget
+    def _snapshots_due(self) -> list[float]:
+        """The snapshot fractions (`train.snapshots`) this step has reached and not yet written (rank 0): of the
+        steps for a step or FLOP budget, of the seconds for a wall-clock one."""
+        if not self.world.main:
+            return []
+        seconds = self.cfg.max_seconds > 0 and self.cfg.max_flops <= 0
+        reached = self._time_fraction() if seconds else self.step / self.cfg.steps
+        return [
+            f
+            for f in self.cfg.snapshots
+            if (reached >= f if seconds else self.step >= max(1, round(f * self.cfg.steps)))
+            and not snapshot_path(self.run_dir, f).is_file()
+        ]
+
+    def save_snapshot(self, fraction: float, record: dict[str, Any]) -> dict[str, Any]:
+        """Keep the weights the run would hand over if it stopped at this step (`snapshot_path`): with keep_best
+        the best on validation so far (validated at this step first), else the EMA's; returns its log fields."""
+        if self.cfg.keep_best and "validation_bpd" not in record:
+            record.update(self.validate())
+        kept = self.best.tensors if self.cfg.keep_best and self.best.tensors else self.ema.shadow
+        state = {
+            "fraction": fraction,
+            "step": self.step,
+            "kept_step": self.best.step if self.cfg.keep_best else self.step,
+            "train_flops": None if self.flops_per_step is None else self.step * self.flops_per_step,
+        }
+        path = snapshot_path(self.run_dir, fraction)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_tensors(path, kept, state)
+        return {"snapshot": fraction}
+
     def count_flops(self) -> int:
         """Counted FLOPs of one optimiser step: one micro-batch's forward and backward, times the micro-batches
         of every process (`step_flops`)."""
@@ -628,6 +661,8 @@ class Trainer:
                         record.update(last_eval)
                     if self._validation_due():
                         record.update(self.validate())
+                    for fraction in self._snapshots_due():
+                        record.update(self.save_snapshot(fraction, record))
                     self._log(record)
                     if self.nonfinite_in_a_row >= cfg.nonfinite_patience:
                         self._roll_back(f"{self.nonfinite_in_a_row} non-finite steps in a row")

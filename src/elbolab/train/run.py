@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import torch
+from torch import Tensor
 
 from elbolab.atomic import atomic_write_json
 from elbolab.config import dotted_keys, flatten, from_dict, to_dict, unknown_key, with_overrides
@@ -51,6 +52,37 @@ class RunFolderError(ElbolabError):
 def checkpoint_path(run_dir: Path, step: int) -> Path:
     """Where the checkpoint of `step` lives (zero-padded, so names sort like steps)."""
     return Path(run_dir) / CHECKPOINT_DIR / f"step-{step:06d}.safetensors"
+
+
+#: where the weights at fractions of the budget are kept (`train.snapshots`)
+SNAPSHOT_DIR = "snapshots"
+
+
+def snapshot_path(run_dir: Path, fraction: float) -> Path:
+    """Where the weights the run held at `fraction` of its budget are kept."""
+    return Path(run_dir) / SNAPSHOT_DIR / f"budget-{fraction:g}.safetensors"
+
+
+def load_snapshot(run_dir: Path, fraction: float, device: str = "auto") -> tuple[GenerativeModel, dict[str, Any]]:
+    """The run's model with the weights it held at `fraction` of its budget (`train.snapshots`), placed as
+    `load_run` places it, and the snapshot's state (its step, the kept step, its FLOPs). A missing or damaged
+    file, or one of other shapes, is a one-line error."""
+    path = snapshot_path(run_dir, fraction)
+    tensors, state = load_tensors(path)
+    model = build_model(read_run_config(Path(run_dir)))
+    return placed(model, tensors, path, device), dict(state or {})
+
+
+def placed(model: GenerativeModel, tensors: dict[str, Tensor], source: Path, device: str) -> GenerativeModel:
+    """`model` with `tensors` as its weights, on `device` in `inference_layout`, in eval mode; weights of other
+    shapes than the model's are a one-line error naming `source`."""
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise ElbolabError(f"{source}: weights do not match the run's config ({str(exc).splitlines()[0]})") from None
+    target = pick_device(device)
+    # nn.Module.to takes memory_format at run time; torch's stub does not declare it
+    return model.to(target, memory_format=inference_layout(target)).eval()  # type: ignore[call-overload]
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -273,13 +305,7 @@ def load_run(run_dir: Path, device: str = "auto", say_live: bool = True) -> tupl
         if holder is not None and say_live:
             step = (state or {}).get("step", "?")
             note(f"{run_dir} is still training (PID {holder}); reading its checkpoint at step {step} ({path.name})")
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as exc:
-        raise ElbolabError(f"{run_dir}: weights do not match the run's config ({str(exc).splitlines()[0]})") from None
-    target = pick_device(device)
-    # nn.Module.to takes memory_format at run time; torch's stub does not declare it
-    return cfg, model.to(target, memory_format=inference_layout(target)).eval()  # type: ignore[call-overload]
+    return cfg, placed(model, tensors, run_dir, device)
 
 
 def inference_layout(device: torch.device) -> torch.memory_format:

@@ -48,9 +48,13 @@ class Spent:
 FirstStage = Callable[[GenerativeModel, ImageData, ImageData, RunConfig, Path, bool], Spent]
 
 
-def stage_budget(train_cfg: TrainConfig, spent: Spent) -> TrainConfig:
+def stage_budget(train_cfg: TrainConfig, spent: Spent, staged: bool = False) -> TrainConfig:
     """The main stage's share of a wall-clock or FLOP budget: what a first stage that spent `spent` left of it
-    (at least one second; at least one step, which `steps_in_budget` grants)."""
+    (at least one second; at least one step, which `steps_in_budget` grants). A `staged` model keeps no
+    snapshots along the budget: before its last stage it has no prior to measure, and a fraction of the last
+    stage's budget is not that fraction of the run's."""
+    if staged:
+        train_cfg = replace(train_cfg, snapshots=())
     if train_cfg.max_seconds > 0 and spent.seconds > 0:
         train_cfg = replace(train_cfg, max_seconds=max(train_cfg.max_seconds - spent.seconds, 1.0))
     if train_cfg.max_flops > 0 and spent.flops > 0:
@@ -138,6 +142,7 @@ def train_autoencoder(
             steps=cfg.autoencoder_steps or run_cfg.train.steps,
             max_seconds=run_cfg.train.max_seconds * cfg.stage_one_fraction,
             max_flops=run_cfg.train.max_flops * cfg.stage_one_fraction,
+            snapshots=(),  # a snapshot of the autoencoder alone is no state of the run (see `stage_budget`)
         )
         vae_run = RunConfig("vae", run_cfg.data, run_cfg.data_dir, run_cfg.shape, run_cfg.levels, cfg.vae, train)
         folder.mkdir(parents=True, exist_ok=True)
@@ -151,3 +156,8 @@ def train_autoencoder(
 
 #: model class → its first stage
 FIRST_STAGES: dict[type, FirstStage] = {LatentDiffusion: latent_first_stage}
+
+
+def has_first_stage(model: GenerativeModel) -> bool:
+    """Whether the model's training starts with a registered stage of its own."""
+    return type(model) in FIRST_STAGES
