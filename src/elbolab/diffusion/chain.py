@@ -127,7 +127,8 @@ class StepObjective:
 
     @property
     def is_bound(self) -> bool:
-        """Whether the objective is the bound itself (L_vlb), which the learned forward process then follows."""
+        """Whether the objective is the bound itself (L_vlb): with a learned forward process the loss is then the
+        whole bound, L_T included."""
         return self.mse_weight == 0
 
 
@@ -136,7 +137,7 @@ class Chain(ABC):
     estimators, its training loss, the importance proposal over t and its pilot fit, and its samplers' grid. It
     reads the model it serves (schedule, network, encoder, buffers), so no state is copied out of it."""
 
-    #: the proposal's default for a Monte-Carlo bound, and the method the bound's records name
+    #: the proposal over t of the config's Monte-Carlo estimator (`default_estimator`)
     default_proposal: str
 
     def __init__(self, model: GaussianDiffusion) -> None:
