@@ -110,12 +110,14 @@ class StepObjective:
     mse_weight: float
     vlb_weight: float
     stop_mean_grad: bool = False
+    #: whether L_{i−1} is computed (in float64) at all: L_vlb and L_hybrid, whatever λ is
+    with_vlb: bool = True
 
     @staticmethod
     def of(config: DiffusionConfig) -> StepObjective:
         """The objective `config.loss` names (simple, vlb or hybrid)."""
         return {
-            "simple": StepObjective(1.0, 0.0),
+            "simple": StepObjective(1.0, 0.0, with_vlb=False),
             "vlb": StepObjective(0.0, 1.0),
             "hybrid": StepObjective(1.0, config.hybrid_weight, stop_mean_grad=True),
         }[config.loss]
@@ -123,7 +125,7 @@ class StepObjective:
     @property
     def dtype(self) -> torch.dtype:
         """float32 for an MSE of network outputs alone (it loses nothing), float64 once bound terms enter."""
-        return torch.float32 if self.vlb_weight == 0 else torch.float64
+        return torch.float64 if self.with_vlb else torch.float32
 
     @property
     def is_bound(self) -> bool:
@@ -247,7 +249,7 @@ class DiscreteChain(Chain):
         d = model.denoiser(y=model.training_labels(y, x_0, generator)).denoise(x_t, t, schedule)
         term = obj.mse_weight * (eps - d.eps_hat).pow(2).flatten(1).mean(1)
         nats = None
-        if obj.vlb_weight:
+        if obj.with_vlb:
             nats = self.step_term(x_0, d, i, obj.stop_mean_grad)
             term = term + obj.vlb_weight * (T * nats_to_bpd(nats, x_0[0].numel()))
         if self.importance and model.training:
