@@ -129,9 +129,7 @@ def test_the_conditional_bounds_terms_add_up_and_each_example_keeps_its_own_labe
     d = conditional.diffusion
 
     def exact(index: torch.Tensor, k: torch.Tensor) -> Bound:
-        return exact_bound(
-            d.denoiser(True, k)[0], x[index], d.schedule, parameterisation="x0", levels=LEVELS, eps=eps[index]
-        )
+        return exact_bound(d.denoiser(True, k), x[index], d.schedule, levels=LEVELS, eps=eps[index])
 
     with torch.no_grad():
         together = by_class(exact, torch.arange(len(x)), y).total

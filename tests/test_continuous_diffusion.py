@@ -20,6 +20,7 @@ from elbolab.diffusion.bound import prior_term
 from elbolab.diffusion.chain import GaussianDiffusion
 from elbolab.diffusion.config import DiffusionConfig
 from elbolab.diffusion.learned_schedule import LearnedSchedule, level_gamma_min
+from elbolab.diffusion.reverse import Denoiser
 from elbolab.diffusion.schedule import Schedule
 from elbolab.diffusion.time_proposal import TimeProposal
 from elbolab.errors import ConfigError
@@ -144,7 +145,7 @@ def test_a_wrong_denoiser_gives_a_looser_bound():
     # the library's Monte-Carlo estimate sees the same ordering on the same examples
     g = torch.Generator().manual_seed(0)
     est = {
-        name: continuous.mc_bound(den, x[:100], schedule, samples=16, generator=g).total.mean().item()
+        name: continuous.mc_bound(Denoiser(den), x[:100], schedule, samples=16, generator=g).total.mean().item()
         for name, den in (("right", gauss_eps(schedule)), ("wrong", gauss_eps(schedule, MU + 0.3)))
     }
     assert est["wrong"] > est["right"]
@@ -186,7 +187,7 @@ def test_learned_end_points_get_gradients_and_move_the_expected_way(start, start
     g = torch.Generator().manual_seed(0)
     losses = []
     for _ in range(25):
-        bound = continuous.mc_bound(denoiser, x, schedule, samples=16, levels=K, generator=g).total.mean()
+        bound = continuous.mc_bound(Denoiser(denoiser), x, schedule, samples=16, levels=K, generator=g).total.mean()
         opt.zero_grad()
         bound.backward()
         assert schedule.ends.grad is not None and torch.isfinite(schedule.ends.grad).all()
@@ -200,7 +201,7 @@ def test_learned_end_points_get_gradients_and_move_the_expected_way(start, start
 
 def _repeats(x, schedule, denoiser, n, **kw):
     g = torch.Generator().manual_seed(1)
-    bounds = [continuous.mc_bound(denoiser, x, schedule, generator=g, **kw) for _ in range(n)]
+    bounds = [continuous.mc_bound(Denoiser(denoiser), x, schedule, generator=g, **kw) for _ in range(n)]
     diffusion = torch.stack([b.terms["diffusion"] for b in bounds])
     se = torch.stack([b.extras["stderr"] for b in bounds])
     return diffusion, se
@@ -214,7 +215,7 @@ def test_the_estimator_is_unbiased_and_its_standard_error_is_honest(proposal):
     q = None
     if proposal == "importance":
         second = continuous.pilot_second_moment(
-            denoiser, gaussian_data(32, seed=9), schedule, 32, 2, generator=torch.Generator().manual_seed(2)
+            Denoiser(denoiser), gaussian_data(32, seed=9), schedule, 32, 2, generator=torch.Generator().manual_seed(2)
         )
         q = TimeProposal.fit(second)
     diffusion, se = _repeats(x, schedule, denoiser, 400, samples=8, proposal=q, stratified=proposal != "uniform")
@@ -231,7 +232,7 @@ def test_importance_sampling_cuts_the_standard_error():
     schedule = LearnedSchedule("cosine", 10, -10.0, 6.0)
     denoiser = gauss_eps(schedule, MU + 0.2)
     second = continuous.pilot_second_moment(
-        denoiser, gaussian_data(32, seed=9), schedule, 32, 2, generator=torch.Generator().manual_seed(2)
+        Denoiser(denoiser), gaussian_data(32, seed=9), schedule, 32, 2, generator=torch.Generator().manual_seed(2)
     )
     spreads = {}
     for name, q, strat in (
@@ -249,7 +250,7 @@ def test_the_T_step_estimate_agrees_with_its_exact_sum():
     denoiser = gauss_eps(schedule, MU + 0.2)
     T = 200
     second = continuous.pilot_second_moment(
-        denoiser, gaussian_data(32, seed=9), schedule, 32, 2, T=T, generator=torch.Generator().manual_seed(2)
+        Denoiser(denoiser), gaussian_data(32, seed=9), schedule, 32, 2, T=T, generator=torch.Generator().manual_seed(2)
     )
     diffusion, se = _repeats(x, schedule, denoiser, 300, samples=8, proposal=TimeProposal.fit(second), T=T)
     exact = steps_diffusion(schedule, x, T, MU + 0.2)

@@ -20,6 +20,7 @@ from elbolab.diffusion.continuous import diffusion_integrand, encoded_prior_term
 from elbolab.diffusion.encoder import MeanEncoder
 from elbolab.diffusion.forward import expand, q_posterior
 from elbolab.diffusion.learned_schedule import LearnedSchedule
+from elbolab.diffusion.reverse import Denoiser
 from elbolab.diffusion.schedule import alpha, sigma
 from elbolab.errors import ConfigError
 from elbolab.likelihoods import normal_kl
@@ -115,7 +116,7 @@ def test_each_T_step_term_is_the_kl_of_the_encoders_posterior_from_the_model(T):
     t, s = i.double() / T, (i.double() - 1) / T
     eps = torch.randn(x.shape, generator=g, dtype=torch.float64)
     with torch.no_grad():
-        term = diffusion_integrand(wobbly_eps, x, t, eps, sched, T, encoder=encoder)
+        term = diffusion_integrand(Denoiser(wobbly_eps), x, t, eps, sched, T, encoder=encoder)
         m_t, m_s = encoder(x, t, sched)[0], encoder(x, s, sched)[0]
     lam_t, lam_s = sched.log_snr(t), sched.log_snr(s)
     a_t, s_t, a_s, s_s = (expand(f(lam), x) for lam in (lam_t, lam_s) for f in (alpha, sigma))
@@ -137,10 +138,13 @@ def test_the_T_step_integrand_tends_to_the_continuous_one():
     t = torch.full((3,), 0.5, dtype=torch.float64)
     eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     with torch.no_grad():
-        limit = diffusion_integrand(wobbly_eps, x, t, eps, sched, None, encoder=encoder)
-        without = diffusion_integrand(wobbly_eps, x, t, eps, sched, None)
+        limit = diffusion_integrand(Denoiser(wobbly_eps), x, t, eps, sched, None, encoder=encoder)
+        without = diffusion_integrand(Denoiser(wobbly_eps), x, t, eps, sched, None)
         gaps = [
-            (T * diffusion_integrand(wobbly_eps, x, t, eps, sched, T, encoder=encoder) / limit - 1).abs().max().item()
+            (T * diffusion_integrand(Denoiser(wobbly_eps), x, t, eps, sched, T, encoder=encoder) / limit - 1)
+            .abs()
+            .max()
+            .item()
             for T in (64, 256, 1024, 4096)
         ]
     assert not torch.allclose(limit, without, rtol=1e-3)  # the encoder changes the integrand

@@ -215,12 +215,24 @@ def test_elbolab_ddim_equals_diffusers_ddim_scheduler_on_the_same_grid(tmp_path,
         for k in scheduler.timesteps:  # elbolab's clipped denoiser re-derives ε̂ from the clipped x̂_0
             x = scheduler.step(unet(x, k).sample, k, x, eta=0.0, use_clipped_model_output=clip).prev_sample
         grid = torch.tensor([(int(k) + 1) / T for k in scheduler.timesteps] + [0.0], dtype=torch.float64)
-        denoiser, parameterisation = model.diffusion.denoiser(model.clip)
-        ours = ddim(denoiser, x_T, grid, model.diffusion.schedule, parameterisation=parameterisation)
+        denoiser = model.diffusion.denoiser(model.clip)
+        ours = ddim(
+            denoiser,
+            x_T,
+            grid,
+            model.diffusion.schedule,
+        )
     assert scheduler.timesteps.tolist() == [19, 15, 11, 7, 3]
     torch.testing.assert_close(ours, x, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(
-        ours, ddim(denoiser, x_T, grid[1:], model.diffusion.schedule, parameterisation=parameterisation), atol=1e-3
+        ours,
+        ddim(
+            denoiser,
+            x_T,
+            grid[1:],
+            model.diffusion.schedule,
+        ),
+        atol=1e-3,
     )  # the grid matters
 
 
@@ -277,13 +289,12 @@ def test_a_run_with_a_diffusers_unet_exports_and_ddpm_pipeline_takes_the_same_fi
     k = pipe.scheduler.timesteps[0]
     with torch.no_grad():
         theirs = pipe.scheduler.step(pipe.unet(x, k).sample, k, x, generator=torch.Generator().manual_seed(2))
-        denoiser, parameterisation = model.diffusion.denoiser(model.clip)
+        denoiser = model.diffusion.denoiser(model.clip)
         ours = ancestral(
             denoiser,
             x,
             torch.tensor([1.0, (T - 1) / T], dtype=torch.float64),
             model.diffusion.schedule,
-            parameterisation=parameterisation,
             generator=torch.Generator().manual_seed(2),
         )
     assert int(k) == T - 1

@@ -14,7 +14,7 @@ import torch
 
 from elbolab.diffusion import LossSecondMomentResampler, Schedule, exact_bound, mc_bound, prior_term
 from elbolab.diffusion.forward import expand, posterior_coefficients, posterior_log_variance
-from elbolab.diffusion.reverse import small_log_variance
+from elbolab.diffusion.reverse import Denoiser, small_log_variance
 from elbolab.diffusion.schedule import alpha, log_beta, sigma
 
 MU = torch.tensor([0.3, -0.5, 0.0, 0.8], dtype=torch.float64)
@@ -106,7 +106,8 @@ def expected_bound(denoiser, x, schedule, variance, nodes=3):
     z, w = np.polynomial.hermite_e.hermegauss(nodes)
     w = w / w.sum()
     bounds = [
-        exact_bound(denoiser, x, schedule, variance=variance, eps=torch.full_like(x, zj), max_batch=10**6) for zj in z
+        exact_bound(Denoiser(denoiser), x, schedule, variance=variance, eps=torch.full_like(x, zj), max_batch=10**6)
+        for zj in z
     ]
     total = sum(wj * b.total for wj, b in zip(w, bounds))
     per_step = sum(wj * b.per_step for wj, b in zip(w, bounds))
@@ -177,7 +178,7 @@ def test_per_step_terms_add_up_to_the_total(levels):
     if levels:
         x = torch.round((x + 1) * (levels - 1) / 2) * 2 / (levels - 1) - 1
     bound = exact_bound(
-        optimal_eps(schedule),
+        Denoiser(optimal_eps(schedule)),
         x,
         schedule,
         variance="small",
@@ -204,7 +205,7 @@ def test_an_x0_predictor_returning_the_true_x0_zeroes_every_diffusion_kl():
         lam = schedule.log_snr(t)
         return (x_t - expand(sigma(lam), x_t) * eps) / expand(alpha(lam), x_t)
 
-    bound = exact_bound(true_x0, x, schedule, parameterisation="x0", variance="small", eps=eps.expand_as(x))
+    bound = exact_bound(Denoiser(true_x0, "x0"), x, schedule, variance="small", eps=eps.expand_as(x))
     assert bound.per_step[:, 1:].abs().max() < 1e-10
     # L_0 is the Gaussian decoder's density at its own mean: −log N(x; x, β̃_2) per dimension
     log_var = small_log_variance(schedule, torch.tensor(1 / 200), torch.tensor(0.0))
@@ -236,7 +237,13 @@ def test_monte_carlo_bound_agrees_with_the_exact_sum(proposal):
         "poor": torch.arange(1, 101, dtype=torch.float64),
     }[proposal]  # favours the smallest terms
     mc = mc_bound(
-        denoiser, x, schedule, samples=32, proposal=q, variance="large", generator=torch.Generator().manual_seed(5)
+        Denoiser(denoiser),
+        x,
+        schedule,
+        samples=32,
+        proposal=q,
+        variance="large",
+        generator=torch.Generator().manual_seed(5),
     )
     se = mc.extras["stderr"]
     assert se.shape == (256,) and (se > 0).all() and mc.per_step is None
@@ -253,7 +260,14 @@ def test_monte_carlo_bound_agrees_with_the_exact_sum(proposal):
         assert (
             se.mean()
             < 0.4
-            * mc_bound(denoiser, x, schedule, samples=32, variance="large", generator=torch.Generator().manual_seed(5))
+            * mc_bound(
+                Denoiser(denoiser),
+                x,
+                schedule,
+                samples=32,
+                variance="large",
+                generator=torch.Generator().manual_seed(5),
+            )
             .extras["stderr"]
             .mean()
         )

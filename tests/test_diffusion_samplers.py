@@ -11,6 +11,7 @@ from scipy import stats
 from elbolab.diffusion import Schedule, ancestral, ddim, ddim_invert, dpm_solver_pp, run_sampler, time_grid
 from elbolab.diffusion.edm import RHO, SIGMA_MAX, rho_grid, time_of, ve_sigma
 from elbolab.diffusion.forward import expand
+from elbolab.diffusion.reverse import Denoiser
 from elbolab.diffusion.samplers import RHO_GRID_SAMPLERS, SAMPLERS, Churn, euler, heun, heun_churn, nfe
 from elbolab.diffusion.schedule import alpha, sigma
 from elbolab.errors import ConfigError
@@ -33,7 +34,7 @@ def mixture_x0(schedule):
         r = torch.softmax(log_r, dim=-1)
         return (r * (MEANS + a * STDS**2 * (x - a * MEANS) / var)).sum(-1)
 
-    return denoiser
+    return Denoiser(denoiser, "x0")
 
 
 def mixture_samples(n, seed):
@@ -50,7 +51,7 @@ def gaussian_eps(schedule, mu=0.2, s2=0.3):
         a, s = expand(alpha(lam), x_t), expand(sigma(lam), x_t)
         return s * (x_t - a * mu) / (a * a * s2 + s * s)
 
-    return denoiser
+    return Denoiser(denoiser)
 
 
 SAMPLER_CASES = {
@@ -96,9 +97,7 @@ def test_one_step_returns_the_denoiser_mean_at_t_1():
     schedule = Schedule("cosine", 50)
     x_T = torch.randn(4, 3, dtype=torch.float64)
     for name in SAMPLERS:
-        out = run_sampler(
-            name, lambda x, t: torch.full_like(x, 0.25), x_T, time_grid(50, 1), schedule, parameterisation="x0"
-        )
+        out = run_sampler(name, Denoiser(lambda x, t: torch.full_like(x, 0.25), "x0"), x_T, time_grid(50, 1), schedule)
         assert torch.equal(out, torch.full_like(x_T, 0.25))
 
 
@@ -136,9 +135,7 @@ def test_samplers_with_the_exact_denoiser_match_the_mixture(name, steps, opts):
     n = 2000
     g = torch.Generator().manual_seed(11)
     x_T = torch.randn(n, 1, generator=g, dtype=torch.float64)
-    out = run_sampler(
-        name, mixture_x0(schedule), x_T, time_grid(1000, steps), schedule, parameterisation="x0", generator=g, **opts
-    ).squeeze(1)
+    out = run_sampler(name, mixture_x0(schedule), x_T, time_grid(1000, steps), schedule, generator=g, **opts).squeeze(1)
     result = stats.ks_2samp(out.numpy(), mixture_samples(n, seed=12).numpy())
     assert result.pvalue > 0.01, (name, steps, result)
 
@@ -152,7 +149,6 @@ def test_the_mixture_check_rejects_a_coarse_sampler():
         torch.randn(2000, 1, generator=g, dtype=torch.float64),
         time_grid(1000, 10),
         schedule,
-        parameterisation="x0",
     ).squeeze(1)
     assert stats.ks_2samp(out.numpy(), mixture_samples(2000, seed=12).numpy()).pvalue < 0.01
 
@@ -163,14 +159,9 @@ def test_dpm_solver_is_second_order():
     x_T = torch.randn(500, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     denoiser = mixture_x0(schedule)
     grid = lambda k: time_grid(1000, k)
-    ref = dpm_solver_pp(denoiser, x_T, grid(1000), schedule, parameterisation="x0")
-    err = {
-        k: (dpm_solver_pp(denoiser, x_T, grid(k), schedule, parameterisation="x0") - ref).abs().mean().item()
-        for k in (25, 50)
-    }
-    err_ddim = {
-        k: (ddim(denoiser, x_T, grid(k), schedule, parameterisation="x0") - ref).abs().mean().item() for k in (25, 50)
-    }
+    ref = dpm_solver_pp(denoiser, x_T, grid(1000), schedule)
+    err = {k: (dpm_solver_pp(denoiser, x_T, grid(k), schedule) - ref).abs().mean().item() for k in (25, 50)}
+    err_ddim = {k: (ddim(denoiser, x_T, grid(k), schedule) - ref).abs().mean().item() for k in (25, 50)}
     assert err[25] / err[50] > 3.0 and err_ddim[25] / err_ddim[50] < 2.5 and err[50] < err_ddim[50] / 3, (err, err_ddim)
 
 
@@ -258,8 +249,8 @@ def test_euler_in_sigma_over_alpha_is_ddim_on_the_same_grid():
     grid = time_grid(100, 13)
     denoiser = mixture_x0(schedule)
     torch.testing.assert_close(
-        euler(denoiser, x_T, grid, schedule, parameterisation="x0"),
-        ddim(denoiser, x_T, grid, schedule, parameterisation="x0"),
+        euler(denoiser, x_T, grid, schedule),
+        ddim(denoiser, x_T, grid, schedule),
         rtol=1e-12,
         atol=1e-12,
     )
@@ -270,14 +261,12 @@ def test_churn_zero_is_heun_exactly_and_churn_adds_noise():
     x_T = torch.randn(6, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     grid = rho_grid(time_grid(1000, 12), schedule)
     denoiser = mixture_x0(schedule)
-    deterministic = heun(denoiser, x_T, grid, schedule, parameterisation="x0")
+    deterministic = heun(denoiser, x_T, grid, schedule)
     for churn in (Churn(), Churn(s_churn=0.0, s_noise=1.0), Churn(s_churn=40.0, s_min=1e3)):  # none, or none in range
         g = torch.Generator().manual_seed(3)
-        out = heun_churn(denoiser, x_T, grid, schedule, parameterisation="x0", churn=churn, generator=g)
+        out = heun_churn(denoiser, x_T, grid, schedule, churn=churn, generator=g)
         assert torch.equal(out, deterministic), churn
-    noisy = heun_churn(
-        denoiser, x_T, grid, schedule, parameterisation="x0", churn=Churn(s_churn=10.0), generator=torch.Generator()
-    )
+    noisy = heun_churn(denoiser, x_T, grid, schedule, churn=Churn(s_churn=10.0), generator=torch.Generator())
     assert (noisy - deterministic).abs().max() > 0.05
 
 
@@ -329,11 +318,11 @@ def test_nfe_counts_heuns_second_evaluations():
 
     def counting(x, t):
         calls.append(1)
-        return gaussian_eps(schedule)(x, t)
+        return gaussian_eps(schedule).net(x, t)
 
     for name in SAMPLERS:
         calls.clear()
-        run_sampler(name, counting, torch.zeros(2, 1, dtype=torch.float64), time_grid(100, 6), schedule)
+        run_sampler(name, Denoiser(counting), torch.zeros(2, 1, dtype=torch.float64), time_grid(100, 6), schedule)
         assert len(calls) == nfe(name, 6), name
 
 

@@ -23,6 +23,7 @@ from elbolab.diffusion.noise_control import (
     fit_slopes,
     latin_normal,
 )
+from elbolab.diffusion.reverse import Denoiser
 from elbolab.diffusion.schedule import alpha, sigma
 from elbolab.diffusion.time_proposal import TimeProposal, bin_of_step, step_edges
 from elbolab.likelihoods import quantize
@@ -136,19 +137,31 @@ def test_latin_noise_and_the_control_variate_are_unbiased_honest_and_beat_iid_no
     x = load_data("digits", "test").model_range(slice(0, 4)).double()
     pilot = load_data("digits", "train").model_range(slice(0, 64)).double()
     g = torch.Generator().manual_seed(0)
-    kw = {"levels": levels, "variance": "small", "parameterisation": "x0"}
-    per_step = torch.stack([exact_bound(den, x, schedule, generator=g, **kw).per_step for _ in range(40)])
+    kw = {"levels": levels, "variance": "small"}
+    per_step = torch.stack(
+        [exact_bound(Denoiser(den, "x0"), x, schedule, generator=g, **kw).per_step for _ in range(40)]
+    )
     exact = per_step.sum(2) + prior_term(x, schedule)
     exact_mean, exact_se = exact.mean(0), exact.std(0) / math.sqrt(40)
     eps_var = per_step.var(0).mean(0)  # [T]: each step's ε-variance
     assert eps_var[:5].sum() > 0.8 * eps_var.sum()  # the first steps hold the ε-noise
-    slopes, second = pilot_step_fit(den, pilot, schedule, step_edges(T, 16), generator=g, **kw)
+    slopes, second = pilot_step_fit(Denoiser(den, "x0"), pilot, schedule, step_edges(T, 16), generator=g, **kw)
     control = slopes[bin_of_step(step_edges(T, 16), T)]
     proposal = TimeProposal.fit(second, edges=step_edges(T, 16)).steps(T)
     spreads = {}
     for name, extra in {"new": {"control": control}, "old": {"latin": False}}.items():
         runs = [
-            mc_bound(den, x, schedule, samples=12, proposal=proposal, stratified=True, generator=g, **kw, **extra)
+            mc_bound(
+                Denoiser(den, "x0"),
+                x,
+                schedule,
+                samples=12,
+                proposal=proposal,
+                stratified=True,
+                generator=g,
+                **kw,
+                **extra,
+            )
             for _ in range(REPEATS)
         ]
         totals = torch.stack([b.total for b in runs])
@@ -178,12 +191,12 @@ def test_every_network_call_holds_at_most_max_batch_pairs(max_batch):
 
     x = load_data("digits", "test").model_range(slice(0, 3)).double()
     g = torch.Generator().manual_seed(0)
-    kw = {"levels": levels, "variance": "small", "parameterisation": "x0", "generator": g, "max_batch": max_batch}
-    slopes, _ = pilot_step_fit(recording, x, schedule, step_edges(T, 8), **kw)
+    kw = {"levels": levels, "variance": "small", "generator": g, "max_batch": max_batch}
+    slopes, _ = pilot_step_fit(Denoiser(recording, "x0"), x, schedule, step_edges(T, 8), **kw)
     assert max(sizes) <= max_batch and sum(sizes) == 3 * 8 * 2
     sizes.clear()
     control = slopes[bin_of_step(step_edges(T, 8), T)]
-    b = mc_bound(recording, x, schedule, samples=32, stratified=True, control=control, **kw)
+    b = mc_bound(Denoiser(recording, "x0"), x, schedule, samples=32, stratified=True, control=control, **kw)
     assert max(sizes) <= max_batch and sum(sizes) == 3 * 36 and b.total.isfinite().all()
 
 

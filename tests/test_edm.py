@@ -23,7 +23,7 @@ from elbolab.diffusion.edm import (
 from elbolab.diffusion.forward import expand
 from elbolab.diffusion.learned_schedule import LearnedSchedule
 from elbolab.diffusion.parameterisation import v_to_x0
-from elbolab.diffusion.reverse import denoise
+from elbolab.diffusion.reverse import Denoiser
 from elbolab.diffusion.schedule import alpha, sigma
 from elbolab.diffusion.weighting import edm_weight
 from elbolab.errors import ConfigError
@@ -71,7 +71,7 @@ def test_the_exact_model_through_the_preconditioning_is_the_optimal_denoiser():
     t = torch.rand(32, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 0.98 + 0.01
     lam = schedule.log_snr(t)
     z_t = expand(alpha(lam), x) * x + expand(sigma(lam), x) * torch.randn_like(x)
-    d = denoise(preconditioned(oracle_net(0.5), schedule, 0.5), z_t, t, schedule, "x0")
+    d = Denoiser(preconditioned(oracle_net(0.5), schedule, 0.5), "x0").denoise(z_t, t, schedule)
     torch.testing.assert_close(d.eps_hat, optimal_eps(schedule)(z_t, t), rtol=1e-9, atol=1e-9)
     # at σ̃ → 0 (t = 0 of the discrete chain) D is x̃ = z itself: c_skip = 1, c_out = 0
     zero = torch.zeros(32, dtype=torch.float64)
@@ -100,10 +100,8 @@ def test_the_bound_of_the_exact_model_through_edm_equals_the_optimal_epsilons():
     schedule = Schedule("cosine", 50)
     x = gaussian_data(16)
     eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    through_edm = exact_bound(
-        preconditioned(oracle_net(0.5), schedule, 0.5), x, schedule, parameterisation="x0", eps=eps
-    )
-    direct = exact_bound(optimal_eps(schedule), x, schedule, eps=eps)
+    through_edm = exact_bound(Denoiser(preconditioned(oracle_net(0.5), schedule, 0.5), "x0"), x, schedule, eps=eps)
+    direct = exact_bound(Denoiser(optimal_eps(schedule)), x, schedule, eps=eps)
     for name in direct.terms:
         torch.testing.assert_close(through_edm.terms[name], direct.terms[name], rtol=1e-7, atol=1e-9)
 

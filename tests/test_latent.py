@@ -18,6 +18,7 @@ from torch import nn
 from elbolab.bounds import Bound, Estimator, mean_ci95
 from elbolab.diffusion import DiffusionConfig, Schedule, exact_bound
 from elbolab.diffusion.forward import expand
+from elbolab.diffusion.reverse import Denoiser
 from elbolab.diffusion.schedule import alpha, sigma
 from elbolab.errors import ConfigError, ElbolabError
 from elbolab.latent import LatentDiffusion, LatentDiffusionConfig, latent_bound, negative_entropy, total_std
@@ -127,7 +128,7 @@ def expected_bound(oracle, encoder, schedule, variance, nodes=3):
 
     def latent_prior(u):  # the chain's bound, its expectation over ε
         bounds = [
-            exact_bound(net, u, schedule, variance=variance, eps=torch.full_like(u, e), max_batch=10**6)
+            exact_bound(Denoiser(net), u, schedule, variance=variance, eps=torch.full_like(u, e), max_batch=10**6)
             for e in eps_nodes
         ]
         return Bound(

@@ -48,8 +48,14 @@ def test_the_elbo_weighting_is_the_bound_and_its_diffusion_part_the_bounds_integ
     chain, D = model.diffusion, 64
     loss = model.loss(x, generator=torch.Generator().manual_seed(3)).double()
     t, eps, eps_0 = _draws(x, 3)
-    denoiser, parameterisation = chain.denoiser()
-    integrand = continuous.diffusion_integrand(denoiser, x, t, eps, chain.schedule, parameterisation=parameterisation)
+    denoiser = chain.denoiser()
+    integrand = continuous.diffusion_integrand(
+        denoiser,
+        x,
+        t,
+        eps,
+        chain.schedule,
+    )
     rest = prior_term(x, chain.schedule) + continuous.reconstruction_term(x, chain.schedule, 17, eps_0)
     torch.testing.assert_close(loss, nats_to_bpd(rest + integrand, D).float().double())
     # and the bound's diffusion term is that integrand's mean over t: the loss's mean over many draws
@@ -67,8 +73,14 @@ def test_a_named_weighting_reweights_the_bounds_integrand_by_w_of_lambda(name):
     q = torch.ones(())  # t's density: uniform, but EDM's log-normal draw of σ/α for "edm", its weight w/q
     if name == "edm":
         t, q, _ = chain.edm_draw(t)
-    denoiser, parameterisation = chain.denoiser()
-    integrand = continuous.diffusion_integrand(denoiser, x, t, eps, chain.schedule, parameterisation=parameterisation)
+    denoiser = chain.denoiser()
+    integrand = continuous.diffusion_integrand(
+        denoiser,
+        x,
+        t,
+        eps,
+        chain.schedule,
+    )
     w = weight(name, chain.schedule.log_snr(t))
     torch.testing.assert_close(loss, nats_to_bpd(w / q * integrand, D).float().double())
     assert name in model.objective and "Kingma & Gao" in model.objective
@@ -98,9 +110,13 @@ def test_the_sigmoid_bias_is_a_config_key_that_moves_the_weight_and_is_named():
         )
         losses[bias] = model.loss(x, generator=torch.Generator().manual_seed(4)).double()
         t, eps, _ = _draws(x, 4)
-        denoiser, parameterisation = model.diffusion.denoiser()
+        denoiser = model.diffusion.denoiser()
         integrand = continuous.diffusion_integrand(
-            denoiser, x, t, eps, model.diffusion.schedule, parameterisation=parameterisation
+            denoiser,
+            x,
+            t,
+            eps,
+            model.diffusion.schedule,
         )
         w = torch.sigmoid(bias - model.diffusion.schedule.log_snr(t))
         torch.testing.assert_close(losses[bias], nats_to_bpd(w * integrand, 64).float().double())

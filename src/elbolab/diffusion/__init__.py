@@ -5,7 +5,7 @@ from elbolab.diffusion.chain import GaussianDiffusion
 from elbolab.diffusion.config import DiffusionConfig
 from elbolab.diffusion.forward import q_marginal, q_posterior, q_sample, q_step
 from elbolab.diffusion.model import DiffusionModel
-from elbolab.diffusion.reverse import Denoised, denoise, reverse_log_variance
+from elbolab.diffusion.reverse import Denoised, Denoiser, reverse_log_variance
 from elbolab.diffusion.samplers import SAMPLERS, ancestral, ddim, ddim_invert, dpm_solver_pp, run_sampler
 from elbolab.diffusion.schedule import Schedule, step_grid, time_grid
 from elbolab.diffusion.timesteps import LossSecondMomentResampler
@@ -13,6 +13,7 @@ from elbolab.diffusion.timesteps import LossSecondMomentResampler
 __all__ = [
     "SAMPLERS",
     "Denoised",
+    "Denoiser",
     "DiffusionConfig",
     "DiffusionModel",
     "GaussianDiffusion",
@@ -21,7 +22,6 @@ __all__ = [
     "ancestral",
     "ddim",
     "ddim_invert",
-    "denoise",
     "dpm_solver_pp",
     "exact_bound",
     "mc_bound",

@@ -26,7 +26,7 @@ from elbolab.diffusion.noise_control import (
     fit_slopes,
     latin_normal,
 )
-from elbolab.diffusion.reverse import Denoised, Denoiser, denoise, reverse_log_variance, small_log_variance
+from elbolab.diffusion.reverse import Denoised, Denoiser, reverse_log_variance, small_log_variance
 from elbolab.diffusion.schedule import NoiseSchedule
 from elbolab.diffusion.time_proposal import bin_ends, draw_uniforms, mean_and_stderr, replicates_for
 from elbolab.likelihoods import discretized_gaussian_log_prob, normal_kl, normal_log_prob
@@ -82,7 +82,6 @@ def step_terms(
     eps: Tensor,
     schedule: NoiseSchedule,
     *,
-    parameterisation: str = "eps",
     variance: str = "small",
     levels: int | None = None,
 ) -> Tensor:
@@ -90,7 +89,7 @@ def step_terms(
     x_0 = x_0.double()
     t = schedule.times(i.to(x_0.device))
     x_t = q_sample(x_0, schedule.log_snr(t), eps.double())
-    return vlb_term(x_0, denoise(denoiser, x_t, t, schedule, parameterisation), i, schedule, variance, levels)
+    return vlb_term(x_0, denoiser.denoise(x_t, t, schedule), i, schedule, variance, levels)
 
 
 def _terms_for_pairs(
@@ -104,7 +103,6 @@ def _terms_for_pairs(
     control: Tensor | None = None,
     classes: Tensor | None = None,
     *,
-    parameterisation: str = "eps",
     variance: str = "small",
     levels: int | None = None,
 ) -> Tensor:
@@ -118,9 +116,7 @@ def _terms_for_pairs(
     for start in range(0, example.numel(), max_batch):
         stop = min(start + max_batch, example.numel())
         idx, at, eps = example[start:stop], i[start:stop], noise(start, stop)
-        terms = step_terms(
-            denoiser, x_0[idx], at, eps, schedule, parameterisation=parameterisation, variance=variance, levels=levels
-        )
+        terms = step_terms(denoiser, x_0[idx], at, eps, schedule, variance=variance, levels=levels)
         if control is not None and classes is not None:
             terms = terms - control_value(eps, classes[idx], control[at - 1])
         out.append(terms)
@@ -146,7 +142,6 @@ def exact_bound(
     x_0: Tensor,
     schedule: NoiseSchedule,
     *,
-    parameterisation: str = "eps",
     variance: str = "small",
     levels: int | None = None,
     eps: Tensor | None = None,
@@ -174,7 +169,6 @@ def exact_bound(
         schedule,
         noise,
         max_batch,
-        parameterisation=parameterisation,
         variance=variance,
         levels=levels,
     )
@@ -198,7 +192,6 @@ def mc_bound(
     stratified: bool = False,
     latin: bool = True,
     control: Tensor | None = None,
-    parameterisation: str = "eps",
     variance: str = "small",
     levels: int | None = None,
     generator: torch.Generator | None = None,
@@ -231,7 +224,6 @@ def mc_bound(
             x_0,
             schedule,
             samples=samples,
-            parameterisation=parameterisation,
             variance=variance,
             levels=levels,
             generator=generator,
@@ -273,7 +265,6 @@ def mc_bound(
             max_batch,
             control,
             None if classes is None else classes[start : start + n],
-            parameterisation=parameterisation,
             variance=variance,
             levels=levels,
         )
@@ -297,7 +288,6 @@ def one_step_bound(
     schedule: NoiseSchedule,
     *,
     samples: int,
-    parameterisation: str = "eps",
     variance: str = "small",
     levels: int | None = None,
     generator: torch.Generator | None = None,
@@ -314,7 +304,6 @@ def one_step_bound(
         schedule,
         _normal(tuple(x_0.shape[1:]), generator, device),
         max_batch,
-        parameterisation=parameterisation,
         variance=variance,
         levels=levels,
     ).view(B, K)
@@ -336,7 +325,6 @@ def pilot_step_fit(
     schedule: NoiseSchedule,
     edges: Tensor,
     *,
-    parameterisation: str = "eps",
     variance: str = "small",
     levels: int | None = None,
     generator: torch.Generator | None = None,
@@ -370,7 +358,6 @@ def pilot_step_fit(
         schedule,
         noise,
         max_batch,
-        parameterisation=parameterisation,
         variance=variance,
         levels=levels,
     ).view(B, bins, 2)

@@ -8,6 +8,9 @@ None for continuous data.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
@@ -17,7 +20,7 @@ from elbolab.diffusion.bound import exact_bound, mc_bound, pilot_step_fit, prior
 from elbolab.diffusion.conditioning import by_class, drop_labels, guide, labels_at
 from elbolab.diffusion.config import DiffusionConfig
 from elbolab.diffusion.encoder import MeanEncoder
-from elbolab.diffusion.forward import expand, q_sample
+from elbolab.diffusion.forward import q_sample
 from elbolab.diffusion.learned_schedule import (
     VDM_GAMMA_MIN,
     LearnedSchedule,
@@ -26,10 +29,9 @@ from elbolab.diffusion.learned_schedule import (
     uniform_grid,
 )
 from elbolab.diffusion.noise_control import FEATURES
-from elbolab.diffusion.parameterisation import x0_and_eps
-from elbolab.diffusion.reverse import Denoiser, denoise
+from elbolab.diffusion.reverse import Denoised, Denoiser, NetFn
 from elbolab.diffusion.samplers import Churn, ddim, ddim_invert, run_sampler
-from elbolab.diffusion.schedule import ContinuousSchedule, NoiseSchedule, Schedule, alpha, sigma, time_grid
+from elbolab.diffusion.schedule import ContinuousSchedule, NoiseSchedule, Schedule, time_grid
 from elbolab.diffusion.time_proposal import TimeProposal, bin_of_step, step_edges
 from elbolab.diffusion.timesteps import LossSecondMomentResampler, draw_steps
 from elbolab.diffusion.weighting import weight
@@ -50,7 +52,7 @@ def build_net(config: DiffusionConfig, channels: int, size: int, classes: int | 
     return UNet(channels, out_channels, config.unet, image_size=size, classes=classes)
 
 
-#: the power of two the schedule's own backward pass is scaled by (`GaussianDiffusion._continuous_loss`)
+#: the power of two the schedule's own backward pass is scaled by (`GaussianDiffusion.follow_bound`)
 SCHEDULE_GRAD_SCALE = 2.0**10
 #: bins of the importance proposal over t fitted on a pilot pass (`GaussianDiffusion.fit_proposal`)
 PROPOSAL_BINS = 64
@@ -70,6 +72,435 @@ def build_schedule(config: DiffusionConfig, levels: int | None) -> NoiseSchedule
     return LearnedSchedule(config.schedule, config.T, gamma_min, config.gamma_max, config.learn_endpoints)
 
 
+@dataclass(frozen=True)
+class Direct:
+    """The network's output read as the prediction its config names: ε, x_0 or v."""
+
+    parameterisation: str
+
+    def denoiser(self, net: NetFn, schedule: NoiseSchedule) -> Denoiser:
+        """The network as it is, with its parameterisation."""
+        return Denoiser(net, self.parameterisation)
+
+
+@dataclass(frozen=True)
+class Preconditioned:
+    """EDM's D(x̃; σ̃) around the network (Karras et al. 2022, eq. 7): an x̂_0-denoiser (`edm.preconditioned`)."""
+
+    sigma_data: float
+
+    def denoiser(self, net: NetFn, schedule: NoiseSchedule) -> Denoiser:
+        """D = c_skip x̃ + c_out F(c_in x̃, c_noise), read as x̂_0."""
+        return Denoiser(edm.preconditioned(net, schedule, self.sigma_data), "x0")
+
+
+def output_form(config: DiffusionConfig) -> Direct | Preconditioned:
+    """How the network's output becomes a denoiser, read from `config.parameterisation` once."""
+    if config.parameterisation == "edm":
+        return Preconditioned(config.sigma_data)
+    return Direct(config.parameterisation)
+
+
+@dataclass(frozen=True)
+class StepObjective:
+    """The discrete chain's per-step objective, mse_weight ‖ε − ε̂‖² + vlb_weight T L_{i−1} (bits/dim), read from
+    `config.loss` once: L_simple (1, 0; Ho et al. 2020, eq. 14), L_vlb (0, 1), or L_hybrid (1, λ) with the mean
+    frozen in L_vlb (Nichol & Dhariwal 2021, eq. 16). L_simple runs in float32, the bound's terms in float64."""
+
+    mse_weight: float
+    vlb_weight: float
+    stop_mean_grad: bool = False
+    #: whether L_{i−1} is computed (in float64) at all: L_vlb and L_hybrid, whatever λ is
+    with_vlb: bool = True
+
+    @staticmethod
+    def of(config: DiffusionConfig) -> StepObjective:
+        """The objective `config.loss` names (simple, vlb or hybrid)."""
+        return {
+            "simple": StepObjective(1.0, 0.0, with_vlb=False),
+            "vlb": StepObjective(0.0, 1.0),
+            "hybrid": StepObjective(1.0, config.hybrid_weight, stop_mean_grad=True),
+        }[config.loss]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """float32 for an MSE of network outputs alone (it loses nothing), float64 once bound terms enter."""
+        return torch.float64 if self.with_vlb else torch.float32
+
+    @property
+    def is_bound(self) -> bool:
+        """Whether the objective is the bound itself (L_vlb): with a learned forward process the loss is then the
+        whole bound, L_T included."""
+        return self.mse_weight == 0
+
+
+class Chain(ABC):
+    """The time axis of the Gaussian chain, chosen once when the model is built (`build_chain`): its bound and
+    estimators, its training loss, the importance proposal over t and its pilot fit, and its samplers' grid. It
+    reads the model it serves (schedule, network, encoder, buffers), so no state is copied out of it."""
+
+    #: the proposal over t of the config's Monte-Carlo estimator (`default_estimator`)
+    default_proposal: str
+
+    def __init__(self, model: GaussianDiffusion) -> None:
+        self.model = model
+
+    @property
+    @abstractmethod
+    def proposal_bins(self) -> int:
+        """Bins of the importance proposal over t."""
+
+    @property
+    @abstractmethod
+    def control_bins(self) -> int:
+        """Rows of the ε control variate's slopes (zero where the chain has none)."""
+
+    @property
+    @abstractmethod
+    def own_steps(self) -> int | None:
+        """The steps of the chain's exact bound when an estimator names none (None: the chain's own T)."""
+
+    @abstractmethod
+    def loss(self, x_0: Tensor, generator: torch.Generator | None, y: Tensor | None) -> Tensor:
+        """The per-example training objective (see `GaussianDiffusion.loss`)."""
+
+    @abstractmethod
+    def exact(
+        self, x_0: Tensor, estimator: Estimator, denoiser: Denoiser, levels: int | None, g: torch.Generator | None
+    ) -> Bound:
+        """The bound with every term computed."""
+
+    @abstractmethod
+    def mc(
+        self, x_0: Tensor, estimator: Estimator, denoiser: Denoiser, levels: int | None, g: torch.Generator | None
+    ) -> Bound:
+        """The bound by Monte Carlo over t, with its standard error."""
+
+    @abstractmethod
+    def pilot(self, denoiser: Denoiser, x_0: Tensor, steps: int | None, generator: torch.Generator | None) -> Tensor:
+        """E[g²] per proposal bin on a pilot batch, g the integrand the Monte-Carlo bound weights."""
+
+    @abstractmethod
+    def proposal_edges(self) -> Tensor | None:
+        """The importance proposal's bins in t (None: equal bins)."""
+
+    @abstractmethod
+    def grid(self, steps: int | None) -> Tensor:
+        """The samplers' descending grid of times over `steps` steps (None: T)."""
+
+    def elbo(
+        self, x_0: Tensor, estimator: Estimator, denoiser: Denoiser, levels: int | None, g: torch.Generator | None
+    ) -> Bound:
+        """−ELBO per example in nats by the estimator's method (`exact` or `mc`)."""
+        estimators = {"exact": self.exact, "mc": self.mc}
+        if estimator.method not in estimators:
+            raise ConfigError(f"the diffusion chain has no {estimator.method!r} bound; it offers exact and mc")
+        return estimators[estimator.method](x_0, estimator, denoiser, levels, g)
+
+    def default_estimator(self) -> Estimator:
+        """The config's estimator: Monte Carlo over t with `elbo_samples` draws, or the exact bound."""
+        cfg = self.model.config
+        if cfg.elbo_method == "exact":
+            return Estimator("exact", steps=self.own_steps)
+        return Estimator("mc", cfg.elbo_samples, self.default_proposal)
+
+
+class DiscreteChain(Chain):
+    """The T-step chain (Ho et al. 2020): −ELBO = L_T + Σ L_{i−1} + L_0 (`bound`), trained on L_simple, L_vlb or
+    L_hybrid at one step per example; the proposal over whole steps with its ε control variate; the T-step grid."""
+
+    default_proposal = "uniform"
+
+    def __init__(self, model: GaussianDiffusion) -> None:
+        super().__init__(model)
+        self.objective = StepObjective.of(model.config)
+        self.importance = model.config.timesteps == "importance"  # steps drawn from the loss history
+
+    @property
+    def proposal_bins(self) -> int:
+        """min(T, PROPOSAL_BINS): whole steps, the first ones a bin each."""
+        return min(self.model.config.T, PROPOSAL_BINS)
+
+    @property
+    def control_bins(self) -> int:
+        """One row of slopes per proposal bin."""
+        return self.proposal_bins
+
+    @property
+    def own_steps(self) -> int | None:
+        """The chain's own T steps."""
+        return None
+
+    def loss(self, x_0: Tensor, generator: torch.Generator | None, y: Tensor | None) -> Tensor:
+        """The objective at one step i per example, reweighted by 1/(T p_i) (unbiased for any p; `StepObjective`),
+        L_T left out (constant) unless the one-step chain's λ_1 is learned, which follows L_T + L_{i−1}/p_i."""
+        model, obj, T = self.model, self.objective, self.model.config.T
+        schedule = model.schedule
+        probs = (
+            model.resampler.probabilities()
+            if self.importance
+            else torch.full((T,), 1.0 / T, dtype=torch.float64, device=model.resampler.seen.device)
+        )
+        i, p_i = draw_steps(x_0.shape[0], probs, generator)
+        x_0 = x_0.to(obj.dtype)
+        eps = torch.randn(x_0.shape, generator=generator, device=x_0.device, dtype=x_0.dtype)
+        t = schedule.times(i)
+        x_t = q_sample(x_0, schedule.log_snr(t), eps)
+        d = model.denoiser(y=model.training_labels(y, x_0, generator)).denoise(x_t, t, schedule)
+        term = obj.mse_weight * (eps - d.eps_hat).pow(2).flatten(1).mean(1)
+        nats = None
+        if obj.with_vlb:
+            nats = self.step_term(x_0, d, i, obj.stop_mean_grad)
+            term = term + obj.vlb_weight * (T * nats_to_bpd(nats, x_0[0].numel()))
+        if self.importance and model.training:
+            model.resampler.update(i, term)
+        objective = term / (T * p_i)
+        if not model.learned_forward():
+            return objective.float()
+        step = (nats if nats is not None and not obj.stop_mean_grad else self.step_term(x_0, d, i)) / p_i
+        bound = nats_to_bpd(prior_term(x_0, schedule) + step, x_0[0].numel())
+        return (bound if obj.is_bound else model.follow_bound(objective, bound)).float()
+
+    def step_term(self, x_0: Tensor, d: Denoised, i: Tensor, stop_mean_grad: bool = False) -> Tensor:
+        """L_{i−1} per example in nats with the model's reverse variance and decoder (`bound.vlb_term`)."""
+        model = self.model
+        return vlb_term(x_0, d, i, model.schedule, model.config.variance, model.levels, stop_mean_grad)
+
+    def elbo(
+        self, x_0: Tensor, estimator: Estimator, denoiser: Denoiser, levels: int | None, g: torch.Generator | None
+    ) -> Bound:
+        """−ELBO per example over the chain's own T steps (an estimator of another T is refused)."""
+        T = self.model.config.T
+        if estimator.steps not in (None, T):
+            raise ConfigError(f"the discrete-time chain's bound is over its own T = {T} steps")
+        return super().elbo(x_0, estimator, denoiser, levels, g)
+
+    def exact(
+        self, x_0: Tensor, estimator: Estimator, denoiser: Denoiser, levels: int | None, g: torch.Generator | None
+    ) -> Bound:
+        """All T terms, one draw of x_i each (`bound.exact_bound`)."""
+        model = self.model
+        return exact_bound(
+            denoiser,
+            x_0,
+            model.schedule,
+            variance=model.config.variance,
+            levels=levels,
+            generator=g,
+            max_batch=model.config.max_batch,
+        )
+
+    def mc(
+        self, x_0: Tensor, estimator: Estimator, denoiser: Denoiser, levels: int | None, g: torch.Generator | None
+    ) -> Bound:
+        """K draws of steps i per example (`bound.mc_bound`), from the proposal `step_proposal` gives."""
+        model, cfg = self.model, self.model.config
+        proposal, control = self.step_proposal(estimator, x_0.device)
+        return mc_bound(
+            denoiser,
+            x_0,
+            model.schedule,
+            samples=estimator.samples or cfg.elbo_samples,
+            proposal=proposal,
+            stratified=estimator.proposal != "uniform",
+            control=control,
+            variance=cfg.variance,
+            levels=levels,
+            generator=g,
+            max_batch=cfg.max_batch,
+        )
+
+    def step_proposal(self, estimator: Estimator, device: torch.device) -> tuple[Tensor | None, Tensor | None]:
+        """(q over steps 1..T, control slopes [T, FEATURES]): for "uniform" draws the training resampler's q once
+        it has a history, uniform for "stratified", the pilot-fitted q with its control variate for "importance"."""
+        model = self.model
+        if estimator.proposal == "importance":
+            return model.proposal().steps(model.config.T, device), self.step_control()
+        if estimator.proposal == "stratified" or not model.resampler.ready():
+            return None, None
+        return model.resampler.probabilities(), None
+
+    def step_control(self) -> Tensor:
+        """The control variate's slopes per step, [T, FEATURES] (those of each step's bin)."""
+        slopes = self.model.control_slopes
+        return slopes[bin_of_step(self.step_edges(), self.model.config.T).to(slopes.device)]
+
+    def pilot(self, denoiser: Denoiser, x_0: Tensor, steps: int | None, generator: torch.Generator | None) -> Tensor:
+        """E[(L_{i−1} − control)²] per bin of whole steps, the control variate's slopes fitted on the same pass
+        into `control_slopes` (`bound.pilot_step_fit`); `steps` is the chain's own T."""
+        model = self.model
+        slopes, second = pilot_step_fit(
+            denoiser,
+            x_0,
+            model.schedule,
+            self.step_edges(),
+            variance=model.config.variance,
+            levels=model.levels,
+            generator=generator,
+            max_batch=model.config.max_batch,
+        )
+        model.control_slopes.copy_(slopes)
+        return second
+
+    def step_edges(self) -> Tensor:
+        """The proposal's bins over the steps (`time_proposal.step_edges`)."""
+        return step_edges(self.model.config.T, self.proposal_bins)
+
+    def proposal_edges(self) -> Tensor | None:
+        """Whole steps, the first ones each a bin of its own."""
+        return self.step_edges()
+
+    def grid(self, steps: int | None) -> Tensor:
+        """`steps` of the T-step grid (`schedule.time_grid`)."""
+        return time_grid(self.model.config.T, steps)
+
+
+class ContinuousChain(Chain):
+    """Continuous time (VDM, Kingma et al. 2021): −ELBO = prior + ½ ∫ γ′(t) ‖ε − ε̂‖² dt + reconstruction
+    (`continuous`), or its T-step form; trained on a weighting of the diffusion term, t low-discrepancy over the
+    batch; the proposal over equal bins of t; the samplers' grid uniform in t."""
+
+    default_proposal = "stratified"
+
+    def __init__(self, model: GaussianDiffusion) -> None:
+        super().__init__(model)
+        model.continuous_schedule()  # a clear error for a schedule without γ′
+        loss = model.config.loss
+        self.draw = model.edm_draw if loss == "edm" else self.uniform_draw
+        self.objective = {"vlb": self.bound_itself, "simple": self.simple, "edm": self.edm_weighted}.get(
+            loss, self.weighted
+        )
+
+    @property
+    def proposal_bins(self) -> int:
+        """PROPOSAL_BINS equal bins of t."""
+        return PROPOSAL_BINS
+
+    @property
+    def control_bins(self) -> int:
+        """No control variate."""
+        return 0
+
+    @property
+    def own_steps(self) -> int | None:
+        """The T-step form with the config's T."""
+        return self.model.config.T
+
+    def loss(self, x_0: Tensor, generator: torch.Generator | None, y: Tensor | None) -> Tensor:
+        """t_b = (u + b/B) mod 1 (VDM, App. I), or EDM's draw: the ELBO in bits/dim (one z_0 and one t per example),
+        or the objective `config.loss` names for the network (`objective`), while the learned forward process
+        (end points, shape, DiffEnc's encoder) follows the bound, the objective's value unchanged."""
+        model = self.model
+        schedule = model.continuous_schedule()
+        x_0 = x_0.double()
+        B, D, device = x_0.shape[0], x_0[0].numel(), x_0.device
+        u = torch.rand((), generator=generator, dtype=torch.float64, device=device)
+        t, q_t, mass = self.draw((u + torch.arange(B, dtype=torch.float64, device=device) / B) % 1.0)
+        eps, eps_0 = torch.randn((2, *x_0.shape), generator=generator, dtype=torch.float64, device=device)
+        denoiser = model.denoiser(y=model.training_labels(y, x_0, generator))
+        enc = model.encoder
+        mse = continuous.squared_error(denoiser, x_0, t, eps, schedule, enc)
+        mean_0 = None if enc is None else continuous.encoded_mean(enc, x_0, 0.0, schedule)
+        nats = (
+            continuous.encoded_prior_term(x_0, schedule, enc)
+            + continuous.reconstruction_term(x_0, schedule, model.levels, eps_0, mean_0)
+            + 0.5 * schedule.gamma_prime(t) * mse / q_t
+        )
+        return self.objective(mse, nats_to_bpd(nats, D), t, mass, D).float()
+
+    def uniform_draw(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(t, q(t) = 1, Z = 1): the stratified uniform draw as it is."""
+        one = torch.ones((), dtype=torch.float64, device=t.device)
+        return t, one, one
+
+    def bound_itself(self, mse: Tensor, bound: Tensor, t: Tensor, mass: Tensor, D: int) -> Tensor:
+        """The ELBO in bits/dim ("vlb")."""
+        return bound
+
+    def simple(self, mse: Tensor, bound: Tensor, t: Tensor, mass: Tensor, D: int) -> Tensor:
+        """L_simple = mean ‖ε − ε̂‖², uniform in t (Ho et al. 2020, eq. 14)."""
+        return self.model.follow_bound(mse / D, bound)
+
+    def weighted(self, mse: Tensor, bound: Tensor, t: Tensor, mass: Tensor, D: int) -> Tensor:
+        """½ w(λ_t) γ′(t) ‖ε − ε̂‖² in bits/dim, a named w (`weighting.weight`; Kingma & Gao 2023)."""
+        cfg, schedule = self.model.config, self.model.continuous_schedule()
+        with torch.no_grad():  # the schedule enters as a fixed weight: its parameters learn from the bound alone
+            w = weight(cfg.loss, schedule.log_snr(t), cfg.sigmoid_bias) * 0.5 * schedule.gamma_prime(t)
+        return self.model.follow_bound(nats_to_bpd(w * mse, D), bound)
+
+    def edm_weighted(self, mse: Tensor, bound: Tensor, t: Tensor, mass: Tensor, D: int) -> Tensor:
+        """EDM's weighting over its own draw of t: ½ w(λ) γ′ / q(t) = ½ Z (σ̃² + σ_data²)/σ_data² (Karras et al. 2022)."""
+        cfg, schedule = self.model.config, self.model.continuous_schedule()
+        with torch.no_grad():
+            w = 0.5 * mass * edm.loss_weight(edm.ve_sigma(schedule.log_snr(t)), cfg.sigma_data)
+        return self.model.follow_bound(nats_to_bpd(w * mse, D), bound)
+
+    def exact(
+        self, x_0: Tensor, estimator: Estimator, denoiser: Denoiser, levels: int | None, g: torch.Generator | None
+    ) -> Bound:
+        """The T-step form with all T terms (`continuous.exact_steps_bound`), T the estimator's or the config's."""
+        model = self.model
+        return continuous.exact_steps_bound(
+            denoiser,
+            x_0,
+            model.continuous_schedule(),
+            estimator.steps or model.config.T,
+            levels=levels,
+            generator=g,
+            max_batch=model.config.max_batch,
+            encoder=model.encoder,
+        )
+
+    def mc(
+        self, x_0: Tensor, estimator: Estimator, denoiser: Denoiser, levels: int | None, g: torch.Generator | None
+    ) -> Bound:
+        """K draws of t per example (of steps of the T-step form if the estimator names T; `continuous.mc_bound`),
+        iid, stratified, or from the pilot-fitted proposal."""
+        model = self.model
+        return continuous.mc_bound(
+            denoiser,
+            x_0,
+            model.continuous_schedule(),
+            samples=estimator.samples or model.config.elbo_samples,
+            proposal=model.proposal() if estimator.proposal == "importance" else None,
+            stratified=estimator.proposal != "uniform",
+            T=estimator.steps,
+            levels=levels,
+            generator=g,
+            max_batch=model.config.max_batch,
+            encoder=model.encoder,
+        )
+
+    def pilot(self, denoiser: Denoiser, x_0: Tensor, steps: int | None, generator: torch.Generator | None) -> Tensor:
+        """E[g(t)²] per equal bin of t, two draws per bin and image (`continuous.pilot_second_moment`), of the
+        T-step form's integrand if `steps`."""
+        model = self.model
+        return continuous.pilot_second_moment(
+            denoiser,
+            x_0,
+            model.continuous_schedule(),
+            PROPOSAL_BINS,
+            2,
+            T=steps,
+            encoder=model.encoder,
+            generator=generator,
+            max_batch=model.config.max_batch,
+        )
+
+    def proposal_edges(self) -> Tensor | None:
+        """Equal bins of t."""
+        return None
+
+    def grid(self, steps: int | None) -> Tensor:
+        """`steps` (None: T) steps uniform in t (`learned_schedule.uniform_grid`)."""
+        return uniform_grid(steps or self.model.config.T)
+
+
+def build_chain(model: GaussianDiffusion) -> Chain:
+    """The chain `config.time` names, for `model`."""
+    return ContinuousChain(model) if model.config.time == "continuous" else DiscreteChain(model)
+
+
 class GaussianDiffusion(nn.Module):
     """A T-step variance-preserving diffusion model p_θ(x_{0:T}) around a network net(x_t, t).
 
@@ -77,12 +508,14 @@ class GaussianDiffusion(nn.Module):
     `config.parameterisation`, with C more channels (dim 1) for a learned variance. `schedule`, if
     given, replaces the config's named one (any `NoiseSchedule`, e.g. a table; in continuous time a
     `ContinuousSchedule`). `encoder` is DiffEnc's learned mean x_φ (config.encoder = "learned", continuous time),
-    built by the wrapper that knows the data's layout.
+    built by the wrapper that knows the data's layout. Its time axis, discrete or continuous, is a `Chain` chosen
+    once here; the loss, the bound and the samplers delegate to it.
     """
 
     schedule: NoiseSchedule
     encoder: MeanEncoder | None
     net: nn.Module
+    chain: Chain
     #: the importance proposal's weights per bin of `proposal_edges` (zeros until `fit_proposal`)
     time_proposal: Tensor
     #: the ε control variate's slopes per bin, [bins, FEATURES] (discrete chain; [0, FEATURES] in continuous time)
@@ -112,19 +545,22 @@ class GaussianDiffusion(nn.Module):
         self.net = net
         self.levels = levels
         self.resampler = LossSecondMomentResampler(config.T)
-        self.continuous = config.time == "continuous"
-        if self.continuous:
-            self.continuous_schedule()  # a clear error for a schedule without γ′
+        self.form = output_form(config)
+        self.learned_variance = config.variance == "learned"
+        self.chain = build_chain(self)
         # the importance proposal q(t) ∝ weights over `proposal_edges()`: zeros until fitted, refitted by every
         # evaluation that asks for it (not part of the saved state); for the discrete chain also the slopes of
         # the ε control variate per bin (`noise_control`), fitted on the same pilot pass
-        bins = PROPOSAL_BINS if self.continuous else min(config.T, PROPOSAL_BINS)
+        bins = self.chain.proposal_bins
         self.register_buffer("time_proposal", torch.zeros(bins, dtype=torch.float64), persistent=False)
         self.register_buffer(
-            "control_slopes",
-            torch.zeros(0 if self.continuous else bins, FEATURES, dtype=torch.float64),
-            persistent=False,
+            "control_slopes", torch.zeros(self.chain.control_bins, FEATURES, dtype=torch.float64), persistent=False
         )
+
+    @property
+    def continuous(self) -> bool:
+        """Whether the chain is in continuous time (a declared property, for callers that report it)."""
+        return isinstance(self.chain, ContinuousChain)
 
     def continuous_schedule(self) -> ContinuousSchedule:
         """The schedule as continuous time reads it (γ, γ′); a clear error for one without them."""
@@ -137,86 +573,36 @@ class GaussianDiffusion(nn.Module):
         return schedule
 
     # ---- the network as a denoiser
-    def denoiser(self, clip: bool = False, y: Tensor | None = None, guidance: float = 1.0) -> tuple[Denoiser, str]:
-        """(denoiser, its parameterisation): the network's raw output, or, with `clip`, x̂_0 clipped to [−1, 1].
-        A conditional network is given labels y (one, or one per example; None: the null class), its output
-        guided by w = `guidance` (`conditioning.guide`, before the clip)."""
-        cfg = self.config
+    def network(self, labels: Tensor | None) -> NetFn:
+        """The network's raw output at (x_t, t), given labels if it is conditional, its learned variance's
+        v ∈ [−1, 1] mapped to var_interp ∈ [0, 1] (Nichol & Dhariwal 2021)."""
         dtype = next(self.net.parameters()).dtype
 
-        def given(labels: Tensor | None) -> Denoiser:
-            def raw(x_t: Tensor, t: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-                y_t = () if self.classes is None else (labels_at(labels, x_t.shape[0], self.classes, x_t.device),)
-                out = self.net(x_t.to(dtype), t.to(dtype), *y_t).to(x_t.dtype)
-                if cfg.variance != "learned":
-                    return out
-                output, var_out = out.chunk(2, dim=1)
-                return output, (var_out + 1) / 2  # Nichol & Dhariwal 2021's v ∈ [−1, 1] ↦ var_interp ∈ [0, 1]
+        def raw(x_t: Tensor, t: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+            y_t = () if self.classes is None else (labels_at(labels, x_t.shape[0], self.classes, x_t.device),)
+            out: Tensor = self.net(x_t.to(dtype), t.to(dtype), *y_t).to(x_t.dtype)
+            if not self.learned_variance:
+                return out
+            output, var_out = out.chunk(2, dim=1)
+            return output, (var_out + 1) / 2
 
-            return raw
+        return raw
 
-        raw = given(None) if y is None else guide(given(y), given(None), guidance)
-        out_of: Denoiser = raw
-        parameterisation: str = cfg.parameterisation
-        if parameterisation == "edm":  # EDM's D(x̃; σ̃) around the network: an x̂_0-denoiser
-            out_of, parameterisation = edm.preconditioned(raw, self.schedule, cfg.sigma_data), "x0"
-        if not clip:
-            return out_of, parameterisation
-
-        def clipped(x_t: Tensor, t: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-            out = out_of(x_t, t)
-            output, var_interp = out if isinstance(out, tuple) else (out, None)
-            log_snr = self.schedule.log_snr(t)
-            x0_hat, _ = x0_and_eps(
-                output, parameterisation, x_t, expand(alpha(log_snr), x_t), expand(sigma(log_snr), x_t)
-            )
-            x0_hat = x0_hat.clamp(-1, 1)
-            return x0_hat if var_interp is None else (x0_hat, var_interp)
-
-        return clipped, "x0"
+    def denoiser(self, clip: bool = False, y: Tensor | None = None, guidance: float = 1.0) -> Denoiser:
+        """The network as a `Denoiser` carrying its parameterisation (EDM's preconditioning around it for
+        parameterisation=edm), with `clip` an x̂_0-denoiser clipped to [−1, 1]. A conditional network is given labels
+        y (one, or one per example; None: the null class), its output guided by w = `guidance`
+        (`conditioning.guide`, before the clip)."""
+        raw = self.network(None) if y is None else guide(self.network(y), self.network(None), guidance)
+        denoiser = self.form.denoiser(raw, self.schedule)
+        return denoiser.clipped(self.schedule) if clip else denoiser
 
     # ---- training
     def loss(self, x_0: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
-        """The per-example objective at one step i per example, reweighted by 1/(T p_i) (unbiased for any p):
-        L_simple = mean ‖ε − ε̂‖² (Ho et al. 2020, eq. 14), L_vlb = T·L_{i−1} in bits/dim, or
-        L_simple + λ L_vlb with the mean frozen in L_vlb (Nichol & Dhariwal 2021, eq. 16). L_T is left out (constant).
-        L_simple runs in float32 (coefficients from the float64 schedule); the objectives with bound terms in float64.
-        A conditional network sees labels y (None: the null class), each dropped to the null class with probability
-        `label_dropout`, drawn after t and ε.
-        """
-        if self.continuous:
-            return self._continuous_loss(x_0, generator, y)
-        cfg, T = self.config, self.config.T
-        importance = cfg.timesteps == "importance"
-        probs = (
-            self.resampler.probabilities()
-            if importance
-            else torch.full((T,), 1.0 / T, dtype=torch.float64, device=self.resampler.seen.device)
-        )
-        i, p_i = draw_steps(x_0.shape[0], probs, generator)
-        # L_simple is an MSE of network outputs: float32 loses nothing; the bound's terms keep float64
-        x_0 = x_0.float() if cfg.loss == "simple" else x_0.double()
-        eps = torch.randn(x_0.shape, generator=generator, device=x_0.device, dtype=x_0.dtype)
-        t = self.schedule.times(i)
-        x_t = q_sample(x_0, self.schedule.log_snr(t), eps)
-        raw, parameterisation = self.denoiser(y=self.training_labels(y, x_0, generator))
-        d = denoise(raw, x_t, t, self.schedule, parameterisation)
-        mse = (eps - d.eps_hat).pow(2).flatten(1).mean(1)
-        if cfg.loss == "simple":
-            term = mse
-        else:
-            nats = vlb_term(x_0, d, i, self.schedule, cfg.variance, self.levels, stop_mean_grad=cfg.loss == "hybrid")
-            vlb = T * nats_to_bpd(nats, x_0[0].numel())
-            term = vlb if cfg.loss == "vlb" else mse + cfg.hybrid_weight * vlb
-        if importance and self.training:
-            self.resampler.update(i, term)
-        objective = term / (T * p_i)
-        if not self.learned_forward():
-            return objective.float()
-        # the one-step chain's learned λ_1: L_T is no constant, and λ_1 follows the bound L_T + L_{i−1}/p_i
-        step = (nats if cfg.loss == "vlb" else vlb_term(x_0, d, i, self.schedule, cfg.variance, self.levels)) / p_i
-        bound = nats_to_bpd(prior_term(x_0, self.schedule) + step, x_0[0].numel())
-        return (bound if cfg.loss == "vlb" else self.follow_bound(objective, bound)).float()
+        """The per-example training objective of the chain (`DiscreteChain.loss`, `ContinuousChain.loss`). A
+        conditional network sees labels y (None: the null class), each dropped to the null class with probability
+        `label_dropout`, drawn after t and ε."""
+        return self.chain.loss(x_0, generator, y)
 
     def learned_forward(self) -> list[nn.Parameter]:
         """The forward process's learned parameters: the schedule's (end points, shape, one-step λ_1) and DiffEnc's
@@ -236,7 +622,7 @@ class GaussianDiffusion(nn.Module):
         scaled = torch.autograd.grad(
             SCHEDULE_GRAD_SCALE * (bound.mean() - objective.mean()), learned, retain_graph=True, allow_unused=True
         )
-        terms = ((p * g / SCHEDULE_GRAD_SCALE).sum() for p, g in zip(learned, scaled) if g is not None)
+        terms = ((p * g / SCHEDULE_GRAD_SCALE).sum() for p, g in zip(learned, scaled, strict=True) if g is not None)
         follow = sum(terms, objective.new_zeros(()))
         return objective + (follow - follow.detach())
 
@@ -246,48 +632,6 @@ class GaussianDiffusion(nn.Module):
         if self.classes is None:
             return None
         return drop_labels(y, x_0.shape[0], self.config.label_dropout, self.classes, generator, x_0.device)
-
-    def _continuous_loss(self, x_0: Tensor, generator: torch.Generator | None, y: Tensor | None = None) -> Tensor:
-        """Continuous time, t low-discrepancy over the batch, t_b = (u + b/B) mod 1 (VDM, App. I): the ELBO in
-        bits/dim ("vlb"; one z_0 and one t per example), or for the network L_simple = mean ‖ε − ε̂‖² ("simple")
-        or the weighted diffusion term ½ w(λ_t) γ′(t) ‖ε − ε̂‖² in bits/dim (a named w, `weighting`), while
-        a learned schedule (end points, and shape) follows the bound: its parameters get the bound's gradient
-        alone, the objective's value unchanged."""
-        cfg, schedule = self.config, self.continuous_schedule()
-        x_0 = x_0.double()
-        B, D, device = x_0.shape[0], x_0[0].numel(), x_0.device
-        u = torch.rand((), generator=generator, dtype=torch.float64, device=device)
-        t = (u + torch.arange(B, dtype=torch.float64, device=device) / B) % 1.0
-        q_t = torch.ones((), dtype=torch.float64, device=device)  # t's density: uniform, or EDM's draw (`edm_draw`)
-        mass = q_t
-        if cfg.loss == "edm":
-            t, q_t, mass = self.edm_draw(t)
-        eps, eps_0 = torch.randn((2, *x_0.shape), generator=generator, dtype=torch.float64, device=device)
-        raw, parameterisation = self.denoiser(y=self.training_labels(y, x_0, generator))
-        enc = self.encoder
-        mse = continuous.squared_error(raw, x_0, t, eps, schedule, parameterisation, enc)
-        mean_0 = None if enc is None else continuous.encoded_mean(enc, x_0, 0.0, schedule)
-        nats = (
-            continuous.encoded_prior_term(x_0, schedule, enc)
-            + continuous.reconstruction_term(x_0, schedule, self.levels, eps_0, mean_0)
-            + 0.5 * schedule.gamma_prime(t) * mse / q_t
-        )
-        bound = nats_to_bpd(nats, D)
-        if cfg.loss == "vlb":
-            return bound.float()
-        if cfg.loss == "simple":
-            reweighted = mse / D
-        else:  # the schedule enters as a fixed weight: its parameters learn from the bound alone
-            with torch.no_grad():
-                if cfg.loss == "edm":  # ½ w(λ) γ′ / q(t) = ½ Z (σ̃² + σ_data²)/σ_data²
-                    w = 0.5 * mass * edm.loss_weight(edm.ve_sigma(schedule.log_snr(t)), cfg.sigma_data)
-                else:
-                    w = weight(cfg.loss, schedule.log_snr(t), cfg.sigmoid_bias)
-                    w = w * 0.5 * schedule.gamma_prime(t)
-            reweighted = nats_to_bpd(w * mse, D)
-        # the end points (a learned shape, DiffEnc's encoder) get the bound's gradient and no other: the
-        # objective's own (through z_t) is replaced by the bound's, value unchanged
-        return self.follow_bound(reweighted, bound).float()
 
     @torch.no_grad()
     def edm_draw(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -301,20 +645,13 @@ class GaussianDiffusion(nn.Module):
     # ---- the bound
     def default_estimator(self) -> Estimator:
         """The config's estimator: Monte Carlo over t with `elbo_samples` draws (stratified in continuous time),
-        or all T steps."""
-        cfg = self.config
-        if cfg.elbo_method == "exact":
-            return Estimator("exact", steps=cfg.T if self.continuous else None)
-        return Estimator("mc", cfg.elbo_samples, "stratified" if self.continuous else "uniform")
+        or all T steps (`Chain.default_estimator`)."""
+        return self.chain.default_estimator()
 
     def proposal_edges(self) -> Tensor | None:
         """The importance proposal's bins: equal in t, or, for the discrete chain, whole steps, the first ones
-        each a bin of its own (`step_edges`)."""
-        return None if self.continuous else self.step_edges()
-
-    def step_edges(self) -> Tensor:
-        """The discrete chain's proposal bins over its steps (`time_proposal.step_edges`)."""
-        return step_edges(self.config.T, self.time_proposal.numel())
+        each a bin of its own (`time_proposal.step_edges`)."""
+        return self.chain.proposal_edges()
 
     def proposal(self) -> TimeProposal:
         """The importance proposal over t fitted by `fit_proposal`; a clear error before it is fitted."""
@@ -337,82 +674,10 @@ class GaussianDiffusion(nn.Module):
         integrand of the bound (of its T-step form if `steps`), and keep it in the `time_proposal` buffer. For
         the discrete chain g is the step term L_{i−1} less its ε control variate, whose slopes per bin of
         `proposal_edges` the same pass fits (`bound.pilot_step_fit`) into `control_slopes`."""
-        denoiser, parameterisation = self.denoiser(clip)
-        max_batch = self.config.max_batch
-        if self.continuous:
-            second = continuous.pilot_second_moment(
-                denoiser,
-                pilot,
-                self.continuous_schedule(),
-                PROPOSAL_BINS,
-                2,
-                T=steps,
-                encoder=self.encoder,
-                parameterisation=parameterisation,
-                generator=generator,
-                max_batch=max_batch,
-            )
-        else:
-            slopes, second = pilot_step_fit(
-                denoiser,
-                pilot,
-                self.schedule,
-                self.step_edges(),
-                variance=self.config.variance,
-                levels=self.levels,
-                parameterisation=parameterisation,
-                generator=generator,
-                max_batch=max_batch,
-            )
-            self.control_slopes.copy_(slopes)
+        second = self.chain.pilot(self.denoiser(clip), pilot, steps, generator)
         fitted = TimeProposal.fit(second, edges=self.proposal_edges())
         self.time_proposal.copy_(fitted.weights.expand(self.time_proposal.numel()))
         return fitted
-
-    def step_control(self) -> Tensor:
-        """The control variate's slopes per step of the discrete chain, [T, FEATURES] (those of each step's bin)."""
-        return self.control_slopes[bin_of_step(self.step_edges(), self.config.T).to(self.control_slopes.device)]
-
-    def _continuous_elbo(
-        self,
-        x_0: Tensor,
-        estimator: Estimator,
-        denoiser: Denoiser,
-        parameterisation: str,
-        levels: int | None,
-        generator: torch.Generator | None,
-    ) -> Bound:
-        """The VDM bound: "mc" over t (or over the steps of its T-step form), "exact" for the T-step form."""
-        schedule, max_batch = self.continuous_schedule(), self.config.max_batch
-        if estimator.method == "exact":
-            return continuous.exact_steps_bound(
-                denoiser,
-                x_0,
-                schedule,
-                estimator.steps or self.config.T,
-                parameterisation=parameterisation,
-                levels=levels,
-                generator=generator,
-                max_batch=max_batch,
-                encoder=self.encoder,
-            )
-        if estimator.method == "mc":
-            proposal = self.proposal() if estimator.proposal == "importance" else None
-            return continuous.mc_bound(
-                denoiser,
-                x_0,
-                schedule,
-                samples=estimator.samples or self.config.elbo_samples,
-                proposal=proposal,
-                stratified=estimator.proposal != "uniform",
-                T=estimator.steps,
-                parameterisation=parameterisation,
-                levels=levels,
-                generator=generator,
-                max_batch=max_batch,
-                encoder=self.encoder,
-            )
-        raise ConfigError(f"the diffusion model has no {estimator.method!r} bound; it offers exact and mc")
 
     def elbo(
         self,
@@ -425,56 +690,16 @@ class GaussianDiffusion(nn.Module):
     ) -> Bound:
         """−ELBO per example in nats: "exact" (all T terms) or "mc" (Monte Carlo over t: proposal "uniform"
         draws iid, importance-sampled once the resampler has a history; "stratified"; "importance" from a
-        pilot-fitted proposal) — see `bound.exact_bound` / `bound.mc_bound`. With `clip` the
+        pilot-fitted proposal) — the chain's (`DiscreteChain`: `bound.exact_bound` / `bound.mc_bound`;
+        `ContinuousChain`: `continuous.exact_steps_bound` / `continuous.mc_bound`). With `clip` the
         reverse process is the one `sample(clip=True)` draws from (x̂_0 clipped to [−1, 1]). A conditional
         network's bound is on −log p(x | y) with labels y [B], class by class (`conditioning.by_class`), and on
         −log p(x) through the null class for y None."""
-        cfg = self.config
         estimator = estimator or self.default_estimator()
         if y is not None and y.numel() > 1:
             return by_class(lambda x, k: self.elbo(x, estimator, discrete, generator, clip, k), x_0, y)
-        denoiser, parameterisation = self.denoiser(clip, y)
-        if self.continuous:
-            return self._continuous_elbo(
-                x_0, estimator, denoiser, parameterisation, self.levels if discrete else None, generator
-            )
-        if estimator.steps not in (None, cfg.T):
-            raise ConfigError(f"the discrete-time chain's bound is over its own T = {cfg.T} steps")
         levels = self.levels if discrete else None
-        if estimator.method == "exact":
-            return exact_bound(
-                denoiser,
-                x_0,
-                self.schedule,
-                parameterisation=parameterisation,
-                variance=cfg.variance,
-                levels=levels,
-                generator=generator,
-                max_batch=cfg.max_batch,
-            )
-        if estimator.method == "mc":
-            proposal = self.resampler.probabilities() if self.resampler.ready() else None
-            control = None
-            if estimator.proposal == "stratified":
-                proposal = None
-            elif estimator.proposal == "importance":
-                proposal = self.proposal().steps(cfg.T, x_0.device)
-                control = self.step_control()
-            return mc_bound(
-                denoiser,
-                x_0,
-                self.schedule,
-                samples=estimator.samples or cfg.elbo_samples,
-                proposal=proposal,
-                stratified=estimator.proposal != "uniform",
-                control=control,
-                parameterisation=parameterisation,
-                variance=cfg.variance,
-                levels=levels,
-                generator=generator,
-                max_batch=cfg.max_batch,
-            )
-        raise ConfigError(f"the diffusion chain has no {estimator.method!r} bound; it offers exact and mc")
+        return self.chain.elbo(x_0, estimator, self.denoiser(clip, y), levels, generator)
 
     def q_mean(self, x_0: Tensor, t: Tensor) -> Tensor:
         """The mean of q(x_t|x_0) over α_t: x_0, or DiffEnc's x_φ(x_0, t) (t a [B] tensor)."""
@@ -497,21 +722,19 @@ class GaussianDiffusion(nn.Module):
         y: Tensor | None = None,
         guidance: float = 1.0,
     ) -> Tensor:
-        """x_T ~ N(0, I) of `shape`, then the sampler over `steps` (None: the config's) steps → x_0 (`churn`: EDM's
-        stochastic sampler's); a conditional network's given labels y [B] (None: unconditional) with guidance w
-        (`conditioning.guide`)."""
+        """x_T ~ N(0, I) of `shape`, then the sampler over `steps` (None: the config's) steps of the chain's grid →
+        x_0 (`churn`: EDM's stochastic sampler's); a conditional network's given labels y [B] (None: unconditional)
+        with guidance w (`conditioning.guide`)."""
         cfg = self.config
         device = device if device is not None else next(self.net.parameters()).device
         x_T = torch.randn(shape, generator=generator, device=device)
-        denoiser, parameterisation = self.denoiser(clip, y, guidance)
         steps = steps if steps is not None else cfg.sample_steps
         return run_sampler(
             sampler or cfg.sampler,
-            denoiser,
+            self.denoiser(clip, y, guidance),
             x_T,
             self.grid(steps),
             self.schedule,
-            parameterisation=parameterisation,
             variance=variance or cfg.variance,
             eta=cfg.eta if eta is None else eta,
             churn=churn or Churn(),
@@ -522,25 +745,16 @@ class GaussianDiffusion(nn.Module):
         self, x_0: Tensor, steps: int | None = None, clip: bool = False, fixed_point: int | None = None
     ) -> Tensor:
         """x_0 → x_T by DDIM inversion over `steps`, each refined `fixed_point` times (None: the config's)."""
-        denoiser, parameterisation = self.denoiser(clip)
         fixed_point = self.config.encode_fixed_point if fixed_point is None else fixed_point
-        return ddim_invert(
-            denoiser,
-            x_0,
-            self._encode_grid(steps),
-            self.schedule,
-            parameterisation=parameterisation,
-            fixed_point=fixed_point,
-        )
+        return ddim_invert(self.denoiser(clip), x_0, self._encode_grid(steps), self.schedule, fixed_point=fixed_point)
 
     def decode(self, x_T: Tensor, steps: int | None = None, clip: bool = False) -> Tensor:
         """x_T → x_0 by DDIM with η = 0 over `steps` (None: the config's encode_steps)."""
-        denoiser, parameterisation = self.denoiser(clip)
-        return ddim(denoiser, x_T, self._encode_grid(steps), self.schedule, parameterisation=parameterisation)
+        return ddim(self.denoiser(clip), x_T, self._encode_grid(steps), self.schedule)
 
     def grid(self, steps: int | None) -> Tensor:
         """The sampling grid over `steps` (None: T): on the T-step grid, or uniform in t in continuous time."""
-        return uniform_grid(steps or self.config.T) if self.continuous else time_grid(self.config.T, steps)
+        return self.chain.grid(steps)
 
     def _encode_grid(self, steps: int | None) -> Tensor:
         cfg = self.config

@@ -4,7 +4,7 @@ bound taken class by class.
 A conditional network net(x_t, t, y) takes labels 0..K−1 and the null class K (no label), to which training
 drops each label with probability `label_dropout`, so that one network is both p_θ(x | y) and p_θ(x)
 (Ho & Salimans 2022, §3.2). Guidance combines the two predictions of one network into one denoiser, which every
-sampler takes as it takes any other (`reverse.Denoiser`).
+sampler takes as it takes any other (`reverse.Denoiser` around it).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from elbolab.bounds import Bound
-from elbolab.diffusion.reverse import Denoiser
+from elbolab.diffusion.reverse import NetFn
 
 
 def labels_at(y: Tensor | None, batch: int, null: int, device: torch.device) -> Tensor:
@@ -45,7 +45,7 @@ def drop_labels(
     return torch.where(dropped, torch.full_like(y, null), y)
 
 
-def guide(conditional: Denoiser, unconditional: Denoiser, w: float) -> Denoiser:
+def guide(conditional: NetFn, unconditional: NetFn, w: float) -> NetFn:
     """Classifier-free guidance, ε̂ = ε̂(x_t, ∅) + w (ε̂(x_t, y) − ε̂(x_t, ∅)) (Ho & Salimans 2022, eq. 6).
 
     Combined on the network's own output: ε̂, x̂_0 and v̂ are affine in one another with coefficients of (x_t, t)

@@ -23,7 +23,7 @@ from elbolab.bounds import Bound, sum_per_example
 from elbolab.diffusion.bound import prior_term
 from elbolab.diffusion.encoder import MeanEncoder
 from elbolab.diffusion.forward import expand, q_sample
-from elbolab.diffusion.reverse import Denoiser, denoise
+from elbolab.diffusion.reverse import Denoiser
 from elbolab.diffusion.schedule import ContinuousSchedule, alpha, sigma
 from elbolab.diffusion.time_proposal import TimeProposal, draw_uniforms, mean_and_stderr
 from elbolab.likelihoods import level_of, normal_log_prob
@@ -103,7 +103,6 @@ def squared_error(
     t: Tensor,
     eps: Tensor,
     schedule: ContinuousSchedule,
-    parameterisation: str = "eps",
     encoder: MeanEncoder | None = None,
     T: int | None = None,
 ) -> Tensor:
@@ -111,7 +110,7 @@ def squared_error(
     z_t = α_t x_φ(x, t) + σ_t ε against its target (`eps_target`, of the T-step form if T is given)."""
     mean, target = eps_target(encoder, x_0, t, eps, schedule, T)
     z_t = q_sample(mean, schedule.log_snr(t), eps)
-    eps_hat = denoise(denoiser, z_t, t, schedule, parameterisation).eps_hat
+    eps_hat = denoiser.denoise(z_t, t, schedule).eps_hat
     return sum_per_example((target - eps_hat) ** 2)
 
 
@@ -129,13 +128,12 @@ def diffusion_integrand(
     eps: Tensor,
     schedule: ContinuousSchedule,
     T: int | None = None,
-    parameterisation: str = "eps",
     encoder: MeanEncoder | None = None,
 ) -> Tensor:
     """½ γ′(t) ‖ε − ε̂‖² (continuous; VDM eq. 17), or step i's term ½ expm1(Δγ_i) ‖ε − ε̂‖² (T steps; eq. 14);
     with DiffEnc's `encoder`, ε's target moved by its velocity (`eps_target`)."""
     x_0 = x_0.double()
-    error = squared_error(denoiser, x_0, t, eps.double(), schedule, parameterisation, encoder, T)
+    error = squared_error(denoiser, x_0, t, eps.double(), schedule, encoder, T)
     return step_weight(schedule, t, T) * error
 
 
@@ -146,7 +144,6 @@ def _integrand_pairs(
     t: Tensor,
     schedule: ContinuousSchedule,
     T: int | None,
-    parameterisation: str,
     generator: torch.Generator | None,
     max_batch: int,
     encoder: MeanEncoder | None = None,
@@ -157,7 +154,7 @@ def _integrand_pairs(
         x = x_0[example[start : start + max_batch]].double()
         eps = torch.randn(x.shape, generator=generator, dtype=torch.float64, device=x.device)
         at = t[start : start + max_batch]
-        out.append(diffusion_integrand(denoiser, x, at, eps, schedule, T, parameterisation, encoder))
+        out.append(diffusion_integrand(denoiser, x, at, eps, schedule, T, encoder))
     return torch.cat(out)
 
 
@@ -184,7 +181,6 @@ def exact_steps_bound(
     schedule: ContinuousSchedule,
     T: int,
     *,
-    parameterisation: str = "eps",
     levels: int | None = None,
     generator: torch.Generator | None = None,
     max_batch: int = 1024,
@@ -195,11 +191,7 @@ def exact_steps_bound(
     B = x_0.shape[0]
     example = torch.arange(B, device=x_0.device).repeat(T)
     t = (torch.arange(1, T + 1, dtype=torch.float64, device=x_0.device) / T).repeat_interleave(B)
-    per_step = (
-        _integrand_pairs(denoiser, x_0, example, t, schedule, T, parameterisation, generator, max_batch, encoder)
-        .view(T, B)
-        .T
-    )
+    per_step = _integrand_pairs(denoiser, x_0, example, t, schedule, T, generator, max_batch, encoder).view(T, B).T
     reconstruction = reconstruction_draws(x_0, schedule, levels, 1, generator, encoder)[:, 0]
     prior = encoded_prior_term(x_0, schedule, encoder)
     return Bound(
@@ -220,7 +212,6 @@ def mc_bound(
     proposal: TimeProposal | None = None,
     stratified: bool = True,
     T: int | None = None,
-    parameterisation: str = "eps",
     levels: int | None = None,
     generator: torch.Generator | None = None,
     max_batch: int = 1024,
@@ -250,7 +241,6 @@ def mc_bound(
         t.flatten(),
         schedule,
         T,
-        parameterisation,
         generator,
         max_batch,
         encoder,
@@ -284,7 +274,6 @@ def pilot_second_moment(
     per_bin: int = 2,
     *,
     T: int | None = None,
-    parameterisation: str = "eps",
     generator: torch.Generator | None = None,
     max_batch: int = 1024,
     encoder: MeanEncoder | None = None,
@@ -305,7 +294,6 @@ def pilot_second_moment(
         t.flatten(),
         schedule,
         T,
-        parameterisation,
         generator,
         max_batch,
         encoder,

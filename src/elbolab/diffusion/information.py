@@ -16,7 +16,6 @@ from elbolab.bounds import Estimator, nats_to_bpd, rmse_255
 from elbolab.data.base import ImageData
 from elbolab.diffusion.chain import GaussianDiffusion
 from elbolab.diffusion.forward import q_sample
-from elbolab.diffusion.reverse import denoise
 from elbolab.diffusion.schedule import NoiseSchedule, alpha, sigma
 from elbolab.errors import ElbolabError
 from elbolab.information import InformationCurve, information_estimate
@@ -53,7 +52,7 @@ def chain_rate_distortion(
     per_step = bound.per_step.double()  # [B, T]: L_0 … L_{T−1}
     sent = prior[:, None] + per_step.flip(1).cumsum(1).flip(1)  # rate to hold x_i, i = 0..T−1
     remaining = per_step.cumsum(1) - per_step  # Σ_{j<i} L_j
-    raw, parameterisation = chain.denoiser(clip=False)
+    denoiser = chain.denoiser(clip=False)
     variance = data.model_range().double().var(0).flatten()
     points_out = [
         RatePoint(
@@ -70,7 +69,7 @@ def chain_rate_distortion(
         log_snr = schedule.log_snr(t)
         eps = torch.randn(x.shape, generator=generator, dtype=torch.float64, device=x.device)
         x_i = q_sample(chain.q_mean(x, t.expand(x.shape[0]).to(x.device)), log_snr.to(x.device), eps)
-        x0_hat = denoise(raw, x_i, t.expand(x.shape[0]).to(x.device), schedule, parameterisation).x0_hat.clamp(-1, 1)
+        x0_hat = denoiser.x0_hat(x_i, t.expand(x.shape[0]).to(x.device), schedule).clamp(-1, 1)
         rate = sent[:, i] if i < T else prior
         rem = remaining[:, i] if i < T else remaining[:, -1] + per_step[:, -1]
         capacity = 0.5 * torch.log1p(math.exp(log_snr.item()) * variance).sum().item()

@@ -1,7 +1,7 @@
 """Samplers: pure functions over an explicit time grid 1 = t_K > … > t_1 > t_0 = 0, stepping in (t, s) pairs.
 
-Each takes a denoiser (see `reverse`), the state x_T, the grid (`schedule.time_grid`) and the
-schedule, and returns x_0. No step reads hidden state: whatever a multistep method carries
+Each takes a `reverse.Denoiser` (the network with its parameterisation), the state x_T, the grid
+(`schedule.time_grid`) and the schedule, and returns x_0. No step reads hidden state: whatever a multistep method carries
 (DPM-Solver++'s previous x̂_0) is a local of the loop. The step into s = 0 returns the
 denoiser's x̂_0 (the mean of p_θ(x_0|x_1)), for every sampler.
 """
@@ -18,7 +18,7 @@ from torch import Tensor
 
 from elbolab.diffusion.edm import rho_grid, time_of
 from elbolab.diffusion.forward import posterior_coefficients, posterior_log_variance
-from elbolab.diffusion.reverse import VARIANCES, Denoiser, denoise, reverse_log_variance
+from elbolab.diffusion.reverse import VARIANCES, Denoiser, reverse_log_variance
 from elbolab.diffusion.schedule import NoiseSchedule, alpha, log_beta, sigma
 from elbolab.errors import ConfigError
 
@@ -80,7 +80,6 @@ def ancestral(
     grid: Tensor,
     schedule: NoiseSchedule,
     *,
-    parameterisation: str = "eps",
     variance: str = "small",
     generator: torch.Generator | None = None,
 ) -> Tensor:
@@ -89,7 +88,7 @@ def ancestral(
         raise ConfigError(f"unknown variance {variance!r}; choose one of {', '.join(VARIANCES)}")
     x = x_T
     for step in grid_steps(grid, schedule):
-        d = denoise(denoiser, x, step.t, schedule, parameterisation)
+        d = denoiser.denoise(x, step.t, schedule)
         if step.s <= 0:
             return d.x0_hat
         std: Tensor | float
@@ -107,14 +106,13 @@ def ddim(
     grid: Tensor,
     schedule: NoiseSchedule,
     *,
-    parameterisation: str = "eps",
     eta: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """x_s = α_s x̂_0 + sqrt(σ_s² − σ_η²) ε̂ + σ_η z, σ_η² = η² β̃(t, s) (Song et al. 2021, eq. 12)."""
     x = x_T
     for step in grid_steps(grid, schedule):
-        d = denoise(denoiser, x, step.t, schedule, parameterisation)
+        d = denoiser.denoise(x, step.t, schedule)
         if step.s <= 0:
             return d.x0_hat
         var_eta = eta**2 * math.exp(step.log_var)
@@ -130,7 +128,6 @@ def dpm_solver_pp(
     grid: Tensor,
     schedule: NoiseSchedule,
     *,
-    parameterisation: str = "eps",
     order: int = 2,
 ) -> Tensor:
     """DPM-Solver++(2M) or (3M): x_s = (σ_s/σ_t) x_t − α_s (e^{−h} − 1) D, h = λ'_s − λ'_t, λ' = log(α/σ) = λ/2
@@ -147,7 +144,7 @@ def dpm_solver_pp(
     steps = grid_steps(grid, schedule)
     history: list[tuple[Tensor, float]] = []  # (x̂_0, h) of the steps before, most recent last
     for n, step in enumerate(steps):
-        d = denoise(denoiser, x, step.t, schedule, parameterisation)
+        d = denoiser.denoise(x, step.t, schedule)
         if step.s <= 0:
             return d.x0_hat
         k = min(order, n + 1, len(steps) - 1 - n)
@@ -181,14 +178,12 @@ def _third_order(x: Tensor, m0: Tensor, prev: tuple[Tensor, float], prev2: tuple
     return (step.sigma_s / step.sigma_t) * x - (a * phi_1) * m0 + (a * phi_2) * D1 - (2 * a * phi_3) * D2
 
 
-def euler(
-    denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: NoiseSchedule, *, parameterisation: str = "eps"
-) -> Tensor:
+def euler(denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: NoiseSchedule) -> Tensor:
     """x̃_s = x̃_t + (σ̃_s − σ̃_t) ε̂, x̃ = x/α, σ̃ = σ/α: Euler on EDM's probability-flow ODE dx̃/dσ̃ = (x̃ − D)/σ̃ = ε̂
     (Karras et al. 2022, eq. 4 and Alg. 1 without its correction); on the same grid it is DDIM with η = 0."""
     x = x_T
     for step in grid_steps(grid, schedule):
-        d = denoise(denoiser, x, step.t, schedule, parameterisation)
+        d = denoiser.denoise(x, step.t, schedule)
         if step.s <= 0:
             return d.x0_hat
         x = step.alpha_s * (x / step.alpha_t + (step.sigma_s / step.alpha_s - step.sigma_t / step.alpha_t) * d.eps_hat)
@@ -204,25 +199,22 @@ def heun_step(
     sigma_s: float,
     alpha_s: float,
     schedule: NoiseSchedule,
-    parameterisation: str,
     eps_t: Tensor,
 ) -> Tensor:
     """One step σ̃_t → σ̃_s > 0 of Heun's method on dx̃/dσ̃ = ε̂ from x̃_t with ε̂_t known: x̃′ = x̃_t + Δσ̃ ε̂_t, then
     x̃_s = x̃_t + Δσ̃ (ε̂_t + ε̂(α_s x̃′, s))/2 (Karras et al. 2022, Alg. 1, lines 5–8)."""
     delta = sigma_s - sigma_t
     x_euler = x_ve + delta * eps_t
-    eps_s = denoise(denoiser, alpha_s * x_euler, s, schedule, parameterisation).eps_hat
+    eps_s = denoiser.denoise(alpha_s * x_euler, s, schedule).eps_hat
     return x_ve + (0.5 * delta) * (eps_t + eps_s)
 
 
-def heun(
-    denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: NoiseSchedule, *, parameterisation: str = "eps"
-) -> Tensor:
+def heun(denoiser: Denoiser, x_T: Tensor, grid: Tensor, schedule: NoiseSchedule) -> Tensor:
     """EDM's deterministic sampler: Heun's 2nd-order method on dx̃/dσ̃ = ε̂ at every step into s > 0, the step into 0
     returning x̂_0 (Karras et al. 2022, Alg. 1): 2K − 1 network evaluations over K steps."""
     x = x_T
     for step in grid_steps(grid, schedule):
-        d = denoise(denoiser, x, step.t, schedule, parameterisation)
+        d = denoiser.denoise(x, step.t, schedule)
         if step.s <= 0:
             return d.x0_hat
         sig_t, sig_s = step.sigma_t / step.alpha_t, step.sigma_s / step.alpha_s
@@ -235,7 +227,6 @@ def heun(
             sig_s,
             step.alpha_s,
             schedule,
-            parameterisation,
             d.eps_hat,
         )
         x = step.alpha_s * x_ve
@@ -270,7 +261,6 @@ def heun_churn(
     grid: Tensor,
     schedule: NoiseSchedule,
     *,
-    parameterisation: str = "eps",
     churn: Churn = Churn(),
     generator: torch.Generator | None = None,
 ) -> Tensor:
@@ -288,13 +278,11 @@ def heun_churn(
             t_hat = float(time_of(schedule, torch.tensor(-2 * math.log(sig_hat), dtype=torch.float64)))
             x_ve = x_ve + (churn.s_noise * math.sqrt(max(sig_hat**2 - sig_t**2, 0.0))) * _noise(x_ve, generator)
         alpha_hat = 1 / math.sqrt(1 + sig_hat**2)  # α = 1/sqrt(1 + σ̃²) on the variance-preserving chain
-        d = denoise(denoiser, alpha_hat * x_ve if gamma > 0 else x, t_hat, schedule, parameterisation)
+        d = denoiser.denoise(alpha_hat * x_ve if gamma > 0 else x, t_hat, schedule)
         if step.s <= 0:
             return d.x0_hat
         sig_s = step.sigma_s / step.alpha_s
-        x_ve = heun_step(
-            denoiser, x_ve, t_hat, sig_hat, step.s, sig_s, step.alpha_s, schedule, parameterisation, d.eps_hat
-        )
+        x_ve = heun_step(denoiser, x_ve, t_hat, sig_hat, step.s, sig_s, step.alpha_s, schedule, d.eps_hat)
         x = step.alpha_s * x_ve
     return x
 
@@ -305,7 +293,6 @@ def ddim_invert(
     grid: Tensor,
     schedule: NoiseSchedule,
     *,
-    parameterisation: str = "eps",
     fixed_point: int = 0,
 ) -> Tensor:
     """x_0 → x_T by DDIM (η = 0) run backwards: x_t = α_t (x_s − σ_s ε̂)/α_s + σ_t ε̂ (Song et al. 2021, eq. 13).
@@ -316,10 +303,10 @@ def ddim_invert(
     x = x_0
     for step in reversed(grid_steps(grid, schedule)):
         a_s, s_s = (1.0, 0.0) if step.s <= 0 else (step.alpha_s, step.sigma_s)
-        eps_hat = denoise(denoiser, x, step.s if step.s > 0 else step.t, schedule, parameterisation).eps_hat
+        eps_hat = denoiser.denoise(x, step.s if step.s > 0 else step.t, schedule).eps_hat
         x_t = (step.alpha_t / a_s) * (x - s_s * eps_hat) + step.sigma_t * eps_hat
         for _ in range(fixed_point):
-            eps_hat = denoise(denoiser, x_t, step.t, schedule, parameterisation).eps_hat
+            eps_hat = denoiser.denoise(x_t, step.t, schedule).eps_hat
             x_t = (step.alpha_t / a_s) * (x - s_s * eps_hat) + step.sigma_t * eps_hat
         x = x_t
     return x
@@ -350,7 +337,6 @@ def run_sampler(
     grid: Tensor,
     schedule: NoiseSchedule,
     *,
-    parameterisation: str = "eps",
     variance: str = "small",
     eta: float = 0.0,
     churn: Churn = Churn(),
@@ -358,17 +344,16 @@ def run_sampler(
 ) -> Tensor:
     """Run the sampler called `name` with the options that apply to it; Euler and Heun re-space the grid's steps on
     EDM's ρ grid between its end times (`edm.rho_grid`)."""
-    common = {"parameterisation": parameterisation}
     if name in RHO_GRID_SAMPLERS:
         grid = rho_grid(grid, schedule)
     if name == "ancestral":
-        return ancestral(denoiser, x_T, grid, schedule, variance=variance, generator=generator, **common)
+        return ancestral(denoiser, x_T, grid, schedule, variance=variance, generator=generator)
     if name == "ddim":
-        return ddim(denoiser, x_T, grid, schedule, eta=eta, generator=generator, **common)
+        return ddim(denoiser, x_T, grid, schedule, eta=eta, generator=generator)
     if name in ("dpm-solver++", "dpm-solver++3m"):
-        return dpm_solver_pp(denoiser, x_T, grid, schedule, order=3 if name.endswith("3m") else 2, **common)
+        return dpm_solver_pp(denoiser, x_T, grid, schedule, order=3 if name.endswith("3m") else 2)
     if name in ("euler", "heun"):
-        return SAMPLERS[name](denoiser, x_T, grid, schedule, **common)
+        return SAMPLERS[name](denoiser, x_T, grid, schedule)
     if name == "heun-churn":
-        return heun_churn(denoiser, x_T, grid, schedule, churn=churn, generator=generator, **common)
+        return heun_churn(denoiser, x_T, grid, schedule, churn=churn, generator=generator)
     raise ConfigError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
