@@ -167,3 +167,31 @@ def test_eval_results_read_back_from_their_flat_json():
         saved = json.loads(json.dumps(record.to_json()))
         assert saved["model"] == record.model and ("bpd" in saved) == (record.measurement.bound is not None)
         assert EvalResult.from_json(saved).to_json() == saved
+
+
+def test_the_lede_names_the_budget_kind_the_threads_and_a_starved_run():
+    results, _, _ = synthetic_results()
+    from elbolab.report.render import lede
+    from elbolab.train.budget import Budget
+
+    compute = replace(
+        results,
+        config=replace(results.config, budget=Budget(3e12, "flop")),
+        models={
+            k: replace(r, train_flops=3e12, train_seconds=60.0, train_threads=1) for k, r in results.models.items()
+        },
+        calibration=5e10,  # 3e12 FLOPs in 60 s: 5e10 FLOP/s, at the calibration
+    )
+    text = lede(compute)
+    assert "a training budget of 3e+12 FLOPs per model" in text
+    assert "the same steps on any machine" in text and "1 thread(s) per run" in text and "Starved" not in text
+    slow_vae = dict(compute.models)
+    slow_vae["vae"] = replace(slow_vae["vae"], train_seconds=600.0)  # a tenth of the calibration's rate
+    starved = lede(replace(compute, models=slow_vae))
+    assert (
+        "Starved runs" in starved
+        and "VAE 5.000e+09 FLOP/s" in starved
+        and "their steps, and so the answer, are unchanged" in starved
+    )
+    clock = lede(replace(compute, models=slow_vae, config=replace(compute.config, budget=Budget(60, "s"))))
+    assert "depend on the machine" in clock and "may differ from an idle machine's" in clock

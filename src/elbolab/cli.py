@@ -515,6 +515,16 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int, devi
     click.echo(f"wrote {pairs} interpolations of {frames} frames to {path}")
 
 
+def fractions_of_budget(text: str) -> tuple[float, ...]:
+    """`--budget-points`: comma-separated fractions, or 'none'; anything else a one-line error."""
+    if text.strip().lower() in ("none", ""):
+        return ()
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ElbolabError(f"--budget-points {text!r}: write fractions of the budget, e.g. 0.25,0.5, or none") from None
+
+
 @cli.command()
 @click.option("--data", default="digits", show_default=True, help="Data set name, image folder or .npz file.")
 @click.option("--data-dir", default=None, help="Where named data sets live / are downloaded ($ELBOLAB_DATA).")
@@ -557,6 +567,12 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int, devi
     show_default=True,
     help="Runs trained at once on a CPU, each in its own process at one thread (the answer does not change).",
 )
+@click.option(
+    "--budget-points",
+    default=None,
+    help="Fractions of the budget every pair is judged at again, from snapshots of the same runs ('none': only "
+    "the whole budget); a verdict is stable if it holds at each.  [default: 0.25,0.5; with --quick 0.5]",
+)
 @click.option("--quick", is_flag=True, help="Small evaluation (fewer images, samples and steps): a smoke test.")
 @click.option("--quiet", is_flag=True, help="No progress display, only the job's log lines.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.", callback=_device)
@@ -571,6 +587,7 @@ def compare(
     features: str,
     design: str,
     jobs: int,
+    budget_points: str | None,
     quick: bool,
     quiet: bool,
     device: str,
@@ -586,6 +603,7 @@ def compare(
     compute = None if budget is None else Budget.parse(budget)
     side = validate_compare(data, data_dir, out, features)
 
+    from elbolab.experiments.along import BUDGET_POINTS
     from elbolab.experiments.compare import (
         CompareConfig,
         compare_evaluation,
@@ -619,6 +637,9 @@ def compare(
         device=device,
         design=design,
         jobs=jobs,
+        budget_points=fractions_of_budget(budget_points)
+        if budget_points is not None
+        else ((0.5,) if quick else BUDGET_POINTS),
     )
     if quick:
         cfg = replace(

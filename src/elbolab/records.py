@@ -366,6 +366,19 @@ class Effect(Record):
         return "inconclusive"
 
 
+@dataclass(frozen=True)
+class Power(Record):
+    """What a design could detect for one effect: the smallest effect it detects with 80% power at the 5% level
+    ((z_0.975 + z_0.8) × its standard error), and, for an inconclusive verdict, the seeds (`--seeds`) at which
+    an effect of the size measured would be detected with 80% power, the standard error taken to shrink as
+    1/√seeds; None where that is more than `MAX_SEEDS` or the effect measured is nil. With one seed the
+    interval holds no seed-to-seed spread, so the count is a lower bound."""
+
+    seeds: int  # the seeds the effect was measured over
+    detectable: float
+    seeds_needed: int | None = None
+
+
 #: how a contrast's effects make its verdict: "all" (supported if every effect is, not supported if any is
 #: not, else inconclusive); "guarded" (the first effect's verdict, inconclusive if the second, a guard, is
 #: not supported)
@@ -390,6 +403,7 @@ class Contrast(Record):
     per_seed: tuple[float, ...] = ()  # the effect in each seed's run, where several seeds ran
     factor: str = ""  # the design factor the contrast isolates, or the composite it crosses ("ends", "merged")
     pair: tuple[str, ...] = ()  # the models it contrasts, a then b (one name: within one model)
+    power: Power | None = None  # what the design could detect, and the seeds an inconclusive verdict would need
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:

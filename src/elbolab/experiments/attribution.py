@@ -23,7 +23,7 @@ from elbolab.experiments.verdicts import (
     paired_effect,
     ratio_effect,
 )
-from elbolab.records import Effect, Record
+from elbolab.records import Effect, Power, Record
 
 
 @dataclass(frozen=True)
@@ -75,15 +75,35 @@ CLAIMS: dict[tuple[str, str], Claim] = {
 
 
 @dataclass(frozen=True)
+class BudgetEffect(Record):
+    """A cell's effect at a fraction of the training budget (from the runs' snapshots) and its verdict there;
+    None where it was not measured at that point, and why."""
+
+    fraction: float
+    effect: Effect | None
+    verdict: str | None = None
+    why_not: str = ""
+
+
+#: a verdict's stability along the budget: the same verdict at every budget point, or not; or not every point
+#: was measured
+STABILITY = ("stable", "changes with budget", "not tracked")
+
+
+@dataclass(frozen=True)
 class Cell(Record):
     """One outcome of one pair: the effect of the switch with its interval (None: not measured, and why), the
-    essay's claim and its verdict where it makes one."""
+    essay's claim and its verdict where it makes one; its effects at fractions of the budget (`along`) and,
+    for a verdict, whether it holds at every one of them (`stability`, one of STABILITY)."""
 
     outcome: str
     effect: Effect | None
     claim: str | None = None
     verdict: str | None = None
     why_not: str = ""
+    along: tuple[BudgetEffect, ...] = ()
+    stability: str | None = None
+    power: Power | None = None  # for a verdict: what the design could detect, the seeds it would need
 
 
 @dataclass(frozen=True)
@@ -196,6 +216,47 @@ def attribution(design: Design, evidence: Mapping[tuple[str, str], PairEvidence]
     return Attribution(OUTCOMES, tuple(row(p, evidence.get(p.pair) if p.pair else None) for p in design.pairings))
 
 
+def fold_point(same: Sequence[BudgetEffect], claim: str | None) -> BudgetEffect:
+    """One budget point's effect over the seeds (`fold_effect`), its verdict decided again; where a seed lacks
+    it, the first seed's as it is."""
+    effects = [b.effect for b in same]
+    if any(e is None for e in effects):
+        return same[0]
+    folded = fold_effect([e for e in effects if e is not None])
+    return replace(same[0], effect=folded, verdict=None if claim is None else decide(folded))
+
+
+def stability(verdict: str | None, along: Sequence[BudgetEffect]) -> str | None:
+    """ "stable" when the verdict is the same at every budget point, "changes with budget" when it is not, "not
+    tracked" when a point was not measured; None for a cell without a verdict or a run without budget points."""
+    if verdict is None or not along:
+        return None
+    if any(b.verdict is None for b in along):
+        return "not tracked"
+    return "stable" if all(b.verdict == verdict for b in along) else "changes with budget"
+
+
+def with_budget_points(final: Attribution, points: Mapping[float, Attribution]) -> Attribution:
+    """`final` (the whole budget) with each judged cell's effect at every budget point, read from the table of
+    that point (the same design, so the same rows in the same order), and each verdict's stability."""
+    rows = []
+    for index, r in enumerate(final.rows):
+        cells = []
+        for c in r.cells:
+            along = tuple(point_effect(points[f].rows[index], c.outcome, f) for f in sorted(points))
+            cells.append(replace(c, along=along, stability=stability(c.verdict, along)))
+        rows.append(replace(r, cells=tuple(cells)))
+    return Attribution(final.outcomes, tuple(rows))
+
+
+def point_effect(r: Row, outcome: str, fraction: float) -> BudgetEffect:
+    """One outcome's effect in a budget point's row (none where the row was not judged there)."""
+    found = next((c for c in r.cells if c.outcome == outcome), None)
+    if found is None:
+        return BudgetEffect(fraction, None, why_not="a side has no snapshot at this point")
+    return BudgetEffect(fraction, found.effect, found.verdict, found.why_not)
+
+
 def fold_tables(tables: Sequence[Attribution]) -> Attribution:
     """Several seeds' tables as one: each cell's effect folded over the seeds (`fold_effect`), its verdict decided
     again; a cell missing in any seed is kept as the first seed's."""
@@ -210,6 +271,10 @@ def fold_tables(tables: Sequence[Attribution]) -> Attribution:
                 cells.append(first)
                 continue
             folded = fold_effect([c.effect for c in same if c.effect is not None])
-            cells.append(replace(first, effect=folded, verdict=None if first.claim is None else decide(folded)))
+            verdict = None if first.claim is None else decide(folded)
+            along = tuple(fold_point([c.along[i] for c in same], first.claim) for i in range(len(first.along)))
+            cells.append(
+                replace(first, effect=folded, verdict=verdict, along=along, stability=stability(verdict, along))
+            )
         rows.append(replace(group[0], cells=tuple(cells)))
     return Attribution(tables[0].outcomes, tuple(rows))

@@ -32,7 +32,8 @@ from elbolab.evaluate.resample import sample_figures
 from elbolab.evaluate.run import EvalConfig, Log, pair_images, quality_reference, quality_sampling
 from elbolab.evaluate.speed import PairedTiming, paired_timing
 from elbolab.evaluate.steps import STEPS, StepsPoint, steps_sweep
-from elbolab.experiments.attribution import PairEvidence, attribution, fold_tables
+from elbolab.experiments.along import BUDGET_POINTS, budget_tables
+from elbolab.experiments.attribution import PairEvidence, attribution, fold_tables, with_budget_points
 from elbolab.experiments.design import (
     DESIGNS,
     SWEEP,
@@ -43,6 +44,7 @@ from elbolab.experiments.design import (
     place,
     point_config,
 )
+from elbolab.experiments.power import contrast_power, table_power
 from elbolab.experiments.results import CompareResults, RunResult, SeedResult
 from elbolab.experiments.runs import data_info, measure_run
 from elbolab.experiments.verdicts import Evidence, fold_seeds, judge, sweep_point
@@ -176,6 +178,7 @@ class CompareConfig:
     design: str = "core"  # the models trained and the contrasts judged (`experiments.design`): core | full
     jobs: int = 2  # runs trained at once on a CPU, each in its own process at one thread (1: in turn, in this one)
     measure_threads: int = 2  # torch threads of the measurement, the same on every machine whatever its cores
+    budget_points: tuple[float, ...] = BUDGET_POINTS  # fractions of the budget every pair is judged at again
 
     def __post_init__(self) -> None:
         if isinstance(self.budget, int | float):
@@ -185,6 +188,12 @@ class CompareConfig:
         require("--design", self.design, self.design in DESIGNS, f"one of {', '.join(DESIGNS)}")
         require("--jobs", self.jobs, isinstance(self.jobs, int) and 1 <= self.jobs <= 64, "an integer from 1 to 64")
         require("measure_threads", self.measure_threads, 1 <= self.measure_threads <= 256, "an integer from 1 to 256")
+        require(
+            "--budget-points",
+            self.budget_points,
+            all(0 < f < 1 for f in self.budget_points) and len(set(self.budget_points)) == len(self.budget_points),
+            "distinct fractions of the budget, each in (0, 1) (none: an empty list)",
+        )
 
 
 @dataclass(frozen=True)
@@ -270,6 +279,7 @@ def budgeted_run(
         device=cfg.device,
         batch_size=cfg.batch_size or TrainConfig.batch_size,
         lr=cfg.lr or TrainConfig.lr,
+        snapshots=tuple(sorted(cfg.budget_points)),
     )
     model_cfg, train_cfg = apply_overrides(model_cfg, train_cfg, cfg.overrides.get(kind, {}))
     return RunConfig(kind, cfg.data, cfg.data_dir, test.shape, test.levels, model_cfg, train_cfg)
@@ -489,7 +499,7 @@ def run_compare(
     if watch:
         watch(JobEvent("done"))
     first = seeds[0]
-    contrasts = fold_seeds([s.contrasts for s in seeds])
+    contrasts = contrast_power(fold_seeds([s.contrasts for s in seeds]), cfg.seeds)
     tables = [s.attribution for s in seeds if s.attribution is not None]
     results = CompareResults(
         config=cfg,
@@ -501,7 +511,8 @@ def run_compare(
         contrasts=contrasts,
         seeds=tuple(seeds),
         design=first.design,
-        attribution=fold_tables(tables) if tables else None,
+        attribution=table_power(fold_tables(tables), cfg.seeds) if tables else None,
+        calibration=preset_for(test.shape[-1], str(pick_device(cfg.device))).flop_rate,
     )
     return results, images
 
@@ -577,6 +588,9 @@ def run_seed(
         objective_pair=pair,
     )
     table = attribution(design, pair_evidence(design, models, loaded, x0, cfg))
+    if cfg.budget_points:
+        points = budget_tables(cfg.budget_points, design, runs, ev_cfg, test, features, log, cfg.device)
+        table = with_budget_points(table, points)
     curves = tuple(c for c in (forward, code) if c is not None)
     return SeedResult(
         cfg.seed, models, sweep, floors, curves, steps, paths, timings, objective, judge(evidence), design, table

@@ -33,6 +33,14 @@ class RunResult(Record):
     train_images_per_s: float
     train_seconds: float
     model_config: Any = None
+    train_flops: float | None = None  # counted FLOPs trained (None: a run from before they were counted)
+    train_threads: int | None = None  # torch threads the run trained at
+
+    def flop_rate(self) -> float | None:
+        """Counted training FLOPs per second of training (None where not counted)."""
+        if self.train_flops is None or not self.train_seconds > 0:
+            return None
+        return self.train_flops / self.train_seconds
 
     @classmethod
     def json_types(cls, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,6 +97,9 @@ class CompareResults(Record):
     runs: tuple[str, ...] = ()  # the run folders a report on existing runs measured (empty: compare trained them)
     design: Design | None = None  # the first seed's (every seed places the same design)
     attribution: Attribution | None = None  # every seed's table folded
+    #: counted FLOPs per second one training process reaches on an idle machine of this kind (the preset's
+    #: calibration); a run far below it was starved by other work on the machine
+    calibration: float | None = None
 
     @classmethod
     def type_names(cls) -> dict[str, Any]:

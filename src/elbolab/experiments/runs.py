@@ -87,6 +87,8 @@ def measure_run(
             float(metrics["train_images_per_s"]),
             float(metrics["train_seconds"]),
             run_cfg.model,
+            None if metrics.get("train_flops") is None else float(metrics["train_flops"]),
+            run_cfg.train.threads,
         ),
         images,
         model,

@@ -10,7 +10,7 @@ from itertools import groupby
 
 from elbolab.experiments.attribution import Attribution, Cell, Row
 from elbolab.experiments.design import FACTORS, Design, profile
-from elbolab.report.markup import badge, esc, num
+from elbolab.report.markup import badge, esc, fraction_text, num, power_text
 
 #: the styles of both sections, added to the report's own; the table's box is `held` (positioned) so that the
 #: badges' screen-reader text, positioned absolutely, scrolls with it instead of widening the page
@@ -20,7 +20,9 @@ table.attribution td,table.attribution th{white-space:normal;text-align:left;min
 table.attribution th[scope=row]{background:#f7f7f7;font-weight:700}
 table.attribution .pair{font-size:.82rem;color:#444}
 table.attribution .cell{font-variant-numeric:tabular-nums}
-table.attribution .claim{display:block;font-size:.78rem;color:#555;margin-top:.2rem}
+table.attribution .claim,table.attribution .along,table.attribution .power{display:block;font-size:.78rem;
+color:#555;margin-top:.2rem}
+table.attribution .along[data-stability="changes with budget"]{color:#8a3b00;font-weight:600}
 table.attribution td.not-judged{color:#555;font-style:italic}
 table.design td{text-align:center}
 table.design td.level{font-size:.85rem}
@@ -52,11 +54,29 @@ def pair_text(r: Row) -> str:
     return f"{a} → {b} ({p.switch[0]} → {p.switch[1]})"
 
 
+def along_text(c: Cell) -> str:
+    """The cell's effects at the budget points and its verdict's stability, in one line ('' with none)."""
+    if not c.along:
+        return ""
+    parts = []
+    for b in c.along:
+        value = cell_text(Cell(c.outcome, b.effect, why_not=b.why_not or "not measured at this point"))
+        parts.append(f"{fraction_text(b.fraction)}: {value}{f' {b.verdict}' if b.verdict else ''}")
+    tail = f" — {c.stability}" if c.stability else ""
+    return f"along the budget: {'; '.join(parts)}{tail}"
+
+
 def cell_html(c: Cell) -> str:
-    """One cell: the effect, its verdict badge where a claim is made, and the claim."""
+    """One cell: the effect, its verdict badge where a claim is made, the claim, the effects along the budget
+    with the verdict's stability, and what the design could detect."""
     verdict = f" {badge(c.verdict)}" if c.verdict else ""
     claim = f'<span class="claim">claim: {esc(c.claim)}</span>' if c.claim else ""
-    return f'<td class="cell" data-outcome="{esc(c.outcome)}">{esc(cell_text(c))}{verdict}{claim}</td>'
+    along = f'<span class="along" data-stability="{esc(c.stability or "")}">{esc(along_text(c))}</span>'
+    power = f'<span class="power">{esc(power_text(c.power))}</span>' if c.power else ""
+    return (
+        f'<td class="cell" data-outcome="{esc(c.outcome)}">{esc(cell_text(c))}{verdict}{claim}'
+        f"{along if c.along else ''}{power}</td>"
+    )
 
 
 def row_html(r: Row, columns: int) -> str:
@@ -110,13 +130,14 @@ def design_html(design: Design) -> str:
     )
 
 
-def attribution_section(table: Attribution, design: Design) -> str:
-    """The report's first section: the attribution table and, beside it, the design figure."""
+def attribution_section(table: Attribution, design: Design, along: str = "") -> str:
+    """The report's first section: the attribution table, the design figure beside it, and `along` (the
+    figure of the effects along the budget, as HTML) below."""
     return (
         '<section aria-labelledby="attribution-h"><h2 id="attribution-h">What each design choice does</h2>'
         f"{attribution_html(table)}"
         f'<figure class="fig" data-figure="design"><figcaption>The design ({esc(design.name)}): each model\'s '
-        f"level of each factor</figcaption>{design_html(design)}</figure></section>"
+        f"level of each factor</figcaption>{design_html(design)}</figure>{along}</section>"
     )
 
 
@@ -131,7 +152,11 @@ def attribution_markdown(table: Attribution, design: Design) -> list[str]:
     lines = ["## What each design choice does", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in table.rows:
         cells = (
-            [f"{cell_text(c)}{f' **{c.verdict}**' if c.verdict else ''}" for c in r.cells]
+            [
+                f"{cell_text(c)}{f' **{c.verdict}**' if c.verdict else ''}"
+                + "".join(f" ({t})" for t in (along_text(c), power_text(c.power)) if t)
+                for c in r.cells
+            ]
             if r.pairing.judged
             else [r.pairing.why_not] + [""] * (len(table.outcomes) - 1)
         )

@@ -314,3 +314,37 @@ def beta_sweep(points: Sequence[SweepPoint]) -> bytes:
     right.set_ylabel("sample sharpness (× test set)")
     fig.suptitle("The tug-of-war as the essay states it")
     return png(fig)
+
+
+#: a series of effects along the budget: its label, and (fraction, value, low, high) at each point it has
+BudgetSeries = tuple[str, tuple[tuple[float, float, float, float], ...]]
+
+
+def effects_along_budget(panels: Sequence[tuple[str, Sequence[BudgetSeries]]]) -> bytes:
+    """One panel per outcome: each pair's effect (b − a) against the fraction of the training budget, with its
+    95% interval, and the line of no effect."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    styles = ("o-", "s--", "^-.", "D:", "v-", "P--", "X-.", "*:")
+    for ax, (title, series) in zip(axes[0], panels, strict=True):
+        for i, (name, points) in enumerate(series):
+            f, v, lo, hi = (list(c) for c in zip(*points, strict=True))
+            offset = [x * (1 + 0.02 * (i - len(series) / 2)) for x in f]  # side by side, not on top of each other
+            ax.errorbar(
+                offset,
+                v,
+                yerr=[[a - b for a, b in zip(v, lo, strict=True)], [b - a for a, b in zip(v, hi, strict=True)]],
+                fmt=styles[i % len(styles)],
+                color=(PALETTE + SPARE_COLOURS)[i % (len(PALETTE) + len(SPARE_COLOURS))],
+                capsize=2,
+                label=name,
+                ms=4,
+            )
+        ax.axhline(0.0, color="black", ls=":", lw=1)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([0.25, 0.5, 1.0], ["¼", "½", "1"])
+        ax.set_xlabel("fraction of the training budget")
+        ax.set_ylabel(f"{title}, b − a")
+        ax.set_title(title, fontsize=9)
+    axes[0][0].legend(fontsize=6, loc="best")
+    fig.suptitle("Effects along the budget (95% intervals; from snapshots of the same runs)")
+    return png(fig)

@@ -298,6 +298,34 @@ def draw_beta_sweep(m: Material) -> tuple[Panel, ...]:
     )
 
 
+def draw_budget(m: Material) -> tuple[Panel, ...]:
+    """The attribution table's effects against the fraction of the budget, one panel per outcome measured along
+    it, one series per judged pairing (its budget points and the whole budget)."""
+    table = m.results.attribution
+    if table is None:
+        return ()
+    panels = []
+    for outcome in table.outcomes:
+        series = []
+        for r in table.rows:
+            c = next((c for c in r.cells if c.outcome == outcome.name), None)
+            if c is None or c.effect is None or not c.along:
+                continue
+            points = [(b.fraction, b.effect) for b in c.along if b.effect is not None] + [(1.0, c.effect)]
+            series.append((f"{r.pairing.contrast}: {' → '.join(r.pairing.pair or ())}", points))
+        if series:
+            panels.append(
+                (outcome.title, tuple((n, tuple((f, e.value, e.low, e.high) for f, e in pts)) for n, pts in series))
+            )
+    if not panels:
+        return ()
+    caption = (
+        "Each pair's effect on each outcome at fractions of the training budget (from the weights its runs kept "
+        "there) and at the whole budget, with 95% intervals: a verdict is stable if it holds at every point."
+    )
+    return (_plot("budget", caption, figures.effects_along_budget(panels)),)
+
+
 #: name → (title, how it is drawn); a contrast's `figure` names one of these
 FIGURES: dict[str, tuple[str, Callable[[Material], tuple[Panel, ...]]]] = {
     "samples": ("Samples side by side", draw_samples),
@@ -312,6 +340,7 @@ FIGURES: dict[str, tuple[str, Callable[[Material], tuple[Panel, ...]]]] = {
     "steps_sharpness": ("Sharpness against sampling steps", draw_steps_sharpness),
     "steps_fd": ("Quality against sampling steps", draw_steps_fd),
     "beta_sweep": ("The β tug-of-war", draw_beta_sweep),
+    "budget": ("Effects along the budget", draw_budget),
 }
 
 #: for contrasts that name no figure: the first key found in the lower-cased title picks one

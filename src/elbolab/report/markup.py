@@ -7,6 +7,8 @@ import html
 import math
 from typing import Any
 
+from elbolab.records import Power
+
 esc = html.escape
 
 
@@ -24,3 +26,19 @@ def num(value: Any, digits: int = 3) -> str:
 def badge(verdict: str) -> str:
     """The verdict as a CSS-drawn badge: a shape, a colour and the word (screen readers hear "verdict: …")."""
     return f'<span class="badge {verdict.replace(" ", "-")}"><span class="sr">verdict: </span>{esc(verdict)}</span>'
+
+
+def power_text(p: Power | None) -> str:
+    """What the design could detect, and, for an inconclusive verdict, the seeds it would need."""
+    if p is None:
+        return ""
+    text = f"smallest effect detectable with 80% power over {p.seeds} seed{'s' if p.seeds > 1 else ''}: {num(p.detectable)}"
+    if p.seeds_needed is not None:
+        least = "at least " if p.seeds == 1 else ""
+        text += f"; an effect of the size measured needs {least}{p.seeds_needed} seeds (--seeds {p.seeds_needed})"
+    return text
+
+
+def fraction_text(f: float) -> str:
+    """A budget fraction as readers read it: ¼, ½, ¾ or its decimal."""
+    return {0.25: "¼", 0.5: "½", 0.75: "¾"}.get(f, f"{f:g}")

@@ -29,7 +29,7 @@ from elbolab.report.attribution import CSS as ATTRIBUTION_CSS
 from elbolab.report.attribution import attribution_markdown, attribution_section
 from elbolab.report.figures import colour, label
 from elbolab.report.gallery import Figure, Material, draw, figure_name
-from elbolab.report.markup import badge, esc, num
+from elbolab.report.markup import badge, esc, num, power_text
 
 
 def effect_text(e: Effect | None) -> str:
@@ -274,6 +274,7 @@ def contrast_html(c: Contrast, anchor: str, fig: Figure | None) -> str:
         ("Test", c.effect.test if c.effect else None),
         ("Rule", c.rule),
         ("Per seed", ", ".join(num(v) for v in c.per_seed) if c.per_seed else None),
+        ("Power", power_text(c.power) or None),
     ]
     dl = "".join(f"<dt>{name}</dt><dd>{esc(text)}</dd>" for name, text in items if text)
     dl += f"<dt>Verdict</dt><dd>{badge(c.verdict)}</dd>"
@@ -320,15 +321,45 @@ def lede(results: CompareResults) -> str:
     """One sentence on what was compared, on what, under which budget and where."""
     d, m = results.data, results.machine
     budget = results.config.budget
-    spent = (
-        f"a training budget of {num(budget)} s per model"
-        if not results.runs and isinstance(budget, (int, float)) and math.isfinite(budget)
-        else "existing runs"
-    )
+    spent = "existing runs"
+    if not results.runs and budget is not None:
+        spent = f"a training budget of {budget} per model" + (
+            " (wall-clock: the steps each model got, and so the answer, depend on the machine and its load)"
+            if budget.machine_dependent
+            else " (compute: the same steps on any machine, at any load)"
+        )
+    threads = sorted({r.train_threads for r in results.models.values() if r.train_threads is not None})
+    trained = f"trained at {'/'.join(map(str, threads))} thread(s) per run, " if threads else ""
     return (
         f"{', '.join(label(k) for k in results.models)} on {d.name} ({num(d.n_test)} test images, "
-        f"{'×'.join(map(str, d.shape))}, {d.levels} levels), {spent}, measured through one bound on "
-        f"{m.processor} with {m.torch_threads} threads."
+        f"{'×'.join(map(str, d.shape))}, {d.levels} levels), {spent}, {trained}measured through one bound on "
+        f"{m.processor} with {m.torch_threads} threads.{starved_text(results)}"
+    )
+
+
+#: a run trained below this share of the idle calibration's FLOP rate is reported as starved
+STARVED = 0.25
+
+
+def starved_text(results: CompareResults) -> str:
+    """The runs that trained far below the machine's idle calibration ('' where none did)."""
+    if results.calibration is None:
+        return ""
+    slow = {
+        k: rate for k, r in results.models.items() if (rate := r.flop_rate()) and rate < STARVED * results.calibration
+    }
+    if not slow:
+        return ""
+    budget = results.config.budget
+    effect = (
+        "with a wall-clock budget they got fewer steps, and the answer may differ from an idle machine's"
+        if budget is not None and budget.machine_dependent
+        else "with a compute budget their steps, and so the answer, are unchanged; only slower"
+    )
+    listed = ", ".join(f"{label(k)} {num(v)} FLOP/s" for k, v in slow.items())
+    return (
+        f" Starved runs, trained below {STARVED:.0%} of this machine's idle calibration "
+        f"({num(results.calibration)} FLOP/s per process): {listed}; {effect}."
     )
 
 
@@ -339,7 +370,7 @@ def to_html(results: CompareResults, drawn: dict[str, Figure]) -> str:
         "".join(contrast_html(c, anchor, fig) for c, anchor, fig in rows)
         or '<p class="note">No contrast could be judged: a comparison needs a VAE and a diffusion run.</p>'
     )
-    shown = {fig.name for _, _, fig in rows if fig}
+    shown = {fig.name for _, _, fig in rows if fig} | {"budget"}  # the budget figure: beside the attribution table
     others = "".join(f'<div class="contrast">{figure_html(f)}</div>' for n, f in drawn.items() if n not in shown)
     summary = table_html(
         SUMMARY_HEADER, [[swatch(kind) + esc(cells[0]), *map(esc, cells[1:])] for kind, cells in summary_rows(results)]
@@ -347,7 +378,9 @@ def to_html(results: CompareResults, drawn: dict[str, Figure]) -> str:
     settings = table_html(["setting", "value"], [[esc(k), esc(v)] for k, v in setting_rows(results)], "kv")
     title = f"elbolab compare — {results.data.name}"
     attribution = (
-        attribution_section(results.attribution, results.design)
+        attribution_section(
+            results.attribution, results.design, figure_html(drawn["budget"]) if "budget" in drawn else ""
+        )
         if results.attribution is not None and results.design is not None
         else ""
     )
@@ -398,6 +431,7 @@ def to_markdown(results: CompareResults, drawn: dict[str, Figure]) -> str:
         "",
         *(
             attribution_markdown(results.attribution, results.design)
+            + (figure_md(drawn["budget"]) if "budget" in drawn else [])
             if results.attribution is not None and results.design is not None
             else []
         ),
@@ -435,7 +469,7 @@ def to_markdown(results: CompareResults, drawn: dict[str, Figure]) -> str:
         lines += figure_md(fig) if fig else [f"*No figure drawn ({figure_name(c) or 'none named'}).*", ""]
     lines += ["## Summary", "", "| " + " | ".join(SUMMARY_HEADER) + " |", "|" + "---|" * len(SUMMARY_HEADER)]
     lines += ["| " + " | ".join(md_cell(cell) for cell in cells) + " |" for _, cells in summary_rows(results)]
-    shown = {fig.name for _, _, fig in rows if fig}
+    shown = {fig.name for _, _, fig in rows if fig} | {"budget"}
     others = [f for n, f in drawn.items() if n not in shown]
     if others:
         lines += ["", "## More figures", ""]
