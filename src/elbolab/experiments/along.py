@@ -40,26 +40,6 @@ def judged_points(design: Design) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def measured_at(
-    fraction: float,
-    design: Design,
-    runs: Mapping[str, Path],
-    cfg: EvalConfig,
-    test: ImageData,
-    features: FeatureExtractor,
-    log: Log,
-    device: str = "auto",
-) -> dict[str, Measurement]:
-    """Each judged model's measurement at `fraction` of its budget, where its run kept a snapshot there."""
-    found = {}
-    for name in judged_points(design):
-        if not snapshot_path(runs[name], fraction).is_file():
-            continue
-        model, _ = load_snapshot(runs[name], fraction, device)
-        found[name], _ = measure(model, test, along_config(cfg), features, log)
-    return found
-
-
 def table_at(design: Design, measured: Mapping[str, Measurement]) -> Attribution:
     """The attribution table of one budget point: a row per pairing, judged where both sides were measured."""
     evidence = {
@@ -80,9 +60,15 @@ def budget_tables(
     log: Log,
     device: str = "auto",
 ) -> dict[float, Attribution]:
-    """The table at each budget point."""
+    """The table at each budget point: each judged model measured at that fraction of its budget, where its run
+    kept a snapshot there."""
     tables = {}
     for f in fractions:
         log(f"the pairs at {f:g} of the budget, from the runs' snapshots")
-        tables[f] = table_at(design, measured_at(f, design, runs, cfg, test, features, log, device))
+        measured = {}
+        for name in judged_points(design):
+            if snapshot_path(runs[name], f).is_file():
+                model, _ = load_snapshot(runs[name], f, device)
+                measured[name], _ = measure(model, test, along_config(cfg), features, log)
+        tables[f] = table_at(design, measured)
     return tables
