@@ -127,14 +127,32 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="compare --quick (a smoke test of this script)")
     parser.add_argument("--keep", type=Path, help="keep both compare folders here")
     parser.add_argument("--out", default="reproducibility", help="results name under benchmarks/results/")
+    parser.add_argument(
+        "--alone",
+        type=Path,
+        help="the idle run's compare folder, already written by the same command on the same commit and seed (e.g. "
+        "the README's timed run), instead of running it again; its wall time and load come from --alone-record",
+    )
+    parser.add_argument("--alone-record", type=Path, help="a JSON file with that run's wall_seconds and load_before")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="elbolab-repro-"))
     runs = {}
     for name, pinned in (("alone", False), ("pinned", True)):
         folder = root / name
-        shutil.rmtree(folder, ignore_errors=True)
-        print(f"== {name}: compare into {folder}", flush=True)
-        runs[name] = run_compare(folder, pinned, args.quick)
+        if name == "alone" and args.alone is not None:
+            folder = args.alone
+            record = json.loads(args.alone_record.read_text()) if args.alone_record else {}
+            runs[name] = {
+                "pinned_beside_busy_loop": False,
+                "wall_seconds": record.get("wall_seconds", float("nan")),
+                "load_before": record.get("load_before", float("nan")),
+                "command": record.get("command", "elbolab compare --data digits (run before, see --alone)"),
+                "folder": str(folder),
+            }
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            print(f"== {name}: compare into {folder}", flush=True)
+            runs[name] = run_compare(folder, pinned, args.quick)
         runs[name]["steps"] = run_steps(folder)
         runs[name]["results"] = json.loads((folder / "results.json").read_text())
     alone, pinned = runs["alone"], runs["pinned"]
