@@ -12,12 +12,15 @@ from elbolab.cli import reference_images
 from elbolab.evaluate.features import select_features
 from elbolab.evaluate.run import EvalConfig
 from elbolab.experiments import compare
+from elbolab.experiments.along import judged_points
+from elbolab.experiments.attribution import ALONG_OUTCOMES
 from elbolab.experiments.compare import CompareConfig, run_compare
 from elbolab.experiments.design import FACTORS, WANTED
 from elbolab.experiments.results import CompareResults
 from elbolab.experiments.verdicts import combine
 from elbolab.registry import MODEL_KINDS
 from elbolab.report.render import write_report
+from elbolab.train.run import snapshot_path
 
 #: encoder, bottleneck, speed, sharpness, quality, steps, two tug-of-war, likelihood, interpolation, ε-objective,
 #: latent diffusion
@@ -56,6 +59,7 @@ CONFIG = CompareConfig(
     information_images=200,
     information_draws=32,
     overrides=TINY,
+    budget_points=(0.5,),
 )
 
 
@@ -153,11 +157,36 @@ def test_each_image_set_is_featurised_once_per_seed(compared):
     # at most: each model's samples and interpolation frames (the β-sweep and objective pair among them), the
     # reference, the two floors, the fixed end's four steps-sweep points, each β-sweep point's reconstructions;
     # fewer where two are the same images (one-step ancestral and DDIM samples are x̂_0 of one x_T; a barely trained
-    # model's samples can round to the same levels). Before: 57 calls.
+    # model's samples can round to the same levels); and each judged model's samples at each budget point. Before:
+    # 57 calls.
     _, results, _, _, _ = compared
     n, sweep = len(results.models), len(results.beta_sweep)
+    along = len(judged_points(results.design)) * len(CONFIG.budget_points)
     assert len(seen) == len(set(seen))
-    assert n + 1 + 2 <= len(seen) <= 2 * n + 1 + 2 + 4 + sweep
+    assert n + 1 + 2 <= len(seen) <= 2 * n + 1 + 2 + 4 + sweep + along
+
+
+def test_every_judged_pair_is_judged_again_at_the_budget_point_from_its_snapshots(compared):
+    out, results, _, _, _ = compared
+    staged = {"latent-diffusion"}  # trained in two stages: no snapshots (train.stages.stage_budget)
+    for name in judged_points(results.design):
+        assert snapshot_path(out / "runs" / name, 0.5).is_file() == (name not in staged), name
+    tracked = 0
+    for r in results.attribution.rows:
+        for c in r.cells:
+            if c.outcome not in ALONG_OUTCOMES:
+                assert c.along == () and c.stability == ("not tracked" if c.verdict else None)
+                continue
+            assert [b.fraction for b in c.along] == [0.5]
+            point = c.along[0]
+            if staged & set(r.pairing.pair):
+                assert point.effect is None and c.stability == ("not tracked" if c.verdict else None)
+            else:
+                tracked += 1
+                assert point.effect is not None and math.isfinite(point.effect.value)
+                if c.verdict:
+                    assert c.stability == ("stable" if point.verdict == c.verdict else "changes with budget")
+    assert tracked > 0
 
 
 def test_saved_results_read_back_and_render_the_same_page_without_any_weights(compared, run_cli, tmp_path):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from elbolab.errors import ElbolabError
+from elbolab.errors import ElbolabError, one_line_warnings
 from elbolab.registry import MODEL_KINDS
 from elbolab.signals import stop_on_signals
 
@@ -722,9 +722,7 @@ def _print_verdicts(results: Any) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors and a non-zero exit code instead of tracebacks; warnings in one line."""
-    import warnings
-
-    warnings.formatwarning = lambda message, category, *_args, **_kw: f"warning: {message}\n"
+    one_line_warnings()
     stop_on_signals()
     try:
         cli.main(args=argv, prog_name="elbolab", standalone_mode=False)

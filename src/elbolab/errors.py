@@ -11,3 +11,10 @@ class DataError(ElbolabError):
 
 class ConfigError(ElbolabError):
     """A configuration key or value is unknown or malformed."""
+
+
+def one_line_warnings() -> None:
+    """Warnings printed as one line, `warning: MESSAGE` (the command line's form, and its worker processes')."""
+    import warnings
+
+    warnings.formatwarning = lambda message, category, *_args, **_kw: f"warning: {message}\n"

@@ -40,6 +40,24 @@ def judged_points(design: Design) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def snapshot_measurements(
+    run_dir: Path,
+    fractions: tuple[float, ...],
+    cfg: EvalConfig,
+    test: ImageData,
+    features: FeatureExtractor,
+    log: Log,
+    device: str = "auto",
+) -> dict[float, Measurement]:
+    """A run's measurement at each fraction of its budget where it kept a snapshot."""
+    found = {}
+    for f in fractions:
+        if snapshot_path(run_dir, f).is_file():
+            model, _ = load_snapshot(run_dir, f, device)
+            found[f], _ = measure(model, test, along_config(cfg), features, log)
+    return found
+
+
 def table_at(design: Design, measured: Mapping[str, Measurement]) -> Attribution:
     """The attribution table of one budget point: a row per pairing, judged where both sides were measured."""
     evidence = {
@@ -51,24 +69,7 @@ def table_at(design: Design, measured: Mapping[str, Measurement]) -> Attribution
 
 
 def budget_tables(
-    fractions: tuple[float, ...],
-    design: Design,
-    runs: Mapping[str, Path],
-    cfg: EvalConfig,
-    test: ImageData,
-    features: FeatureExtractor,
-    log: Log,
-    device: str = "auto",
+    fractions: tuple[float, ...], design: Design, along: Mapping[str, Mapping[float, Measurement]]
 ) -> dict[float, Attribution]:
-    """The table at each budget point: each judged model measured at that fraction of its budget, where its run
-    kept a snapshot there."""
-    tables = {}
-    for f in fractions:
-        log(f"the pairs at {f:g} of the budget, from the runs' snapshots")
-        measured = {}
-        for name in judged_points(design):
-            if snapshot_path(runs[name], f).is_file():
-                model, _ = load_snapshot(runs[name], f, device)
-                measured[name], _ = measure(model, test, along_config(cfg), features, log)
-        tables[f] = table_at(design, measured)
-    return tables
+    """The table at each budget point, from each model's measurements there (`snapshot_measurements`)."""
+    return {f: table_at(design, {name: m[f] for name, m in along.items() if f in m}) for f in fractions}

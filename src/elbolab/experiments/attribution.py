@@ -236,13 +236,22 @@ def stability(verdict: str | None, along: Sequence[BudgetEffect]) -> str | None:
     return "stable" if all(b.verdict == verdict for b in along) else "changes with budget"
 
 
+#: the outcomes measured again at the budget points (`experiments.along`): sampling time is the network's, not its
+#: training's, and the paths' inversions cost more than the rest; those are judged at the whole budget only
+ALONG_OUTCOMES = ("bound", "fd", "precision", "recall", "sharpness")
+
+
 def with_budget_points(final: Attribution, points: Mapping[float, Attribution]) -> Attribution:
     """`final` (the whole budget) with each judged cell's effect at every budget point, read from the table of
-    that point (the same design, so the same rows in the same order), and each verdict's stability."""
+    that point (the same design, so the same rows in the same order), and each verdict's stability; a verdict on
+    an outcome not measured along the budget is "not tracked"."""
     rows = []
     for index, r in enumerate(final.rows):
         cells = []
         for c in r.cells:
+            if c.outcome not in ALONG_OUTCOMES or not points:
+                cells.append(replace(c, stability="not tracked" if c.verdict and points else None))
+                continue
             along = tuple(point_effect(points[f].rows[index], c.outcome, f) for f in sorted(points))
             cells.append(replace(c, along=along, stability=stability(c.verdict, along)))
         rows.append(replace(r, cells=tuple(cells)))

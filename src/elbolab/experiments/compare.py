@@ -12,11 +12,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -24,15 +24,15 @@ from elbolab.atomic import atomic_write_json
 from elbolab.config import require
 from elbolab.data import load_data
 from elbolab.data.base import ImageData, to_model
-from elbolab.errors import ConfigError, ElbolabError
+from elbolab.errors import ConfigError, ElbolabError, one_line_warnings
 from elbolab.evaluate.features import FeatureExtractor, select_features
 from elbolab.evaluate.floors import reference_floors
 from elbolab.evaluate.information import InformationCurve
 from elbolab.evaluate.resample import sample_figures
-from elbolab.evaluate.run import EvalConfig, Log, pair_images, quality_reference, quality_sampling
+from elbolab.evaluate.run import EvalConfig, Log, Measurement, pair_images, quality_reference, quality_sampling
 from elbolab.evaluate.speed import PairedTiming, paired_timing
 from elbolab.evaluate.steps import STEPS, StepsPoint, steps_sweep
-from elbolab.experiments.along import BUDGET_POINTS, budget_tables
+from elbolab.experiments.along import BUDGET_POINTS, budget_tables, judged_points, snapshot_measurements
 from elbolab.experiments.attribution import PairEvidence, attribution, fold_tables, with_budget_points
 from elbolab.experiments.design import (
     DESIGNS,
@@ -63,6 +63,7 @@ from elbolab.train.run import (
     RunConfig,
     apply_overrides,
     build_model,
+    load_run,
     pick_device,
     read_run_config,
 )
@@ -377,20 +378,36 @@ def train_in_processes(
     A stage starts on the display as each run finishes; the first error stops the job."""
     if not todo:
         return
-    context = multiprocessing.get_context("spawn")  # a forked torch may hang in its thread pools
+    log(f"training {len(todo)} runs, {cfg.jobs} at a time (one process each)")
+
+    def trained(name: str, _result: None) -> None:
+        if watch:
+            watch(JobEvent("train", name))
+        log(f"{name}: trained")
+
+    calls = {
+        name: (train_one_run, (run_cfg, str(runs[name]), cfg.data, cfg.data_dir, dict(MODEL_KINDS)))
+        for name, run_cfg in todo.items()
+    }
+    in_processes(calls, cfg.jobs, trained)
+
+
+T = TypeVar("T")
+
+
+def in_processes(
+    calls: Mapping[str, tuple[Callable[..., T], tuple[Any, ...]]], jobs: int, done: Callable[[str, T], None]
+) -> None:
+    """Each named call in a fresh process, `jobs` at a time (spawned: a forked torch may hang in its thread pools);
+    `done(name, result)` as each finishes. The first error, or a stop signal, stops the others (`stop_workers`)
+    and is raised here."""
+    context = multiprocessing.get_context("spawn")
     stopping = context.Event()
-    with ProcessPoolExecutor(cfg.jobs, context, initializer=start_worker, initargs=(stopping,)) as pool:
-        pending = {
-            pool.submit(train_one_run, run_cfg, str(runs[name]), cfg.data, cfg.data_dir, dict(MODEL_KINDS)): name
-            for name, run_cfg in todo.items()
-        }
-        log(f"training {len(pending)} runs, {cfg.jobs} at a time (one process each)")
+    with ProcessPoolExecutor(jobs, context, initializer=start_worker, initargs=(stopping,)) as pool:
+        pending = {pool.submit(fn, *args): name for name, (fn, args) in calls.items()}
         try:
-            for done in as_completed(pending):
-                done.result()  # an error in a run is raised here, as in turn
-                if watch:
-                    watch(JobEvent("train", pending[done]))
-                log(f"{pending[done]}: trained")
+            for future in as_completed(pending):
+                done(pending[future], future.result())
         except BaseException:
             stop_workers(pool, pending, stopping)
             raise
@@ -406,9 +423,10 @@ def start_worker(stopping: Any) -> None:
     global STOPPING
     STOPPING = stopping
     stop_on_signals()
+    one_line_warnings()
 
 
-def stop_workers(pool: ProcessPoolExecutor, pending: dict[Future[None], str], stopping: Any) -> None:
+def stop_workers(pool: ProcessPoolExecutor, pending: Mapping[Future[Any], str], stopping: Any) -> None:
     """After an error or a stop signal in the parent: the runs not started are dropped (those the pool had
     already handed on see the stop flag and return) and the running ones are sent SIGTERM, so that each writes a
     checkpoint at its current step and stops (a later `compare` resumes them), instead of the pool training
@@ -431,6 +449,29 @@ def train_one_run(
     MODEL_KINDS.update(kinds)
     train, test = load_data(data, "train", data_dir), load_data(data, "test", data_dir)
     train_or_reuse(run_cfg, Path(run_dir), train, test, lambda _message: None, progress=False)
+
+
+def measure_one_run(
+    run_dir: str,
+    cfg: EvalConfig,
+    fractions: tuple[float, ...],
+    data: str,
+    data_dir: str | None,
+    features: FeatureExtractor,
+    device: str,
+    kinds: dict[str, tuple[str, str, str]],
+) -> tuple[RunResult, dict[str, Any], dict[float, Measurement]]:
+    """`measure_run` in a process of its own at one thread, and the run's measurements at the budget's
+    `fractions` (`snapshot_measurements`): what `run_seed` measures of each run in turn, the test images loaded
+    here."""
+    if STOPPING is not None and STOPPING.is_set():
+        raise ElbolabError("the job is stopping")
+    MODEL_KINDS.update(kinds)
+    use_threads(1)
+    test = load_data(data, "test", data_dir)
+    quiet: Log = lambda _message: None
+    result, images, _ = measure_run(Path(run_dir), cfg, test, features, quiet, device)
+    return result, images, snapshot_measurements(Path(run_dir), fractions, cfg, test, features, quiet, device)
 
 
 def with_preset(cfg: CompareConfig, side: int) -> CompareConfig:
@@ -539,10 +580,42 @@ def run_seed(
     models: dict[str, RunResult] = {}
     images: dict[str, dict[str, Any]] = {}
     loaded: dict[str, GenerativeModel] = {}
-    for name, run_dir in runs.items():
-        models[name], images[name], loaded[name] = measure_run(
-            run_dir, ev_cfg, test, features, watched_log(log, watch, name), cfg.device
-        )
+    along: dict[str, dict[float, Measurement]] = {}
+    judged = set(judged_points(design))
+    fractions = {name: tuple(sorted(cfg.budget_points)) if name in judged else () for name in runs}
+    if cfg.jobs > 1 and len(runs) > 1 and pick_device(cfg.device).type == "cpu":
+        log(f"measuring {len(runs)} runs, {cfg.jobs} at a time (one process each)")
+
+        def measured(name: str, found: tuple[RunResult, dict[str, Any], dict[float, Measurement]]) -> None:
+            models[name], images[name], along[name] = found
+            loaded[name] = load_run(runs[name], cfg.device, say_live=False)[1]
+            if watch:
+                watch(JobEvent("measure", name, detail="measured"))
+            log(f"{name}: measured")
+
+        calls = {
+            name: (
+                measure_one_run,
+                (
+                    str(run_dir),
+                    ev_cfg,
+                    fractions[name],
+                    cfg.data,
+                    cfg.data_dir,
+                    features,
+                    cfg.device,
+                    dict(MODEL_KINDS),
+                ),
+            )
+            for name, run_dir in runs.items()
+        }
+        in_processes(calls, cfg.jobs, measured)
+        models = {name: models[name] for name in runs}  # in the design's order, not the order they finished
+    else:
+        for name, run_dir in runs.items():
+            named = watched_log(log, watch, name)
+            models[name], images[name], loaded[name] = measure_run(run_dir, ev_cfg, test, features, named, cfg.device)
+            along[name] = snapshot_measurements(run_dir, fractions[name], ev_cfg, test, features, named, cfg.device)
     ends, merged = design.pair("ends"), design.pair("merged-fixed")
     reference = quality_reference(test, ev_cfg.n_samples)
     held_out = train.images[: ev_cfg.n_samples]
@@ -589,8 +662,7 @@ def run_seed(
     )
     table = attribution(design, pair_evidence(design, models, loaded, x0, cfg))
     if cfg.budget_points:
-        points = budget_tables(cfg.budget_points, design, runs, ev_cfg, test, features, log, cfg.device)
-        table = with_budget_points(table, points)
+        table = with_budget_points(table, budget_tables(tuple(sorted(cfg.budget_points)), design, along))
     curves = tuple(c for c in (forward, code) if c is not None)
     return SeedResult(
         cfg.seed, models, sweep, floors, curves, steps, paths, timings, objective, judge(evidence), design, table

@@ -57,7 +57,7 @@ def pair_text(r: Row) -> str:
 def along_text(c: Cell) -> str:
     """The cell's effects at the budget points and its verdict's stability, in one line ('' with none)."""
     if not c.along:
-        return ""
+        return "judged at the whole budget only" if c.stability == "not tracked" else ""
     parts = []
     for b in c.along:
         value = cell_text(Cell(c.outcome, b.effect, why_not=b.why_not or "not measured at this point"))
@@ -75,7 +75,7 @@ def cell_html(c: Cell) -> str:
     power = f'<span class="power">{esc(power_text(c.power))}</span>' if c.power else ""
     return (
         f'<td class="cell" data-outcome="{esc(c.outcome)}">{esc(cell_text(c))}{verdict}{claim}'
-        f"{along if c.along else ''}{power}</td>"
+        f"{along if c.along or c.stability else ''}{power}</td>"
     )
 
 

@@ -309,9 +309,10 @@ def draw_budget(m: Material) -> tuple[Panel, ...]:
         series = []
         for r in table.rows:
             c = next((c for c in r.cells if c.outcome == outcome.name), None)
-            if c is None or c.effect is None or not c.along:
+            measured = [(b.fraction, b.effect) for b in (c.along if c else ()) if b.effect is not None]
+            if c is None or c.effect is None or not measured:
                 continue
-            points = [(b.fraction, b.effect) for b in c.along if b.effect is not None] + [(1.0, c.effect)]
+            points = [*measured, (1.0, c.effect)]
             series.append((f"{r.pairing.contrast}: {' → '.join(r.pairing.pair or ())}", points))
         if series:
             panels.append(
