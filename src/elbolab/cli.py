@@ -558,6 +558,11 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int, devi
     help="Runs trained at once on a CPU, each in its own process at one thread (the answer does not change).",
 )
 @click.option("--quick", is_flag=True, help="Small evaluation (fewer images, samples and steps): a smoke test.")
+@click.option(
+    "--frontier",
+    is_flag=True,
+    help="Sweep every sampler diffusion declares at NFE 1-100 for the speed-quality figure (minutes more).",
+)
 @click.option("--quiet", is_flag=True, help="No progress display, only the job's log lines.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.", callback=_device)
 def compare(
@@ -572,6 +577,7 @@ def compare(
     design: str,
     jobs: int,
     quick: bool,
+    frontier: bool,
     quiet: bool,
     device: str,
 ) -> None:
@@ -631,6 +637,10 @@ def compare(
             information_draws=64,
             objective_budget_fraction=0.5,
         )
+    if frontier:
+        from elbolab.evaluate.frontier import FRONTIER_NFE
+
+        cfg = replace(cfg, steps=cfg.steps or FRONTIER_NFE, steps_samplers=None)
     many = f"{seeds} seeds: " if seeds > 1 else ""
     planned = with_preset(cfg, side)
     click.echo(
