@@ -17,6 +17,7 @@ decayed yet. The curve is therefore an upper bound on what f of the budget would
     python benchmarks/quality_budget.py train --data digits [--budget 3e12flop] [--recipes vae,diffusion,...]
     python benchmarks/quality_budget.py measure --data digits     # benchmarks/results/quality_budget-digits.json
     python benchmarks/quality_budget.py plot                      # quality_budget.json and quality_budget.png
+    python benchmarks/quality_budget.py frontier --data digits    # every sampler of the final runs at NFE 1-100
 """
 
 from __future__ import annotations
@@ -40,17 +41,20 @@ from elbolab.data import load_data
 from elbolab.data.base import ImageData
 from elbolab.evaluate.features import builtin_features
 from elbolab.evaluate.floors import reference_floors
+from elbolab.evaluate.frontier import FRONTIER_NFE, frontier_sweep, point_nfe
 from elbolab.evaluate.resample import sample_figures
 from elbolab.evaluate.run import quality_reference, quality_sampling
+from elbolab.evaluate.steps import StepsPoint, steps_sweep
 from elbolab.experiments.compare import CompareConfig, budgeted_run, preset_for, with_preset
 from elbolab.experiments.runs import measure_run
 from elbolab.experiments.verdicts import difference
 from elbolab.nets.unet import UNetConfig
 from elbolab.records import Resampled, percentile_interval
+from elbolab.report import figures as draw
 from elbolab.train.api import fit_run, use_threads
 from elbolab.train.budget import Budget
 from elbolab.train.checkpoint import load_tensors
-from elbolab.train.run import RunConfig, build_model, kept_weights, list_checkpoints, read_run_config
+from elbolab.train.run import RunConfig, build_model, kept_weights, list_checkpoints, load_run, read_run_config
 from elbolab.train.stages import stage_one_spent
 
 ROOT = Path("quality-budget-runs")
@@ -355,9 +359,53 @@ def plot(args: argparse.Namespace) -> None:
     )
 
 
+def frontier(args: argparse.Namespace) -> None:
+    """The speed–quality frontier of each finished run: every sampler it declares at NFE 1–100 (`frontier_sweep`)
+    and compare's sampler and NFE (ringed), FD with its interval; frontier-<data>.json and frontier-<data>.png."""
+    use_threads(args.threads)
+    test = load_data(args.data, "test")
+    cfg = config(args, test)
+    features = builtin_features(args.data)
+    reference = quality_reference(test, args.n)
+    points: list[StepsPoint] = []
+    used: list[StepsPoint] = []
+    for recipe in chosen(args):
+        run_dir = args.root / args.data / recipe.name
+        if not (run_dir / "metrics.json").is_file():
+            continue
+        _, model = load_run(run_dir, "cpu")
+        sampler, steps = quality_sampling(model, cfg.evaluation)
+        common = {"n": args.n, "replicates": args.replicates, "seed": args.seed}
+        with torch.no_grad():
+            sweep = frontier_sweep(model, reference, test.levels, features, **common)
+            mine = steps_sweep(model, reference, test.levels, features, steps=(steps,), samplers=(sampler,), **common)
+        points += [replace(p, model=recipe.name) for p in sweep]
+        used += [replace(p, model=recipe.name) for p in mine]
+        print(f"{recipe.name}: {len(sweep)} points", flush=True)
+    (RESULTS / f"frontier-{args.data}.png").write_bytes(draw.frontier_quality(points, used))
+    rows = [
+        {"model": p.model, "sampler": p.sampler, "steps": p.steps, "nfe": point_nfe(p), **fd_row(p.figures)}
+        for p in points
+    ]
+    write_results(
+        f"frontier-{args.data}",
+        {
+            "how": "every sampler each finished quality_budget run declares, at the steps reaching NFE "
+            f"{', '.join(map(str, FRONTIER_NFE))} (frontier_sweep; Heun 2k − 1), {args.n} samples each, FD in the "
+            "built-in features with its 95% bootstrap interval; `compare_uses`: the sampler and NFE compare measures",
+            "data": args.data,
+            "n_samples": args.n,
+            "points": rows,
+            "compare_uses": [
+                {"model": p.model, "sampler": p.sampler, "steps": p.steps, **fd_row(p.figures)} for p in used
+            ],
+        },
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("train", "measure", "plot"))
+    parser.add_argument("action", choices=("train", "measure", "plot", "frontier"))
     parser.add_argument("--data", default="digits")
     parser.add_argument("--budget", help="per model (default: compare's preset), e.g. 3e12flop")
     parser.add_argument("--recipes", help="comma-separated names (default: all)")
@@ -370,7 +418,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the measurement")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    {"train": train, "measure": measure, "plot": plot}[args.action](args)
+    {"train": train, "measure": measure, "plot": plot, "frontier": frontier}[args.action](args)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from typing import Any
 
@@ -84,7 +85,9 @@ def test_the_frontier_figure_shows_every_sampler_with_intervals_and_rings_compar
         StepsPoint("diffusion", "heun", k, 1e-3, replace(results.seeds[0].steps[0].figures, fd=fd)) for k in (1, 2, 4)
     )
     points = (*results.seeds[0].steps, *heun)
-    fig = drawn(monkeypatch, lambda: figures.frontier_quality(models, points, results.seeds[0].floors))
+    fig = drawn(
+        monkeypatch, lambda: figures.frontier_quality(points, figures.quality_points(models), results.seeds[0].floors)
+    )
     ax = fig.axes[0]
     handles = dict(zip(*reversed(ax.get_legend_handles_labels())))
     for sampler in ("ancestral", "ddim", "heun"):
@@ -101,3 +104,5 @@ def test_the_frontier_figure_shows_every_sampler_with_intervals_and_rings_compar
     low, high = fd.interval()
     segments = [s for c in ax.collections for s in c.get_segments()]
     assert any(abs(s[0][1] - low) < 1e-9 and abs(s[1][1] - high) < 1e-9 for s in segments)  # Heun's interval
+    ticks = sorted(ax.get_xticks())
+    assert ticks[0] == 1 and all(b > 1.25 * a for a, b in itertools.pairwise(ticks))  # no two labels overprint

@@ -178,22 +178,30 @@ def _nfe_axis(ax: Any, nfes: list[float]) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("network evaluations per image (NFE, log scale)")
     ax.set_xlim(0.7, max(nfes + [2]) * 1.5)
-    ticks = sorted({int(n) for n in nfes})
+    ticks: list[int] = []
+    for n in sorted({int(n) for n in nfes}, reverse=True):
+        if not ticks or 1.25 * n < ticks[0]:  # of neighbours such as Heun's 15 and 16, the larger, not both
+            ticks.insert(0, n)
     ax.set_xticks(ticks, [str(n) for n in ticks])  # the NFEs measured, as plain numbers
     ax.xaxis.set_minor_formatter(NullFormatter())
-    if ax.get_legend_handles_labels()[0]:
+    entries = len(ax.get_legend_handles_labels()[0])
+    if entries > 5:  # many samplers: the legend beside the axes, not over the points
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    elif entries:
         ax.legend(fontsize=7)
 
 
-def frontier_quality(
-    models: dict[str, Measurement], points: Sequence[StepsPoint] = (), floors: Floors | None = None
-) -> bytes:
-    """Fréchet distance (95% bootstrap interval) against NFE for every sampler and NFE of the steps sweep and each
-    model's quality samples (the VAE: its one pass), the sampler `compare` uses ringed, the real-data floor beside."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    used = {kind: StepsPoint.of(m) for kind, m in models.items() if m.quality_samples and m.samples}
+def quality_points(models: dict[str, Measurement]) -> list[StepsPoint]:
+    """Each model's quality samples as a point of the frontier: the sampler and NFE `compare` measures it with."""
+    return [StepsPoint.of(m) for m in models.values() if m.quality_samples and m.samples]
+
+
+def frontier_quality(points: Sequence[StepsPoint], used: Sequence[StepsPoint], floors: Floors | None = None) -> bytes:
+    """Fréchet distance (95% bootstrap interval) against NFE for every sampler and NFE of the steps sweep `points`
+    and the points `used` (each model's quality samples, the VAE's one pass: ringed), the real-data floor beside."""
+    fig, ax = plt.subplots(figsize=(8.0, 3.8))
     groups: dict[tuple[str, str], list[StepsPoint]] = {}
-    for p in with_points(points, list(used.values())):
+    for p in with_points(points, used):
         if p.figures.fd is not None:
             groups.setdefault((p.model, p.sampler), []).append(p)
     nfes: list[float] = []
@@ -213,7 +221,7 @@ def frontier_quality(
             label=f"{label(model)} {sampler}",
         )
         nfes += x
-    ringed = [(point_nfe(p), p.figures.fd.value) for p in used.values() if p.figures.fd is not None]
+    ringed = [(point_nfe(p), p.figures.fd.value) for p in used if p.figures.fd is not None]
     if ringed:
         ax.plot(*zip(*ringed), "o", ms=14, mfc="none", mec="black", label="the sampler and NFE compare uses")
     real = None if floors is None else floors.real.fd

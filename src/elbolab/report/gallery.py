@@ -145,7 +145,9 @@ def draw_frontier(m: Material) -> tuple[Panel, ...]:
                 "Sample quality against the number of network evaluations per image for every sampler swept "
                 "(95% bootstrap intervals; Heun's k steps take 2k − 1); the VAE decodes in one; the sampler "
                 "and NFE compare measures each model with ringed.",
-                figures.frontier_quality(models, seed.steps if seed else (), seed.floors if seed else None),
+                figures.frontier_quality(
+                    seed.steps if seed else (), figures.quality_points(models), seed.floors if seed else None
+                ),
             )
         )
     if any(r.speed for r in models.values()):
