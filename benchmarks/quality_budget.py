@@ -54,7 +54,7 @@ from elbolab.report import figures as draw
 from elbolab.train.api import fit_run, use_threads
 from elbolab.train.budget import Budget
 from elbolab.train.checkpoint import load_tensors
-from elbolab.train.run import RunConfig, build_model, kept_weights, list_checkpoints, load_run, read_run_config
+from elbolab.train.run import RunConfig, build_model, kept_weights, list_checkpoints, load_run, placed, read_run_config
 from elbolab.train.stages import stage_one_spent
 
 ROOT = Path("quality-budget-runs")
@@ -156,9 +156,7 @@ def measure_checkpoints(
     for path in reversed(list_checkpoints(run_dir)):  # oldest first
         tensors, state = load_tensors(path)
         step = int((state or {})["step"])
-        model = build_model(run_cfg)
-        model.load_state_dict(kept_weights(run_cfg, tensors))
-        model.eval()
+        model = placed(build_model(run_cfg), kept_weights(run_cfg, tensors), path, "cpu")
         sampler, steps = quality_sampling(model, cfg.evaluation)
         with torch.no_grad():
             images = model.sample(
