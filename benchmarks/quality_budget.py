@@ -279,6 +279,11 @@ def verdicts(data: str, runs: dict[str, dict[str, Any]], finals: dict[str, Resam
     return out
 
 
+#: why a data set's targets are unmeasured: the one machine this was run on could not fit it
+NOT_RUN = (
+    "not run: on the shared 2-core machine (load 8 to 13 at one thread) the three 28 px runs of 7.5e12 FLOPs and "
+    "their 50-NFE samples at every checkpoint need far more than the ~25 minutes the digits run left"
+)
 #: what issue 25's Fashion-MNIST targets need, for a data set this benchmark could not run
 FASHION_NEEDS = {
     "diffusion FD below the VAE's at the CPU preset's budget, interval of the difference excluding 0": "7.5e12 "
@@ -393,10 +398,7 @@ def plot(args: argparse.Namespace) -> None:
         {
             "how": "the results of every quality_budget-<data>.json; plot in quality_budget.png",
             "by_data": found,
-            "not_measured": {
-                data: {"targets": needs, "met": None, "why": "not run: it did not fit the time this run had"}
-                for data, needs in missing.items()
-            },
+            "not_measured": {data: {"targets": needs, "met": None, "why": NOT_RUN} for data, needs in missing.items()},
         },
     )
 

@@ -13,8 +13,10 @@ from synthetic import synthetic_results
 from elbolab.diffusion.config import DiffusionConfig
 from elbolab.diffusion.model import DiffusionModel
 from elbolab.diffusion.samplers import SAMPLERS, nfe
+from elbolab.errors import ConfigError
 from elbolab.evaluate.frontier import FRONTIER_NFE, frontier_sweep, point_nfe, steps_at, with_points
 from elbolab.evaluate.steps import StepsPoint
+from elbolab.experiments.compare import CompareConfig
 from elbolab.nets.unet import UNetConfig
 from elbolab.records import Resampled
 from elbolab.report import figures
@@ -106,3 +108,13 @@ def test_the_frontier_figure_shows_every_sampler_with_intervals_and_rings_compar
     assert any(abs(s[0][1] - low) < 1e-9 and abs(s[1][1] - high) < 1e-9 for s in segments)  # Heun's interval
     ticks = sorted(ax.get_xticks())
     assert ticks[0] == 1 and all(b > 1.25 * a for a, b in itertools.pairwise(ticks))  # no two labels overprint
+
+
+def test_compare_refuses_an_unknown_sampler_to_sweep_in_one_line():
+    with pytest.raises(
+        ConfigError, match=r"^steps_samplers=.*'nope'.*must be None or names among ancestral, ddim"
+    ) as caught:
+        CompareConfig(steps_samplers=("ddim", "nope"))
+    assert "\n" not in str(caught.value)
+    assert CompareConfig(steps_samplers=None).steps_samplers is None
+    assert CompareConfig().steps_samplers == ("ancestral", "ddim")  # compare's default sweep: no new cost

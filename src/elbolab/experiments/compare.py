@@ -24,6 +24,7 @@ from elbolab.atomic import atomic_write_json
 from elbolab.config import require
 from elbolab.data import load_data
 from elbolab.data.base import ImageData, to_model
+from elbolab.diffusion.samplers import SAMPLERS
 from elbolab.errors import ConfigError, ElbolabError
 from elbolab.evaluate.features import FeatureExtractor, select_features
 from elbolab.evaluate.floors import reference_floors
@@ -185,6 +186,8 @@ class CompareConfig:
         if self.seeds < 1:
             raise ConfigError(f"--seeds must be at least 1, got {self.seeds}")
         require("--design", self.design, self.design in DESIGNS, f"one of {', '.join(DESIGNS)}")
+        known = self.steps_samplers is None or all(s in SAMPLERS for s in self.steps_samplers)
+        require("steps_samplers", self.steps_samplers, known, f"None or names among {', '.join(SAMPLERS)}")
         require("--jobs", self.jobs, isinstance(self.jobs, int) and 1 <= self.jobs <= 64, "an integer from 1 to 64")
         require("measure_threads", self.measure_threads, 1 <= self.measure_threads <= 256, "an integer from 1 to 256")
 
