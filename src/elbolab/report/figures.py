@@ -228,6 +228,7 @@ def frontier_quality(points: Sequence[StepsPoint], used: Sequence[StepsPoint], f
     if floors is not None and real is not None:
         ax.axhline(real.value, color="black", ls=":", label=f"real held-out {floors.real_source}")
     _nfe_axis(ax, nfes)
+    log_if_decades(ax, "y", [p.figures.fd.value for rows in groups.values() for p in rows if p.figures.fd])
     ax.set_ylabel("Fréchet distance (lower is better)")
     ax.set_title("Quality against network evaluations: every sampler")
     return png(fig)
