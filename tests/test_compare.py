@@ -147,6 +147,10 @@ def test_each_seed_keeps_its_evidence(compared):
     vae = results.models["vae"].measurement
     assert all(seed.paths[k] == results.models[k].measurement.interpolation for k in encoding)
     assert seed.steps[-1].figures == vae.samples and seed.steps[-1].model == "vae"
+    # the fixed end's quality samples are its point at the sampler and NFE compare uses, reused, not drawn again
+    diffusion = results.models["diffusion"].measurement
+    used = [p for p in seed.steps if p.model == "diffusion" and p.sampler == diffusion.quality_samples.sampler]
+    assert [(p.steps, p.figures) for p in used] == [(diffusion.quality_samples.steps, diffusion.samples)]
     assert next(p for p in results.beta_sweep if p.beta == 1.0).sample_figures == vae.samples
     bound = results.models["vae"].measurement.bound
     assert len(bound.per_example_bpd) == 64 and sum(bound.per_example_bpd) / 64 == pytest.approx(bound.bpd.total)

@@ -107,7 +107,7 @@ def test_every_model_keeps_its_colour_in_the_frontier_and_the_steps_sweep():
     models = results.measured()
     rgb = {k: tuple(int(figures.colour(k)[i : i + 2], 16) for i in (1, 3, 5)) for k in models}
     assert len(set(rgb.values())) == len(rgb)
-    quality = figures.frontier_quality(models)
+    quality = figures.frontier_quality((), figures.quality_points(models))
     for png in (quality, figures.frontier_speed(models)):
         seen = _pixels(png)
         assert all(rgb[k] in seen for k in models)

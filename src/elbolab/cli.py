@@ -574,6 +574,11 @@ def fractions_of_budget(text: str) -> tuple[float, ...]:
     "the whole budget); a verdict is stable if it holds at each.  [default: 0.25,0.5; with --quick 0.5]",
 )
 @click.option("--quick", is_flag=True, help="Small evaluation (fewer images, samples and steps): a smoke test.")
+@click.option(
+    "--frontier",
+    is_flag=True,
+    help="Sweep every sampler diffusion declares at NFE 1-100 for the speed-quality figure (minutes more).",
+)
 @click.option("--quiet", is_flag=True, help="No progress display, only the job's log lines.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.", callback=_device)
 def compare(
@@ -589,6 +594,7 @@ def compare(
     jobs: int,
     budget_points: str | None,
     quick: bool,
+    frontier: bool,
     quiet: bool,
     device: str,
 ) -> None:
@@ -652,6 +658,10 @@ def compare(
             information_draws=64,
             objective_budget_fraction=0.5,
         )
+    if frontier:
+        from elbolab.evaluate.frontier import FRONTIER_NFE
+
+        cfg = replace(cfg, steps=cfg.steps or FRONTIER_NFE, steps_samplers=None)
     many = f"{seeds} seeds: " if seeds > 1 else ""
     planned = with_preset(cfg, side)
     click.echo(

@@ -24,14 +24,16 @@ from elbolab.atomic import atomic_write_json
 from elbolab.config import require
 from elbolab.data import load_data
 from elbolab.data.base import ImageData, to_model
+from elbolab.diffusion.samplers import SAMPLERS
 from elbolab.errors import ConfigError, ElbolabError, one_line_warnings
 from elbolab.evaluate.features import FeatureExtractor, select_features
 from elbolab.evaluate.floors import reference_floors
+from elbolab.evaluate.frontier import SWEPT, frontier_sweep, with_points
 from elbolab.evaluate.information import InformationCurve
 from elbolab.evaluate.resample import sample_figures
 from elbolab.evaluate.run import EvalConfig, Log, Measurement, pair_images, quality_reference, quality_sampling
 from elbolab.evaluate.speed import PairedTiming, paired_timing
-from elbolab.evaluate.steps import STEPS, StepsPoint, steps_sweep
+from elbolab.evaluate.steps import STEPS, StepsPoint
 from elbolab.experiments.along import BUDGET_POINTS, budget_tables, judged_points, snapshot_measurements
 from elbolab.experiments.attribution import PairEvidence, attribution, fold_tables, with_budget_points
 from elbolab.experiments.design import (
@@ -166,7 +168,8 @@ class CompareConfig:
     beta_sweep: tuple[float, ...] = (0.25, 4.0)  # extra VAEs placed on the rate–distortion axes
     sweep_budget_fraction: float = 0.15  # of `budget`, per β-sweep VAE
     objective_budget_fraction: float = 0.15  # of `budget`, per diffusion model of the ε-objective pair (0: none)
-    steps: tuple[int, ...] | None = None  # sampling steps of the steps sweep (None: the preset's)
+    steps: tuple[int, ...] | None = None  # NFE targets of the steps sweep (None: the preset's; see `frontier`)
+    steps_samplers: tuple[str, ...] | None = SWEPT  # the samplers swept (None: every one the fixed end declares)
     batch_size: int | None = None  # training images per step (None: the preset's)
     lr: float | None = None  # every model's peak learning rate (None: the preset's)
     steps_replicates: int = 100  # bootstrap resamples per point of the steps sweep
@@ -187,6 +190,8 @@ class CompareConfig:
         if self.seeds < 1:
             raise ConfigError(f"--seeds must be at least 1, got {self.seeds}")
         require("--design", self.design, self.design in DESIGNS, f"one of {', '.join(DESIGNS)}")
+        known = self.steps_samplers is None or all(s in SAMPLERS for s in self.steps_samplers)
+        require("steps_samplers", self.steps_samplers, known, f"None or names among {', '.join(SAMPLERS)}")
         require("--jobs", self.jobs, isinstance(self.jobs, int) and 1 <= self.jobs <= 64, "an integer from 1 to 64")
         require("measure_threads", self.measure_threads, 1 <= self.measure_threads <= 256, "an integer from 1 to 256")
         require(
@@ -693,22 +698,25 @@ def steps_evidence(
     features: FeatureExtractor,
     cfg: CompareConfig,
 ) -> tuple[StepsPoint, ...]:
-    """Sample figures against steps for the fixed end (each sampler it offers) and the learned end's one pass (its
-    quality samples, measured already), on the same axes."""
+    """Sample figures against NFE for the fixed end (`cfg.steps_samplers` at the NFE targets `cfg.steps`), beside
+    both ends' quality samples, measured already (the fixed end's: the sampler `compare` uses; the learned end's:
+    its one pass), on the same axes."""
     if ends is None:
         return ()
     learned, fixed = ends
-    chain = steps_sweep(
+    chain = frontier_sweep(
         loaded[fixed],
         reference,
         levels,
         features,
-        steps=cfg.steps or (),
+        targets=cfg.steps or (),
+        samplers=cfg.steps_samplers,
         n=cfg.evaluation.n_samples,
         replicates=cfg.steps_replicates,
         seed=cfg.seed,
     )
-    return (*chain, StepsPoint.of(models[learned].measurement))
+    measured = (models[name].measurement for name in (fixed, learned))
+    return with_points(chain, [StepsPoint.of(m) for m in measured if m.quality_samples and m.samples])
 
 
 def seeded(model: GenerativeModel, seed: int) -> torch.Generator:

@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from elbolab.evaluate.floors import Floors
+from elbolab.evaluate.frontier import point_nfe, with_points
 from elbolab.evaluate.run import Measurement
 from elbolab.evaluate.steps import StepsPoint
 from elbolab.records import RatePoint, Resampled, SampleFigures, SpeedRow, SweepPoint
@@ -27,7 +28,16 @@ COLOURS: dict[str, str] = {}
 #: the colours of a learned code and of a fixed chain, in the figures about one or the other
 LEARNED, FIXED = PALETTE[0], PALETTE[1]
 #: one marker and line style per sampler, the same in every plot
-SAMPLER_STYLE = {"decoder": ("*", "-"), "ddim": ("o", "-"), "dpm-solver++": ("^", "--"), "ancestral": ("s", ":")}
+SAMPLER_STYLE = {
+    "decoder": ("*", "-"),
+    "ddim": ("o", "-"),
+    "dpm-solver++": ("^", "--"),
+    "dpm-solver++3m": ("v", "--"),
+    "ancestral": ("s", ":"),
+    "euler": ("D", "-."),
+    "heun": ("P", "-"),
+    "heun-churn": ("X", ":"),
+}
 DECADES_FOR_LOG = 1.5  # a positive axis whose data span more than this many decades is drawn on a log scale
 #: which figure of a sample set a plot shows
 Pick = Callable[[SampleFigures], Resampled | None]
@@ -168,35 +178,70 @@ def _nfe_axis(ax: Any, nfes: list[float]) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("network evaluations per image (NFE, log scale)")
     ax.set_xlim(0.7, max(nfes + [2]) * 1.5)
-    ticks = sorted({int(n) for n in nfes})
+    ticks: list[int] = []
+    for n in sorted({int(n) for n in nfes}, reverse=True):
+        if not ticks or 1.25 * n < ticks[0]:  # of neighbours such as Heun's 15 and 16, the larger, not both
+            ticks.insert(0, n)
     ax.set_xticks(ticks, [str(n) for n in ticks])  # the NFEs measured, as plain numbers
     ax.xaxis.set_minor_formatter(NullFormatter())
-    if ax.get_legend_handles_labels()[0]:
+    entries = len(ax.get_legend_handles_labels()[0])
+    if entries > 5:  # many samplers: the legend beside the axes, not over the points
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    elif entries:
         ax.legend(fontsize=7)
 
 
-def frontier_quality(models: dict[str, Measurement]) -> bytes:
-    """Fréchet distance of each model's quality samples against the NFE that drew them (the VAE: its one pass)."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+def quality_points(models: dict[str, Measurement]) -> list[StepsPoint]:
+    """Each model's quality samples as a point of the frontier: the sampler and NFE `compare` measures it with."""
+    return [StepsPoint.of(m) for m in models.values() if m.quality_samples and m.samples]
+
+
+def frontier_quality(points: Sequence[StepsPoint], used: Sequence[StepsPoint], floors: Floors | None = None) -> bytes:
+    """Fréchet distance (95% bootstrap interval) against NFE for every sampler and NFE of the steps sweep `points`
+    and the points `used` (each model's quality samples, the VAE's one pass: ringed), the real-data floor beside."""
+    fig, ax = plt.subplots(figsize=(8.0, 3.8))
+    groups: dict[tuple[str, str], list[StepsPoint]] = {}
+    for p in with_points(points, used):
+        if p.figures.fd is not None:
+            groups.setdefault((p.model, p.sampler), []).append(p)
     nfes: list[float] = []
-    for kind, m in models.items():
-        fd = None if m.samples is None else m.samples.fd
-        if fd is not None and m.quality_samples:
-            marker, _ = SAMPLER_STYLE.get(m.quality_samples.sampler, ("o", "-"))
-            ax.plot(
-                m.quality_samples.steps,
-                fd.value,
-                marker=marker,
-                ms=9,
-                linestyle="none",
-                color=colour(kind),
-                label=f"{label(kind)} {m.quality_samples.sampler}",
-            )
-            nfes.append(m.quality_samples.steps)
+    for (model, sampler), rows in groups.items():
+        rows = sorted(rows, key=point_nfe)
+        x, fds = [point_nfe(p) for p in rows], [p.figures.fd for p in rows if p.figures.fd is not None]
+        marker, line = SAMPLER_STYLE.get(sampler, ("o", "-"))
+        ax.errorbar(
+            x,
+            [fd.value for fd in fds],
+            yerr=_bars(fds),
+            marker=marker,
+            linestyle=line if len(rows) > 1 else "none",
+            ms=5 if len(rows) > 1 else 8,
+            capsize=2,
+            color=colour(model),
+            label=f"{label(model)} {sampler}",
+        )
+        nfes += x
+    ringed = [(point_nfe(p), p.figures.fd.value) for p in used if p.figures.fd is not None]
+    if ringed:
+        ax.plot(*zip(*ringed), "o", ms=14, mfc="none", mec="black", label="the sampler and NFE compare uses")
+    real = None if floors is None else floors.real.fd
+    if floors is not None and real is not None:
+        ax.axhline(real.value, color="black", ls=":", label=f"real held-out {floors.real_source}")
     _nfe_axis(ax, nfes)
+    log_if_decades(ax, "y", [p.figures.fd.value for rows in groups.values() for p in rows if p.figures.fd])
     ax.set_ylabel("Fréchet distance (lower is better)")
-    ax.set_title("Quality against sampling steps")
+    ax.set_title("Quality against network evaluations: every sampler")
     return png(fig)
+
+
+def _bars(figures: Sequence[Resampled]) -> list[list[float]]:
+    """Error bars from each figure to its percentile interval, never negative (a percentile interval need not hold
+    the figure itself: bootstrap bias)."""
+    spans = [f.interval() for f in figures]
+    return [
+        [max(f.value - lo, 0.0) for f, (lo, _) in zip(figures, spans)],
+        [max(hi - f.value, 0.0) for f, (_, hi) in zip(figures, spans)],
+    ]
 
 
 def frontier_speed(models: dict[str, Measurement]) -> bytes:
@@ -255,7 +300,7 @@ def steps_curves(points: Sequence[StepsPoint], floors: Floors | None, pick: Pick
     for p in points:
         found = pick(p.figures)
         if found is not None:
-            groups.setdefault((p.model, p.sampler), []).append((p.steps, found))
+            groups.setdefault((p.model, p.sampler), []).append((point_nfe(p), found))
     for (model, sampler), rows in groups.items():
         rows = sorted(rows, key=lambda row: row[0])
         values = [r.value for _, r in rows]
@@ -281,7 +326,7 @@ def steps_curves(points: Sequence[StepsPoint], floors: Floors | None, pick: Pick
         ax.axhline(real.value, color="black", ls=":", label=f"real held-out {floors.real_source}")
         ax.axhline(blurred.value, color="grey", ls="--", label=f"test blurred σ={floors.blur_sigma:g} px")
     ax.set_xscale("log")
-    ax.set_xlabel("sampling steps (network evaluations)")
+    ax.set_xlabel("network evaluations per image (NFE; Heun's k steps: 2k − 1)")
     ax.set_ylabel(axis_label)
     ax.set_title(f"{axis_label} against steps")
     ax.legend(fontsize=6)

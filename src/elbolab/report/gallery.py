@@ -136,14 +136,18 @@ def draw_information(m: Material) -> tuple[Panel, ...]:
 def draw_frontier(m: Material) -> tuple[Panel, ...]:
     """Fréchet distance and throughput against NFE, per model and sampler."""
     models = m.results.measured()
+    seed = _first_seed(m)
     panels = []
     if any(r.samples and r.samples.fd and r.quality_samples for r in models.values()):
         panels.append(
             _plot(
                 "frontier_quality",
-                "Sample quality against the number of network evaluations per image "
-                "for each sampler; the VAE decodes in one.",
-                figures.frontier_quality(models),
+                "Sample quality against the number of network evaluations per image for every sampler swept "
+                "(95% bootstrap intervals; Heun's k steps take 2k − 1); the VAE decodes in one; the sampler "
+                "and NFE compare measures each model with ringed.",
+                figures.frontier_quality(
+                    seed.steps if seed else (), figures.quality_points(models), seed.floors if seed else None
+                ),
             )
         )
     if any(r.speed for r in models.values()):

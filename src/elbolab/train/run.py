@@ -287,6 +287,13 @@ def check_device_name(name: str) -> None:
         raise ConfigError(f"device {name!r}: choose auto, cpu, cuda or cuda:N (N a device number)")
 
 
+def kept_weights(cfg: RunConfig, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The model weights a checkpoint's tensors hold for measuring: the kept best (`keep_best`) where it has them,
+    else the EMA weights."""
+    prefix = "best." if cfg.train.keep_best and any(k.startswith("best.") for k in checkpoint) else "ema."
+    return {k[len(prefix) :]: v for k, v in checkpoint.items() if k.startswith(prefix)}
+
+
 def load_run(run_dir: Path, device: str = "auto", say_live: bool = True) -> tuple[RunConfig, GenerativeModel]:
     """A trained run's config and its model with the EMA weights (with `keep_best`, those of the best validation
     bound), in eval mode, in `inference_layout`; a run still training gives its newest checkpoint's, saying so
@@ -300,8 +307,7 @@ def load_run(run_dir: Path, device: str = "auto", say_live: bool = True) -> tupl
         tensors, _ = load_tensors(weights)
     else:  # a live run's weights, or a run cut short: its newest checkpoint's kept (keep_best) or EMA weights
         all_tensors, state, path = newest_checkpoint(run_dir)
-        prefix = "best." if cfg.train.keep_best and any(k.startswith("best.") for k in all_tensors) else "ema."
-        tensors = {k[len(prefix) :]: v for k, v in all_tensors.items() if k.startswith(prefix)}
+        tensors = kept_weights(cfg, all_tensors)
         if holder is not None and say_live:
             step = (state or {}).get("step", "?")
             note(f"{run_dir} is still training (PID {holder}); reading its checkpoint at step {step} ({path.name})")
