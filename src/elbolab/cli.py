@@ -661,7 +661,12 @@ def compare(
     if frontier:
         from elbolab.evaluate.frontier import FRONTIER_NFE
 
-        cfg = replace(cfg, steps=cfg.steps or FRONTIER_NFE, steps_samplers=None)
+        cfg = replace(
+            cfg,
+            steps=cfg.steps or FRONTIER_NFE,
+            steps_samplers=None,
+            evaluation=replace(cfg.evaluation, speed_samplers=None),
+        )
     many = f"{seeds} seeds: " if seeds > 1 else ""
     planned = with_preset(cfg, side)
     click.echo(

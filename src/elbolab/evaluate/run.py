@@ -60,6 +60,7 @@ class EvalConfig:
     n_samples: int = 256  # samples for quality and sharpness
     speed_n: int = 16  # images per timing
     nfe: tuple[int, ...] = (10, 20, 50)  # sampling steps timed (a one-pass model: 1)
+    speed_samplers: tuple[str, ...] | None = None  # the samplers timed, where the model has them (None: every one)
     quality_sampler: str = "dpm-solver++"  # used where the model has it (else its default sampler)
     quality_steps: int = 50
     information_n: int | None = None  # images for the information hook (None: the model's default)
@@ -187,11 +188,13 @@ def seeded_sampler(model: GenerativeModel, seed: int, **kwargs: Any) -> Callable
 
 
 def speed_table(model: GenerativeModel, cfg: EvalConfig) -> tuple[SpeedRow, ...]:
-    """Sampling speed of every sampler the model declares at every NFE it takes, each sampler after one 2-image
-    warm-up at its smallest NFE (first-call costs are the sampler's, not the NFE's)."""
+    """Sampling speed of every sampler the model declares (those of `cfg.speed_samplers` among them; its first
+    where it has none of them) at every NFE it takes, each sampler after one 2-image warm-up at its smallest NFE
+    (first-call costs are the sampler's, not the NFE's)."""
     caps = model.capabilities
     rows = []
-    for sampler in caps.samplers:
+    wanted = [s for s in caps.samplers if cfg.speed_samplers is None or s in cfg.speed_samplers]
+    for sampler in wanted or caps.samplers[:1]:
         nfes = caps.steps_for(cfg.nfe)
         if nfes:
             seeded_sampler(model, cfg.seed, sampler=sampler, steps=nfes[0])(2)

@@ -151,8 +151,11 @@ def expected_seconds(budget: Budget, preset: Preset) -> float:
 
 
 def compare_evaluation(**changes: Any) -> EvalConfig:
-    """The evaluation `compare` runs: `EvalConfig` with `BOUND_PRECISION`, then `changes`."""
-    return EvalConfig(**{**BOUND_PRECISION, **changes})
+    """The evaluation `compare` runs: `EvalConfig` with `BOUND_PRECISION`, the speed table of the samplers the
+    steps sweep draws and of the quality sampler (not of every sampler: `--frontier` sweeps those), then
+    `changes`."""
+    speed = (*SWEPT, EvalConfig.quality_sampler)
+    return EvalConfig(**{**BOUND_PRECISION, "speed_samplers": speed, **changes})
 
 
 @dataclass(frozen=True)
