@@ -557,6 +557,12 @@ def interpolate(run_dir: str, out: str, pairs: int, frames: int, seed: int, devi
     help="Runs trained at once on a CPU, each in its own process at one thread (the answer does not change).",
 )
 @click.option("--quick", is_flag=True, help="Small evaluation (fewer images, samples and steps): a smoke test.")
+@click.option(
+    "--conditional",
+    is_flag=True,
+    help="Also train each end class-conditionally and judge conditioning's gain against log K and guidance's "
+    "precision–recall trade.",
+)
 @click.option("--quiet", is_flag=True, help="No progress display, only the job's log lines.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.", callback=_device)
 def compare(
@@ -571,6 +577,7 @@ def compare(
     design: str,
     jobs: int,
     quick: bool,
+    conditional: bool,
     quiet: bool,
     device: str,
 ) -> None:
@@ -618,6 +625,7 @@ def compare(
         device=device,
         design=design,
         jobs=jobs,
+        conditional=conditional,
     )
     if quick:
         cfg = replace(

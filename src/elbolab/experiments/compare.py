@@ -58,6 +58,7 @@ from elbolab.train.run import (
     RunConfig,
     apply_overrides,
     build_model,
+    conditional_classes,
     pick_device,
     read_run_config,
 )
@@ -173,6 +174,7 @@ class CompareConfig:
     design: str = "core"  # the models trained and the contrasts judged (`experiments.design`): core | full
     jobs: int = 2  # runs trained at once on a CPU, each in its own process at one thread (1: in turn, in this one)
     measure_threads: int = 2  # torch threads of the measurement, the same on every machine whatever its cores
+    conditional: bool = False  # also each end trained conditionally, and the conditional contrasts (`conditional`)
 
     def __post_init__(self) -> None:
         if isinstance(self.budget, int | float):
@@ -269,7 +271,8 @@ def budgeted_run(
         lr=cfg.lr or TrainConfig.lr,
     )
     model_cfg, train_cfg = apply_overrides(model_cfg, train_cfg, cfg.overrides.get(kind, {}))
-    return RunConfig(kind, cfg.data, cfg.data_dir, test.shape, test.levels, model_cfg, train_cfg)
+    classes = conditional_classes(model_cfg, test)  # a conditional model's K, from the data's labels
+    return RunConfig(kind, cfg.data, cfg.data_dir, test.shape, test.levels, model_cfg, train_cfg, classes)
 
 
 def train_or_reuse(
@@ -468,6 +471,12 @@ def run_compare(
         design=first.design,
         attribution=fold_tables(tables) if tables else None,
     )
+    if cfg.conditional and first.design is not None:
+        from elbolab.experiments.conditional import conditional_contrasts  # it trains as this module trains
+
+        first_cfg = replace(cfg, evaluation=replace(cfg.evaluation, seed=cfg.seed))
+        found, runs = conditional_contrasts(first_cfg, out, train, test, features, first.models, first.design, log)
+        results = replace(results, contrasts=(*results.contrasts, *found), conditional=runs)
     return results, images
 
 

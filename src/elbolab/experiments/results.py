@@ -89,6 +89,7 @@ class CompareResults(Record):
     runs: tuple[str, ...] = ()  # the run folders a report on existing runs measured (empty: compare trained them)
     design: Design | None = None  # the first seed's (every seed places the same design)
     attribution: Attribution | None = None  # every seed's table folded
+    conditional: dict[str, RunResult] = field(default_factory=dict)  # `compare --conditional`: the ends' twins
 
     @classmethod
     def type_names(cls) -> dict[str, Any]:
