@@ -26,7 +26,15 @@ from common import print_table, write_results
 from elbolab.data import load_data
 from elbolab.evaluate.features import select_features
 from elbolab.experiments.compare import CompareConfig, budgeted_run, filled_budget, with_preset
-from elbolab.experiments.conditional import SWEEP_W, ceiling_bpd, guidance_sweep, sweep_rows
+from elbolab.experiments.conditional import (
+    STRONG_W,
+    SWEEP_W,
+    ceiling_bpd,
+    contrast_trade,
+    contrast_worth,
+    guidance_sweep,
+    sweep_rows,
+)
 from elbolab.experiments.runs import measure_run
 from elbolab.train.api import fit_run, use_threads
 from elbolab.train.budget import Budget
@@ -70,18 +78,25 @@ def main() -> None:
         [{k: r[k] for k in ("w", "fd", "fd_low", "fd_high", "precision", "recall", "accuracy")} for r in rows],
         f"{args.data}: guidance sweep, {args.per_class} samples of each class, {args.sampler} {args.nfe}",
     )
-    gain = [u - c for u, c in zip(m.unconditional.per_example_bpd, m.bound.per_example_bpd)]
+    worth = contrast_worth(m.bound, m.unconditional, m.classes, test.dims, "the same weights through the null class")
+    trade = contrast_trade(*(next(p for p in points if p.w == w) for w in (1.0, STRONG_W)))
+    gain = worth.effects[0]
+    ceiling = ceiling_bpd(m.classes, test.dims)
     bounds = {
         "conditional_bpd": m.bound.bpd.total,
         "conditional_ci95": m.bound.bpd.ci95,
         "unconditional_bpd": m.unconditional.bpd.total,
         "unconditional_ci95": m.unconditional.bpd.ci95,
-        "gain_bpd": sum(gain) / len(gain),
-        "ceiling_bpd": ceiling_bpd(m.classes, test.dims),
+        "gain_bpd": gain.value + ceiling,
+        "gain_low": gain.low + ceiling,
+        "gain_high": gain.high + ceiling,
+        "ceiling_bpd": ceiling,
         "estimator": m.bound.estimator,
         "n_eval": m.bound.n,
     }
     print_table([bounds], "the bound of the model w = 1 samples from, and through the null class (bits/dim, ± 95%)")
+    for c in (worth, trade):
+        print(f"\n{c.verdict}: {c.title}. {c.measured}")
     write_results(
         f"guidance-{args.data}",
         {
@@ -103,6 +118,7 @@ def main() -> None:
             "load_before_measure": load,
             "bounds": bounds,
             "sweep": rows,
+            "contrasts": [worth.to_json(), trade.to_json()],
         },
     )
 
