@@ -148,14 +148,22 @@ class HierarchicalVAE(GenerativeModel):
         """log p(x | z_1:L) summed over pixels, [B], from the decoder's parameters."""
         return sum_per_example(self.likelihood.log_prob(x, params))
 
-    def _draw(self, x: Tensor, features: Tensor, h_0: Tensor, generator: torch.Generator | None) -> dict[str, Tensor]:
-        """One draw z_1:L ~ q of the bound's terms from the top state h_0: −log p(x|z) and each level's KL, [B] each."""
+    def _draw(
+        self, x: Tensor, features: Tensor, generator: torch.Generator | None, h_0: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """One draw z_1:L ~ q of the bound's terms: −log p(x|z) and each level's KL, [B] each (from the top state
+        h_0; None: the unconditional one)."""
+        h_0 = self.initial_state(len(x)) if h_0 is None else h_0
         h, draws = top_down(self.blocks, h_0, features, posterior_draw(generator))
         kls = {name: sum_per_example(level_kl(d)) for name, d in zip(self.level_names, draws, strict=True)}
         return {"reconstruction": -self.log_likelihood(x, self.decoder(h)), **kls}
 
-    def _log_weight(self, x: Tensor, features: Tensor, h_0: Tensor, generator: torch.Generator | None) -> Tensor:
-        """log p(x, z_1:L) − log q(z_1:L | x) at one draw z ~ q from the top state h_0, [B]."""
+    def _log_weight(
+        self, x: Tensor, features: Tensor, generator: torch.Generator | None, h_0: Tensor | None = None
+    ) -> Tensor:
+        """log p(x, z_1:L) − log q(z_1:L | x) at one draw z ~ q, [B] (from the top state h_0; None: the
+        unconditional one)."""
+        h_0 = self.initial_state(len(x)) if h_0 is None else h_0
         h, draws = top_down(self.blocks, h_0, features, posterior_draw(generator))
         return self.log_likelihood(x, self.decoder(h)) + log_prior_over_posterior(draws)
 
@@ -208,9 +216,9 @@ class HierarchicalVAE(GenerativeModel):
         features, h_0 = self.features(x, y), self.initial_state(len(x), y)
         if estimator.method == "iwae":
             samples = estimator.samples or 100
-            log_w = torch.stack([self._log_weight(x, features, h_0, generator) for _ in range(samples)])
+            log_w = torch.stack([self._log_weight(x, features, generator, h_0) for _ in range(samples)])
             return Bound({"iwae": -log_mean_exp(log_w, dim=0)}, self.dims)
-        draws = [self._draw(x, features, h_0, generator) for _ in range(estimator.samples or 1)]
+        draws = [self._draw(x, features, generator, h_0) for _ in range(estimator.samples or 1)]
         terms = {name: torch.stack([d[name] for d in draws]).mean(0) for name in draws[0]}
         # every term is random here (the KLs depend on the levels above): the error is the total's, over K draws
         totals = torch.stack([torch.stack(list(d.values())).sum(0) for d in draws])
