@@ -311,3 +311,79 @@ def test_train_eval_sample_interpolate_and_resume_on_digits(run_cli, tmp_path):
 def test_the_command_line_refuses_zero_levels_in_one_line(run_cli, tmp_path):
     code, _, err = run_cli("train", "hvae", "--data", "digits", "--out", tmp_path / "r", "--set", "model.L=0")
     assert code != 0 and "model.L=0 is out of range" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- conditional
+
+
+def conditional_pair() -> tuple[HierarchicalVAE, HierarchicalVAE]:
+    """An unconditional hierarchical VAE and a conditional one with the same weights (its class maps at zero)."""
+    torch.manual_seed(0)
+    plain = HierarchicalVAE(HVAEConfig(net="tiny"), (1, 8, 8), 17)
+    conditional = HierarchicalVAE(HVAEConfig(net="tiny", conditional=True), (1, 8, 8), 17, classes=10)
+    missing, unexpected = conditional.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(("input_class.", "state_class.")) for k in missing)
+    return plain.eval(), conditional.eval()
+
+
+def test_the_conditional_hvae_with_zero_class_maps_is_the_unconditional_one():
+    plain, conditional = conditional_pair()
+    data = load_data("digits", "test")
+    x, y = data.model_range(slice(0, 12)), data.labels[:12]
+    for estimator in (Estimator("mc", 3), Estimator("iwae", 4)):
+        given = conditional.elbo(x, estimator, torch.Generator().manual_seed(1), y=y)
+        alone = plain.elbo(x, estimator, torch.Generator().manual_seed(1))
+        assert torch.equal(given.total, alone.total)
+    torch.manual_seed(5)
+    loss = conditional.loss(x, y=y)
+    torch.manual_seed(5)
+    assert torch.equal(loss, plain.loss(x))
+    with pytest.raises(ConfigError, match="pass y"):
+        conditional.elbo(x)
+    assert conditional.capabilities.classes == 10 and "y" in conditional.capabilities.sample_options
+
+
+def test_the_conditional_hvae_bound_depends_on_the_label_and_adds_up():
+    _, model = conditional_pair()
+    torch.manual_seed(3)
+    for table in (model.input_class.embedding.weight, model.state_class.embedding.weight):
+        torch.nn.init.normal_(table, std=0.5)
+    data = load_data("digits", "test")
+    x, y = data.model_range(slice(0, 8)), data.labels[:8]
+    with torch.no_grad():
+        true = model.elbo(x, Estimator("mc", 2), torch.Generator().manual_seed(1), y=y)
+        other = model.elbo(x, Estimator("mc", 2), torch.Generator().manual_seed(1), y=(y + 1) % 10)
+    assert not torch.allclose(true.total, other.total)
+    assert torch.allclose(sum(true.terms.values()), true.total)
+    assert set(true.terms) == {"reconstruction", *model.level_names}
+    samples = model.sample(6, torch.Generator().manual_seed(0), y=torch.tensor([0, 1, 2, 3, 4, 5]))
+    assert samples.shape == (6, 1, 8, 8) and samples.dtype == torch.uint8
+    with pytest.raises(Exception, match="label") as bad:
+        model.sample(2, y=torch.tensor([0, 10]))
+    assert len(str(bad.value).splitlines()) == 1
+    loss = model.loss(x, y=y).mean()
+    loss.backward()
+    assert (
+        model.state_class.embedding.weight.grad is not None and model.state_class.embedding.weight.grad.abs().sum() > 0
+    )
+
+
+def test_the_conditional_hvae_trains_from_the_command_line(tmp_path, run_cli):
+    common = [
+        "--data",
+        "digits",
+        "--steps",
+        "20",
+        "--quiet",
+        "--set",
+        "model.conditional=true",
+        "--set",
+        "model.net=tiny",
+    ]
+    code, _, err = run_cli("train", "hvae", "--out", tmp_path / "h", *common, "--set", "train.threads=1")
+    assert code == 0, err
+    code, _, err = run_cli("sample", tmp_path / "h", "--n", "2", "--class", "3,4", "--out", tmp_path / "s.png")
+    assert code == 0, err
+    assert (tmp_path / "s.png").is_file()
+    code, _, err = run_cli("sample", tmp_path / "h", "--n", "2", "--class", "10", "--out", tmp_path / "t.png")
+    assert code == 1 and len(err.strip().splitlines()) == 1

@@ -579,6 +579,12 @@ def fractions_of_budget(text: str) -> tuple[float, ...]:
     is_flag=True,
     help="Sweep every sampler diffusion declares at NFE 1-100 for the speed-quality figure (minutes more).",
 )
+@click.option(
+    "--conditional",
+    is_flag=True,
+    help="Also train each end class-conditionally and judge conditioning's gain against log K and guidance's "
+    "precision–recall trade.",
+)
 @click.option("--quiet", is_flag=True, help="No progress display, only the job's log lines.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.", callback=_device)
 def compare(
@@ -595,6 +601,7 @@ def compare(
     budget_points: str | None,
     quick: bool,
     frontier: bool,
+    conditional: bool,
     quiet: bool,
     device: str,
 ) -> None:
@@ -646,6 +653,7 @@ def compare(
         budget_points=fractions_of_budget(budget_points)
         if budget_points is not None
         else ((0.5,) if quick else BUDGET_POINTS),
+        conditional=conditional,
     )
     if quick:
         cfg = replace(

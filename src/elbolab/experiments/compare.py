@@ -65,6 +65,7 @@ from elbolab.train.run import (
     RunConfig,
     apply_overrides,
     build_model,
+    conditional_classes,
     load_run,
     pick_device,
     read_run_config,
@@ -186,6 +187,7 @@ class CompareConfig:
     jobs: int = 2  # runs trained at once on a CPU, each in its own process at one thread (1: in turn, in this one)
     measure_threads: int = 2  # torch threads of the measurement, the same on every machine whatever its cores
     budget_points: tuple[float, ...] = BUDGET_POINTS  # fractions of the budget every pair is judged at again
+    conditional: bool = False  # also each end trained conditionally, and the conditional contrasts (`conditional`)
 
     def __post_init__(self) -> None:
         if isinstance(self.budget, int | float):
@@ -291,7 +293,8 @@ def budgeted_run(
         snapshots=tuple(sorted(cfg.budget_points)),
     )
     model_cfg, train_cfg = apply_overrides(model_cfg, train_cfg, cfg.overrides.get(kind, {}))
-    return RunConfig(kind, cfg.data, cfg.data_dir, test.shape, test.levels, model_cfg, train_cfg)
+    classes = conditional_classes(model_cfg, test)  # a conditional model's K, from the data's labels
+    return RunConfig(kind, cfg.data, cfg.data_dir, test.shape, test.levels, model_cfg, train_cfg, classes)
 
 
 def train_or_reuse(
@@ -563,6 +566,12 @@ def run_compare(
         attribution=table_power(fold_tables(tables), cfg.seeds) if tables else None,
         calibration=preset_for(test.shape[-1], str(pick_device(cfg.device))).flop_rate,
     )
+    if cfg.conditional and first.design is not None:
+        from elbolab.experiments.conditional import conditional_contrasts  # it trains as this module trains
+
+        first_cfg = replace(cfg, evaluation=replace(cfg.evaluation, seed=cfg.seed))
+        found, runs = conditional_contrasts(first_cfg, out, train, test, features, first.models, first.design, log)
+        results = replace(results, contrasts=(*results.contrasts, *contrast_power(found, 1)), conditional=runs)
     return results, images
 
 

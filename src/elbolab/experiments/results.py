@@ -100,6 +100,7 @@ class CompareResults(Record):
     #: counted FLOPs per second one training process reaches on an idle machine of this kind (the preset's
     #: calibration); a run far below it was starved by other work on the machine
     calibration: float | None = None
+    conditional: dict[str, RunResult] = field(default_factory=dict)  # `compare --conditional`: the ends' twins
 
     @classmethod
     def type_names(cls) -> dict[str, Any]:

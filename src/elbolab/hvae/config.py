@@ -28,6 +28,7 @@ class HVAEConfig:
     kl_warmup_steps: int = 0  # β rises linearly from 0 over these steps
     free_bits: float = 0.0  # nats per latent dimension (batch mean) of each level, 0 = off
     skip_threshold: float = 10.0  # skip updates with ‖∇ loss‖ / D above this, 0 = off (digits: median ≈ 1, start ≈ 2)
+    conditional: bool = False  # q(z|x, y) and p(z, x | y): learned class maps into the bottom-up input and top state
 
     def __post_init__(self) -> None:
         require("model.L", self.L, self.L >= 1, "an integer ≥ 1")

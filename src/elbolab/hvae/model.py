@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from elbolab.bounds import Bound, Estimator, log_mean_exp, sum_per_example
 from elbolab.data.base import ImageData
-from elbolab.errors import DataError
+from elbolab.errors import ConfigError, DataError
 from elbolab.hvae.bound import (
     Gaussian,
     level_kl,
@@ -24,8 +24,16 @@ from elbolab.hvae.bound import (
 from elbolab.hvae.config import HVAEConfig
 from elbolab.hvae.information import level_rates
 from elbolab.likelihoods import pixel_likelihood
-from elbolab.model import DECODER, Capabilities, DesignLevels, Encoding, GenerativeModel
-from elbolab.nets.conv import ConvDecoder, ConvEncoder, ResBlock, conv_preset, downsamples_for, full_latent_channels
+from elbolab.model import DECODER, Capabilities, DesignLevels, Encoding, GenerativeModel, class_count
+from elbolab.nets.conv import (
+    ClassMap,
+    ConvDecoder,
+    ConvEncoder,
+    ResBlock,
+    conv_preset,
+    downsamples_for,
+    full_latent_channels,
+)
 from elbolab.records import Information
 from elbolab.vae.bound import free_bits_kl, kl_weight
 
@@ -77,13 +85,17 @@ class HierarchicalVAE(GenerativeModel):
 
     Samples: every level drawn from its prior, then one decoder pass. `encode` gives the top level's posterior
     mean E_q[z_L | x]; `decode` runs the top-down path from a given z_L with every lower level at its prior mean,
-    so that interpolation moves through the top level alone.
+    so that interpolation moves through the top level alone. A conditional model (`model.conditional=true`) adds
+    a learned map of y to the bottom-up input and to the top-down state above z_L, as the VAE adds one to its
+    encoder's and decoder's inputs: q(z | x, y), p(z | y) and p(x | z, y), all zero at initialisation.
     """
 
     kind = "hvae"
     objective = "ELBO: reconstruction + Σ_l KL_l (β, KL warm-up and free bits optional)"
 
-    def __init__(self, config: HVAEConfig, shape: tuple[int, int, int], levels: int) -> None:
+    def __init__(
+        self, config: HVAEConfig, shape: tuple[int, int, int], levels: int, classes: int | None = None
+    ) -> None:
         super().__init__(config, shape, levels)
         c, h, w = self.shape
         if h != w:
@@ -99,6 +111,10 @@ class HierarchicalVAE(GenerativeModel):
         self.decoder = ConvDecoder(width, h, c * self.likelihood.params_per_channel, config.net)
         self.level_shapes = tuple((k, r, r) for k in channels)  # z_L … z_1, top first
         self.latent_shape = self.level_shapes[0]
+        self.classes = class_count(config.conditional, classes)
+        if self.classes is not None:
+            self.input_class = ClassMap(self.classes, (c, h, w))
+            self.state_class = ClassMap(self.classes, (width, r, r))
 
     # ---- the passes
     @property
@@ -111,23 +127,44 @@ class HierarchicalVAE(GenerativeModel):
         """The levels' blocks, top level first."""
         return [cast(TopDownBlock, block) for block in self.top_down]
 
-    def initial_state(self, n: int) -> Tensor:
-        """The learned top-down state above z_L, [n, width, r, r]."""
-        return self.h_top.expand(n, -1, -1, -1)
+    def initial_state(self, n: int, y: Tensor | None = None) -> Tensor:
+        """The learned top-down state above z_L, [n, width, r, r] (plus the map of y for a conditional model)."""
+        h = self.h_top.expand(n, -1, -1, -1)
+        return h if y is None else h + self.state_class(y)
+
+    def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """The bottom-up features of x (of x plus the map of y for a conditional model)."""
+        return self.bottom_up(x if y is None else x + self.input_class(y))
+
+    def labels_for(self, y: Tensor | None, n: int) -> Tensor | None:
+        """A conditional model's labels, checked (a one-line error without them); None for an unconditional one."""
+        if self.classes is None:
+            return None
+        if y is None:
+            raise ConfigError("the conditional hierarchical VAE bounds log p(x|y) and trains given labels: pass y")
+        return self.check_labels(y, n)
 
     def log_likelihood(self, x: Tensor, params: Tensor) -> Tensor:
         """log p(x | z_1:L) summed over pixels, [B], from the decoder's parameters."""
         return sum_per_example(self.likelihood.log_prob(x, params))
 
-    def _draw(self, x: Tensor, features: Tensor, generator: torch.Generator | None) -> dict[str, Tensor]:
-        """One draw z_1:L ~ q of the bound's terms: −log p(x|z) and each level's KL, [B] each."""
-        h, draws = top_down(self.blocks, self.initial_state(len(x)), features, posterior_draw(generator))
+    def _draw(
+        self, x: Tensor, features: Tensor, generator: torch.Generator | None, h_0: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """One draw z_1:L ~ q of the bound's terms: −log p(x|z) and each level's KL, [B] each (from the top state
+        h_0; None: the unconditional one)."""
+        h_0 = self.initial_state(len(x)) if h_0 is None else h_0
+        h, draws = top_down(self.blocks, h_0, features, posterior_draw(generator))
         kls = {name: sum_per_example(level_kl(d)) for name, d in zip(self.level_names, draws, strict=True)}
         return {"reconstruction": -self.log_likelihood(x, self.decoder(h)), **kls}
 
-    def _log_weight(self, x: Tensor, features: Tensor, generator: torch.Generator | None) -> Tensor:
-        """log p(x, z_1:L) − log q(z_1:L | x) at one draw z ~ q, [B]."""
-        h, draws = top_down(self.blocks, self.initial_state(len(x)), features, posterior_draw(generator))
+    def _log_weight(
+        self, x: Tensor, features: Tensor, generator: torch.Generator | None, h_0: Tensor | None = None
+    ) -> Tensor:
+        """log p(x, z_1:L) − log q(z_1:L | x) at one draw z ~ q, [B] (from the top state h_0; None: the
+        unconditional one)."""
+        h_0 = self.initial_state(len(x)) if h_0 is None else h_0
+        h, draws = top_down(self.blocks, h_0, features, posterior_draw(generator))
         return self.log_likelihood(x, self.decoder(h)) + log_prior_over_posterior(draws)
 
     # ---- the contract
@@ -141,11 +178,12 @@ class HierarchicalVAE(GenerativeModel):
         return Capabilities(
             samplers=(DECODER,),
             max_steps=1,
-            sample_options=("mean",),
+            sample_options=("mean",) if self.classes is None else ("mean", "y"),
             estimators=("mc", "iwae"),
             default_estimator=Estimator("mc", 1),
             encoding=Encoding(sum(p.numel() for net in encoder for p in net.parameters()), 1),
             design=self.design_levels(),
+            classes=self.classes,
         )
 
     def design_levels(self) -> DesignLevels:
@@ -168,29 +206,49 @@ class HierarchicalVAE(GenerativeModel):
     def _elbo(self, x: Tensor, estimator: Estimator, generator: torch.Generator | None) -> Bound:
         """−ELBO as `reconstruction` + `kl_L` … `kl_1` (K draws of z_1:L, each level's KL in closed form given the
         levels above); "iwae": the importance-weighted bound as the term `iwae`."""
-        features = self.bottom_up(x)
+        return self._elbo_given(x, self.labels_for(None, x.shape[0]), estimator, generator)
+
+    def _elbo_given(
+        self, x: Tensor, y: Tensor | None, estimator: Estimator, generator: torch.Generator | None
+    ) -> Bound:
+        """−log p(x | y) ≤ E_q(z|x,y)[−log p(x | z, y)] + Σ_l KL(q(z_l | z_>l, x, y) ‖ p(z_l | z_>l, y)) (the
+        hierarchical bound given y, Sohn et al. 2015, eq. 4); the same terms and estimators as without y (None)."""
+        features, h_0 = self.features(x, y), self.initial_state(len(x), y)
         if estimator.method == "iwae":
-            log_w = torch.stack([self._log_weight(x, features, generator) for _ in range(estimator.samples or 100)])
+            samples = estimator.samples or 100
+            log_w = torch.stack([self._log_weight(x, features, generator, h_0) for _ in range(samples)])
             return Bound({"iwae": -log_mean_exp(log_w, dim=0)}, self.dims)
-        draws = [self._draw(x, features, generator) for _ in range(estimator.samples or 1)]
+        draws = [self._draw(x, features, generator, h_0) for _ in range(estimator.samples or 1)]
         terms = {name: torch.stack([d[name] for d in draws]).mean(0) for name in draws[0]}
         # every term is random here (the KLs depend on the levels above): the error is the total's, over K draws
         totals = torch.stack([torch.stack(list(d.values())).sum(0) for d in draws])
         extras = {"stderr": totals.std(0) / math.sqrt(len(draws))} if len(draws) > 1 else {}
         return Bound(terms, self.dims, extras=extras)
 
-    def loss(self, x: Tensor, step: int = 0, total_steps: int | None = None) -> Tensor:
-        """reconstruction + β·Σ_l KL_l (free bits per dimension of each level; β after KL warm-up), per example."""
-        h, draws = top_down(self.blocks, self.initial_state(len(x)), self.bottom_up(x), posterior_draw())
+    def loss(self, x: Tensor, step: int = 0, total_steps: int | None = None, y: Tensor | None = None) -> Tensor:
+        """reconstruction + β·Σ_l KL_l (free bits per dimension of each level; β after KL warm-up), per example;
+        given y if conditional."""
+        y = self.labels_for(y, x.shape[0])
+        h, draws = top_down(self.blocks, self.initial_state(len(x), y), self.features(x, y), posterior_draw())
         reconstruction = -self.log_likelihood(x, self.decoder(h))
         kl = torch.stack([free_bits_kl(level_kl(d), self.config.free_bits) for d in draws]).sum(0)
         return reconstruction + kl_weight(self.config.beta, self.config.kl_warmup_steps, step) * kl
 
     def _sample(
-        self, n: int, generator: torch.Generator | None, sampler: str | None, steps: int | None, mean: bool = True
+        self,
+        n: int,
+        generator: torch.Generator | None,
+        sampler: str | None,
+        steps: int | None,
+        mean: bool = True,
+        y: Tensor | None = None,
     ) -> Tensor:
-        """z_L ~ p(z_L), then each z_l ~ p(z_l | z_>l), one decoder pass; its mean (default) or a draw from p(x|z)."""
-        h, _ = top_down(self.blocks, self.initial_state(n), None, prior_draw(generator))
+        """z_L ~ p(z_L), then each z_l ~ p(z_l | z_>l), one decoder pass; its mean (default) or a draw from p(x|z).
+        Given labels y [n] if conditional; without them y ~ p(y), uniform over the K classes (samples of p(x))."""
+        if self.classes is not None and y is None:
+            y = torch.randint(self.classes, (n,), generator=generator, device=self.device)
+        y = self.labels_for(y, n)
+        h, _ = top_down(self.blocks, self.initial_state(n, y), None, prior_draw(generator))
         return self._image(self.decoder(h), mean, generator)
 
     def _image(self, params: Tensor, mean: bool, generator: torch.Generator | None) -> Tensor:
