@@ -176,7 +176,8 @@ def _nfe_axis(ax: Any, nfes: list[float]) -> None:
 
 
 def frontier_quality(models: dict[str, Measurement]) -> bytes:
-    """Fréchet distance of each model's quality samples against the NFE that drew them (the VAE: its one pass)."""
+    """Fréchet distance of each model's quality samples against the NFE that drew them (Heun's 2k − 1 for k steps;
+    the VAE: its one pass)."""
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     nfes: list[float] = []
     for kind, m in models.items():
@@ -184,7 +185,7 @@ def frontier_quality(models: dict[str, Measurement]) -> bytes:
         if fd is not None and m.quality_samples:
             marker, _ = SAMPLER_STYLE.get(m.quality_samples.sampler, ("o", "-"))
             ax.plot(
-                m.quality_samples.steps,
+                m.quality_samples.nfe,
                 fd.value,
                 marker=marker,
                 ms=9,
@@ -192,10 +193,10 @@ def frontier_quality(models: dict[str, Measurement]) -> bytes:
                 color=colour(kind),
                 label=f"{label(kind)} {m.quality_samples.sampler}",
             )
-            nfes.append(m.quality_samples.steps)
+            nfes.append(m.quality_samples.nfe)
     _nfe_axis(ax, nfes)
     ax.set_ylabel("Fréchet distance (lower is better)")
-    ax.set_title("Quality against sampling steps")
+    ax.set_title("Quality against network evaluations")
     return png(fig)
 
 
@@ -223,7 +224,7 @@ def frontier_speed(models: dict[str, Measurement]) -> bytes:
     _nfe_axis(ax, nfes)
     ax.set_yscale("log")
     ax.set_ylabel("images per second (log scale)")
-    ax.set_title("Sampling speed against steps")
+    ax.set_title("Sampling speed against network evaluations")
     return png(fig)
 
 
@@ -248,14 +249,14 @@ def information_curves(curves: tuple[Any, ...]) -> bytes:
 
 
 def steps_curves(points: Sequence[StepsPoint], floors: Floors | None, pick: Pick, axis_label: str) -> bytes:
-    """The sample figure `pick` reads (95% bootstrap interval) against sampling steps per model and sampler,
+    """The sample figure `pick` reads (95% bootstrap interval) against the NFE of each model and sampler's points,
     with the floors."""
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     groups: dict[tuple[str, str], list[tuple[int, Resampled]]] = {}
     for p in points:
         found = pick(p.figures)
         if found is not None:
-            groups.setdefault((p.model, p.sampler), []).append((p.steps, found))
+            groups.setdefault((p.model, p.sampler), []).append((p.nfe, found))
     for (model, sampler), rows in groups.items():
         rows = sorted(rows, key=lambda row: row[0])
         values = [r.value for _, r in rows]
@@ -266,7 +267,7 @@ def steps_curves(points: Sequence[StepsPoint], floors: Floors | None, pick: Pick
             [max(hi - v, 0.0) for v, (_, hi) in zip(values, spans)],
         ]
         ax.errorbar(
-            [steps for steps, _ in rows],
+            [evaluations for evaluations, _ in rows],
             values,
             yerr=err,
             fmt="o-" if len(rows) > 1 else "*",
@@ -281,7 +282,7 @@ def steps_curves(points: Sequence[StepsPoint], floors: Floors | None, pick: Pick
         ax.axhline(real.value, color="black", ls=":", label=f"real held-out {floors.real_source}")
         ax.axhline(blurred.value, color="grey", ls="--", label=f"test blurred σ={floors.blur_sigma:g} px")
     ax.set_xscale("log")
-    ax.set_xlabel("sampling steps (network evaluations)")
+    ax.set_xlabel("network evaluations (NFE; Heun: 2 per step but the last)")
     ax.set_ylabel(axis_label)
     ax.set_title(f"{axis_label} against steps")
     ax.legend(fontsize=6)
