@@ -360,9 +360,97 @@ FILES = {
     ),
 }
 
+
+def _edit_metrics(runs: Path, t: Path, raw: bytes | None = None, **fields) -> Path:
+    """A copy of the finished run with its metrics.json replaced by `raw` or with `fields` changed."""
+    run = _copy_run(runs, t)
+    metrics = json.loads((run / "metrics.json").read_text())
+    _write(run / "metrics.json", raw if raw is not None else json.dumps({**metrics, **fields}).encode())
+    return run
+
+
+#: a diffusers folder (config.json and scheduler_config.json side by side) elbolab's checks pass, before any weights
+UNET = {"_class_name": "UNet2DModel", "in_channels": 1, "out_channels": 1, "sample_size": 8}
+SCHEDULER = {"_class_name": "DDPMScheduler", "num_train_timesteps": 20, "beta_schedule": "linear"}
+
+
+def _diffusers(t: Path, unet: dict | bytes = UNET, scheduler: dict | bytes = SCHEDULER) -> list[str]:
+    """`eval --diffusers` on a folder holding these two configs (raw bytes where given as bytes)."""
+    for name, content in (("config.json", unet), ("scheduler_config.json", scheduler)):
+        _write(t / "hf" / name, content if isinstance(content, bytes) else json.dumps(content).encode())
+    return ["eval", "--diffusers", str(t / "hf"), "--data", "digits", "--only-bound", "--n", "4"]
+
+
+#: metrics.json of a finished run (read by `report`) and the configs of a diffusers folder: one line naming the file
+#: and the field
+READ_FILES = {
+    "metrics.json not UTF-8": (
+        lambda t, r: ["report", str(_edit_metrics(r, t, raw=b'{"step": "\xff"}')), "--out", str(t / "rep")],
+        "metrics.json: corrupt metrics (not UTF-8",
+    ),
+    "metrics.json step a string": (
+        lambda t, r: ["report", str(_edit_metrics(r, t, step="abc")), "--out", str(t / "rep")],
+        'metrics.json: step must be an integer ≥ 0, not "abc"',
+    ),
+    "metrics.json train_seconds NaN": (
+        lambda t, r: [
+            "report",
+            str(_edit_metrics(r, t, raw=b'{"step": 2, "train_seconds": NaN}')),
+            "--out",
+            str(t / "rep"),
+        ],
+        "metrics.json: corrupt metrics (non-finite number NaN)",
+    ),
+    "metrics.json a list": (
+        lambda t, r: ["report", str(_edit_metrics(r, t, raw=b"[2]")), "--out", str(t / "rep")],
+        "metrics.json: must hold a JSON object, not list",
+    ),
+    "metrics.json without train_seconds": (
+        lambda t, r: ["report", str(_edit_metrics(r, t, raw=b'{"step": 2}')), "--out", str(t / "rep")],
+        "metrics.json: is missing the key 'train_seconds'",
+    ),
+    "diffusers config.json not UTF-8": (
+        lambda t, r: _diffusers(t, unet=b'{"_class_name": "UNet2DModel\xff"}'),
+        "config.json: corrupt diffusers UNet config (not UTF-8",
+    ),
+    "diffusers config.json a list": (lambda t, r: _diffusers(t, unet=b"[1, 2]"), "must hold a JSON object, not list"),
+    "diffusers in_channels a string": (
+        lambda t, r: _diffusers(t, unet={**UNET, "in_channels": "one"}),
+        'config.json: in_channels must be a positive integer, not "one"',
+    ),
+    "diffusers sample_size a list of three": (
+        lambda t, r: _diffusers(t, unet={**UNET, "sample_size": [8, 8, 8]}),
+        "config.json: sample_size must be a positive integer or a list of two",
+    ),
+    "diffusers scheduler NaN": (
+        lambda t, r: _diffusers(
+            t, scheduler=b'{"_class_name": "DDPMScheduler", "num_train_timesteps": 20, "beta_end": NaN}'
+        ),
+        "scheduler_config.json: corrupt diffusers scheduler config (non-finite number NaN)",
+    ),
+    "diffusers num_train_timesteps a list": (
+        lambda t, r: _diffusers(t, scheduler={**SCHEDULER, "num_train_timesteps": [20]}),
+        "scheduler_config.json: num_train_timesteps must be a positive integer, not [20]",
+    ),
+    "diffusers trained_betas holding a string": (
+        lambda t, r: _diffusers(t, scheduler={**SCHEDULER, "trained_betas": [0.1, "x"]}),
+        "scheduler_config.json: trained_betas must be a list of finite numbers or null",
+    ),
+    "diffusers thresholding a string": (
+        lambda t, r: _diffusers(t, scheduler={**SCHEDULER, "thresholding": "yes"}),
+        "scheduler_config.json: thresholding must be true or false",
+    ),
+    # what the model's capabilities do not offer
+    "eval --proposal importance on a VAE": (
+        lambda t, r: ["eval", str(r / "vae"), "--proposal", "importance"],
+        "the vae model's bound has no 'importance' proposal; it offers uniform",
+    ),
+}
+
 CASES.update(SETTINGS)
 CASES.update(FOLDERS)
 CASES.update(FILES)
+CASES.update(READ_FILES)
 
 
 def _snapshot(*roots: Path) -> dict[str, bytes]:
@@ -429,6 +517,21 @@ def test_json_to_a_full_device_is_one_line(runs):
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip() == "error: No space left on device"
     assert json.loads((runs / "vae" / "metrics.json").read_text())["step"] == 2
+
+
+def test_too_few_test_images_for_an_interval_are_said_so_not_nan(run_cli, tmp_path):
+    """Two images (one for training, one for the test split): no 95% interval exists, and the lines say so."""
+    images = np.random.default_rng(0).integers(0, 17, size=(2, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "two.npz", images=images, levels=np.array(17))
+    run = tmp_path / "run"
+    tiny = ["--quiet", "--set", "model.net=tiny", "--set", "train.eval_every=0", "--set", "train.batch_size=2"]
+    code, out, err = run_cli("train", "vae", "--data", tmp_path / "two.npz", "--out", run, "--steps", "2", *tiny)
+    assert code == 0, err
+    assert "± n/a (1 image) bits/dim (EMA weights, 1 test image)" in out and "nan" not in out.lower()
+    assert json.loads((run / "metrics.json").read_text())["test_bpd_ci95"] is None  # JSON has no NaN
+    code, out, err = run_cli("eval", run, "--features", "none", "--only-bound", "--iwae", "2")
+    assert code == 0, err
+    assert out.count("± n/a (1 image) bits/dim") == 2 and "nan" not in out.lower(), out  # the bound and IWAE
 
 
 def test_features_none_evaluates_unlabelled_data_without_quality(runs, run_cli):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from short_training import short_training
 from torch import Tensor, nn
 
 from elbolab.data import load_data
@@ -32,15 +33,13 @@ from elbolab.train.run import (
 from elbolab.train.validation import split_validation, validation_bpd
 from elbolab.vae import VAEConfig
 
-CFG = TrainConfig(
+CFG = short_training(
     steps=16,
     batch_size=32,
-    eval_every=0,
-    eval_n=64,
     checkpoint_every=4,
-    keep_checkpoints=20,
-    warmup_steps=2,
     seed=7,
+    eval_n=64,
+    keep_checkpoints=20,
     ema_decay=0.0,  # the EMA weights are the weights: the validation curve follows the learning rate at once
     lr=1e-2,
     min_lr_ratio=1.0,

@@ -8,25 +8,15 @@ from dataclasses import replace
 
 import pytest
 import torch
+from short_training import short_training
 from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
 from elbolab.train.checkpoint import load_tensors, nonfinite_tensors
-from elbolab.train.config import TrainConfig
 from elbolab.train.loop import Trainer, TrainingDiverged, lr_at
 from elbolab.train.run import LOG_FILE, WEIGHTS_FILE, RunConfig, build_model, list_checkpoints
 from elbolab.vae import VAEConfig
 
-CFG = TrainConfig(
-    steps=14,
-    batch_size=16,
-    eval_every=0,
-    eval_n=32,
-    checkpoint_every=5,
-    warmup_steps=2,
-    seed=2,
-    nonfinite_patience=3,
-    max_rollbacks=2,
-)
+CFG = short_training(14, 16, 5, 2, eval_n=32, nonfinite_patience=3, max_rollbacks=2)
 
 
 @pytest.fixture(scope="module")

@@ -55,6 +55,13 @@ def mean_ci95(values: Tensor) -> tuple[float, float]:
     return mean, 1.959963984540054 * values.std(unbiased=True).item() / math.sqrt(n)
 
 
+def plus_minus(ci95: float | None, n: int, digits: int = 4) -> str:
+    """ "± h" for the half-width h of a 95% interval (`mean_ci95`); "± n/a (1 image)" where too few images give none."""
+    if ci95 is None or not math.isfinite(ci95):
+        return f"± n/a ({n} image{'' if n == 1 else 's'})"
+    return f"± {ci95:.{digits}f}"
+
+
 def json_ready(obj: Any) -> Any:
     """Replace NaN and ±inf by None (JSON has no such numbers), recursively."""
     if isinstance(obj, float):

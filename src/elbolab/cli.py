@@ -108,6 +108,7 @@ def train(
     device: str,
 ) -> None:
     """Train a model KIND on a data set into a run folder."""
+    from elbolab.bounds import plus_minus
     from elbolab.config import parse_set
     from elbolab.train.api import train_run
     from elbolab.train.budget import Budget
@@ -139,9 +140,10 @@ def train(
     cfg, metrics = train_run(kind, data, out, progress=not quiet, **options)
     if "test_bpd" not in metrics:  # a torchrun process other than rank 0: rank 0 reports
         return
+    n = metrics["test_n"]
     click.echo(
         f"{kind} on {cfg.data}: step {metrics['step']}, test {metrics['test_bpd']:.4f} "
-        f"± {metrics['test_bpd_ci95']:.4f} bits/dim (EMA weights, {cfg.train.eval_n} test images); "
+        f"{plus_minus(metrics['test_bpd_ci95'], n)} bits/dim (EMA weights, {n} test image{'' if n == 1 else 's'}); "
         f"run saved in {out}"
     )
 
@@ -254,7 +256,7 @@ def evaluate(
     if features == "none":
         parts = tuple(p for p in parts if p not in ("quality", "interpolation"))
     if run_dir is not None:
-        validate_eval(run_dir, split, features, parts)
+        validate_eval(run_dir, split, features, parts, chosen, proposal)
     cfg = EvalConfig(
         seed=seed,
         n_eval=n,
@@ -284,12 +286,14 @@ def evaluate(
 
 def _print_eval(result: EvalResult) -> None:
     """`elbolab eval`'s lines: the bound with its terms, then every other measurement the record holds."""
+    from elbolab.bounds import plus_minus
+
     m = result.measurement
     if m.bound is not None:
         b = m.bound
         click.echo(
             f"{result.model} on {result.data} ({result.split}, n={b.n}, estimator {b.estimator}): "
-            f"{b.bpd.total:.4f} ± {b.bpd.ci95:.4f} bits/dim"
+            f"{b.bpd.total:.4f} {plus_minus(b.bpd.ci95, b.n)} bits/dim"
         )
         if b.mean_stderr_bpd is not None:
             passes = b.passes_per_image
@@ -304,7 +308,11 @@ def _print_eval(result: EvalResult) -> None:
             u = m.unconditional
             click.echo(
                 f"  the bound of log p(x | y) over {m.classes} classes"
-                + ("" if u is None else f"; of log p(x) (the null class) {u.bpd.total:.4f} ± {u.bpd.ci95:.4f} bits/dim")
+                + (
+                    ""
+                    if u is None
+                    else f"; of log p(x) (the null class) {u.bpd.total:.4f} {plus_minus(u.bpd.ci95, u.n)} bits/dim"
+                )
             )
     else:
         click.echo(f"{result.model} on {result.data} ({result.split})")
@@ -316,7 +324,7 @@ def _print_eval(result: EvalResult) -> None:
         )
     if m.iwae is not None:
         i = m.iwae
-        click.echo(f"  IWAE (k={i.k}, n={i.n}): {i.bpd:.4f} ± {i.ci95:.4f} bits/dim")
+        click.echo(f"  IWAE (k={i.k}, n={i.n}): {i.bpd:.4f} {plus_minus(i.ci95, i.n)} bits/dim")
     f = m.samples
     if f is not None and f.fd is not None and f.kid is not None and f.precision and f.recall:
         click.echo(
@@ -606,7 +614,6 @@ def compare(
     device: str,
 ) -> None:
     """The main job: train every model of the design under one budget, measure, judge, attribute, report."""
-    from dataclasses import replace
 
     from elbolab.train.budget import Budget
     from elbolab.validate import validate_compare
@@ -621,32 +628,19 @@ def compare(
         CompareConfig,
         compare_evaluation,
         estimated_seconds,
+        quick_config,
         run_compare,
         with_preset,
     )
     from elbolab.report.render import write_report
 
-    evaluation = compare_evaluation(seed=seed, n_samples=n_samples)
-    if quick:
-        evaluation = compare_evaluation(
-            seed=seed,
-            n_eval=100,
-            iwae_n=50,
-            n_samples=min(n_samples, 32),
-            speed_n=8,
-            nfe=(5, 10),
-            quality_steps=10,
-            bpd_se=None,  # a smoke test: each model's default draws, not as many as a precision needs
-            replicates=50,
-        )
     cfg = CompareConfig(
         data=data,
         data_dir=data_dir,
         budget=compute,
         seed=seed,
         seeds=seeds,
-        evaluation=evaluation,
-        beta_sweep=(4.0,) if quick else CompareConfig.beta_sweep,
+        evaluation=compare_evaluation(seed=seed, n_samples=n_samples),
         device=device,
         design=design,
         jobs=jobs,
@@ -655,18 +649,10 @@ def compare(
         else ((0.5,) if quick else BUDGET_POINTS),
         conditional=conditional,
     )
-    if quick:
-        cfg = replace(
-            cfg,
-            steps=(1, 2, 10),
-            steps_replicates=50,
-            interpolation_pairs=8,
-            timing_repeats=3,
-            information_images=500,
-            information_draws=64,
-            objective_budget_fraction=0.5,
-        )
+    cfg = quick_config(cfg) if quick else cfg
     if frontier:
+        from dataclasses import replace
+
         from elbolab.evaluate.frontier import FRONTIER_NFE
 
         cfg = replace(

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from elbolab.data import load_data
 from elbolab.data.base import ImageData
 from elbolab.errors import ConfigError, DataError, ElbolabError
+
+if TYPE_CHECKING:
+    from elbolab.bounds import Estimator
+    from elbolab.model import GenerativeModel
 
 #: bytes per parameter in one checkpoint: fp32 weights, EMA and Adam's two moments
 CHECKPOINT_BYTES_PER_PARAMETER = 4 * 4
@@ -167,11 +172,27 @@ def validate_train(
     check_disk(out, checkpoint_bytes(parameter_count(kind, probe, model_cfg)))
 
 
-def validate_eval(run_dir: str | Path, split: str, features: str, parts: tuple[str, ...]) -> None:
-    """The run folder is a run with weights, its data loads, and labels are there if the features need them."""
+def check_proposal(model: GenerativeModel, estimator: Estimator | None, proposal: str | None) -> None:
+    """A `proposal` asked for is one the model's bound takes with `estimator` (None: its default): a Monte-Carlo
+    bound among its capabilities' proposals (a VAE's has none over t)."""
+    if proposal is not None:
+        model.check_estimator(replace(model.check_estimator(estimator), proposal=proposal))
+
+
+def validate_eval(
+    run_dir: str | Path,
+    split: str,
+    features: str,
+    parts: tuple[str, ...],
+    estimator: Estimator | None = None,
+    proposal: str | None = None,
+) -> None:
+    """The run folder is a run with weights, its data loads, labels are there if the features need them, and the
+    bound's estimator and proposal are ones the model offers."""
     from elbolab.train.run import check_data_agrees, load_run
 
-    run_cfg, _ = load_run(Path(run_dir), device="cpu", say_live=False)
+    run_cfg, model = load_run(Path(run_dir), device="cpu", say_live=False)
+    check_proposal(model, estimator, proposal)
     data = check_data(run_cfg.data, run_cfg.data_dir, split)
     check_data_agrees(run_cfg, data.shape, data.levels, Path(run_dir))
     if set(parts) & {"quality", "interpolation"}:

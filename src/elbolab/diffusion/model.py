@@ -37,7 +37,57 @@ OBJECTIVES = {
 }
 
 
-class DiffusionModel(GenerativeModel):
+class ChainModel(GenerativeModel):
+    """A model whose samples come from a Gaussian chain's reverse process (`self.diffusion`) over `chain_shape`,
+    turned into images by `from_chain`: diffusion (over x) and latent diffusion (over u = z/s)."""
+
+    diffusion: GaussianDiffusion
+    #: whether every reverse step clips x̂_0 to [−1, 1]
+    clip: bool = False
+
+    def chain_shape(self) -> tuple[int, ...]:
+        """The shape of one state of the chain."""
+        raise NotImplementedError
+
+    def from_chain(self, x_0: Tensor) -> Tensor:
+        """The chain's final state → images in the data's levels."""
+        raise NotImplementedError
+
+    def _sample(
+        self,
+        n: int,
+        generator: torch.Generator | None,
+        sampler: str | None,
+        steps: int | None,
+        eta: float | None = None,
+        variance: str | None = None,
+        y: Tensor | None = None,
+        guidance: float | None = None,
+        **churn: float,
+    ) -> Tensor:
+        """x_T ~ N(0, I), then `sampler` (a name in `samplers.SAMPLERS`) over `steps` steps (x̂_0 clipped at every
+        step if `clip`; `churn` the options of "heun-churn", `samplers.Churn`), then `from_chain`. A conditional
+        model samples given labels y [n] (None: unconditionally, through the null class) with classifier-free
+        guidance w = `guidance` (default 1, the conditional model itself, the one its bound is of; 0 the
+        unconditional one)."""
+        y, w = self.guided_labels(y, n, guidance)
+        x_0 = self.diffusion.sample(
+            (n, *self.chain_shape()),
+            sampler,
+            steps,
+            eta,
+            variance,
+            clip=self.clip,
+            generator=generator,
+            device=self.device,
+            churn=Churn(**churn),
+            y=y,
+            guidance=w,
+        )
+        return self.from_chain(x_0)
+
+
+class DiffusionModel(ChainModel):
     """Images in [−1, 1] with `levels` levels; the decoder p_θ(x_0|x_1) is a Gaussian binned over the levels."""
 
     kind = "diffusion"
@@ -209,37 +259,13 @@ class DiffusionModel(GenerativeModel):
             self.diffusion.time_proposal.zero_()
             self.diffusion.control_slopes.zero_()
 
-    def _sample(
-        self,
-        n: int,
-        generator: torch.Generator | None,
-        sampler: str | None,
-        steps: int | None,
-        eta: float | None = None,
-        variance: str | None = None,
-        y: Tensor | None = None,
-        guidance: float | None = None,
-        **churn: float,
-    ) -> Tensor:
-        """x_T ~ N(0, I), then `sampler` (a name in `samplers.SAMPLERS`) over `steps` steps, x̂_0 clipped to [−1, 1]
-        at every step (if `clip`); `churn` the options of "heun-churn" (`samplers.Churn`). A conditional model
-        samples given labels y [n] (None: unconditionally, through the null class) with classifier-free guidance
-        w = `guidance` (default 1, the conditional model itself, the one its bound is of; 0 the unconditional one)."""
-        y, w = self.guided_labels(y, n, guidance)
-        x = self.diffusion.sample(
-            (n, *self.shape),
-            sampler,
-            steps,
-            eta,
-            variance,
-            clip=self.clip,
-            generator=generator,
-            device=self.device,
-            churn=Churn(**churn),
-            y=y,
-            guidance=w,
-        )
-        return self.to_levels(x)
+    def chain_shape(self) -> tuple[int, ...]:
+        """The chain runs over the images themselves: x_T, …, x_0 of shape [C, H, W]."""
+        return self.shape
+
+    def from_chain(self, x_0: Tensor) -> Tensor:
+        """x_0 in [−1, 1] → the data's levels."""
+        return self.to_levels(x_0)
 
     def information_curve(self, x: Tensor, draws: int = 256, seed: int = 0) -> InformationCurve | None:
         """I(x_0; x_t) of the fixed forward process along t for x_0 uniform over the images x (no network involved);

@@ -20,6 +20,7 @@ import torch
 from elbolab.atomic import atomic_write_json
 from elbolab.bounds import Estimator, mean_ci95, nats_to_bpd, rmse_255
 from elbolab.data.base import ImageData, to_model
+from elbolab.diffusion.samplers import nfe as sampler_nfe
 from elbolab.errors import ConfigError, ElbolabError
 from elbolab.evaluate.features import ClassifierFeatures, FeatureExtractor
 from elbolab.evaluate.interpolation import PathStats, path_stats
@@ -30,9 +31,10 @@ from elbolab.evaluate.speed import synchronize, time_sampling
 from elbolab.model import GenerativeModel, dataset_bound
 from elbolab.records import BoundSummary, Information, Record, SampleFigures, SpeedRow
 
-#: draws chosen for a precision are a multiple of this (whole stratified replicates), at most MAX_DRAWS, and aim
-#: PRECISION_MARGIN × the requested standard error (the probe's variance is itself an estimate)
-PRECISION_ROUNDING, MAX_DRAWS, PRECISION_MARGIN = 4, 4096, 0.85
+#: draws chosen for a precision are a multiple of this (whole stratified replicates), at most
+#: `precision.MAX_PRECISION_DRAWS`, and aim PRECISION_MARGIN × the requested standard error (the probe's variance is
+#: itself an estimate)
+PRECISION_ROUNDING, PRECISION_MARGIN = 4, 0.85
 #: fits kept in a pilot cache (the newest); a run folder's cache file is named PILOT_CACHE_FILE
 MAX_PILOT_FITS, PILOT_CACHE_FILE = 16, "pilot-fits.json"
 #: part of every kept fit's key, raised whenever what a pilot pass fits changes, so that older fits are refitted
@@ -82,12 +84,18 @@ class IWAESummary(Record):
 
 @dataclass(frozen=True)
 class QualitySamples(Record):
-    """How the samples behind quality and sharpness were drawn."""
+    """How the samples behind quality and sharpness were drawn: `sampler` over `steps` steps, `nfe` network
+    evaluations."""
 
     n: int
     seconds: float
     sampler: str
     steps: int
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations of the sampler over its steps (`samplers.nfe`: Heun's 2k − 1)."""
+        return sampler_nfe(self.sampler, self.steps)
 
 
 @dataclass(frozen=True)
@@ -189,22 +197,23 @@ def seeded_sampler(model: GenerativeModel, seed: int, **kwargs: Any) -> Callable
 
 def speed_table(model: GenerativeModel, cfg: EvalConfig) -> tuple[SpeedRow, ...]:
     """Sampling speed of every sampler the model declares (those of `cfg.speed_samplers` among them; its first
-    where it has none of them) at every NFE it takes, each sampler after one 2-image warm-up at its smallest NFE
-    (first-call costs are the sampler's, not the NFE's)."""
+    where it has none of them) at every step count it takes, each row at its NFE (`samplers.nfe`), each sampler
+    after one 2-image warm-up at its fewest steps (first-call costs are the sampler's, not the NFE's)."""
     caps = model.capabilities
     rows = []
     wanted = [s for s in caps.samplers if cfg.speed_samplers is None or s in cfg.speed_samplers]
     for sampler in wanted or caps.samplers[:1]:
-        nfes = caps.steps_for(cfg.nfe)
-        if nfes:
-            seeded_sampler(model, cfg.seed, sampler=sampler, steps=nfes[0])(2)
-        for nfe in nfes:
-            draw = seeded_sampler(model, cfg.seed, sampler=sampler, steps=nfe)
-            timing = time_sampling(draw, cfg.speed_n, nfe=nfe, repeats=1, warmup=0, device=model.device)
+        counts = caps.steps_for(cfg.nfe)
+        if counts:
+            seeded_sampler(model, cfg.seed, sampler=sampler, steps=counts[0])(2)
+        for steps in counts:
+            draw = seeded_sampler(model, cfg.seed, sampler=sampler, steps=steps)
+            evaluations = sampler_nfe(sampler, steps)
+            timing = time_sampling(draw, cfg.speed_n, nfe=evaluations, repeats=1, warmup=0, device=model.device)
             rows.append(
                 SpeedRow(
                     sampler=sampler,
-                    nfe=nfe,
+                    nfe=evaluations,
                     n=timing["n"],
                     repeats=timing["repeats"],
                     seconds_per_call=timing["seconds_per_call"],

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from elbolab.diffusion.samplers import nfe as sampler_nfe
 from elbolab.evaluate.features import FeatureExtractor
 from elbolab.evaluate.resample import sample_figures
 from elbolab.evaluate.run import Measurement
@@ -26,13 +27,19 @@ STEPS = (1, 2, 5, 10, 20, 50, 100)
 
 @dataclass(frozen=True)
 class StepsPoint(Record):
-    """One model and sampler at `steps` network evaluations: its sample figures and seconds per image."""
+    """One model and sampler at `steps` sampling steps (`nfe` network evaluations): its sample figures and seconds
+    per image."""
 
     model: str
     sampler: str
     steps: int
     seconds_per_image: float
     figures: SampleFigures
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations of the sampler over its steps (`samplers.nfe`: Heun's 2k − 1)."""
+        return sampler_nfe(self.sampler, self.steps)
 
     @staticmethod
     def of(m: Measurement) -> StepsPoint:

@@ -500,6 +500,35 @@ def with_preset(cfg: CompareConfig, side: int) -> CompareConfig:
     )
 
 
+#: `compare --quick`: a smoke test's evaluation (each model's default draws for the bound, not as many as a precision
+#: needs: an untrained model drives those to the cap) and a smaller job around it
+QUICK_EVALUATION: dict[str, Any] = {
+    "n_eval": 100,
+    "iwae_n": 50,
+    "speed_n": 8,
+    "nfe": (5, 10),
+    "quality_steps": 10,
+    "bpd_se": None,
+    "replicates": 50,
+}
+QUICK: dict[str, Any] = {
+    "beta_sweep": (4.0,),
+    "steps": (1, 2, 10),
+    "steps_replicates": 50,
+    "interpolation_pairs": 8,
+    "timing_repeats": 3,
+    "information_images": 500,
+    "information_draws": 64,
+    "objective_budget_fraction": 0.5,
+}
+
+
+def quick_config(cfg: CompareConfig) -> CompareConfig:
+    """`cfg` as `compare --quick` runs it: `QUICK` and `QUICK_EVALUATION`, at most 32 samples."""
+    evaluation = replace(cfg.evaluation, n_samples=min(cfg.evaluation.n_samples, 32), **QUICK_EVALUATION)
+    return replace(cfg, evaluation=evaluation, **QUICK)
+
+
 def seed_folder(out: Path, cfg: CompareConfig, index: int) -> Path:
     """Where seed number `index` of a comparison keeps its runs: `out` for the first, `out/seed-S` after."""
     return out if index == 0 else out / f"seed-{cfg.seed + index}"

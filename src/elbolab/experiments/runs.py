@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from elbolab.train.run import (
     build_model,
     list_checkpoints,
     load_run,
+    read_metrics,
     read_run_config,
 )
 
@@ -63,7 +63,7 @@ def weights_identity(run_dir: Path) -> dict[str, Any]:
     weights = run_dir / WEIGHTS_FILE
     path = weights if weights.is_file() else list_checkpoints(run_dir)[0]
     metrics = run_dir / METRICS_FILE
-    step = json.loads(metrics.read_text())["step"] if metrics.is_file() else None
+    step = read_metrics(run_dir)["step"] if metrics.is_file() else None
     return {"step": step, "file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
@@ -78,7 +78,7 @@ def measure_run(
     """`evaluate.measure` on a trained run, with its training figures beside; the images behind it and the
     loaded model (so that a caller measuring more need not load it again)."""
     run_cfg, model = load_run(run_dir, device)
-    metrics = json.loads((Path(run_dir) / METRICS_FILE).read_text())
+    metrics = read_metrics(run_dir)
     measurement, images = measure(model, test, cfg, features, log, pilot_images(run_dir, run_cfg, model, cfg))
     return (
         RunResult(
@@ -102,6 +102,8 @@ def measure_runs(
     if len({Path(r).resolve() for r in run_dirs}) != len(run_dirs):
         raise ElbolabError("the same run folder was given twice")
     configs = {Path(r): read_run_config(Path(r)) for r in run_dirs}
+    for run_dir in configs:
+        read_metrics(run_dir)  # a damaged metrics.json is refused before any work
     kinds = [c.kind for c in configs.values()]
     if len(set(kinds)) != len(kinds):
         raise ElbolabError(f"give at most one run of each kind, got {', '.join(kinds)}")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import stats
 
+from elbolab.bounds import plus_minus
 from elbolab.evaluate.floors import Floors
 from elbolab.evaluate.information import InformationCurve
 from elbolab.evaluate.interpolation import PathStats
@@ -507,8 +508,9 @@ def contrast_likelihood(vae: BoundSummary, diffusion: BoundSummary) -> Contrast:
     return judged(
         LIKELIHOOD,
         "Both optimise the same kind of bound; with enough steps diffusion's is the tighter (VDM, iDDPM).",
-        f"VAE {vae.bpd.total:.3f} ± {vae.bpd.ci95:.3f} bits/dim ({vae.estimator}), diffusion "
-        f"{diffusion.bpd.total:.3f} ± {diffusion.bpd.ci95:.3f} bits/dim ({diffusion.estimator}); paired "
+        f"VAE {vae.bpd.total:.3f} {plus_minus(vae.bpd.ci95, vae.n, 3)} bits/dim ({vae.estimator}), diffusion "
+        f"{diffusion.bpd.total:.3f} {plus_minus(diffusion.bpd.ci95, diffusion.n, 3)} bits/dim ({diffusion.estimator}); "
+        "paired "
         f"difference on the same {n} images: {show(e)}.",
         [e],
         figure="bound_terms",

@@ -11,7 +11,6 @@ Nothing is downloaded: a Hub id must be fetched into a folder first.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,19 @@ from elbolab.diffusion.tabulated import TabulatedSchedule
 from elbolab.errors import ElbolabError
 from elbolab.model import GenerativeModel
 from elbolab.nets.diffusers_unet import DiffusersUNet, require_diffusers
-from elbolab.train.run import load_run, pick_device, read_run_config
+from elbolab.train.run import (
+    Schema,
+    count,
+    finite_number,
+    flag,
+    load_run,
+    optional,
+    pick_device,
+    positive_int,
+    read_json,
+    read_run_config,
+    text,
+)
 
 #: diffusers' prediction_type → elbolab's parameterisation
 PREDICTION_TYPES: dict[str, Parameterisation] = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
@@ -42,6 +53,45 @@ VARIANCE_TYPES: dict[str, Variance] = {
 SCHEDULERS = ("DDPMScheduler", "DDIMScheduler")
 #: ᾱ from the float64 table must match the scheduler's float32 alphas_cumprod this closely (relative)
 ALPHA_BAR_RTOL = 1e-4
+
+_SIDES = "a positive integer or a list of two"
+#: unet/config.json: the fields elbolab reads before diffusers builds the UNet from the rest
+UNET_CONFIG = Schema(
+    {
+        "_class_name": (text, "a string"),
+        "in_channels": (positive_int, "a positive integer"),
+        "out_channels": (positive_int, "a positive integer"),
+        "sample_size": (
+            optional(lambda v: positive_int(v) or (isinstance(v, list) and len(v) == 2 and all(map(positive_int, v)))),
+            f"{_SIDES} positive integers, or null",
+        ),
+        "time_embedding_type": (text, "a string"),
+        "num_class_embeds": (optional(count), "an integer ≥ 0 or null"),
+        "class_embed_type": (optional(text), "a string or null"),
+    },
+    required=("_class_name", "in_channels", "out_channels"),
+)
+#: scheduler/scheduler_config.json: the chain's fields (`chain_config`) and its betas
+SCHEDULER_CONFIG = Schema(
+    {
+        "_class_name": (text, "a string"),
+        "num_train_timesteps": (positive_int, "a positive integer"),
+        "prediction_type": (text, "a string"),
+        "variance_type": (optional(text), "a string or null"),
+        "thresholding": (flag, "true or false"),
+        "clip_sample": (flag, "true or false"),
+        "clip_sample_range": (finite_number, "a finite number"),
+        "rescale_betas_zero_snr": (flag, "true or false"),
+        "beta_schedule": (text, "a string"),
+        "beta_start": (finite_number, "a finite number"),
+        "beta_end": (finite_number, "a finite number"),
+        "trained_betas": (
+            optional(lambda v: isinstance(v, list) and bool(v) and all(map(finite_number, v))),
+            "a list of finite numbers or null",
+        ),
+    },
+    required=("_class_name", "num_train_timesteps"),
+)
 
 
 class DiffusersModel(DiffusionModel):
@@ -129,20 +179,12 @@ def diffusers_folders(path: Path) -> tuple[Path, Path]:
     )
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ElbolabError(f"{path}: unreadable diffusers config ({exc})") from None
-
-
 def load_diffusers(path: Path, shape: tuple[int, int, int], levels: int, device: str = "auto") -> DiffusersModel:
     """The diffusers model saved in `path` as an elbolab model for images of `shape` with `levels` levels, in eval
     mode on `device` ("auto": the first GPU if there is one)."""
-    diffusers = require_diffusers()
     unet_dir, scheduler_dir = diffusers_folders(path)
-    unet_cfg = _read_config(unet_dir / "config.json")
-    scheduler_cfg = _read_config(scheduler_dir / "scheduler_config.json")
+    unet_cfg = read_json(unet_dir / "config.json", "diffusers UNet config", UNET_CONFIG)
+    scheduler_cfg = read_json(scheduler_dir / "scheduler_config.json", "diffusers scheduler config", SCHEDULER_CONFIG)
     if unet_cfg.get("_class_name") != "UNet2DModel":
         raise ElbolabError(f"{unet_dir}: a {unet_cfg.get('_class_name')}, but elbolab reads a UNet2DModel")
     if scheduler_cfg.get("_class_name") not in SCHEDULERS:
@@ -150,6 +192,7 @@ def load_diffusers(path: Path, shape: tuple[int, int, int], levels: int, device:
             f"{scheduler_dir}: a {scheduler_cfg.get('_class_name')}; elbolab reads {' or '.join(SCHEDULERS)}"
         )
     check_unet(unet_cfg, shape, scheduler_cfg.get("variance_type") == "learned_range")
+    diffusers = require_diffusers()
     scheduler = getattr(diffusers, scheduler_cfg["_class_name"]).from_config(scheduler_cfg)
     unet = diffusers.UNet2DModel.from_pretrained(unet_dir, local_files_only=True, low_cpu_mem_usage=False)
     unet = unet.float().eval()

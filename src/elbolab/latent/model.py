@@ -15,8 +15,8 @@ from torch import Tensor
 from elbolab.bounds import Bound, Estimator
 from elbolab.data.base import ImageData
 from elbolab.diffusion.chain import GaussianDiffusion, build_net
-from elbolab.diffusion.model import SAMPLE_OPTIONS
-from elbolab.diffusion.samplers import SAMPLERS, Churn
+from elbolab.diffusion.model import SAMPLE_OPTIONS, ChainModel
+from elbolab.diffusion.samplers import SAMPLERS
 from elbolab.errors import ElbolabError
 from elbolab.latent.bound import latent_bound, total_std
 from elbolab.latent.config import LatentDiffusionConfig
@@ -32,7 +32,7 @@ OBJECTIVES = {
 }
 
 
-class LatentDiffusion(GenerativeModel):
+class LatentDiffusion(ChainModel):
     """An autoencoder (a VAE with spatial latents) and a Gaussian diffusion over its scaled latents u = z/s."""
 
     kind = "latent-diffusion"
@@ -248,36 +248,13 @@ class LatentDiffusion(GenerativeModel):
         return Bound({k: fold(v) for k, v in draws.terms.items()}, self.dims, None, draws.discrete, extras)
 
     # ---- sampling and the latent path
-    def _sample(
-        self,
-        n: int,
-        generator: torch.Generator | None,
-        sampler: str | None,
-        steps: int | None,
-        eta: float | None = None,
-        variance: str | None = None,
-        y: Tensor | None = None,
-        guidance: float | None = None,
-        **churn: float,
-    ) -> Tensor:
-        """u_T ~ N(0, I), `sampler` over `steps` steps → u_0 (`churn`: "heun-churn"'s options), then one decoder pass
-        on z = s·u_0 (the decoder's mean), all n latents decoded in one batch. A conditional model's chain samples
-        given labels y [n] with guidance w (default 1; None y: unconditionally)."""
-        y, w = self.guided_labels(y, n, guidance)
-        u = self.diffusion.sample(
-            (n, *self.latent_shape),
-            sampler,
-            steps,
-            eta,
-            variance,
-            clip=False,
-            generator=generator,
-            device=self.scale.device,
-            churn=Churn(**churn),
-            y=y,
-            guidance=w,
-        )
-        return self.decode(u)
+    def chain_shape(self) -> tuple[int, ...]:
+        """The chain runs over scaled latents u = z/s of shape [c, r, r]."""
+        return self.latent_shape
+
+    def from_chain(self, x_0: Tensor) -> Tensor:
+        """u_0 → one decoder pass on z = s·u_0 (the decoder's mean), all latents decoded in one batch."""
+        return self.decode(x_0)
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:

@@ -268,7 +268,7 @@ def frontier_speed(models: dict[str, Measurement]) -> bytes:
     _nfe_axis(ax, nfes)
     ax.set_yscale("log")
     ax.set_ylabel("images per second (log scale)")
-    ax.set_title("Sampling speed against steps")
+    ax.set_title("Sampling speed against network evaluations")
     return png(fig)
 
 
@@ -293,7 +293,7 @@ def information_curves(curves: tuple[Any, ...]) -> bytes:
 
 
 def steps_curves(points: Sequence[StepsPoint], floors: Floors | None, pick: Pick, axis_label: str) -> bytes:
-    """The sample figure `pick` reads (95% bootstrap interval) against sampling steps per model and sampler,
+    """The sample figure `pick` reads (95% bootstrap interval) against the NFE of each model and sampler's points,
     with the floors."""
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     groups: dict[tuple[str, str], list[tuple[int, Resampled]]] = {}
@@ -311,7 +311,7 @@ def steps_curves(points: Sequence[StepsPoint], floors: Floors | None, pick: Pick
             [max(hi - v, 0.0) for v, (_, hi) in zip(values, spans)],
         ]
         ax.errorbar(
-            [steps for steps, _ in rows],
+            [evaluations for evaluations, _ in rows],
             values,
             yerr=err,
             fmt="o-" if len(rows) > 1 else "*",

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor, nn
 
 from elbolab.atomic import TEMP_SUFFIX, atomic_write_json, atomic_write_text
-from elbolab.bounds import mean_ci95, nats_to_bpd
+from elbolab.bounds import json_ready, mean_ci95, nats_to_bpd
 from elbolab.data.base import ImageData, to_model
 from elbolab.errors import ElbolabError
 from elbolab.model import GenerativeModel, dataset_bound
@@ -407,7 +407,7 @@ class Trainer:
         bound = dataset_bound(self.eval_model, self.test_data, self.cfg.eval_n, self.cfg.batch_size)
         mean, ci = mean_ci95(bound.bits_per_dim())
         terms = {k: nats_to_bpd(v, bound.dims).mean().item() for k, v in bound.terms.items()}
-        return {"test_bpd": mean, "test_bpd_ci95": ci, "test_bpd_terms": terms}
+        return {"test_bpd": mean, "test_bpd_ci95": ci, "test_bpd_terms": terms, "test_n": len(bound.total)}
 
     def validate(self) -> dict[str, Any]:
         """The validation bound of the EMA weights at this step, on the curve; kept if the best so far."""
@@ -715,5 +715,5 @@ class Trainer:
             "objective": self.model.objective,
         }
         save_tensors(self.run_dir / WEIGHTS_FILE, kept)
-        atomic_write_json(self.run_dir / METRICS_FILE, metrics)
+        atomic_write_json(self.run_dir / METRICS_FILE, json_ready(metrics))  # NaN (an interval of one image) as null
         return metrics

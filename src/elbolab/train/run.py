@@ -7,7 +7,7 @@ import math
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,30 +123,9 @@ class RunConfig:
 
     @staticmethod
     def from_json(obj: Any, source: str = "run config") -> RunConfig:
-        """The config from its JSON form, every field's type checked; a bad one is one line naming it."""
-
-        def bad(key: str, what: str) -> ConfigError:
-            return ConfigError(f"{source}: {key} must be {what}, not {json.dumps(obj.get(key))[:60]}")
-
-        if not isinstance(obj, dict):
-            raise ConfigError(f"{source}: must hold a JSON object, not {type(obj).__name__}")
-        missing = [k for k in ("kind", "data", "shape", "levels", "model", "train") if k not in obj]
-        if missing:
-            raise ConfigError(f"{source}: run config is missing the key {missing[0]!r}")
-        if not isinstance(obj["kind"], str) or obj["kind"] not in MODEL_KINDS:
-            raise bad("kind", f"one of {', '.join(MODEL_KINDS)}")
-        if not isinstance(obj["data"], str) or not obj["data"]:
-            raise bad("data", "a data set name or path")
-        if obj.get("data_dir") is not None and not isinstance(obj["data_dir"], str):
-            raise bad("data_dir", "a path or null")
+        """The config from its JSON form, every field's type checked (`RUN_CONFIG`); a bad one is one line naming it."""
+        RUN_CONFIG.check(obj, source)
         shape = obj["shape"]
-        if not (isinstance(shape, list) and len(shape) == 3 and all(_positive_int(v) for v in shape)):
-            raise bad("shape", "a list of three positive integers [C, H, W]")
-        if not (_positive_int(obj["levels"]) and obj["levels"] >= 2):
-            raise bad("levels", "an integer ≥ 2")
-        for section in ("model", "train"):
-            if not isinstance(obj[section], dict):
-                raise bad(section, "a JSON object")
         cfg_cls, _ = model_classes(obj["kind"])
         try:
             return RunConfig(
@@ -165,7 +144,7 @@ class RunConfig:
             raise ConfigError(f"{source}: a model or train value has the wrong type ({exc})") from None
 
 
-def _positive_int(value: Any) -> bool:
+def positive_int(value: Any) -> bool:
     """A JSON integer ≥ 1 (booleans and floats excluded)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -234,23 +213,111 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"non-finite number {name}")
 
 
-def read_json(path: Path, what: str) -> Any:
-    """A JSON file elbolab wrote, parsed; not UTF-8, not JSON or holding NaN/Infinity: one line naming the file."""
+def read_json(path: Path, what: str, schema: Schema | None = None) -> Any:
+    """A JSON file, parsed and (with `schema`) checked; not UTF-8, not JSON, holding NaN/Infinity or not fitting
+    its schema: one line naming the file (and the field)."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
-        return json.loads(text, parse_constant=_reject_constant)
+        obj = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: corrupt {what} (not UTF-8 text: byte {exc.start})") from None
     except ValueError as exc:  # JSONDecodeError and the non-finite hook
         raise ConfigError(f"{path}: corrupt {what} ({exc})") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    return obj if schema is None else schema.check(obj, str(path))
 
 
 def finite_number(value: Any) -> bool:
     """A JSON number that is finite (booleans excluded)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def count(value: Any) -> bool:
+    """A JSON integer ≥ 0 (booleans and floats excluded)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def text(value: Any) -> bool:
+    """A JSON string."""
+    return isinstance(value, str)
+
+
+def flag(value: Any) -> bool:
+    """A JSON boolean."""
+    return isinstance(value, bool)
+
+
+def json_object(value: Any) -> bool:
+    """A JSON object."""
+    return isinstance(value, dict)
+
+
+def optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """`check`, or null."""
+    return lambda value: value is None or check(value)
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What one JSON file elbolab reads must hold: an object with the `required` keys, each of its `fields` that is
+    there passing its check, `fields[key] = (check, what it must be)`; other keys are the file's own business."""
+
+    fields: Mapping[str, tuple[Callable[[Any], bool], str]]
+    required: tuple[str, ...] = ()
+
+    def check(self, obj: Any, source: str) -> dict[str, Any]:
+        """`obj` if it fits; else a ConfigError naming `source` (the file) and the first field that does not."""
+        if not isinstance(obj, dict):
+            raise ConfigError(f"{source}: must hold a JSON object, not {type(obj).__name__}")
+        missing = [key for key in self.required if key not in obj]
+        if missing:
+            raise ConfigError(f"{source}: is missing the key {missing[0]!r}")
+        for key, (ok, what) in self.fields.items():
+            if key in obj and not ok(obj[key]):
+                raise ConfigError(f"{source}: {key} must be {what}, not {json.dumps(obj[key])[:60]}")
+        return obj
+
+
+#: config.json: the resolved config of a run (the sections' values are checked by their dataclasses)
+RUN_CONFIG = Schema(
+    {
+        "kind": (lambda v: isinstance(v, str) and v in MODEL_KINDS, f"one of {', '.join(MODEL_KINDS)}"),
+        "data": (lambda v: isinstance(v, str) and bool(v), "a data set name or path"),
+        "data_dir": (optional(text), "a path or null"),
+        "shape": (
+            lambda v: isinstance(v, list) and len(v) == 3 and all(positive_int(n) for n in v),
+            "a list of three positive integers [C, H, W]",
+        ),
+        "levels": (lambda v: positive_int(v) and v >= 2, "an integer ≥ 2"),
+        "model": (json_object, "a JSON object"),
+        "train": (json_object, "a JSON object"),
+        "classes": (optional(positive_int), "a positive integer or null"),
+    },
+    required=("kind", "data", "shape", "levels", "model", "train"),
+)
+#: metrics.json: what a finished run's training measured (the fields elbolab reads back; NaN is written as null)
+METRICS = Schema(
+    {
+        "step": (count, "an integer ≥ 0"),
+        "train_seconds": (finite_number, "a finite number"),
+        "train_images_per_s": (finite_number, "a finite number"),
+        "train_flops": (optional(finite_number), "a finite number or null"),
+        "train_flops_per_step": (optional(finite_number), "a finite number or null"),
+        "kept_step": (count, "an integer ≥ 0"),
+        "test_bpd": (optional(finite_number), "a finite number or null"),
+        "test_bpd_ci95": (optional(finite_number), "a finite number or null"),
+        "test_n": (count, "an integer ≥ 0"),
+        "validation": (optional(json_object), "a JSON object or null"),
+        "objective": (text, "a string"),
+    },
+    required=("step", "train_seconds", "train_images_per_s"),
+)
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    """A finished run's metrics.json, checked against `METRICS`."""
+    return dict(read_json(Path(run_dir) / METRICS_FILE, "metrics", METRICS))
 
 
 def check_data_agrees(cfg: RunConfig, shape: tuple[int, ...], levels: int, run_dir: Path) -> None:
@@ -331,7 +398,7 @@ def read_marker(run_dir: Path) -> dict[str, Any] | None:
     marker = read_json(path, "run marker")
     if not isinstance(marker, dict) or marker.get("kind") != MARKER_KIND:
         raise RunFolderError(f"{path}: kind must be {MARKER_KIND!r}; this is not an elbolab run marker")
-    if not (_positive_int(marker.get("format")) and marker["format"] <= RUN_FORMAT):
+    if not (positive_int(marker.get("format")) and marker["format"] <= RUN_FORMAT):
         raise RunFolderError(f"{path}: format must be an integer 1..{RUN_FORMAT} (this elbolab reads up to that)")
     if not isinstance(marker.get("run_id"), str) or not marker["run_id"]:
         raise RunFolderError(f"{path}: run_id must be a non-empty string")

@@ -9,7 +9,6 @@ autoencoder's weights and s) and a finished autoencoder run are all left as they
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +27,7 @@ from elbolab.train.run import (
     RunConfig,
     build_model,
     load_run,
+    read_metrics,
     read_run_config,
     save_run_config,
 )
@@ -109,8 +109,8 @@ def stage_one_spent(cfg: LatentDiffusionConfig, run_dir: Path) -> Spent:
     metrics = run_dir / AUTOENCODER_DIR / METRICS_FILE
     if cfg.autoencoder is not None or not metrics.is_file():
         return Spent()
-    record = json.loads(metrics.read_text())
-    return Spent(float(record.get("train_seconds", 0.0)), float(record.get("train_flops") or 0.0))
+    record = read_metrics(metrics.parent)
+    return Spent(float(record["train_seconds"]), float(record.get("train_flops") or 0.0))
 
 
 def load_autoencoder(path: Path, device: str = "auto") -> VAE:
