@@ -105,20 +105,21 @@ def preset_for(side: int, device: str) -> Preset:
     steps depend on the machine. On digits one step costs 5.3e9 FLOPs (VAE), 3.1e9 (diffusion), 4.8e9 and 4.0e9
     (latent diffusion's autoencoder and prior); in the 60 s each model had before (2 threads, idle:
     benchmarks/results/compare_digits.json, 1,213 / 1,015 / 443 steps) they trained 6.5e12, 3.2e12 and ≈ 4.9e12
-    FLOPs, 4.5e12 each on average. At one thread (`train.threads`) a step takes ≈ 1.3× as long idle, so 3e12
-    keeps the README's command within its 6 minutes: ≈ 560 VAE steps, ≈ 960 diffusion steps, ≈ 310 + 375 of
-    latent diffusion. On 28 px on a CPU (batch 64) the steps cost 9.4e9, 1.9e10, 9.0e9 and 7.1e9 FLOPs; the
+    FLOPs, 4.5e12 each on average. At one thread (`train.threads`) a step takes ≈ 1.3× as long idle. 3e12 (≈ 560
+    VAE steps, ≈ 960 diffusion steps, ≈ 310 + 375 of latent diffusion) took the core design's ten runs 3.6-4.4 min
+    to train, two at a time, and the README's command 7 min 43 s without the install (load ≈ 2); 2e12 (≈ 375 VAE
+    and ≈ 640 diffusion steps) is what keeps it within its 6 minutes with the install. On 28 px on a CPU (batch 64) the steps cost 9.4e9, 1.9e10, 9.0e9 and 7.1e9 FLOPs; the
     120 s of before bought ≈ 1e13 each (benchmarks/results/compare_fashion_mnist.json), 7.5e12 at one thread. On
     a GPU 500 steps, what diffusion's base preset trains in 60 s (123 ms a step, benchmarks/results/gpu-mfu.json)."""
     if side <= 16:
         return Preset(
-            budget=Budget(3e12, "flop"),
+            budget=Budget(2e12, "flop"),
             step_seconds=0.078,
             flop_rate=5.7e10,
             batch_size=128,
             n_eval=None,
-            steps=STEPS,
-            measure_seconds=70.0,
+            steps=DIGITS_STEPS,
+            measure_seconds=125.0,
             lr=3e-3,
         )
     if device.startswith("cuda"):
@@ -151,12 +152,22 @@ def expected_seconds(budget: Budget, preset: Preset) -> float:
     return budget.amount * preset.step_seconds if budget.unit == "steps" else budget.amount / preset.flop_rate
 
 
+#: the steps sweep on digits: NFE 1 to 32 by doublings, where every sampler's Fréchet distance has levelled off
+#: (the ancestral sampler's lowest is at 32, DDIM's and DPM-Solver++'s flat from 16; frontier-digits.json);
+#: 50 and 100 cost twice the rest together and showed nothing new
+DIGITS_STEPS = (1, 2, 4, 8, 16, 32)
+#: the NFE of compare's quality samples: DPM-Solver++'s Fréchet distance on digits levels off by 8 NFE (1.47 at 8
+#: and 16, 1.51 at 64 and 100; benchmarks/results/frontier-digits.json), so 20 keeps a margin and costs 2.5× less
+#: than the 50 of `EvalConfig`
+QUALITY_NFE = 20
+
+
 def compare_evaluation(**changes: Any) -> EvalConfig:
     """The evaluation `compare` runs: `EvalConfig` with `BOUND_PRECISION`, the speed table of the samplers the
     steps sweep draws and of the quality sampler (not of every sampler: `--frontier` sweeps those), then
     `changes`."""
     speed = (*SWEPT, EvalConfig.quality_sampler)
-    return EvalConfig(**{**BOUND_PRECISION, "speed_samplers": speed, **changes})
+    return EvalConfig(**{**BOUND_PRECISION, "speed_samplers": speed, "quality_steps": QUALITY_NFE, **changes})
 
 
 @dataclass(frozen=True)
