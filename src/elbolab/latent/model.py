@@ -32,6 +32,11 @@ OBJECTIVES = {
 }
 
 
+#: (image, draw) pairs a Monte-Carlo bound sends through the decoder and the latent chain at once: 256 draws of a
+#: batch of 256 digits at once held a measuring process at ~1.9 GB
+LATENT_PAIRS = 4096
+
+
 class LatentDiffusion(ChainModel):
     """An autoencoder (a VAE with spatial latents) and a Gaussian diffusion over its scaled latents u = z/s."""
 
@@ -233,19 +238,35 @@ class LatentDiffusion(ChainModel):
         if estimator.method == "exact":
             return self._bound_at(x, reparameterize(mean, logvar, generator), logvar, estimator, generator, y)
         K = estimator.samples or self.config.diffusion.elbo_samples
+        per_pass = max(1, LATENT_PAIRS // x.shape[0])  # draws whose copies of the batch go through at once
+        passes = [self._draws(x, mean, logvar, y, min(per_pass, K - k), generator) for k in range(0, K, per_pass)]
 
-        def rep(t: Tensor) -> Tensor:  # K copies of the batch, stacked
-            return t.repeat(K, *(1,) * (t.ndim - 1))
+        def fold(name: str, part: str) -> Tensor:  # the mean over the K draws, per example
+            return torch.cat([getattr(d, part)[name] for d in passes]).view(K, x.shape[0]).mean(0)
 
-        def fold(t: Tensor) -> Tensor:  # the mean over the K copies, per example
-            return t.view(K, x.shape[0]).mean(0)
+        first = passes[0]
+        extras = {k: fold(k, "extras") for k in first.extras if k != "latent_prior.stderr"}
+        total = torch.cat([d.total for d in passes]).view(K, x.shape[0])
+        extras["stderr"] = total.std(0) / math.sqrt(K) if K > 1 else torch.zeros_like(total[0])
+        return Bound({k: fold(k, "terms") for k in first.terms}, self.dims, None, first.discrete, extras)
+
+    def _draws(
+        self,
+        x: Tensor,
+        mean: Tensor,
+        logvar: Tensor,
+        y: Tensor | None,
+        k: int,
+        generator: torch.Generator | None,
+    ) -> Bound:
+        """k independent estimates of the bound, stacked [k·B]: each at its own z ~ q(z|x), with two Monte-Carlo
+        draws of t in the latent chain."""
+
+        def rep(t: Tensor) -> Tensor:  # k copies of the batch, stacked
+            return t.repeat(k, *(1,) * (t.ndim - 1))
 
         z = reparameterize(rep(mean), rep(logvar), generator)
-        draws = self._bound_at(rep(x), z, rep(logvar), Estimator("mc", 2), generator, None if y is None else rep(y))
-        extras = {k: fold(v) for k, v in draws.extras.items() if k != "latent_prior.stderr"}
-        total = draws.total.view(K, x.shape[0])
-        extras["stderr"] = total.std(0) / math.sqrt(K) if K > 1 else torch.zeros_like(total[0])
-        return Bound({k: fold(v) for k, v in draws.terms.items()}, self.dims, None, draws.discrete, extras)
+        return self._bound_at(rep(x), z, rep(logvar), Estimator("mc", 2), generator, None if y is None else rep(y))
 
     # ---- sampling and the latent path
     def chain_shape(self) -> tuple[int, ...]:
