@@ -46,6 +46,8 @@ class CountedFeatures:
         self.features, self.seen = features, []
 
     def __getattr__(self, name: str) -> Any:
+        if name == "features":  # not set yet (unpickling): no recursion through __getattr__
+            raise AttributeError(name)
         return getattr(self.features, name)
 
     def __call__(self, images: torch.Tensor, levels: int) -> torch.Tensor:

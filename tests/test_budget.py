@@ -318,9 +318,9 @@ def test_compare_budgets_are_compute_and_keep_the_best_weights():
 
     test = load_data("digits", "test")
     cfg = with_preset(CompareConfig(device="cpu"), 8)
-    assert cfg.budget == Budget(3e12, "flop") and not cfg.budget.machine_dependent
+    assert cfg.budget == Budget(2e12, "flop") and not cfg.budget.machine_dependent
     vae = budgeted_run("vae", cfg, test, cfg.budget).train
-    assert (vae.max_flops, vae.max_seconds, vae.steps) == (3e12, 0.0, STEP_CAP)
+    assert (vae.max_flops, vae.max_seconds, vae.steps) == (2e12, 0.0, STEP_CAP)
     assert vae.keep_best and vae.validation_fraction == 0.1 and vae.threads == 1
     latent = budgeted_run("latent-diffusion", cfg, test, Budget(300, "steps"))
     assert (latent.model.autoencoder_steps, latent.train.steps) == (150, 150)  # stage_one_fraction ½ of the steps
@@ -329,11 +329,11 @@ def test_compare_budgets_are_compute_and_keep_the_best_weights():
     assert CompareConfig(budget=4.0).budget == Budget(4.0, "s")  # a number is seconds, as before
     preset = preset_for(8, "cpu")
     plan = job_plan(cfg, 8)
-    assert plan[0] == ("train", "vae", pytest.approx(3e12 / preset.flop_rate))
+    assert plan[0] == ("train", "vae", pytest.approx(2e12 / preset.flop_rate))
     points = planned_points(cfg)
     fractions = sum(p.budget for p in points)  # the design's models at 1, the β-sweep and objective pair at 0.15
     assert fractions == pytest.approx(len([p for p in points if p.budget == 1]) + 0.15 * 4)
-    per_seed = 3e12 / preset.flop_rate * fractions + preset.measure_seconds * len(points) / 7
+    per_seed = 2e12 / preset.flop_rate * fractions + preset.measure_seconds * len(points) / 7
     assert estimated_seconds(cfg, 8) == pytest.approx(per_seed)
 
 

@@ -60,6 +60,7 @@ CONFIG = CompareConfig(
     information_draws=32,
     overrides=TINY,
     budget_points=(0.5,),
+    jobs=1,  # in this process, so that the counting feature net sees every call (the pools: test_conditional_compare)
 )
 
 

@@ -209,7 +209,19 @@ def test_components_are_models_in_their_own_right(model, digits):
 
 #: DESIGN.md's layers, lowest first: a module may import its own layer or lower ones, never higher
 LAYERS = [
-    {"errors", "atomic", "bounds", "likelihoods", "records", "information", "config", "machine", "data", "nets"},
+    {
+        "errors",
+        "signals",
+        "atomic",
+        "bounds",
+        "likelihoods",
+        "records",
+        "information",
+        "config",
+        "machine",
+        "data",
+        "nets",
+    },
     {"model", "sampling"},
     {"vae", "hvae", "diffusion"},
     {"latent"},

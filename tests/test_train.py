@@ -211,6 +211,8 @@ def test_a_first_stage_leaves_the_rest_of_the_budget_to_the_trainer(tmp_path):
     flops = replace(CFG, max_flops=4e12)
     assert stage_budget(flops, Spent(25.0, 1.5e12)) == replace(flops, max_flops=2.5e12)  # seconds not budgeted
     (tmp_path / AUTOENCODER_DIR).mkdir()
-    (tmp_path / AUTOENCODER_DIR / "metrics.json").write_text(json.dumps({"train_seconds": 25.0, "train_flops": 3e11}))
+    (tmp_path / AUTOENCODER_DIR / "metrics.json").write_text(
+        json.dumps({"step": 40, "train_images_per_s": 900.0, "train_seconds": 25.0, "train_flops": 3e11})
+    )
     assert stage_one_spent(LatentDiffusionConfig(), tmp_path) == Spent(25.0, 3e11)
     assert stage_one_spent(LatentDiffusionConfig(autoencoder=str(tmp_path)), tmp_path) == Spent()  # reused VAE
