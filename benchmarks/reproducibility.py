@@ -92,14 +92,42 @@ def leaves(obj: Any, path: str = "") -> dict[str, Any]:
     return found
 
 
-def timed_contrasts(results: dict[str, Any]) -> set[int]:
+def timed_contrasts(contrasts: list[dict[str, Any]]) -> set[int]:
     """Indices of the contrasts whose effect is a timing (their value and interval may differ)."""
     timed = set()
-    for i, contrast in enumerate(results.get("contrasts", [])):
+    for i, contrast in enumerate(contrasts):
         text = json.dumps(contrast).lower()
         if "timing" in text or "time" in json.dumps(contrast.get("effect", {})).lower():
             timed.add(i)
     return timed
+
+
+def timed_prefixes(results: dict[str, Any]) -> set[str]:
+    """The paths of every timed contrast (the folded ones and each seed's) and of the attribution table's timing
+    cells (the folded table and each seed's): what is measured in seconds."""
+    found = {f"/contrasts[{i}]" for i in timed_contrasts(results.get("contrasts", []))}
+    tables = [("", results.get("attribution"))]
+    for s, seed in enumerate(results.get("seeds", [])):
+        found |= {f"/seeds[{s}]/contrasts[{i}]" for i in timed_contrasts(seed.get("contrasts", []))}
+        tables.append((f"/seeds[{s}]", seed.get("attribution")))
+    for prefix, table in tables:
+        if not table:
+            continue
+        timed = [j for j, o in enumerate(table["outcomes"]) if o["name"] == "time"]
+        for r, row in enumerate(table["rows"]):
+            found |= {f"{prefix}/attribution/rows[{r}]/cells[{j}]" for j in timed if j < len(row["cells"])}
+    return found
+
+
+def cell_verdicts(results: dict[str, Any]) -> dict[str, str]:
+    """Each verdict cell of the attribution table, 'row contrast outcome' → 'verdict (stability)'."""
+    table = results.get("attribution") or {"rows": []}
+    return {
+        f"{r} {row['pairing']['contrast']} {c['outcome']}": f"{c['verdict']} ({c.get('stability')})"
+        for r, row in enumerate(table["rows"])
+        for c in row["cells"]
+        if c.get("verdict")
+    }
 
 
 def verdicts(results: dict[str, Any]) -> dict[str, str]:
@@ -109,11 +137,11 @@ def verdicts(results: dict[str, Any]) -> dict[str, str]:
 
 def differences(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     """The leaves (outside timings and timing contrasts) that differ between two results documents."""
-    skip = {f"/contrasts[{i}]" for i in timed_contrasts(a) | timed_contrasts(b)}
+    skip = timed_prefixes(a) | timed_prefixes(b)
     la, lb = leaves(a), leaves(b)
     rows = []
     for key in sorted(set(la) | set(lb)):
-        if any(key.startswith(prefix) for prefix in skip):
+        if any(key == prefix or key.startswith(prefix + "/") for prefix in skip):
             continue
         x, y = la.get(key), lb.get(key)
         same = x == y or (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y))
@@ -134,19 +162,22 @@ def main() -> None:
         "the README's timed run), instead of running it again; its wall time and load come from --alone-record",
     )
     parser.add_argument("--alone-record", type=Path, help="a JSON file with that run's wall_seconds and load_before")
+    parser.add_argument("--pinned", type=Path, help="the pinned run's compare folder, already written (see --alone)")
+    parser.add_argument("--pinned-record", type=Path, help="a JSON file with that run's wall_seconds and load_before")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="elbolab-repro-"))
     runs = {}
     for name, pinned in (("alone", False), ("pinned", True)):
         folder = root / name
-        if name == "alone" and args.alone is not None:
-            folder = args.alone
-            record = json.loads(args.alone_record.read_text()) if args.alone_record else {}
+        given, given_record = (args.alone, args.alone_record) if name == "alone" else (args.pinned, args.pinned_record)
+        if given is not None:
+            folder = given
+            record = json.loads(given_record.read_text()) if given_record else {}
             runs[name] = {
-                "pinned_beside_busy_loop": False,
+                "pinned_beside_busy_loop": pinned,
                 "wall_seconds": record.get("wall_seconds", float("nan")),
                 "load_before": record.get("load_before", float("nan")),
-                "command": record.get("command", "elbolab compare --data digits (run before, see --alone)"),
+                "command": record.get("command", "elbolab compare --data digits (run before, see --alone/--pinned)"),
                 "folder": str(folder),
             }
         else:
@@ -159,6 +190,11 @@ def main() -> None:
     diff = differences(alone["results"], pinned["results"])
     same_steps = alone["steps"] == pinned["steps"]
     same_verdicts = verdicts(alone["results"]) == verdicts(pinned["results"])
+    cells_a, cells_b = cell_verdicts(alone["results"]), cell_verdicts(pinned["results"])
+    changed_cells = {
+        k: [cells_a.get(k), cells_b.get(k)] for k in cells_a.keys() | cells_b.keys() if cells_a.get(k) != cells_b.get(k)
+    }
+    untimed_cells_same = all(k.endswith(" time") for k in changed_cells)
     rows = [
         {
             "run": name,
@@ -172,7 +208,8 @@ def main() -> None:
     print_table(rows, "the main command alone and pinned to one core beside a busy loop")
     print(
         f"\nsteps identical: {same_steps}; verdicts identical: {same_verdicts}; "
-        f"other differing values (timings excluded): {len(diff)}"
+        f"other differing values (timings excluded): {len(diff)}; attribution verdicts that differ: "
+        f"{changed_cells or 'none'}"
     )
     for row in diff[:20]:
         print(f"  {row['path']}: {row['alone']!r} vs {row['pinned']!r}")
@@ -184,6 +221,8 @@ def main() -> None:
         "identical_steps": same_steps,
         "identical_verdicts": same_verdicts,
         "identical_other_values": not diff,
+        "identical_attribution_verdicts_outside_timings": untimed_cells_same,
+        "attribution_verdicts_that_differ": changed_cells,
         "differences": diff,
         "runs": {
             name: {k: v for k, v in r.items() if k != "results"} | {"verdicts": verdicts(r["results"])}
