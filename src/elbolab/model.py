@@ -174,6 +174,15 @@ class GenerativeModel(nn.Module):
         check_labels(y, n, classes, what)
         return y.to(device=self.device, dtype=torch.long)
 
+    def labels_for(self, y: Tensor | None, n: int) -> Tensor | None:
+        """A conditional model's labels for a bound or a loss of n examples, checked (a one-line error without
+        them, for a model with no null class to fall back on); None for an unconditional model."""
+        if self.capabilities.classes is None:
+            return None
+        if y is None:
+            raise ConfigError(f"the conditional {self.kind} model bounds log p(x|y) and trains given labels: pass y")
+        return self.check_labels(y, n)
+
     def guided_labels(self, y: Tensor | None, n: int, guidance: float | None) -> tuple[Tensor | None, float]:
         """(checked labels, guidance scale w) for sampling a conditional model: w = 1 by default (the model its bound
         is of); a guidance without labels, or one that is not finite, is a one-line error."""

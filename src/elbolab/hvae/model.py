@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from elbolab.bounds import Bound, Estimator, log_mean_exp, sum_per_example
 from elbolab.data.base import ImageData
-from elbolab.errors import ConfigError, DataError
+from elbolab.errors import DataError
 from elbolab.hvae.bound import (
     Gaussian,
     level_kl,
@@ -135,14 +135,6 @@ class HierarchicalVAE(GenerativeModel):
     def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """The bottom-up features of x (of x plus the map of y for a conditional model)."""
         return self.bottom_up(x if y is None else x + self.input_class(y))
-
-    def labels_for(self, y: Tensor | None, n: int) -> Tensor | None:
-        """A conditional model's labels, checked (a one-line error without them); None for an unconditional one."""
-        if self.classes is None:
-            return None
-        if y is None:
-            raise ConfigError("the conditional hierarchical VAE bounds log p(x|y) and trains given labels: pass y")
-        return self.check_labels(y, n)
 
     def log_likelihood(self, x: Tensor, params: Tensor) -> Tensor:
         """log p(x | z_1:L) summed over pixels, [B], from the decoder's parameters."""

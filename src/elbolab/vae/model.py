@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from elbolab.bounds import Bound, Estimator, sum_per_example
 from elbolab.config import require
 from elbolab.data.base import ImageData
-from elbolab.errors import ConfigError, DataError
+from elbolab.errors import DataError
 from elbolab.information import InformationCurve, code_information
 from elbolab.likelihoods import pixel_likelihood
 from elbolab.model import DECODER, Capabilities, DesignLevels, Encoding, GenerativeModel, class_count
@@ -102,14 +102,6 @@ class VAE(GenerativeModel):
     def log_likelihood(self, x: Tensor, z: Tensor, y: Tensor | None = None) -> Tensor:
         """log p(x|z) (or log p(x|z, y)) summed over pixels, [B]."""
         return sum_per_example(self.likelihood.log_prob(x, self.decoder_params(z, y)))
-
-    def labels_for(self, y: Tensor | None, n: int) -> Tensor | None:
-        """A conditional model's labels, checked (a one-line error without them); None for an unconditional one."""
-        if self.classes is None:
-            return None
-        if y is None:
-            raise ConfigError("the conditional VAE bounds log p(x|y) and trains given labels: pass y")
-        return self.check_labels(y, n)
 
     # ---- the contract
     @property
