@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -52,6 +52,63 @@ class ChainModel(GenerativeModel):
     def from_chain(self, x_0: Tensor) -> Tensor:
         """The chain's final state → images in the data's levels."""
         raise NotImplementedError
+
+    def fitted_estimator(self) -> dict[str, Tensor]:
+        """The importance proposal's weights (and, for the discrete chain, its control variate's slopes), once
+        fitted."""
+        d = self.diffusion
+        if not d.proposal_fitted():
+            return {}
+        return {
+            "time_proposal": d.time_proposal.clone(),
+            **({"control_slopes": d.control_slopes.clone()} if d.control_slopes.numel() else {}),
+        }
+
+    def load_fitted_estimator(self, state: Mapping[str, Tensor]) -> None:
+        """Put back a kept importance proposal (weights of the same number of bins) and the control variate's
+        slopes (kept flat or not; a fit kept without them leaves the control variate out, which biases nothing)."""
+        d = self.diffusion
+        weights = state["time_proposal"]
+        slopes = state.get("control_slopes", torch.zeros_like(d.control_slopes))
+        if (
+            not set(state) <= {"time_proposal", "control_slopes"}
+            or weights.shape != d.time_proposal.shape
+            or slopes.numel() != d.control_slopes.numel()
+        ):
+            raise ConfigError(
+                f"a kept pilot fit does not match this model: {sorted(state)}, proposal "
+                f"{list(weights.shape)} for {list(d.time_proposal.shape)}, {slopes.numel()} slopes "
+                f"for {d.control_slopes.numel()}"
+            )
+        d.time_proposal.copy_(weights)
+        d.control_slopes.copy_(slopes.reshape(d.control_slopes.shape))
+
+    def prepare_estimator(self, estimator: Estimator, pilot: Tensor, generator: torch.Generator | None = None) -> None:
+        """For the importance proposal: fit the chain's q(t) on a pilot pass over `pilot` (training images) mapped
+        to the chain's space (`chain_pilot`)."""
+        if estimator.proposal == "importance":
+            self.check_input(pilot)
+            x_0 = self.chain_pilot(pilot.to(self.device), generator)
+            self.diffusion.fit_proposal(x_0, estimator.steps, generator, clip=self.clip)
+
+    def chain_pilot(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Images → the chain's x_0 that its bound integrates over (the pilot a proposal is fitted on)."""
+        raise NotImplementedError
+
+    def self_piloted(
+        self, estimator: Estimator, x: Tensor, generator: torch.Generator | None, bound: Callable[[], Bound]
+    ) -> Bound:
+        """`bound()` with the importance proposal it asks for: as prepared, or, where none was prepared on training
+        images (`prepare_estimator`), fitted for this call only on a pilot pass over the first SELF_PILOT_N of the
+        images bounded: the pilot's draws are independent of the estimate's, so the estimate stays unbiased."""
+        if estimator.proposal != "importance" or self.diffusion.proposal_fitted():
+            return bound()
+        self.prepare_estimator(estimator, x[:SELF_PILOT_N], generator)
+        try:
+            return bound()
+        finally:
+            self.diffusion.time_proposal.zero_()
+            self.diffusion.control_slopes.zero_()
 
     def _sample(
         self,
@@ -183,42 +240,9 @@ class DiffusionModel(ChainModel):
             return replace(estimator, steps=self.config.T)
         return estimator
 
-    def prepare_estimator(self, estimator: Estimator, pilot: Tensor, generator: torch.Generator | None = None) -> None:
-        """For the importance proposal: fit q(t) on a pilot pass over `pilot` (training images), for the
-        bound `elbo` computes (clipped x̂_0; the T-step form if estimator.steps)."""
-        if estimator.proposal == "importance":
-            self.check_input(pilot)
-            self.diffusion.fit_proposal(pilot.to(self.device), estimator.steps, generator, clip=True)
-
-    def fitted_estimator(self) -> dict[str, Tensor]:
-        """The importance proposal's weights (and, for the discrete chain, its control variate's slopes), once
-        fitted."""
-        d = self.diffusion
-        if not d.proposal_fitted():
-            return {}
-        return {
-            "time_proposal": d.time_proposal.clone(),
-            **({"control_slopes": d.control_slopes.clone()} if d.control_slopes.numel() else {}),
-        }
-
-    def load_fitted_estimator(self, state: Mapping[str, Tensor]) -> None:
-        """Put back a kept importance proposal (weights of the same number of bins) and the control variate's
-        slopes (kept flat or not; a fit kept without them leaves the control variate out, which biases nothing)."""
-        d = self.diffusion
-        weights = state["time_proposal"]
-        slopes = state.get("control_slopes", torch.zeros_like(d.control_slopes))
-        if (
-            not set(state) <= {"time_proposal", "control_slopes"}
-            or weights.shape != d.time_proposal.shape
-            or slopes.numel() != d.control_slopes.numel()
-        ):
-            raise ConfigError(
-                f"a kept pilot fit does not match this model: {sorted(state)}, proposal "
-                f"{list(weights.shape)} for {list(d.time_proposal.shape)}, {slopes.numel()} slopes "
-                f"for {d.control_slopes.numel()}"
-            )
-        d.time_proposal.copy_(weights)
-        d.control_slopes.copy_(slopes.reshape(d.control_slopes.shape))
+    def chain_pilot(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """The chain runs over the images: the pilot is x itself (the bound `elbo` computes, x̂_0 clipped)."""
+        return x
 
     def loss(
         self,
@@ -244,20 +268,14 @@ class DiffusionModel(ChainModel):
         "exact" (all T steps, with per_step [B, T]) or "mc" (with extras["stderr"]).
 
         It bounds the model `sample` draws from: x̂_0 clipped to [−1, 1] in every reverse step (if `clip`).
-        An importance proposal not prepared on training images (`prepare_estimator`) is fitted, for this call
-        only, on a pilot pass over the first SELF_PILOT_N of the images bounded: its draws are independent of
-        the estimate's, so the estimate stays unbiased. With labels y [B] (a conditional model) it is the bound
+        An importance proposal not prepared on training images is fitted for this call only (`self_piloted`).
+        With labels y [B] (a conditional model) it is the bound
         on −log p(x | y), the same terms, y None the unconditional bound through the null class (the proposal
         is fitted on that one: any proposal leaves the estimate unbiased)."""
         estimator = self.check_estimator(estimator)
-        if estimator.proposal != "importance" or self.diffusion.proposal_fitted():
-            return self.diffusion.elbo(x, estimator, generator=generator, clip=self.clip, y=y)
-        self.prepare_estimator(estimator, x[:SELF_PILOT_N], generator)
-        try:
-            return self.diffusion.elbo(x, estimator, generator=generator, clip=self.clip, y=y)
-        finally:
-            self.diffusion.time_proposal.zero_()
-            self.diffusion.control_slopes.zero_()
+        return self.self_piloted(
+            estimator, x, generator, lambda: self.diffusion.elbo(x, estimator, generator=generator, clip=self.clip, y=y)
+        )
 
     def chain_shape(self) -> tuple[int, ...]:
         """The chain runs over the images themselves: x_T, …, x_0 of shape [C, H, W]."""

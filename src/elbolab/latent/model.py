@@ -138,7 +138,10 @@ class LatentDiffusion(ChainModel):
     # ---- the contract
     @property
     def capabilities(self) -> Capabilities:
-        """The latent chain's samplers (then one decoder pass) and estimators; the autoencoder's one-pass encoder."""
+        """The latent chain's samplers (then one decoder pass) and estimators, its steps drawn as in training
+        ("uniform": from the training resampler's history) or from a proposal fitted on a pilot pass over latents
+        of training images with its control variate ("importance", `prepare_estimator`); the autoencoder's
+        one-pass encoder."""
         cfg = self.config.diffusion
         samplers = (cfg.sampler, *(name for name in SAMPLERS if name != cfg.sampler))
         encoder = sum(p.numel() for n, p in self.vae.named_parameters() if n.startswith("encoder."))
@@ -149,6 +152,7 @@ class LatentDiffusion(ChainModel):
             estimators=("mc", "exact"),
             default_estimator=self.diffusion.default_estimator(),
             encoding=Encoding(encoder, 1),
+            proposals=("uniform", "importance"),
             design=self.design_levels(),
             classes=self.classes,
             null_class=self.classes is not None,
@@ -228,18 +232,30 @@ class LatentDiffusion(ChainModel):
     def _elbo_given(
         self, x: Tensor, y: Tensor | None, estimator: Estimator, generator: torch.Generator | None
     ) -> Bound:
-        """−ELBO per example in nats (on −log p(x | y) given labels y, q(z|x) being the autoencoder's): terms `reconstruction` (−log p(x|z), discretised), `neg_entropy`
-        (−H[q(z|x)]) and `latent_prior` (L_ψ(z/s) + d log s); the latent chain's terms in `extras`.
+        """−ELBO per example in nats (on −log p(x | y) given labels y, q(z|x) being the autoencoder's): terms
+        `reconstruction` (−log p(x|z), discretised), `neg_entropy` (−H[q(z|x)]) and `latent_prior`
+        (L_ψ(z/s) + d log s); the latent chain's terms in `extras`.
 
         "exact": at one z ~ q(z|x), the latent chain's bound with all its T steps. "mc" with K draws: the mean
         of K independent estimates, each at its own z ~ q(z|x) with two Monte-Carlo draws of t in the latent
-        chain, and the standard error of that mean in extras["stderr"] (both sources of noise in it)."""
+        chain from the estimator's proposal (an importance proposal not prepared on training images is fitted
+        for this call only, `self_piloted`), and the standard error of that mean in extras["stderr"] (both
+        sources of noise in it)."""
+        return self.self_piloted(estimator, x, generator, lambda: self._bound_given(x, y, estimator, generator))
+
+    def _bound_given(
+        self, x: Tensor, y: Tensor | None, estimator: Estimator, generator: torch.Generator | None
+    ) -> Bound:
+        """`_elbo_given` once the latent chain's proposal is in place."""
         mean, logvar = self.vae.posterior(x)
         if estimator.method == "exact":
             return self._bound_at(x, reparameterize(mean, logvar, generator), logvar, estimator, generator, y)
         K = estimator.samples or self.config.diffusion.elbo_samples
         per_pass = max(1, LATENT_PAIRS // x.shape[0])  # draws whose copies of the batch go through at once
-        passes = [self._draws(x, mean, logvar, y, min(per_pass, K - k), generator) for k in range(0, K, per_pass)]
+        per_z = Estimator("mc", 2, estimator.proposal)  # two draws of t at each z, from the estimator's proposal
+        passes = [
+            self._draws(x, mean, logvar, y, min(per_pass, K - k), per_z, generator) for k in range(0, K, per_pass)
+        ]
 
         def fold(name: str, part: str) -> Tensor:  # the mean over the K draws, per example
             return torch.cat([getattr(d, part)[name] for d in passes]).view(K, x.shape[0]).mean(0)
@@ -257,16 +273,24 @@ class LatentDiffusion(ChainModel):
         logvar: Tensor,
         y: Tensor | None,
         k: int,
+        per_z: Estimator,
         generator: torch.Generator | None,
     ) -> Bound:
-        """k independent estimates of the bound, stacked [k·B]: each at its own z ~ q(z|x), with two Monte-Carlo
-        draws of t in the latent chain."""
+        """k independent estimates of the bound, stacked [k·B]: each at its own z ~ q(z|x), with the latent chain's
+        bound by `per_z` (two Monte-Carlo draws of t) there."""
 
         def rep(t: Tensor) -> Tensor:  # k copies of the batch, stacked
             return t.repeat(k, *(1,) * (t.ndim - 1))
 
         z = reparameterize(rep(mean), rep(logvar), generator)
-        return self._bound_at(rep(x), z, rep(logvar), Estimator("mc", 2), generator, None if y is None else rep(y))
+        return self._bound_at(rep(x), z, rep(logvar), per_z, generator, None if y is None else rep(y))
+
+    def chain_pilot(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Images → u = z/s, z ~ q(z|x): the latents whose chain bound the Monte-Carlo estimate draws t for."""
+        with torch.no_grad():
+            mean, logvar = self.vae.posterior(x)
+            z = reparameterize(mean, logvar, generator)
+        return z / self._s(z)
 
     # ---- sampling and the latent path
     def chain_shape(self) -> tuple[int, ...]:
