@@ -13,10 +13,10 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
@@ -27,7 +27,7 @@ from elbolab.data.base import ImageData, to_model
 from elbolab.diffusion.samplers import SAMPLERS
 from elbolab.errors import ConfigError, ElbolabError, one_line_warnings
 from elbolab.evaluate.features import FeatureExtractor, select_features
-from elbolab.evaluate.floors import reference_floors
+from elbolab.evaluate.floors import Floors, reference_floors
 from elbolab.evaluate.frontier import SWEPT, frontier_sweep, with_points
 from elbolab.evaluate.information import InformationCurve
 from elbolab.evaluate.resample import sample_figures
@@ -325,10 +325,10 @@ def train_or_reuse(
             f"model); choose another --out or delete it"
         )
     if (run_dir / METRICS_FILE).is_file():
-        log(f"{run_cfg.kind}: reusing the finished run in {run_dir}")
+        log(f"{name or run_cfg.kind}: reusing the finished run in {run_dir}")
         return
     resume = (run_dir / CHECKPOINT_FILE).is_file()
-    log(f"{run_cfg.kind}: {'resuming' if resume else 'training'} for {Budget.of(run_cfg.train)}")
+    log(f"{name or run_cfg.kind}: {'resuming' if resume else 'training'} for {Budget.of(run_cfg.train)}")
     callbacks = (
         ()
         if watch is None
@@ -377,13 +377,12 @@ def train_models(
     train = train or load_data(cfg.data, "train", cfg.data_dir)
     test = test or load_data(cfg.data, "test", cfg.data_dir)
     design = design or design_for(cfg, test)
-    todo = {placed.point.name: point_run(placed.point, cfg, test) for placed in design.placed}
-    runs = {name: out / "runs" / name for name in todo}
-    if cfg.jobs > 1 and len(todo) > 1 and pick_device(cfg.device).type == "cpu":
-        finished = {name for name in todo if (runs[name] / METRICS_FILE).is_file()}
-        for name in finished:  # checked against its settings and reused here, as in turn
-            train_or_reuse(todo[name], runs[name], train, test, log, progress, watch, name)
-        train_in_processes({n: c for n, c in todo.items() if n not in finished}, runs, cfg, log, watch)
+    todo, runs = design_runs(cfg, out, design, test)
+    if in_parallel(cfg, len(todo)):
+        left = reuse_finished(todo, runs, train, test, log, progress, watch)
+        if left:
+            log(f"training {len(left)} runs, {cfg.jobs} at a time (one process each)")
+        in_processes(training_tasks(left, runs, cfg), cfg.jobs, lambda name, _: trained(name, log, watch))
         return runs
     for name, run_cfg in todo.items():
         if watch:
@@ -392,46 +391,91 @@ def train_models(
     return runs
 
 
-def train_in_processes(
-    todo: dict[str, RunConfig], runs: dict[str, Path], cfg: CompareConfig, log: Log, watch: Watch | None
-) -> None:
-    """Train the runs `cfg.jobs` at a time, each in a fresh process at its own (saved) thread count: the runs are
-    independent and seeded, so their weights are those of training them in turn, on the machine's cores at once.
-    A stage starts on the display as each run finishes; the first error stops the job."""
-    if not todo:
-        return
-    log(f"training {len(todo)} runs, {cfg.jobs} at a time (one process each)")
+def design_runs(
+    cfg: CompareConfig, out: Path, design: Design, test: ImageData
+) -> tuple[dict[str, RunConfig], dict[str, Path]]:
+    """Each point's run config and its folder `out/runs/NAME`, in the design's order."""
+    todo = {placed.point.name: point_run(placed.point, cfg, test) for placed in design.placed}
+    return todo, {name: out / "runs" / name for name in todo}
 
-    def trained(name: str, _result: None) -> None:
-        if watch:
-            watch(JobEvent("train", name))
-        log(f"{name}: trained")
 
-    calls = {
-        name: (train_one_run, (run_cfg, str(runs[name]), cfg.data, cfg.data_dir, dict(MODEL_KINDS)))
+def in_parallel(cfg: CompareConfig, runs: int) -> bool:
+    """Whether the runs are trained and measured in worker processes (`in_processes`): several on a CPU."""
+    return cfg.jobs > 1 and runs > 1 and pick_device(cfg.device).type == "cpu"
+
+
+def reuse_finished(
+    todo: dict[str, RunConfig],
+    runs: dict[str, Path],
+    train: ImageData,
+    test: ImageData,
+    log: Log,
+    progress: bool,
+    watch: Watch | None,
+) -> dict[str, RunConfig]:
+    """The finished runs checked against their settings and reused here, as in turn; the runs left to train."""
+    finished = {name for name in todo if (runs[name] / METRICS_FILE).is_file()}
+    for name in finished:
+        train_or_reuse(todo[name], runs[name], train, test, log, progress, watch, name)
+    return {n: c for n, c in todo.items() if n not in finished}
+
+
+def trained(name: str, log: Log, watch: Watch | None) -> None:
+    """A run trained in a worker: its stage on the display, a line in the log."""
+    if watch:
+        watch(JobEvent("train", name))
+    log(f"{name}: trained")
+
+
+def training_tasks(todo: dict[str, RunConfig], runs: dict[str, Path], cfg: CompareConfig) -> dict[str, Task]:
+    """One task per run left to train (`train_one_run`), named `train:NAME`, in the design's order: the runs are
+    independent and seeded, each trained at its own (saved) thread count, so their weights are those of
+    training them in turn."""
+    kinds = dict(MODEL_KINDS)
+    return {
+        f"train:{name}": Task(train_one_run, (run_cfg, str(runs[name]), cfg.data, cfg.data_dir, kinds))
         for name, run_cfg in todo.items()
     }
-    in_processes(calls, cfg.jobs, trained)
 
 
-T = TypeVar("T")
+@dataclass(frozen=True)
+class Task:
+    """A call a worker process makes, `fn(*args)`, once the tasks named in `after` have finished."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    after: tuple[str, ...] = ()
 
 
-def in_processes(
-    calls: Mapping[str, tuple[Callable[..., T], tuple[Any, ...]]], jobs: int, done: Callable[[str, T], None]
-) -> None:
-    """Each named call in a fresh process, `jobs` at a time (spawned: a forked torch may hang in its thread pools);
-    `done(name, result)` as each finishes. The first error, or a stop signal, stops the others (`stop_workers`)
-    and is raised here."""
+def in_processes(tasks: Mapping[str, Task], jobs: int, done: Callable[[str, Any], None]) -> None:
+    """Each named task in a fresh process, at most `jobs` at once (spawned: a forked torch may hang in its thread
+    pools): whenever a process is free, the first task in the mapping's order whose `after` have all finished
+    starts; `done(name, result)` as each finishes. The first error, or a stop signal, stops the others
+    (`stop_workers`) and is raised here."""
+    waiting = dict(tasks)
+    unknown = {a for t in waiting.values() for a in t.after} - set(waiting)
+    if unknown:
+        raise ValueError(f"tasks wait on tasks that are not there: {sorted(unknown)}")
+    finished: set[str] = set()
     context = multiprocessing.get_context("spawn")
     stopping = context.Event()
     with ProcessPoolExecutor(jobs, context, initializer=start_worker, initargs=(stopping,)) as pool:
-        pending = {pool.submit(fn, *args): name for name, (fn, args) in calls.items()}
+        running: dict[Future[Any], str] = {}
         try:
-            for future in as_completed(pending):
-                done(pending[future], future.result())
+            while waiting or running:
+                ready = [name for name, task in waiting.items() if finished.issuperset(task.after)]
+                for name in ready[: jobs - len(running)]:
+                    task = waiting.pop(name)
+                    running[pool.submit(task.fn, *task.args)] = name
+                if not running:
+                    raise ValueError(f"tasks wait on each other: {sorted(waiting)}")
+                complete, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in complete:
+                    name = running.pop(future)
+                    done(name, future.result())
+                    finished.add(name)
         except BaseException:
-            stop_workers(pool, pending, stopping)
+            stop_workers(pool, running, stopping)
             raise
 
 
@@ -632,64 +676,22 @@ def run_seed(
     design = design_for(cfg, test)
     for name, why in design.absent:
         log(f"design: {name} is not in this run ({why})")
-    runs = train_models(cfg, out, log, progress, train, test, watch, design)
     ev_cfg = replace(cfg.evaluation, interpolation_pairs=cfg.interpolation_pairs)
-    models: dict[str, RunResult] = {}
-    images: dict[str, dict[str, Any]] = {}
-    loaded: dict[str, GenerativeModel] = {}
-    along: dict[str, dict[float, Measurement]] = {}
+    todo, runs = design_runs(cfg, out, design, test)
     judged = set(judged_points(design))
     fractions = {name: tuple(sorted(cfg.budget_points)) if name in judged else () for name in runs}
-    if cfg.jobs > 1 and len(runs) > 1 and pick_device(cfg.device).type == "cpu":
-        log(f"measuring {len(runs)} runs, {cfg.jobs} at a time (one process each)")
-
-        def measured(name: str, found: tuple[RunResult, dict[str, Any], dict[float, Measurement]]) -> None:
-            models[name], images[name], along[name] = found
-            loaded[name] = load_run(runs[name], cfg.device, say_live=False)[1]
-            if watch:
-                watch(JobEvent("measure", name, detail="measured"))
-            log(f"{name}: measured")
-
-        calls = {
-            name: (
-                measure_one_run,
-                (
-                    str(run_dir),
-                    ev_cfg,
-                    fractions[name],
-                    cfg.data,
-                    cfg.data_dir,
-                    features,
-                    cfg.device,
-                    dict(MODEL_KINDS),
-                ),
-            )
-            for name, run_dir in runs.items()
-        }
-        in_processes(calls, cfg.jobs, measured)
-        models = {name: models[name] for name in runs}  # in the design's order, not the order they finished
-    else:
-        for name, run_dir in runs.items():
-            named = watched_log(log, watch, name)
-            models[name], images[name], loaded[name] = measure_run(run_dir, ev_cfg, test, features, named, cfg.device)
-            along[name] = snapshot_measurements(run_dir, fractions[name], ev_cfg, test, features, named, cfg.device)
     ends, merged = design.pair("ends"), design.pair("merged-fixed")
+    if in_parallel(cfg, len(runs)):
+        found = measured_in_processes(cfg, todo, runs, fractions, ev_cfg, features, train, test, ends, log, watch)
+    else:
+        found = measured_in_turn(cfg, design, fractions, ev_cfg, features, out, train, test, ends, log, progress, watch)
+    models, loaded = found.models, found.loaded
     reference = quality_reference(test, ev_cfg.n_samples)
     held_out = train.images[: ev_cfg.n_samples]
     x0, _ = pair_images(test, cfg.interpolation_pairs, pick_device(cfg.device))
-    log("floors, information curves, steps sweep and timings")
-    floors = reference_floors(
-        held_out,
-        test.images,
-        reference,
-        test.levels,
-        features,
-        replicates=ev_cfg.replicates,
-        seed=cfg.seed,
-        real_source=f"{train.name} training images",
-    )
-    forward, code = information_curves(loaded, ends, train, cfg)
-    steps = steps_evidence(loaded, models, ends, reference, test.levels, features, cfg)
+    log("timings, the β-sweep's reconstructions and the evidence of each pair")
+    forward, code = found.information
+    steps = with_steps_points(found.sweep, models, ends)
     paths = {name: r.measurement.interpolation for name, r in models.items() if r.measurement.interpolation}
     timings = paired_timings(loaded, ends, merged, x0, cfg)
     sweep = sweep_points(design, models, loaded, held_out, reference, test.levels, features, cfg)
@@ -700,7 +702,7 @@ def run_seed(
         dims=test.dims,
         nfe=ev_cfg.quality_steps,
         sweep=sweep,
-        floors=floors,
+        floors=found.floors,
         forward_information=forward,
         code_information=code,
         steps=steps,
@@ -719,47 +721,190 @@ def run_seed(
     )
     table = attribution(design, pair_evidence(design, models, loaded, x0, cfg))
     if cfg.budget_points:
-        table = with_budget_points(table, budget_tables(tuple(sorted(cfg.budget_points)), design, along))
+        table = with_budget_points(table, budget_tables(tuple(sorted(cfg.budget_points)), design, found.along))
     curves = tuple(c for c in (forward, code) if c is not None)
     return SeedResult(
-        cfg.seed, models, sweep, floors, curves, steps, paths, timings, objective, judge(evidence), design, table
-    ), images
+        cfg.seed, models, sweep, found.floors, curves, steps, paths, timings, objective, judge(evidence), design, table
+    ), found.images
+
+
+@dataclass
+class SeedMeasurements:
+    """What `run_seed` measures of one seed's runs before it times and judges them: each run's measurement, its
+    images and its measurements along the budget, its model; the fixed end's steps sweep (`fixed_end_sweep`);
+    the information curves of the two ends (`information_curves`); the real-data floors (`seed_floors`)."""
+
+    models: dict[str, RunResult] = field(default_factory=dict)
+    images: dict[str, dict[str, Any]] = field(default_factory=dict)
+    along: dict[str, dict[float, Measurement]] = field(default_factory=dict)
+    loaded: dict[str, GenerativeModel] = field(default_factory=dict)
+    sweep: tuple[StepsPoint, ...] = ()
+    information: tuple[InformationCurve | None, InformationCurve | None] = (None, None)
+    floors: Floors | None = None
+
+
+def measured_in_processes(
+    cfg: CompareConfig,
+    todo: dict[str, RunConfig],
+    runs: dict[str, Path],
+    fractions: dict[str, tuple[float, ...]],
+    ev_cfg: EvalConfig,
+    features: FeatureExtractor,
+    train: ImageData,
+    test: ImageData,
+    ends: tuple[str, str] | None,
+    log: Log,
+    watch: Watch | None,
+) -> SeedMeasurements:
+    """The runs left trained and every run measured in worker processes, `cfg.jobs` at once, in one pool: a run's
+    measurement starts once it is trained and a process is free, beside the others' training, so no core waits
+    for the slowest run of a stage; the steps sweep, the information curves and the floors are tasks of their
+    own. Each worker measures at one thread: the same arithmetic on every machine."""
+    left = reuse_finished(todo, runs, train, test, log, False, watch)
+    kinds = dict(MODEL_KINDS)
+
+    def after(*names: str) -> tuple[str, ...]:
+        return tuple(f"train:{n}" for n in names if n in left)
+
+    tasks = training_tasks(left, runs, cfg)
+    if ends is not None:
+        learned, fixed = ends
+        tasks["steps"] = Task(sweep_one_run, (str(runs[fixed]), cfg, features, kinds), after(fixed))
+        dirs = (str(runs[learned]), str(runs[fixed]))
+        tasks["information"] = Task(information_one_pair, (dirs, cfg, kinds), after(learned, fixed))
+    tasks["floors"] = Task(floors_one_seed, (cfg, features, kinds))
+    for name, run_dir in runs.items():
+        args = (str(run_dir), ev_cfg, fractions[name], cfg.data, cfg.data_dir, features, cfg.device, kinds)
+        tasks[f"measure:{name}"] = Task(measure_one_run, args, after(name))
+    found = SeedMeasurements()
+
+    def done(task: str, result: Any) -> None:
+        stage, _, name = task.partition(":")
+        if stage == "train":
+            trained(name, log, watch)
+        elif stage == "measure":
+            found.models[name], found.images[name], found.along[name] = result
+            found.loaded[name] = load_run(runs[name], cfg.device, say_live=False)[1]
+            if watch:
+                watch(JobEvent("measure", name, detail="measured"))
+            log(f"{name}: measured")
+        elif stage == "steps":
+            found.sweep = result
+        elif stage == "information":
+            found.information = result
+        else:
+            found.floors = result
+
+    log(f"training {len(left)} runs and measuring {len(runs)}, {cfg.jobs} at a time (one process each)")
+    in_processes(tasks, cfg.jobs, done)
+    found.models = {name: found.models[name] for name in runs}  # in the design's order, not the order they finished
+    return found
+
+
+def measured_in_turn(
+    cfg: CompareConfig,
+    design: Design,
+    fractions: dict[str, tuple[float, ...]],
+    ev_cfg: EvalConfig,
+    features: FeatureExtractor,
+    out: Path,
+    train: ImageData,
+    test: ImageData,
+    ends: tuple[str, str] | None,
+    log: Log,
+    progress: bool,
+    watch: Watch | None,
+) -> SeedMeasurements:
+    """What `measured_in_processes` measures, in this process, one run after another."""
+    runs = train_models(cfg, out, log, progress, train, test, watch, design)
+    found = SeedMeasurements()
+    for name, run_dir in runs.items():
+        named = watched_log(log, watch, name)
+        found.models[name], found.images[name], found.loaded[name] = measure_run(
+            run_dir, ev_cfg, test, features, named, cfg.device
+        )
+        found.along[name] = snapshot_measurements(run_dir, fractions[name], ev_cfg, test, features, named, cfg.device)
+    log("floors, information curves and the steps sweep")
+    if ends is not None:
+        learned, fixed = (found.loaded[name] for name in ends)
+        found.sweep = fixed_end_sweep(fixed, test, features, cfg)
+        found.information = information_curves(learned, fixed, train, cfg)
+    found.floors = seed_floors(cfg, train, test, features)
+    return found
+
+
+def measuring_here(kinds: dict[str, tuple[str, str, str]]) -> None:
+    """A measuring task's start in its worker: nothing once the job is stopping, the parent's registry (`kinds`,
+    which may hold a kind registered at run time), one thread."""
+    if STOPPING is not None and STOPPING.is_set():
+        raise ElbolabError("the job is stopping")
+    MODEL_KINDS.update(kinds)
+    use_threads(1)
+
+
+def sweep_one_run(
+    run_dir: str, cfg: CompareConfig, features: FeatureExtractor, kinds: dict[str, tuple[str, str, str]]
+) -> tuple[StepsPoint, ...]:
+    """`fixed_end_sweep` of a trained run in a worker process (`measured_in_processes`)."""
+    measuring_here(kinds)
+    model = load_run(Path(run_dir), cfg.device, say_live=False)[1]
+    return fixed_end_sweep(model, load_data(cfg.data, "test", cfg.data_dir), features, cfg)
+
+
+def information_one_pair(
+    run_dirs: tuple[str, str], cfg: CompareConfig, kinds: dict[str, tuple[str, str, str]]
+) -> tuple[InformationCurve | None, InformationCurve | None]:
+    """`information_curves` of the two ends' trained runs (learned, fixed) in a worker process."""
+    measuring_here(kinds)
+    learned, fixed = (load_run(Path(d), cfg.device, say_live=False)[1] for d in run_dirs)
+    return information_curves(learned, fixed, load_data(cfg.data, "train", cfg.data_dir), cfg)
+
+
+def floors_one_seed(cfg: CompareConfig, features: FeatureExtractor, kinds: dict[str, tuple[str, str, str]]) -> Floors:
+    """`seed_floors` in a worker process."""
+    measuring_here(kinds)
+    return seed_floors(
+        cfg, load_data(cfg.data, "train", cfg.data_dir), load_data(cfg.data, "test", cfg.data_dir), features
+    )
+
+
+def seed_floors(cfg: CompareConfig, train: ImageData, test: ImageData, features: FeatureExtractor) -> Floors:
+    """The sample figures' real-data floors (`reference_floors`): held-out training images and blurred ones
+    against the test reference."""
+    n = cfg.evaluation.n_samples
+    return reference_floors(
+        train.images[:n],
+        test.images,
+        quality_reference(test, n),
+        test.levels,
+        features,
+        replicates=cfg.evaluation.replicates,
+        seed=cfg.seed,
+        real_source=f"{train.name} training images",
+    )
 
 
 def information_curves(
-    loaded: dict[str, GenerativeModel], ends: tuple[str, str] | None, train: ImageData, cfg: CompareConfig
+    learned: GenerativeModel, fixed: GenerativeModel, train: ImageData, cfg: CompareConfig
 ) -> tuple[InformationCurve | None, InformationCurve | None]:
     """Each end's `information_curve` on the same training images: the fixed end's (the forward process along t)
-    and the learned end's (its code); None where there are no ends or an end declares none."""
-    if ends is None:
-        return None, None
+    and the learned end's (its code); None where an end declares none."""
     x = train.model_range(slice(0, min(len(train), cfg.information_images)))
-    learned, fixed = (loaded[name] for name in ends)
     return (
         fixed.information_curve(x, cfg.information_draws, cfg.seed),
         learned.information_curve(x, cfg.information_draws, cfg.seed),
     )
 
 
-def steps_evidence(
-    loaded: dict[str, GenerativeModel],
-    models: dict[str, RunResult],
-    ends: tuple[str, str] | None,
-    reference: Any,
-    levels: int,
-    features: FeatureExtractor,
-    cfg: CompareConfig,
+def fixed_end_sweep(
+    fixed: GenerativeModel, test: ImageData, features: FeatureExtractor, cfg: CompareConfig
 ) -> tuple[StepsPoint, ...]:
-    """Sample figures against NFE for the fixed end (`cfg.steps_samplers` at the NFE targets `cfg.steps`), beside
-    both ends' quality samples, measured already (the fixed end's: the sampler `compare` uses; the learned end's:
-    its one pass), on the same axes."""
-    if ends is None:
-        return ()
-    learned, fixed = ends
-    chain = frontier_sweep(
-        loaded[fixed],
-        reference,
-        levels,
+    """Sample figures against NFE for the fixed end: `cfg.steps_samplers` at the NFE targets `cfg.steps`
+    (`frontier_sweep`)."""
+    return frontier_sweep(
+        fixed,
+        quality_reference(test, cfg.evaluation.n_samples),
+        test.levels,
         features,
         targets=cfg.steps or (),
         samplers=cfg.steps_samplers,
@@ -767,6 +912,16 @@ def steps_evidence(
         replicates=cfg.steps_replicates,
         seed=cfg.seed,
     )
+
+
+def with_steps_points(
+    chain: tuple[StepsPoint, ...], models: dict[str, RunResult], ends: tuple[str, str] | None
+) -> tuple[StepsPoint, ...]:
+    """The fixed end's steps sweep beside both ends' quality samples, measured already (the fixed end's: the
+    sampler `compare` uses; the learned end's: its one pass), on the same axes."""
+    if ends is None:
+        return ()
+    learned, fixed = ends
     measured = (models[name].measurement for name in (fixed, learned))
     return with_points(chain, [StepsPoint.of(m) for m in measured if m.quality_samples and m.samples])
 
