@@ -156,6 +156,25 @@ def test_by_class_puts_every_example_back_in_its_place():
     assert torch.equal(bound.per_step[:, 2], expected) and torch.equal(bound.extras["stderr"], -expected)
 
 
+def test_the_bound_per_class_averages_each_class_images_and_weighs_back_to_the_total():
+    from elbolab.bounds import nats_to_bpd
+    from elbolab.evaluate.run import class_bounds
+    from elbolab.records import BoundSummary
+
+    nats = torch.tensor([3.0, 5.0, 4.0, 9.0, 6.0, 1.0], dtype=torch.float64)
+    y = torch.tensor([2, 0, 2, 0, 0, 2, 1, 1])  # the last two images were not bounded
+    summary = BoundSummary.of(Bound({"a": nats}, 4), "exact")
+    found = class_bounds(summary, y, 4)
+    bpd = nats_to_bpd(nats, 4)
+    assert found.n == (3, 0, 3, 0)
+    assert found.bpd[0].mean == pytest.approx(bpd[[1, 3, 4]].mean().item())
+    assert found.bpd[2].mean == pytest.approx(bpd[[0, 2, 5]].mean().item())
+    assert found.bpd[2].ci95 == pytest.approx(1.959963984540054 * bpd[[0, 2, 5]].std().item() / 3**0.5)
+    assert all(np.isnan(found.bpd[k].mean) for k in (1, 3))
+    weighted = sum(n * f.mean for n, f in zip(found.n, found.bpd) if n)
+    assert weighted / sum(found.n) == pytest.approx(summary.bpd.total)
+
+
 def test_the_vae_with_zero_class_maps_is_the_unconditional_vae():
     torch.manual_seed(0)
     plain = VAE(VAEConfig(net="tiny"), SHAPE, LEVELS)
@@ -287,6 +306,8 @@ def test_the_command_line_conditional_vae_and_diffusion(tmp_path, run_cli):
 
     found = json.loads(run_cli("eval", diffusion, "--json", "--only-bound", "--n", "32")[1])
     assert found["classes"] == K and found["unconditional"]["bpd"]["total"] > 0
+    n, means = np.array(found["class_bounds"]["n"]), np.array([f["mean"] for f in found["class_bounds"]["bpd"]])
+    assert n.sum() == 32 and (n * np.nan_to_num(means)).sum() / 32 == pytest.approx(found["bpd"]["total"])
     assert found["bpd"]["total"] == pytest.approx(sum(found["bpd"]["terms"].values()))
     code, out, err = run_cli("eval", vae, "--json", "--n", "32", "--n-samples", "20", *skip)
     assert code == 0, err

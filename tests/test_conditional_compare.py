@@ -49,10 +49,27 @@ def test_the_ceiling_is_log2_k_over_d():
 )
 def test_a_gain_above_log_k_is_flagged(gain, noise, expected):
     conditional, unconditional = bounds(gain, noise)
-    c = C.contrast_worth(conditional, unconditional, K, DIMS, "the null class")
+    c = C.contrast_worth(conditional, unconditional, K, DIMS, ("vae", "vae-conditional"))
     assert c.verdict == expected
     assert c.effect is not None and c.effect.value == pytest.approx(gain - CEILING, abs=3 * noise)
-    assert c.effect.direction == -1 and "0.0519" in c.measured
+    assert c.effect.direction == -1 and "0.0519" in c.measured and "null class" not in c.measured
+    assert "vae against vae-conditional" in c.rule and "not supported when it excludes it on the other" in c.rule
+
+
+def test_the_null_class_is_reported_beside_the_judged_pair_not_judged():
+    """The twin's own null class far looser than the model trained alike: the verdict is the pair's alone."""
+    conditional, unconditional = bounds(0.01)
+    per_image = np.asarray(conditional.per_example_bpd)
+    null = bound(per_image + 0.2 + 0.005 * RNG.standard_normal(len(per_image)))
+    pair = ("diffusion", "diffusion-conditional")
+    c = C.contrast_worth(conditional, unconditional, K, DIMS, pair, null)
+    plain = C.contrast_worth(conditional, unconditional, K, DIMS, pair)
+    assert c.verdict == plain.verdict == "supported" and c.effects == plain.effects
+    loose = C.bound_gain(null, conditional, "test images")
+    assert loose.value == pytest.approx(0.2, abs=0.002)
+    assert "through the null class" in c.measured and f"{loose.value:.3g} [" in c.measured
+    # judged against the null class instead, the same twin would read not supported
+    assert C.contrast_worth(conditional, null, K, DIMS, pair).verdict == "not supported"
 
 
 def figures(precision: float, recall: float, sd: float = 0.01, n: int = 200) -> SampleFigures:
@@ -120,18 +137,68 @@ def test_the_sweep_refuses_a_model_without_guidance():
         C.guidance_sweep(model, load_data("digits", "test"), None)  # type: ignore[arg-type]
 
 
-def test_compare_conditional_end_to_end(run_cli, tmp_path):
+def conditional_of(contrasts: list[dict]) -> list[dict]:
+    return [c for c in contrasts if c["factor"] == C.CONDITIONING]
+
+
+def test_compare_conditional_end_to_end_over_two_seeds(run_cli, tmp_path):
     out = tmp_path / "c"
-    code, stdout, err = run_cli("compare", "--out", out, "--budget", "20steps", "--quick", "--quiet", "--conditional")
+    args = ("--budget", "20steps", "--quick", "--quiet", "--conditional", "--seeds", "2")
+    code, stdout, err = run_cli("compare", "--out", out, *args)
     assert code == 0, err
     results = json.loads((out / "results.json").read_text())
-    mine = [c for c in results["contrasts"] if c["factor"] == C.CONDITIONING]
+    mine = conditional_of(results["contrasts"])
     titles = [c["title"] for c in mine]
     assert titles.count(C.WORTH) == 2 and titles.count(C.TRADE) == 1  # both ends' gains; the guided end's trade
     assert all(c["verdict"] in ("supported", "not supported", "inconclusive") and c["effects"] for c in mine)
+    worth = [c for c in mine if c["title"] == C.WORTH]
+    assert [c["pair"] for c in worth] == [[n, f"{n}-conditional"] for n in ("vae", "diffusion")]  # one factor apart
+    assert "through the null class" in worth[1]["measured"] and "null class" not in worth[0]["measured"]
     assert len(results["conditional"]) == 2 and all(name.endswith("-conditional") for name in results["conditional"])
+    # each seed trained its own twins in its own folder and judged them on its own models
+    per_seed = [conditional_of(s["contrasts"]) for s in results["seeds"]]
+    for folder, seed, found in zip((out, out / "seed-1"), (0, 1), per_seed):
+        assert [c["title"] for c in found] == titles
+        assert all((folder / "runs" / name / "metrics.json").is_file() for name in results["conditional"])
+        saved = json.loads((out / f"seed-{seed}-results.json").read_text())
+        assert conditional_of(saved["contrasts"]) == found
+    # folded over the seeds as the other contrasts are: the mean of the seeds' effects, the power of two seeds
+    for i, c in enumerate(mine):
+        values = [found[i]["effects"][0]["value"] for found in per_seed]
+        assert c["per_seed"] == pytest.approx(values) and c["effects"][0]["value"] == pytest.approx(np.mean(values))
+        assert "folded over 2 seeds" in c["effects"][0]["test"] and c["power"]["seeds"] == 2
+    bounds = [i for i, c in enumerate(mine) if c["title"] == C.WORTH]  # each seed's own twins and ends
+    assert all(len({found[i]["effects"][0]["value"] for found in per_seed}) == 2 for i in bounds)
     report = (out / "report.md").read_text()
     assert C.WORTH in report and C.TRADE in report and C.TRADE in stdout
     code, _, err = run_cli("report", out, "--out", tmp_path / "r")  # the saved results read back
     assert code == 0, err
     assert C.WORTH in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_the_estimate_and_the_plan_count_the_twins():
+    from elbolab.experiments.compare import (
+        CompareConfig,
+        estimated_seconds,
+        expected_seconds,
+        job_plan,
+        preset_for,
+        with_preset,
+    )
+
+    cfg = CompareConfig(device="cpu")
+    preset, budget = preset_for(8, "cpu"), with_preset(cfg, 8).budget
+    assert budget is not None
+    twin = expected_seconds(budget, preset) + preset.measure_seconds / 7  # an end's budget, measured as one run
+    for seeds in (1, 3):
+        plain, conditional = (CompareConfig(device="cpu", seeds=seeds, conditional=c) for c in (False, True))
+        added = estimated_seconds(conditional, 8) - estimated_seconds(plain, 8)
+        assert added == pytest.approx(seeds * 2 * twin)
+    cfg = CompareConfig(budget=40.0, conditional=True)
+    plan, before = job_plan(cfg), job_plan(CompareConfig(budget=40.0))
+    assert plan[: len(before)] == before
+    assert plan[len(before) :] == tuple(
+        stage
+        for name in ("vae-conditional", "diffusion-conditional")
+        for stage in (("train", name, 40.0), ("measure", name, 0.0))
+    )

@@ -336,6 +336,13 @@ def _print_eval(result: EvalResult) -> None:
             f"  sharpness of samples (× test): Laplacian {f.laplacian_ratio.value:.2f}, "
             f"high-frequency share {f.high_frequency_ratio.value:.2f}"
         )
+    if m.class_bounds is not None:
+        c = m.class_bounds
+        click.echo(
+            "  bits/dim of the test images of each class: "
+            + " ".join(f"{k}:{f.mean:.3f}" for k, f in enumerate(c.bpd))
+            + f" ({' '.join(str(n) for n in c.n)} images)"
+        )
     if m.class_accuracy is not None:
         a = m.class_accuracy
         click.echo(

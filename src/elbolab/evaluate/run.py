@@ -29,7 +29,7 @@ from elbolab.evaluate.precision import capped_draws, warn_if_imprecise
 from elbolab.evaluate.resample import sample_figures
 from elbolab.evaluate.speed import synchronize, time_sampling
 from elbolab.model import GenerativeModel, dataset_bound
-from elbolab.records import BoundSummary, Information, Record, SampleFigures, SpeedRow
+from elbolab.records import BoundSummary, Figure, Information, Record, SampleFigures, SpeedRow
 
 #: draws chosen for a precision are a multiple of this (whole stratified replicates), at most
 #: `precision.MAX_PRECISION_DRAWS`, and aim PRECISION_MARGIN × the requested standard error (the probe's variance is
@@ -109,6 +109,27 @@ class ClassAccuracy(Record):
 
 
 @dataclass(frozen=True)
+class ClassBounds(Record):
+    """A conditional model's bound on −log p(x | y) over the test images of each class: how many were bounded
+    (`n`) and their mean bits/dim with its 95% half-width (NaN for a class none of them is in); the means weighted
+    by `n` are the bound's total."""
+
+    n: tuple[int, ...]
+    bpd: tuple[Figure, ...]
+
+
+def class_bounds(bound: BoundSummary, labels: torch.Tensor, classes: int) -> ClassBounds:
+    """Each image's bound (bits/dim, in the order the images were bounded) averaged over the images of each class."""
+    per_image = torch.tensor(bound.per_example_bpd, dtype=torch.float64)
+    y = labels[: len(per_image)]
+    chosen = [per_image[y == k] for k in range(classes)]
+    return ClassBounds(
+        tuple(len(v) for v in chosen),
+        tuple(Figure(*mean_ci95(v)) if len(v) else Figure(math.nan, math.nan) for v in chosen),
+    )
+
+
+@dataclass(frozen=True)
 class Measurement(Record):
     """What `measure` found about one model; a part that was not measured is None (or empty)."""
 
@@ -126,6 +147,7 @@ class Measurement(Record):
     quality_samples: QualitySamples | None = None
     samples: SampleFigures | None = None  # the quality samples' figures against the test images
     class_accuracy: ClassAccuracy | None = None  # a conditional model's samples per class, classified
+    class_bounds: ClassBounds | None = None  # a conditional model's bound over the test images of each class
     reconstructions: SampleFigures | None = None  # decode(encode(x)) of test images: their sharpness
     encode_seconds_per_image: float | None = None
     reconstruction_rmse: float | None = None
@@ -401,6 +423,7 @@ def measure(
         found["bound"] = summarize(model, test, cfg.n_eval, cfg.estimator, cfg.seed, cfg, pilot)
         if caps.classes is not None:
             found["classes"] = caps.classes
+            found["class_bounds"] = class_bounds(found["bound"], test.require_labels("a bound per class"), caps.classes)
             if caps.null_class:
                 log(f"{kind}: unconditional bound (the null class) on {cfg.n_eval or len(test)} test images")
                 found["unconditional"] = summarize(

@@ -243,13 +243,17 @@ def planned_points(cfg: CompareConfig) -> tuple[DesignPoint, ...]:
 
 def job_plan(cfg: CompareConfig, side: int = 8) -> tuple[tuple[str, str, float], ...]:
     """Every stage of the job in order, with its training time in seconds (a compute budget's idle estimate for
-    images of `side` px, by default digits'; 0 for measurements): each design point trained, then measured."""
+    images of `side` px, by default digits'; 0 for measurements): each design point trained, then measured; then
+    with `conditional` each twin trained and measured in turn."""
     preset = preset_for(side, str(pick_device(cfg.device)))
     budget = cfg.budget or preset.budget
     points = planned_points(cfg)
-    return tuple(("train", p.name, expected_seconds(budget.scaled(p.budget), preset)) for p in points) + tuple(
-        ("measure", p.name, 0.0) for p in points
-    )
+
+    def trained(p: DesignPoint) -> tuple[str, str, float]:
+        return ("train", p.name, expected_seconds(budget.scaled(p.budget), preset))
+
+    twins = tuple(stage for p in planned_conditional(cfg, side) for stage in (trained(p), ("measure", p.name, 0.0)))
+    return tuple(trained(p) for p in points) + tuple(("measure", p.name, 0.0) for p in points) + twins
 
 
 def watched_log(log: Log, watch: Watch | None, name: str) -> Log:
@@ -591,14 +595,24 @@ def seed_folder(out: Path, cfg: CompareConfig, index: int) -> Path:
 
 def estimated_seconds(cfg: CompareConfig, side: int) -> float:
     """A rough wall-clock estimate of the whole comparison on an idle machine: every design point's training
-    budget plus the preset's measurement time, per seed. The preset's was measured over seven runs (three
-    models, two β-sweep VAEs, the objective pair), so it is scaled by the points measured."""
+    budget plus the preset's measurement time, per seed; with `conditional`, the ends' twins too, each trained on
+    its end's budget and measured as one point more. The preset's measurement was measured over seven runs (three
+    models, two β-sweep VAEs, the objective pair), so it is scaled by the runs measured."""
     cfg = with_preset(cfg, side)
     preset = preset_for(side, str(pick_device(cfg.device)))
-    points = planned_points(cfg)
+    points = planned_points(cfg) + planned_conditional(cfg, side)
     budget = filled_budget(cfg)
     train = sum((expected_seconds(budget.scaled(p.budget), preset) for p in points), 0.0)
     return cfg.seeds * (train + preset.measure_seconds * len(points) / 7)
+
+
+def planned_conditional(cfg: CompareConfig, side: int) -> tuple[DesignPoint, ...]:
+    """The conditional twins the job trains after the design's points (none without `cfg.conditional`)."""
+    if not cfg.conditional:
+        return ()
+    from elbolab.experiments.conditional import planned_twins  # it trains as this module trains
+
+    return planned_twins(cfg, side)
 
 
 def run_compare(
@@ -622,6 +636,7 @@ def run_compare(
     features, why_not = select_features(cfg.data, features_kind, data_dir=cfg.data_dir)
     seeds: list[SeedResult] = []
     images: dict[str, dict[str, Any]] = {}
+    twins: dict[str, RunResult] = {}
     for index in range(cfg.seeds):
         seed_cfg = replace(cfg, seed=cfg.seed + index, evaluation=replace(cfg.evaluation, seed=cfg.seed + index))
         if cfg.seeds > 1:
@@ -629,6 +644,13 @@ def run_compare(
         result, seed_images = run_seed(
             seed_cfg, seed_folder(out, cfg, index), train, test, features, log, progress, watch
         )
+        if cfg.conditional:  # the seed's own twins, judged on its models, folded below with its other contrasts
+            from elbolab.experiments.conditional import with_twins  # it trains as this module trains
+
+            result, seed_twins = with_twins(
+                seed_cfg, seed_folder(out, cfg, index), train, test, features, result, log, watch
+            )
+            twins = twins or seed_twins
         atomic_write_json(out / f"seed-{seed_cfg.seed}-results.json", result.to_json())
         seeds.append(result)
         images = images or seed_images
@@ -649,13 +671,8 @@ def run_compare(
         design=first.design,
         attribution=table_power(fold_tables(tables), cfg.seeds) if tables else None,
         calibration=preset_for(test.shape[-1], str(pick_device(cfg.device))).flop_rate,
+        conditional=twins,  # the first seed's; every seed's conditional contrasts are folded above
     )
-    if cfg.conditional and first.design is not None:
-        from elbolab.experiments.conditional import conditional_contrasts  # it trains as this module trains
-
-        first_cfg = replace(cfg, evaluation=replace(cfg.evaluation, seed=cfg.seed))
-        found, runs = conditional_contrasts(first_cfg, out, train, test, features, first.models, first.design, log)
-        results = replace(results, contrasts=(*results.contrasts, *contrast_power(found, 1)), conditional=runs)
     return results, images
 
 

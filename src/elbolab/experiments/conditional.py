@@ -2,13 +2,16 @@
 
 "Conditioning is worth at most log K nats": E[−log p(x | y)] = H(X | Y) = H(X) − I(X; Y) and I(X; Y) ≤ H(Y) ≤
 log K, so the conditional bound can beat the unconditional one by at most log₂ K / D bits/dim where both are tight
-(0.052 on digits). The gain is paired over the same test images: a model with a null class against its own bound
-on −log p(x) (the same weights), any other against the unconditional model trained alike.
+(0.052 on digits). The judged pair differs in conditioning alone: each end's conditional twin against the end
+itself, trained alike (the same kind, changes, budget and seed), paired over the same test images. A twin with a
+null class also bounds −log p(x) with its own weights; that gain is reported beside the judged one, as a measure
+of how loose the null class is (it is trained on the dropped labels only), not judged.
 
 "Guidance trades recall for precision": classifier-free guidance w > 1 sharpens the class-conditional samples
 (Ho & Salimans 2022) by leaving the model its bound is of (w = 1); precision rises and recall falls.
 
-Every model is read through its capabilities (`classes`, `null_class`, `sample_options`), never its kind.
+Every model is read through its capabilities (`classes`, `null_class`, `sample_options`), never its kind. Each
+seed of `compare --seeds N` trains and judges its own twins; the contrasts fold over the seeds as the others do.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -27,11 +30,14 @@ from elbolab.errors import ConfigError
 from elbolab.evaluate.features import ClassifierFeatures, FeatureExtractor
 from elbolab.evaluate.resample import bootstrap_indices, sample_figures
 from elbolab.evaluate.run import Log, quality_reference, quality_sampling
-from elbolab.experiments.design import Design, DesignPoint, point_config
-from elbolab.experiments.results import RunResult
+from elbolab.experiments.design import Design, DesignPoint, placed_for, point_config
+from elbolab.experiments.results import RunResult, SeedResult
 from elbolab.experiments.verdicts import bootstrap_effect, difference, judged, no_evidence, paired_effect, show
 from elbolab.model import GenerativeModel
-from elbolab.records import BoundSummary, Contrast, Record, Resampled, SampleFigures
+from elbolab.records import BoundSummary, Contrast, Effect, Record, Resampled, SampleFigures
+
+if TYPE_CHECKING:  # compare calls this module
+    from elbolab.experiments.compare import CompareConfig, Watch
 
 #: the guidance scales of the sweep (w = 1: the conditional model; 0: the unconditional one)
 SWEEP_W = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
@@ -141,34 +147,59 @@ def ceiling_bpd(classes: int, dims: int) -> float:
     return math.log2(classes) / dims
 
 
-def contrast_worth(
-    conditional: BoundSummary, unconditional: BoundSummary, classes: int, dims: int, against: str
-) -> Contrast:
-    """The conditional bound's gain over the unconditional one, paired over the same test images, against the
-    ceiling log₂ K / D bits/dim (E[−log p(x|y)] = H(X) − I(X; Y), I(X; Y) ≤ log K)."""
+def bound_gain(unconditional: BoundSummary, conditional: BoundSummary, items: str) -> Effect:
+    """E[−log p(x)] − E[−log p(x | y)] in bits/dim, paired over the test images both bounds were measured on."""
     n = min(len(conditional.per_example_bpd), len(unconditional.per_example_bpd))
-    ceiling = ceiling_bpd(classes, dims)
-    gain = paired_effect(
+    return paired_effect(
         "bits/dim gain of conditioning (unconditional − conditional)",
         unconditional.per_example_bpd[:n],
         conditional.per_example_bpd[:n],
-        "test images",
+        items,
     )
+
+
+def contrast_worth(
+    conditional: BoundSummary,
+    unconditional: BoundSummary,
+    classes: int,
+    dims: int,
+    pair: tuple[str, str],
+    null: BoundSummary | None = None,
+) -> Contrast:
+    """The conditional twin's gain over the unconditional model trained alike (`pair`: that model, then the twin),
+    paired over the same test images, against the ceiling log₂ K / D bits/dim (E[−log p(x|y)] = H(X) − I(X; Y),
+    I(X; Y) ≤ log K); the twin's own null-class bound `null`, where it has one, reported beside it."""
+    base, twin = pair
+    ceiling = ceiling_bpd(classes, dims)
+    gain = bound_gain(unconditional, conditional, f"test images, {base} against {twin}")
     over = replace(
         gain,
-        name=f"gain − ceiling log₂ {classes} / {dims} = {ceiling:.4f} bits/dim",
+        name=f"gain of {twin} over {base} − ceiling log₂ {classes} / {dims} = {ceiling:.4f} bits/dim",
         value=gain.value - ceiling,
         low=gain.low - ceiling,
         high=gain.high - ceiling,
+        test=f"{gain.test} (trained alike: they differ in conditioning alone)",
         direction=-1,
     )
+    beside = ""
+    if null is not None:
+        loose = bound_gain(null, conditional, "test images")
+        beside = (
+            f" Beside it, not judged: {twin}'s own weights through the null class bound −log p(x) by "
+            f"{null.bpd.total:.4f} ± {null.bpd.ci95:.4f} bits/dim, a gain of {show(loose)} over its conditional "
+            f"bound; its bound minus {base}'s {loose.value - gain.value:+.3g} bits/dim: how loose the null class is "
+            "(it is trained on the dropped labels only)."
+        )
     return judged(
         WORTH,
         "E[−log p(x|y)] = H(X) − I(X; Y) and I(X; Y) ≤ H(Y) ≤ log K: a label of K classes can lower the bound by at "
-        f"most log₂ K / D bits/dim ({ceiling:.4f} here); a larger gain means the unconditional bound is loose.",
-        f"Conditional bound {conditional.bpd.total:.4f} ± {conditional.bpd.ci95:.4f} bits/dim, unconditional "
-        f"({against}) {unconditional.bpd.total:.4f} ± {unconditional.bpd.ci95:.4f}; gain paired over the same {n} "
-        f"test images {show(gain)} against the ceiling {ceiling:.4f}; gain − ceiling {show(over)}.",
+        f"most log₂ K / D bits/dim ({ceiling:.4f} here). Supported: the gain of the conditional twin over the "
+        "model trained alike without labels lies below the ceiling; not supported: above it, which says that the "
+        "unconditional bound is looser than the conditional one by more than a label can explain.",
+        f"Conditional bound ({twin}) {conditional.bpd.total:.4f} ± {conditional.bpd.ci95:.4f} bits/dim, "
+        f"unconditional ({base}, trained alike) {unconditional.bpd.total:.4f} ± {unconditional.bpd.ci95:.4f}; the "
+        f"gain paired over the same test images {show(gain)} against the ceiling {ceiling:.4f}; gain − ceiling "
+        f"{show(over)}.{beside}",
         [over],
     )
 
@@ -230,8 +261,22 @@ def conditional_points(
     return tuple(pairs)
 
 
+def planned_twins(cfg: CompareConfig, side: int) -> tuple[DesignPoint, ...]:
+    """The conditional twins `compare --conditional` trains for images of `side` px, from the design placed on
+    untrained models (`placed_for`: each point's levels as declared), for the plan and the time estimate."""
+    design = placed_for(
+        cfg.design,
+        (1, side, side),
+        256,
+        beta_sweep=cfg.beta_sweep,
+        sweep_fraction=cfg.sweep_budget_fraction,
+        objective_fraction=cfg.objective_budget_fraction,
+    )
+    return tuple(twin for _, twin in conditional_points(design, side))
+
+
 def conditional_contrasts(
-    cfg: Any,
+    cfg: CompareConfig,
     out: Path,
     train: ImageData,
     test: ImageData,
@@ -239,11 +284,13 @@ def conditional_contrasts(
     models: dict[str, RunResult],
     design: Design,
     log: Log,
+    watch: Watch | None = None,
 ) -> tuple[tuple[Contrast, ...], dict[str, RunResult]]:
-    """`compare --conditional`: each end trained conditionally too (`out/runs/NAME-conditional`, the same budget and
-    seed), measured, and judged: conditioning's gain against log K for each, guidance's trade for those that guide.
-    Returns the contrasts and the conditional runs' results."""
-    from elbolab.experiments.compare import point_run, train_or_reuse  # compare calls this module
+    """`compare --conditional` for one seed (`cfg.seed`): each end trained conditionally too
+    (`out/runs/NAME-conditional`, the same budget and seed), measured, and judged: conditioning's gain over the
+    end itself against log K for each, guidance's trade for those that guide. Returns the contrasts and the
+    conditional runs' results."""
+    from elbolab.experiments.compare import JobEvent, point_run, train_or_reuse, watched_log
     from elbolab.experiments.runs import measure_run
 
     contrasts: list[Contrast] = []
@@ -251,25 +298,44 @@ def conditional_contrasts(
     ev = replace(cfg.evaluation, parts=("likelihood", "quality", "sharpness"))
     for point, twin in conditional_points(design, test.shape[-1], log):
         run_dir = out / "runs" / twin.name
-        train_or_reuse(point_run(twin, cfg, test), run_dir, train, test, log, False, name=twin.name)
-        result, _, model = measure_run(run_dir, ev, test, features, log, cfg.device)
+        if watch:
+            watch(JobEvent("train", twin.name))
+        train_or_reuse(point_run(twin, cfg, test), run_dir, train, test, log, False, watch, twin.name)
+        named = watched_log(log, watch, twin.name)
+        result, _, model = measure_run(run_dir, ev, test, features, named, cfg.device)
         found[twin.name] = result
         m, base = result.measurement, models[point.name].measurement
-        classes = int(m.classes or 0)
-        own = m.unconditional is not None
-        unconditional = m.unconditional if own else base.bound
-        if m.bound is not None and unconditional is not None:
-            against = "the same weights through the null class" if own else f"{point.name}, trained alike"
-            c = contrast_worth(m.bound, unconditional, classes, test.dims, against)
-            contrasts.append(replace(c, factor=CONDITIONING, pair=(twin.name,) if own else (point.name, twin.name)))
+        if m.bound is not None and base.bound is not None:
+            pair = (point.name, twin.name)
+            c = contrast_worth(m.bound, base.bound, int(m.classes or 0), test.dims, pair, m.unconditional)
+            contrasts.append(replace(c, factor=CONDITIONING, pair=pair))
         if guides(model):
+            classes = int(m.classes or 0)
             n = max(1, cfg.evaluation.n_samples // classes)
             sampler, steps = quality_sampling(model, cfg.evaluation)
             plain, strong = guidance_sweep(
-                model, test, features, (1.0, STRONG_W), n, sampler, steps, cfg.evaluation.replicates, cfg.seed, log
+                model, test, features, (1.0, STRONG_W), n, sampler, steps, cfg.evaluation.replicates, cfg.seed, named
             )
             contrasts.append(replace(contrast_trade(plain, strong), factor=CONDITIONING, pair=(twin.name,)))
     return tuple(contrasts), found
+
+
+def with_twins(
+    cfg: CompareConfig,
+    out: Path,
+    train: ImageData,
+    test: ImageData,
+    features: FeatureExtractor,
+    seed: SeedResult,
+    log: Log,
+    watch: Watch | None = None,
+) -> tuple[SeedResult, dict[str, RunResult]]:
+    """One seed's comparison with its conditional contrasts (`conditional_contrasts` on its own models, in its
+    own folder `out`) after its others, so that they fold over the seeds as those do; and its twins' results."""
+    if seed.design is None:
+        return seed, {}
+    found, runs = conditional_contrasts(cfg, out, train, test, features, seed.models, seed.design, log, watch)
+    return replace(seed, contrasts=(*seed.contrasts, *found)), runs
 
 
 def figure_interval(r: Resampled | None) -> tuple[float, float, float]:
