@@ -307,6 +307,7 @@ def test_latent_diffusion_splits_a_flop_budget_between_its_stages(tmp_path):
 
 def test_compare_budgets_are_compute_and_keep_the_best_weights():
     from elbolab.experiments.compare import (
+        CORE_RUNS,
         CompareConfig,
         budgeted_run,
         estimated_seconds,
@@ -329,12 +330,16 @@ def test_compare_budgets_are_compute_and_keep_the_best_weights():
     assert CompareConfig(budget=4.0).budget == Budget(4.0, "s")  # a number is seconds, as before
     preset = preset_for(8, "cpu")
     plan = job_plan(cfg, 8)
-    assert plan[0] == ("train", "vae", pytest.approx(2e12 / preset.flop_rate))
+    one_thread = preset.flop_rate / preset.thread_factor  # compare trains each model at one thread
+    assert plan[0] == ("train", "vae", pytest.approx(2e12 / one_thread))
     points = planned_points(cfg)
     fractions = sum(p.budget for p in points)  # the design's models at 1, the β-sweep and objective pair at 0.15
     assert fractions == pytest.approx(len([p for p in points if p.budget == 1]) + 0.15 * 4)
-    per_seed = 2e12 / preset.flop_rate * fractions + preset.measure_seconds * len(points) / 7
+    measured = preset.measure_seconds / CORE_RUNS * 2  # a run's measurement in one of the two processes
+    per_seed = (2e12 / one_thread * fractions + measured * len(points)) / 2  # two processes share the runs
     assert estimated_seconds(cfg, 8) == pytest.approx(per_seed)
+    in_turn = replace(cfg, jobs=1)
+    assert estimated_seconds(in_turn, 8) == pytest.approx(2 * per_seed)
 
 
 def test_a_run_cut_short_loads_its_kept_weights(tmp_path, digits):

@@ -178,6 +178,7 @@ def test_compare_conditional_end_to_end_over_two_seeds(run_cli, tmp_path):
 
 def test_the_estimate_and_the_plan_count_the_twins():
     from elbolab.experiments.compare import (
+        CORE_RUNS,
         CompareConfig,
         estimated_seconds,
         expected_seconds,
@@ -189,7 +190,8 @@ def test_the_estimate_and_the_plan_count_the_twins():
     cfg = CompareConfig(device="cpu")
     preset, budget = preset_for(8, "cpu"), with_preset(cfg, 8).budget
     assert budget is not None
-    twin = expected_seconds(budget, preset) + preset.measure_seconds / 7  # an end's budget, measured as one run
+    # an end's budget, then measured as one run of the core design, in turn after the design
+    twin = expected_seconds(budget, preset) + preset.measure_seconds / CORE_RUNS * 2
     for seeds in (1, 3):
         plain, conditional = (CompareConfig(device="cpu", seeds=seeds, conditional=c) for c in (False, True))
         added = estimated_seconds(conditional, 8) - estimated_seconds(plain, 8)

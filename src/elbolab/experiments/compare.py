@@ -88,8 +88,20 @@ class Preset:
     batch_size: int  # images per optimiser step
     n_eval: int | None  # test images for the bound (None: the whole split)
     steps: tuple[int, ...]  # sampling steps of the steps sweep
-    measure_seconds: float  # measurement time per seed on an idle machine (for the estimate printed first)
+    measure_seconds: float  # idle measurement seconds per seed of the core design's runs, beside their training
     lr: float = TrainConfig.lr  # every model's peak learning rate
+    thread_factor: float = 1.0  # a step's time at compare's one training thread over its time at `flop_rate`'s
+
+    def training_rate(self) -> float:
+        """Counted FLOPs per second one model trains at in `compare` (one thread), idle."""
+        return self.flop_rate / self.thread_factor
+
+
+#: the runs of the core design (the measurement time of a preset is theirs; `estimated_seconds` scales it)
+CORE_RUNS = 10
+#: idle seconds per seed that measuring the core design's runs on digits adds to training them, in compare's pool
+#: of two processes (the README's command less its training: `estimated_seconds`)
+MEASURE_DIGITS = 125.0
 
 
 def preset_for(side: int, device: str) -> Preset:
@@ -119,8 +131,9 @@ def preset_for(side: int, device: str) -> Preset:
             batch_size=128,
             n_eval=None,
             steps=DIGITS_STEPS,
-            measure_seconds=125.0,
+            measure_seconds=MEASURE_DIGITS,
             lr=3e-3,
+            thread_factor=1.3,
         )
     if device.startswith("cuda"):
         return Preset(
@@ -142,14 +155,18 @@ def preset_for(side: int, device: str) -> Preset:
         n_eval=2000,
         steps=tuple(s for s in STEPS if s <= 50),
         measure_seconds=450.0,
+        thread_factor=1.3,
     )
 
 
 def expected_seconds(budget: Budget, preset: Preset) -> float:
-    """Roughly how long one model trains on `budget` on an idle machine like the preset's."""
+    """Roughly how long one model trains on `budget` on an idle machine like the preset's, at compare's one
+    training thread."""
     if budget.unit == "s":
         return budget.amount
-    return budget.amount * preset.step_seconds if budget.unit == "steps" else budget.amount / preset.flop_rate
+    if budget.unit == "steps":
+        return budget.amount * preset.step_seconds * preset.thread_factor
+    return budget.amount / preset.training_rate()
 
 
 #: the steps sweep on digits: NFE 1 to 32 by doublings, where every sampler's Fréchet distance has levelled off
@@ -594,16 +611,22 @@ def seed_folder(out: Path, cfg: CompareConfig, index: int) -> Path:
 
 
 def estimated_seconds(cfg: CompareConfig, side: int) -> float:
-    """A rough wall-clock estimate of the whole comparison on an idle machine: every design point's training
-    budget plus the preset's measurement time, per seed; with `conditional`, the ends' twins too, each trained on
-    its end's budget and measured as one point more. The preset's measurement was measured over seven runs (three
-    models, two β-sweep VAEs, the objective pair), so it is scaled by the runs measured."""
+    """A rough wall-clock estimate of the whole comparison on an idle machine, per seed: every design point's
+    training (`expected_seconds`) and the preset's measurement time (its core design's, scaled by the runs
+    measured), shared among `cfg.jobs` processes where compare runs them in processes (`in_parallel`; the preset's
+    time was measured in two); with `conditional`, the ends' twins, trained and measured in turn after them."""
     cfg = with_preset(cfg, side)
     preset = preset_for(side, str(pick_device(cfg.device)))
-    points = planned_points(cfg) + planned_conditional(cfg, side)
+    points, twins = planned_points(cfg), planned_conditional(cfg, side)
     budget = filled_budget(cfg)
-    train = sum((expected_seconds(budget.scaled(p.budget), preset) for p in points), 0.0)
-    return cfg.seeds * (train + preset.measure_seconds * len(points) / 7)
+
+    def trained(group: tuple[DesignPoint, ...]) -> float:
+        return sum((expected_seconds(budget.scaled(p.budget), preset) for p in group), 0.0)
+
+    share = cfg.jobs if in_parallel(cfg, len(points)) else 1
+    measured = preset.measure_seconds / CORE_RUNS * 2  # one run's measurement in one process
+    design = (trained(points) + measured * len(points)) / share
+    return cfg.seeds * (design + trained(twins) + measured * len(twins))
 
 
 def planned_conditional(cfg: CompareConfig, side: int) -> tuple[DesignPoint, ...]:
@@ -670,7 +693,7 @@ def run_compare(
         seeds=tuple(seeds),
         design=first.design,
         attribution=table_power(fold_tables(tables), cfg.seeds) if tables else None,
-        calibration=preset_for(test.shape[-1], str(pick_device(cfg.device))).flop_rate,
+        calibration=preset_for(test.shape[-1], str(pick_device(cfg.device))).training_rate(),
         conditional=twins,  # the first seed's; every seed's conditional contrasts are folded above
     )
     return results, images
