@@ -173,6 +173,11 @@ def test_the_validation_split_is_a_seeded_part_of_the_training_images(digits):
     rows = lambda d: sorted(tuple(im.flatten().tolist()) for im in d.images)
     assert sorted(rows(kept) + rows(held)) == rows(train)  # a partition of the training images
     assert split_validation(train, 0.0, seed=3) == (train, None)
+    capped_kept, capped = split_validation(train, 0.25, seed=3, most=10)  # at most 10 images, the rest trained on
+    assert capped is not None and (len(capped_kept), len(capped)) == (246, 10)
+    assert TrainConfig().validation_max == 512
+    with pytest.raises(ConfigError, match="train.validation_max"):
+        TrainConfig(validation_max=0)
 
 
 def test_keep_best_needs_a_validation_split():

@@ -211,7 +211,9 @@ class Trainer:
         # nn.Module.to takes memory_format at run time; torch's stub does not declare it
         self.model = model.to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
         # the validation split is carved from the training images (the test split only measures)
-        self.train_data, self.validation = split_validation(train_data, cfg.validation_fraction, cfg.seed)
+        self.train_data, self.validation = split_validation(
+            train_data, cfg.validation_fraction, cfg.seed, cfg.validation_max
+        )
         self.test_data = test_data
         self.images = device_images(self.train_data, self.device)
         # a conditional model's labels, beside the images (None for any other model)

@@ -21,12 +21,14 @@ from elbolab.model import GenerativeModel, dataset_bound
 VALIDATION_DRAWS_SEED = 20_240_601
 
 
-def split_validation(data: ImageData, fraction: float, seed: int) -> tuple[ImageData, ImageData | None]:
-    """(training images, validation images): ⌈fraction·N⌉ images drawn by a permutation seeded with `seed`,
-    the rest kept in their order; (data, None) for fraction 0."""
+def split_validation(
+    data: ImageData, fraction: float, seed: int, most: int | None = None
+) -> tuple[ImageData, ImageData | None]:
+    """(training images, validation images): ⌈fraction·N⌉ images (at most `most`) drawn by a permutation seeded
+    with `seed`, the rest kept in their order; (data, None) for fraction 0."""
     if fraction <= 0:
         return data, None
-    n_val = min(len(data) - 1, max(1, math.ceil(fraction * len(data))))
+    n_val = min(len(data) - 1, max(1, math.ceil(fraction * len(data))), most or len(data))
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     held = order[:n_val].sort().values
     kept = order[n_val:].sort().values
