@@ -249,21 +249,39 @@ def test_bad_settings_are_one_line_errors_naming_the_key(key, value, message):
 def test_an_update_with_a_huge_gradient_is_skipped_and_the_weights_stay(tmp_path):
     train, test = load_data("digits", "train").subset(64), load_data("digits", "test").subset(16)
     model = _model()
-    assert model.skip_gradient_norm == 10.0 * 64
+    assert model.skip_gradient_norm == math.inf  # no scale before the first step
     cfg = TrainConfig(steps=3, batch_size=16, eval_every=0, eval_n=16, warmup_steps=0, grad_clip=1.0)
     trainer = Trainer(model, train, test, cfg, tmp_path, progress=False, say=lambda _: None)
     weights = lambda: [p.detach().clone() for p in model.parameters()]
-    first = trainer.train_step()  # an ordinary step moves the weights
-    assert "loss" in first and first["grad_norm"] < model.skip_gradient_norm
+    first = trainer.train_step()  # an ordinary step moves the weights and sets the running scale
+    assert "loss" in first and model.skip_gradient_norm == pytest.approx(10.0 * first["grad_norm"], rel=1e-6)
     before = weights()
     handle = model.decoder.net[-1].weight.register_hook(lambda g: g * 1e8)  # a huge, finite gradient
     skipped = trainer.train_step()
     handle.remove()
-    assert "gradient norm" in skipped["skipped"] and "skip_gradient_norm 640" in skipped["skipped"]
+    limit = f"skip_gradient_norm {10.0 * first['grad_norm']:g}"  # judged on the scale before the spike entered it
+    assert "gradient norm" in skipped["skipped"] and limit in skipped["skipped"], skipped
     assert all(torch.equal(a, b) for a, b in zip(before, weights(), strict=True))
     assert trainer.nonfinite_in_a_row == 0  # no fault: nothing to roll back for
     assert "loss" in trainer.train_step()
     assert not all(torch.equal(a, b) for a, b in zip(before, weights(), strict=True))
+
+
+def test_a_lasting_change_of_scale_is_taken_up_within_a_few_steps(tmp_path):
+    """Every gradient 1,000 times larger from the second step on: the first such updates are skipped, then the
+    running scale has taken the new size up and the updates are applied again (a fixed threshold would skip them
+    all, for ever: the weights would never change again)."""
+    train, test = load_data("digits", "train").subset(64), load_data("digits", "test").subset(16)
+    model = _model()
+    cfg = TrainConfig(steps=40, batch_size=16, eval_every=0, eval_n=16, warmup_steps=0, grad_clip=1.0)
+    trainer = Trainer(model, train, test, cfg, tmp_path, progress=False, say=lambda _: None)
+    assert "loss" in trainer.train_step()
+    handle = model.decoder.net[-1].weight.register_hook(lambda g: g * 1e3)
+    records = [trainer.train_step() for _ in range(30)]
+    handle.remove()
+    skipped = [i for i, r in enumerate(records) if "skipped" in r]
+    assert skipped and skipped[0] == 0 and len(skipped) <= 15, skipped  # log(0.9)/log(0.99) ≈ 11 steps of it
+    assert all("loss" in r for r in records[skipped[-1] + 1 :]) and skipped[-1] < 20
 
 
 def test_with_skipping_off_the_same_gradient_is_clipped_and_applied(tmp_path):

@@ -14,8 +14,9 @@ class HVAEConfig:
 
     `latent`: "bottleneck" gives level l `latent_channels[l]` channels (top level first; one value serves every
     level); "full" gives every level as many values as x (C·4^d channels). `residual_posterior`: NVAE's
-    q(z_l|·) = N(μ_p + Δμ, σ_p²·Δσ²) relative to the prior. `skip_threshold`: an update whose gradient norm,
-    per dimension of x (‖∇ loss‖ / D), exceeds it is skipped (VDVAE's update skipping; 0 = off).
+    q(z_l|·) = N(μ_p + Δμ, σ_p²·Δσ²) relative to the prior. `skip_threshold`: an update whose gradient norm
+    exceeds this many times the run's running scale of the norms is skipped (VDVAE's update skipping, relative
+    to the run instead of a fixed norm per data set; 0 = off).
     """
 
     L: int = 2  # stochastic levels
@@ -27,7 +28,7 @@ class HVAEConfig:
     beta: float = 1.0  # weight of the KL terms in the training loss
     kl_warmup_steps: int = 0  # β rises linearly from 0 over these steps
     free_bits: float = 0.0  # nats per latent dimension (batch mean) of each level, 0 = off
-    skip_threshold: float = 10.0  # skip updates with ‖∇ loss‖ / D above this, 0 = off (digits: median ≈ 1, start ≈ 2)
+    skip_threshold: float = 10.0  # skip updates whose ‖∇ loss‖ is above this × its running scale, 0 = off
     conditional: bool = False  # q(z|x, y) and p(z, x | y): learned class maps into the bottom-up input and top state
 
     def __post_init__(self) -> None:

@@ -79,6 +79,15 @@ class TopDownBlock(nn.Module):
         return self.out(h + feature + self.from_z(z))
 
 
+#: the running gradient scale's decay per step (`HierarchicalVAE.observe_gradient_norm`)
+GRADIENT_SCALE_DECAY = 0.99
+
+
+def without_gradient_scale(module: nn.Module, state: dict[str, Tensor], prefix: str, *_: object) -> None:
+    """Weights saved before the running gradient scale existed load with none (0: no step observed)."""
+    state.setdefault(f"{prefix}gradient_scale", torch.zeros(()))
+
+
 class HierarchicalVAE(GenerativeModel):
     """A hierarchical VAE (Sønderby et al. 2016; Child 2021; Vahdat & Kautz 2020) with a discretised decoder:
     p(z_L) ∏_l p(z_l | z_>l) p(x | z_1:L), q(z_L | x) ∏_l q(z_l | z_>l, x), the top-down path shared by both.
@@ -115,6 +124,10 @@ class HierarchicalVAE(GenerativeModel):
         if self.classes is not None:
             self.input_class = ClassMap(self.classes, (c, h, w))
             self.state_class = ClassMap(self.classes, (width, r, r))
+        #: the running scale of the training gradient's norm (`observe_gradient_norm`), 0 before the first step
+        self.gradient_scale: Tensor
+        self.register_buffer("gradient_scale", torch.zeros(()))
+        self.register_load_state_dict_pre_hook(without_gradient_scale)  # type: ignore[no-untyped-call]
 
     # ---- the passes
     @property
@@ -192,8 +205,24 @@ class HierarchicalVAE(GenerativeModel):
 
     @property
     def skip_gradient_norm(self) -> float:
-        """The gradient norm above which the trainer skips an update (VDVAE): skip_threshold · D, or ∞ when off."""
-        return self.config.skip_threshold * self.dims if self.config.skip_threshold > 0 else math.inf
+        """The gradient norm above which the trainer skips an update (VDVAE's update skipping, relative to the
+        run's own scale): skip_threshold × the running scale of the norms so far; ∞ when off or before a step."""
+        scale = float(self.gradient_scale)
+        return self.config.skip_threshold * scale if self.config.skip_threshold > 0 and scale > 0 else math.inf
+
+    @property
+    def skips_updates(self) -> bool:
+        """Whether the trainer must read each step's gradient norm (update skipping on)."""
+        return self.config.skip_threshold > 0
+
+    def observe_gradient_norm(self, norm: Tensor) -> None:
+        """Fold one step's finite gradient norm, skipped or not, into the running scale: an exponential average
+        (GRADIENT_SCALE_DECAY per step) that starts at the first norm. A spike far above it is skipped; a lasting
+        change of scale enters it within a few steps, so that it is taken up instead of skipping every later
+        update (a fixed threshold per dimension of x skipped all of them on Fashion-MNIST)."""
+        scale = self.gradient_scale
+        norm = norm.detach().to(scale)
+        scale.copy_(norm if scale <= 0 else GRADIENT_SCALE_DECAY * scale + (1 - GRADIENT_SCALE_DECAY) * norm)
 
     def _elbo(self, x: Tensor, estimator: Estimator, generator: torch.Generator | None) -> Bound:
         """−ELBO as `reconstruction` + `kl_L` … `kl_1` (K draws of z_1:L, each level's KL in closed form given the

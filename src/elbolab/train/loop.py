@@ -516,7 +516,8 @@ class Trainer:
         """Whether steps leave their checks on the device (train.log_every > 1): in fp32 or bf16 (fp16's scaler
         decides on overflow itself) and for a model with no limit on the gradient norm."""
         limit = getattr(self.model, "skip_gradient_norm", math.inf)
-        return self.cfg.log_every > 1 and not self.scaler.is_enabled() and math.isinf(limit)
+        skips = getattr(self.model, "skips_updates", False)
+        return self.cfg.log_every > 1 and not self.scaler.is_enabled() and math.isinf(limit) and not skips
 
     def _deferred_step(self, lr: float) -> dict[str, Any]:
         """One optimiser step with no host read: the loss summed and non-finite steps counted on the device. Every
@@ -569,6 +570,9 @@ class Trainer:
             elif grad_norm > (limit := getattr(self.model, "skip_gradient_norm", math.inf)):  # e.g. VDVAE's skip
                 large = True
                 problem = f"gradient norm {grad_norm.item():.4g} above the model's skip_gradient_norm {limit:g}"
+            observe = getattr(self.model, "observe_gradient_norm", None)
+            if observe is not None and torch.isfinite(grad_norm):  # a model's running scale of the norms
+                observe(grad_norm)
         if problem is None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
