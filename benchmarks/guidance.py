@@ -15,7 +15,7 @@ alike is judged against log₂ K / D, the null class's gain reported beside it.
     python benchmarks/guidance.py [--data digits|fashion-mnist] [--budget 3e12flop] [--per-class 40]
         [--sampler ddim --nfe 50] [--n-eval N] [--bpd-se 0.01] [--results DIR]
 
-Without --budget the model trains on compare's budget for images of that size (the preset's: 2e12 counted FLOPs on
+Without --budget the model trains on compare's budget for images of that size (the preset's: 1.75e12 counted FLOPs on
 digits, 7.5e12 on 28 px on a CPU); guidance-digits.json was measured with --budget 3e12flop. A small --budget,
 --per-class, --nfe, --n-eval and --bpd-se 0 with --results elsewhere check the script quickly.
 """

@@ -100,8 +100,8 @@ class Preset:
 #: the runs of the core design (the measurement time of a preset is theirs; `estimated_seconds` scales it)
 CORE_RUNS = 10
 #: idle seconds per seed that measuring the core design's runs on digits adds to training them, in compare's pool
-#: of two processes (the README's command less its training: `estimated_seconds`)
-MEASURE_DIGITS = 125.0
+#: of two processes (`estimated_seconds`): on 683f6af the whole comparison took 299 s, its training 150 s of it
+MEASURE_DIGITS = 150.0
 
 
 def preset_for(side: int, device: str) -> Preset:
@@ -120,12 +120,15 @@ def preset_for(side: int, device: str) -> Preset:
     FLOPs, 4.5e12 each on average. At one thread (`train.threads`) a step takes ≈ 1.3× as long idle. 3e12 (≈ 560
     VAE steps, ≈ 960 diffusion steps, ≈ 310 + 375 of latent diffusion) took the core design's ten runs 3.6-4.4 min
     to train, two at a time, and the README's command 7 min 43 s without the install (load ≈ 2); 2e12 (≈ 375 VAE
-    and ≈ 640 diffusion steps) is what keeps it within its 6 minutes with the install. On 28 px on a CPU (batch 64) the steps cost 9.4e9, 1.9e10, 9.0e9 and 7.1e9 FLOPs; the
+    and ≈ 640 diffusion steps) 6 min 1 s with the install in a fresh clone once training and measuring shared one
+    pool (683f6af: 61 s install, 181 s until the last run was trained, 299 s the whole comparison); 1.75e12
+    (≈ 330 VAE and ≈ 560 diffusion steps) keeps it within its 6 minutes. On 28 px on a CPU (batch 64) the steps
+    cost 9.4e9, 1.9e10, 9.0e9 and 7.1e9 FLOPs; the
     120 s of before bought ≈ 1e13 each (benchmarks/results/compare_fashion_mnist.json), 7.5e12 at one thread. On
     a GPU 500 steps, what diffusion's base preset trains in 60 s (123 ms a step, benchmarks/results/gpu-mfu.json)."""
     if side <= 16:
         return Preset(
-            budget=Budget(2e12, "flop"),
+            budget=Budget(1.75e12, "flop"),
             step_seconds=0.078,
             flop_rate=5.7e10,
             batch_size=128,
