@@ -554,10 +554,7 @@ def measure_one_run(
     """`measure_run` in a process of its own at one thread, and the run's measurements at the budget's
     `fractions` (`snapshot_measurements`): what `run_seed` measures of each run in turn, the test images loaded
     here."""
-    if STOPPING is not None and STOPPING.is_set():
-        raise ElbolabError("the job is stopping")
-    MODEL_KINDS.update(kinds)
-    use_threads(1)
+    measuring_here(kinds)
     test = load_data(data, "test", data_dir)
     quiet: Log = lambda _message: None
     result, images, _ = measure_run(Path(run_dir), cfg, test, features, quiet, device)
