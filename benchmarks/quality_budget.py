@@ -82,6 +82,16 @@ RECIPES = (
     Recipe("diffusion-edm", "diffusion", {"parameterisation": "edm", "loss": "edm"}, today=False),
     Recipe("diffusion-ema0.995", "diffusion", train={"ema_decay": 0.995}, today=False),
     Recipe("diffusion-small", "diffusion", {"unet": UNetConfig(preset="small")}, today=False),
+    # issue 25 item 3's search on Fashion-MNIST at the CPU preset: one change each against today's recipe
+    Recipe("diffusion-sigmoid", "diffusion", {"loss": "sigmoid"}, today=False),
+    Recipe("diffusion-b32", "diffusion", train={"batch_size": 32}, today=False),
+    Recipe("diffusion-warm20", "diffusion", train={"warmup_steps": 20}, today=False),
+    Recipe(
+        "diffusion-3lvl",
+        "diffusion",
+        {"unet": UNetConfig(preset="tiny", channel_mult=(1, 2, 2), attention_resolution=7)},
+        today=False,
+    ),
 )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -141,7 +142,18 @@ def conditional_of(contrasts: list[dict]) -> list[dict]:
     return [c for c in contrasts if c["factor"] == C.CONDITIONING]
 
 
-def test_compare_conditional_end_to_end_over_two_seeds(run_cli, tmp_path):
+def test_compare_conditional_end_to_end_over_two_seeds(run_cli, tmp_path, monkeypatch):
+    from test_compare import CONFIG
+
+    from elbolab.experiments import compare
+
+    # the command line's --quick, in its pool of two processes, with test_compare's tiny networks and measurement
+    kept = ("evaluation", "beta_sweep", "steps", "steps_replicates", "interpolation_pairs", "timing_repeats")
+    kept += ("information_images", "information_draws", "overrides")
+    quick = compare.quick_config
+    monkeypatch.setattr(
+        compare, "quick_config", lambda cfg: replace(quick(cfg), **{k: getattr(CONFIG, k) for k in kept})
+    )
     out = tmp_path / "c"
     args = ("--budget", "20steps", "--quick", "--quiet", "--conditional", "--seeds", "2")
     code, stdout, err = run_cli("compare", "--out", out, *args)

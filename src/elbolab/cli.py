@@ -549,7 +549,7 @@ def fractions_of_budget(text: str) -> tuple[float, ...]:
     default=None,
     metavar="BUDGET",
     help="Training compute per model: optimiser steps (1200steps) or counted FLOPs (2.5e13flop); or wall-clock "
-    "seconds (60s), whose results depend on the machine [default: the preset's: 3e12flop on digits, 7.5e12flop "
+    "seconds (60s), whose results depend on the machine [default: the preset's: 1.75e12flop on digits, 7.5e12flop "
     "for larger images on a CPU, 500steps on a GPU].",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
