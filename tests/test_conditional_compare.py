@@ -167,7 +167,8 @@ def test_compare_conditional_end_to_end_over_two_seeds(run_cli, tmp_path, monkey
     assert [c["pair"] for c in worth] == [[n, f"{n}-conditional"] for n in ("vae", "diffusion")]  # one factor apart
     assert "through the null class" in worth[1]["measured"] and "null class" not in worth[0]["measured"]
     assert len(results["conditional"]) == 2 and all(name.endswith("-conditional") for name in results["conditional"])
-    # each seed trained its own twins in its own folder and judged them on its own models
+    # each seed trained its own twins in its own folder, in its pool, and judged them on its own models
+    assert err.count("conditional twins and measuring") == 2
     per_seed = [conditional_of(s["contrasts"]) for s in results["seeds"]]
     for folder, seed, found in zip((out, out / "seed-1"), (0, 1), per_seed):
         assert [c["title"] for c in found] == titles
@@ -202,8 +203,9 @@ def test_the_estimate_and_the_plan_count_the_twins():
     cfg = CompareConfig(device="cpu")
     preset, budget = preset_for(8, "cpu"), with_preset(cfg, 8).budget
     assert budget is not None
-    # an end's budget, then measured as one run of the core design, in turn after the design
-    twin = expected_seconds(budget, preset) + preset.measure_seconds / CORE_RUNS * 2
+    # an end's budget trained in the design's pool of two processes, then measured as one run of the core design,
+    # in turn after the pool
+    twin = expected_seconds(budget, preset) / 2 + preset.measure_seconds / CORE_RUNS * 2
     for seeds in (1, 3):
         plain, conditional = (CompareConfig(device="cpu", seeds=seeds, conditional=c) for c in (False, True))
         added = estimated_seconds(conditional, 8) - estimated_seconds(plain, 8)

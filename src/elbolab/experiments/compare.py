@@ -264,7 +264,7 @@ def planned_points(cfg: CompareConfig) -> tuple[DesignPoint, ...]:
 def job_plan(cfg: CompareConfig, side: int = 8) -> tuple[tuple[str, str, float], ...]:
     """Every stage of the job in order, with its training time in seconds (a compute budget's idle estimate for
     images of `side` px, by default digits'; 0 for measurements): each design point trained, then measured; then
-    with `conditional` each twin trained and measured in turn."""
+    with `conditional` each twin trained (in the design's pool where it has one) and measured."""
     preset = preset_for(side, str(pick_device(cfg.device)))
     budget = cfg.budget or preset.budget
     points = planned_points(cfg)
@@ -614,7 +614,8 @@ def estimated_seconds(cfg: CompareConfig, side: int) -> float:
     """A rough wall-clock estimate of the whole comparison on an idle machine, per seed: every design point's
     training (`expected_seconds`) and the preset's measurement time (its core design's, scaled by the runs
     measured), shared among `cfg.jobs` processes where compare runs them in processes (`in_parallel`; the preset's
-    time was measured in two); with `conditional`, the ends' twins, trained and measured in turn after them."""
+    time was measured in two); with `conditional`, the ends' twins, trained in the same pool (`twin_runs`) and
+    measured in turn after it."""
     cfg = with_preset(cfg, side)
     preset = preset_for(side, str(pick_device(cfg.device)))
     points, twins = planned_points(cfg), planned_conditional(cfg, side)
@@ -625,8 +626,8 @@ def estimated_seconds(cfg: CompareConfig, side: int) -> float:
 
     share = cfg.jobs if in_parallel(cfg, len(points)) else 1
     measured = preset.measure_seconds / CORE_RUNS * 2  # one run's measurement in one process
-    design = (trained(points) + measured * len(points)) / share
-    return cfg.seeds * (design + trained(twins) + measured * len(twins))
+    design = (trained(points) + trained(twins) + measured * len(points)) / share
+    return cfg.seeds * (design + measured * len(twins))
 
 
 def planned_conditional(cfg: CompareConfig, side: int) -> tuple[DesignPoint, ...]:
@@ -722,7 +723,10 @@ def run_seed(
     fractions = {name: tuple(sorted(cfg.budget_points)) if name in judged else () for name in runs}
     ends, merged = design.pair("ends"), design.pair("merged-fixed")
     if in_parallel(cfg, len(runs)):
-        found = measured_in_processes(cfg, todo, runs, fractions, ev_cfg, features, train, test, ends, log, watch)
+        twins = twin_runs(cfg, design, out, test)
+        found = measured_in_processes(
+            cfg, todo, runs, fractions, ev_cfg, features, train, test, ends, log, watch, twins
+        )
     else:
         found = measured_in_turn(cfg, design, fractions, ev_cfg, features, out, train, test, ends, log, progress, watch)
     models, loaded = found.models, found.loaded
@@ -795,18 +799,22 @@ def measured_in_processes(
     ends: tuple[str, str] | None,
     log: Log,
     watch: Watch | None,
+    twins: tuple[dict[str, RunConfig], dict[str, Path]] = ({}, {}),
 ) -> SeedMeasurements:
     """The runs left trained and every run measured in worker processes, `cfg.jobs` at once, in one pool: a run's
     measurement starts once it is trained and a process is free, beside the others' training, so no core waits
     for the slowest run of a stage; the steps sweep, the information curves and the floors are tasks of their
-    own. Each worker measures at one thread: the same arithmetic on every machine."""
+    own. Each worker measures at one thread: the same arithmetic on every machine. `twins` (configs and folders)
+    are runs trained in the same pool, after the design's, and measured by their caller (`compare --conditional`'s
+    twins: `twin_runs`)."""
     left = reuse_finished(todo, runs, train, test, log, False, watch)
     kinds = dict(MODEL_KINDS)
+    twins_left = reuse_finished(*twins, train, test, log, False, watch)
 
     def after(*names: str) -> tuple[str, ...]:
         return tuple(f"train:{n}" for n in names if n in left)
 
-    tasks = training_tasks(left, runs, cfg)
+    tasks = {**training_tasks(left, runs, cfg), **training_tasks(twins_left, twins[1], cfg)}
     if ends is not None:
         learned, fixed = ends
         tasks["steps"] = Task(sweep_one_run, (str(runs[fixed]), cfg, features, kinds), after(fixed))
@@ -835,10 +843,24 @@ def measured_in_processes(
         else:
             found.floors = result
 
-    log(f"training {len(left)} runs and measuring {len(runs)}, {cfg.jobs} at a time (one process each)")
+    also = f" and {len(twins_left)} conditional twins" if twins_left else ""
+    log(f"training {len(left)} runs{also} and measuring {len(runs)}, {cfg.jobs} at a time (one process each)")
     in_processes(tasks, cfg.jobs, done)
     found.models = {name: found.models[name] for name in runs}  # in the design's order, not the order they finished
     return found
+
+
+def twin_runs(
+    cfg: CompareConfig, design: Design, out: Path, test: ImageData
+) -> tuple[dict[str, RunConfig], dict[str, Path]]:
+    """With `cfg.conditional`, the ends' conditional twins (`conditional_points`) as runs: their configs and their
+    folders `out/runs/NAME-conditional`, where `conditional_contrasts` finds them trained; none without it."""
+    if not cfg.conditional:
+        return {}, {}
+    from elbolab.experiments.conditional import conditional_points  # it trains as this module trains
+
+    todo = {twin.name: point_run(twin, cfg, test) for _, twin in conditional_points(design, test.shape[-1])}
+    return todo, {name: out / "runs" / name for name in todo}
 
 
 def measured_in_turn(
