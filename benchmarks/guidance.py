@@ -16,7 +16,8 @@ alike is judged against log₂ K / D, the null class's gain reported beside it.
         [--sampler ddim --nfe 50] [--n-eval N] [--bpd-se 0.01] [--results DIR]
 
 Without --budget the model trains on compare's budget for images of that size (the preset's: 1.75e12 counted FLOPs on
-digits, 7.5e12 on 28 px on a CPU); guidance-digits.json was measured with --budget 3e12flop. A small --budget,
+digits, 7.5e12 on 28 px on a CPU); guidance-digits.json was measured with --budget 3e12flop, and
+guidance-digits-1.75e12flop.json without it (written as guidance-digits.json, renamed). A small --budget,
 --per-class, --nfe, --n-eval and --bpd-se 0 with --results elsewhere check the script quickly.
 """
 
