@@ -84,11 +84,11 @@ class DiffusionConfig:
         """The configuration `compare` starts from for images of this side on this device: continuous time with
         γ linear in t between learned, level-aware end points, trained on the ELBO (whose weighting γ′ is then
         uniform in t: L_simple up to a constant, plus the end points); the UNet sized to the VAE it is compared
-        with and to what the device trains in minutes: tiny (~0.17M parameters) for small images (≤ 16 px) and
-        for larger ones on a CPU (0.3 GFLOP per 28×28 training image, a third of lean's), on a GPU small
-        (≤ 28 px) or base."""
+        with and to what the device trains in minutes: tiny (~0.17M parameters) for small images (≤ 16 px),
+        compact (tiny with a third level, 0.3 GFLOP per 28×28 training image, a third of lean's) for larger ones on
+        a CPU, on a GPU small (≤ 28 px) or base."""
         preset: UNetPreset = (
-            "tiny" if side <= 16 or not device.startswith("cuda") else "small" if side <= 28 else "base"
+            "tiny" if side <= 16 else "compact" if not device.startswith("cuda") else "small" if side <= 28 else "base"
         )
         # the bound's network calls hold max_batch images: 1024 of 8×8, 128 of larger ones (≈ 0.1 GB at 28×28)
         return cls(

@@ -123,7 +123,7 @@ def preset_for(side: int, device: str) -> Preset:
     and ≈ 640 diffusion steps) 6 min 1 s with the install in a fresh clone once training and measuring shared one
     pool (683f6af: 61 s install, 181 s until the last run was trained, 299 s the whole comparison); 1.75e12
     (≈ 330 VAE and ≈ 560 diffusion steps) keeps it within its 6 minutes. On 28 px on a CPU (batch 64) the steps
-    cost 9.4e9, 1.9e10, 9.0e9 and 7.1e9 FLOPs; the
+    cost 9.4e9, 1.8e10 (1.9e10 with the tiny UNet before the compact one), 9.0e9 and 7.1e9 FLOPs; the
     120 s of before bought ≈ 1e13 each (benchmarks/results/compare_fashion_mnist.json), 7.5e12 at one thread. On
     a GPU 500 steps, what diffusion's base preset trains in 60 s (123 ms a step, benchmarks/results/gpu-mfu.json)."""
     if side <= 16:
