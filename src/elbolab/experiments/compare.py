@@ -90,6 +90,7 @@ class Preset:
     steps: tuple[int, ...]  # sampling steps of the steps sweep
     measure_seconds: float  # idle measurement seconds per seed of the core design's runs, beside their training
     lr: float = TrainConfig.lr  # every model's peak learning rate
+    warmup_steps: int = TrainConfig.warmup_steps  # every model's linear learning-rate warm-up
     thread_factor: float = 1.0  # a step's time at compare's one training thread over its time at `flop_rate`'s
 
     def training_rate(self) -> float:
@@ -122,7 +123,7 @@ def preset_for(side: int, device: str) -> Preset:
     to train, two at a time, and the README's command 7 min 43 s without the install (load ≈ 2); 2e12 (≈ 375 VAE
     and ≈ 640 diffusion steps) 6 min 1 s with the install in a fresh clone once training and measuring shared one
     pool (683f6af: 61 s install, 181 s until the last run was trained, 299 s the whole comparison); 1.75e12
-    (≈ 330 VAE and ≈ 560 diffusion steps) keeps it within its 6 minutes. On 28 px on a CPU (batch 64) the steps
+    (≈ 330 VAE and ≈ 560 diffusion steps) keeps it within its 6 minutes. On 28 px on a CPU (batch 64, before batch 32) the steps
     cost 9.4e9, 1.8e10 (1.9e10 with the tiny UNet before the compact one), 9.0e9 and 7.1e9 FLOPs; the
     120 s of before bought ≈ 1e13 each (benchmarks/results/compare_fashion_mnist.json), 7.5e12 at one thread. On
     a GPU 500 steps, what diffusion's base preset trains in 60 s (123 ms a step, benchmarks/results/gpu-mfu.json)."""
@@ -149,12 +150,15 @@ def preset_for(side: int, device: str) -> Preset:
             measure_seconds=120.0,
         )
     # measured on Fashion-MNIST on an idle 2-core CPU: 406 and 424 s of measurement after 461 s of training
-    # (the budgets' 432 s plus each run's start and final evaluation): 14 min 31 s and 14 min 48 s in all
+    # (the budgets' 432 s plus each run's start and final evaluation): 14 min 31 s and 14 min 48 s in all. Batch 32
+    # and 20 warm-up steps (issue 25's search, benchmarks/results/quality_budget-fashion-mnist.json): with the compact
+    # UNet diffusion's samples reached FD 39.7 at 7.5e12 FLOPs against 45.3 at batch 64 and 100 warm-up steps
     return Preset(
         budget=Budget(7.5e12, "flop"),
-        step_seconds=0.21,
+        step_seconds=0.105,
         flop_rate=6.4e10,
-        batch_size=64,
+        batch_size=32,
+        warmup_steps=20,
         n_eval=2000,
         steps=tuple(s for s in STEPS if s <= 50),
         measure_seconds=450.0,
@@ -207,6 +211,7 @@ class CompareConfig:
     steps_samplers: tuple[str, ...] | None = SWEPT  # the samplers swept (None: every one the fixed end declares)
     batch_size: int | None = None  # training images per step (None: the preset's)
     lr: float | None = None  # every model's peak learning rate (None: the preset's)
+    warmup_steps: int | None = None  # every model's learning-rate warm-up in steps (None: the preset's)
     steps_replicates: int = 100  # bootstrap resamples per point of the steps sweep
     interpolation_pairs: int = 16  # test-image pairs interpolated by every model
     timing_repeats: int = 5  # alternating repeats of each paired timing
@@ -325,6 +330,7 @@ def budgeted_run(
         device=cfg.device,
         batch_size=cfg.batch_size or TrainConfig.batch_size,
         lr=cfg.lr or TrainConfig.lr,
+        warmup_steps=TrainConfig.warmup_steps if cfg.warmup_steps is None else cfg.warmup_steps,
         snapshots=tuple(sorted(cfg.budget_points)),
     )
     model_cfg, train_cfg = apply_overrides(model_cfg, train_cfg, cfg.overrides.get(kind, {}))
@@ -562,8 +568,8 @@ def measure_one_run(
 
 
 def with_preset(cfg: CompareConfig, side: int) -> CompareConfig:
-    """`cfg` with what it leaves open (budget, batch, learning rate, steps sweep, the bound's test images) from
-    the preset for images of `side` px on its device."""
+    """`cfg` with what it leaves open (budget, batch, learning rate and its warm-up, steps sweep, the bound's test
+    images) from the preset for images of `side` px on its device."""
     preset = preset_for(side, str(pick_device(cfg.device)))
     evaluation = cfg.evaluation if cfg.evaluation.n_eval is not None else replace(cfg.evaluation, n_eval=preset.n_eval)
     return replace(
@@ -571,6 +577,7 @@ def with_preset(cfg: CompareConfig, side: int) -> CompareConfig:
         budget=preset.budget if cfg.budget is None else cfg.budget,
         batch_size=cfg.batch_size or preset.batch_size,
         lr=cfg.lr or preset.lr,
+        warmup_steps=preset.warmup_steps if cfg.warmup_steps is None else cfg.warmup_steps,
         steps=cfg.steps or preset.steps,
         evaluation=evaluation,
     )
